@@ -1,0 +1,50 @@
+import Vapor
+
+/// The `steward` command line: Vapor's `serve` (wrapped), plus `migrate`, `db` and `audit`.
+enum Commands {
+    static func register(in app: Application) {
+        if let serve = app.asyncCommands.commands["serve"] {
+            app.asyncCommands.use(StewardServeCommand(wrapped: serve), as: "serve", isDefault: true)
+        }
+        // Replaces Fluent's interactive `migrate`.
+        app.asyncCommands.use(MigrateCommandGroup(), as: "migrate")
+        app.asyncCommands.use(DatabaseCommandGroup(), as: "db")
+        app.asyncCommands.use(AuditCommandGroup(), as: "audit")
+    }
+}
+
+/// A command failure with a one-line reason; `main` prints it and exits non-zero.
+public struct CommandFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// `serve`: applies migrations (when STEWARD_AUTO_MIGRATE is on), creates the first admin, then serves.
+struct StewardServeCommand: AnyAsyncCommand {
+    let wrapped: any AnyAsyncCommand
+
+    var help: String { "Applies pending migrations (unless STEWARD_AUTO_MIGRATE=false), then serves HTTP." }
+
+    func run(using context: inout CommandContext) async throws {
+        let app = context.application
+        let migrations = MigrationService(app: app)
+        if app.appConfig.autoMigrate {
+            let applied = try await migrations.migrate()
+            if !applied.isEmpty { app.logger.notice("Applied \(applied.count) migration(s)") }
+        } else {
+            let (pending, _) = try await migrations.pendingCount(on: app.db)
+            if pending > 0 {
+                app.logger.warning("\(pending) migration(s) are pending and STEWARD_AUTO_MIGRATE is off; /health/ready answers 503 until `steward migrate` runs")
+            }
+        }
+        if try await migrations.pendingCount(on: app.db).pending == 0 {
+            try await AdminBootstrap(app: app).ensureFirstAdmin()
+        }
+        try await wrapped.run(using: &context)
+    }
+
+    func outputHelp(using context: inout CommandContext) throws {
+        context.console.output(help.consoleText())
+        try wrapped.outputHelp(using: &context)
+    }
+}

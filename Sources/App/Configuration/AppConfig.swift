@@ -1,0 +1,257 @@
+import Foundation
+import Logging
+
+/// The whole typed configuration, parsed once at boot from the environment and `.env`.
+public struct AppConfig: Sendable {
+    /// Where the data lives.
+    public enum DatabaseKind: Sendable, Equatable {
+        case sqlite(path: String)
+        case postgres(url: String)
+
+        public var isPostgres: Bool {
+            if case .postgres = self { return true }
+            return false
+        }
+    }
+
+    public enum LogFormat: String, Sendable, CaseIterable { case text, json }
+    public enum SQLiteSynchronous: String, Sendable, CaseIterable { case full = "FULL", normal = "NORMAL" }
+
+    public var host: String
+    public var port: Int
+    public var publicURL: String
+    public var database: DatabaseKind
+    public var dataDirectory: String
+    public var autoMigrate: Bool
+    public var logLevel: Logger.Level
+    public var logFormat: LogFormat
+    public var maxBodySize: Int
+    public var corsOrigins: [String]
+    public var dbPoolMax: Int
+    public var dbConnectTimeoutSeconds: Int
+    public var slowQueryMilliseconds: Int
+    public var sqliteSynchronous: SQLiteSynchronous
+    public var sqliteBusyTimeoutMilliseconds: Int
+    public var shutdownGraceSeconds: Int
+    public var adminEmail: String
+    public var adminPassword: String?
+    public var bcryptCost: Int
+}
+
+/// Every bad or missing variable found while loading, reported together.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    public let problems: [String]
+    public var description: String {
+        "invalid configuration: " + problems.joined(separator: "; ")
+    }
+}
+
+extension AppConfig {
+    /// One documented variable: its name, default and meaning. `.env.example` and the README table follow this list.
+    struct Variable: Sendable {
+        let name: String
+        let defaultValue: String
+        let meaning: String
+    }
+
+    /// Every variable the server reads, in documentation order.
+    static let variables: [Variable] = [
+        .init(name: "STEWARD_HOST", defaultValue: "127.0.0.1", meaning: "Address the HTTP server binds to."),
+        .init(name: "STEWARD_PORT", defaultValue: "8080", meaning: "TCP port of the HTTP server (1-65535)."),
+        .init(name: "STEWARD_PUBLIC_URL", defaultValue: "http://<host>:<port>", meaning: "Base URL used in links the server hands out."),
+        .init(name: "DATABASE_URL", defaultValue: "(unset: SQLite in the data directory)", meaning: "postgres://user:pass@host:port/db switches to PostgreSQL; sqlite:<path> names another SQLite file."),
+        .init(name: "STEWARD_DATA_DIR", defaultValue: "./data", meaning: "Directory for the SQLite file, generated keys and backups."),
+        .init(name: "STEWARD_AUTO_MIGRATE", defaultValue: "true", meaning: "Apply pending migrations when `serve` starts."),
+        .init(name: "STEWARD_LOG_LEVEL", defaultValue: "info", meaning: "trace, debug, info, notice, warning, error or critical."),
+        .init(name: "STEWARD_LOG_FORMAT", defaultValue: "text", meaning: "text (human) or json (one JSON object per line)."),
+        .init(name: "STEWARD_MAX_BODY_SIZE", defaultValue: "1mb", meaning: "Largest request body accepted (bytes, or with kb/mb suffix); larger gets 413."),
+        .init(name: "STEWARD_CORS_ORIGINS", defaultValue: "(empty: no cross-origin access)", meaning: "Comma-separated allowed origins, or * for any."),
+        .init(name: "STEWARD_DB_POOL_MAX", defaultValue: "10", meaning: "PostgreSQL: most open connections per process."),
+        .init(name: "STEWARD_DB_CONNECT_TIMEOUT", defaultValue: "10", meaning: "PostgreSQL: seconds to wait for a connection."),
+        .init(name: "STEWARD_SLOW_QUERY_MS", defaultValue: "500", meaning: "Slow-query threshold (0 turns it off). Validated, but not yet acted on: the slow-query log comes with the observability work."),
+        .init(name: "STEWARD_SQLITE_SYNCHRONOUS", defaultValue: "full", meaning: "SQLite durability: full (no acknowledged write is lost on power loss) or normal (faster; the last commits may be lost on power loss, never corrupted)."),
+        .init(name: "STEWARD_SQLITE_BUSY_TIMEOUT_MS", defaultValue: "5000", meaning: "SQLite: how long a writer waits for the lock before failing."),
+        .init(name: "STEWARD_SHUTDOWN_GRACE_SECONDS", defaultValue: "25", meaning: "On SIGTERM, how long in-flight requests may take to finish."),
+        .init(name: "STEWARD_ADMIN_EMAIL", defaultValue: "admin@steward.local", meaning: "Email of the first admin, created when the database has no user."),
+        .init(name: "STEWARD_ADMIN_PASSWORD", defaultValue: "(unset: generated and printed once)", meaning: "Password of the first admin (8-128 characters)."),
+        .init(name: "STEWARD_BCRYPT_COST", defaultValue: "12", meaning: "bcrypt cost for password hashes (10-16; lower only in tests)."),
+    ]
+
+    /// Loads the configuration from the process environment layered over `.env` in the working directory.
+    public static func load(
+        processEnvironment: [String: String] = ProcessInfo.processInfo.environment,
+        dotEnvPath: String = ".env"
+    ) throws -> AppConfig {
+        var merged = (try? DotEnv.parse(contentsOf: dotEnvPath)) ?? [:]
+        for (key, value) in processEnvironment { merged[key] = value }
+        return try parse(merged)
+    }
+
+    /// Parses a configuration from a plain dictionary; fails naming every bad variable at once.
+    public static func parse(_ env: [String: String], allowLowBcryptCost: Bool = false) throws -> AppConfig {
+        var reader = EnvironmentReader(env: env)
+
+        let host = reader.string("STEWARD_HOST", default: "127.0.0.1")
+        let port = reader.int("STEWARD_PORT", default: 8080, range: 1...65535)
+        let dataDirectory = reader.string("STEWARD_DATA_DIR", default: "./data")
+        let publicURL = reader.url("STEWARD_PUBLIC_URL", default: "http://\(host):\(port)")
+        let database = reader.database("DATABASE_URL", dataDirectory: dataDirectory)
+        let autoMigrate = reader.bool("STEWARD_AUTO_MIGRATE", default: true)
+        let logLevel = reader.logLevel("STEWARD_LOG_LEVEL", default: .info)
+        let logFormat = reader.enumeration("STEWARD_LOG_FORMAT", default: LogFormat.text)
+        let maxBodySize = reader.byteCount("STEWARD_MAX_BODY_SIZE", default: 1 << 20)
+        let corsOrigins = reader.list("STEWARD_CORS_ORIGINS")
+        let dbPoolMax = reader.int("STEWARD_DB_POOL_MAX", default: 10, range: 1...1000)
+        let dbConnectTimeout = reader.int("STEWARD_DB_CONNECT_TIMEOUT", default: 10, range: 1...600)
+        let slowQuery = reader.int("STEWARD_SLOW_QUERY_MS", default: 500, range: 0...3_600_000)
+        let synchronous = reader.enumeration("STEWARD_SQLITE_SYNCHRONOUS", default: SQLiteSynchronous.full)
+        let busyTimeout = reader.int("STEWARD_SQLITE_BUSY_TIMEOUT_MS", default: 5000, range: 0...600_000)
+        let grace = reader.int("STEWARD_SHUTDOWN_GRACE_SECONDS", default: 25, range: 0...3600)
+        let adminEmail = reader.email("STEWARD_ADMIN_EMAIL", default: "admin@steward.local")
+        let adminPassword = reader.optionalString("STEWARD_ADMIN_PASSWORD", lengths: 8...128)
+        let bcryptCost = reader.int("STEWARD_BCRYPT_COST", default: 12, range: (allowLowBcryptCost ? 4 : 10)...16)
+
+        for origin in corsOrigins where origin != "*" && URL(string: origin)?.scheme == nil {
+            reader.problems.append("STEWARD_CORS_ORIGINS: '\(origin)' is not an origin such as https://app.example.com")
+        }
+
+        guard reader.problems.isEmpty else {
+            throw ConfigurationError(problems: reader.problems)
+        }
+        return AppConfig(
+            host: host, port: port, publicURL: publicURL, database: database, dataDirectory: dataDirectory,
+            autoMigrate: autoMigrate, logLevel: logLevel, logFormat: logFormat, maxBodySize: maxBodySize,
+            corsOrigins: corsOrigins, dbPoolMax: dbPoolMax, dbConnectTimeoutSeconds: dbConnectTimeout,
+            slowQueryMilliseconds: slowQuery, sqliteSynchronous: synchronous, sqliteBusyTimeoutMilliseconds: busyTimeout,
+            shutdownGraceSeconds: grace, adminEmail: adminEmail, adminPassword: adminPassword, bcryptCost: bcryptCost
+        )
+    }
+}
+
+/// Reads typed values out of a variable dictionary, collecting a problem for each bad one instead of stopping.
+struct EnvironmentReader {
+    let env: [String: String]
+    var problems: [String] = []
+
+    private func raw(_ name: String) -> String? {
+        guard let value = env[name]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
+        return value
+    }
+
+    mutating func string(_ name: String, default fallback: String) -> String {
+        raw(name) ?? fallback
+    }
+
+    mutating func optionalString(_ name: String, lengths: ClosedRange<Int>) -> String? {
+        guard let value = env[name], !value.isEmpty else { return nil }
+        guard lengths.contains(value.count) else {
+            problems.append("\(name): must be \(lengths.lowerBound) to \(lengths.upperBound) characters long")
+            return nil
+        }
+        return value
+    }
+
+    mutating func int(_ name: String, default fallback: Int, range: ClosedRange<Int>) -> Int {
+        guard let value = raw(name) else { return fallback }
+        guard let number = Int(value), range.contains(number) else {
+            problems.append("\(name): '\(value)' is not a whole number from \(range.lowerBound) to \(range.upperBound)")
+            return fallback
+        }
+        return number
+    }
+
+    mutating func bool(_ name: String, default fallback: Bool) -> Bool {
+        guard let value = raw(name) else { return fallback }
+        switch value.lowercased() {
+        case "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default:
+            problems.append("\(name): '\(value)' is not true or false")
+            return fallback
+        }
+    }
+
+    mutating func enumeration<E: RawRepresentable & Sendable & CaseIterable>(
+        _ name: String, default fallback: E
+    ) -> E where E.RawValue == String {
+        guard let value = raw(name) else { return fallback }
+        let candidates = [value, value.lowercased(), value.uppercased()]
+        for candidate in candidates {
+            if let parsed = E(rawValue: candidate) { return parsed }
+        }
+        let allowed = E.allCases.map { $0.rawValue.lowercased() }.joined(separator: ", ")
+        problems.append("\(name): '\(value)' is not one of \(allowed)")
+        return fallback
+    }
+
+    mutating func logLevel(_ name: String, default fallback: Logger.Level) -> Logger.Level {
+        guard let value = raw(name) else { return fallback }
+        guard let level = Logger.Level(rawValue: value.lowercased()) else {
+            problems.append("\(name): '\(value)' is not one of trace, debug, info, notice, warning, error, critical")
+            return fallback
+        }
+        return level
+    }
+
+    mutating func byteCount(_ name: String, default fallback: Int) -> Int {
+        guard let value = raw(name)?.lowercased() else { return fallback }
+        let units: [(String, Int)] = [("gb", 1 << 30), ("mb", 1 << 20), ("kb", 1 << 10), ("b", 1)]
+        for (suffix, multiplier) in units where value.hasSuffix(suffix) {
+            let number = value.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)
+            if let count = Int(number), count > 0, count <= (1 << 40) / multiplier { return count * multiplier }
+            problems.append("\(name): '\(value)' is not a size such as 1048576, 512kb or 1mb")
+            return fallback
+        }
+        if let count = Int(value), count > 0 { return count }
+        problems.append("\(name): '\(value)' is not a size such as 1048576, 512kb or 1mb")
+        return fallback
+    }
+
+    mutating func list(_ name: String) -> [String] {
+        guard let value = raw(name) else { return [] }
+        return value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    mutating func url(_ name: String, default fallback: String) -> String {
+        guard let value = raw(name) else { return fallback }
+        guard let url = URL(string: value), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme), url.host != nil else {
+            problems.append("\(name): '\(value)' is not an http(s) URL")
+            return fallback
+        }
+        return value.hasSuffix("/") ? String(value.dropLast()) : value
+    }
+
+    mutating func email(_ name: String, default fallback: String) -> String {
+        guard let value = raw(name) else { return fallback }
+        let parts = value.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, parts[1].contains("."), value.count <= 254 else {
+            problems.append("\(name): '\(value)' is not an email address")
+            return fallback
+        }
+        return value.lowercased()
+    }
+
+    mutating func database(_ name: String, dataDirectory: String) -> AppConfig.DatabaseKind {
+        let defaultPath = (dataDirectory as NSString).appendingPathComponent("steward.sqlite")
+        guard let value = raw(name) else { return .sqlite(path: defaultPath) }
+        let lowered = value.lowercased()
+        if lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://") {
+            guard let components = URLComponents(string: value), let host = components.host, !host.isEmpty else {
+                problems.append("\(name): not a valid postgres://user:pass@host:port/db URL")
+                return .sqlite(path: defaultPath)
+            }
+            return .postgres(url: value)
+        }
+        if lowered.hasPrefix("sqlite:") {
+            var path = String(value.dropFirst("sqlite:".count))
+            if path.hasPrefix("//") { path = String(path.dropFirst(2)) }
+            guard !path.isEmpty else {
+                problems.append("\(name): sqlite: needs a file path, e.g. sqlite:./data/steward.sqlite")
+                return .sqlite(path: defaultPath)
+            }
+            return .sqlite(path: path)
+        }
+        problems.append("\(name): must start with postgres://, postgresql:// or sqlite:")
+        return .sqlite(path: defaultPath)
+    }
+}

@@ -1,0 +1,50 @@
+import Fluent
+import FluentPostgresDriver
+import FluentSQLiteDriver
+import Vapor
+
+/// Connects Fluent to SQLite or PostgreSQL as the configuration says.
+enum DatabaseSetup {
+    static func configure(_ app: Application, _ config: AppConfig) throws {
+        switch config.database {
+        case .sqlite(let path):
+            let directory = (path as NSString).deletingLastPathComponent
+            if !directory.isEmpty {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                        attributes: [.posixPermissions: 0o700])
+            }
+            // The file holds password hashes: create it private before SQLite opens it with the default umask.
+            if !FileManager.default.fileExists(atPath: path) {
+                FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+            }
+            app.databases.use(.sqlite(.file(path), connectionPoolTimeout: .seconds(Int64(config.dbConnectTimeoutSeconds)),
+                                      sqlLogLevel: .trace), as: .sqlite)
+        case .postgres(let url):
+            var postgres = try SQLPostgresConfiguration(url: url)
+            postgres.coreConfiguration.options.connectTimeout = .seconds(Int64(config.dbConnectTimeoutSeconds))
+            let loops = max(1, System.coreCount)
+            let perLoop = max(1, config.dbPoolMax / loops)
+            app.databases.use(
+                .postgres(configuration: postgres, maxConnectionsPerEventLoop: perLoop,
+                          connectionPoolTimeout: .seconds(Int64(config.dbConnectTimeoutSeconds)),
+                          encodingContext: .default, decodingContext: .default, sqlLogLevel: .trace),
+                as: .psql)
+        }
+    }
+
+    /// SQLite keeps `synchronous` and `busy_timeout` per connection, and the driver pools exactly one connection
+    /// per event loop, so setting them once on each loop's connection covers every connection the app uses.
+    static func tuneSQLite(_ app: Application, _ config: AppConfig) async throws {
+        guard case .sqlite = config.database else { return }
+        for eventLoop in app.eventLoopGroup.makeIterator() {
+            guard let db = app.databases.database(logger: app.logger, on: eventLoop) else { continue }
+            try await db.withConnection { connection in
+                let sql = connection as! any SQLDatabase
+                try await sql.raw("PRAGMA journal_mode = WAL").run()
+                try await sql.raw("PRAGMA synchronous = \(unsafeRaw: config.sqliteSynchronous.rawValue)").run()
+                try await sql.raw("PRAGMA busy_timeout = \(unsafeRaw: String(config.sqliteBusyTimeoutMilliseconds))").run()
+                try await sql.raw("PRAGMA foreign_keys = ON").run()
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+import Vapor
+
+/// Server address, limits, encoders and the middleware stack.
+enum HTTPSetup {
+    static func configure(_ app: Application, _ config: AppConfig) {
+        app.http.server.configuration.hostname = config.host
+        app.http.server.configuration.port = config.port
+        app.http.server.configuration.shutdownTimeout = .seconds(Int64(config.shutdownGraceSeconds))
+        app.http.server.configuration.serverName = nil
+        app.routes.defaultMaxBodySize = ByteCount(value: config.maxBodySize)
+        app.routes.caseInsensitive = false
+
+        ContentConfiguration.global.use(encoder: JSONEncoder.api, for: .json)
+        ContentConfiguration.global.use(decoder: JSONDecoder.api, for: .json)
+
+        let problems = ProblemMiddleware(maxBodySize: config.maxBodySize)
+        var middleware = Middlewares()
+        middleware.use(RequestContextMiddleware(problems: problems))
+        if let cors = corsMiddleware(config) { middleware.use(cors) }
+        middleware.use(SecurityHeadersMiddleware())
+        middleware.use(problems)
+        app.middleware = middleware
+    }
+
+    private static func corsMiddleware(_ config: AppConfig) -> CORSMiddleware? {
+        guard !config.corsOrigins.isEmpty else { return nil }
+        let allowed: CORSMiddleware.AllowOriginSetting = config.corsOrigins.contains("*")
+            ? .all : .any(config.corsOrigins)
+        return CORSMiddleware(configuration: .init(
+            allowedOrigin: allowed,
+            allowedMethods: [.GET, .POST, .PUT, .PATCH, .DELETE, .OPTIONS],
+            allowedHeaders: [.accept, .authorization, .contentType, .origin, "X-Request-ID", "X-API-Key",
+                             "X-CSRF-Token", "Idempotency-Key", "Last-Event-ID"],
+            allowCredentials: !config.corsOrigins.contains("*"),
+            cacheExpiration: 600,
+            exposedHeaders: [HTTPHeaders.Name("X-Request-ID"), .retryAfter, HTTPHeaders.Name("RateLimit"), HTTPHeaders.Name("RateLimit-Policy"), .location]
+        ))
+    }
+}

@@ -1,0 +1,124 @@
+import Vapor
+
+/// Turns every error into an RFC 9457 problem response; a 500 never shows internals.
+struct ProblemMiddleware: AsyncMiddleware {
+    let maxBodySize: Int
+
+    func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
+        do {
+            return try await next.respond(to: request)
+        } catch {
+            return makeResponse(for: error, request: request)
+        }
+    }
+
+    func makeResponse(for error: any Error, request: Request) -> Response {
+        let (status, code, detail, fields, headers) = classify(error, request: request)
+        if status.code >= 500 {
+            request.logger.error("Unhandled error", metadata: ["error": "\(String(reflecting: error))"])
+        }
+        let body = ProblemDetails(
+            type: "https://steward.dev/problems/\(code)",
+            title: ProblemDetails.title(for: status),
+            status: Int(status.code),
+            detail: detail,
+            code: code,
+            errors: fields.isEmpty ? nil : fields,
+            requestId: request.requestID
+        )
+        var responseHeaders = headers
+        responseHeaders.replaceOrAdd(name: .contentType, value: "application/problem+json; charset=utf-8")
+        let response = Response(status: status, headers: responseHeaders)
+        do {
+            response.body = .init(data: try JSONEncoder.api.encode(body))
+        } catch {
+            response.body = .init(string: #"{"status":500,"code":"internal","title":"Internal Server Error"}"#)
+        }
+        return response
+    }
+
+    private func classify(_ error: any Error, request: Request)
+        -> (HTTPResponseStatus, String, String?, [FieldProblem], HTTPHeaders)
+    {
+        switch error {
+        case let problem as any ProblemError:
+            return (problem.status, problem.code, problem.reason, problem.fieldProblems, problem.headers)
+        case let decoding as DecodingError:
+            return Self.classify(decoding, body: request.body.data)
+        case let validations as ValidationsError:
+            let fields = validations.failures.compactMap { failure -> FieldProblem? in
+                guard let reason = failure.result.failureDescription else { return nil }
+                return FieldProblem(field: failure.key.description, message: reason)
+            }
+            return (.unprocessableEntity, "validation_failed", "The request has invalid fields.", fields, [:])
+        case let abort as any AbortError:
+            let status = abort.status
+            var detail: String? = abort.reason
+            switch status {
+            case .payloadTooLarge:
+                detail = "The request body is larger than the limit of \(maxBodySize) bytes."
+            case .unsupportedMediaType:
+                detail = "Send the body as application/json."
+            case .notFound where abort.reason == status.reasonPhrase:
+                detail = "No resource at \(request.method.rawValue) \(request.url.path)."
+            default:
+                if status.code >= 500 { detail = "An unexpected error occurred." }
+            }
+            return (status, ProblemDetails.code(for: status), detail, [], status.code >= 500 ? [:] : abort.headers)
+        default:
+            return (.internalServerError, "internal", "An unexpected error occurred.", [], [:])
+        }
+    }
+
+    /// Malformed JSON is a 400; well-formed JSON of the wrong shape is a 422 naming the field.
+    static func classify(_ error: DecodingError, body: ByteBuffer?) -> (HTTPResponseStatus, String, String?, [FieldProblem], HTTPHeaders) {
+        func path(_ codingPath: [any CodingKey], _ extra: (any CodingKey)? = nil) -> String {
+            let keys = codingPath + (extra.map { [$0] } ?? [])
+            let rendered = keys.map { key in key.intValue.map { "[\($0)]" } ?? key.stringValue }
+                .reduce("") { partial, item in
+                    item.hasPrefix("[") || partial.isEmpty ? partial + item : partial + "." + item
+                }
+            return rendered.isEmpty ? "body" : rendered
+        }
+        switch error {
+        case .dataCorrupted(let context) where context.codingPath.isEmpty:
+            // Foundation on Linux reports some type errors (1.5 for an integer) as invalid JSON with no path;
+            // if the body does parse, the problem is its shape, not its syntax.
+            if let body, (try? JSONSerialization.jsonObject(with: Data(buffer: body), options: [.fragmentsAllowed])) != nil {
+                return (.unprocessableEntity, "validation_failed", "The request has invalid fields.",
+                        [FieldProblem(field: "body", message: "has a value of the wrong type (for example a fraction where an integer is required)")], [:])
+            }
+            return (.badRequest, "bad_request", "The request body is not valid JSON.", [], [:])
+        case .dataCorrupted(let context):
+            return (.unprocessableEntity, "validation_failed", "The request has invalid fields.",
+                    [FieldProblem(field: path(context.codingPath), message: "has an invalid value")], [:])
+        case .keyNotFound(let key, let context):
+            return (.unprocessableEntity, "validation_failed", "The request has invalid fields.",
+                    [FieldProblem(field: path(context.codingPath, key), message: "is required")], [:])
+        case .valueNotFound(let type, let context):
+            return (.unprocessableEntity, "validation_failed", "The request has invalid fields.",
+                    [FieldProblem(field: path(context.codingPath), message: "must be \(typeName(type)), not null")], [:])
+        case .typeMismatch(let type, let context):
+            return (.unprocessableEntity, "validation_failed", "The request has invalid fields.",
+                    [FieldProblem(field: path(context.codingPath), message: "must be \(typeName(type))")], [:])
+        @unknown default:
+            return (.badRequest, "bad_request", "The request body could not be read.", [], [:])
+        }
+    }
+
+    private static func typeName(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: return "a string"
+        case is Int.Type, is Int64.Type, is Int32.Type: return "an integer"
+        case is Double.Type, is Float.Type: return "a number"
+        case is Bool.Type: return "a boolean"
+        case is UUID.Type: return "a UUID"
+        case is Date.Type: return "an RFC 3339 timestamp"
+        default:
+            let name = String(describing: type)
+            if name.hasPrefix("Array") { return "an array" }
+            if name.hasPrefix("Dictionary") { return "an object" }
+            return "a valid value"
+        }
+    }
+}

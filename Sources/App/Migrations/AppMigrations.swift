@@ -1,0 +1,11 @@
+import Fluent
+
+/// Every migration in the order it is applied. Append only; never rename a type (Fluent tracks them by name).
+enum AppMigrations {
+    static let all: [any Migration] = [
+        CreateLedgerHeads(),
+        CreateAuditLogs(),
+        CreateEvents(),
+        CreateUsers(),
+    ]
+}

@@ -1,0 +1,271 @@
+import Crypto
+import Fluent
+import Foundation
+import SQLKit
+
+/// Names of the rows in `ledger_heads`.
+enum LedgerHead {
+    static let audit = "audit"
+    static let events = "events"
+}
+
+/// Who did something.
+public enum ActorType: String, Codable, Sendable {
+    case user
+    case apiKey = "api_key"
+    case system
+}
+
+/// Where an action came from; copied into audit entries.
+public struct RequestOrigin: Sendable, Equatable {
+    public var ipAddress: String?
+    public var userAgent: String?
+    public var requestID: String?
+
+    public init(ipAddress: String? = nil, userAgent: String? = nil, requestID: String? = nil) {
+        self.ipAddress = ipAddress
+        self.userAgent = userAgent
+        self.requestID = requestID
+    }
+
+    public static let system = RequestOrigin()
+}
+
+/// An audit entry to write.
+public struct AuditRecord: Sendable {
+    public enum Outcome: String, Codable, Sendable { case success, failure }
+
+    public var action: String
+    public var actorID: UUID?
+    public var actorType: ActorType
+    public var resourceType: String?
+    public var resourceID: String?
+    public var outcome: Outcome
+    public var origin: RequestOrigin
+    public var details: JSONValue
+
+    public init(
+        action: String, actorID: UUID?, actorType: ActorType, resourceType: String? = nil, resourceID: String? = nil,
+        outcome: Outcome = .success, origin: RequestOrigin = .system, details: JSONValue = [:]
+    ) {
+        self.action = action
+        self.actorID = actorID
+        self.actorType = actorType
+        self.resourceType = resourceType
+        self.resourceID = resourceID
+        self.outcome = outcome
+        self.origin = origin
+        self.details = details
+    }
+}
+
+/// An event to append to the log.
+public struct EventRecord: Sendable {
+    public var type: String
+    public var actorID: UUID?
+    public var resourceType: String
+    public var resourceID: String?
+    public var data: JSONValue
+
+    public init(type: String, actorID: UUID?, resourceType: String, resourceID: String?, data: JSONValue = [:]) {
+        self.type = type
+        self.actorID = actorID
+        self.resourceType = resourceType
+        self.resourceID = resourceID
+        self.data = data
+    }
+}
+
+/// What a write produced.
+public struct RecordedActivity: Sendable {
+    public var auditSeq: Int64?
+    public var eventSeq: Int64?
+    public var eventID: UUID?
+}
+
+/// The one writer of audit entries and events. Call it with the transaction that makes the change it describes,
+/// so the change, its audit entry and its event commit or roll back together.
+public struct ActivityRecorder: Sendable {
+    let clock: any WallClock
+
+    public init(clock: any WallClock) {
+        self.clock = clock
+    }
+
+    /// Writes an audit entry, an event, or both, inside `database`'s transaction (one is opened if there is none).
+    @discardableResult
+    public func record(audit: AuditRecord? = nil, event: EventRecord? = nil, on database: any Database) async throws -> RecordedActivity {
+        let at = AuditChain.truncatedToMilliseconds(clock.now())
+        return try await database.transaction { db in
+            let sql = db as! any SQLDatabase
+            var result = RecordedActivity()
+            if let audit {
+                result.auditSeq = try await Self.appendAudit(audit, at: at, on: sql)
+            }
+            if let event {
+                let (seq, id) = try await Self.appendEvent(event, at: at, on: sql)
+                result.eventSeq = seq
+                result.eventID = id
+            }
+            return result
+        }
+    }
+
+    /// Takes the next number of a ledger row; the row stays locked until the transaction ends.
+    private static func advance(_ head: String, on sql: any SQLDatabase) async throws -> (seq: Int64, lastHash: String) {
+        let row = try await sql.raw("UPDATE ledger_heads SET seq = seq + 1 WHERE name = \(bind: head) RETURNING seq, last_hash")
+            .first()
+        guard let row else { throw LedgerError.missingHead(head) }
+        return (try row.decode(column: "seq", as: Int64.self), try row.decode(column: "last_hash", as: String.self))
+    }
+
+    private static func appendAudit(_ record: AuditRecord, at: Date, on sql: any SQLDatabase) async throws -> Int64 {
+        let (seq, previous) = try await advance(LedgerHead.audit, on: sql)
+        let entry = AuditChain.Entry(
+            id: UUID(), seq: seq, at: at, actorID: record.actorID, actorType: record.actorType.rawValue,
+            action: record.action, resourceType: record.resourceType, resourceID: record.resourceID,
+            outcome: record.outcome.rawValue, ipAddress: record.origin.ipAddress, userAgent: record.origin.userAgent,
+            requestID: record.origin.requestID, details: record.details.canonicalString()
+        )
+        let hash = AuditChain.hash(of: entry, previous: previous)
+        try await sql.insert(into: AuditLog.schema)
+            .columns("id", "seq", "at", "actor_id", "actor_type", "action", "resource_type", "resource_id", "outcome",
+                     "ip_address", "user_agent", "request_id", "details", "prev_hash", "hash")
+            .values(
+                SQLBind(entry.id), SQLBind(seq), SQLBind(at), SQLBind(entry.actorID), SQLBind(entry.actorType),
+                SQLBind(entry.action), SQLBind(entry.resourceType), SQLBind(entry.resourceID), SQLBind(entry.outcome),
+                SQLBind(entry.ipAddress), SQLBind(entry.userAgent), SQLBind(entry.requestID), SQLBind(entry.details),
+                SQLBind(previous), SQLBind(hash)
+            )
+            .run()
+        try await sql.raw("UPDATE ledger_heads SET last_hash = \(bind: hash) WHERE name = \(bind: LedgerHead.audit)").run()
+        return seq
+    }
+
+    private static func appendEvent(_ record: EventRecord, at: Date, on sql: any SQLDatabase) async throws -> (Int64, UUID) {
+        let (seq, _) = try await advance(LedgerHead.events, on: sql)
+        let id = UUID()
+        try await sql.insert(into: Event.schema)
+            .columns("id", "seq", "at", "type", "actor_id", "resource_type", "resource_id", "data")
+            .values(
+                SQLBind(id), SQLBind(seq), SQLBind(at), SQLBind(record.type), SQLBind(record.actorID),
+                SQLBind(record.resourceType), SQLBind(record.resourceID), SQLBind(record.data.canonicalString())
+            )
+            .run()
+        return (seq, id)
+    }
+}
+
+enum LedgerError: Error, CustomStringConvertible {
+    case missingHead(String)
+    var description: String {
+        switch self {
+        case .missingHead(let name): "ledger head '\(name)' is missing; run `steward migrate`"
+        }
+    }
+}
+
+/// The SHA-256 chain over audit entries: each hash covers the entry and the hash before it.
+public enum AuditChain {
+    public static let genesisHash = String(repeating: "0", count: 64)
+
+    /// The fields that are hashed, in a fixed order.
+    struct Entry: Encodable {
+        var id: UUID
+        var seq: Int64
+        var at: Date
+        var actorID: UUID?
+        var actorType: String
+        var action: String
+        var resourceType: String?
+        var resourceID: String?
+        var outcome: String
+        var ipAddress: String?
+        var userAgent: String?
+        var requestID: String?
+        var details: String
+
+        init(id: UUID, seq: Int64, at: Date, actorID: UUID?, actorType: String, action: String, resourceType: String?,
+             resourceID: String?, outcome: String, ipAddress: String?, userAgent: String?, requestID: String?, details: String) {
+            self.id = id; self.seq = seq; self.at = at; self.actorID = actorID; self.actorType = actorType
+            self.action = action; self.resourceType = resourceType; self.resourceID = resourceID; self.outcome = outcome
+            self.ipAddress = ipAddress; self.userAgent = userAgent; self.requestID = requestID; self.details = details
+        }
+
+        init(_ log: AuditLog) {
+            self.init(id: log.id ?? UUID(), seq: log.seq, at: log.at, actorID: log.actorID, actorType: log.actorType,
+                      action: log.action, resourceType: log.resourceType, resourceID: log.resourceID, outcome: log.outcome,
+                      ipAddress: log.ipAddress, userAgent: log.userAgent, requestID: log.requestID, details: log.details)
+        }
+
+        /// One line per field, length-prefixed, so no value can imitate a field boundary.
+        var canonical: String {
+            let millis = Int64((at.timeIntervalSince1970 * 1000).rounded())
+            let fields: [String] = [
+                id.uuidString.lowercased(), String(seq), String(millis), actorID?.uuidString.lowercased() ?? "",
+                actorType, action, resourceType ?? "", resourceID ?? "", outcome, ipAddress ?? "", userAgent ?? "",
+                requestID ?? "", details,
+            ]
+            return fields.map { "\($0.utf8.count):\($0)" }.joined(separator: "\n")
+        }
+    }
+
+    static func hash(of entry: Entry, previous: String) -> String {
+        let digest = SHA256.hash(data: Data((previous + "\n" + entry.canonical).utf8))
+        return digest.map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Timestamps are kept to the millisecond so both databases store exactly what was hashed.
+    static func truncatedToMilliseconds(_ date: Date) -> Date {
+        Date(timeIntervalSince1970: (date.timeIntervalSince1970 * 1000).rounded(.down) / 1000)
+    }
+
+    /// The result of walking the chain.
+    public struct Verification: Sendable {
+        public var checked: Int
+        public var firstBroken: (seq: Int64, id: UUID?, reason: String)?
+        public var isIntact: Bool { firstBroken == nil }
+    }
+
+    /// Recomputes every link in `seq` order and reports the first that does not hold.
+    public static func verify(on database: any Database, batchSize: Int = 1000) async throws -> Verification {
+        var previous = genesisHash
+        var expectedSeq: Int64 = 1
+        var checked = 0
+        var lastSeq: Int64 = 0
+        while true {
+            let batch = try await AuditLog.query(on: database)
+                .filter(\.$seq > lastSeq)
+                .sort(\.$seq, .ascending)
+                .limit(batchSize)
+                .all()
+            if batch.isEmpty { break }
+            for log in batch {
+                if log.seq != expectedSeq {
+                    return Verification(checked: checked, firstBroken: (log.seq, log.id, "entry \(expectedSeq) is missing"))
+                }
+                if log.prevHash != previous {
+                    return Verification(checked: checked, firstBroken: (log.seq, log.id, "prev_hash does not match the entry before it"))
+                }
+                let recomputed = hash(of: Entry(log), previous: previous)
+                if recomputed != log.hash {
+                    return Verification(checked: checked, firstBroken: (log.seq, log.id, "content does not match its hash"))
+                }
+                previous = log.hash
+                expectedSeq += 1
+                checked += 1
+                lastSeq = log.seq
+            }
+        }
+        // Deleting the newest entries leaves a valid-looking chain; the head row remembers how far it went.
+        let sql = database as! any SQLDatabase
+        if let head = try await sql.raw("SELECT seq, last_hash FROM ledger_heads WHERE name = \(bind: LedgerHead.audit)").first() {
+            let headSeq = try head.decode(column: "seq", as: Int64.self)
+            let headHash = try head.decode(column: "last_hash", as: String.self)
+            if headSeq != lastSeq || headHash != previous {
+                return Verification(checked: checked, firstBroken: (lastSeq + 1, nil, "entries after \(lastSeq) are missing (the chain head is at \(headSeq))"))
+            }
+        }
+        return Verification(checked: checked, firstBroken: nil)
+    }
+}

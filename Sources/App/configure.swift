@@ -1,0 +1,14 @@
+import Fluent
+import Vapor
+
+/// Boots the application: each line is one step.
+public func configure(_ app: Application, config: AppConfig) async throws {
+    app.appConfig = config
+    app.logger.logLevel = config.logLevel
+    try DatabaseSetup.configure(app, config)
+    app.migrations.add(AppMigrations.all)
+    try await DatabaseSetup.tuneSQLite(app, config)
+    HTTPSetup.configure(app, config)
+    Commands.register(in: app)
+    try routes(app)
+}

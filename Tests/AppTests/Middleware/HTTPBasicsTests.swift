@@ -1,0 +1,230 @@
+import Foundation
+import Logging
+import Testing
+import Vapor
+import VaporTesting
+@testable import App
+
+/// A body shape the test route decodes, to exercise the real decoding and error path.
+private struct Widget: Content {
+    var name: String
+    var count: Int
+    var tags: [String]
+}
+
+/// Routes that exist only in these tests, to drive the shared middleware through a real handler.
+private func registerProbeRoutes(_ app: Application) {
+    let probe = app.grouped("test-probe")
+    probe.post("widgets") { req async throws -> Widget in
+        try req.content.decode(Widget.self)
+    }
+    probe.get("widgets", ":id") { req async throws -> String in
+        try req.uuidParameter("id").uuidString
+    }
+    probe.get("explode") { _ async throws -> String in
+        throw ProbeFailure(secret: "postgres://admin:hunter2@db/steward SELECT * FROM users")
+    }
+}
+
+private final class LogSink: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: [String] = []
+    var lines: [String] { lock.withLock { stored } }
+    func append(_ line: String) { lock.withLock { stored.append(line) } }
+}
+
+private struct ProbeFailure: Error, CustomStringConvertible {
+    let secret: String
+    var description: String { secret }
+}
+
+@Suite("HTTP basics")
+struct HTTPBasicsTests {
+    @Test("Every response carries X-Request-ID: echoed when sane, generated otherwise")
+    func requestID() async throws {
+        try await withTestApp { app in
+            try await app.live().test(.GET, "/health/live", headers: ["X-Request-ID": "abc-123.trace:7"]) { res throws in
+                #expect(res.headers.first(name: "X-Request-ID") == "abc-123.trace:7")
+            }
+            try await app.live().test(.GET, "/health/live") { res throws in
+                let id = res.headers.first(name: "X-Request-ID") ?? ""
+                #expect(UUID(uuidString: id) != nil)
+            }
+            let hostile = "x\" injected=1 <script>" + String(repeating: "a", count: 300)
+            try await app.live().test(.GET, "/health/live", headers: ["X-Request-ID": hostile]) { res throws in
+                let id = res.headers.first(name: "X-Request-ID") ?? ""
+                #expect(id != hostile)
+                #expect(UUID(uuidString: id) != nil)
+            }
+        }
+    }
+
+    @Test("Every request logs one line: method, route pattern, status, duration, request id")
+    func requestLogLine() async throws {
+        try await withTestApp { app in
+            registerProbeRoutes(app)
+            let sink = LogSink()
+            var logger = Logger(label: "steward.test") { label in JSONLogHandler(label: label, write: { sink.append($0) }) }
+            logger.logLevel = .info
+            app.logger = logger
+            let id = UUID().uuidString
+            try await app.live().test(.GET, "/test-probe/widgets/\(id)", headers: ["X-Request-ID": "log-line-1"]) { res throws in
+                #expect(res.status == .ok)
+            }
+            let requestLines = sink.lines.map(JSONValue.parse).compactMap { value -> [String: JSONValue]? in
+                guard case .object(let object) = value, object["requestId"] == "log-line-1" else { return nil }
+                return object
+            }
+            #expect(requestLines.count == 1)
+            let line = try #require(requestLines.first)
+            #expect(line["method"] == "GET")
+            #expect(line["route"] == "/test-probe/widgets/:id", "the pattern, never the raw path with its id")
+            #expect(line["status"] == "200")
+            #expect(line["durationMs"] != nil)
+            #expect(!sink.lines.joined().contains(id))
+        }
+    }
+
+    @Test("Security headers: nosniff, frame deny, no-referrer")
+    func securityHeaders() async throws {
+        try await withTestApp { app in
+            for path in ["/health/live", "/no/such/route"] {
+                try await app.live().test(.GET, path) { res throws in
+                    #expect(res.headers.first(name: "X-Content-Type-Options") == "nosniff")
+                    #expect(res.headers.first(name: "X-Frame-Options") == "DENY")
+                    #expect(res.headers.first(name: "Referrer-Policy") == "no-referrer")
+                }
+            }
+        }
+    }
+
+    @Test("An unknown route is a 404 problem+json with the request id")
+    func unknownRoute() async throws {
+        try await withTestApp { app in
+            try await app.live().test(.GET, "/api/v1/nothing-here", headers: ["X-Request-ID": "req-404"]) { res throws in
+                #expect(res.status == .notFound)
+                #expect(res.headers.first(name: .contentType)?.hasPrefix("application/problem+json") == true)
+                let problem = try res.problem()
+                #expect(problem.code == "not_found")
+                #expect(problem.status == 404)
+                #expect(problem.type == "https://steward.dev/problems/not_found")
+                #expect(problem.requestId == "req-404")
+            }
+        }
+    }
+
+    @Test("Malformed JSON is 400 bad_request, and the server keeps serving")
+    func malformedJSON() async throws {
+        try await withTestApp { app in
+            registerProbeRoutes(app)
+            for body in ["{\"name\": \"a\",", "not json", "{\"name\": \"a\", \"count\": 1, \"tags\": [}", "\u{0}\u{1}"] {
+                try await app.live().test(.POST, "/test-probe/widgets", headers: ["Content-Type": "application/json"], body: .init(string: body)) { res throws in
+                    #expect(res.status == .badRequest, "body: \(body)")
+                    #expect(try res.problem().code == "bad_request")
+                }
+            }
+            try await app.live().test(.GET, "/health/live") { res throws in #expect(res.status == .ok) }
+        }
+    }
+
+    @Test("Wrong types and missing fields are 422 validation_failed naming the field")
+    func wrongShapes() async throws {
+        try await withTestApp { app in
+            registerProbeRoutes(app)
+            let cases: [(String, String)] = [
+                (#"{"name": "a", "count": "three", "tags": []}"#, "count"),
+                (#"{"name": "a", "tags": []}"#, "count"),
+                (#"{"name": null, "count": 1, "tags": []}"#, "name"),
+                (#"{"name": "a", "count": 1, "tags": ["x", 5]}"#, "tags[1]"),
+                // Foundation does not say which field held the fraction, so the problem names the body.
+                (#"{"name": "a", "count": 1.5, "tags": []}"#, "body"),
+                (#"[1, 2, 3]"#, "body"),
+            ]
+            for (body, field) in cases {
+                try await app.live().test(.POST, "/test-probe/widgets", headers: ["Content-Type": "application/json"], body: .init(string: body)) { res throws in
+                    #expect(res.status == .unprocessableEntity, "body: \(body)")
+                    let problem = try res.problem()
+                    #expect(problem.code == "validation_failed")
+                    #expect(problem.errors?.first?.field == field, "body: \(body) gave \(String(describing: problem.errors))")
+                }
+            }
+        }
+    }
+
+    @Test("A body over STEWARD_MAX_BODY_SIZE is 413 payload_too_large")
+    func oversizedBody() async throws {
+        try await withTestApp(environment: ["STEWARD_MAX_BODY_SIZE": "1kb"]) { app in
+            registerProbeRoutes(app)
+            let big = #"{"name": ""# + String(repeating: "x", count: 4096) + #"", "count": 1, "tags": []}"#
+            try await app.live().test(.POST, "/test-probe/widgets", headers: ["Content-Type": "application/json"], body: .init(string: big)) { res throws in
+                #expect(res.status == .payloadTooLarge)
+                #expect(try res.problem().code == "payload_too_large")
+            }
+            try await app.live().test(.POST, "/test-probe/widgets", headers: ["Content-Type": "application/json"], body: .init(string: #"{"name": "ok", "count": 1, "tags": []}"#)) { res throws in
+                #expect(res.status == .ok)
+            }
+        }
+    }
+
+    @Test("A body that is not JSON is 415 unsupported_media_type")
+    func wrongContentType() async throws {
+        try await withTestApp { app in
+            registerProbeRoutes(app)
+            try await app.live().test(.POST, "/test-probe/widgets", headers: ["Content-Type": "application/x-unknown"], body: .init(string: "name=a")) { res throws in
+                #expect(res.status == .unsupportedMediaType)
+                #expect(try res.problem().code == "unsupported_media_type")
+            }
+        }
+    }
+
+    @Test("An invalid UUID in a path is 404, like a missing resource; hostile paths never 500")
+    func invalidIDs() async throws {
+        try await withTestApp { app in
+            registerProbeRoutes(app)
+            let valid = UUID().uuidString
+            try await app.live().test(.GET, "/test-probe/widgets/\(valid)") { res throws in
+                #expect(res.status == .ok)
+                #expect(res.body.string == valid)
+            }
+            for id in ["not-a-uuid", "1", "%27%20OR%201%3D1--", "..%2F..%2Fetc%2Fpasswd", "%00", String(repeating: "9", count: 2000)] {
+                try await app.live().test(.GET, "/test-probe/widgets/\(id)") { res throws in
+                    #expect(res.status == .notFound, "id: \(id)")
+                    #expect(try res.problem().code == "not_found")
+                }
+            }
+        }
+    }
+
+    @Test("A 500 says nothing of the error: no SQL, no secret, no stack")
+    func internalErrorsDoNotLeak() async throws {
+        try await withTestApp { app in
+            registerProbeRoutes(app)
+            try await app.live().test(.GET, "/test-probe/explode") { res throws in
+                #expect(res.status == .internalServerError)
+                let problem = try res.problem()
+                #expect(problem.code == "internal")
+                #expect(!res.body.string.contains("hunter2"))
+                #expect(!res.body.string.contains("SELECT"))
+                #expect(!res.body.string.contains("ProbeFailure"))
+            }
+        }
+    }
+
+    @Test("CORS answers preflight for configured origins only")
+    func cors() async throws {
+        try await withTestApp(environment: ["STEWARD_CORS_ORIGINS": "https://app.example.com"]) { app in
+            let preflight: HTTPHeaders = ["Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"]
+            try await app.live().test(.OPTIONS, "/health/live", headers: preflight) { res throws in
+                #expect(res.headers.first(name: "Access-Control-Allow-Origin") == "https://app.example.com")
+            }
+            try await app.live().test(.GET, "/health/live", headers: ["Origin": "https://evil.example.com"]) { res throws in
+                #expect(res.headers.first(name: "Access-Control-Allow-Origin") != "https://evil.example.com")
+            }
+        }
+        try await withTestApp { app in
+            try await app.live().test(.GET, "/health/live", headers: ["Origin": "https://app.example.com"]) { res throws in
+                #expect(res.headers.first(name: "Access-Control-Allow-Origin") == nil)
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import Fluent
+import Foundation
+import SQLKit
+import Testing
+import VaporTesting
+@testable import App
+
+@Suite("Persistence across restarts")
+struct PersistenceTests {
+    @Test("After a restart on the same database file every acknowledged row is there")
+    func restartKeepsAcknowledgedWrites() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+
+        let first = try await makeTestApp(directory: directory)
+        var acknowledged: [Int64] = []
+        do {
+            try await AdminBootstrap(app: first).ensureFirstAdmin()
+            for index in 0..<200 {
+                let result = try await first.activityRecorder.record(
+                    audit: AuditRecord(action: "write.\(index)", actorID: nil, actorType: .system),
+                    event: EventRecord(type: "write", actorID: nil, resourceType: "row", resourceID: "\(index)"),
+                    on: first.db)
+                acknowledged.append(try #require(result.eventSeq))
+            }
+        } catch {
+            try? await first.asyncShutdown()
+            throw error
+        }
+        try await first.asyncShutdown()
+
+        let second = try await makeTestApp(directory: directory, freshDatabase: false)
+        do {
+            let events = try await Event.query(on: second.db).filter(\.$type == "write").sort(\.$seq).all()
+            #expect(events.map(\.seq) == acknowledged)
+            #expect(events.map(\.resourceID) == (0..<200).map { "\($0)" })
+            #expect(try await AuditChain.verify(on: second.db).isIntact)
+            #expect(try await User.query(on: second.db).count() == 1)
+            #expect(try await AdminBootstrap(app: second).ensureFirstAdmin() == .alreadyHasUsers)
+            let next = try await second.activityRecorder.record(event: EventRecord(type: "after", actorID: nil, resourceType: "row", resourceID: nil), on: second.db)
+            #expect(next.eventSeq == acknowledged.last! + 1)
+        } catch {
+            try? await second.asyncShutdown()
+            throw error
+        }
+        try await second.asyncShutdown()
+    }
+
+    @Test("The SQLite file runs in WAL mode with synchronous=FULL and a busy timeout", .enabled(if: !TestDatabase.isPostgres))
+    func sqlitePragmas() async throws {
+        try await withTestApp { app in
+            let checks = try await DatabaseMaintenance(app: app).check()
+            let byName = Dictionary(uniqueKeysWithValues: checks.map { ($0.name, $0) })
+            #expect(byName["journal mode"]?.detail.lowercased() == "wal")
+            #expect(byName["synchronous"]?.detail == "FULL")
+            #expect(checks.allSatisfy { $0.ok })
+            for eventLoop in app.eventLoopGroup.makeIterator() {
+                let db = try #require(app.databases.database(logger: app.logger, on: eventLoop))
+                let sql = db as! any SQLDatabase
+                let timeout = try await sql.raw("PRAGMA busy_timeout").first()?.decode(column: "timeout", as: Int.self)
+                #expect(timeout == 5000)
+            }
+        }
+        try await withTestApp(environment: ["STEWARD_SQLITE_SYNCHRONOUS": "normal"]) { app in
+            let checks = try await DatabaseMaintenance(app: app).check()
+            #expect(checks.first { $0.name == "synchronous" }?.detail == "NORMAL")
+        }
+    }
+}
