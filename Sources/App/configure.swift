@@ -5,9 +5,12 @@ import Vapor
 public func configure(_ app: Application, config: AppConfig) async throws {
     app.appConfig = config
     app.logger.logLevel = config.logLevel
+    ThreadPools.configure(app)
     try DatabaseSetup.configure(app, config)
     app.migrations.add(AppMigrations.all)
     try await DatabaseSetup.tuneSQLite(app, config)
+    app.keyMaterial = try await KeyMaterial.load(app, config)
+    BackgroundWork.configure(app)
     HTTPSetup.configure(app, config)
     Commands.register(in: app)
     try routes(app)

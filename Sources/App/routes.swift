@@ -5,6 +5,9 @@ func routes(_ app: Application) throws {
     // Public
     try app.register(collection: HealthController())
     try app.register(collection: OpenAPIController())
+    try app.register(collection: JWKSController())
 
-    // Authenticated (/api/v1): added with the identity and access issues.
+    // /api/v1: the authenticator reads credentials when present; routes that need a caller say so.
+    let api = app.grouped("api", "v1").grouped(SessionAuthenticator())
+    try api.register(collection: AuthController())
 }

@@ -40,6 +40,7 @@ struct StewardServeCommand: AnyAsyncCommand {
         if try await migrations.pendingCount(on: app.db).pending == 0 {
             try await AdminBootstrap(app: app).ensureFirstAdmin()
         }
+        BackgroundWork.start(app)
         try await wrapped.run(using: &context)
     }
 

@@ -15,6 +15,13 @@ public struct AppConfig: Sendable {
     }
 
     public enum LogFormat: String, Sendable, CaseIterable { case text, json }
+    public enum JWTAlgorithmName: String, Sendable, CaseIterable { case hs256 = "HS256", es256 = "ES256" }
+
+    /// Where mail goes.
+    public enum MailTransport: Sendable, Equatable {
+        case log
+        case file(directory: String)
+    }
     public enum SQLiteSynchronous: String, Sendable, CaseIterable { case full = "FULL", normal = "NORMAL" }
 
     public var host: String
@@ -36,6 +43,21 @@ public struct AppConfig: Sendable {
     public var adminEmail: String
     public var adminPassword: String?
     public var bcryptCost: Int
+    public var jwtAlgorithm: JWTAlgorithmName
+    public var jwtSecret: String?
+    public var jwtKeyFile: String?
+    public var jwtPreviousKeyFiles: [String]
+    public var jwtIssuer: String
+    public var jwtAudience: String
+    public var accessTokenTTLSeconds: Int
+    public var refreshTokenTTLSeconds: Int
+    public var sessionIdleTimeoutSeconds: Int
+    public var sessionAbsoluteTimeoutSeconds: Int
+    public var lockoutThreshold: Int
+    public var lockoutMinutes: Int
+    public var mail: MailTransport
+    public var mailFrom: String
+    public var encryptionKey: String?
 }
 
 /// Every bad or missing variable found while loading, reported together.
@@ -75,6 +97,21 @@ extension AppConfig {
         .init(name: "STEWARD_ADMIN_EMAIL", defaultValue: "admin@steward.local", meaning: "Email of the first admin, created when the database has no user."),
         .init(name: "STEWARD_ADMIN_PASSWORD", defaultValue: "(unset: generated and printed once)", meaning: "Password of the first admin (8-128 characters)."),
         .init(name: "STEWARD_BCRYPT_COST", defaultValue: "12", meaning: "bcrypt cost for password hashes (10-16; lower only in tests)."),
+        .init(name: "STEWARD_JWT_ALG", defaultValue: "HS256", meaning: "Access-token signature: HS256 (shared secret) or ES256 (EC key, published in the JWKS)."),
+        .init(name: "STEWARD_JWT_SECRET", defaultValue: "(unset: generated into the data directory)", meaning: "HS256 secret, at least 32 bytes."),
+        .init(name: "STEWARD_JWT_KEY_FILE", defaultValue: "(unset: generated into the data directory)", meaning: "ES256 signing key (PEM, P-256 private key)."),
+        .init(name: "STEWARD_JWT_PREVIOUS_KEY_FILES", defaultValue: "(empty)", meaning: "ES256: comma-separated PEM keys (public or private) that still verify tokens during a key rotation."),
+        .init(name: "STEWARD_JWT_ISSUER", defaultValue: "STEWARD_PUBLIC_URL", meaning: "The `iss` claim of access tokens."),
+        .init(name: "STEWARD_JWT_AUDIENCE", defaultValue: "steward", meaning: "The `aud` claim of access tokens."),
+        .init(name: "STEWARD_ACCESS_TOKEN_TTL", defaultValue: "900", meaning: "Access-token lifetime in seconds (60-86400)."),
+        .init(name: "STEWARD_REFRESH_TOKEN_TTL", defaultValue: "604800", meaning: "Refresh-token lifetime in seconds (7 days)."),
+        .init(name: "STEWARD_SESSION_IDLE_TIMEOUT", defaultValue: "604800", meaning: "A session unused this many seconds ends."),
+        .init(name: "STEWARD_SESSION_ABSOLUTE_TIMEOUT", defaultValue: "2592000", meaning: "A session ends this many seconds after login, used or not (30 days)."),
+        .init(name: "STEWARD_LOCKOUT_THRESHOLD", defaultValue: "5", meaning: "Consecutive failed logins (per normalised email) that lock it."),
+        .init(name: "STEWARD_LOCKOUT_MINUTES", defaultValue: "15", meaning: "How long a lock lasts."),
+        .init(name: "STEWARD_MAIL", defaultValue: "log", meaning: "log (tokens redacted) or file:<dir> (one .eml per mail). SMTP is not built yet."),
+        .init(name: "STEWARD_MAIL_FROM", defaultValue: "Steward <no-reply@steward.local>", meaning: "The From header of outgoing mail."),
+        .init(name: "STEWARD_ENCRYPTION_KEY", defaultValue: "(unset: generated into the data directory)", meaning: "Base64 of 32 bytes; encrypts TOTP secrets and other secrets at rest (AES-GCM)."),
     ]
 
     /// Loads the configuration from the process environment layered over `.env` in the working directory.
@@ -111,6 +148,22 @@ extension AppConfig {
         let adminPassword = reader.optionalString("STEWARD_ADMIN_PASSWORD", lengths: 8...128)
         let bcryptCost = reader.int("STEWARD_BCRYPT_COST", default: 12, range: (allowLowBcryptCost ? 4 : 10)...16)
 
+        let jwtAlgorithm = reader.enumeration("STEWARD_JWT_ALG", default: JWTAlgorithmName.hs256)
+        let jwtSecret = reader.optionalString("STEWARD_JWT_SECRET", lengths: 32...4096)
+        let jwtKeyFile = reader.optionalString("STEWARD_JWT_KEY_FILE", lengths: 1...4096)
+        let jwtPreviousKeyFiles = reader.list("STEWARD_JWT_PREVIOUS_KEY_FILES")
+        let jwtIssuer = reader.string("STEWARD_JWT_ISSUER", default: publicURL)
+        let jwtAudience = reader.string("STEWARD_JWT_AUDIENCE", default: "steward")
+        let accessTTL = reader.int("STEWARD_ACCESS_TOKEN_TTL", default: 900, range: 60...86_400)
+        let refreshTTL = reader.int("STEWARD_REFRESH_TOKEN_TTL", default: 604_800, range: 300...31_536_000)
+        let idle = reader.int("STEWARD_SESSION_IDLE_TIMEOUT", default: 604_800, range: 300...31_536_000)
+        let absolute = reader.int("STEWARD_SESSION_ABSOLUTE_TIMEOUT", default: 2_592_000, range: 300...31_536_000)
+        let lockoutThreshold = reader.int("STEWARD_LOCKOUT_THRESHOLD", default: 5, range: 1...1000)
+        let lockoutMinutes = reader.int("STEWARD_LOCKOUT_MINUTES", default: 15, range: 1...10_080)
+        let mail = reader.mailTransport("STEWARD_MAIL")
+        let mailFrom = reader.string("STEWARD_MAIL_FROM", default: "Steward <no-reply@steward.local>")
+        let encryptionKey = reader.base64Key("STEWARD_ENCRYPTION_KEY", bytes: 32)
+
         for origin in corsOrigins where origin != "*" && URL(string: origin)?.scheme == nil {
             reader.problems.append("STEWARD_CORS_ORIGINS: '\(origin)' is not an origin such as https://app.example.com")
         }
@@ -123,7 +176,11 @@ extension AppConfig {
             autoMigrate: autoMigrate, logLevel: logLevel, logFormat: logFormat, maxBodySize: maxBodySize,
             corsOrigins: corsOrigins, dbPoolMax: dbPoolMax, dbConnectTimeoutSeconds: dbConnectTimeout,
             slowQueryMilliseconds: slowQuery, sqliteSynchronous: synchronous, sqliteBusyTimeoutMilliseconds: busyTimeout,
-            shutdownGraceSeconds: grace, adminEmail: adminEmail, adminPassword: adminPassword, bcryptCost: bcryptCost
+            shutdownGraceSeconds: grace, adminEmail: adminEmail, adminPassword: adminPassword, bcryptCost: bcryptCost,
+            jwtAlgorithm: jwtAlgorithm, jwtSecret: jwtSecret, jwtKeyFile: jwtKeyFile, jwtPreviousKeyFiles: jwtPreviousKeyFiles,
+            jwtIssuer: jwtIssuer, jwtAudience: jwtAudience, accessTokenTTLSeconds: accessTTL, refreshTokenTTLSeconds: refreshTTL,
+            sessionIdleTimeoutSeconds: idle, sessionAbsoluteTimeoutSeconds: absolute, lockoutThreshold: lockoutThreshold,
+            lockoutMinutes: lockoutMinutes, mail: mail, mailFrom: mailFrom, encryptionKey: encryptionKey
         )
     }
 }
@@ -229,6 +286,34 @@ struct EnvironmentReader {
             return fallback
         }
         return value.lowercased()
+    }
+
+    mutating func mailTransport(_ name: String) -> AppConfig.MailTransport {
+        guard let value = raw(name) else { return .log }
+        if value == "log" { return .log }
+        if value.hasPrefix("file:") {
+            let directory = String(value.dropFirst(5))
+            guard !directory.isEmpty else {
+                problems.append("\(name): file: needs a directory, e.g. file:./data/mail")
+                return .log
+            }
+            return .file(directory: directory)
+        }
+        if value.lowercased().hasPrefix("smtp://") || value.lowercased().hasPrefix("smtps://") {
+            problems.append("\(name): the SMTP transport is not built yet; use log or file:<dir> and relay the .eml files")
+            return .log
+        }
+        problems.append("\(name): must be log or file:<dir>")
+        return .log
+    }
+
+    mutating func base64Key(_ name: String, bytes: Int) -> String? {
+        guard let value = raw(name) else { return nil }
+        guard let data = Data(base64Encoded: value), data.count == bytes else {
+            problems.append("\(name): must be the base64 of exactly \(bytes) random bytes (e.g. openssl rand -base64 \(bytes))")
+            return nil
+        }
+        return value
     }
 
     mutating func database(_ name: String, dataDirectory: String) -> AppConfig.DatabaseKind {

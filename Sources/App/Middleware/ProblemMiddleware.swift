@@ -1,3 +1,4 @@
+import SQLiteNIO
 import Vapor
 
 /// Turns every error into an RFC 9457 problem response; a 500 never shows internals.
@@ -43,6 +44,9 @@ struct ProblemMiddleware: AsyncMiddleware {
         switch error {
         case let problem as any ProblemError:
             return (problem.status, problem.code, problem.reason, problem.fieldProblems, problem.headers)
+        case let sqlite as SQLiteError where Self.lockContention.contains(sqlite.reason):
+            // The database stayed locked past the busy timeout: a transient overload, not a bug.
+            return (.serviceUnavailable, "unavailable", "The database is busy; retry shortly.", [], ["Retry-After": "1"])
         case let decoding as DecodingError:
             return Self.classify(decoding, body: request.body.data)
         case let validations as ValidationsError:
@@ -69,6 +73,8 @@ struct ProblemMiddleware: AsyncMiddleware {
             return (.internalServerError, "internal", "An unexpected error occurred.", [], [:])
         }
     }
+
+    static let lockContention: Set<SQLiteError.Reason> = [.busy, .busyTimeout, .busyInSnapshot, .busyInRecovery, .locked]
 
     /// Malformed JSON is a 400; well-formed JSON of the wrong shape is a 422 naming the field.
     static func classify(_ error: DecodingError, body: ByteBuffer?) -> (HTTPResponseStatus, String, String?, [FieldProblem], HTTPHeaders) {

@@ -7,5 +7,8 @@ enum AppMigrations {
         CreateAuditLogs(),
         CreateEvents(),
         CreateUsers(),
+        CreateSessions(),
+        CreateAccountSecurity(),
+        CreateMailOutbox(),
     ]
 }

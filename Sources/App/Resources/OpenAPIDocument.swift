@@ -67,7 +67,400 @@ paths:
             application/yaml:
               schema:
                 type: string
+  /.well-known/jwks.json:
+    get:
+      operationId: jwks
+      summary: Public keys that verify access tokens (ES256); an empty set for HS256.
+      tags: [auth]
+      responses:
+        "200":
+          description: A JSON Web Key Set (RFC 7517).
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [keys]
+                properties:
+                  keys:
+                    type: array
+                    items:
+                      type: object
+                      properties:
+                        kty: {type: string, const: EC}
+                        crv: {type: string, const: P-256}
+                        x: {type: string}
+                        y: {type: string}
+                        kid: {type: string, description: "RFC 7638 thumbprint of the key"}
+                        use: {type: string, const: sig}
+                        alg: {type: string, const: ES256}
+  /api/v1/auth/register:
+    post:
+      operationId: register
+      summary: Create an account (role viewer). A verification mail is queued.
+      tags: [auth]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [email, username, password]
+              properties:
+                email: {type: string, format: email, maxLength: 254}
+                username: {type: string, pattern: "^[A-Za-z0-9._-]{3,32}$"}
+                password:
+                  type: string
+                  minLength: 8
+                  maxLength: 128
+                  description: >-
+                    8-128 characters, at least two of lower case, upper case, digits and symbols; not the email,
+                    its local part or the username; not one of the 10,000 most common passwords. Compared in full:
+                    passwords are pre-hashed with SHA-256 before bcrypt, so bcrypt's 72-byte limit never truncates.
+                fullName: {type: [string, "null"], maxLength: 200}
+      responses:
+        "201":
+          description: The new user.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/User"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "409": {$ref: "#/components/responses/Conflict"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/auth/login:
+    post:
+      operationId: login
+      summary: Sign in with email and password.
+      description: >-
+        Unknown email and wrong password get the same 401 body in similar time. Failures are counted per
+        normalised email whether or not the account exists; at STEWARD_LOCKOUT_THRESHOLD the email is locked for
+        STEWARD_LOCKOUT_MINUTES (423 with Retry-After; failures while locked do not extend the lock). With
+        `cookie: true` the answer also sets the `__Host-steward_session` cookie (HttpOnly, Secure, SameSite=Lax)
+        and carries `csrfToken`, which cookie-authenticated unsafe requests must send as `X-CSRF-Token`.
+      tags: [auth]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [email, password]
+              properties:
+                email: {type: string}
+                password: {type: string}
+                cookie: {type: boolean, default: false}
+      responses:
+        "200":
+          description: A token pair, or an MFA challenge when the account has MFA on.
+          content:
+            application/json:
+              schema:
+                oneOf:
+                  - $ref: "#/components/schemas/TokenPair"
+                  - $ref: "#/components/schemas/MFARequired"
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/InvalidCredentials"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+        "423": {$ref: "#/components/responses/Locked"}
+  /api/v1/auth/mfa/verify:
+    post:
+      operationId: verifyMFA
+      summary: Second login step with a TOTP code (current step ±1, each usable once) or a recovery code.
+      description: The mfaToken is valid for 5 minutes, once, and only here. Wrong codes count toward the lockout.
+      tags: [auth]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [mfaToken, code]
+              properties:
+                mfaToken: {type: string}
+                code: {type: string}
+      responses:
+        "200":
+          description: A token pair, as for login.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/TokenPair"}
+        "401": {$ref: "#/components/responses/InvalidCredentials"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+        "423": {$ref: "#/components/responses/Locked"}
+  /api/v1/auth/refresh:
+    post:
+      operationId: refresh
+      summary: Rotate a refresh token for a new pair.
+      description: >-
+        Each refresh token works once. The same token presented again within 10 seconds (concurrent refreshes)
+        gets the same new pair; after that its reuse revokes the whole session (401 token_revoked).
+      tags: [auth]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [refreshToken]
+              properties:
+                refreshToken: {type: string}
+      responses:
+        "200":
+          description: A new token pair.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/TokenPair"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/auth/logout:
+    post:
+      operationId: logout
+      summary: End the current session; its tokens and cookie stop working at once.
+      tags: [auth]
+      security: [{bearer: []}, {cookie: []}]
+      responses:
+        "204": {description: "Signed out."}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+  /api/v1/auth/me:
+    get:
+      operationId: me
+      summary: The caller, with roles and permissions.
+      tags: [auth]
+      security: [{bearer: []}, {cookie: []}]
+      responses:
+        "200":
+          description: The caller.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [user, roles, permissions]
+                properties:
+                  user: {$ref: "#/components/schemas/User"}
+                  roles: {type: array, items: {type: string}}
+                  permissions: {type: array, items: {type: string}}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+    patch:
+      operationId: updateMe
+      summary: Change the caller's full name or username.
+      description: Any other field (status, email, roles, ...) is refused with 422 and nothing is written.
+      tags: [auth]
+      security: [{bearer: []}, {cookie: []}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              additionalProperties: false
+              properties:
+                fullName: {type: [string, "null"], maxLength: 200}
+                username: {type: string, pattern: "^[A-Za-z0-9._-]{3,32}$"}
+      responses:
+        "200":
+          description: The updated user.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/User"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "409": {$ref: "#/components/responses/Conflict"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/auth/change-password:
+    post:
+      operationId: changePassword
+      summary: Change the password; every other session is revoked.
+      tags: [auth]
+      security: [{bearer: []}, {cookie: []}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [currentPassword, newPassword]
+              properties:
+                currentPassword: {type: string}
+                newPassword: {type: string, minLength: 8, maxLength: 128}
+      responses:
+        "204": {description: "Changed."}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/auth/sessions:
+    get:
+      operationId: listSessions
+      summary: The caller's live sessions, newest first; `current` marks this one.
+      tags: [auth]
+      security: [{bearer: []}, {cookie: []}]
+      responses:
+        "200":
+          description: Sessions.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items: {type: array, items: {$ref: "#/components/schemas/Session"}}
+                  nextCursor: {type: "null"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+    delete:
+      operationId: revokeOtherSessions
+      summary: Revoke every session of the caller except the current one.
+      tags: [auth]
+      security: [{bearer: []}, {cookie: []}]
+      responses:
+        "204": {description: "Revoked."}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+  /api/v1/auth/sessions/{id}:
+    delete:
+      operationId: revokeSession
+      summary: Revoke one of the caller's sessions (another user's id is 404).
+      tags: [auth]
+      security: [{bearer: []}, {cookie: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "204": {description: "Revoked."}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "404": {$ref: "#/components/responses/NotFound"}
+  /api/v1/auth/password-reset/request:
+    post:
+      operationId: requestPasswordReset
+      summary: Mail a reset link (token valid 30 minutes, single use, only the newest works). Always 202.
+      tags: [auth]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [email]
+              properties:
+                email: {type: string}
+      responses:
+        "202": {description: "Accepted, whether or not the account exists."}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/auth/password-reset/confirm:
+    post:
+      operationId: confirmPasswordReset
+      summary: Set a new password with a reset token; every session is revoked.
+      tags: [auth]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [token, newPassword]
+              properties:
+                token: {type: string}
+                newPassword: {type: string, minLength: 8, maxLength: 128}
+      responses:
+        "204": {description: "Password set."}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/auth/verify-email/request:
+    post:
+      operationId: requestEmailVerification
+      summary: Mail a new verification link (token valid 24 hours; only the newest works).
+      tags: [auth]
+      security: [{bearer: []}, {cookie: []}]
+      responses:
+        "202": {description: "Queued (nothing is sent when the address is already verified)."}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+  /api/v1/auth/verify-email/confirm:
+    post:
+      operationId: confirmEmailVerification
+      summary: Mark the address verified with a verification token.
+      tags: [auth]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [token]
+              properties:
+                token: {type: string}
+      responses:
+        "204": {description: "Verified."}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/auth/mfa/totp/enroll:
+    post:
+      operationId: enrollTOTP
+      summary: Start TOTP enrolment (RFC 6238, SHA1, 6 digits, 30 s); activate with a code to turn it on.
+      tags: [auth]
+      security: [{bearer: []}, {cookie: []}]
+      responses:
+        "200":
+          description: The secret (base32) and an otpauth URI for authenticator apps.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [secret, otpauthUri]
+                properties:
+                  secret: {type: string}
+                  otpauthUri: {type: string}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "409": {$ref: "#/components/responses/Conflict"}
+  /api/v1/auth/mfa/totp/activate:
+    post:
+      operationId: activateTOTP
+      summary: Turn MFA on with a current code; returns 10 single-use recovery codes. Other sessions are revoked.
+      tags: [auth]
+      security: [{bearer: []}, {cookie: []}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [code]
+              properties:
+                code: {type: string}
+      responses:
+        "200":
+          description: Recovery codes, shown once.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [recoveryCodes]
+                properties:
+                  recoveryCodes: {type: array, items: {type: string}, minItems: 10, maxItems: 10}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "409": {$ref: "#/components/responses/Conflict"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/auth/mfa/totp:
+    delete:
+      operationId: disableTOTP
+      summary: Turn MFA off (needs the password); other sessions are revoked.
+      tags: [auth]
+      security: [{bearer: []}, {cookie: []}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [password]
+              properties:
+                password: {type: string}
+      responses:
+        "204": {description: "MFA is off."}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
 components:
+  securitySchemes:
+    bearer:
+      type: http
+      scheme: bearer
+      bearerFormat: JWT
+    cookie:
+      type: apiKey
+      in: cookie
+      name: __Host-steward_session
+      description: Unsafe methods must also send X-CSRF-Token.
   schemas:
     Liveness:
       type: object
@@ -93,6 +486,48 @@ components:
         pendingMigrations:
           type: [integer, "null"]
           minimum: 0
+    User:
+      type: object
+      required: [id, email, username, status, emailVerified, mfaEnabled]
+      properties:
+        id: {type: string, format: uuid}
+        email: {type: string}
+        username: {type: string}
+        fullName: {type: [string, "null"]}
+        status: {type: string, enum: [active, inactive, suspended, deleted]}
+        emailVerified: {type: boolean}
+        emailVerifiedAt: {type: [string, "null"], format: date-time}
+        mfaEnabled: {type: boolean}
+        lastLoginAt: {type: [string, "null"], format: date-time}
+        createdAt: {type: string, format: date-time}
+        updatedAt: {type: string, format: date-time}
+    TokenPair:
+      type: object
+      required: [accessToken, refreshToken, tokenType, expiresIn, user]
+      properties:
+        accessToken: {type: string, description: "JWT: sub, sid, iss, aud, iat, nbf, exp, jti, roles"}
+        refreshToken: {type: string, description: Opaque, 256 bits, single use.}
+        tokenType: {type: string, const: Bearer}
+        expiresIn: {type: integer, description: Seconds until the access token expires.}
+        user: {$ref: "#/components/schemas/User"}
+        csrfToken: {type: string, description: Only with cookie mode.}
+    MFARequired:
+      type: object
+      required: [mfaRequired, mfaToken]
+      properties:
+        mfaRequired: {type: boolean, const: true}
+        mfaToken: {type: string}
+    Session:
+      type: object
+      required: [id, createdAt, lastSeenAt, expiresAt, current]
+      properties:
+        id: {type: string, format: uuid}
+        ipAddress: {type: [string, "null"]}
+        userAgent: {type: [string, "null"]}
+        createdAt: {type: string, format: date-time}
+        lastSeenAt: {type: string, format: date-time}
+        expiresAt: {type: string, format: date-time}
+        current: {type: boolean}
     Problem:
       type: object
       description: RFC 9457 problem details.
@@ -145,6 +580,39 @@ components:
         message:
           type: string
   responses:
+    Unauthorized:
+      description: No, invalid, expired or revoked credentials (code unauthorized, token_expired or token_revoked).
+      content:
+        application/problem+json:
+          schema:
+            $ref: "#/components/schemas/Problem"
+    InvalidCredentials:
+      description: Wrong email, password or code (the same body for unknown email and wrong password).
+      content:
+        application/problem+json:
+          schema:
+            $ref: "#/components/schemas/Problem"
+    Forbidden:
+      description: Not allowed (for cookie sessions, a missing or wrong X-CSRF-Token).
+      content:
+        application/problem+json:
+          schema:
+            $ref: "#/components/schemas/Problem"
+    Conflict:
+      description: The request conflicts with the current state (taken email or username, ...).
+      content:
+        application/problem+json:
+          schema:
+            $ref: "#/components/schemas/Problem"
+    Locked:
+      description: Too many failures; `Retry-After` says when to try again.
+      headers:
+        Retry-After:
+          schema: {type: integer}
+      content:
+        application/problem+json:
+          schema:
+            $ref: "#/components/schemas/Problem"
     BadRequest:
       description: Malformed JSON or an unreadable request.
       content:

@@ -23,8 +23,7 @@ public struct AdminBootstrap: Sendable {
 
         let generated = config.adminPassword == nil ? Self.generatePassword() : nil
         let password = config.adminPassword ?? generated!
-        let cost = config.bcryptCost
-        let hash = try await app.threadPool.runIfActive { try Bcrypt.hash(password, cost: cost) }
+        let hash = try await PasswordHasher(cost: config.bcryptCost, threadPool: app.passwordHashingPool).hash(password)
         let user = User(email: config.adminEmail, username: "admin", fullName: "Administrator", passwordHash: hash)
         user.emailVerifiedAt = app.wallClock.now()
 

@@ -22,7 +22,9 @@ struct MigrationServiceTests {
         try await withTestApp { app in
             let service = MigrationService(app: app)
             let reverted = try await service.revert(downTo: "0002_CreateAuditLogs")
-            #expect(reverted == ["0004_CreateUsers", "0003_CreateEvents"])
+            let expected = try await service.status().filter { $0.position > 2 }.map(\.version).reversed()
+            #expect(reverted == Array(expected))
+            #expect(reverted.last == "0003_CreateEvents")
 
             let afterDown = try await service.status()
             #expect(afterDown.filter(\.applied).map(\.version) == ["0001_CreateLedgerHeads", "0002_CreateAuditLogs"])
@@ -31,7 +33,7 @@ struct MigrationServiceTests {
             #expect(try await tableExists("audit_logs", app) == true)
 
             let applied = try await service.migrate()
-            #expect(applied.count == 2)
+            #expect(applied.count == AppMigrations.all.count - 2)
             let allApplied = try await service.status().allSatisfy { $0.applied }
             #expect(allApplied)
             #expect(try await tableExists("events", app) == true)
@@ -45,13 +47,15 @@ struct MigrationServiceTests {
     func revertLastBatch() async throws {
         try await withTestApp { app in
             let service = MigrationService(app: app)
-            try await service.revert(downTo: "0003_CreateEvents")
-            #expect(try await service.migrate() == ["0004_CreateUsers"])
-            // Batch 2 holds only 0004.
+            let newest = try #require(try await service.status().last?.version)
+            let penultimate = try #require(try await service.status().dropLast().last?.version)
+            try await service.revert(downTo: penultimate)
+            #expect(try await service.migrate() == [newest])
+            // Batch 2 holds only the newest migration.
             let reverted = try await service.revertLastBatch()
-            #expect(reverted == ["0004_CreateUsers"])
+            #expect(reverted == [newest])
             let states = try await service.status()
-            #expect(states.filter(\.applied).count == 3)
+            #expect(states.filter(\.applied).count == AppMigrations.all.count - 1)
         }
     }
 

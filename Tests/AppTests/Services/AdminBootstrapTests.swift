@@ -14,7 +14,7 @@ struct AdminBootstrapTests {
             let user = try #require(try await User.query(on: app.db).first())
             #expect(user.email == "root@example.com")
             #expect(user.status == .active)
-            #expect(try Bcrypt.verify("Correct-Horse-9", created: user.passwordHash))
+            #expect(try await PasswordHasher(cost: 4, threadPool: app.threadPool).verify("Correct-Horse-9", against: user.passwordHash))
             #expect(!user.passwordHash.contains("Correct-Horse-9"))
             #expect(try await AuditLog.query(on: app.db).filter(\.$action == "user.created").count() == 1)
             #expect(try await Event.query(on: app.db).filter(\.$type == "user.created").count() == 1)
@@ -35,7 +35,7 @@ struct AdminBootstrapTests {
             #expect(generated.count >= 24)
             #expect(generated.contains { $0.isUppercase } && generated.contains { $0.isLowercase } && generated.contains { $0.isNumber })
             let user = try #require(try await User.query(on: app.db).first())
-            #expect(try Bcrypt.verify(generated, created: user.passwordHash))
+            #expect(try await PasswordHasher(cost: 4, threadPool: app.threadPool).verify(generated, against: user.passwordHash))
             #expect(AdminBootstrap.generatePassword() != generated)
         }
     }

@@ -1,0 +1,189 @@
+import Vapor
+
+/// `/api/v1/auth`: accounts, logins, tokens, sessions, password reset, email verification and TOTP.
+struct AuthController: RouteCollection {
+    func boot(routes: any RoutesBuilder) throws {
+        let auth = routes.grouped("auth")
+        auth.post("register", use: register)
+        auth.post("login", use: login)
+        auth.post("mfa", "verify", use: verifyMFA)
+        auth.post("refresh", use: refresh)
+        auth.post("password-reset", "request", use: requestPasswordReset)
+        auth.post("password-reset", "confirm", use: confirmPasswordReset)
+        auth.post("verify-email", "confirm", use: confirmEmail)
+
+        let signedIn = auth.grouped(RequireCaller())
+        signedIn.post("logout", use: logout)
+        signedIn.get("me", use: me)
+        signedIn.patch("me", use: updateMe)
+        signedIn.post("change-password", use: changePassword)
+        signedIn.get("sessions", use: sessions)
+        signedIn.delete("sessions", use: revokeOtherSessions)
+        signedIn.delete("sessions", ":id", use: revokeSession)
+        signedIn.post("verify-email", "request", use: requestEmailVerification)
+        signedIn.post("mfa", "totp", "enroll", use: enrollTOTP)
+        signedIn.post("mfa", "totp", "activate", use: activateTOTP)
+        signedIn.delete("mfa", "totp", use: disableTOTP)
+    }
+
+    @Sendable
+    func register(req: Request) async throws -> Response {
+        let body = try req.content.decode(RegisterRequest.self)
+        let user = try await AuthService(app: req.application).register(body, origin: req.origin)
+        return try await UserResponse(user).encodeResponse(status: .created, for: req)
+    }
+
+    @Sendable
+    func login(req: Request) async throws -> Response {
+        let body = try req.content.decode(LoginRequest.self)
+        switch try await AuthService(app: req.application).login(body, origin: req.origin) {
+        case .mfaRequired(let token):
+            return try await MFARequiredResponse(mfaRequired: true, mfaToken: token).encodeResponse(for: req)
+        case .signedIn(let issued):
+            return try await respond(with: issued, req: req)
+        }
+    }
+
+    @Sendable
+    func verifyMFA(req: Request) async throws -> Response {
+        let body = try req.content.decode(MFAVerifyRequest.self)
+        let issued = try await AuthService(app: req.application).verifyMFA(body, origin: req.origin)
+        return try await respond(with: issued, req: req)
+    }
+
+    @Sendable
+    func refresh(req: Request) async throws -> TokenPairResponse {
+        let body = try req.content.decode(RefreshRequest.self)
+        return try await AuthService(app: req.application).refresh(body.refreshToken, origin: req.origin)
+    }
+
+    @Sendable
+    func logout(req: Request) async throws -> Response {
+        let caller = try req.caller
+        try await AuthService(app: req.application).logout(caller: caller, origin: req.origin)
+        let response = Response(status: .noContent)
+        if caller.method == .cookie { Self.expireCookie(on: response) }
+        return response
+    }
+
+    @Sendable
+    func me(req: Request) async throws -> MeResponse {
+        let caller = try req.caller
+        return MeResponse(user: UserResponse(caller.user), roles: [], permissions: [])
+    }
+
+    @Sendable
+    func updateMe(req: Request) async throws -> UserResponse {
+        let caller = try req.caller
+        guard case .object(let fields) = try req.content.decode(JSONValue.self) else {
+            throw HTTPProblem.validation([FieldProblem(field: "body", message: "must be a JSON object")])
+        }
+        return UserResponse(try await AuthService(app: req.application).updateProfile(user: caller.user, fields: fields, origin: req.origin))
+    }
+
+    @Sendable
+    func changePassword(req: Request) async throws -> HTTPStatus {
+        let body = try req.content.decode(ChangePasswordRequest.self)
+        try await AuthService(app: req.application).changePassword(body, caller: try req.caller, origin: req.origin)
+        return .noContent
+    }
+
+    @Sendable
+    func sessions(req: Request) async throws -> ListResponse<SessionResponse> {
+        ListResponse(items: try await AuthService(app: req.application).sessions(of: try req.caller), nextCursor: nil)
+    }
+
+    @Sendable
+    func revokeSession(req: Request) async throws -> HTTPStatus {
+        let id = try req.uuidParameter("id")
+        try await AuthService(app: req.application).revokeOwnSession(id: id, caller: try req.caller, origin: req.origin)
+        return .noContent
+    }
+
+    @Sendable
+    func revokeOtherSessions(req: Request) async throws -> HTTPStatus {
+        try await AuthService(app: req.application).revokeOtherSessions(caller: try req.caller, origin: req.origin)
+        return .noContent
+    }
+
+    @Sendable
+    func requestPasswordReset(req: Request) async throws -> HTTPStatus {
+        let body = try req.content.decode(PasswordResetRequest.self)
+        try await AuthService(app: req.application).requestPasswordReset(email: body.email, origin: req.origin)
+        return .accepted
+    }
+
+    @Sendable
+    func confirmPasswordReset(req: Request) async throws -> HTTPStatus {
+        let body = try req.content.decode(PasswordResetConfirmRequest.self)
+        try await AuthService(app: req.application).confirmPasswordReset(body, origin: req.origin)
+        return .noContent
+    }
+
+    @Sendable
+    func requestEmailVerification(req: Request) async throws -> HTTPStatus {
+        try await AuthService(app: req.application).requestEmailVerification(caller: try req.caller, origin: req.origin)
+        return .accepted
+    }
+
+    @Sendable
+    func confirmEmail(req: Request) async throws -> HTTPStatus {
+        let body = try req.content.decode(VerifyEmailConfirmRequest.self)
+        try await AuthService(app: req.application).confirmEmailVerification(token: body.token, origin: req.origin)
+        return .noContent
+    }
+
+    @Sendable
+    func enrollTOTP(req: Request) async throws -> TOTPEnrollResponse {
+        try await AuthService(app: req.application).enrollTOTP(caller: try req.caller, origin: req.origin)
+    }
+
+    @Sendable
+    func activateTOTP(req: Request) async throws -> RecoveryCodesResponse {
+        let body = try req.content.decode(TOTPActivateRequest.self)
+        let codes = try await AuthService(app: req.application).activateTOTP(code: body.code, caller: try req.caller, origin: req.origin)
+        return RecoveryCodesResponse(recoveryCodes: codes)
+    }
+
+    @Sendable
+    func disableTOTP(req: Request) async throws -> HTTPStatus {
+        let body = try req.content.decode(TOTPDisableRequest.self)
+        try await AuthService(app: req.application).disableTOTP(password: body.password, caller: try req.caller, origin: req.origin)
+        return .noContent
+    }
+
+    /// The token pair, plus the session cookie when the login asked for cookie mode.
+    private func respond(with issued: IssuedSession, req: Request) async throws -> Response {
+        let response = try await issued.pair.encodeResponse(for: req)
+        if let cookie = issued.cookieToken {
+            response.cookies[SessionAuthenticator.cookieName] = HTTPCookies.Value(
+                string: cookie,
+                maxAge: req.application.appConfig.sessionAbsoluteTimeoutSeconds,
+                path: "/", isSecure: true, isHTTPOnly: true, sameSite: .lax)
+        }
+        return response
+    }
+
+    static func expireCookie(on response: Response) {
+        response.cookies[SessionAuthenticator.cookieName] = HTTPCookies.Value(
+            string: "", expires: Date(timeIntervalSince1970: 0), maxAge: 0, path: "/", isSecure: true, isHTTPOnly: true, sameSite: .lax)
+    }
+}
+
+/// `GET /.well-known/jwks.json`: the public keys that verify access tokens.
+struct JWKSController: RouteCollection {
+    struct JWKSResponse: Content {
+        var keys: [PublishedKey]
+    }
+
+    func boot(routes: any RoutesBuilder) throws {
+        routes.get(".well-known", "jwks.json", use: show)
+    }
+
+    @Sendable
+    func show(req: Request) async throws -> Response {
+        let response = try await JWKSResponse(keys: req.application.keyMaterial.publishedKeys).encodeResponse(for: req)
+        response.headers.replaceOrAdd(name: .cacheControl, value: "public, max-age=300")
+        return response
+    }
+}
