@@ -21,6 +21,7 @@ public struct AppConfig: Sendable {
     public enum MailTransport: Sendable, Equatable {
         case log
         case file(directory: String)
+        case smtp(SMTPSettings)
     }
     public enum SQLiteSynchronous: String, Sendable, CaseIterable { case full = "FULL", normal = "NORMAL" }
 
@@ -109,7 +110,7 @@ extension AppConfig {
         .init(name: "STEWARD_SESSION_ABSOLUTE_TIMEOUT", defaultValue: "2592000", meaning: "A session ends this many seconds after login, used or not (30 days)."),
         .init(name: "STEWARD_LOCKOUT_THRESHOLD", defaultValue: "5", meaning: "Consecutive failed logins (per normalised email) that lock it."),
         .init(name: "STEWARD_LOCKOUT_MINUTES", defaultValue: "15", meaning: "How long a lock lasts."),
-        .init(name: "STEWARD_MAIL", defaultValue: "log", meaning: "log (tokens redacted) or file:<dir> (one .eml per mail). SMTP is not built yet."),
+        .init(name: "STEWARD_MAIL", defaultValue: "log", meaning: "log (tokens redacted), file:<dir> (one .eml per mail), smtp://user:pass@host:port (STARTTLS required; ?starttls=optional for a loopback relay) or smtps://user:pass@host:port (implicit TLS)."),
         .init(name: "STEWARD_MAIL_FROM", defaultValue: "Steward <no-reply@steward.local>", meaning: "The From header of outgoing mail."),
         .init(name: "STEWARD_ENCRYPTION_KEY", defaultValue: "(unset: generated into the data directory)", meaning: "Base64 of 32 bytes; encrypts TOTP secrets and other secrets at rest (AES-GCM)."),
     ]
@@ -300,10 +301,13 @@ struct EnvironmentReader {
             return .file(directory: directory)
         }
         if value.lowercased().hasPrefix("smtp://") || value.lowercased().hasPrefix("smtps://") {
-            problems.append("\(name): the SMTP transport is not built yet; use log or file:<dir> and relay the .eml files")
-            return .log
+            guard let settings = SMTPSettings(url: value) else {
+                problems.append("\(name): not a valid smtp://user:pass@host:port or smtps://user:pass@host:port URL")
+                return .log
+            }
+            return .smtp(settings)
         }
-        problems.append("\(name): must be log or file:<dir>")
+        problems.append("\(name): must be log, file:<dir>, smtp://user:pass@host:port or smtps://user:pass@host:port")
         return .log
     }
 

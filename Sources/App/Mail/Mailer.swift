@@ -95,6 +95,7 @@ extension Application {
             switch appConfig.mail {
             case .log: return LogMailer(logger: logger)
             case .file(let directory): return FileMailer(directory: directory)
+            case .smtp(let settings): return SMTPMailer(settings: settings)
             }
         }
         set { storage[MailerKey.self] = newValue }
