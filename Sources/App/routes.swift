@@ -7,7 +7,13 @@ func routes(_ app: Application) throws {
     try app.register(collection: OpenAPIController())
     try app.register(collection: JWKSController())
 
-    // /api/v1: the authenticator reads credentials when present; routes that need a caller say so.
+    // /api/v1: the authenticator reads credentials when present; each collection states what its routes need.
     let api = app.grouped("api", "v1").grouped(SessionAuthenticator())
     try api.register(collection: AuthController())
+
+    // Permission-gated
+    try api.register(collection: APIKeyController())
+    try api.register(collection: UserController())
+    try api.register(collection: RoleController())
+    try api.register(collection: AuditLogController())
 }

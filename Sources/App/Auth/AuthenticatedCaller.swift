@@ -1,13 +1,26 @@
 import Vapor
 
-/// Who is calling, once an authenticator has checked their credentials.
+/// Who is calling, once an authenticator has checked their credentials, and what they may do right now.
 public struct AuthenticatedCaller: Authenticatable, Sendable {
     /// How the caller proved who they are.
-    public enum Method: String, Sendable { case accessToken, cookie }
+    public enum Method: String, Sendable { case accessToken, cookie, apiKey }
 
     public let user: User
     public let session: UserSession?
+    public let apiKey: APIKey?
     public let method: Method
+    /// The caller's effective grants: the user's roles, narrowed to the key's scopes for an API key.
+    public let grants: Grants
+
+    public func can(_ permission: Permission) -> Bool {
+        grants.permissions.contains(permission)
+    }
+
+    /// Admins (and holders of `admin:full`) see every owner's objects; everyone else only their own.
+    public var seesEveryOwner: Bool { can(.adminFull) }
+
+    /// Who audit entries name for this caller.
+    public var actorType: ActorType { method == .apiKey ? .apiKey : .user }
 }
 
 extension Request {

@@ -10,9 +10,16 @@ struct SessionAuthenticator: AsyncMiddleware {
     static let lastSeenResolution: TimeInterval = 60
 
     func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
-        if let authorization = request.headers.bearerAuthorization?.token {
-            if authorization.hasPrefix("stw_") { throw AuthError.apiKeysNotSupported }
-            try await authenticate(accessToken: authorization, request: request)
+        // A key in a URL ends up in proxy logs and browser history: refuse it outright.
+        if let query = request.url.query, query.contains("stw_") { throw AuthError.apiKeyInURL }
+        if let key = request.headers.first(name: "X-API-Key") {
+            try await authenticate(apiKey: key, request: request)
+        } else if let authorization = request.headers.bearerAuthorization?.token {
+            if authorization.hasPrefix("stw_") {
+                try await authenticate(apiKey: authorization, request: request)
+            } else {
+                try await authenticate(accessToken: authorization, request: request)
+            }
         } else if request.headers.first(name: .authorization) != nil {
             throw AuthError.invalidToken
         } else if let cookie = request.cookies[Self.cookieName]?.string, !cookie.isEmpty {
@@ -29,7 +36,30 @@ struct SessionAuthenticator: AsyncMiddleware {
             throw AuthError.invalidToken
         }
         let (user, session) = try await load(userID: userID, sessionID: sessionID, request: request, now: now)
-        request.auth.login(AuthenticatedCaller(user: user, session: session, method: .accessToken))
+        let grants = try await UserRole.grants(of: userID, on: request.db)
+        request.auth.login(AuthenticatedCaller(user: user, session: session, apiKey: nil, method: .accessToken, grants: grants))
+    }
+
+    private func authenticate(apiKey raw: String, request: Request) async throws {
+        let app = request.application
+        let now = app.wallClock.now()
+        guard let prefix = APIKeyFormat.prefix(of: raw),
+              let key = try await APIKey.query(on: request.db).filter(\.$prefix == prefix).first(),
+              SecureToken.constantTimeEquals(SecureToken.hash(raw), key.keyHash)
+        else { throw AuthError.invalidAPIKey }
+        guard key.isUsable(at: now) else { throw AuthError.invalidAPIKey }
+        guard let user = try await User.find(key.$user.id, on: request.db), user.status == .active else {
+            throw AuthError.invalidAPIKey
+        }
+        // A key never does more than its owner can do today, whatever scopes it was given.
+        var grants = try await UserRole.grants(of: user.requireID(), on: request.db)
+        grants.permissions.formIntersection(key.scopes)
+        if key.lastUsedAt.map({ now.timeIntervalSince($0) >= Self.lastSeenResolution }) ?? true {
+            key.lastUsedAt = now
+            key.lastUsedIP = request.remoteAddress?.ipAddress
+            try await key.save(on: request.db)
+        }
+        request.auth.login(AuthenticatedCaller(user: user, session: nil, apiKey: key, method: .apiKey, grants: grants))
     }
 
     private func authenticate(cookie: String, request: Request) async throws {
@@ -46,7 +76,8 @@ struct SessionAuthenticator: AsyncMiddleware {
                   SecureToken.constantTimeEquals(SecureToken.hash(sent), expected)
             else { throw AuthError.csrfMismatch }
         }
-        request.auth.login(AuthenticatedCaller(user: user, session: live, method: .cookie))
+        let grants = try await UserRole.grants(of: user.requireID(), on: request.db)
+        request.auth.login(AuthenticatedCaller(user: user, session: live, apiKey: nil, method: .cookie, grants: grants))
     }
 
     private func load(userID: UUID, sessionID: UUID, request: Request, now: Date) async throws -> (User, UserSession) {
@@ -64,6 +95,39 @@ struct SessionAuthenticator: AsyncMiddleware {
             try await session.save(on: request.db)
         }
         return (user, session)
+    }
+}
+
+/// Refuses API keys on routes that only a person at a session may use (key creation, passwords, sessions, MFA).
+struct RequireInteractiveSession: AsyncMiddleware {
+    func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
+        if let caller = request.auth.get(AuthenticatedCaller.self), caller.method == .apiKey {
+            throw AccessError.interactiveOnly
+        }
+        return try await next.respond(to: request)
+    }
+}
+
+/// Refuses callers without `permission` (403), and records the denial in the audit log.
+struct RequirePermission: AsyncMiddleware {
+    let permission: Permission
+
+    init(_ permission: Permission) {
+        self.permission = permission
+    }
+
+    func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
+        let caller = try request.caller
+        guard caller.can(permission) else {
+            try await request.application.activityRecorder.record(audit: AuditRecord(
+                action: "authz.denied", actorID: caller.user.id, actorType: caller.actorType,
+                resourceType: "route", resourceID: request.route.map { "\($0.method.rawValue) /" + $0.path.map(\.description).joined(separator: "/") },
+                outcome: .failure, origin: request.origin,
+                details: ["permission": .string(permission.rawValue), "apiKeyId": caller.apiKey?.id.map { .string($0.uuidString.lowercased()) } ?? .null]),
+                on: request.db)
+            throw AccessError.missingPermission(permission)
+        }
+        return try await next.respond(to: request)
     }
 }
 

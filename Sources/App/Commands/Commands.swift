@@ -1,6 +1,6 @@
 import Vapor
 
-/// The `steward` command line: Vapor's `serve` (wrapped), plus `migrate`, `db` and `audit`.
+/// The `steward` command line: Vapor's `serve` (wrapped), plus `migrate`, `db`, `audit`, `user` and `apikey`.
 enum Commands {
     static func register(in app: Application) {
         if let serve = app.asyncCommands.commands["serve"] {
@@ -10,6 +10,8 @@ enum Commands {
         app.asyncCommands.use(MigrateCommandGroup(), as: "migrate")
         app.asyncCommands.use(DatabaseCommandGroup(), as: "db")
         app.asyncCommands.use(AuditCommandGroup(), as: "audit")
+        app.asyncCommands.use(UserCommandGroup(), as: "user")
+        app.asyncCommands.use(APIKeyCommandGroup(), as: "apikey")
     }
 }
 

@@ -59,6 +59,8 @@ public struct AppConfig: Sendable {
     public var mail: MailTransport
     public var mailFrom: String
     public var encryptionKey: String?
+    public var maxAPIKeysPerUser: Int
+    public var auditRetentionDays: Int
 }
 
 /// Every bad or missing variable found while loading, reported together.
@@ -112,6 +114,8 @@ extension AppConfig {
         .init(name: "STEWARD_LOCKOUT_MINUTES", defaultValue: "15", meaning: "How long a lock lasts."),
         .init(name: "STEWARD_MAIL", defaultValue: "log", meaning: "log (tokens redacted), file:<dir> (one .eml per mail), smtp://user:pass@host:port (STARTTLS required; ?starttls=optional for a loopback relay) or smtps://user:pass@host:port (implicit TLS)."),
         .init(name: "STEWARD_MAIL_FROM", defaultValue: "Steward <no-reply@steward.local>", meaning: "The From header of outgoing mail."),
+        .init(name: "STEWARD_MAX_API_KEYS_PER_USER", defaultValue: "25", meaning: "Most live API keys one user may hold."),
+        .init(name: "STEWARD_AUDIT_RETENTION_DAYS", defaultValue: "365", meaning: "Audit entries older than this are deleted by a daily job (0 keeps them forever)."),
         .init(name: "STEWARD_ENCRYPTION_KEY", defaultValue: "(unset: generated into the data directory)", meaning: "Base64 of 32 bytes; encrypts TOTP secrets and other secrets at rest (AES-GCM)."),
     ]
 
@@ -164,6 +168,8 @@ extension AppConfig {
         let mail = reader.mailTransport("STEWARD_MAIL")
         let mailFrom = reader.string("STEWARD_MAIL_FROM", default: "Steward <no-reply@steward.local>")
         let encryptionKey = reader.base64Key("STEWARD_ENCRYPTION_KEY", bytes: 32)
+        let maxAPIKeys = reader.int("STEWARD_MAX_API_KEYS_PER_USER", default: 25, range: 1...10_000)
+        let auditRetention = reader.int("STEWARD_AUDIT_RETENTION_DAYS", default: 365, range: 0...36_500)
 
         for origin in corsOrigins where origin != "*" && URL(string: origin)?.scheme == nil {
             reader.problems.append("STEWARD_CORS_ORIGINS: '\(origin)' is not an origin such as https://app.example.com")
@@ -181,7 +187,8 @@ extension AppConfig {
             jwtAlgorithm: jwtAlgorithm, jwtSecret: jwtSecret, jwtKeyFile: jwtKeyFile, jwtPreviousKeyFiles: jwtPreviousKeyFiles,
             jwtIssuer: jwtIssuer, jwtAudience: jwtAudience, accessTokenTTLSeconds: accessTTL, refreshTokenTTLSeconds: refreshTTL,
             sessionIdleTimeoutSeconds: idle, sessionAbsoluteTimeoutSeconds: absolute, lockoutThreshold: lockoutThreshold,
-            lockoutMinutes: lockoutMinutes, mail: mail, mailFrom: mailFrom, encryptionKey: encryptionKey
+            lockoutMinutes: lockoutMinutes, mail: mail, mailFrom: mailFrom, encryptionKey: encryptionKey,
+            maxAPIKeysPerUser: maxAPIKeys, auditRetentionDays: auditRetention
         )
     }
 }

@@ -8,10 +8,24 @@ enum BackgroundWork {
         let worker = MailOutboxWorker()
         app.mailOutboxWorker = worker
         app.lifecycle.use(worker)
+        let maintenance = MaintenanceWorker()
+        app.maintenanceWorker = maintenance
+        app.lifecycle.use(maintenance)
     }
 
     /// Starts the loops that only a serving process runs.
     static func start(_ app: Application) {
         app.mailOutboxWorker.start(app)
+        app.maintenanceWorker.start(app)
+    }
+}
+
+extension Application {
+    private struct MaintenanceKey: StorageKey { typealias Value = MaintenanceWorker }
+
+    /// Set once in `configure`; started by `serve`.
+    var maintenanceWorker: MaintenanceWorker {
+        get { storage[MaintenanceKey.self]! }
+        set { storage[MaintenanceKey.self] = newValue }
     }
 }

@@ -3,7 +3,10 @@ import Vapor
 /// `/api/v1/auth`: accounts, logins, tokens, sessions, password reset, email verification and TOTP.
 struct AuthController: RouteCollection {
     func boot(routes: any RoutesBuilder) throws {
-        let auth = routes.grouped("auth")
+        // API keys may call GET /auth/me and nothing else under /auth.
+        routes.grouped("auth").grouped(RequireCaller()).get("me", use: me)
+
+        let auth = routes.grouped("auth").grouped(RequireInteractiveSession())
         auth.post("register", use: register)
         auth.post("login", use: login)
         auth.post("mfa", "verify", use: verifyMFA)
@@ -14,7 +17,6 @@ struct AuthController: RouteCollection {
 
         let signedIn = auth.grouped(RequireCaller())
         signedIn.post("logout", use: logout)
-        signedIn.get("me", use: me)
         signedIn.patch("me", use: updateMe)
         signedIn.post("change-password", use: changePassword)
         signedIn.get("sessions", use: sessions)
@@ -69,7 +71,8 @@ struct AuthController: RouteCollection {
     @Sendable
     func me(req: Request) async throws -> MeResponse {
         let caller = try req.caller
-        return MeResponse(user: UserResponse(caller.user), roles: [], permissions: [])
+        return MeResponse(user: UserResponse(caller.user), roles: caller.grants.roles,
+                          permissions: caller.grants.permissions.map(\.rawValue).sorted())
     }
 
     @Sendable

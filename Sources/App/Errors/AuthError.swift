@@ -11,12 +11,13 @@ public enum AuthError: ProblemError {
     case invalidRefreshToken
     case invalidMFAChallenge
     case csrfMismatch
-    case apiKeysNotSupported
+    case invalidAPIKey
+    case apiKeyInURL
 
     public var status: HTTPResponseStatus {
         switch self {
         case .invalidCredentials, .unauthenticated, .invalidToken, .tokenExpired, .tokenRevoked,
-             .invalidRefreshToken, .invalidMFAChallenge, .apiKeysNotSupported: .unauthorized
+             .invalidRefreshToken, .invalidMFAChallenge, .invalidAPIKey, .apiKeyInURL: .unauthorized
         case .accountLocked: .locked
         case .csrfMismatch: .forbidden
         }
@@ -26,7 +27,7 @@ public enum AuthError: ProblemError {
         switch self {
         case .invalidCredentials: "invalid_credentials"
         case .accountLocked: "account_locked"
-        case .unauthenticated, .invalidToken, .invalidRefreshToken, .invalidMFAChallenge, .apiKeysNotSupported: "unauthorized"
+        case .unauthenticated, .invalidToken, .invalidRefreshToken, .invalidMFAChallenge, .invalidAPIKey, .apiKeyInURL: "unauthorized"
         case .tokenExpired: "token_expired"
         case .tokenRevoked: "token_revoked"
         case .csrfMismatch: "forbidden"
@@ -44,7 +45,8 @@ public enum AuthError: ProblemError {
         case .invalidRefreshToken: "The refresh token is invalid or expired."
         case .invalidMFAChallenge: "The MFA token is invalid or expired; sign in again."
         case .csrfMismatch: "The X-CSRF-Token header is missing or does not match the session."
-        case .apiKeysNotSupported: "API keys are not accepted yet."
+        case .invalidAPIKey: "The API key is invalid, expired or revoked."
+        case .apiKeyInURL: "API keys are never accepted in the URL; send them in the Authorization or X-API-Key header."
         }
     }
 
@@ -53,6 +55,23 @@ public enum AuthError: ProblemError {
         case .accountLocked(let seconds): ["Retry-After": String(max(1, seconds))]
         case .csrfMismatch, .invalidCredentials: [:]
         default: ["WWW-Authenticate": #"Bearer realm="steward""#]
+        }
+    }
+}
+
+/// Authorization failures: the caller is known but may not do this.
+public enum AccessError: ProblemError {
+    case missingPermission(Permission)
+    case interactiveOnly
+    case scopesExceedOwner([Permission])
+
+    public var status: HTTPResponseStatus { .forbidden }
+    public var code: String { "forbidden" }
+    public var reason: String {
+        switch self {
+        case .missingPermission(let permission): "This needs the \(permission.rawValue) permission."
+        case .interactiveOnly: "API keys cannot do this; sign in as a user."
+        case .scopesExceedOwner(let extra): "A key cannot have permissions its owner lacks: \(extra.map(\.rawValue).joined(separator: ", "))."
         }
     }
 }

@@ -10,5 +10,8 @@ enum AppMigrations {
         CreateSessions(),
         CreateAccountSecurity(),
         CreateMailOutbox(),
+        CreateRoles(),
+        CreateAPIKeys(),
+        ProtectAuditLogs(),
     ]
 }

@@ -96,6 +96,8 @@ paths:
   /api/v1/auth/register:
     post:
       operationId: register
+      x-required-permission: public
+      x-api-keys: refused
       summary: Create an account (role viewer). A verification mail is queued.
       tags: [auth]
       requestBody:
@@ -129,6 +131,8 @@ paths:
   /api/v1/auth/login:
     post:
       operationId: login
+      x-required-permission: public
+      x-api-keys: refused
       summary: Sign in with email and password.
       description: >-
         Unknown email and wrong password get the same 401 body in similar time. Failures are counted per
@@ -164,6 +168,8 @@ paths:
   /api/v1/auth/mfa/verify:
     post:
       operationId: verifyMFA
+      x-required-permission: public
+      x-api-keys: refused
       summary: Second login step with a TOTP code (current step ±1, each usable once) or a recovery code.
       description: The mfaToken is valid for 5 minutes, once, and only here. Wrong codes count toward the lockout.
       tags: [auth]
@@ -189,6 +195,8 @@ paths:
   /api/v1/auth/refresh:
     post:
       operationId: refresh
+      x-required-permission: public
+      x-api-keys: refused
       summary: Rotate a refresh token for a new pair.
       description: >-
         Each refresh token works once. The same token presented again within 10 seconds (concurrent refreshes)
@@ -214,6 +222,8 @@ paths:
   /api/v1/auth/logout:
     post:
       operationId: logout
+      x-required-permission: authenticated
+      x-api-keys: refused
       summary: End the current session; its tokens and cookie stop working at once.
       tags: [auth]
       security: [{bearer: []}, {cookie: []}]
@@ -224,6 +234,7 @@ paths:
   /api/v1/auth/me:
     get:
       operationId: me
+      x-required-permission: authenticated
       summary: The caller, with roles and permissions.
       tags: [auth]
       security: [{bearer: []}, {cookie: []}]
@@ -242,6 +253,8 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
     patch:
       operationId: updateMe
+      x-required-permission: authenticated
+      x-api-keys: refused
       summary: Change the caller's full name or username.
       description: Any other field (status, email, roles, ...) is refused with 422 and nothing is written.
       tags: [auth]
@@ -268,6 +281,8 @@ paths:
   /api/v1/auth/change-password:
     post:
       operationId: changePassword
+      x-required-permission: authenticated
+      x-api-keys: refused
       summary: Change the password; every other session is revoked.
       tags: [auth]
       security: [{bearer: []}, {cookie: []}]
@@ -288,6 +303,8 @@ paths:
   /api/v1/auth/sessions:
     get:
       operationId: listSessions
+      x-required-permission: authenticated
+      x-api-keys: refused
       summary: The caller's live sessions, newest first; `current` marks this one.
       tags: [auth]
       security: [{bearer: []}, {cookie: []}]
@@ -305,6 +322,8 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
     delete:
       operationId: revokeOtherSessions
+      x-required-permission: authenticated
+      x-api-keys: refused
       summary: Revoke every session of the caller except the current one.
       tags: [auth]
       security: [{bearer: []}, {cookie: []}]
@@ -314,6 +333,8 @@ paths:
   /api/v1/auth/sessions/{id}:
     delete:
       operationId: revokeSession
+      x-required-permission: authenticated
+      x-api-keys: refused
       summary: Revoke one of the caller's sessions (another user's id is 404).
       tags: [auth]
       security: [{bearer: []}, {cookie: []}]
@@ -326,6 +347,8 @@ paths:
   /api/v1/auth/password-reset/request:
     post:
       operationId: requestPasswordReset
+      x-required-permission: public
+      x-api-keys: refused
       summary: Mail a reset link (token valid 30 minutes, single use, only the newest works). Always 202.
       tags: [auth]
       requestBody:
@@ -343,6 +366,8 @@ paths:
   /api/v1/auth/password-reset/confirm:
     post:
       operationId: confirmPasswordReset
+      x-required-permission: public
+      x-api-keys: refused
       summary: Set a new password with a reset token; every session is revoked.
       tags: [auth]
       requestBody:
@@ -361,6 +386,8 @@ paths:
   /api/v1/auth/verify-email/request:
     post:
       operationId: requestEmailVerification
+      x-required-permission: authenticated
+      x-api-keys: refused
       summary: Mail a new verification link (token valid 24 hours; only the newest works).
       tags: [auth]
       security: [{bearer: []}, {cookie: []}]
@@ -370,6 +397,8 @@ paths:
   /api/v1/auth/verify-email/confirm:
     post:
       operationId: confirmEmailVerification
+      x-required-permission: public
+      x-api-keys: refused
       summary: Mark the address verified with a verification token.
       tags: [auth]
       requestBody:
@@ -387,6 +416,8 @@ paths:
   /api/v1/auth/mfa/totp/enroll:
     post:
       operationId: enrollTOTP
+      x-required-permission: authenticated
+      x-api-keys: refused
       summary: Start TOTP enrolment (RFC 6238, SHA1, 6 digits, 30 s); activate with a code to turn it on.
       tags: [auth]
       security: [{bearer: []}, {cookie: []}]
@@ -406,6 +437,8 @@ paths:
   /api/v1/auth/mfa/totp/activate:
     post:
       operationId: activateTOTP
+      x-required-permission: authenticated
+      x-api-keys: refused
       summary: Turn MFA on with a current code; returns 10 single-use recovery codes. Other sessions are revoked.
       tags: [auth]
       security: [{bearer: []}, {cookie: []}]
@@ -434,6 +467,8 @@ paths:
   /api/v1/auth/mfa/totp:
     delete:
       operationId: disableTOTP
+      x-required-permission: authenticated
+      x-api-keys: refused
       summary: Turn MFA off (needs the password); other sessions are revoked.
       tags: [auth]
       security: [{bearer: []}, {cookie: []}]
@@ -450,7 +485,292 @@ paths:
         "204": {description: "MFA is off."}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/api-keys:
+    post:
+      operationId: createAPIKey
+      x-required-permission: api-keys:manage
+      x-api-keys: refused
+      summary: Create an API key; the key is shown once.
+      description: >-
+        Keys look like `stw_<8-character prefix>_<32 random bytes, base62>` and are stored as SHA-256. Scopes must
+        be a subset of the caller's permissions (else 403); a key never does more than its owner can do at the
+        time of each request. Each user may hold STEWARD_MAX_API_KEYS_PER_USER live keys (409 beyond). Send keys
+        as `Authorization: Bearer stw_...` or `X-API-Key: stw_...`; a key in a URL is refused.
+      tags: [api-keys]
+      security: [{bearer: []}, {cookie: []}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [name, scopes]
+              properties:
+                name: {type: string, minLength: 1, maxLength: 100}
+                scopes: {type: array, minItems: 1, items: {$ref: "#/components/schemas/Permission"}}
+                expiresAt: {type: [string, "null"], format: date-time}
+      responses:
+        "201":
+          description: The key, shown this once.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [id, name, prefix, key, scopes, createdAt]
+                properties:
+                  id: {type: string, format: uuid}
+                  name: {type: string}
+                  prefix: {type: string}
+                  key: {type: string, pattern: "^stw_[0-9A-Za-z]{8}_[0-9A-Za-z]+$"}
+                  scopes: {type: array, items: {$ref: "#/components/schemas/Permission"}}
+                  expiresAt: {type: [string, "null"], format: date-time}
+                  createdAt: {type: string, format: date-time}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "409": {$ref: "#/components/responses/Conflict"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+    get:
+      operationId: listAPIKeys
+      x-required-permission: api-keys:manage
+      summary: The caller's keys (every key for admins), without secrets.
+      tags: [api-keys]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      responses:
+        "200":
+          description: Keys, newest first.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items: {type: array, items: {$ref: "#/components/schemas/APIKey"}}
+                  nextCursor: {type: "null"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+  /api/v1/api-keys/{id}:
+    delete:
+      operationId: revokeAPIKey
+      x-required-permission: api-keys:manage
+      summary: Revoke a key; it fails on the very next request. Another owner's key is 404.
+      tags: [api-keys]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "204": {description: "Revoked."}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+  /api/v1/users:
+    get:
+      operationId: listUsers
+      x-required-permission: users:read
+      summary: Search accounts, newest first.
+      tags: [users]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: q, in: query, schema: {type: string}, description: "Case-insensitive substring of email, username or full name."}
+        - {name: role, in: query, schema: {type: string, enum: [admin, developer, executor, viewer, service]}}
+        - {name: status, in: query, schema: {type: string, enum: [active, inactive, suspended, deleted]}}
+        - {$ref: "#/components/parameters/Limit"}
+        - {$ref: "#/components/parameters/Cursor"}
+      responses:
+        "200":
+          description: A page of users.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items: {type: array, items: {$ref: "#/components/schemas/AdminUser"}}
+                  nextCursor: {type: [string, "null"]}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/users/{id}:
+    get:
+      operationId: getUser
+      x-required-permission: users:read
+      summary: One account.
+      tags: [users]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "200":
+          description: The user.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/AdminUser"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+    patch:
+      operationId: updateUser
+      x-required-permission: users:manage
+      summary: Change an account's full name or status (active, inactive, suspended).
+      description: >-
+        Any other field (role, emailVerifiedAt, id, lockedUntil, ...) is 422 and nothing is written. A status other
+        than active ends the user's sessions. The last active admin cannot be disabled (409).
+      tags: [users]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              additionalProperties: false
+              properties:
+                fullName: {type: [string, "null"], maxLength: 200}
+                status: {type: string, enum: [active, inactive, suspended]}
+      responses:
+        "200":
+          description: The user.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/AdminUser"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "409": {$ref: "#/components/responses/Conflict"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+    delete:
+      operationId: deleteUser
+      x-required-permission: users:manage
+      summary: Soft delete (status deleted); every session and API key is revoked. Not the last active admin (409).
+      tags: [users]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "204": {description: "Deleted."}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "409": {$ref: "#/components/responses/Conflict"}
+  /api/v1/users/{id}/roles:
+    put:
+      operationId: setUserRoles
+      x-required-permission: users:manage
+      summary: Replace a user's roles. The last active admin cannot be demoted (409). Takes effect on the next request.
+      tags: [users]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [roles]
+              properties:
+                roles: {type: array, items: {type: string, enum: [admin, developer, executor, viewer, service]}}
+      responses:
+        "200":
+          description: The user with its new roles.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/AdminUser"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "409": {$ref: "#/components/responses/Conflict"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/users/{id}/unlock:
+    post:
+      operationId: unlockUser
+      x-required-permission: users:manage
+      summary: Lift a login lockout on the user's email.
+      tags: [users]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "200":
+          description: The user.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/AdminUser"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+  /api/v1/roles:
+    get:
+      operationId: listRoles
+      x-required-permission: users:read
+      summary: The fixed roles and their permissions.
+      tags: [users]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      responses:
+        "200":
+          description: Roles.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items:
+                    type: array
+                    items:
+                      type: object
+                      required: [name, description, permissions]
+                      properties:
+                        name: {type: string}
+                        description: {type: string}
+                        permissions: {type: array, items: {$ref: "#/components/schemas/Permission"}}
+                  nextCursor: {type: "null"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+  /api/v1/audit-logs:
+    get:
+      operationId: listAuditLogs
+      x-required-permission: audit:read
+      summary: The audit trail, newest first. Entries cannot be changed or deleted through the API.
+      tags: [audit]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: actorId, in: query, schema: {type: string, format: uuid}}
+        - {name: action, in: query, schema: {type: string}, example: auth.login}
+        - {name: resourceType, in: query, schema: {type: string}}
+        - {name: resourceId, in: query, schema: {type: string}}
+        - {name: outcome, in: query, schema: {type: string, enum: [success, failure]}}
+        - {name: from, in: query, schema: {type: string, format: date-time}}
+        - {name: to, in: query, schema: {type: string, format: date-time}}
+        - {$ref: "#/components/parameters/Limit"}
+        - {$ref: "#/components/parameters/Cursor"}
+      responses:
+        "200":
+          description: A page of entries.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items: {type: array, items: {$ref: "#/components/schemas/AuditEntry"}}
+                  nextCursor: {type: [string, "null"]}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
 components:
+  parameters:
+    Limit:
+      name: limit
+      in: query
+      schema: {type: integer, minimum: 1, maximum: 100, default: 20}
+      description: Page size; anything else is 422.
+    Cursor:
+      name: cursor
+      in: query
+      schema: {type: string}
+      description: The nextCursor of the previous page; anything else is 422.
   securitySchemes:
     bearer:
       type: http
@@ -461,6 +781,11 @@ components:
       in: cookie
       name: __Host-steward_session
       description: Unsafe methods must also send X-CSRF-Token.
+    apiKey:
+      type: apiKey
+      in: header
+      name: X-API-Key
+      description: "Or `Authorization: Bearer stw_...`. Never in a URL."
   schemas:
     Liveness:
       type: object
@@ -486,6 +811,51 @@ components:
         pendingMigrations:
           type: [integer, "null"]
           minimum: 0
+    Permission:
+      type: string
+      enum: [skills:read, skills:write, skills:execute, executions:read, executions:write, executions:read-all,
+             workflows:read, workflows:write, webhooks:manage, api-keys:manage, users:read, users:manage,
+             roles:manage, audit:read, analytics:read, settings:manage, admin:full]
+    APIKey:
+      type: object
+      required: [id, userId, name, prefix, scopes, createdAt]
+      properties:
+        id: {type: string, format: uuid}
+        userId: {type: string, format: uuid}
+        name: {type: string}
+        prefix: {type: string}
+        scopes: {type: array, items: {$ref: "#/components/schemas/Permission"}}
+        expiresAt: {type: [string, "null"], format: date-time}
+        revokedAt: {type: [string, "null"], format: date-time}
+        lastUsedAt: {type: [string, "null"], format: date-time, description: "Written at most once a minute."}
+        lastUsedIp: {type: [string, "null"]}
+        createdAt: {type: string, format: date-time}
+    AdminUser:
+      allOf:
+        - $ref: "#/components/schemas/User"
+        - type: object
+          required: [roles, failedLoginCount]
+          properties:
+            roles: {type: array, items: {type: string}}
+            failedLoginCount: {type: integer}
+            lockedUntil: {type: [string, "null"], format: date-time}
+    AuditEntry:
+      type: object
+      required: [id, seq, at, actorType, action, outcome, details]
+      properties:
+        id: {type: string, format: uuid}
+        seq: {type: integer, description: "Position in the SHA-256 hash chain that `steward audit verify` checks."}
+        at: {type: string, format: date-time}
+        actorId: {type: [string, "null"], format: uuid}
+        actorType: {type: string, enum: [user, api_key, system]}
+        action: {type: string, examples: [auth.login]}
+        resourceType: {type: [string, "null"]}
+        resourceId: {type: [string, "null"]}
+        outcome: {type: string, enum: [success, failure]}
+        ipAddress: {type: [string, "null"]}
+        userAgent: {type: [string, "null"]}
+        requestId: {type: [string, "null"]}
+        details: {type: object}
     User:
       type: object
       required: [id, email, username, status, emailVerified, mfaEnabled]

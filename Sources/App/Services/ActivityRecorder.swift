@@ -7,6 +7,8 @@ import SQLKit
 enum LedgerHead {
     static let audit = "audit"
     static let events = "events"
+    /// Where retention last cut the audit chain: the seq and hash of the newest deleted entry.
+    static let auditPruned = "audit_pruned"
 }
 
 /// Who did something.
@@ -233,6 +235,13 @@ public enum AuditChain {
         var expectedSeq: Int64 = 1
         var checked = 0
         var lastSeq: Int64 = 0
+        // Retention deletes a prefix of the chain and records its last link; the check starts there.
+        let sql = database as! any SQLDatabase
+        if let pruned = try await sql.raw("SELECT seq, last_hash FROM ledger_heads WHERE name = \(bind: LedgerHead.auditPruned)").first() {
+            lastSeq = try pruned.decode(column: "seq", as: Int64.self)
+            previous = try pruned.decode(column: "last_hash", as: String.self)
+            expectedSeq = lastSeq + 1
+        }
         while true {
             let batch = try await AuditLog.query(on: database)
                 .filter(\.$seq > lastSeq)
@@ -258,7 +267,6 @@ public enum AuditChain {
             }
         }
         // Deleting the newest entries leaves a valid-looking chain; the head row remembers how far it went.
-        let sql = database as! any SQLDatabase
         if let head = try await sql.raw("SELECT seq, last_hash FROM ledger_heads WHERE name = \(bind: LedgerHead.audit)").first() {
             let headSeq = try head.decode(column: "seq", as: Int64.self)
             let headHash = try head.decode(column: "last_hash", as: String.self)

@@ -31,6 +31,7 @@ public struct AdminBootstrap: Sendable {
             try await app.db.transaction { db in
                 try await user.create(on: db)
                 let id = try user.requireID()
+                try await UserRole.assign(RoleCatalog.admin, to: id, by: nil, at: app.wallClock.now(), on: db)
                 try await app.activityRecorder.record(
                     audit: AuditRecord(action: "user.created", actorID: nil, actorType: .system, resourceType: "user",
                                        resourceID: id.uuidString.lowercased(), details: ["reason": "bootstrap", "email": .string(user.email)]),

@@ -54,6 +54,7 @@ struct AuthService: Sendable {
         do {
             try await db.writeTransaction { db in
                 try await user.create(on: db)
+                try await UserRole.assign(RoleCatalog.defaultRole, to: user.requireID(), by: nil, at: now, on: db)
                 let id = try user.requireID().uuidString.lowercased()
                 try await recorder.record(
                     audit: AuditRecord(action: "auth.register", actorID: user.id, actorType: .user, resourceType: "user",
@@ -343,7 +344,9 @@ struct AuthService: Sendable {
         record.createdAt = now
         record.expiresAt = min(now.addingTimeInterval(TimeInterval(config.refreshTokenTTLSeconds)), session.expiresAt)
         try await record.create(on: db)
-        let access = try await tokens.issue(userID: user.requireID(), sessionID: session.requireID(), roles: [], now: now)
+        // The roles claim is informational: authorization reads the role tables on every request.
+        let roles = try await UserRole.grants(of: user.requireID(), on: db).roles
+        let access = try await tokens.issue(userID: user.requireID(), sessionID: session.requireID(), roles: roles, now: now)
         return TokenPairResponse(accessToken: access, refreshToken: refresh, tokenType: "Bearer",
                                  expiresIn: config.accessTokenTTLSeconds, user: UserResponse(user))
     }

@@ -108,8 +108,7 @@ struct CommandTests {
             }
             #expect(try await app.runCommand(["audit", "verify"]).contains("audit chain intact: 4 entries"))
 
-            let sql = app.db as! any SQLDatabase
-            try await sql.raw("UPDATE audit_logs SET action = 'a.forged' WHERE seq = 3").run()
+            try await tamper(app, "UPDATE audit_logs SET action = 'a.forged' WHERE seq = 3")
             let error = await #expect(throws: CommandFailure.self) { try await app.runCommand(["audit", "verify"]) }
             #expect(error?.description.contains("broken at entry 3") == true)
         }

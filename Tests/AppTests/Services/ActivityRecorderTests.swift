@@ -89,11 +89,41 @@ struct ActivityRecorderTests {
             }
             #expect(try await AuditChain.verify(on: app.db).isIntact)
 
-            let sql = app.db as! any SQLDatabase
-            try await sql.raw("UPDATE audit_logs SET outcome = 'failure' WHERE seq = 4").run()
+            try await tamper(app, "UPDATE audit_logs SET outcome = 'failure' WHERE seq = 4")
             let result = try await AuditChain.verify(on: app.db)
             #expect(result.firstBroken?.seq == 4)
             #expect(result.checked == 3)
+        }
+    }
+
+    @Test("The database itself refuses UPDATE on audit entries")
+    func immutable() async throws {
+        try await withTestApp { app in
+            try await app.activityRecorder.record(audit: audit("original"), on: app.db)
+            let sql = app.db as! any SQLDatabase
+            await #expect(throws: (any Error).self) {
+                try await sql.raw("UPDATE audit_logs SET action = 'rewritten'").run()
+            }
+            #expect(try await AuditLog.query(on: app.db).first()?.action == "original")
+        }
+    }
+
+    @Test("Retention deletes old entries, records what it removed, and the remaining chain still verifies")
+    func retention() async throws {
+        try await withTestApp(environment: ["STEWARD_AUDIT_RETENTION_DAYS": "30"]) { app in
+            let clock = TestClock()
+            app.wallClock = clock
+            for index in 1...5 { try await app.activityRecorder.record(audit: audit("old.\(index)"), on: app.db) }
+            clock.advance(by: 40 * 86_400)
+            for index in 1...3 { try await app.activityRecorder.record(audit: audit("new.\(index)"), on: app.db) }
+
+            #expect(try await AuditLogService(app: app).applyRetention() == 5)
+            let remaining = try await AuditLog.query(on: app.db).sort(\.$seq).all().map(\.action)
+            #expect(remaining == ["new.1", "new.2", "new.3", "audit.retention"])
+            let verification = try await AuditChain.verify(on: app.db)
+            #expect(verification.isIntact)
+            #expect(verification.checked == 4)
+            #expect(try await AuditLogService(app: app).applyRetention() == 0)
         }
     }
 
@@ -103,11 +133,10 @@ struct ActivityRecorderTests {
             for index in 1...5 {
                 try await app.activityRecorder.record(audit: audit("action.\(index)"), on: app.db)
             }
-            let sql = app.db as! any SQLDatabase
-            try await sql.raw("DELETE FROM audit_logs WHERE seq = 5").run()
+            try await tamper(app, "DELETE FROM audit_logs WHERE seq = 5")
             #expect(try await AuditChain.verify(on: app.db).firstBroken?.seq == 5)
 
-            try await sql.raw("DELETE FROM audit_logs WHERE seq = 2").run()
+            try await tamper(app, "DELETE FROM audit_logs WHERE seq = 2")
             #expect(try await AuditChain.verify(on: app.db).firstBroken?.seq == 3)
         }
     }

@@ -128,3 +128,15 @@ extension Application {
         try testing(method: .running(hostname: "127.0.0.1", port: 0))
     }
 }
+
+/// Changes the database behind the server's back, as someone with owner rights on it could: the immutability
+/// trigger is disabled first, so only the hash chain stands between the change and the audit trail.
+func tamper(_ app: Application, _ statement: SQLQueryString) async throws {
+    let sql = app.db as! any SQLDatabase
+    if TestDatabase.isPostgres {
+        try await sql.raw("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_immutable").run()
+    } else {
+        try await sql.raw("DROP TRIGGER IF EXISTS audit_logs_immutable").run()
+    }
+    try await sql.raw(statement).run()
+}

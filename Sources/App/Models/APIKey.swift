@@ -1,0 +1,41 @@
+import Fluent
+import Foundation
+
+/// A key for automation: `stw_<prefix>_<secret>`. Only the SHA-256 of the whole key is stored.
+public final class APIKey: Model, @unchecked Sendable {
+    public static let schema = "api_keys"
+
+    // managed
+    @ID(key: .id) public var id: UUID?
+    @Field(key: "created_at") public var createdAt: Date
+
+    // references
+    @Parent(key: "user_id") public var user: User
+
+    // data
+    @Field(key: "name") public var name: String
+    @Field(key: "prefix") public var prefix: String
+    @Field(key: "key_hash") public var keyHash: String
+    /// JSON array of permission names.
+    @Field(key: "scopes") public var scopesJSON: String
+    @OptionalField(key: "expires_at") public var expiresAt: Date?
+    @OptionalField(key: "revoked_at") public var revokedAt: Date?
+    @OptionalField(key: "last_used_at") public var lastUsedAt: Date?
+    @OptionalField(key: "last_used_ip") public var lastUsedIP: String?
+
+    public init() {}
+
+    public var scopes: Set<Permission> {
+        get {
+            let names = (try? JSONDecoder().decode([String].self, from: Data(scopesJSON.utf8))) ?? []
+            return Set(names.compactMap(Permission.init(rawValue:)))
+        }
+        set {
+            scopesJSON = String(decoding: (try? JSONEncoder.canonical.encode(newValue.map(\.rawValue).sorted())) ?? Data("[]".utf8), as: UTF8.self)
+        }
+    }
+
+    public func isUsable(at now: Date) -> Bool {
+        revokedAt == nil && (expiresAt.map { $0 > now } ?? true)
+    }
+}

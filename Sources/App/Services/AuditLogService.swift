@@ -1,0 +1,97 @@
+import Fluent
+import Foundation
+import SQLKit
+import Vapor
+
+/// Reads the audit log (newest first) and applies retention.
+struct AuditLogService: Sendable {
+    let app: Application
+
+    private var db: any Database { app.db }
+
+    struct Filter: Sendable {
+        var actorID: UUID?
+        var action: String?
+        var resourceType: String?
+        var resourceID: String?
+        var outcome: AuditRecord.Outcome?
+        var from: Date?
+        var to: Date?
+    }
+
+    func list(filter: Filter, page: PageRequest) async throws -> ([AuditLog], String?) {
+        var query = AuditLog.query(on: db)
+        if let actorID = filter.actorID { query = query.filter(\.$actorID == actorID) }
+        if let action = filter.action { query = query.filter(\.$action == action) }
+        if let resourceType = filter.resourceType { query = query.filter(\.$resourceType == resourceType) }
+        if let resourceID = filter.resourceID { query = query.filter(\.$resourceID == resourceID) }
+        if let outcome = filter.outcome { query = query.filter(\.$outcome == outcome.rawValue) }
+        if let from = filter.from { query = query.filter(\.$at >= from) }
+        if let to = filter.to { query = query.filter(\.$at <= to) }
+        if let seq = page.cursor?.seq { query = query.filter(\.$seq < seq) }
+        let entries = try await query.sort(\.$seq, .descending).limit(page.limit + 1).all()
+        let pageEntries = Array(entries.prefix(page.limit))
+        let next = entries.count > page.limit ? pageEntries.last.map { PageRequest.encode(.init(seq: $0.seq)) } : nil
+        return (pageEntries, next)
+    }
+
+    /// Deletes entries older than the retention period, oldest first, remembering where the chain was cut so
+    /// `audit verify` still checks everything that remains; writes an entry saying what it removed.
+    @discardableResult
+    func applyRetention() async throws -> Int {
+        let days = app.appConfig.auditRetentionDays
+        guard days > 0 else { return 0 }
+        let cutoff = app.wallClock.now().addingTimeInterval(-TimeInterval(days) * 86_400)
+        return try await db.writeTransaction { db in
+            let sql = db as! any SQLDatabase
+            // Delete a prefix of the chain: everything up to the newest entry older than the cutoff.
+            guard let row = try await sql.raw("SELECT max(seq) AS seq FROM audit_logs WHERE at < \(bind: cutoff)").first(),
+                  let through = try row.decode(column: "seq", as: Int64?.self),
+                  let last = try await AuditLog.query(on: db).filter(\.$seq == through).first()
+            else { return 0 }
+            let removed = try await AuditLog.query(on: db).filter(\.$seq <= through).count()
+            try await AuditLog.query(on: db).filter(\.$seq <= through).delete()
+            try await sql.raw("""
+                UPDATE ledger_heads SET seq = \(bind: through), last_hash = \(bind: last.hash) WHERE name = \(bind: LedgerHead.auditPruned)
+                """).run()
+            try await app.activityRecorder.record(audit: AuditRecord(
+                action: "audit.retention", actorID: nil, actorType: .system, resourceType: "audit_log",
+                details: ["removed": .number(Double(removed)), "throughSeq": .number(Double(through)),
+                          "olderThan": .string(ISO8601DateFormatter().string(from: cutoff)), "retentionDays": .number(Double(days))]),
+                on: db)
+            return removed
+        }
+    }
+}
+
+/// Runs daily maintenance (audit retention) while the server runs.
+final class MaintenanceWorker: LifecycleHandler, @unchecked Sendable {
+    private let lock = NSLock()
+    private var task: Task<Void, Never>?
+
+    func start(_ app: Application) {
+        lock.withLock {
+            guard task == nil else { return }
+            task = Task {
+                while !Task.isCancelled {
+                    do {
+                        let removed = try await AuditLogService(app: app).applyRetention()
+                        if removed > 0 { app.logger.notice("Audit retention removed \(removed) entries") }
+                    } catch {
+                        app.logger.warning("Audit retention failed: \(String(describing: error))")
+                    }
+                    try? await Task.sleep(for: .seconds(24 * 3600))
+                }
+            }
+        }
+    }
+
+    func shutdownAsync(_ application: Application) async {
+        let running = lock.withLock { () -> Task<Void, Never>? in
+            defer { task = nil }
+            return task
+        }
+        running?.cancel()
+        await running?.value
+    }
+}

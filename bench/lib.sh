@@ -1,0 +1,73 @@
+# Shared helpers for the benchmark scripts: start a release server on a throwaway SQLite database, run wrk,
+# parse its output. Source it; do not run it.
+
+bench_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# Builds the release binary unless STEWARD_BIN names one.
+bench_binary() {
+  if [ -n "${STEWARD_BIN:-}" ]; then echo "$STEWARD_BIN"; return; fi
+  (cd "$bench_root" && swift build -c release --product steward >&2)
+  echo "$bench_root/.build/release/steward"
+}
+
+bench_require_wrk() {
+  command -v wrk >/dev/null && return
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
+}
+
+bench_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# bench_start_server BIN: starts it in the background on a fresh data directory; sets BENCH_PID, BENCH_URL, BENCH_DIR.
+bench_start_server() {
+  BENCH_DIR=$(mktemp -d /tmp/steward-bench.XXXXXX)
+  local port; port=$(bench_free_port)
+  BENCH_URL="http://127.0.0.1:$port"
+  STEWARD_DATA_DIR="$BENCH_DIR" STEWARD_PORT="$port" STEWARD_LOG_LEVEL=warning \
+    STEWARD_ADMIN_EMAIL=bench@example.com STEWARD_ADMIN_PASSWORD=Bench-Password-42 \
+    "$1" serve > "$BENCH_DIR/server.log" 2>&1 &
+  BENCH_PID=$!
+  for _ in $(seq 1 300); do
+    curl -fs "$BENCH_URL/health/ready" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server did not become ready; log:" >&2; cat "$BENCH_DIR/server.log" >&2; return 1
+}
+
+bench_stop_server() {
+  [ -n "${BENCH_PID:-}" ] && kill "$BENCH_PID" 2>/dev/null && wait "$BENCH_PID" 2>/dev/null
+  [ -n "${BENCH_DIR:-}" ] && rm -rf "$BENCH_DIR"
+  return 0
+}
+
+bench_login_token() {
+  curl -fs -X POST "$BENCH_URL/api/v1/auth/login" -H 'Content-Type: application/json' \
+    -d '{"email":"bench@example.com","password":"Bench-Password-42"}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["accessToken"])'
+}
+
+# bench_rss_kb: the server's resident memory now.
+bench_rss_kb() {
+  awk '/VmRSS/ {print $2}' "/proc/$BENCH_PID/status" 2>/dev/null || echo 0
+}
+
+# bench_wrk_json FILE: {requestsPerSecond, p50Ms, p99Ms, errors} from wrk --latency output.
+bench_wrk_json() {
+  python3 - "$1" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+def ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+pct = {m.group(1): ms(m.group(2), m.group(3)) for m in re.finditer(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)}
+rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", text))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+print(json.dumps({
+    "requestsPerSecond": round(float(rps.group(1)), 1) if rps else 0,
+    "p50Ms": round(pct.get("50", 0), 2), "p99Ms": round(pct.get("99", 0), 2),
+    "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
+}))
+PY
+}
