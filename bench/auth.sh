@@ -23,7 +23,7 @@ wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$BENCH_URL/health/liv
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "$BENCH_URL/api/v1/auth/me" > "$out/me.txt"
 
 # The storm runs longer than the measurement so that health is measured only while logins are in flight.
-wrk -t1 -c16 -d"$((seconds + 4))s" --latency -s "$(dirname "$0")/login.lua" "$BENCH_URL/api/v1/auth/login" > "$out/login.txt" &
+wrk -t1 -c16 -d"$((seconds + 4))s" --timeout 10s --latency -s "$(dirname "$0")/login.lua" "$BENCH_URL/api/v1/auth/login" > "$out/login.txt" &
 storm=$!
 sleep 2
 wrk -t1 -c4 -d"$DURATION" --latency "$BENCH_URL/health/live" > "$out/health-storm.txt"

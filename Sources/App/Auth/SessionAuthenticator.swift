@@ -35,8 +35,10 @@ struct SessionAuthenticator: AsyncMiddleware {
         guard let userID = UUID(uuidString: claims.sub.value), let sessionID = UUID(uuidString: claims.sid) else {
             throw AuthError.invalidToken
         }
-        let (user, session) = try await load(userID: userID, sessionID: sessionID, request: request, now: now)
-        let grants = try await UserRole.grants(of: userID, on: request.db)
+        guard let (session, user, grants) = try await CallerLookup.session(where: "s.id = \(bind: sessionID)", on: request.db),
+              session.$user.id == userID
+        else { throw AuthError.tokenRevoked }
+        try await check(session: session, user: user, request: request, now: now)
         request.auth.login(AuthenticatedCaller(user: user, session: session, apiKey: nil, method: .accessToken, grants: grants))
     }
 
@@ -44,15 +46,12 @@ struct SessionAuthenticator: AsyncMiddleware {
         let app = request.application
         let now = app.wallClock.now()
         guard let prefix = APIKeyFormat.prefix(of: raw),
-              let key = try await APIKey.query(on: request.db).filter(\.$prefix == prefix).first(),
+              let (key, user, ownerGrants) = try await CallerLookup.apiKey(prefix: prefix, on: request.db),
               SecureToken.constantTimeEquals(SecureToken.hash(raw), key.keyHash)
         else { throw AuthError.invalidAPIKey }
-        guard key.isUsable(at: now) else { throw AuthError.invalidAPIKey }
-        guard let user = try await User.find(key.$user.id, on: request.db), user.status == .active else {
-            throw AuthError.invalidAPIKey
-        }
+        guard key.isUsable(at: now), user.status == .active else { throw AuthError.invalidAPIKey }
         // A key never does more than its owner can do today, whatever scopes it was given.
-        var grants = try await UserRole.grants(of: user.requireID(), on: request.db)
+        var grants = ownerGrants
         grants.permissions.formIntersection(key.scopes)
         if key.lastUsedAt.map({ now.timeIntervalSince($0) >= Self.lastSeenResolution }) ?? true {
             key.lastUsedAt = now
@@ -66,35 +65,28 @@ struct SessionAuthenticator: AsyncMiddleware {
         let app = request.application
         let now = app.wallClock.now()
         guard cookie.utf8.count <= 256,
-              let session = try await UserSession.query(on: request.db)
-                .filter(\.$cookieTokenHash == SecureToken.hash(cookie)).first()
+              let (session, user, grants) = try await CallerLookup.session(
+                where: "s.cookie_token_hash = \(bind: SecureToken.hash(cookie))", on: request.db)
         else { throw AuthError.tokenRevoked }
-        let (user, live) = try await load(userID: session.$user.id, sessionID: session.requireID(), request: request, now: now)
+        try await check(session: session, user: user, request: request, now: now)
         // Browsers send cookies on cross-site requests too: unsafe methods must prove they read the CSRF token.
         if ![.GET, .HEAD, .OPTIONS].contains(request.method) {
-            guard let sent = request.headers.first(name: "X-CSRF-Token"), let expected = live.csrfTokenHash,
+            guard let sent = request.headers.first(name: "X-CSRF-Token"), let expected = session.csrfTokenHash,
                   SecureToken.constantTimeEquals(SecureToken.hash(sent), expected)
             else { throw AuthError.csrfMismatch }
         }
-        let grants = try await UserRole.grants(of: user.requireID(), on: request.db)
-        request.auth.login(AuthenticatedCaller(user: user, session: live, apiKey: nil, method: .cookie, grants: grants))
+        request.auth.login(AuthenticatedCaller(user: user, session: session, apiKey: nil, method: .cookie, grants: grants))
     }
 
-    private func load(userID: UUID, sessionID: UUID, request: Request, now: Date) async throws -> (User, UserSession) {
-        guard let session = try await UserSession.find(sessionID, on: request.db), session.$user.id == userID else {
-            throw AuthError.tokenRevoked
-        }
-        guard session.isLive(at: now) else { throw AuthError.tokenRevoked }
-        guard let user = try await User.find(userID, on: request.db), user.status == .active else {
-            throw AuthError.tokenRevoked
-        }
+    /// The session must be live and its user active; `last_seen_at` is refreshed at most once a minute.
+    private func check(session: UserSession, user: User, request: Request, now: Date) async throws {
+        guard session.isLive(at: now), user.status == .active else { throw AuthError.tokenRevoked }
         if now.timeIntervalSince(session.lastSeenAt) >= Self.lastSeenResolution {
             let idle = TimeInterval(request.application.appConfig.sessionIdleTimeoutSeconds)
             session.lastSeenAt = now
             session.idleExpiresAt = min(now.addingTimeInterval(idle), session.expiresAt)
             try await session.save(on: request.db)
         }
-        return (user, session)
     }
 }
 
