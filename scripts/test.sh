@@ -3,6 +3,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "==> openapi.yaml is valid OpenAPI 3.1"
+python3 -c 'import openapi_spec_validator' 2>/dev/null || python3 -m pip install -q openapi-spec-validator
+python3 - <<'PY'
+from openapi_spec_validator import validate
+from openapi_spec_validator.readers import read_from_filename
+document, _ = read_from_filename("openapi.yaml")
+validate(document)
+print("openapi.yaml: valid")
+PY
+
 echo "==> building (debug, with tests)"
 swift build --build-tests
 

@@ -384,6 +384,9 @@ struct AuthService: Sendable {
                 session.lastSeenAt = now
                 session.idleExpiresAt = min(now.addingTimeInterval(TimeInterval(config.sessionIdleTimeoutSeconds)), session.expiresAt)
                 try await session.save(on: db)
+                try await recorder.record(audit: AuditRecord(
+                    action: "auth.refresh", actorID: user.id, actorType: .user, resourceType: "session",
+                    resourceID: session.id?.uuidString.lowercased(), origin: origin), on: db)
                 return .issued(pair)
             }
             if let usedAt = token.usedAt, now.timeIntervalSince(usedAt) <= Self.refreshGraceSeconds, let payload = token.gracePayload {

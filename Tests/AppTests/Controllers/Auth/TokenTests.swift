@@ -40,6 +40,7 @@ struct TokenTests {
             // The new token keeps rotating.
             let third = try await refresh(app, pair.refreshToken)
             #expect(third.status == .ok)
+            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "auth.refresh").count() == 2, "one entry per rotation, none for the grace repeat")
         }
     }
 
