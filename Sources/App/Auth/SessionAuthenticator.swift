@@ -3,15 +3,27 @@ import Vapor
 
 /// Logs the caller in from a bearer access token or the session cookie, checking on every request that the
 /// session is live and the user active, so logout, revocation and suspension take effect at once.
-/// Credentials that are present but bad answer 401 rather than passing the request on as anonymous.
+/// Credentials that are present but bad make authenticated routes answer 401 with the reason (expired, revoked,
+/// invalid); public routes go on anonymously, so a client can still refresh with a stale token attached.
 struct SessionAuthenticator: AsyncMiddleware {
     static let cookieName = "__Host-steward_session"
     /// `last_seen_at` is written at most this often per session.
     static let lastSeenResolution: TimeInterval = 60
 
     func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
-        // A key in a URL ends up in proxy logs and browser history: refuse it outright.
+        // A key in a URL ends up in proxy logs and browser history: refuse it outright, on every route.
         if let query = request.url.query, query.contains("stw_") { throw AuthError.apiKeyInURL }
+        do {
+            try await authenticate(request)
+        } catch let failure as AuthError {
+            // Public routes (login, refresh with a stale token still attached) go on anonymously;
+            // `RequireCaller` reports this reason on routes that need a caller.
+            request.authenticationFailure = failure
+        }
+        return try await next.respond(to: request)
+    }
+
+    private func authenticate(_ request: Request) async throws {
         if let key = request.headers.first(name: "X-API-Key") {
             try await authenticate(apiKey: key, request: request)
         } else if let authorization = request.headers.bearerAuthorization?.token {
@@ -25,7 +37,6 @@ struct SessionAuthenticator: AsyncMiddleware {
         } else if let cookie = request.cookies[Self.cookieName]?.string, !cookie.isEmpty {
             try await authenticate(cookie: cookie, request: request)
         }
-        return try await next.respond(to: request)
     }
 
     private func authenticate(accessToken: String, request: Request) async throws {
@@ -123,10 +134,20 @@ struct RequirePermission: AsyncMiddleware {
     }
 }
 
-/// Refuses requests that reached an authenticated route without credentials.
+extension Request {
+    private struct AuthenticationFailureKey: StorageKey { typealias Value = AuthError }
+
+    /// Why the credentials this request carried were refused, if they were.
+    var authenticationFailure: AuthError? {
+        get { storage[AuthenticationFailureKey.self] }
+        set { storage[AuthenticationFailureKey.self] = newValue }
+    }
+}
+
+/// Refuses requests that reached an authenticated route without valid credentials, with the reason.
 struct RequireCaller: AsyncMiddleware {
     func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
-        guard request.auth.has(AuthenticatedCaller.self) else { throw AuthError.unauthenticated }
+        guard request.auth.has(AuthenticatedCaller.self) else { throw request.authenticationFailure ?? AuthError.unauthenticated }
         return try await next.respond(to: request)
     }
 }

@@ -169,6 +169,23 @@ struct TokenTests {
         }
     }
 
+    @Test("A client can refresh with its expired access token still attached; protected routes still refuse it")
+    func refreshWithStaleToken() async throws {
+        try await withTestApp { app in
+            let (_, clock) = app.useTestDoubles()
+            try await makeUser(app, email: "stale@example.com")
+            let pair = try await login(app, email: "stale@example.com")
+            clock.advance(by: 3600)
+            #expect(try await meStatus(app, pair.accessToken) == (.unauthorized, "token_expired"))
+            let renewed = try await app.testing().sendRequest(.POST, "/api/v1/auth/refresh", headers: bearer(pair.accessToken), beforeRequest: { req in
+                try req.json(["refreshToken": pair.refreshToken])
+            })
+            #expect(renewed.status == .ok)
+            let fresh = try renewed.content.decode(TokenPairResponse.self)
+            #expect(try await meStatus(app, fresh.accessToken).0 == .ok)
+        }
+    }
+
     @Test("Forged tokens are 401, never 500: alg none in any case, bad signatures, other keys, wrong claims")
     func forgedTokens() async throws {
         try await withTestApp { app in
