@@ -16,4 +16,5 @@ func routes(_ app: Application) throws {
     try api.register(collection: UserController())
     try api.register(collection: RoleController())
     try api.register(collection: AuditLogController())
+    try api.register(collection: SkillController())
 }

@@ -12,6 +12,7 @@ enum Commands {
         app.asyncCommands.use(AuditCommandGroup(), as: "audit")
         app.asyncCommands.use(UserCommandGroup(), as: "user")
         app.asyncCommands.use(APIKeyCommandGroup(), as: "apikey")
+        app.asyncCommands.use(SeedCommand(), as: "seed")
     }
 }
 

@@ -61,6 +61,8 @@ public struct AppConfig: Sendable {
     public var encryptionKey: String?
     public var maxAPIKeysPerUser: Int
     public var auditRetentionDays: Int
+    public var outboundAllowedHosts: [String]
+    public var outboundHTTPSOnly: Bool
 }
 
 /// Every bad or missing variable found while loading, reported together.
@@ -116,6 +118,8 @@ extension AppConfig {
         .init(name: "STEWARD_MAIL_FROM", defaultValue: "Steward <no-reply@steward.local>", meaning: "The From header of outgoing mail."),
         .init(name: "STEWARD_MAX_API_KEYS_PER_USER", defaultValue: "25", meaning: "Most live API keys one user may hold."),
         .init(name: "STEWARD_AUDIT_RETENTION_DAYS", defaultValue: "365", meaning: "Audit entries older than this are deleted by a daily job (0 keeps them forever)."),
+        .init(name: "STEWARD_WEBHOOK_ALLOWED_HOSTS", defaultValue: "(empty)", meaning: "Hosts, IPs or CIDRs that webhooks and HTTP runners may reach even though they are private or special-purpose (e.g. 127.0.0.1 in development)."),
+        .init(name: "STEWARD_WEBHOOK_HTTPS_ONLY", defaultValue: "false", meaning: "Refuse plain http targets for webhooks and HTTP runners."),
         .init(name: "STEWARD_ENCRYPTION_KEY", defaultValue: "(unset: generated into the data directory)", meaning: "Base64 of 32 bytes; encrypts TOTP secrets and other secrets at rest (AES-GCM)."),
     ]
 
@@ -170,6 +174,11 @@ extension AppConfig {
         let encryptionKey = reader.base64Key("STEWARD_ENCRYPTION_KEY", bytes: 32)
         let maxAPIKeys = reader.int("STEWARD_MAX_API_KEYS_PER_USER", default: 25, range: 1...10_000)
         let auditRetention = reader.int("STEWARD_AUDIT_RETENTION_DAYS", default: 365, range: 0...36_500)
+        let outboundAllowed = reader.list("STEWARD_WEBHOOK_ALLOWED_HOSTS")
+        for entry in outboundAllowed where entry.contains("/") && CIDR(entry) == nil {
+            reader.problems.append("STEWARD_WEBHOOK_ALLOWED_HOSTS: '\(entry)' is not a CIDR such as 10.0.0.0/8")
+        }
+        let outboundHTTPSOnly = reader.bool("STEWARD_WEBHOOK_HTTPS_ONLY", default: false)
 
         for origin in corsOrigins where origin != "*" && URL(string: origin)?.scheme == nil {
             reader.problems.append("STEWARD_CORS_ORIGINS: '\(origin)' is not an origin such as https://app.example.com")
@@ -188,7 +197,8 @@ extension AppConfig {
             jwtIssuer: jwtIssuer, jwtAudience: jwtAudience, accessTokenTTLSeconds: accessTTL, refreshTokenTTLSeconds: refreshTTL,
             sessionIdleTimeoutSeconds: idle, sessionAbsoluteTimeoutSeconds: absolute, lockoutThreshold: lockoutThreshold,
             lockoutMinutes: lockoutMinutes, mail: mail, mailFrom: mailFrom, encryptionKey: encryptionKey,
-            maxAPIKeysPerUser: maxAPIKeys, auditRetentionDays: auditRetention
+            maxAPIKeysPerUser: maxAPIKeys, auditRetentionDays: auditRetention,
+            outboundAllowedHosts: outboundAllowed, outboundHTTPSOnly: outboundHTTPSOnly
         )
     }
 }

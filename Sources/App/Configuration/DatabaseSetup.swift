@@ -15,7 +15,7 @@ enum DatabaseSetup {
             }
             // The file holds password hashes: create it private before SQLite opens it with the default umask.
             if !FileManager.default.fileExists(atPath: path) {
-                FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+                _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
             }
             app.databases.use(.sqlite(.file(path), connectionPoolTimeout: .seconds(Int64(config.dbConnectTimeoutSeconds)),
                                       sqlLogLevel: .trace), as: .sqlite)

@@ -14,6 +14,15 @@ struct PageRequest: Sendable {
         var t: Int64?
         var id: UUID?
         var seq: Int64?
+        /// Offset into a ranked result (search), where no stable key exists.
+        var o: Int?
+
+        init(t: Int64? = nil, id: UUID? = nil, seq: Int64? = nil, o: Int? = nil) {
+            self.t = t
+            self.id = id
+            self.seq = seq
+            self.o = o.map { min(max(0, $0), 10_000) }
+        }
     }
 
     init(limit: Int = PageRequest.defaultLimit, cursor: Cursor? = nil) {

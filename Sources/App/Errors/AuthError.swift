@@ -64,6 +64,7 @@ public enum AccessError: ProblemError {
     case missingPermission(Permission)
     case interactiveOnly
     case scopesExceedOwner([Permission])
+    case notYours(String)
 
     public var status: HTTPResponseStatus { .forbidden }
     public var code: String { "forbidden" }
@@ -72,6 +73,7 @@ public enum AccessError: ProblemError {
         case .missingPermission(let permission): "This needs the \(permission.rawValue) permission."
         case .interactiveOnly: "API keys cannot do this; sign in as a user."
         case .scopesExceedOwner(let extra): "A key cannot have permissions its owner lacks: \(extra.map(\.rawValue).joined(separator: ", "))."
+        case .notYours(let reason): reason
         }
     }
 }

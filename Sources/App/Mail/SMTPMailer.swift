@@ -104,8 +104,11 @@ private struct SMTPConversation: Sendable {
             if case .startTLS(let required) = settings.security {
                 if capabilities.contains("STARTTLS") {
                     _ = try await command("STARTTLS", expect: [220])
-                    let handler = try NIOSSLClientHandler(context: context, serverHostname: host)
-                    try await channel.channel.pipeline.addHandler(handler, position: .first).get()
+                    // The handler is not Sendable: build and install it on the channel's own event loop.
+                    let raw = channel.channel
+                    try await raw.eventLoop.submit {
+                        try raw.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: host), position: .first)
+                    }.get()
                     capabilities = try await command("EHLO \(heloName)", expect: [250]).capabilities
                 } else if required {
                     throw MailError.transport("the SMTP server does not offer STARTTLS; refusing to send credentials and mail in clear (add ?starttls=optional for a loopback relay)")

@@ -13,5 +13,6 @@ enum AppMigrations {
         CreateRoles(),
         CreateAPIKeys(),
         ProtectAuditLogs(),
+        CreateSkills(),
     ]
 }

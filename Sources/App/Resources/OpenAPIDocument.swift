@@ -759,6 +759,188 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/skills:
+    get:
+      operationId: listSkills
+      x-required-permission: skills:read
+      summary: List skills, newest first, or ranked by relevance when `q` is given.
+      description: >-
+        `q` is full-text search over name (weighted most), tags and description: every word must match, as a
+        prefix. Only letters and digits count, so quotes, `*`, `-` or SQL in `q` never cause an error.
+      tags: [skills]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: q, in: query, schema: {type: string, maxLength: 500}}
+        - {name: category, in: query, schema: {type: string}}
+        - {name: tag, in: query, schema: {type: string}}
+        - {$ref: "#/components/parameters/Limit"}
+        - {$ref: "#/components/parameters/Cursor"}
+      responses:
+        "200":
+          description: A page of skills.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items: {type: array, items: {$ref: "#/components/schemas/Skill"}}
+                  nextCursor: {type: [string, "null"]}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+    post:
+      operationId: createSkill
+      x-required-permission: skills:write
+      summary: Add a skill.
+      tags: [skills]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/SkillInput"}
+      responses:
+        "201":
+          description: The skill.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Skill"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "409": {$ref: "#/components/responses/Conflict"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/skills/favorites:
+    get:
+      operationId: listFavoriteSkills
+      x-required-permission: skills:read
+      summary: The caller's favourite skills, most recently added first.
+      tags: [skills]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      responses:
+        "200":
+          description: Skills.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items: {type: array, items: {$ref: "#/components/schemas/Skill"}}
+                  nextCursor: {type: "null"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+  /api/v1/skills/stats:
+    get:
+      operationId: skillStats
+      x-required-permission: skills:read
+      summary: Catalogue counts by state, category and tag.
+      tags: [skills]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      responses:
+        "200":
+          description: Counts.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [total, enabled, disabled, byCategory, topTags]
+                properties:
+                  total: {type: integer}
+                  enabled: {type: integer}
+                  disabled: {type: integer}
+                  byCategory: {type: object, additionalProperties: {type: integer}}
+                  topTags:
+                    type: array
+                    items:
+                      type: object
+                      properties:
+                        tag: {type: string}
+                        count: {type: integer}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+  /api/v1/skills/{skill}:
+    get:
+      operationId: getSkill
+      x-required-permission: skills:read
+      summary: One skill, by id or slug.
+      tags: [skills]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: skill, in: path, required: true, schema: {type: string}, description: "Id or slug."}
+      responses:
+        "200":
+          description: The skill.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Skill"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+    patch:
+      operationId: updateSkill
+      x-required-permission: skills:write
+      summary: Change a skill (its creator or an admin); `version` goes up by one.
+      tags: [skills]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: skill, in: path, required: true, schema: {type: string}, description: "Id or slug."}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/SkillPatch"}
+      responses:
+        "200":
+          description: The skill.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Skill"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "409": {$ref: "#/components/responses/Conflict"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+    delete:
+      operationId: deleteSkill
+      x-required-permission: skills:write
+      summary: Delete a skill (its creator or an admin).
+      tags: [skills]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: skill, in: path, required: true, schema: {type: string}, description: "Id or slug."}
+      responses:
+        "204": {description: "Deleted."}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+  /api/v1/skills/{skill}/favorite:
+    post:
+      operationId: favoriteSkill
+      x-required-permission: skills:read
+      summary: Mark a skill as a favourite (idempotent).
+      tags: [skills]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: skill, in: path, required: true, schema: {type: string}, description: "Id or slug."}
+      responses:
+        "204": {description: "Marked."}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+    delete:
+      operationId: unfavoriteSkill
+      x-required-permission: skills:read
+      summary: Remove a skill from the favourites (idempotent).
+      tags: [skills]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: skill, in: path, required: true, schema: {type: string}, description: "Id or slug."}
+      responses:
+        "204": {description: "Removed."}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
 components:
   parameters:
     Limit:
@@ -811,6 +993,72 @@ components:
         pendingMigrations:
           type: [integer, "null"]
           minimum: 0
+    Runner:
+      oneOf:
+        - type: object
+          required: [type, name]
+          additionalProperties: false
+          properties:
+            type: {const: builtin}
+            name: {type: string, enum: [echo, sleep, fail, transform]}
+        - type: object
+          required: [type, url]
+          additionalProperties: false
+          properties:
+            type: {const: http}
+            url: {type: string, format: uri, description: "Refused when it targets a private or special-purpose address (see STEWARD_WEBHOOK_ALLOWED_HOSTS)."}
+            timeoutSeconds: {type: integer, minimum: 1, maximum: 300, default: 30}
+            headers: {type: object, maxProperties: 20, additionalProperties: {type: string}, description: "Values are redacted in responses."}
+            undoUrl: {type: string, format: uri}
+    InputSchema:
+      type: object
+      description: >-
+        A JSON Schema using only: type, properties, required, items, enum, const, minimum, maximum, minLength,
+        maxLength, pattern, additionalProperties (boolean or schema), nested to any depth; plus the annotations
+        $schema, title, description, default, examples. Any other keyword is refused with 422 naming its path.
+    SkillInput:
+      type: object
+      required: [slug, name, runner]
+      additionalProperties: false
+      properties:
+        slug: {type: string, pattern: "^[a-z0-9][a-z0-9-]{0,62}[a-z0-9]$"}
+        name: {type: string, minLength: 1, maxLength: 200}
+        description: {type: string, maxLength: 10000}
+        category: {type: string, maxLength: 64, default: general}
+        tags: {type: array, maxItems: 20, items: {type: string, maxLength: 40}}
+        inputSchema: {$ref: "#/components/schemas/InputSchema"}
+        runner: {$ref: "#/components/schemas/Runner"}
+        enabled: {type: boolean, default: true}
+    SkillPatch:
+      type: object
+      additionalProperties: false
+      properties:
+        slug: {type: string}
+        name: {type: string}
+        description: {type: string}
+        category: {type: string}
+        tags: {type: array, items: {type: string}}
+        inputSchema: {$ref: "#/components/schemas/InputSchema"}
+        runner: {$ref: "#/components/schemas/Runner"}
+        enabled: {type: boolean}
+    Skill:
+      type: object
+      required: [id, slug, name, description, category, tags, inputSchema, runner, version, enabled, createdAt, updatedAt, executionCount]
+      properties:
+        id: {type: string, format: uuid}
+        slug: {type: string}
+        name: {type: string}
+        description: {type: string}
+        category: {type: string}
+        tags: {type: array, items: {type: string}}
+        inputSchema: {$ref: "#/components/schemas/InputSchema"}
+        runner: {$ref: "#/components/schemas/Runner"}
+        version: {type: integer}
+        enabled: {type: boolean}
+        createdBy: {type: [string, "null"], format: uuid}
+        createdAt: {type: string, format: date-time}
+        updatedAt: {type: string, format: date-time}
+        executionCount: {type: integer}
     Permission:
       type: string
       enum: [skills:read, skills:write, skills:execute, executions:read, executions:write, executions:read-all,

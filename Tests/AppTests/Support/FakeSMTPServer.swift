@@ -121,7 +121,10 @@ final class FakeSMTPServer: @unchecked Sendable {
                     try await outbound.write(ByteBuffer(string: "250-fake greets you\r\n\(tlsLine)250-AUTH PLAIN\r\n250 SIZE 1000000\r\n"))
                 case "STARTTLS":
                     try await reply("220 go ahead")
-                    try await connection.channel.pipeline.addHandler(NIOSSLServerHandler(context: serverContext), position: .first).get()
+                    let raw = connection.channel, context = serverContext
+                    try await raw.eventLoop.submit {
+                        try raw.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context), position: .first)
+                    }.get()
                     overTLS = true
                 case "AUTH":
                     lock.withLock { authAttempts += 1 }

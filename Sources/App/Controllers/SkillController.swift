@@ -1,0 +1,87 @@
+import Vapor
+
+/// `/api/v1/skills`: the catalogue (skills:read to look, skills:write to change).
+struct SkillController: RouteCollection {
+    func boot(routes: any RoutesBuilder) throws {
+        let skills = routes.grouped("skills").grouped(RequireCaller())
+        let readers = skills.grouped(RequirePermission(.skillsRead))
+        readers.get(use: index)
+        readers.get("favorites", use: favorites)
+        readers.get("stats", use: stats)
+        readers.get(":skill", use: show)
+        readers.post(":skill", "favorite", use: favorite)
+        readers.delete(":skill", "favorite", use: unfavorite)
+        let writers = skills.grouped(RequirePermission(.skillsWrite))
+        writers.post(use: create)
+        writers.patch(":skill", use: update)
+        writers.delete(":skill", use: delete)
+    }
+
+    @Sendable
+    func index(req: Request) async throws -> ListResponse<SkillResponse> {
+        let page = try PageRequest(from: req)
+        let filter = SkillService.Filter(q: req.query[String.self, at: "q"].map { String($0.prefix(500)) },
+                                         category: req.query[String.self, at: "category"],
+                                         tag: req.query[String.self, at: "tag"])
+        let (skills, next) = try await SkillService(app: req.application).list(filter: filter, page: page)
+        return ListResponse(items: skills.map(SkillResponse.init), nextCursor: next)
+    }
+
+    @Sendable
+    func show(req: Request) async throws -> SkillResponse {
+        SkillResponse(try await SkillService(app: req.application).find(try reference(req)))
+    }
+
+    @Sendable
+    func create(req: Request) async throws -> Response {
+        let draft = try SkillService.draft(from: try body(req))
+        let skill = try await SkillService(app: req.application).create(draft, caller: try req.caller, origin: req.origin)
+        return try await SkillResponse(skill).encodeResponse(status: .created, for: req)
+    }
+
+    @Sendable
+    func update(req: Request) async throws -> SkillResponse {
+        let draft = try SkillService.draft(from: try body(req))
+        return SkillResponse(try await SkillService(app: req.application).update(try reference(req), draft: draft, caller: try req.caller, origin: req.origin))
+    }
+
+    @Sendable
+    func delete(req: Request) async throws -> HTTPStatus {
+        try await SkillService(app: req.application).delete(try reference(req), caller: try req.caller, origin: req.origin)
+        return .noContent
+    }
+
+    @Sendable
+    func favorite(req: Request) async throws -> HTTPStatus {
+        try await SkillService(app: req.application).setFavorite(try reference(req), caller: try req.caller, on: true)
+        return .noContent
+    }
+
+    @Sendable
+    func unfavorite(req: Request) async throws -> HTTPStatus {
+        try await SkillService(app: req.application).setFavorite(try reference(req), caller: try req.caller, on: false)
+        return .noContent
+    }
+
+    @Sendable
+    func favorites(req: Request) async throws -> ListResponse<SkillResponse> {
+        ListResponse(items: try await SkillService(app: req.application).favorites(of: try req.caller).map(SkillResponse.init), nextCursor: nil)
+    }
+
+    @Sendable
+    func stats(req: Request) async throws -> SkillService.Stats {
+        try await SkillService(app: req.application).stats()
+    }
+
+    private func reference(_ req: Request) throws -> String {
+        guard let value = req.parameters.get("skill"), !value.isEmpty, value.utf8.count <= 64 else { throw HTTPProblem.notFound("No such skill.") }
+        return value
+    }
+
+    private func body(_ req: Request) throws -> [String: JSONValue] {
+        guard case .object(let fields) = try req.content.decode(JSONValue.self) else {
+            throw HTTPProblem.validation([FieldProblem(field: "body", message: "must be a JSON object")])
+        }
+        return fields
+    }
+}

@@ -1,0 +1,59 @@
+import Fluent
+import Foundation
+
+/// A runnable unit in the catalogue. `tags`, `inputSchema` and `runner` are stored as canonical JSON text.
+public final class Skill: Model, @unchecked Sendable {
+    public static let schema = "skills"
+
+    // managed
+    @ID(key: .id) public var id: UUID?
+    @Field(key: "created_at") public var createdAt: Date
+    @Field(key: "updated_at") public var updatedAt: Date
+    @Field(key: "version") public var version: Int
+
+    // references
+    @OptionalField(key: "created_by") public var createdBy: UUID?
+
+    // data
+    @Field(key: "slug") public var slug: String
+    @Field(key: "name") public var name: String
+    @Field(key: "description") public var description: String
+    @Field(key: "category") public var category: String
+    @Field(key: "tags") public var tagsJSON: String
+    @Field(key: "input_schema") public var inputSchemaJSON: String
+    @Field(key: "runner") public var runnerJSON: String
+    @Field(key: "enabled") public var enabled: Bool
+    @Field(key: "execution_count") public var executionCount: Int64
+
+    public init() {}
+
+    var tags: [String] {
+        get { (try? JSONDecoder().decode([String].self, from: Data(tagsJSON.utf8))) ?? [] }
+        set { tagsJSON = JSONValue.array(newValue.map { .string($0) }).canonicalString() }
+    }
+
+    var inputSchema: JSONValue {
+        get { JSONValue.parse(inputSchemaJSON) }
+        set { inputSchemaJSON = newValue.canonicalString() }
+    }
+
+    var runner: JSONValue {
+        get { JSONValue.parse(runnerJSON) }
+        set { runnerJSON = newValue.canonicalString() }
+    }
+}
+
+/// A user's favourite skill.
+public final class SkillFavorite: Model, @unchecked Sendable {
+    public static let schema = "skill_favorites"
+
+    // managed
+    @ID(key: .id) public var id: UUID?
+    @Field(key: "created_at") public var createdAt: Date
+
+    // references
+    @Parent(key: "user_id") public var user: User
+    @Parent(key: "skill_id") public var skill: Skill
+
+    public init() {}
+}

@@ -1,0 +1,434 @@
+import Fluent
+import FluentSQL
+import Foundation
+import SQLKit
+import Vapor
+
+/// The skills catalogue: create, read, search, update, delete, favourites and stats.
+/// Everyone with skills:read sees every skill; only its creator or an admin may change or delete it.
+struct SkillService: Sendable {
+    static let builtinRunners: Set<String> = ["echo", "sleep", "fail", "transform"]
+    static let refusedRunnerHeaders: Set<String> = [
+        "host", "content-length", "content-type", "transfer-encoding", "connection", "keep-alive", "upgrade",
+        "proxy-authorization", "proxy-connection", "te", "trailer",
+    ]
+
+    let app: Application
+
+    private var db: any Database { app.db }
+    private var now: Date { app.wallClock.now() }
+
+    // MARK: - Validation
+
+    /// The fields a skill may be created with or changed to.
+    struct Draft: Sendable {
+        var slug: String?
+        var name: String?
+        var description: String?
+        var category: String?
+        var tags: [String]?
+        var inputSchema: JSONValue?
+        var runner: JSONValue?
+        var enabled: Bool?
+    }
+
+    /// Reads a JSON object into a draft, refusing unknown fields and wrong types with one problem each.
+    static func draft(from fields: [String: JSONValue]) throws -> Draft {
+        let allowed: Set<String> = ["slug", "name", "description", "category", "tags", "inputSchema", "runner", "enabled"]
+        var problems = fields.keys.filter { !allowed.contains($0) }.sorted().map { FieldProblem(field: $0, message: "is not a skill field") }
+        var draft = Draft()
+        func string(_ key: String) -> String? {
+            guard let value = fields[key] else { return nil }
+            if case .string(let text) = value { return text }
+            problems.append(FieldProblem(field: key, message: "must be a string"))
+            return nil
+        }
+        draft.slug = string("slug")
+        draft.name = string("name")
+        draft.description = string("description")
+        draft.category = string("category")
+        if let tags = fields["tags"] {
+            if case .array(let values) = tags, values.allSatisfy({ if case .string = $0 { true } else { false } }) {
+                draft.tags = values.compactMap { if case .string(let text) = $0 { text } else { nil } }
+            } else {
+                problems.append(FieldProblem(field: "tags", message: "must be an array of strings"))
+            }
+        }
+        draft.inputSchema = fields["inputSchema"]
+        draft.runner = fields["runner"]
+        if let enabled = fields["enabled"] {
+            if case .bool(let flag) = enabled { draft.enabled = flag } else { problems.append(FieldProblem(field: "enabled", message: "must be a boolean")) }
+        }
+        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
+        return draft
+    }
+
+    private func problems(in draft: Draft, creating: Bool) -> [FieldProblem] {
+        var problems: [FieldProblem] = []
+        if creating {
+            for (key, value) in [("slug", draft.slug), ("name", draft.name), ("runner", draft.runner.map { _ in "" })] where value == nil {
+                problems.append(FieldProblem(field: key, message: "is required"))
+            }
+        }
+        if let slug = draft.slug {
+            let valid = (2...64).contains(slug.count) && slug.unicodeScalars.allSatisfy { ($0 >= "a" && $0 <= "z") || ($0 >= "0" && $0 <= "9") || $0 == "-" }
+                && !slug.hasPrefix("-") && !slug.hasSuffix("-") && UUID(uuidString: slug) == nil
+            if !valid { problems.append(FieldProblem(field: "slug", message: "must be 2 to 64 lower-case letters, digits and inner hyphens")) }
+        }
+        if let name = draft.name, name.trimmingCharacters(in: .whitespaces).isEmpty || name.count > 200 || Self.hasControl(name) {
+            problems.append(FieldProblem(field: "name", message: "must be 1 to 200 printable characters"))
+        }
+        if let description = draft.description, description.count > 10_000 || Self.hasControl(description, allowingNewlines: true) {
+            problems.append(FieldProblem(field: "description", message: "must be at most 10000 characters, without control characters"))
+        }
+        if let category = draft.category, category.trimmingCharacters(in: .whitespaces).isEmpty || category.count > 64 || Self.hasControl(category) {
+            problems.append(FieldProblem(field: "category", message: "must be 1 to 64 printable characters"))
+        }
+        if let tags = draft.tags {
+            if tags.count > 20 || tags.contains(where: { $0.isEmpty || $0.count > 40 || Self.hasControl($0) }) {
+                problems.append(FieldProblem(field: "tags", message: "must be at most 20 tags of 1 to 40 printable characters"))
+            }
+        }
+        if let schema = draft.inputSchema {
+            problems += JSONSchemaSubset.problems(inSchema: schema)
+        }
+        if let runner = draft.runner {
+            problems += runnerProblems(runner)
+        }
+        return problems
+    }
+
+    /// `{type: "builtin", name}` or `{type: "http", url, timeoutSeconds?, headers?, undoUrl?}`.
+    private func runnerProblems(_ runner: JSONValue) -> [FieldProblem] {
+        guard case .object(let fields) = runner, case .string(let type)? = fields["type"] else {
+            return [FieldProblem(field: "runner.type", message: "must be builtin or http")]
+        }
+        var problems: [FieldProblem] = []
+        switch type {
+        case "builtin":
+            for key in fields.keys where !["type", "name"].contains(key) {
+                problems.append(FieldProblem(field: "runner.\(key)", message: "is not a builtin runner field"))
+            }
+            guard case .string(let name)? = fields["name"], Self.builtinRunners.contains(name) else {
+                return problems + [FieldProblem(field: "runner.name", message: "must be one of \(Self.builtinRunners.sorted().joined(separator: ", "))")]
+            }
+        case "http":
+            let guardrail = OutboundGuard(allowed: app.appConfig.outboundAllowedHosts, httpsOnly: app.appConfig.outboundHTTPSOnly)
+            for key in fields.keys where !["type", "url", "timeoutSeconds", "headers", "undoUrl"].contains(key) {
+                problems.append(FieldProblem(field: "runner.\(key)", message: "is not an http runner field"))
+            }
+            if case .string(let url)? = fields["url"] {
+                if let refusal = guardrail.refusal(for: url) { problems.append(FieldProblem(field: "runner.url", message: refusal)) }
+            } else {
+                problems.append(FieldProblem(field: "runner.url", message: "is required"))
+            }
+            if let undo = fields["undoUrl"] {
+                if case .string(let url) = undo, guardrail.refusal(for: url) == nil {} else {
+                    problems.append(FieldProblem(field: "runner.undoUrl", message: undo.stringValue.flatMap { guardrail.refusal(for: $0) } ?? "must be a URL"))
+                }
+            }
+            if let timeout = fields["timeoutSeconds"] {
+                if case .number(let seconds) = timeout, seconds.rounded() == seconds, (1...300).contains(seconds) {} else {
+                    problems.append(FieldProblem(field: "runner.timeoutSeconds", message: "must be a whole number from 1 to 300"))
+                }
+            }
+            if let headers = fields["headers"] {
+                if case .object(let map) = headers, map.count <= 20 {
+                    for (name, value) in map {
+                        let lower = name.lowercased()
+                        if Self.refusedRunnerHeaders.contains(lower) || lower.hasPrefix("webhook-") || name.isEmpty
+                            || !name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) {
+                            problems.append(FieldProblem(field: "runner.headers.\(name)", message: "cannot be set"))
+                        }
+                        if case .string(let text) = value, !text.contains(where: \.isNewline), text.count <= 4096 {} else {
+                            problems.append(FieldProblem(field: "runner.headers.\(name)", message: "must be a single-line string"))
+                        }
+                    }
+                } else {
+                    problems.append(FieldProblem(field: "runner.headers", message: "must be an object of at most 20 headers"))
+                }
+            }
+        default:
+            problems.append(FieldProblem(field: "runner.type", message: "must be builtin or http"))
+        }
+        return problems
+    }
+
+    private static func hasControl(_ text: String, allowingNewlines: Bool = false) -> Bool {
+        text.unicodeScalars.contains { scalar in
+            scalar.properties.generalCategory == .control && !(allowingNewlines && (scalar == "\n" || scalar == "\t" || scalar == "\r"))
+        }
+    }
+
+    // MARK: - Changes
+
+    func create(_ draft: Draft, caller: AuthenticatedCaller?, origin: RequestOrigin) async throws -> Skill {
+        let problems = problems(in: draft, creating: true)
+        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
+        let skill = Skill()
+        skill.id = UUID()
+        skill.slug = draft.slug!
+        skill.name = draft.name!.trimmingCharacters(in: .whitespaces)
+        skill.description = draft.description ?? ""
+        skill.category = draft.category?.trimmingCharacters(in: .whitespaces) ?? "general"
+        skill.tags = Self.normalised(tags: draft.tags ?? [])
+        skill.inputSchema = draft.inputSchema ?? ["type": "object"]
+        skill.runner = draft.runner!
+        skill.enabled = draft.enabled ?? true
+        skill.version = 1
+        skill.executionCount = 0
+        skill.createdBy = caller?.user.id
+        skill.createdAt = now
+        skill.updatedAt = now
+        do {
+            try await db.writeTransaction { db in
+                try await skill.create(on: db)
+                try await record("skill.created", skill: skill, caller: caller, origin: origin, details: ["slug": .string(skill.slug)], on: db)
+            }
+        } catch let error as any DatabaseError where error.isConstraintFailure {
+            throw HTTPProblem.conflict("A skill with the slug '\(skill.slug)' already exists.")
+        }
+        return skill
+    }
+
+    func update(_ reference: String, draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Skill {
+        let skill = try await find(reference)
+        try ensureMayChange(skill, caller: caller)
+        let problems = problems(in: draft, creating: false)
+        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
+        var changed: [String] = []
+        if let slug = draft.slug, slug != skill.slug { skill.slug = slug; changed.append("slug") }
+        if let name = draft.name { skill.name = name.trimmingCharacters(in: .whitespaces); changed.append("name") }
+        if let description = draft.description { skill.description = description; changed.append("description") }
+        if let category = draft.category { skill.category = category.trimmingCharacters(in: .whitespaces); changed.append("category") }
+        if let tags = draft.tags { skill.tags = Self.normalised(tags: tags); changed.append("tags") }
+        if let schema = draft.inputSchema { skill.inputSchema = schema; changed.append("inputSchema") }
+        if let runner = draft.runner { skill.runner = runner; changed.append("runner") }
+        if let enabled = draft.enabled { skill.enabled = enabled; changed.append("enabled") }
+        guard !changed.isEmpty else { return skill }
+        skill.version += 1
+        skill.updatedAt = now
+        let fields = changed
+        do {
+            try await db.writeTransaction { db in
+                try await skill.save(on: db)
+                try await record("skill.updated", skill: skill, caller: caller, origin: origin,
+                                 details: ["fields": .array(fields.map { .string($0) }), "version": .number(Double(skill.version))], on: db)
+            }
+        } catch let error as any DatabaseError where error.isConstraintFailure {
+            throw HTTPProblem.conflict("A skill with the slug '\(skill.slug)' already exists.")
+        }
+        return skill
+    }
+
+    func delete(_ reference: String, caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
+        let skill = try await find(reference)
+        try ensureMayChange(skill, caller: caller)
+        try await db.writeTransaction { db in
+            try await record("skill.deleted", skill: skill, caller: caller, origin: origin, details: ["slug": .string(skill.slug)], on: db)
+            try await skill.delete(on: db)
+        }
+    }
+
+    private func ensureMayChange(_ skill: Skill, caller: AuthenticatedCaller) throws {
+        guard caller.seesEveryOwner || skill.createdBy == caller.user.id else {
+            throw AccessError.notYours("Only the skill's creator or an admin may change it.")
+        }
+    }
+
+    private func record(_ type: String, skill: Skill, caller: AuthenticatedCaller?, origin: RequestOrigin, details: JSONValue,
+                        on db: any Database) async throws {
+        let id = try skill.requireID().uuidString.lowercased()
+        try await app.activityRecorder.record(
+            audit: AuditRecord(action: type, actorID: caller?.user.id, actorType: caller?.actorType ?? .system,
+                               resourceType: "skill", resourceID: id, origin: origin, details: details),
+            event: EventRecord(type: type, actorID: caller?.user.id, resourceType: "skill", resourceID: id,
+                               data: ["slug": .string(skill.slug), "version": .number(Double(skill.version))]),
+            on: db)
+    }
+
+    static func normalised(tags: [String]) -> [String] {
+        var seen: Set<String> = []
+        return tags.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.filter { !$0.isEmpty && seen.insert($0).inserted }
+    }
+
+    // MARK: - Reading
+
+    /// A skill by id or slug; 404 otherwise.
+    func find(_ reference: String) async throws -> Skill {
+        let skill: Skill?
+        if let id = UUID(uuidString: reference) {
+            skill = try await Skill.find(id, on: db)
+        } else if reference.utf8.count <= 64 {
+            skill = try await Skill.query(on: db).filter(\.$slug == reference).first()
+        } else {
+            skill = nil
+        }
+        guard let skill else { throw HTTPProblem.notFound("No such skill.") }
+        return skill
+    }
+
+    struct Filter: Sendable {
+        var q: String?
+        var category: String?
+        var tag: String?
+    }
+
+    /// Lists skills: ranked by relevance when `q` is given, newest first otherwise.
+    func list(filter: Filter, page: PageRequest) async throws -> ([Skill], String?) {
+        if let q = filter.q, !q.trimmingCharacters(in: .whitespaces).isEmpty {
+            return try await search(q, filter: filter, page: page)
+        }
+        var query = Skill.query(on: db)
+        if let category = filter.category { query = query.filter(\.$category == category) }
+        if let tag = filter.tag { query = query.filter(.sql(embed: "tags LIKE \(bind: Self.tagPattern(tag)) ESCAPE '\\'")) }
+        if let cursor = page.cursor, let t = cursor.t, let id = cursor.id {
+            let at = Date(timeIntervalSince1970: TimeInterval(t) / 1000)
+            query = query.group(.or) { group in
+                group.filter(\.$createdAt < at).group(.and) { $0.filter(\.$createdAt == at).filter(\.$id < id) }
+            }
+        }
+        let skills = try await query.sort(\.$createdAt, .descending).sort(\.$id, .descending).limit(page.limit + 1).all()
+        let pageSkills = Array(skills.prefix(page.limit))
+        let next = skills.count > page.limit ? pageSkills.last.map { PageRequest.encode(.init(t: $0.createdAt.milliseconds, id: $0.id)) } : nil
+        return (pageSkills, next)
+    }
+
+    /// Full-text search. The query is reduced to letter-and-digit tokens (each a prefix match, all required),
+    /// so quotes, `*`, `-` or SQL in `q` can never break the statement.
+    private func search(_ q: String, filter: Filter, page: PageRequest) async throws -> ([Skill], String?) {
+        let tokens = Self.searchTokens(q)
+        guard !tokens.isEmpty else { return ([], nil) }
+        let offset = page.cursor?.o ?? 0
+        let sql = db as! any SQLDatabase
+        var conditions: SQLQueryString = ""
+        if let category = filter.category { conditions = conditions + " AND s.category = \(bind: category)" }
+        if let tag = filter.tag { conditions = conditions + " AND s.tags LIKE \(bind: Self.tagPattern(tag)) ESCAPE '\\'" }
+        let rows: [any SQLRow]
+        if sql.dialect.name == "postgresql" {
+            let query = tokens.map { "\($0):*" }.joined(separator: " & ")
+            rows = try await sql.raw("""
+                SELECT s.* FROM skills s, to_tsquery('simple', \(bind: query)) query
+                WHERE s.search @@ query \(conditions)
+                ORDER BY ts_rank(s.search, query) DESC, s.created_at DESC, s.id DESC
+                LIMIT \(bind: page.limit + 1) OFFSET \(bind: offset)
+                """).all()
+        } else {
+            let match = tokens.map { "\"\($0)\"*" }.joined(separator: " AND ")
+            rows = try await sql.raw("""
+                SELECT s.* FROM skills s JOIN skills_fts ON skills_fts.rowid = s.rowid
+                WHERE skills_fts MATCH \(bind: match) \(conditions)
+                ORDER BY bm25(skills_fts, 10.0, 1.0, 5.0), s.created_at DESC
+                LIMIT \(bind: page.limit + 1) OFFSET \(bind: offset)
+                """).all()
+        }
+        let skills = try rows.map { try $0.decode(fluentModel: Skill.self) }
+        let pageSkills = Array(skills.prefix(page.limit))
+        let next = skills.count > page.limit ? PageRequest.encode(.init(o: offset + page.limit)) : nil
+        return (pageSkills, next)
+    }
+
+    static func searchTokens(_ q: String) -> [String] {
+        let tokens = q.lowercased().split { !($0.isLetter || $0.isNumber) }.map { String($0.prefix(64)) }
+        return Array(tokens.prefix(10))
+    }
+
+    /// Matches one tag inside the stored canonical JSON array, literally.
+    static func tagPattern(_ tag: String) -> String {
+        let encoded = JSONValue.string(tag.lowercased()).canonicalString()
+        return "%" + UserAdminService.escapeLike(Substring(encoded)) + "%"
+    }
+
+    // MARK: - Favourites and stats
+
+    func setFavorite(_ reference: String, caller: AuthenticatedCaller, on favorite: Bool) async throws {
+        let skill = try await find(reference)
+        let userID = try caller.user.requireID(), skillID = try skill.requireID()
+        let existing = try await SkillFavorite.query(on: db).filter(\.$user.$id == userID).filter(\.$skill.$id == skillID).first()
+        if favorite, existing == nil {
+            let record = SkillFavorite()
+            record.id = UUID()
+            record.$user.id = userID
+            record.$skill.id = skillID
+            record.createdAt = now
+            do { try await record.create(on: db) } catch let error as any DatabaseError where error.isConstraintFailure {}
+        } else if !favorite, let existing {
+            try await existing.delete(on: db)
+        }
+    }
+
+    func favorites(of caller: AuthenticatedCaller) async throws -> [Skill] {
+        let ids = try await SkillFavorite.query(on: db).filter(\.$user.$id == caller.user.requireID())
+            .sort(\.$createdAt, .descending).all().map(\.$skill.id)
+        let skills = try await Skill.query(on: db).filter(\.$id ~~ ids).all()
+        let byID = Dictionary(uniqueKeysWithValues: skills.compactMap { skill in skill.id.map { ($0, skill) } })
+        return ids.compactMap { byID[$0] }
+    }
+
+    struct Stats: Content {
+        var total: Int
+        var enabled: Int
+        var disabled: Int
+        var byCategory: [String: Int]
+        var topTags: [TagCount]
+
+        struct TagCount: Content {
+            var tag: String
+            var count: Int
+        }
+    }
+
+    func stats() async throws -> Stats {
+        let skills = try await Skill.query(on: db).all()
+        var categories: [String: Int] = [:]
+        var tags: [String: Int] = [:]
+        for skill in skills {
+            categories[skill.category, default: 0] += 1
+            for tag in skill.tags { tags[tag, default: 0] += 1 }
+        }
+        let top = tags.sorted { $0.value == $1.value ? $0.key < $1.key : $0.value > $1.value }.prefix(20)
+        let enabled = skills.filter(\.enabled).count
+        return Stats(total: skills.count, enabled: enabled, disabled: skills.count - enabled, byCategory: categories,
+                     topTags: top.map { Stats.TagCount(tag: $0.key, count: $0.value) })
+    }
+
+    // MARK: - Samples
+
+    /// Five sample skills on the built-in runners; existing slugs are left alone. Returns the slugs added.
+    func seedSamples() async throws -> [String] {
+        let samples: [[String: JSONValue]] = [
+            ["slug": "echo", "name": "Echo", "description": "Returns its input unchanged. Useful to test pipelines and permissions.",
+             "category": "utilities", "tags": ["demo", "testing"], "runner": ["type": "builtin", "name": "echo"],
+             "inputSchema": ["type": "object"]],
+            ["slug": "wait", "name": "Wait", "description": "Sleeps for a number of seconds, reporting progress every 10%.",
+             "category": "utilities", "tags": ["demo", "timing"], "runner": ["type": "builtin", "name": "sleep"],
+             "inputSchema": ["type": "object", "required": ["seconds"], "properties": ["seconds": ["type": "number", "minimum": 0, "maximum": 3600]]]],
+            ["slug": "always-fails", "name": "Always fails", "description": "Fails with the given message, to exercise error handling.",
+             "category": "testing", "tags": ["demo", "failure"], "runner": ["type": "builtin", "name": "fail"],
+             "inputSchema": ["type": "object", "properties": ["message": ["type": "string", "maxLength": 500]]]],
+            ["slug": "uppercase", "name": "Upper-case text", "description": "Transforms text to upper case.",
+             "category": "text", "tags": ["text", "transform"], "runner": ["type": "builtin", "name": "transform"],
+             "inputSchema": ["type": "object", "required": ["text"], "properties": [
+                "text": ["type": "string", "maxLength": 100_000], "operation": ["const": "uppercase"]]]],
+            ["slug": "add-numbers", "name": "Add numbers", "description": "Adds a list of numbers.",
+             "category": "math", "tags": ["math", "transform"], "runner": ["type": "builtin", "name": "transform"],
+             "inputSchema": ["type": "object", "required": ["numbers"], "properties": [
+                "numbers": ["type": "array", "items": ["type": "number"]], "operation": ["const": "sum"]]]],
+        ]
+        var added: [String] = []
+        for sample in samples {
+            guard case .string(let slug)? = sample["slug"] else { continue }
+            if try await Skill.query(on: db).filter(\.$slug == slug).count() > 0 { continue }
+            _ = try await create(try Self.draft(from: sample), caller: nil, origin: .system)
+            added.append(slug)
+        }
+        return added
+    }
+}
+
+extension JSONValue {
+    var stringValue: String? {
+        if case .string(let text) = self { return text }
+        return nil
+    }
+}

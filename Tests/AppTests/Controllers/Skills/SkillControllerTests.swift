@@ -1,0 +1,243 @@
+import Fluent
+import Foundation
+import Testing
+import Vapor
+import VaporTesting
+@testable import App
+
+private func send(_ app: Application, _ method: HTTPMethod, _ path: String, token: String, json: String? = nil) async throws -> TestingHTTPResponse {
+    var headers: HTTPHeaders = ["Authorization": "Bearer \(token)"]
+    if json != nil { headers.add(name: .contentType, value: "application/json") }
+    return try await app.testing().sendRequest(method, path, headers: headers, body: json.map { .init(string: $0) })
+}
+
+/// A developer (skills:write) and a viewer, logged in.
+private func actors(_ app: Application) async throws -> (developer: String, viewer: String) {
+    try await makeUser(app, email: "builder@example.com")
+    _ = try await UserAdminService(app: app).setRoles(try await UserAdminService(app: app).find(email: "builder@example.com").requireID(),
+                                                      roles: ["developer"], actor: .cli)
+    try await makeUser(app, email: "watcher@example.com")
+    return (try await login(app, email: "builder@example.com").accessToken, try await login(app, email: "watcher@example.com").accessToken)
+}
+
+private let echoSkill = #"{"slug": "echo-text", "name": "Echo text", "description": "Returns the text it is given", "category": "utilities", "tags": ["Demo", "text", "demo"], "inputSchema": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string", "maxLength": 100}}}, "runner": {"type": "builtin", "name": "echo"}}"#
+
+@Suite("Skills catalogue")
+struct SkillControllerTests {
+    @Test("Create, read by id and slug, update (version goes up), delete; audit entries and events")
+    func lifecycle() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let (developer, viewer) = try await actors(app)
+            let created = try await send(app, .POST, "/api/v1/skills", token: developer, json: echoSkill)
+            #expect(created.status == .created)
+            let skill = try created.content.decode(SkillResponse.self)
+            #expect(skill.version == 1)
+            #expect(skill.tags == ["demo", "text"])
+            #expect(skill.enabled)
+
+            #expect(try await send(app, .GET, "/api/v1/skills/echo-text", token: viewer).status == .ok)
+            #expect(try await send(app, .GET, "/api/v1/skills/\(skill.id)", token: viewer).status == .ok)
+            #expect(try await send(app, .GET, "/api/v1/skills/nope", token: viewer).status == .notFound)
+            #expect(try await send(app, .POST, "/api/v1/skills", token: viewer, json: echoSkill).status == .forbidden)
+            #expect(try await send(app, .POST, "/api/v1/skills", token: developer, json: echoSkill).status == .conflict)
+
+            let updated = try await send(app, .PATCH, "/api/v1/skills/echo-text", token: developer, json: #"{"description": "Now better", "enabled": false}"#)
+            #expect(updated.status == .ok)
+            let body = try updated.content.decode(SkillResponse.self)
+            #expect(body.version == 2)
+            #expect(!body.enabled)
+
+            #expect(try await send(app, .DELETE, "/api/v1/skills/\(skill.id)", token: developer).status == .noContent)
+            #expect(try await send(app, .GET, "/api/v1/skills/\(skill.id)", token: viewer).status == .notFound)
+            for type in ["skill.created", "skill.updated", "skill.deleted"] {
+                #expect(try await Event.query(on: app.db).filter(\.$type == type).count() == 1, "\(type)")
+                #expect(try await AuditLog.query(on: app.db).filter(\.$action == type).count() == 1, "\(type)")
+            }
+        }
+    }
+
+    @Test("Only the creator or an admin may change a skill")
+    func ownership() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let (developer, _) = try await actors(app)
+            #expect(try await send(app, .POST, "/api/v1/skills", token: developer, json: echoSkill).status == .created)
+            try await makeUser(app, email: "other-dev@example.com")
+            _ = try await UserAdminService(app: app).setRoles(try await UserAdminService(app: app).find(email: "other-dev@example.com").requireID(),
+                                                              roles: ["developer"], actor: .cli)
+            let other = try await login(app, email: "other-dev@example.com").accessToken
+            #expect(try await send(app, .PATCH, "/api/v1/skills/echo-text", token: other, json: #"{"name": "Mine now"}"#).status == .forbidden)
+            #expect(try await send(app, .DELETE, "/api/v1/skills/echo-text", token: other).status == .forbidden)
+            let admin = try await adminToken(app)
+            #expect(try await send(app, .PATCH, "/api/v1/skills/echo-text", token: admin, json: #"{"name": "Admin edit"}"#).status == .ok)
+        }
+    }
+
+    @Test("Schemas outside the supported subset, bad runners and bad fields are 422 naming the field")
+    func validation() async throws {
+        try await withTestApp(environment: ["STEWARD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"]) { app in
+            app.useTestDoubles()
+            let (developer, _) = try await actors(app)
+            let runner = #""runner": {"type": "builtin", "name": "echo"}"#
+            let cases: [(String, String)] = [
+                (#"{"slug": "a1", "name": "x", "inputSchema": {"type": "object", "oneOf": []}, \#(runner)}"#, "inputSchema.oneOf"),
+                (#"{"slug": "a1", "name": "x", "inputSchema": {"properties": {"n": {"type": "decimal"}}}, \#(runner)}"#, "inputSchema.properties.n.type"),
+                (#"{"slug": "a1", "name": "x", "inputSchema": {"properties": {"n": {"pattern": "(["}}}, \#(runner)}"#, "inputSchema.properties.n.pattern"),
+                (#"{"slug": "a1", "name": "x", "runner": {"type": "builtin", "name": "rm-rf"}}"#, "runner.name"),
+                (#"{"slug": "a1", "name": "x", "runner": {"type": "shell", "command": "ls"}}"#, "runner.type"),
+                (#"{"slug": "a1", "name": "x", "runner": {"type": "http", "url": "http://169.254.169.254/latest"}}"#, "runner.url"),
+                (#"{"slug": "a1", "name": "x", "runner": {"type": "http", "url": "http://2130706433/"}}"#, "runner.url"),
+                (#"{"slug": "a1", "name": "x", "runner": {"type": "http", "url": "http://0x7f.1/"}}"#, "runner.url"),
+                (#"{"slug": "a1", "name": "x", "runner": {"type": "http", "url": "http://user:pw@example.com/"}}"#, "runner.url"),
+                (#"{"slug": "a1", "name": "x", "runner": {"type": "http", "url": "https://example.com", "headers": {"Host": "evil"}}}"#, "runner.headers.Host"),
+                (#"{"slug": "a1", "name": "x", "runner": {"type": "http", "url": "https://example.com", "timeoutSeconds": 9999}}"#, "runner.timeoutSeconds"),
+                (#"{"slug": "Bad Slug!", "name": "x", \#(runner)}"#, "slug"),
+                (#"{"slug": "a1", "name": "", \#(runner)}"#, "name"),
+                (#"{"slug": "a1", "name": "x", "tags": [1, 2], \#(runner)}"#, "tags"),
+                (#"{"slug": "a1", "name": "x", "id": "abc", \#(runner)}"#, "id"),
+                (#"{"slug": "a1", "name": "x"}"#, "runner"),
+            ]
+            for (body, field) in cases {
+                let res = try await send(app, .POST, "/api/v1/skills", token: developer, json: body)
+                #expect(res.status == .unprocessableEntity, "\(body) gave \(res.status)")
+                #expect(try res.problem().errors?.contains { $0.field == field } == true, "\(body): \(res.body.string)")
+            }
+            // The allow-list opens a loopback runner; a non-canonical spelling stays refused.
+            let allowed = try await send(app, .POST, "/api/v1/skills", token: developer,
+                                         json: #"{"slug": "local", "name": "Local", "runner": {"type": "http", "url": "http://127.0.0.1:9/run", "headers": {"Authorization": "Bearer secret-value"}}}"#)
+            #expect(allowed.status == .created)
+            #expect(!allowed.body.string.contains("secret-value"), "runner header values are never returned")
+            #expect(try await Skill.query(on: app.db).count() == 1)
+        }
+    }
+
+    @Test("Full-text search ranks by relevance, and hostile q never fails")
+    func search() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let (developer, viewer) = try await actors(app)
+            let skills = [
+                #"{"slug": "pdf-summary", "name": "Summarise PDF", "description": "Reads a document and writes a summary", "tags": ["pdf", "ai"], "runner": {"type": "builtin", "name": "echo"}}"#,
+                #"{"slug": "translate", "name": "Translate text", "description": "Translates text; can summarise on the way", "tags": ["language"], "runner": {"type": "builtin", "name": "echo"}}"#,
+                #"{"slug": "resize-image", "name": "Resize image", "description": "Makes images smaller", "category": "media", "tags": ["image"], "runner": {"type": "builtin", "name": "echo"}}"#,
+            ]
+            for body in skills { #expect(try await send(app, .POST, "/api/v1/skills", token: developer, json: body).status == .created) }
+
+            func slugs(_ query: String) async throws -> [String] {
+                let res = try await send(app, .GET, "/api/v1/skills?\(query)", token: viewer)
+                #expect(res.status == .ok, "\(query) gave \(res.status): \(res.body.string)")
+                return try res.content.decode(ListResponse<SkillResponse>.self).items.map(\.slug)
+            }
+            // The name match outranks the description match.
+            #expect(try await slugs("q=summar") == ["pdf-summary", "translate"])
+            #expect(try await slugs("q=pdf") == ["pdf-summary"])
+            #expect(try await slugs("q=IMAGE") == ["resize-image"])
+            #expect(try await slugs("q=summarise%20pdf") == ["pdf-summary"])
+            #expect(try await slugs("category=media") == ["resize-image"])
+            #expect(try await slugs("tag=ai") == ["pdf-summary"])
+            for hostile in ["%22", "*", "-", "%22pdf%22%20OR", "'%3B%20DROP%20TABLE%20skills%3B--", "NEAR(a%20b)", "pdf*%22%22", "%25", "_", "%5C"] {
+                _ = try await slugs("q=\(hostile)")
+            }
+            #expect(try await Skill.query(on: app.db).count() == 3)
+
+            // Paging through ranked results.
+            let first = try (try await send(app, .GET, "/api/v1/skills?q=summar&limit=1", token: viewer)).content.decode(ListResponse<SkillResponse>.self)
+            let cursor = try #require(first.nextCursor)
+            let second = try (try await send(app, .GET, "/api/v1/skills?q=summar&limit=1&cursor=\(cursor)", token: viewer)).content.decode(ListResponse<SkillResponse>.self)
+            #expect(first.items.map(\.slug) + second.items.map(\.slug) == ["pdf-summary", "translate"])
+
+            // Search follows updates and deletes.
+            #expect(try await send(app, .PATCH, "/api/v1/skills/translate", token: developer, json: #"{"name": "Convert language"}"#).status == .ok)
+            #expect(try await slugs("q=convert") == ["translate"])
+            #expect(try await send(app, .DELETE, "/api/v1/skills/pdf-summary", token: developer).status == .noContent)
+            #expect(try await slugs("q=pdf") == [])
+        }
+    }
+
+    @Test("Favourites, stats and the sample seed")
+    func favoritesStatsSeed() async throws {
+        try await withTestApp { app in
+            let (_, clock) = app.useTestDoubles()
+            let (_, viewer) = try await actors(app)
+            let output = try await app.runCommand(["seed", "--samples"])
+            #expect(output.contains("added echo, wait, always-fails, uppercase, add-numbers"))
+            #expect(try await app.runCommand(["seed", "--samples"]).contains("already there"))
+
+            #expect(try await send(app, .POST, "/api/v1/skills/wait/favorite", token: viewer).status == .noContent)
+            #expect(try await send(app, .POST, "/api/v1/skills/wait/favorite", token: viewer).status == .noContent)
+            clock.advance(by: 1)
+            #expect(try await send(app, .POST, "/api/v1/skills/echo/favorite", token: viewer).status == .noContent)
+            let favorites = try (try await send(app, .GET, "/api/v1/skills/favorites", token: viewer)).content.decode(ListResponse<SkillResponse>.self)
+            #expect(favorites.items.map(\.slug) == ["echo", "wait"])
+            #expect(try await send(app, .DELETE, "/api/v1/skills/wait/favorite", token: viewer).status == .noContent)
+            #expect(try await send(app, .POST, "/api/v1/skills/nothing/favorite", token: viewer).status == .notFound)
+
+            let stats = try (try await send(app, .GET, "/api/v1/skills/stats", token: viewer)).content.decode(SkillService.Stats.self)
+            #expect(stats.total == 5)
+            #expect(stats.enabled == 5)
+            #expect(stats.byCategory["utilities"] == 2)
+            #expect(stats.topTags.first?.tag == "demo")
+        }
+    }
+}
+
+@Suite("JSON Schema subset")
+struct JSONSchemaSubsetTests {
+    private let schema: JSONValue = [
+        "type": "object", "required": ["name", "tags"], "additionalProperties": false,
+        "properties": [
+            "name": ["type": "string", "minLength": 2, "maxLength": 5, "pattern": "^[a-z]+$"],
+            "age": ["type": "integer", "minimum": 0, "maximum": 150],
+            "role": ["enum": ["admin", "user"]],
+            "tags": ["type": "array", "items": ["type": "string"]],
+            "address": ["type": "object", "properties": ["city": ["type": "string"]], "required": ["city"]],
+        ],
+    ]
+
+    @Test("A valid instance has no problems")
+    func valid() {
+        #expect(JSONSchemaSubset.validate(["name": "ada", "age": 36, "role": "admin", "tags": ["x"], "address": ["city": "London"]], against: schema).isEmpty)
+    }
+
+    @Test("Each broken rule is one problem at its path")
+    func problems() {
+        let found = JSONSchemaSubset.validate([
+            "name": "A1", "age": .number(36.5), "role": "king", "tags": ["x", 3], "address": [:], "extra": true,
+        ], against: schema)
+        let fields = Set(found.map { $0.field })
+        #expect(fields == ["input.name", "input.age", "input.role", "input.tags[1]", "input.address.city", "input.extra"])
+        #expect(JSONSchemaSubset.validate(["tags": []], against: schema).map(\.field) == ["input.name"])
+        #expect(JSONSchemaSubset.validate("text", against: schema).first?.message == "must be an object")
+    }
+}
+
+@Suite("Outbound guard")
+struct OutboundGuardTests {
+    @Test("Private, loopback, link-local, CGNAT, IPv6 special and encoded forms are refused", arguments: [
+        "http://127.0.0.1/", "http://10.1.2.3/", "http://172.16.0.1/", "http://192.168.1.1/", "http://169.254.169.254/",
+        "http://100.64.0.1/", "http://0.0.0.0/", "http://224.0.0.1/", "http://255.255.255.255/", "http://192.0.2.10/",
+        "http://[::1]/", "http://[fd00::1]/", "http://[fe80::1]/", "http://[::ffff:127.0.0.1]/", "http://[::]/",
+        "http://2130706433/", "http://0x7f.1/", "http://127.1/", "http://0177.0.0.1/", "http://localhost/",
+        "http://app.localhost/", "ftp://example.com/", "http://user:pw@example.com/", "file:///etc/passwd",
+    ])
+    func refused(url: String) {
+        #expect(OutboundGuard(allowed: [], httpsOnly: false).refusal(for: url) != nil, "\(url) was allowed")
+    }
+
+    @Test("Public addresses and names pass; the allow-list opens hosts and CIDRs but never encoded forms")
+    func allowed() {
+        let open = OutboundGuard(allowed: [], httpsOnly: false)
+        #expect(open.refusal(for: "https://example.com/hook") == nil)
+        #expect(open.refusal(for: "http://93.184.216.34:8080/x") == nil)
+        #expect(open.refusal(for: "https://[2606:4700::1]/") == nil)
+        let local = OutboundGuard(allowed: ["127.0.0.1", "10.0.0.0/8", "localhost"], httpsOnly: false)
+        #expect(local.refusal(for: "http://127.0.0.1:9000/") == nil)
+        #expect(local.refusal(for: "http://10.20.30.40/") == nil)
+        #expect(local.refusal(for: "http://localhost:3000/") == nil)
+        #expect(local.refusal(for: "http://127.1/") != nil)
+        #expect(local.refusal(for: "http://2130706433/") != nil)
+        #expect(local.refusal(for: "http://192.168.0.1/") != nil)
+        #expect(OutboundGuard(allowed: [], httpsOnly: true).refusal(for: "http://example.com/") != nil)
+    }
+}
