@@ -17,4 +17,5 @@ func routes(_ app: Application) throws {
     try api.register(collection: RoleController())
     try api.register(collection: AuditLogController())
     try api.register(collection: SkillController())
+    try api.register(collection: ExecutionController())
 }

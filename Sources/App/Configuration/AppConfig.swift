@@ -63,6 +63,11 @@ public struct AppConfig: Sendable {
     public var auditRetentionDays: Int
     public var outboundAllowedHosts: [String]
     public var outboundHTTPSOnly: Bool
+    public var workers: Int
+    public var jobLeaseSeconds: Int
+    public var jobHeartbeatSeconds: Int
+    public var jobMaxAttempts: Int
+    public var maxConcurrentExecutionsPerUser: Int
 }
 
 /// Every bad or missing variable found while loading, reported together.
@@ -120,6 +125,11 @@ extension AppConfig {
         .init(name: "STEWARD_AUDIT_RETENTION_DAYS", defaultValue: "365", meaning: "Audit entries older than this are deleted by a daily job (0 keeps them forever)."),
         .init(name: "STEWARD_WEBHOOK_ALLOWED_HOSTS", defaultValue: "(empty)", meaning: "Hosts, IPs or CIDRs that webhooks and HTTP runners may reach even though they are private or special-purpose (e.g. 127.0.0.1 in development)."),
         .init(name: "STEWARD_WEBHOOK_HTTPS_ONLY", defaultValue: "false", meaning: "Refuse plain http targets for webhooks and HTTP runners."),
+        .init(name: "STEWARD_WORKERS", defaultValue: "4", meaning: "Job workers per process (executions and other background jobs)."),
+        .init(name: "STEWARD_JOB_LEASE_SECONDS", defaultValue: "30", meaning: "How long a worker holds a job without a heartbeat before it is rescued."),
+        .init(name: "STEWARD_JOB_HEARTBEAT_SECONDS", defaultValue: "10", meaning: "How often a worker extends its lease."),
+        .init(name: "STEWARD_JOB_MAX_ATTEMPTS", defaultValue: "3", meaning: "Attempts of a job before it fails (infrastructure failures only)."),
+        .init(name: "STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER", defaultValue: "20", meaning: "Queued plus running executions one user may have (429 beyond)."),
         .init(name: "STEWARD_ENCRYPTION_KEY", defaultValue: "(unset: generated into the data directory)", meaning: "Base64 of 32 bytes; encrypts TOTP secrets and other secrets at rest (AES-GCM)."),
     ]
 
@@ -179,6 +189,14 @@ extension AppConfig {
             reader.problems.append("STEWARD_WEBHOOK_ALLOWED_HOSTS: '\(entry)' is not a CIDR such as 10.0.0.0/8")
         }
         let outboundHTTPSOnly = reader.bool("STEWARD_WEBHOOK_HTTPS_ONLY", default: false)
+        let workers = reader.int("STEWARD_WORKERS", default: 4, range: 0...256)
+        let leaseSeconds = reader.int("STEWARD_JOB_LEASE_SECONDS", default: 30, range: 2...3600)
+        let heartbeatSeconds = reader.int("STEWARD_JOB_HEARTBEAT_SECONDS", default: 10, range: 1...3600)
+        if heartbeatSeconds >= leaseSeconds {
+            reader.problems.append("STEWARD_JOB_HEARTBEAT_SECONDS: must be shorter than STEWARD_JOB_LEASE_SECONDS (\(leaseSeconds))")
+        }
+        let jobMaxAttempts = reader.int("STEWARD_JOB_MAX_ATTEMPTS", default: 3, range: 1...100)
+        let maxConcurrent = reader.int("STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER", default: 20, range: 1...100_000)
 
         for origin in corsOrigins where origin != "*" && URL(string: origin)?.scheme == nil {
             reader.problems.append("STEWARD_CORS_ORIGINS: '\(origin)' is not an origin such as https://app.example.com")
@@ -198,7 +216,9 @@ extension AppConfig {
             sessionIdleTimeoutSeconds: idle, sessionAbsoluteTimeoutSeconds: absolute, lockoutThreshold: lockoutThreshold,
             lockoutMinutes: lockoutMinutes, mail: mail, mailFrom: mailFrom, encryptionKey: encryptionKey,
             maxAPIKeysPerUser: maxAPIKeys, auditRetentionDays: auditRetention,
-            outboundAllowedHosts: outboundAllowed, outboundHTTPSOnly: outboundHTTPSOnly
+            outboundAllowedHosts: outboundAllowed, outboundHTTPSOnly: outboundHTTPSOnly,
+            workers: workers, jobLeaseSeconds: leaseSeconds, jobHeartbeatSeconds: heartbeatSeconds,
+            jobMaxAttempts: jobMaxAttempts, maxConcurrentExecutionsPerUser: maxConcurrent
         )
     }
 }

@@ -8,6 +8,11 @@ enum BackgroundWork {
         let worker = MailOutboxWorker()
         app.mailOutboxWorker = worker
         app.lifecycle.use(worker)
+        app.jobSignal = JobSignal()
+        app.runningExecutions = RunningExecutions()
+        let workers = JobWorkers()
+        app.jobWorkers = workers
+        app.lifecycle.use(workers)
         let maintenance = MaintenanceWorker()
         app.maintenanceWorker = maintenance
         app.lifecycle.use(maintenance)
@@ -17,6 +22,7 @@ enum BackgroundWork {
     static func start(_ app: Application) {
         app.mailOutboxWorker.start(app)
         app.maintenanceWorker.start(app)
+        app.jobWorkers.start(app)
     }
 }
 

@@ -14,5 +14,6 @@ enum AppMigrations {
         CreateAPIKeys(),
         ProtectAuditLogs(),
         CreateSkills(),
+        CreateJobsAndExecutions(),
     ]
 }

@@ -941,6 +941,184 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+  /api/v1/executions:
+    post:
+      operationId: createExecution
+      x-required-permission: skills:execute
+      summary: Run a skill with some input; answers 202 with the queued execution.
+      description: >-
+        The input is validated against the skill's inputSchema (422 with one problem per field). A disabled skill
+        is 409. Each user may have STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER executions queued or running (429
+        beyond). The execution runs on the durable job queue: a restart or crash loses none.
+      tags: [executions]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [skillId]
+              properties:
+                skillId: {type: string, description: "The skill's id or slug."}
+                input: {type: object, default: {}}
+      responses:
+        "202":
+          description: Queued.
+          headers:
+            Location:
+              schema: {type: string}
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Execution"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "409": {$ref: "#/components/responses/Conflict"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+    get:
+      operationId: listExecutions
+      x-required-permission: executions:read
+      summary: The caller's executions (everyone's with executions:read-all), newest first.
+      tags: [executions]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: status, in: query, schema: {type: string, enum: [queued, running, succeeded, failed, cancelled, rolled_back]}}
+        - {name: skillId, in: query, schema: {type: string, format: uuid}}
+        - {$ref: "#/components/parameters/Limit"}
+        - {$ref: "#/components/parameters/Cursor"}
+      responses:
+        "200":
+          description: A page of executions.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items: {type: array, items: {$ref: "#/components/schemas/Execution"}}
+                  nextCursor: {type: [string, "null"]}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/executions/stats:
+    get:
+      operationId: executionStats
+      x-required-permission: executions:read
+      summary: Counts by status, and p50/p95/p99 duration of succeeded runs per skill (own, or all with executions:read-all).
+      tags: [executions]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      responses:
+        "200":
+          description: Stats.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [byStatus, durations]
+                properties:
+                  byStatus: {type: object, additionalProperties: {type: integer}}
+                  durations:
+                    type: array
+                    items:
+                      type: object
+                      properties:
+                        skillId: {type: string, format: uuid}
+                        count: {type: integer}
+                        p50Ms: {type: integer}
+                        p95Ms: {type: integer}
+                        p99Ms: {type: integer}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+  /api/v1/executions/{id}:
+    get:
+      operationId: getExecution
+      x-required-permission: executions:read
+      summary: One execution (another user's is 404).
+      tags: [executions]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "200":
+          description: The execution.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Execution"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+  /api/v1/executions/{id}/history:
+    get:
+      operationId: getExecutionHistory
+      x-required-permission: executions:read
+      summary: Every transition and progress message, in order.
+      tags: [executions]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "200":
+          description: History.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items:
+                    type: array
+                    items:
+                      type: object
+                      required: [at, level, message]
+                      properties:
+                        at: {type: string, format: date-time}
+                        level: {type: string, enum: [info, warning, error]}
+                        message: {type: string}
+                        progress: {type: [integer, "null"]}
+                  nextCursor: {type: "null"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+  /api/v1/executions/{id}/cancel:
+    post:
+      operationId: cancelExecution
+      x-required-permission: executions:write
+      summary: Cancel a queued execution at once, or interrupt a running one; 409 if it has finished.
+      tags: [executions]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "200":
+          description: The execution (cancelled, or still running until its runner stops).
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Execution"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "409": {$ref: "#/components/responses/Conflict"}
+  /api/v1/executions/{id}/rollback:
+    post:
+      operationId: rollbackExecution
+      x-required-permission: executions:write
+      summary: Run the skill's undo for a finished execution; it ends rolled_back. 409 if unfinished or already rolled back.
+      tags: [executions]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "202":
+          description: The rollback is queued.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Execution"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "409": {$ref: "#/components/responses/Conflict"}
 components:
   parameters:
     Limit:
@@ -1059,6 +1237,23 @@ components:
         createdAt: {type: string, format: date-time}
         updatedAt: {type: string, format: date-time}
         executionCount: {type: integer}
+    Execution:
+      type: object
+      required: [id, skillId, userId, status, progress, input, attempt, queuedAt]
+      properties:
+        id: {type: string, format: uuid}
+        skillId: {type: string, format: uuid}
+        userId: {type: string, format: uuid}
+        status: {type: string, enum: [queued, running, succeeded, failed, cancelled, rolled_back]}
+        progress: {type: integer, minimum: 0, maximum: 100, description: "Never goes back."}
+        input: {type: object}
+        output: {description: "The runner's answer, once succeeded."}
+        error: {type: [string, "null"]}
+        attempt: {type: integer, description: "Infrastructure failures are retried (STEWARD_JOB_MAX_ATTEMPTS)."}
+        queuedAt: {type: string, format: date-time}
+        startedAt: {type: [string, "null"], format: date-time}
+        finishedAt: {type: [string, "null"], format: date-time}
+        durationMs: {type: [integer, "null"]}
     Permission:
       type: string
       enum: [skills:read, skills:write, skills:execute, executions:read, executions:write, executions:read-all,
@@ -1224,6 +1419,15 @@ components:
             $ref: "#/components/schemas/Problem"
     Locked:
       description: Too many failures; `Retry-After` says when to try again.
+      headers:
+        Retry-After:
+          schema: {type: integer}
+      content:
+        application/problem+json:
+          schema:
+            $ref: "#/components/schemas/Problem"
+    TooManyRequests:
+      description: Over a limit (code rate_limited); `Retry-After` says when to try again.
       headers:
         Retry-After:
           schema: {type: integer}

@@ -1,0 +1,88 @@
+import Vapor
+
+/// `/api/v1/executions`: run skills and follow, cancel or roll back their runs.
+struct ExecutionController: RouteCollection {
+    struct CreateExecutionRequest: Content {
+        var skillId: String
+        var input: JSONValue?
+    }
+
+    /// One line of `GET /executions/{id}/history`.
+    struct HistoryEntry: Content {
+        var at: Date
+        var level: String
+        var message: String
+        var progress: Int?
+    }
+
+    func boot(routes: any RoutesBuilder) throws {
+        let executions = routes.grouped("executions").grouped(RequireCaller())
+        executions.grouped(RequirePermission(.skillsExecute)).post(use: create)
+        let readers = executions.grouped(RequirePermission(.executionsRead))
+        readers.get(use: index)
+        readers.get("stats", use: stats)
+        readers.get(":id", use: show)
+        readers.get(":id", "history", use: history)
+        let writers = executions.grouped(RequirePermission(.executionsWrite))
+        writers.post(":id", "cancel", use: cancel)
+        writers.post(":id", "rollback", use: rollback)
+    }
+
+    @Sendable
+    func create(req: Request) async throws -> Response {
+        let body = try req.content.decode(CreateExecutionRequest.self)
+        guard !body.skillId.isEmpty, body.skillId.utf8.count <= 64 else {
+            throw HTTPProblem.validation([FieldProblem(field: "skillId", message: "must be a skill id or slug")])
+        }
+        let execution = try await ExecutionService(app: req.application).create(
+            skillReference: body.skillId, input: body.input ?? [:], caller: try req.caller, origin: req.origin)
+        let response = try await ExecutionResponse(execution).encodeResponse(status: .accepted, for: req)
+        response.headers.replaceOrAdd(name: .location, value: "/api/v1/executions/\(execution.id!.uuidString.lowercased())")
+        return response
+    }
+
+    @Sendable
+    func index(req: Request) async throws -> ListResponse<ExecutionResponse> {
+        let page = try PageRequest(from: req)
+        var filter = ExecutionService.Filter()
+        var problems: [FieldProblem] = []
+        if let raw = req.query[String.self, at: "status"] {
+            if let status = Execution.Status(rawValue: raw) { filter.status = status } else {
+                problems.append(FieldProblem(field: "status", message: "must be one of \(Execution.Status.allCases.map(\.rawValue).joined(separator: ", "))"))
+            }
+        }
+        if let raw = req.query[String.self, at: "skillId"] {
+            if let id = UUID(uuidString: raw) { filter.skillID = id } else { problems.append(FieldProblem(field: "skillId", message: "must be a UUID")) }
+        }
+        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
+        let (executions, next) = try await ExecutionService(app: req.application).list(filter: filter, page: page, caller: try req.caller)
+        return ListResponse(items: executions.map(ExecutionResponse.init), nextCursor: next)
+    }
+
+    @Sendable
+    func show(req: Request) async throws -> ExecutionResponse {
+        ExecutionResponse(try await ExecutionService(app: req.application).find(try req.uuidParameter("id"), caller: try req.caller))
+    }
+
+    @Sendable
+    func history(req: Request) async throws -> ListResponse<HistoryEntry> {
+        let entries = try await ExecutionService(app: req.application).history(try req.uuidParameter("id"), caller: try req.caller)
+        return ListResponse(items: entries.map { HistoryEntry(at: $0.at, level: $0.level, message: $0.message, progress: $0.progress) }, nextCursor: nil)
+    }
+
+    @Sendable
+    func cancel(req: Request) async throws -> ExecutionResponse {
+        ExecutionResponse(try await ExecutionService(app: req.application).cancel(try req.uuidParameter("id"), caller: try req.caller, origin: req.origin))
+    }
+
+    @Sendable
+    func rollback(req: Request) async throws -> Response {
+        let execution = try await ExecutionService(app: req.application).rollback(try req.uuidParameter("id"), caller: try req.caller, origin: req.origin)
+        return try await ExecutionResponse(execution).encodeResponse(status: .accepted, for: req)
+    }
+
+    @Sendable
+    func stats(req: Request) async throws -> ExecutionService.Stats {
+        try await ExecutionService(app: req.application).stats(caller: try req.caller)
+    }
+}

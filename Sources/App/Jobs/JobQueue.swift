@@ -1,0 +1,198 @@
+import Fluent
+import Foundation
+import SQLKit
+import Vapor
+
+/// A job a worker holds under a lease. Every write about it is fenced by `token`.
+struct ClaimedJob: Sendable {
+    var id: UUID
+    var kind: String
+    var payload: JSONValue
+    var attempts: Int
+    var maxAttempts: Int
+    var token: UUID
+}
+
+/// The durable queue: jobs are rows, enqueued in the same transaction as the row they serve, claimed atomically
+/// (`UPDATE … RETURNING` on SQLite, `FOR UPDATE SKIP LOCKED` on PostgreSQL), held under a lease that heartbeats
+/// extend, and rescued when a lease expires. A worker that lost its lease cannot write a result.
+struct JobQueue: Sendable {
+    let app: Application
+
+    private var now: Date { app.wallClock.now() }
+    private var config: AppConfig { app.appConfig }
+
+    /// Adds a job inside the caller's transaction and wakes this process's workers.
+    @discardableResult
+    func enqueue(kind: String, payload: JSONValue, maxAttempts: Int? = nil, runAt: Date? = nil, on db: any Database) async throws -> UUID {
+        let job = Job()
+        let now = self.now
+        job.id = UUID()
+        job.kind = kind
+        job.payload = payload.canonicalString()
+        job.status = .queued
+        job.runAt = runAt ?? now
+        job.attempts = 0
+        job.maxAttempts = maxAttempts ?? config.jobMaxAttempts
+        job.createdAt = now
+        job.updatedAt = now
+        try await job.create(on: db)
+        app.jobSignal.notify()
+        return job.id!
+    }
+
+    /// Claims the oldest due job, or nil. One statement, so two workers never claim the same job.
+    func claim(worker: String) async throws -> ClaimedJob? {
+        let sql = app.db as! any SQLDatabase
+        let now = self.now
+        let token = UUID()
+        let expires = now.addingTimeInterval(TimeInterval(config.jobLeaseSeconds))
+        let lock: SQLQueryString = sql.dialect.name == "postgresql" ? " FOR UPDATE SKIP LOCKED" : ""
+        let row = try await sql.raw("""
+            UPDATE jobs SET status = 'running', lease_owner = \(bind: worker), lease_token = \(bind: token),
+                lease_expires_at = \(bind: expires), attempts = attempts + 1, updated_at = \(bind: now)
+            WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= \(bind: now) ORDER BY run_at, created_at LIMIT 1\(lock))
+              AND status = 'queued'
+            RETURNING id, kind, payload, attempts, max_attempts
+            """).first()
+        guard let row else { return nil }
+        return ClaimedJob(
+            id: try row.decode(column: "id", as: UUID.self), kind: try row.decode(column: "kind", as: String.self),
+            payload: JSONValue.parse(try row.decode(column: "payload", as: String.self)),
+            attempts: try row.decode(column: "attempts", as: Int.self), maxAttempts: try row.decode(column: "max_attempts", as: Int.self),
+            token: token)
+    }
+
+    /// Extends the lease; false when the lease was lost (rescued, or the job finished elsewhere).
+    func heartbeat(_ job: ClaimedJob, on db: (any Database)? = nil) async throws -> Bool {
+        let sql = (db ?? app.db) as! any SQLDatabase
+        let expires = now.addingTimeInterval(TimeInterval(config.jobLeaseSeconds))
+        return try await sql.raw("""
+            UPDATE jobs SET lease_expires_at = \(bind: expires) WHERE id = \(bind: job.id) AND lease_token = \(bind: job.token) AND status = 'running'
+            RETURNING id
+            """).first() != nil
+    }
+
+    /// Marks the job done, inside `db`'s transaction, only if this worker still holds it.
+    func finish(_ job: ClaimedJob, status: Job.Status, error: String? = nil, on db: any Database) async throws -> Bool {
+        let sql = db as! any SQLDatabase
+        let now = self.now
+        return try await sql.raw("""
+            UPDATE jobs SET status = \(bind: status.rawValue), last_error = \(bind: error), finished_at = \(bind: now), updated_at = \(bind: now),
+                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+            WHERE id = \(bind: job.id) AND lease_token = \(bind: job.token) AND status = 'running'
+            RETURNING id
+            """).first() != nil
+    }
+
+    /// Puts a failed attempt back in the queue with exponential back-off and jitter, or fails it for good.
+    /// Returns true when it was requeued.
+    func retryOrFail(_ job: ClaimedJob, error: String, on db: any Database) async throws -> Bool? {
+        let sql = db as! any SQLDatabase
+        let now = self.now
+        if job.attempts >= job.maxAttempts {
+            let finished = try await finish(job, status: .failed, error: error, on: db)
+            return finished ? false : nil
+        }
+        let runAt = now.addingTimeInterval(Self.backoff(attempt: job.attempts))
+        let requeued = try await sql.raw("""
+            UPDATE jobs SET status = 'queued', run_at = \(bind: runAt), last_error = \(bind: error), updated_at = \(bind: now),
+                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+            WHERE id = \(bind: job.id) AND lease_token = \(bind: job.token) AND status = 'running'
+            RETURNING id
+            """).first() != nil
+        return requeued ? true : nil
+    }
+
+    /// Hands a job back without counting the attempt (shutdown), so it restarts at once on the next start.
+    func release(_ job: ClaimedJob) async throws {
+        let sql = app.db as! any SQLDatabase
+        try await sql.raw("""
+            UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = \(bind: now), lease_owner = NULL, lease_token = NULL,
+                lease_expires_at = NULL WHERE id = \(bind: job.id) AND lease_token = \(bind: job.token) AND status = 'running'
+            """).run()
+    }
+
+    /// Jobs whose lease expired (their worker died): requeued with attempt+1 counted, or failed after the last.
+    /// Returns the jobs given up on, so their owners can be told.
+    func rescueExpired() async throws -> [(id: UUID, kind: String, payload: JSONValue)] {
+        let sql = app.db as! any SQLDatabase
+        let now = self.now
+        try await sql.raw("""
+            UPDATE jobs SET status = 'queued', run_at = \(bind: now), last_error = 'lease expired', updated_at = \(bind: now),
+                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+            WHERE status = 'running' AND lease_expires_at < \(bind: now) AND attempts < max_attempts
+            """).run()
+        let failed = try await sql.raw("""
+            UPDATE jobs SET status = 'failed', last_error = 'lease expired after the last attempt', finished_at = \(bind: now),
+                updated_at = \(bind: now), lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+            WHERE status = 'running' AND lease_expires_at < \(bind: now) AND attempts >= max_attempts
+            RETURNING id, kind, payload
+            """).all()
+        return try failed.map {
+            (try $0.decode(column: "id", as: UUID.self), try $0.decode(column: "kind", as: String.self),
+             JSONValue.parse(try $0.decode(column: "payload", as: String.self)))
+        }
+    }
+
+    /// 1 s, 2 s, 4 s … capped at 5 minutes, ±20% jitter.
+    static func backoff(attempt: Int) -> TimeInterval {
+        let base = min(300, pow(2, Double(max(0, attempt - 1))))
+        return base * Double.random(in: 0.8...1.2)
+    }
+}
+
+/// Wakes idle workers in this process when a job is enqueued (other instances find work by polling, or by
+/// LISTEN/NOTIFY once that lands).
+final class JobSignal: @unchecked Sendable {
+    private let lock = NSLock()
+    private var generation = 0
+    private var waiters: [UUID: CheckedContinuation<Void, Never>] = [:]
+    /// Waits whose timeout fired before they registered: they must not block.
+    private var expired: Set<UUID> = []
+
+    var current: Int { lock.withLock { generation } }
+
+    func notify() {
+        let woken = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+            generation &+= 1
+            defer { waiters.removeAll() }
+            return Array(waiters.values)
+        }
+        for waiter in woken { waiter.resume() }
+    }
+
+    /// Returns at the first notification after `seen`, or after `timeout`.
+    func wait(after seen: Int, timeout: Duration) async {
+        let id = UUID()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let resumeNow = self.lock.withLock { () -> Bool in
+                        if self.generation != seen || self.expired.remove(id) != nil { return true }
+                        self.waiters[id] = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                self.expire(id)
+            }
+            await group.next()
+            group.cancelAll()
+            await group.waitForAll()
+        }
+        lock.withLock { _ = expired.remove(id) }
+    }
+
+    private func expire(_ id: UUID) {
+        let waiter = lock.withLock { () -> CheckedContinuation<Void, Never>? in
+            if let waiter = waiters.removeValue(forKey: id) { return waiter }
+            expired.insert(id)
+            return nil
+        }
+        waiter?.resume()
+    }
+}

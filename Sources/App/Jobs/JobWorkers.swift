@@ -1,0 +1,186 @@
+import Fluent
+import Foundation
+import SQLKit
+import Vapor
+
+/// Thrown by a handler whose lease was lost: it must write nothing more.
+struct LeaseLost: Error {}
+
+/// Runs jobs: `STEWARD_WORKERS` loops claim jobs, run their handler under a heartbeating lease, and stop cleanly on
+/// shutdown (stop claiming, let running jobs finish within the grace period, hand back the rest).
+final class JobWorkers: LifecycleHandler, @unchecked Sendable {
+    private let lock = NSLock()
+    private var loops: [Task<Void, Never>] = []
+    private var stopping = false
+    private var inFlight: [UUID: ClaimedJob] = [:]
+    private let identity = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(6))"
+
+    func start(_ app: Application, count: Int? = nil) {
+        lock.withLock {
+            guard loops.isEmpty else { return }
+            stopping = false
+            let workers = count ?? app.appConfig.workers
+            loops = (0..<workers).map { index in
+                Task { await self.loop(app, name: "\(self.identity)-w\(index)") }
+            }
+            loops.append(Task { await self.rescueLoop(app) })
+        }
+    }
+
+    private var isStopping: Bool { lock.withLock { stopping } }
+
+    private func loop(_ app: Application, name: String) async {
+        var idle: Duration = .milliseconds(50)
+        while !isStopping {
+            let seen = app.jobSignal.current
+            do {
+                if let job = try await JobQueue(app: app).claim(worker: name) {
+                    idle = .milliseconds(50)
+                    lock.withLock { inFlight[job.id] = job }
+                    await JobRunner(app: app).run(job)
+                    lock.withLock { _ = inFlight.removeValue(forKey: job.id) }
+                    continue
+                }
+            } catch {
+                app.logger.warning("Job claim failed: \(String(describing: error))")
+            }
+            // Nothing due: wait for an enqueue in this process, or poll with back-off (other instances' jobs, retries).
+            await app.jobSignal.wait(after: seen, timeout: idle)
+            idle = min(idle * 2, .seconds(1))
+        }
+    }
+
+    private func rescueLoop(_ app: Application) async {
+        while !isStopping {
+            let seen = app.jobSignal.current
+            do {
+                for given in try await JobQueue(app: app).rescueExpired() {
+                    await JobRunner(app: app).gaveUp(kind: given.kind, payload: given.payload, reason: "its worker stopped answering (lease expired) on the last attempt")
+                }
+            } catch {
+                app.logger.warning("Lease rescue failed: \(String(describing: error))")
+            }
+            // Woken early by shutdown (and by enqueues, which makes rescue a little eager, never late).
+            await app.jobSignal.wait(after: seen, timeout: .seconds(max(1, app.appConfig.jobHeartbeatSeconds)))
+        }
+    }
+
+    func shutdownAsync(_ application: Application) async {
+        let running = lock.withLock { () -> [Task<Void, Never>] in
+            stopping = true
+            return loops
+        }
+        application.jobSignal.notify()
+        let grace = Duration.seconds(application.appConfig.shutdownGraceSeconds)
+        let finished = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { for task in running { await task.value }; return true }
+            group.addTask { try? await Task.sleep(for: grace); return false }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        if !finished {
+            // Hand back what is still running, so the next start picks it up at once.
+            let left = lock.withLock { Array(inFlight.values) }
+            for job in left { try? await JobQueue(app: application).release(job) }
+            for task in running { task.cancel() }
+        }
+        lock.withLock { loops = [] }
+    }
+}
+
+/// Runs one claimed job with its heartbeat, and settles it: done, retried with back-off, or failed.
+struct JobRunner: Sendable {
+    let app: Application
+
+    func run(_ job: ClaimedJob) async {
+        let queue = JobQueue(app: app)
+        let work = Task { try await handle(job) }
+        let heartbeat = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(max(1, app.appConfig.jobHeartbeatSeconds)))
+                if Task.isCancelled { return }
+                if (try? await queue.heartbeat(job)) == false {
+                    work.cancel()
+                    return
+                }
+            }
+        }
+        defer { heartbeat.cancel() }
+        do {
+            try await work.value
+        } catch is LeaseLost {
+            app.logger.warning("Job \(job.id) lost its lease; its result was not written")
+        } catch {
+            let reason = String(describing: error).prefix(500).description
+            do {
+                let outcome = try await app.db.writeTransaction { db in try await queue.retryOrFail(job, error: reason, on: db) }
+                switch outcome {
+                case true?: try await retried(job, reason: reason)
+                case false?: await gaveUp(kind: job.kind, payload: job.payload, reason: reason)
+                case nil: break
+                }
+            } catch {
+                app.logger.error("Could not settle job \(job.id): \(String(describing: error))")
+            }
+        }
+    }
+
+    private func handle(_ job: ClaimedJob) async throws {
+        switch job.kind {
+        case ExecutionService.runKind: try await ExecutionJobs(app: app).run(job)
+        case ExecutionService.rollbackKind: try await ExecutionJobs(app: app).rollback(job)
+        default:
+            _ = try await app.db.writeTransaction { db in try await JobQueue(app: app).finish(job, status: .failed, error: "unknown job kind", on: db) }
+        }
+    }
+
+    private func retried(_ job: ClaimedJob, reason: String) async throws {
+        guard job.kind == ExecutionService.runKind, let execution = try await ExecutionJobs(app: app).execution(for: job.payload) else { return }
+        try await app.db.writeTransaction { db in
+            execution.status = .queued
+            try await execution.save(on: db)
+            try await ExecutionService(app: app).record(execution, level: "warning", message: "attempt \(job.attempts) failed: \(reason); retrying", on: db)
+        }
+    }
+
+    /// A job failed for good: the execution it served ends `failed`.
+    func gaveUp(kind: String, payload: JSONValue, reason: String) async {
+        guard kind == ExecutionService.runKind || kind == ExecutionService.rollbackKind else { return }
+        do {
+            guard let execution = try await ExecutionJobs(app: app).execution(for: payload), !execution.status.isFinished || kind == ExecutionService.rollbackKind else { return }
+            try await app.db.writeTransaction { db in
+                if kind == ExecutionService.rollbackKind {
+                    try await ExecutionService(app: app).record(execution, level: "error", message: "rollback failed: \(reason)", on: db)
+                } else {
+                    execution.error = reason
+                    try await ExecutionService(app: app).transition(execution, to: .failed, message: "failed: \(reason)", level: "error", on: db)
+                }
+            }
+        } catch {
+            app.logger.error("Could not record a failed job: \(String(describing: error))")
+        }
+    }
+}
+
+extension Application {
+    private struct WorkersKey: StorageKey { typealias Value = JobWorkers }
+    private struct SignalKey: StorageKey { typealias Value = JobSignal }
+    private struct RunningKey: StorageKey { typealias Value = RunningExecutions }
+
+    /// Set once in `configure`; started by `serve`.
+    var jobWorkers: JobWorkers {
+        get { storage[WorkersKey.self]! }
+        set { storage[WorkersKey.self] = newValue }
+    }
+
+    var jobSignal: JobSignal {
+        get { storage[SignalKey.self]! }
+        set { storage[SignalKey.self] = newValue }
+    }
+
+    var runningExecutions: RunningExecutions {
+        get { storage[RunningKey.self]! }
+        set { storage[RunningKey.self] = newValue }
+    }
+}

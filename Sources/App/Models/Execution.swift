@@ -1,0 +1,61 @@
+import Fluent
+import Foundation
+
+/// One run of a skill with some input.
+public final class Execution: Model, @unchecked Sendable {
+    public static let schema = "executions"
+
+    /// The lifecycle: queued → running → succeeded | failed | cancelled, then rolled_back after a rollback.
+    public enum Status: String, Codable, Sendable, CaseIterable {
+        case queued, running, succeeded, failed, cancelled
+        case rolledBack = "rolled_back"
+
+        var isFinished: Bool { [.succeeded, .failed, .cancelled, .rolledBack].contains(self) }
+    }
+
+    // managed
+    @ID(key: .id) public var id: UUID?
+    @Field(key: "queued_at") public var queuedAt: Date
+    @OptionalField(key: "started_at") public var startedAt: Date?
+    @OptionalField(key: "finished_at") public var finishedAt: Date?
+
+    // references
+    @Field(key: "skill_id") public var skillID: UUID
+    @Parent(key: "user_id") public var user: User
+
+    // data
+    @Enum(key: "status") public var status: Status
+    @Field(key: "progress") public var progress: Int
+    @Field(key: "input") public var input: String
+    @OptionalField(key: "output") public var output: String?
+    @OptionalField(key: "error") public var error: String?
+    @Field(key: "attempt") public var attempt: Int
+    @Field(key: "cancel_requested") public var cancelRequested: Bool
+    @OptionalField(key: "duration_ms") public var durationMs: Int64?
+    /// The job currently driving this execution (run or rollback).
+    @OptionalField(key: "job_id") public var jobID: UUID?
+
+    public init() {}
+}
+
+/// One line of an execution's history: a transition or a progress message.
+public final class ExecutionHistoryEntry: Model, @unchecked Sendable {
+    public static let schema = "execution_history"
+
+    // managed
+    @ID(key: .id) public var id: UUID?
+    @Field(key: "at") public var at: Date
+
+    // references
+    @Parent(key: "execution_id") public var execution: Execution
+
+    /// Position in the execution's history (timestamps can tie).
+    @Field(key: "ordinal") public var ordinal: Int
+
+    // data
+    @Field(key: "level") public var level: String
+    @Field(key: "message") public var message: String
+    @OptionalField(key: "progress") public var progress: Int?
+
+    public init() {}
+}

@@ -1,0 +1,283 @@
+import Fluent
+import Foundation
+import SQLKit
+import Vapor
+
+/// An execution as the API shows it.
+struct ExecutionResponse: Content, Equatable {
+    var id: UUID
+    var skillId: UUID
+    var userId: UUID
+    var status: String
+    var progress: Int
+    var input: JSONValue
+    var output: JSONValue?
+    var error: String?
+    var attempt: Int
+    var queuedAt: Date
+    var startedAt: Date?
+    var finishedAt: Date?
+    var durationMs: Int64?
+
+    init(_ execution: Execution) {
+        id = execution.id!
+        skillId = execution.skillID
+        userId = execution.$user.id
+        status = execution.status.rawValue
+        progress = execution.progress
+        input = JSONValue.parse(execution.input)
+        output = execution.output.map(JSONValue.parse)
+        error = execution.error
+        attempt = execution.attempt
+        queuedAt = execution.queuedAt
+        startedAt = execution.startedAt
+        finishedAt = execution.finishedAt
+        durationMs = execution.durationMs
+    }
+
+    /// The object as event data.
+    var json: JSONValue {
+        (try? JSONDecoder.api.decode(JSONValue.self, from: JSONEncoder.api.encode(self))) ?? .null
+    }
+}
+
+/// Executions: create (validated against the skill's schema), read, cancel, rollback, history and stats.
+/// Every transition writes its history line, `execution.*` event and audit entry in one transaction.
+struct ExecutionService: Sendable {
+    static let runKind = "execution.run"
+    static let rollbackKind = "execution.rollback"
+
+    let app: Application
+
+    private var db: any Database { app.db }
+    private var now: Date { app.wallClock.now() }
+
+    // MARK: - Create
+
+    func create(skillReference: String, input: JSONValue, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Execution {
+        let skill = try await SkillService(app: app).find(skillReference)
+        guard skill.enabled else { throw HTTPProblem.conflict("The skill '\(skill.slug)' is disabled.") }
+        let problems = JSONSchemaSubset.validate(input, against: skill.inputSchema)
+        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
+        let userID = try caller.user.requireID()
+        let cap = app.appConfig.maxConcurrentExecutionsPerUser
+        let active = try await Execution.query(on: db).filter(\.$user.$id == userID).filter(\.$status ~~ [.queued, .running]).count()
+        guard active < cap else { throw ExecutionError.tooManyActive(cap) }
+
+        let execution = Execution()
+        execution.id = UUID()
+        execution.skillID = try skill.requireID()
+        execution.$user.id = userID
+        execution.status = .queued
+        execution.progress = 0
+        execution.input = input.canonicalString()
+        execution.attempt = 0
+        execution.cancelRequested = false
+        execution.queuedAt = now
+        let skillID = execution.skillID
+        try await db.writeTransaction { db in
+            execution.jobID = try await JobQueue(app: app).enqueue(kind: Self.runKind, payload: ["executionId": .string(execution.id!.uuidString)], on: db)
+            try await execution.create(on: db)
+            let sql = db as! any SQLDatabase
+            try await sql.raw("UPDATE skills SET execution_count = execution_count + 1 WHERE id = \(bind: skillID)").run()
+            try await transition(execution, to: .queued, message: "queued", actor: caller.user.id, actorType: caller.actorType, origin: origin, on: db)
+        }
+        return execution
+    }
+
+    // MARK: - Read
+
+    func find(_ id: UUID, caller: AuthenticatedCaller) async throws -> Execution {
+        guard let execution = try await Execution.query(on: db).visible(to: caller, ownedThrough: \.$user).filter(\.$id == id).first() else {
+            throw HTTPProblem.notFound("No such execution.")
+        }
+        return execution
+    }
+
+    struct Filter: Sendable {
+        var status: Execution.Status?
+        var skillID: UUID?
+    }
+
+    func list(filter: Filter, page: PageRequest, caller: AuthenticatedCaller) async throws -> ([Execution], String?) {
+        var query = Execution.query(on: db)
+        if !caller.can(.executionsReadAll) { query = try query.visible(to: caller, ownedThrough: \.$user) }
+        if let status = filter.status { query = query.filter(\.$status == status) }
+        if let skillID = filter.skillID { query = query.filter(\.$skillID == skillID) }
+        if let cursor = page.cursor, let t = cursor.t, let id = cursor.id {
+            let at = Date(timeIntervalSince1970: TimeInterval(t) / 1000)
+            query = query.group(.or) { group in
+                group.filter(\.$queuedAt < at).group(.and) { $0.filter(\.$queuedAt == at).filter(\.$id < id) }
+            }
+        }
+        let executions = try await query.sort(\.$queuedAt, .descending).sort(\.$id, .descending).limit(page.limit + 1).all()
+        let items = Array(executions.prefix(page.limit))
+        let next = executions.count > page.limit ? items.last.map { PageRequest.encode(.init(t: $0.queuedAt.milliseconds, id: $0.id)) } : nil
+        return (items, next)
+    }
+
+    func history(_ id: UUID, caller: AuthenticatedCaller) async throws -> [ExecutionHistoryEntry] {
+        let execution = try await find(id, caller: caller)
+        return try await ExecutionHistoryEntry.query(on: db).filter(\.$execution.$id == execution.requireID())
+            .sort(\.$ordinal).all()
+    }
+
+    // MARK: - Cancel and rollback
+
+    /// Cancels a queued execution at once; asks a running one to stop (its runner is interrupted).
+    func cancel(_ id: UUID, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Execution {
+        let execution = try await find(id, caller: caller)
+        guard !execution.status.isFinished else { throw HTTPProblem.conflict("The execution has already finished (\(execution.status.rawValue)).") }
+        let executionID = try execution.requireID()
+        try await db.writeTransaction { db in
+            let sql = db as! any SQLDatabase
+            // Only a queued job can be withdrawn here; a running one is stopped by its worker.
+            var withdrawn = false
+            if let jobID = execution.jobID {
+                withdrawn = try await sql.raw("""
+                    UPDATE jobs SET status = 'cancelled', finished_at = \(bind: now), updated_at = \(bind: now) WHERE id = \(bind: jobID) AND status = 'queued' RETURNING id
+                    """).first() != nil
+            }
+            try await sql.raw("UPDATE executions SET cancel_requested = \(bind: true) WHERE id = \(bind: executionID)").run()
+            execution.cancelRequested = true
+            if withdrawn {
+                execution.finishedAt = now
+                try await transition(execution, to: .cancelled, message: "cancelled before it started", actor: caller.user.id,
+                                     actorType: caller.actorType, origin: origin, on: db)
+            } else {
+                try await record(execution, level: "info", message: "cancellation requested", on: db)
+            }
+        }
+        app.runningExecutions.cancel(executionID)
+        return try await find(id, caller: caller)
+    }
+
+    /// Runs the skill's undo for a finished execution; the execution ends `rolled_back`.
+    func rollback(_ id: UUID, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Execution {
+        let execution = try await find(id, caller: caller)
+        guard [.succeeded, .failed, .cancelled].contains(execution.status) else {
+            throw HTTPProblem.conflict(execution.status == .rolledBack ? "The execution was already rolled back."
+                                       : "Only a finished execution can be rolled back; this one is \(execution.status.rawValue).")
+        }
+        let executionID = try execution.requireID()
+        try await db.writeTransaction { db in
+            let sql = db as! any SQLDatabase
+            let jobID = try await JobQueue(app: app).enqueue(kind: Self.rollbackKind, payload: ["executionId": .string(executionID.uuidString)], on: db)
+            // Point the execution at its rollback job, unless a live job already drives it: a concurrent second
+            // request finds the pointer and gets 409, and its transaction (and job) roll back.
+            let claimed = try await sql.raw("""
+                UPDATE executions SET job_id = \(bind: jobID) WHERE id = \(bind: executionID)
+                AND status IN ('succeeded', 'failed', 'cancelled')
+                AND (job_id IS NULL OR NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = executions.job_id AND jobs.status IN ('queued', 'running')))
+                RETURNING id
+                """).first()
+            guard claimed != nil else { throw HTTPProblem.conflict("A rollback of this execution is already in progress.") }
+            execution.jobID = jobID
+            try await record(execution, level: "info", message: "rollback requested", on: db)
+            try await app.activityRecorder.record(audit: AuditRecord(
+                action: "execution.rollback_requested", actorID: caller.user.id, actorType: caller.actorType, resourceType: "execution",
+                resourceID: executionID.uuidString.lowercased(), origin: origin), on: db)
+        }
+        return execution
+    }
+
+    // MARK: - Transitions (used by the workers too)
+
+    /// Sets the status and writes the history line, the `execution.<status>` event and the audit entry.
+    func transition(_ execution: Execution, to status: Execution.Status, message: String, level: String = "info",
+                    actor: UUID? = nil, actorType: ActorType = .system, origin: RequestOrigin = .system, on db: any Database) async throws {
+        execution.status = status
+        if status.isFinished, let started = execution.startedAt ?? Optional(execution.queuedAt) {
+            execution.finishedAt = execution.finishedAt ?? now
+            execution.durationMs = Int64(((execution.finishedAt ?? now).timeIntervalSince(started) * 1000).rounded())
+        }
+        if execution.$id.exists { try await execution.save(on: db) }
+        try await record(execution, level: level, message: message, on: db)
+        let id = try execution.requireID().uuidString.lowercased()
+        try await app.activityRecorder.record(
+            audit: AuditRecord(action: "execution.\(status.rawValue)", actorID: actor ?? execution.$user.id,
+                               actorType: actor == nil ? .system : actorType, resourceType: "execution", resourceID: id,
+                               outcome: status == .failed ? .failure : .success, origin: origin,
+                               details: ["skillId": .string(execution.skillID.uuidString.lowercased())]),
+            event: EventRecord(type: "execution.\(status.rawValue)", actorID: actor ?? execution.$user.id, resourceType: "execution",
+                               resourceID: id, data: ExecutionResponse(execution).json),
+            on: db)
+    }
+
+    func record(_ execution: Execution, level: String, message: String, progress: Int? = nil, on db: any Database) async throws {
+        let executionID = try execution.requireID()
+        let sql = db as! any SQLDatabase
+        let last = try await sql.raw("SELECT coalesce(max(ordinal), 0) AS last FROM execution_history WHERE execution_id = \(bind: executionID)")
+            .first()?.decode(column: "last", as: Int.self) ?? 0
+        let entry = ExecutionHistoryEntry()
+        entry.id = UUID()
+        entry.ordinal = last + 1
+        entry.$execution.id = executionID
+        entry.at = now
+        entry.level = level
+        entry.message = String(message.prefix(2000))
+        entry.progress = progress
+        try await entry.create(on: db)
+    }
+
+    // MARK: - Stats
+
+    struct Stats: Content {
+        var byStatus: [String: Int]
+        var durations: [SkillDurations]
+
+        struct SkillDurations: Content {
+            var skillId: UUID
+            var count: Int
+            var p50Ms: Int64
+            var p95Ms: Int64
+            var p99Ms: Int64
+        }
+    }
+
+    func stats(caller: AuthenticatedCaller) async throws -> Stats {
+        let sql = db as! any SQLDatabase
+        let ownerFilter: SQLQueryString = caller.can(.executionsReadAll) ? "" : " WHERE user_id = \(bind: try caller.user.requireID())"
+        var byStatus: [String: Int] = Dictionary(uniqueKeysWithValues: Execution.Status.allCases.map { ($0.rawValue, 0) })
+        for row in try await sql.raw("SELECT status, count(*) AS n FROM executions" + ownerFilter + " GROUP BY status").all() {
+            byStatus[try row.decode(column: "status", as: String.self)] = try row.decode(column: "n", as: Int.self)
+        }
+        let durationFilter: SQLQueryString = caller.can(.executionsReadAll)
+            ? " WHERE duration_ms IS NOT NULL AND status = 'succeeded'"
+            : " WHERE duration_ms IS NOT NULL AND status = 'succeeded' AND user_id = \(bind: try caller.user.requireID())"
+        var bySkill: [UUID: [Int64]] = [:]
+        for row in try await sql.raw("SELECT skill_id, duration_ms FROM executions" + durationFilter + " ORDER BY queued_at DESC LIMIT 50000").all() {
+            bySkill[try row.decode(column: "skill_id", as: UUID.self), default: []].append(try row.decode(column: "duration_ms", as: Int64.self))
+        }
+        let durations = bySkill.map { skillID, values -> Stats.SkillDurations in
+            let sorted = values.sorted()
+            func percentile(_ p: Double) -> Int64 { sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)] }
+            return Stats.SkillDurations(skillId: skillID, count: sorted.count, p50Ms: percentile(0.5), p95Ms: percentile(0.95), p99Ms: percentile(0.99))
+        }.sorted { $0.skillId.uuidString < $1.skillId.uuidString }
+        return Stats(byStatus: byStatus, durations: durations)
+    }
+}
+
+/// Refusals specific to executions.
+enum ExecutionError: ProblemError {
+    case tooManyActive(Int)
+
+    var status: HTTPResponseStatus { .tooManyRequests }
+    var code: String { "rate_limited" }
+    var reason: String {
+        switch self {
+        case .tooManyActive(let cap): "You already have \(cap) executions queued or running; wait for one to finish."
+        }
+    }
+    var headers: HTTPHeaders { ["Retry-After": "1"] }
+}
+
+/// Running executions in this process, so a cancel request interrupts the runner at once.
+final class RunningExecutions: @unchecked Sendable {
+    private let lock = NSLock()
+    private var tasks: [UUID: Task<RunOutcome, any Error>] = [:]
+
+    func register(_ id: UUID, _ task: Task<RunOutcome, any Error>) { lock.withLock { tasks[id] = task } }
+    func remove(_ id: UUID) { lock.withLock { _ = tasks.removeValue(forKey: id) } }
+    func cancel(_ id: UUID) { lock.withLock { tasks[id] }?.cancel() }
+}

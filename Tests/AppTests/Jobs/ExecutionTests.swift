@@ -1,0 +1,366 @@
+import Fluent
+import Foundation
+import SQLKit
+import Testing
+import Vapor
+import VaporTesting
+@testable import App
+
+/// Runs due jobs one by one in the test's task until none is left.
+func drainJobs(_ app: Application, limit: Int = 200) async throws {
+    for _ in 0..<limit {
+        guard let job = try await JobQueue(app: app).claim(worker: "test") else { return }
+        await JobRunner(app: app).run(job)
+    }
+}
+
+private func send(_ app: Application, _ method: HTTPMethod, _ path: String, token: String, json: String? = nil) async throws -> TestingHTTPResponse {
+    var headers: HTTPHeaders = ["Authorization": "Bearer \(token)"]
+    if json != nil { headers.add(name: .contentType, value: "application/json") }
+    return try await app.testing().sendRequest(method, path, headers: headers, body: json.map { .init(string: $0) })
+}
+
+/// An executor with the sample skills seeded.
+private func executor(_ app: Application, email: String = "runner@example.com") async throws -> String {
+    _ = try await SkillService(app: app).seedSamples()
+    try await makeUser(app, email: email)
+    _ = try await UserAdminService(app: app).setRoles(try await UserAdminService(app: app).find(email: email).requireID(), roles: ["executor"], actor: .cli)
+    return try await login(app, email: email).accessToken
+}
+
+private func start(_ app: Application, _ token: String, skill: String, input: String = "{}") async throws -> ExecutionResponse {
+    let res = try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "\#(skill)", "input": \#(input)}"#)
+    #expect(res.status == .accepted, "\(res.body.string)")
+    return try res.content.decode(ExecutionResponse.self)
+}
+
+private func fetch(_ app: Application, _ token: String, _ id: UUID) async throws -> ExecutionResponse {
+    try (try await send(app, .GET, "/api/v1/executions/\(id)", token: token)).content.decode(ExecutionResponse.self)
+}
+
+/// A runner that fails with an infrastructure error a set number of times, then succeeds.
+private final class FlakyRunner: SkillRunner, @unchecked Sendable {
+    let lock = NSLock()
+    var failuresLeft: Int
+    init(failures: Int) { failuresLeft = failures }
+    func run(_ context: RunContext) async throws -> RunOutcome {
+        let fail = lock.withLock { () -> Bool in defer { failuresLeft -= 1 }; return failuresLeft > 0 }
+        if fail { throw URLError(.timedOut) }
+        return .succeeded(["ok": true])
+    }
+    func undo(_ context: RunContext, output: JSONValue?) async throws -> String { "none" }
+}
+
+@Suite("Executions")
+struct ExecutionTests {
+    @Test("Echo: 202 queued, then running, then succeeded with its output, history and events in order")
+    func echo() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            let created = try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {"hello": "world"}}"#)
+            #expect(created.status == .accepted)
+            let execution = try created.content.decode(ExecutionResponse.self)
+            #expect(execution.status == "queued")
+            #expect(created.headers.first(name: .location) == "/api/v1/executions/\(execution.id.uuidString.lowercased())")
+
+            try await drainJobs(app)
+            let done = try await fetch(app, token, execution.id)
+            #expect(done.status == "succeeded")
+            #expect(done.output == ["hello": "world"])
+            #expect(done.progress == 100)
+            #expect(done.attempt == 1)
+            #expect(done.durationMs != nil)
+
+            let history = try (try await send(app, .GET, "/api/v1/executions/\(execution.id)/history", token: token)).content.decode(ListResponse<ExecutionController.HistoryEntry>.self)
+            #expect(history.items.map(\.message) == ["queued", "started (attempt 1 of 3)", "echoed", "succeeded"])
+            let events = try await Event.query(on: app.db).filter(\.$resourceID == execution.id.uuidString.lowercased()).sort(\.$seq).all().map(\.type)
+            #expect(events == ["execution.queued", "execution.running", "execution.progress", "execution.succeeded"])
+            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "execution.succeeded").count() == 1)
+            #expect(try await SkillService(app: app).find("echo").executionCount == 1)
+        }
+    }
+
+    @Test("Input is validated against the skill's schema; unknown, disabled and unpermitted runs are refused")
+    func refusals() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            let bad = try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "wait", "input": {"seconds": "ten"}}"#)
+            #expect(bad.status == .unprocessableEntity)
+            #expect(try bad.problem().errors?.first?.field == "input.seconds")
+            let missing = try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "wait", "input": {}}"#)
+            #expect(try missing.problem().errors?.first?.field == "input.seconds")
+            #expect(try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "nope", "input": {}}"#).status == .notFound)
+            #expect(try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"input": {}}"#).status == .unprocessableEntity)
+
+            let skill = try await SkillService(app: app).find("echo")
+            skill.enabled = false
+            try await skill.save(on: app.db)
+            #expect(try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {}}"#).status == .conflict)
+
+            try await makeUser(app, email: "looker@example.com")
+            let viewer = try await login(app, email: "looker@example.com").accessToken
+            #expect(try await send(app, .POST, "/api/v1/executions", token: viewer, json: #"{"skillId": "uppercase", "input": {"text": "x"}}"#).status == .forbidden)
+            #expect(try await Execution.query(on: app.db).count() == 0)
+        }
+    }
+
+    @Test("A skill that reports failure ends failed at once, without retries")
+    func skillFailure() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            let execution = try await start(app, token, skill: "always-fails", input: #"{"message": "boom"}"#)
+            try await drainJobs(app)
+            let done = try await fetch(app, token, execution.id)
+            #expect(done.status == "failed")
+            #expect(done.error == "boom")
+            #expect(done.attempt == 1)
+        }
+    }
+
+    @Test("Transform runs its operation")
+    func transform() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            let upper = try await start(app, token, skill: "uppercase", input: #"{"text": "steward"}"#)
+            let sum = try await start(app, token, skill: "add-numbers", input: #"{"numbers": [1, 2, 3.5]}"#)
+            try await drainJobs(app)
+            #expect(try await fetch(app, token, upper.id).output == ["operation": "uppercase", "result": "STEWARD"])
+            #expect(try await fetch(app, token, sum.id).output == ["operation": "sum", "result": .number(6.5)])
+        }
+    }
+
+    @Test("Infrastructure failures are retried with back-off, then fail after the last attempt")
+    func retries() async throws {
+        try await withTestApp { app in
+            let (_, clock) = app.useTestDoubles()
+            let token = try await executor(app)
+            var registry = RunnerRegistry.standard
+            registry.builtins["echo"] = FlakyRunner(failures: 2)
+            app.runnerRegistry = registry
+            let recovering = try await start(app, token, skill: "echo")
+            for _ in 0..<3 {
+                try await drainJobs(app)
+                clock.advance(by: 10)
+            }
+            let done = try await fetch(app, token, recovering.id)
+            #expect(done.status == "succeeded")
+            #expect(done.attempt == 3)
+
+            registry.builtins["echo"] = FlakyRunner(failures: 10)
+            app.runnerRegistry = registry
+            let doomed = try await start(app, token, skill: "echo")
+            for _ in 0..<4 {
+                try await drainJobs(app)
+                clock.advance(by: 10)
+            }
+            let failed = try await fetch(app, token, doomed.id)
+            #expect(failed.status == "failed")
+            #expect(failed.error?.contains("timed out") == true || failed.error?.contains("URLError") == true, "\(failed.error ?? "")")
+            let history = try (try await send(app, .GET, "/api/v1/executions/\(doomed.id)/history", token: token)).content.decode(ListResponse<ExecutionController.HistoryEntry>.self)
+            #expect(history.items.filter { $0.message.contains("retrying") }.count == 2)
+        }
+    }
+
+    @Test("Cancel: a queued execution is cancelled at once; a finished one is 409")
+    func cancelQueued() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            let execution = try await start(app, token, skill: "echo")
+            let cancelled = try await send(app, .POST, "/api/v1/executions/\(execution.id)/cancel", token: token)
+            #expect(cancelled.status == .ok)
+            #expect(try cancelled.content.decode(ExecutionResponse.self).status == "cancelled")
+            try await drainJobs(app)
+            #expect(try await fetch(app, token, execution.id).status == "cancelled")
+            #expect(try await send(app, .POST, "/api/v1/executions/\(execution.id)/cancel", token: token).status == .conflict)
+        }
+    }
+
+    @Test("Cancel interrupts a running execution within a second")
+    func cancelRunning() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            app.jobWorkers.start(app, count: 2)
+            let execution = try await start(app, token, skill: "wait", input: #"{"seconds": 30}"#)
+            for _ in 0..<100 where try await fetch(app, token, execution.id).status != "running" {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(try await fetch(app, token, execution.id).status == "running")
+            let asked = ContinuousClock.now
+            #expect(try await send(app, .POST, "/api/v1/executions/\(execution.id)/cancel", token: token).status == .ok)
+            for _ in 0..<40 where try await fetch(app, token, execution.id).status == "running" {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(try await fetch(app, token, execution.id).status == "cancelled")
+            #expect(ContinuousClock.now - asked < .seconds(2))
+        }
+    }
+
+    @Test("Rollback runs the undo of a finished execution once; unfinished or repeated rollbacks are 409")
+    func rollback() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            let execution = try await start(app, token, skill: "echo")
+            #expect(try await send(app, .POST, "/api/v1/executions/\(execution.id)/rollback", token: token).status == .conflict)
+            try await drainJobs(app)
+            #expect(try await send(app, .POST, "/api/v1/executions/\(execution.id)/rollback", token: token).status == .accepted)
+            #expect(try await send(app, .POST, "/api/v1/executions/\(execution.id)/rollback", token: token).status == .conflict)
+            try await drainJobs(app)
+            #expect(try await fetch(app, token, execution.id).status == "rolled_back")
+            #expect(try await send(app, .POST, "/api/v1/executions/\(execution.id)/rollback", token: token).status == .conflict)
+            let history = try (try await send(app, .GET, "/api/v1/executions/\(execution.id)/history", token: token)).content.decode(ListResponse<ExecutionController.HistoryEntry>.self)
+            #expect(history.items.contains { $0.message.hasPrefix("undo:") })
+            #expect(try await Event.query(on: app.db).filter(\.$type == "execution.rolled_back").count() == 1)
+        }
+    }
+
+    @Test("Another user's execution is 404 to read, cancel or roll back; lists show only one's own")
+    func ownership() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let mine = try await executor(app, email: "me@example.com")
+            let theirs = try await executor(app, email: "them@example.com")
+            let execution = try await start(app, mine, skill: "echo")
+            for (method, path) in [(HTTPMethod.GET, ""), (.GET, "/history"), (.POST, "/cancel"), (.POST, "/rollback")] {
+                #expect(try await send(app, method, "/api/v1/executions/\(execution.id)\(path)", token: theirs).status == .notFound, "\(method) \(path)")
+            }
+            let list = try (try await send(app, .GET, "/api/v1/executions", token: theirs)).content.decode(ListResponse<ExecutionResponse>.self)
+            #expect(list.items.isEmpty)
+            let own = try (try await send(app, .GET, "/api/v1/executions?status=queued", token: mine)).content.decode(ListResponse<ExecutionResponse>.self)
+            #expect(own.items.map(\.id) == [execution.id])
+            let admin = try await adminToken(app)
+            #expect(try await send(app, .GET, "/api/v1/executions/\(execution.id)", token: admin).status == .ok)
+            #expect(try await send(app, .GET, "/api/v1/executions?status=sideways", token: mine).status == .unprocessableEntity)
+        }
+    }
+
+    @Test("The per-user cap on active executions answers 429")
+    func concurrencyCap() async throws {
+        try await withTestApp(environment: ["STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER": "2"]) { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            _ = try await start(app, token, skill: "echo")
+            _ = try await start(app, token, skill: "echo")
+            let third = try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {}}"#)
+            #expect(third.status == .tooManyRequests)
+            #expect(try third.problem().code == "rate_limited")
+            try await drainJobs(app)
+            _ = try await start(app, token, skill: "echo")
+        }
+    }
+
+    @Test("Stats count by status and give duration percentiles per skill")
+    func stats() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            _ = try await start(app, token, skill: "echo")
+            _ = try await start(app, token, skill: "always-fails")
+            try await drainJobs(app)
+            _ = try await start(app, token, skill: "echo")
+            let stats = try (try await send(app, .GET, "/api/v1/executions/stats", token: token)).content.decode(ExecutionService.Stats.self)
+            #expect(stats.byStatus["succeeded"] == 1)
+            #expect(stats.byStatus["failed"] == 1)
+            #expect(stats.byStatus["queued"] == 1)
+            #expect(stats.durations.count == 1)
+            #expect(stats.durations.first?.count == 1)
+        }
+    }
+}
+
+@Suite("Job queue")
+struct JobQueueTests {
+    @Test("4 workers on 2,000 jobs claim each exactly once")
+    func claimsOnce() async throws {
+        try await withTestApp(environment: ["STEWARD_JOB_MAX_ATTEMPTS": "1"]) { app in
+            let sql = app.db as! any SQLDatabase
+            // Enqueue in bulk: one transaction per 500 jobs.
+            for _ in 0..<4 {
+                try await app.db.transaction { db in
+                    for _ in 0..<500 { try await JobQueue(app: app).enqueue(kind: "test.unknown", payload: [:], on: db) }
+                }
+            }
+            app.jobWorkers.start(app, count: 4)
+            for _ in 0..<600 {
+                let open = try await Job.query(on: app.db).filter(\.$status ~~ [.queued, .running]).count()
+                if open == 0 { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let rows = try await sql.raw("SELECT attempts, count(*) AS n FROM jobs GROUP BY attempts").all()
+            let counts = try rows.map { (try $0.decode(column: "attempts", as: Int.self), try $0.decode(column: "n", as: Int.self)) }
+            #expect(counts.count == 1)
+            #expect(counts.first?.0 == 1, "every job claimed exactly once")
+            #expect(counts.first?.1 == 2000)
+            #expect(try await Job.query(on: app.db).filter(\.$lastError == "unknown job kind").count() == 2000)
+        }
+    }
+
+    @Test("An expired lease is rescued, and the old worker's late write is refused")
+    func leaseFencing() async throws {
+        try await withTestApp { app in
+            let (_, clock) = app.useTestDoubles()
+            let token = try await executor(app)
+            let execution = try await start(app, token, skill: "echo")
+            let queue = JobQueue(app: app)
+            let stale = try #require(try await queue.claim(worker: "dead-worker"))
+
+            clock.advance(by: 31)
+            #expect(try await queue.rescueExpired().isEmpty, "requeued, not given up")
+            #expect(try await queue.heartbeat(stale) == false)
+            let lateWrite = try await app.db.writeTransaction { db in try await queue.finish(stale, status: .succeeded, on: db) }
+            #expect(lateWrite == false)
+
+            let fresh = try #require(try await queue.claim(worker: "live-worker"))
+            #expect(fresh.id == stale.id)
+            #expect(fresh.attempts == 2)
+            await JobRunner(app: app).run(fresh)
+            let done = try await fetch(app, token, execution.id)
+            #expect(done.status == "succeeded")
+            #expect(done.attempt == 2)
+        }
+    }
+
+    @Test("A lease expiring on the last attempt fails the execution")
+    func leaseGivesUp() async throws {
+        try await withTestApp(environment: ["STEWARD_JOB_MAX_ATTEMPTS": "1"]) { app in
+            let (_, clock) = app.useTestDoubles()
+            let token = try await executor(app)
+            let execution = try await start(app, token, skill: "echo")
+            _ = try #require(try await JobQueue(app: app).claim(worker: "dead-worker"))
+            clock.advance(by: 31)
+            let given = try await JobQueue(app: app).rescueExpired()
+            #expect(given.count == 1)
+            for job in given { await JobRunner(app: app).gaveUp(kind: job.kind, payload: job.payload, reason: "lease expired") }
+            #expect(try await fetch(app, token, execution.id).status == "failed")
+        }
+    }
+
+    @Test("Queued executions survive a restart and run after it")
+    func survivesRestart() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let first = try await makeTestApp(directory: directory)
+        first.useTestDoubles()
+        let token = try await executor(first)
+        let execution = try await start(first, token, skill: "echo", input: #"{"n": 1}"#)
+        try await first.asyncShutdown()
+
+        let second = try await makeTestApp(directory: directory, freshDatabase: false)
+        do {
+            second.useTestDoubles()
+            try await drainJobs(second)
+            let done = try await Execution.find(execution.id, on: second.db)
+            #expect(done?.status == .succeeded)
+        } catch {
+            try? await second.asyncShutdown()
+            throw error
+        }
+        try await second.asyncShutdown()
+    }
+}
