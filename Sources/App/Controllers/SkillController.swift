@@ -8,6 +8,7 @@ struct SkillController: RouteCollection {
         readers.get(use: index)
         readers.get("favorites", use: favorites)
         readers.get("stats", use: stats)
+        readers.get("popular", use: popular)
         readers.get(":skill", use: show)
         readers.post(":skill", "favorite", use: favorite)
         readers.delete(":skill", "favorite", use: unfavorite)
@@ -66,6 +67,19 @@ struct SkillController: RouteCollection {
     @Sendable
     func favorites(req: Request) async throws -> ListResponse<SkillResponse> {
         ListResponse(items: try await SkillService(app: req.application).favorites(of: try req.caller).map(SkillResponse.init), nextCursor: nil)
+    }
+
+    /// A skill with its executions in the last 30 days.
+    struct PopularSkill: Content {
+        var skill: SkillResponse
+        var executionsLast30Days: Int
+    }
+
+    @Sendable
+    func popular(req: Request) async throws -> ListResponse<PopularSkill> {
+        let page = try PageRequest(from: req)
+        let popular = try await SkillService(app: req.application).popular(limit: page.limit)
+        return ListResponse(items: popular.map { PopularSkill(skill: SkillResponse($0.0), executionsLast30Days: $0.1) }, nextCursor: nil)
     }
 
     @Sendable

@@ -859,6 +859,36 @@ paths:
                         count: {type: integer}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+  /api/v1/skills/popular:
+    get:
+      operationId: popularSkills
+      x-required-permission: skills:read
+      summary: Skills by executions in the last 30 days, most first.
+      tags: [skills]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {$ref: "#/components/parameters/Limit"}
+      responses:
+        "200":
+          description: Skills with their recent execution counts.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items:
+                    type: array
+                    items:
+                      type: object
+                      required: [skill, executionsLast30Days]
+                      properties:
+                        skill: {$ref: "#/components/schemas/Skill"}
+                        executionsLast30Days: {type: integer}
+                  nextCursor: {type: "null"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
   /api/v1/skills/{skill}:
     get:
       operationId: getSkill

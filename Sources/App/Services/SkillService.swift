@@ -339,6 +339,21 @@ struct SkillService: Sendable {
         return "%" + UserAdminService.escapeLike(Substring(encoded)) + "%"
     }
 
+    /// Skills by executions in the last 30 days, most first (ties: most executions ever).
+    func popular(limit: Int) async throws -> [(Skill, Int)] {
+        let sql = db as! any SQLDatabase
+        let since = now.addingTimeInterval(-30 * 86_400)
+        let rows = try await sql.raw("""
+            SELECT skill_id, count(*) AS n FROM executions WHERE queued_at >= \(bind: since)
+            GROUP BY skill_id ORDER BY n DESC LIMIT \(bind: limit)
+            """).all()
+        let counts = try rows.map { (try $0.decode(column: "skill_id", as: UUID.self), try $0.decode(column: "n", as: Int.self)) }
+        let skills = try await Skill.query(on: db).filter(\.$id ~~ counts.map(\.0)).all()
+        let byID = Dictionary(uniqueKeysWithValues: skills.compactMap { skill in skill.id.map { ($0, skill) } })
+        return counts.compactMap { id, count in byID[id].map { ($0, count) } }
+            .sorted { $0.1 == $1.1 ? $0.0.executionCount > $1.0.executionCount : $0.1 > $1.1 }
+    }
+
     // MARK: - Favourites and stats
 
     func setFavorite(_ reference: String, caller: AuthenticatedCaller, on favorite: Bool) async throws {

@@ -255,6 +255,23 @@ struct ExecutionTests {
         }
     }
 
+    @Test("Popular ranks skills by executions in the last 30 days")
+    func popular() async throws {
+        try await withTestApp { app in
+            let (_, clock) = app.useTestDoubles()
+            let token = try await executor(app)
+            for _ in 0..<3 { _ = try await start(app, token, skill: "wait", input: #"{"seconds": 0}"#) }
+            try await drainJobs(app)
+            clock.advance(by: 31 * 86_400)
+            let fresh = try await login(app, email: "runner@example.com").accessToken
+            for _ in 0..<2 { _ = try await start(app, fresh, skill: "echo") }
+            _ = try await start(app, fresh, skill: "uppercase", input: #"{"text": "a"}"#)
+            let popular = try (try await send(app, .GET, "/api/v1/skills/popular", token: fresh)).content.decode(ListResponse<SkillController.PopularSkill>.self)
+            #expect(popular.items.map(\.skill.slug) == ["echo", "uppercase"])
+            #expect(popular.items.map(\.executionsLast30Days) == [2, 1])
+        }
+    }
+
     @Test("Stats count by status and give duration percentiles per skill")
     func stats() async throws {
         try await withTestApp { app in
