@@ -15,5 +15,6 @@ enum AppMigrations {
         ProtectAuditLogs(),
         CreateSkills(),
         CreateJobsAndExecutions(),
+        CreateIdempotencyKeys(),
     ]
 }

@@ -982,6 +982,8 @@ paths:
         beyond). The execution runs on the durable job queue: a restart or crash loses none.
       tags: [executions]
       security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - $ref: "#/components/parameters/IdempotencyKey"
       requestBody:
         required: true
         content:
@@ -1151,6 +1153,14 @@ paths:
         "409": {$ref: "#/components/responses/Conflict"}
 components:
   parameters:
+    IdempotencyKey:
+      name: Idempotency-Key
+      in: header
+      schema: {type: string, minLength: 1, maxLength: 255}
+      description: >-
+        Accepted on every unsafe request of an authenticated caller. The same key with the same request within 24 h
+        returns the first response (with Idempotent-Replayed: true); the same key with a different request is 422;
+        the same key while the first request is still running is 409. Keys are per user; 5xx answers are not kept.
     Limit:
       name: limit
       in: query

@@ -64,7 +64,7 @@ struct AuditLogService: Sendable {
     }
 }
 
-/// Runs daily maintenance (audit retention) while the server runs.
+/// Runs daily maintenance (audit retention, expired idempotency keys) while the server runs.
 final class MaintenanceWorker: LifecycleHandler, @unchecked Sendable {
     private let lock = NSLock()
     private var task: Task<Void, Never>?
@@ -77,6 +77,8 @@ final class MaintenanceWorker: LifecycleHandler, @unchecked Sendable {
                     do {
                         let removed = try await AuditLogService(app: app).applyRetention()
                         if removed > 0 { app.logger.notice("Audit retention removed \(removed) entries") }
+                        let sql = app.db as! any SQLDatabase
+                        try await sql.raw("DELETE FROM idempotency_keys WHERE expires_at < \(bind: app.wallClock.now())").run()
                     } catch {
                         app.logger.warning("Audit retention failed: \(String(describing: error))")
                     }

@@ -381,3 +381,59 @@ struct JobQueueTests {
         try await second.asyncShutdown()
     }
 }
+
+@Suite("Idempotency-Key")
+struct IdempotencyTests {
+    private func post(_ app: Application, token: String, key: String, body: String) async throws -> TestingHTTPResponse {
+        try await app.testing().sendRequest(.POST, "/api/v1/executions",
+                                            headers: ["Authorization": "Bearer \(token)", "Content-Type": "application/json", "Idempotency-Key": key],
+                                            body: .init(string: body))
+    }
+
+    @Test("Same key and body: the first response again, one execution; different body: 422; per user")
+    func replay() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            let first = try await post(app, token: token, key: "order-42", body: #"{"skillId": "echo", "input": {"n": 1}}"#)
+            #expect(first.status == .accepted)
+            let again = try await post(app, token: token, key: "order-42", body: #"{"skillId": "echo", "input": {"n": 1}}"#)
+            #expect(again.status == .accepted)
+            #expect(again.body.string == first.body.string)
+            #expect(again.headers.first(name: "Idempotent-Replayed") == "true")
+            #expect(try await Execution.query(on: app.db).count() == 1)
+
+            let different = try await post(app, token: token, key: "order-42", body: #"{"skillId": "echo", "input": {"n": 2}}"#)
+            #expect(different.status == .unprocessableEntity)
+            #expect(try await Execution.query(on: app.db).count() == 1)
+
+            // Another user may use the same key.
+            let other = try await executor(app, email: "other-runner@example.com")
+            #expect(try await post(app, token: other, key: "order-42", body: #"{"skillId": "echo", "input": {"n": 1}}"#).status == .accepted)
+            #expect(try await Execution.query(on: app.db).count() == 2)
+
+            // A refused request is remembered too, and replayed.
+            #expect(try await post(app, token: token, key: "bad-1", body: #"{"skillId": "nope", "input": {}}"#).status == .notFound)
+            #expect(try await post(app, token: token, key: "bad-1", body: #"{"skillId": "nope", "input": {}}"#).status == .notFound)
+            #expect(try await post(app, token: token, key: String(repeating: "k", count: 300), body: "{}").status == .unprocessableEntity)
+        }
+    }
+
+    @Test("The same key while the first request is still running is 409; keys expire after 24 hours")
+    func inFlightAndExpiry() async throws {
+        try await withTestApp { app in
+            let (_, clock) = app.useTestDoubles()
+            let token = try await executor(app)
+            let user = try await UserAdminService(app: app).find(email: "runner@example.com")
+            let sql = app.db as! any SQLDatabase
+            try await sql.raw("""
+                INSERT INTO idempotency_keys (id, user_id, key, request_hash, created_at, expires_at)
+                VALUES (\(bind: UUID()), \(bind: user.id!), 'busy', 'x', \(bind: clock.now()), \(bind: clock.now().addingTimeInterval(86_400)))
+                """).run()
+            #expect(try await post(app, token: token, key: "busy", body: #"{"skillId": "echo", "input": {}}"#).status == .conflict)
+            clock.advance(by: 86_401)
+            let fresh = try await login(app, email: "runner@example.com").accessToken
+            #expect(try await post(app, token: fresh, key: "busy", body: #"{"skillId": "echo", "input": {}}"#).status == .accepted)
+        }
+    }
+}
