@@ -23,14 +23,18 @@ struct KeyMaterial: Sendable {
     var verifyingKIDs: Set<String>
     var publishedKeys: [PublishedKey]
     var secretBox: SecretBox
+    /// Signs HTTP-runner callback tokens; derived from the encryption key, so every instance agrees.
+    var callbackKey: SymmetricKey
 
     static func load(_ app: Application, _ config: AppConfig) async throws -> KeyMaterial {
-        let secretBox = SecretBox(key: SymmetricKey(data: try encryptionKey(config)))
+        let encryption = try encryptionKey(config)
+        let secretBox = SecretBox(key: SymmetricKey(data: encryption))
+        let callbackKey = SymmetricKey(data: Data(SHA256.hash(data: Data("steward-callback-key".utf8) + encryption)))
         switch config.jwtAlgorithm {
         case .hs256:
             let secret = try config.jwtSecret ?? (try generatedFile(config, name: "jwt-secret") { SecureToken.generate(bytes: 48) })
             await app.jwt.keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
-            return KeyMaterial(algorithm: .hs256, signingKID: nil, verifyingKIDs: [], publishedKeys: [], secretBox: secretBox)
+            return KeyMaterial(algorithm: .hs256, signingKID: nil, verifyingKIDs: [], publishedKeys: [], secretBox: secretBox, callbackKey: callbackKey)
         case .es256:
             let pem: String
             if let file = config.jwtKeyFile {
@@ -55,7 +59,7 @@ struct KeyMaterial: Sendable {
                 await app.jwt.keys.add(ecdsa: publicKey, kid: JWKIdentifier(string: entry.kid))
             }
             return KeyMaterial(algorithm: .es256, signingKID: published[0].kid, verifyingKIDs: Set(published.map(\.kid)),
-                               publishedKeys: published, secretBox: secretBox)
+                               publishedKeys: published, secretBox: secretBox, callbackKey: callbackKey)
         }
     }
 

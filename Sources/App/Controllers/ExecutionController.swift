@@ -15,7 +15,16 @@ struct ExecutionController: RouteCollection {
         var progress: Int?
     }
 
+    /// `POST /executions/{id}/progress`, from an HTTP runner.
+    struct ProgressReport: Content {
+        var progress: Int
+        var message: String?
+    }
+
     func boot(routes: any RoutesBuilder) throws {
+        // Authenticated by the execution's callback token, not by a user.
+        routes.grouped("executions").post(":id", "progress", use: reportProgress)
+
         let executions = routes.grouped("executions").grouped(RequireCaller())
         executions.grouped(RequirePermission(.skillsExecute)).post(use: create)
         let readers = executions.grouped(RequirePermission(.executionsRead))
@@ -79,6 +88,24 @@ struct ExecutionController: RouteCollection {
     func rollback(req: Request) async throws -> Response {
         let execution = try await ExecutionService(app: req.application).rollback(try req.uuidParameter("id"), caller: try req.caller, origin: req.origin)
         return try await ExecutionResponse(execution).encodeResponse(status: .accepted, for: req)
+    }
+
+    @Sendable
+    func reportProgress(req: Request) async throws -> Response {
+        let id = try req.uuidParameter("id")
+        let expected = HTTPRunner.callbackToken(for: id, key: req.application.keyMaterial.callbackKey)
+        guard let token = req.headers.bearerAuthorization?.token, SecureToken.constantTimeEquals(token, expected) else {
+            throw AuthError.invalidToken
+        }
+        let body = try req.content.decode(ProgressReport.self)
+        guard (0...100).contains(body.progress) else {
+            throw HTTPProblem.validation([FieldProblem(field: "progress", message: "must be a whole number from 0 to 100")])
+        }
+        if let message = body.message, message.count > 500 {
+            throw HTTPProblem.validation([FieldProblem(field: "message", message: "must be at most 500 characters")])
+        }
+        let progress = try await ExecutionService(app: req.application).reportProgress(id, progress: body.progress, message: body.message ?? "\(body.progress)%")
+        return try await ["progress": progress].encodeResponse(status: .accepted, for: req)
     }
 
     @Sendable

@@ -166,9 +166,13 @@ private final class ProgressReporter: @unchecked Sendable {
 extension Application {
     private struct RegistryKey: StorageKey { typealias Value = RunnerRegistry }
 
-    /// The runners this server knows; tests may add their own.
+    /// The runners this server knows; tests may swap their own in.
     var runnerRegistry: RunnerRegistry {
-        get { storage[RegistryKey.self] ?? .standard }
+        get {
+            storage[RegistryKey.self] ?? RunnerRegistry(
+                builtins: RunnerRegistry.standardBuiltins,
+                http: HTTPRunner(client: outboundHTTP, publicURL: appConfig.publicURL, callbackKey: keyMaterial.callbackKey))
+        }
         set { storage[RegistryKey.self] = newValue }
     }
 }

@@ -1113,6 +1113,40 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+  /api/v1/executions/{id}/progress:
+    post:
+      operationId: reportExecutionProgress
+      x-required-permission: callback-token
+      summary: Progress from an HTTP runner, authenticated with the callbackToken it was sent.
+      description: >-
+        `Authorization: Bearer <callbackToken>`; the token is valid for this execution only. Accepted only while
+        the execution is running (409 otherwise); progress never goes back (a lower value is ignored).
+      tags: [executions]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [progress]
+              properties:
+                progress: {type: integer, minimum: 0, maximum: 100}
+                message: {type: string, maxLength: 500}
+      responses:
+        "202":
+          description: The progress now stored.
+          content:
+            application/json:
+              schema:
+                type: object
+                properties:
+                  progress: {type: integer}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "409": {$ref: "#/components/responses/Conflict"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
   /api/v1/executions/{id}/cancel:
     post:
       operationId: cancelExecution

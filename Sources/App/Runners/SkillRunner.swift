@@ -26,10 +26,11 @@ protocol SkillRunner: Sendable {
 /// Finds the runner for a skill's `runner` settings.
 struct RunnerRegistry: Sendable {
     var builtins: [String: any SkillRunner]
+    var http: (any SkillRunner)?
 
-    static let standard = RunnerRegistry(builtins: [
+    static let standardBuiltins: [String: any SkillRunner] = [
         "echo": EchoRunner(), "sleep": SleepRunner(), "fail": FailRunner(), "transform": TransformRunner(),
-    ])
+    ]
 
     func runner(for settings: JSONValue) -> (any SkillRunner)? {
         guard case .object(let fields) = settings, case .string(let type)? = fields["type"] else { return nil }
@@ -37,6 +38,8 @@ struct RunnerRegistry: Sendable {
         case "builtin":
             guard case .string(let name)? = fields["name"] else { return nil }
             return builtins[name]
+        case "http":
+            return http
         default:
             return nil
         }

@@ -220,6 +220,25 @@ struct ExecutionService: Sendable {
         try await entry.create(on: db)
     }
 
+    /// Progress from an HTTP runner: only while running, and never backwards. Returns the progress now stored.
+    func reportProgress(_ id: UUID, progress: Int, message: String) async throws -> Int {
+        guard let execution = try await Execution.find(id, on: db) else { throw HTTPProblem.notFound("No such execution.") }
+        guard execution.status == .running else { throw HTTPProblem.conflict("The execution is \(execution.status.rawValue), not running.") }
+        return try await db.writeTransaction { db in
+            let sql = db as! any SQLDatabase
+            let moved = try await sql.raw("""
+                UPDATE executions SET progress = \(bind: progress) WHERE id = \(bind: id) AND status = 'running' AND progress < \(bind: progress) RETURNING id
+                """).first()
+            guard moved != nil else { return execution.progress }
+            execution.progress = progress
+            try await record(execution, level: "info", message: message, progress: progress, on: db)
+            try await app.activityRecorder.record(event: EventRecord(
+                type: "execution.progress", actorID: execution.$user.id, resourceType: "execution", resourceID: id.uuidString.lowercased(),
+                data: ["progress": .number(Double(progress)), "message": .string(message)]), on: db)
+            return progress
+        }
+    }
+
     // MARK: - Stats
 
     struct Stats: Content {

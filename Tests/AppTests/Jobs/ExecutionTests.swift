@@ -138,7 +138,7 @@ struct ExecutionTests {
         try await withTestApp { app in
             let (_, clock) = app.useTestDoubles()
             let token = try await executor(app)
-            var registry = RunnerRegistry.standard
+            var registry = app.runnerRegistry
             registry.builtins["echo"] = FlakyRunner(failures: 2)
             app.runnerRegistry = registry
             let recovering = try await start(app, token, skill: "echo")

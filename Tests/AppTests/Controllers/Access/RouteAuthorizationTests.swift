@@ -69,6 +69,15 @@ struct RouteAuthorizationTests {
             #expect(operations.count >= 25)
             for operation in operations {
                 let requirement = try #require(operation.requirement, "\(operation) declares no access rule")
+                if requirement == "callback-token" {
+                    // Only the execution's own callback token opens it: users and keys are refused alike.
+                    for headers in [HTTPHeaders(), bearer(try await login(app, email: "viewer@example.com").accessToken), ["X-API-Key": key]] {
+                        let res = try await app.testing().sendRequest(operation.method, operation.concretePath,
+                                                                      headers: headers.merging(["Content-Type": "application/json"]), body: .init(string: #"{"progress": 5}"#))
+                        #expect(res.status == .unauthorized, "\(operation) gave \(res.status)")
+                    }
+                    continue
+                }
                 let needed = Permission(rawValue: requirement)
                 let viewerLacks = needed.map { !viewerPermissions.contains($0) } ?? false
                 let path = operation.concretePath

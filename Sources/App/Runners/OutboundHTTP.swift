@@ -1,0 +1,146 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Vapor
+
+/// Resolves host names; behind a protocol so tests can simulate DNS (rebinding included).
+protocol AddressResolver: Sendable {
+    func resolve(host: String) async throws -> [IPAddress]
+}
+
+/// The system resolver (getaddrinfo), run off the event loop.
+struct SystemAddressResolver: AddressResolver {
+    func resolve(host: String) async throws -> [IPAddress] {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                var hints = addrinfo()
+                hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+                var result: UnsafeMutablePointer<addrinfo>?
+                let status = getaddrinfo(host, nil, &hints, &result)
+                guard status == 0, let first = result else {
+                    continuation.resume(throwing: OutboundError.unresolvable(host))
+                    return
+                }
+                defer { freeaddrinfo(first) }
+                var addresses: [IPAddress] = []
+                var cursor: UnsafeMutablePointer<addrinfo>? = first
+                while let info = cursor {
+                    if let sockaddr = info.pointee.ai_addr {
+                        if info.pointee.ai_family == AF_INET {
+                            sockaddr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { pointer in
+                                var address = pointer.pointee.sin_addr
+                                addresses.append(IPAddress(bytes: withUnsafeBytes(of: &address) { Array($0) }))
+                            }
+                        } else if info.pointee.ai_family == AF_INET6 {
+                            sockaddr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { pointer in
+                                var address = pointer.pointee.sin6_addr
+                                addresses.append(IPAddress(bytes: withUnsafeBytes(of: &address) { Array($0) }))
+                            }
+                        }
+                    }
+                    cursor = info.pointee.ai_next
+                }
+                continuation.resume(returning: addresses)
+            }
+        }
+    }
+}
+
+/// Why an outbound request did not happen or did not complete.
+enum OutboundError: Error, CustomStringConvertible {
+    case blocked(String)
+    case unresolvable(String)
+    case tooLarge
+
+    var description: String {
+        switch self {
+        case .blocked(let reason): "blocked_address: \(reason)"
+        case .unresolvable(let host): "could not resolve \(host)"
+        case .tooLarge: "the response is larger than 1 MiB"
+        }
+    }
+}
+
+/// An answer to an outbound request.
+struct OutboundResponse: Sendable {
+    var status: Int
+    var body: ByteBuffer
+}
+
+/// POSTs JSON to URLs that pass the outbound guard: resolve, check every address, then connect to the checked
+/// address (so a DNS answer that changes between check and connect cannot redirect the request), never follow
+/// redirects, and read at most 1 MiB of answer.
+struct OutboundHTTP: Sendable {
+    static let largestResponse = 1 << 20
+
+    let guardrail: OutboundGuard
+    let resolver: any AddressResolver
+    let userAgent: String
+
+    func post(_ urlString: String, json: JSONValue, headers extra: [String: String], timeout: TimeInterval) async throws -> OutboundResponse {
+        if let refusal = guardrail.refusal(for: urlString) { throw OutboundError.blocked("the URL \(refusal)") }
+        guard let components = URLComponents(string: urlString), let rawHost = components.host else { throw OutboundError.blocked("the URL is not valid") }
+        let host = rawHost.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+
+        let pinned: String
+        if let literal = IPAddress(host) {
+            pinned = host
+            if guardrail.isForbidden(address: literal) { throw OutboundError.blocked("\(host) is a special-purpose address") }
+        } else {
+            let addresses = try await resolver.resolve(host: host)
+            guard let first = addresses.first else { throw OutboundError.unresolvable(host) }
+            // Every answer must be allowed: otherwise a name with one public and one private address could pick either.
+            if let forbidden = addresses.first(where: { guardrail.isForbidden(address: $0) }) {
+                throw OutboundError.blocked("\(host) resolves to a special-purpose address (\(forbidden.text))")
+            }
+            pinned = first.text
+        }
+
+        var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10), read: .seconds(Int64(timeout))))
+        configuration.dnsOverride = [host: pinned]
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        defer { Task { try? await client.shutdown() } }
+
+        var request = HTTPClientRequest(url: urlString)
+        request.method = .POST
+        for (name, value) in extra { request.headers.add(name: name, value: value) }
+        request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+        request.headers.replaceOrAdd(name: "User-Agent", value: userAgent)
+        request.body = .bytes(ByteBuffer(string: json.canonicalString()))
+        let response = try await client.execute(request, timeout: .seconds(Int64(timeout)))
+        do {
+            let body = try await response.body.collect(upTo: Self.largestResponse)
+            return OutboundResponse(status: Int(response.status.code), body: body)
+        } catch is NIOTooManyBytesError {
+            throw OutboundError.tooLarge
+        }
+    }
+}
+
+extension IPAddress {
+    /// The usual text form, for pinning and messages.
+    var text: String {
+        var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        var bytes = self.bytes
+        let family = isIPv4 ? AF_INET : AF_INET6
+        _ = bytes.withUnsafeMutableBytes { raw in inet_ntop(family, raw.baseAddress, &buffer, socklen_t(buffer.count)) }
+        return String(cString: buffer)
+    }
+}
+
+extension Application {
+    private struct ResolverKey: StorageKey { typealias Value = any AddressResolver }
+
+    /// The DNS resolver for outbound requests; tests swap it.
+    var addressResolver: any AddressResolver {
+        get { storage[ResolverKey.self] ?? SystemAddressResolver() }
+        set { storage[ResolverKey.self] = newValue }
+    }
+
+    /// The outbound client with this app's guard and resolver.
+    var outboundHTTP: OutboundHTTP {
+        OutboundHTTP(guardrail: OutboundGuard(allowed: appConfig.outboundAllowedHosts, httpsOnly: appConfig.outboundHTTPSOnly),
+                     resolver: addressResolver, userAgent: "Steward/1.0")
+    }
+}
