@@ -25,6 +25,10 @@ bench_start_server() {
   BENCH_DIR=$(mktemp -d /tmp/steward-bench.XXXXXX)
   local port; port=$(bench_free_port)
   BENCH_URL="http://127.0.0.1:$port"
+  if [ -n "${BENCH_SEED:-}" ]; then
+    STEWARD_DATA_DIR="$BENCH_DIR" STEWARD_LOG_LEVEL=warning "$1" migrate >/dev/null
+    STEWARD_DATA_DIR="$BENCH_DIR" STEWARD_LOG_LEVEL=warning "$1" seed --samples >/dev/null
+  fi
   STEWARD_DATA_DIR="$BENCH_DIR" STEWARD_PORT="$port" STEWARD_LOG_LEVEL=warning \
     STEWARD_ADMIN_EMAIL=bench@example.com STEWARD_ADMIN_PASSWORD=Bench-Password-42 \
     "$1" serve > "$BENCH_DIR/server.log" 2>&1 &

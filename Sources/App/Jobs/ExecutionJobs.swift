@@ -19,11 +19,11 @@ struct ExecutionJobs: Sendable {
     func run(_ job: ClaimedJob) async throws {
         let queue = JobQueue(app: app)
         guard let execution = try await execution(for: job.payload), let skill = try await Skill.find(execution.skillID, on: app.db) else {
-            _ = try await app.db.writeTransaction { db in try await queue.finish(job, status: .failed, error: "execution or skill not found", on: db) }
+            _ = try await app.writeTransaction { db in try await queue.finish(job, status: .failed, error: "execution or skill not found", on: db) }
             return
         }
         if execution.status.isFinished {
-            _ = try await app.db.writeTransaction { db in try await queue.finish(job, status: .cancelled, on: db) }
+            _ = try await app.writeTransaction { db in try await queue.finish(job, status: .cancelled, on: db) }
             return
         }
         if execution.cancelRequested {
@@ -40,7 +40,7 @@ struct ExecutionJobs: Sendable {
             return
         }
 
-        try await app.db.writeTransaction { db in
+        try await app.writeTransaction { db in
             guard try await queue.heartbeat(job, on: db) else { throw LeaseLost() }
             execution.attempt = job.attempts
             execution.startedAt = execution.startedAt ?? now
@@ -99,7 +99,7 @@ struct ExecutionJobs: Sendable {
         guard let execution = try await execution(for: job.payload), let skill = try await Skill.find(execution.skillID, on: app.db),
               let runner = app.runnerRegistry.runner(for: skill.runner)
         else {
-            _ = try await app.db.writeTransaction { db in try await queue.finish(job, status: .failed, error: "nothing to roll back with", on: db) }
+            _ = try await app.writeTransaction { db in try await queue.finish(job, status: .failed, error: "nothing to roll back with", on: db) }
             return
         }
         let context = RunContext(executionID: try execution.requireID(), input: JSONValue.parse(execution.input), settings: skill.runner) { _, _ in }
@@ -112,7 +112,7 @@ struct ExecutionJobs: Sendable {
 
     /// Finishes the job and applies `change` in one transaction, only while this worker holds the lease.
     private func settle(_ job: ClaimedJob, _ execution: Execution, _ change: @escaping @Sendable (any Database) async throws -> Void) async throws {
-        try await app.db.writeTransaction { db in
+        try await app.writeTransaction { db in
             guard try await JobQueue(app: app).finish(job, status: .succeeded, on: db) else { throw LeaseLost() }
             try await change(db)
         }
@@ -143,7 +143,7 @@ private final class ProgressReporter: @unchecked Sendable {
         }
         guard accepted else { return }
         let executionID = try execution.requireID()
-        try await app.db.writeTransaction { db in
+        try await app.writeTransaction { db in
             let sql = db as! any SQLDatabase
             // Fenced: a worker that lost its lease cannot move progress.
             let held = try await sql.raw("""

@@ -48,13 +48,13 @@ struct JobQueue: Sendable {
         let token = UUID()
         let expires = now.addingTimeInterval(TimeInterval(config.jobLeaseSeconds))
         let lock: SQLQueryString = sql.dialect.name == "postgresql" ? " FOR UPDATE SKIP LOCKED" : ""
-        let row = try await sql.raw("""
+        let row = try await app.withWriteGate { try await sql.raw("""
             UPDATE jobs SET status = 'running', lease_owner = \(bind: worker), lease_token = \(bind: token),
                 lease_expires_at = \(bind: expires), attempts = attempts + 1, updated_at = \(bind: now)
             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= \(bind: now) ORDER BY run_at, created_at LIMIT 1\(lock))
               AND status = 'queued'
             RETURNING id, kind, payload, attempts, max_attempts
-            """).first()
+            """).first() }
         guard let row else { return nil }
         return ClaimedJob(
             id: try row.decode(column: "id", as: UUID.self), kind: try row.decode(column: "kind", as: String.self),

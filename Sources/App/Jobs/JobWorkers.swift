@@ -114,7 +114,7 @@ struct JobRunner: Sendable {
         } catch {
             let reason = String(describing: error).prefix(500).description
             do {
-                let outcome = try await app.db.writeTransaction { db in try await queue.retryOrFail(job, error: reason, on: db) }
+                let outcome = try await app.writeTransaction { db in try await queue.retryOrFail(job, error: reason, on: db) }
                 switch outcome {
                 case true?: try await retried(job, reason: reason)
                 case false?: await gaveUp(kind: job.kind, payload: job.payload, reason: reason)
@@ -131,13 +131,13 @@ struct JobRunner: Sendable {
         case ExecutionService.runKind: try await ExecutionJobs(app: app).run(job)
         case ExecutionService.rollbackKind: try await ExecutionJobs(app: app).rollback(job)
         default:
-            _ = try await app.db.writeTransaction { db in try await JobQueue(app: app).finish(job, status: .failed, error: "unknown job kind", on: db) }
+            _ = try await app.writeTransaction { db in try await JobQueue(app: app).finish(job, status: .failed, error: "unknown job kind", on: db) }
         }
     }
 
     private func retried(_ job: ClaimedJob, reason: String) async throws {
         guard job.kind == ExecutionService.runKind, let execution = try await ExecutionJobs(app: app).execution(for: job.payload) else { return }
-        try await app.db.writeTransaction { db in
+        try await app.writeTransaction { db in
             execution.status = .queued
             try await execution.save(on: db)
             try await ExecutionService(app: app).record(execution, level: "warning", message: "attempt \(job.attempts) failed: \(reason); retrying", on: db)
@@ -149,7 +149,7 @@ struct JobRunner: Sendable {
         guard kind == ExecutionService.runKind || kind == ExecutionService.rollbackKind else { return }
         do {
             guard let execution = try await ExecutionJobs(app: app).execution(for: payload), !execution.status.isFinished || kind == ExecutionService.rollbackKind else { return }
-            try await app.db.writeTransaction { db in
+            try await app.writeTransaction { db in
                 if kind == ExecutionService.rollbackKind {
                     try await ExecutionService(app: app).record(execution, level: "error", message: "rollback failed: \(reason)", on: db)
                 } else {

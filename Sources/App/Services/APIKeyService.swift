@@ -43,7 +43,7 @@ struct APIKeyService: Sendable {
         let limit = app.appConfig.maxAPIKeysPerUser
         let ownerID = try owner.requireID()
         let now = self.now
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             let sql = db as! any SQLDatabase
             // Serialise creations for one owner, so the quota holds under parallel requests.
             if sql.dialect.name == "postgresql" {
@@ -81,7 +81,7 @@ struct APIKeyService: Sendable {
     func revoke(id: UUID, caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
         guard let key = try await APIKey.query(on: db).visible(to: caller, ownedThrough: \.$user).filter(\.$id == id).first() else { throw HTTPProblem.notFound("No such API key.") }
         guard key.revokedAt == nil else { return }
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             try await revoke(key, reason: "revoked", actorID: caller.user.id, actorType: caller.actorType, origin: origin, on: db)
         }
     }

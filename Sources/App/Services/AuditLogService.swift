@@ -42,7 +42,7 @@ struct AuditLogService: Sendable {
         let days = app.appConfig.auditRetentionDays
         guard days > 0 else { return 0 }
         let cutoff = app.wallClock.now().addingTimeInterval(-TimeInterval(days) * 86_400)
-        return try await db.writeTransaction { db in
+        return try await app.writeTransaction { db in
             let sql = db as! any SQLDatabase
             // Delete a prefix of the chain: everything up to the newest entry older than the cutoff.
             guard let row = try await sql.raw("SELECT max(seq) AS seq FROM audit_logs WHERE at < \(bind: cutoff)").first(),

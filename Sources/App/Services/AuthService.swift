@@ -52,7 +52,7 @@ struct AuthService: Sendable {
         let hash = try await hasher.hash(request.password)
         let user = User(email: email, username: username, fullName: fullName?.isEmpty == true ? nil : fullName, passwordHash: hash)
         do {
-            try await db.writeTransaction { db in
+            try await app.writeTransaction { db in
                 try await user.create(on: db)
                 try await UserRole.assign(RoleCatalog.defaultRole, to: user.requireID(), by: nil, at: now, on: db)
                 let id = try user.requireID().uuidString.lowercased()
@@ -105,7 +105,7 @@ struct AuthService: Sendable {
         let id = try user.requireID().uuidString.lowercased()
         let changed = changes
         do {
-            try await db.writeTransaction { db in
+            try await app.writeTransaction { db in
                 try await user.save(on: db)
                 try await recorder.record(
                     audit: AuditRecord(action: "user.updated", actorID: user.id, actorType: .user, resourceType: "user",
@@ -165,7 +165,7 @@ struct AuthService: Sendable {
             challenge.createdAt = now
             challenge.expiresAt = now.addingTimeInterval(Self.mfaChallengeLifetime)
             challenge.cookie = request.cookie ?? false
-            try await db.writeTransaction { db in
+            try await app.writeTransaction { db in
                 try await user.save(on: db)
                 try await challenge.create(on: db)
                 try await recorder.record(audit: AuditRecord(
@@ -195,7 +195,7 @@ struct AuthService: Sendable {
             throw AuthError.invalidCredentials
         }
         // Consume the challenge and the code atomically, so neither can be replayed.
-        let claimed = try await db.writeTransaction { db -> Bool in
+        let claimed = try await app.writeTransaction { db -> Bool in
             let sql = db as! any SQLDatabase
             let row = try await sql.raw("UPDATE mfa_challenges SET used_at = \(bind: now) WHERE id = \(bind: challenge.id!) AND used_at IS NULL RETURNING id").first()
             guard row != nil else { return false }
@@ -239,7 +239,7 @@ struct AuthService: Sendable {
         user.lastLoginAt = now
         user.failedLoginCount = 0
         user.lockedUntil = nil
-        return try await db.writeTransaction { db in
+        return try await app.writeTransaction { db in
             try await user.save(on: db)
             try await LoginThrottle.query(on: db).filter(\.$id == key).delete()
             let issued = try await openSession(for: user, cookie: cookie, origin: origin, on: db)
@@ -268,7 +268,7 @@ struct AuthService: Sendable {
         let now = self.now
         let threshold = config.lockoutThreshold
         let lockUntil = now.addingTimeInterval(TimeInterval(config.lockoutMinutes * 60))
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             let sql = db as! any SQLDatabase
             try await sql.raw("""
                 INSERT INTO login_throttles (key, failed_count, locked_until, updated_at) VALUES (\(bind: key), 0, NULL, \(bind: now))
@@ -362,7 +362,7 @@ struct AuthService: Sendable {
     func refresh(_ rawToken: String, origin: RequestOrigin) async throws -> TokenPairResponse {
         let hash = SecureToken.hash(rawToken)
         let now = self.now
-        let result = try await db.writeTransaction { db -> RefreshResult in
+        let result = try await app.writeTransaction { db -> RefreshResult in
             let sql = db as! any SQLDatabase
             // Claim first: the write lock (SQLite) or row lock (PostgreSQL) orders concurrent refreshes.
             let claimed = try await sql.raw("""
@@ -433,7 +433,7 @@ struct AuthService: Sendable {
 
     func logout(caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
         guard let session = caller.session else { return }
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             try await revoke(session: session, reason: "logout", actorID: caller.user.id, origin: origin, on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.logout", actorID: caller.user.id, actorType: .user, resourceType: "session",
@@ -465,13 +465,13 @@ struct AuthService: Sendable {
             .filter(\.$revokedAt == nil)
             .first()
         else { throw HTTPProblem.notFound("No such session.") }
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             try await revoke(session: session, reason: "revoked_by_user", actorID: caller.user.id, origin: origin, on: db)
         }
     }
 
     func revokeOtherSessions(caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             try await revokeSessions(of: caller.user.requireID(), except: caller.session?.id, reason: "revoked_by_user",
                                      actorID: caller.user.id, origin: origin, on: db)
         }
@@ -494,7 +494,7 @@ struct AuthService: Sendable {
             throw HTTPProblem.validation([FieldProblem(field: "newPassword", message: "must differ from the current password")])
         }
         user.passwordHash = try await hasher.hash(request.newPassword)
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             try await user.save(on: db)
             try await revokeSessions(of: user.requireID(), except: caller.session?.id, reason: "password_changed",
                                      actorID: user.id, origin: origin, on: db)
@@ -513,7 +513,7 @@ struct AuthService: Sendable {
                 outcome: .failure, origin: origin, details: ["email": .string(String(email.prefix(254))), "reason": "no_active_account"]), on: db)
             return
         }
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             let token = try await issueOneTimeToken(for: user, purpose: .passwordReset, lifetime: Self.passwordResetLifetime, on: db)
             try await MailOutbox(app: app).enqueue(
                 to: user.email, subject: "Reset your Steward password",
@@ -537,7 +537,7 @@ struct AuthService: Sendable {
         let problems = PasswordPolicy.problems(password: request.newPassword, email: user.email, username: user.username, field: "newPassword")
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         let hash = try await hasher.hash(request.newPassword)
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             try await consume(token: request.token, on: db)
             user.passwordHash = hash
             user.failedLoginCount = 0
@@ -556,7 +556,7 @@ struct AuthService: Sendable {
     func requestEmailVerification(caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
         let user = caller.user
         guard user.emailVerifiedAt == nil else { return }
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             try await issueEmailVerification(for: user, on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.email_verification_requested", actorID: user.id, actorType: .user, resourceType: "user",
@@ -577,7 +577,7 @@ struct AuthService: Sendable {
 
     func confirmEmailVerification(token: String, origin: RequestOrigin) async throws {
         let user = try await redeem(token: token, purpose: .emailVerification)
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             try await consume(token: token, on: db)
             user.emailVerifiedAt = now
             try await user.save(on: db)
@@ -643,7 +643,7 @@ struct AuthService: Sendable {
         let secret = TOTP.generateSecret()
         user.mfaSecret = try app.secretBox.seal(secret)
         user.mfaLastUsedStep = nil
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             try await user.save(on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.mfa_enrollment_started", actorID: user.id, actorType: .user, resourceType: "user",
@@ -663,7 +663,7 @@ struct AuthService: Sendable {
         user.mfaEnabled = true
         user.mfaLastUsedStep = step
         let userID = try user.requireID()
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             try await user.save(on: db)
             try await RecoveryCode.query(on: db).filter(\.$user.$id == userID).delete()
             for code in codes {
@@ -692,7 +692,7 @@ struct AuthService: Sendable {
         user.mfaSecret = nil
         user.mfaLastUsedStep = nil
         let userID = try user.requireID()
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             try await user.save(on: db)
             try await RecoveryCode.query(on: db).filter(\.$user.$id == userID).delete()
             try await revokeSessions(of: userID, except: caller.session?.id, reason: "mfa_disabled", actorID: user.id, origin: origin, on: db)

@@ -1,4 +1,6 @@
 import Fluent
+import Foundation
+import Vapor
 import SQLKit
 
 extension Database {
@@ -14,5 +16,58 @@ extension Database {
             }
             return try await body(db)
         }
+    }
+}
+
+/// Lets one SQLite writer in at a time, first come first served.
+///
+/// SQLite has a single write lock. Writers that find it taken sleep inside SQLite's busy handler in growing
+/// steps (1, 2, 5 … 100 ms), so under load most of their time is spent asleep. Queueing writers in-process
+/// instead hands the lock over without sleeping. PostgreSQL has row locks and needs no gate.
+final class WriteGate: @unchecked Sendable {
+    private let lock = NSLock()
+    private var held = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func acquire() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let granted = lock.withLock { () -> Bool in
+                if held { waiters.append(continuation); return false }
+                held = true
+                return true
+            }
+            if granted { continuation.resume() }
+        }
+    }
+
+    func release() {
+        let next = lock.withLock { () -> CheckedContinuation<Void, Never>? in
+            if waiters.isEmpty { held = false; return nil }
+            return waiters.removeFirst()
+        }
+        next?.resume()
+    }
+}
+
+extension Application {
+    private struct WriteGateKey: StorageKey { typealias Value = WriteGate }
+
+    /// Set in `configure` for SQLite; nil on PostgreSQL.
+    var sqliteWriteGate: WriteGate? {
+        get { storage[WriteGateKey.self] }
+        set { storage[WriteGateKey.self] = newValue }
+    }
+
+    /// A write transaction on the app's database, queued behind other writers on SQLite.
+    func writeTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
+        try await withWriteGate { try await self.db.writeTransaction(body) }
+    }
+
+    /// Runs a single write statement (or a few) behind the SQLite write gate.
+    func withWriteGate<T>(_ body: () async throws -> T) async throws -> T {
+        guard let gate = sqliteWriteGate else { return try await body() }
+        await gate.acquire()
+        defer { gate.release() }
+        return try await body()
     }
 }

@@ -75,7 +75,7 @@ struct ExecutionService: Sendable {
         execution.cancelRequested = false
         execution.queuedAt = now
         let skillID = execution.skillID
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             execution.jobID = try await JobQueue(app: app).enqueue(kind: Self.runKind, payload: ["executionId": .string(execution.id!.uuidString)], on: db)
             try await execution.create(on: db)
             let sql = db as! any SQLDatabase
@@ -129,7 +129,7 @@ struct ExecutionService: Sendable {
         let execution = try await find(id, caller: caller)
         guard !execution.status.isFinished else { throw HTTPProblem.conflict("The execution has already finished (\(execution.status.rawValue)).") }
         let executionID = try execution.requireID()
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             let sql = db as! any SQLDatabase
             // Only a queued job can be withdrawn here; a running one is stopped by its worker.
             var withdrawn = false
@@ -160,7 +160,7 @@ struct ExecutionService: Sendable {
                                        : "Only a finished execution can be rolled back; this one is \(execution.status.rawValue).")
         }
         let executionID = try execution.requireID()
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             let sql = db as! any SQLDatabase
             let jobID = try await JobQueue(app: app).enqueue(kind: Self.rollbackKind, payload: ["executionId": .string(executionID.uuidString)], on: db)
             // Point the execution at its rollback job, unless a live job already drives it: a concurrent second
@@ -224,7 +224,7 @@ struct ExecutionService: Sendable {
     func reportProgress(_ id: UUID, progress: Int, message: String) async throws -> Int {
         guard let execution = try await Execution.find(id, on: db) else { throw HTTPProblem.notFound("No such execution.") }
         guard execution.status == .running else { throw HTTPProblem.conflict("The execution is \(execution.status.rawValue), not running.") }
-        return try await db.writeTransaction { db in
+        return try await app.writeTransaction { db in
             let sql = db as! any SQLDatabase
             let moved = try await sql.raw("""
                 UPDATE executions SET progress = \(bind: progress) WHERE id = \(bind: id) AND status = 'running' AND progress < \(bind: progress) RETURNING id

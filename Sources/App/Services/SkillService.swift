@@ -181,7 +181,7 @@ struct SkillService: Sendable {
         skill.createdAt = now
         skill.updatedAt = now
         do {
-            try await db.writeTransaction { db in
+            try await app.writeTransaction { db in
                 try await skill.create(on: db)
                 try await record("skill.created", skill: skill, caller: caller, origin: origin, details: ["slug": .string(skill.slug)], on: db)
             }
@@ -210,7 +210,7 @@ struct SkillService: Sendable {
         skill.updatedAt = now
         let fields = changed
         do {
-            try await db.writeTransaction { db in
+            try await app.writeTransaction { db in
                 try await skill.save(on: db)
                 try await record("skill.updated", skill: skill, caller: caller, origin: origin,
                                  details: ["fields": .array(fields.map { .string($0) }), "version": .number(Double(skill.version))], on: db)
@@ -224,7 +224,7 @@ struct SkillService: Sendable {
     func delete(_ reference: String, caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
         let skill = try await find(reference)
         try ensureMayChange(skill, caller: caller)
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             try await record("skill.deleted", skill: skill, caller: caller, origin: origin, details: ["slug": .string(skill.slug)], on: db)
             try await skill.delete(on: db)
         }

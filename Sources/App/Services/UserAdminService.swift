@@ -114,7 +114,7 @@ struct UserAdminService: Sendable {
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         let (user, roles) = try await find(id)
         let requestedStatus = newStatus, requestedName = fullName
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             if let newStatus = requestedStatus, newStatus != user.status {
                 if newStatus != .active { try await ensureNotLastAdmin(user, on: db, change: "disable") }
                 try await changeStatus(user, to: newStatus, actor: actor, on: db)
@@ -164,7 +164,7 @@ struct UserAdminService: Sendable {
     func delete(_ id: UUID, actor: Actor) async throws {
         let (user, _) = try await find(id)
         guard user.status != .deleted else { return }
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             try await ensureNotLastAdmin(user, on: db, change: "delete")
             try await changeStatus(user, to: .deleted, actor: actor, on: db)
         }
@@ -179,7 +179,7 @@ struct UserAdminService: Sendable {
         }
         let (user, current) = try await find(id)
         let userID = try user.requireID()
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             if current.contains(RoleCatalog.admin), !roles.contains(RoleCatalog.admin) {
                 try await ensureNotLastAdmin(user, on: db, change: "demote")
             }
@@ -203,7 +203,7 @@ struct UserAdminService: Sendable {
         let (user, roles) = try await find(id)
         user.failedLoginCount = 0
         user.lockedUntil = nil
-        try await db.writeTransaction { db in
+        try await app.writeTransaction { db in
             try await user.save(on: db)
             try await LoginThrottle.query(on: db).filter(\.$id == user.email).delete()
             try await recorder.record(audit: AuditRecord(
