@@ -23,6 +23,7 @@ enum BackgroundWork {
         app.mailOutboxWorker.start(app)
         app.maintenanceWorker.start(app)
         app.jobWorkers.start(app)
+        app.jobNotificationListener?.start(app)
     }
 }
 

@@ -22,6 +22,9 @@ enum DatabaseSetup {
         case .postgres(let url):
             var postgres = try SQLPostgresConfiguration(url: url)
             postgres.coreConfiguration.options.connectTimeout = .seconds(Int64(config.dbConnectTimeoutSeconds))
+            let listener = JobNotificationListener(configuration: postgres.coreConfiguration)
+            app.jobNotificationListener = listener
+            app.lifecycle.use(listener)
             let loops = max(1, System.coreCount)
             let perLoop = max(1, config.dbPoolMax / loops)
             app.databases.use(

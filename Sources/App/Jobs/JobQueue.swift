@@ -37,6 +37,10 @@ struct JobQueue: Sendable {
         job.createdAt = now
         job.updatedAt = now
         try await job.create(on: db)
+        // Other instances hear of it when the transaction commits (and not at all if it rolls back).
+        if let sql = db as? any SQLDatabase, sql.dialect.name == "postgresql" {
+            try await sql.raw("NOTIFY \(unsafeRaw: JobNotificationListener.channel)").run()
+        }
         app.jobSignal.notify()
         return job.id!
     }

@@ -437,3 +437,45 @@ struct IdempotencyTests {
         }
     }
 }
+
+@Suite("Job notifications")
+struct JobNotificationTests {
+    @Test("On PostgreSQL, a job enqueued on one instance wakes the workers of another", .enabled(if: TestDatabase.isPostgres))
+    func crossInstanceWake() async throws {
+        let directoryA = try TemporaryDirectory(), directoryB = try TemporaryDirectory()
+        defer { directoryA.remove(); directoryB.remove() }
+        let a = try await makeTestApp(directory: directoryA)
+        let b = try await makeTestApp(directory: directoryB, freshDatabase: false)
+        do {
+            let listener = try #require(b.jobNotificationListener)
+            let before = b.jobSignal.current
+            listener.start(b)
+            // The listener wakes its workers once when it connects.
+            for _ in 0..<100 where b.jobSignal.current == before { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(b.jobSignal.current != before, "the listener did not connect")
+
+            let connected = b.jobSignal.current
+            try await a.db.transaction { db in
+                try await JobQueue(app: a).enqueue(kind: "test.wake", payload: [:], on: db)
+            }
+            for _ in 0..<60 where b.jobSignal.current == connected { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(b.jobSignal.current != connected, "instance B was not woken by instance A's job")
+
+            // A rolled-back enqueue notifies no one.
+            let quiet = b.jobSignal.current
+            struct Abort: Error {}
+            try? await a.db.transaction { db in
+                try await JobQueue(app: a).enqueue(kind: "test.wake", payload: [:], on: db)
+                throw Abort()
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(b.jobSignal.current == quiet)
+        } catch {
+            try? await b.asyncShutdown()
+            try? await a.asyncShutdown()
+            throw error
+        }
+        try await b.asyncShutdown()
+        try await a.asyncShutdown()
+    }
+}

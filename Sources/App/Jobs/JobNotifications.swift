@@ -1,0 +1,68 @@
+import Foundation
+import Logging
+import NIOCore
+import PostgresNIO
+import Vapor
+
+/// Wakes this instance's workers when another instance enqueues a job: PostgreSQL LISTEN/NOTIFY on a dedicated
+/// connection (never one from the pool). Enqueue sends `NOTIFY steward_jobs` in its transaction, so the
+/// notification arrives only if the job committed. A lost connection is re-established with back-off, and each
+/// reconnect wakes the workers once to catch up on anything missed meanwhile.
+final class JobNotificationListener: LifecycleHandler, @unchecked Sendable {
+    static let channel = "steward_jobs"
+
+    private let configuration: PostgresConnection.Configuration
+    private let lock = NSLock()
+    private var task: Task<Void, Never>?
+
+    init(configuration: PostgresConnection.Configuration) {
+        self.configuration = configuration
+    }
+
+    func start(_ app: Application) {
+        lock.withLock {
+            guard task == nil else { return }
+            let configuration = self.configuration
+            task = Task {
+                var delay: Duration = .milliseconds(200)
+                var logger = Logger(label: "steward.jobs.listen")
+                logger.logLevel = app.logger.logLevel
+                while !Task.isCancelled {
+                    do {
+                        let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+                        defer { Task { try? await connection.close() } }
+                        try await connection.listen(on: Self.channel) { notifications in
+                            delay = .milliseconds(200)
+                            app.jobSignal.notify()
+                            for try await _ in notifications { app.jobSignal.notify() }
+                        }
+                    } catch {
+                        if Task.isCancelled { return }
+                        app.logger.warning("Job notifications interrupted; reconnecting: \(String(describing: error))")
+                    }
+                    try? await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(10))
+                }
+            }
+        }
+    }
+
+    func shutdownAsync(_ application: Application) async {
+        let running = lock.withLock { () -> Task<Void, Never>? in
+            defer { task = nil }
+            return task
+        }
+        running?.cancel()
+        await running?.value
+    }
+}
+
+extension Application {
+    private struct ListenerKey: StorageKey { typealias Value = JobNotificationListener }
+
+    /// Set in `configure` on PostgreSQL; started with the workers.
+    var jobNotificationListener: JobNotificationListener? {
+        get { storage[ListenerKey.self] }
+        set { storage[ListenerKey.self] = newValue }
+    }
+}
