@@ -12,6 +12,7 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
     private let lock = NSLock()
     private var loops: [Task<Void, Never>] = []
     private var stopping = false
+    private var activeLoops = 0
     private var inFlight: [UUID: ClaimedJob] = [:]
     private let identity = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(6))"
 
@@ -20,10 +21,17 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
             guard loops.isEmpty else { return }
             stopping = false
             let workers = count ?? app.appConfig.workers
+            activeLoops = workers + 1
             loops = (0..<workers).map { index in
-                Task { await self.loop(app, name: "\(self.identity)-w\(index)") }
+                Task {
+                    await self.loop(app, name: "\(self.identity)-w\(index)")
+                    self.lock.withLock { self.activeLoops -= 1 }
+                }
             }
-            loops.append(Task { await self.rescueLoop(app) })
+            loops.append(Task {
+                await self.rescueLoop(app)
+                self.lock.withLock { self.activeLoops -= 1 }
+            })
         }
     }
 
@@ -70,22 +78,27 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
             stopping = true
             return loops
         }
+        guard !running.isEmpty else { return }
         application.jobSignal.notify()
-        let grace = Duration.seconds(application.appConfig.shutdownGraceSeconds)
-        let finished = await withTaskGroup(of: Bool.self) { group in
-            group.addTask { for task in running { await task.value }; return true }
-            group.addTask { try? await Task.sleep(for: grace); return false }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
-        if !finished {
-            // Hand back what is still running, so the next start picks it up at once.
+        // Let running jobs finish within the grace period.
+        if await waitForLoops(within: .seconds(application.appConfig.shutdownGraceSeconds)) == false {
+            // Hand back what is still running (its lease token is cleared, so any late write is refused), then stop it.
             let left = lock.withLock { Array(inFlight.values) }
             for job in left { try? await JobQueue(app: application).release(job) }
             for task in running { task.cancel() }
+            _ = await waitForLoops(within: .seconds(5))
         }
         lock.withLock { loops = [] }
+    }
+
+    /// True once every loop has exited, false if `limit` passes first.
+    private func waitForLoops(within limit: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if lock.withLock({ activeLoops == 0 }) { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return lock.withLock { activeLoops == 0 }
     }
 }
 
@@ -108,7 +121,8 @@ struct JobRunner: Sendable {
         }
         defer { heartbeat.cancel() }
         do {
-            try await work.value
+            // Stopping the worker (shutdown) stops the handler too.
+            try await withTaskCancellationHandler { try await work.value } onCancel: { work.cancel() }
         } catch is LeaseLost {
             app.logger.warning("Job \(job.id) lost its lease; its result was not written")
         } catch {

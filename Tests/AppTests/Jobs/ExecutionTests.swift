@@ -358,6 +358,40 @@ struct JobQueueTests {
         }
     }
 
+    @Test("On shutdown a running job past the grace period is handed back and runs after the restart")
+    func shutdownHandsBack() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let first = try await makeTestApp(directory: directory, environment: ["STEWARD_SHUTDOWN_GRACE_SECONDS": "1"])
+        first.useTestDoubles()
+        let token = try await executor(first)
+        let execution = try await start(first, token, skill: "wait", input: #"{"seconds": 30}"#)
+        first.jobWorkers.start(first, count: 1)
+        for _ in 0..<100 where try await Execution.find(execution.id, on: first.db)?.status != .running {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let stopping = ContinuousClock.now
+        try await first.asyncShutdown()
+        #expect(ContinuousClock.now - stopping < .seconds(5), "shutdown waited about the grace period, not the whole job")
+
+        let second = try await makeTestApp(directory: directory, freshDatabase: false)
+        do {
+            let job = try #require(try await Job.query(on: second.db).first())
+            #expect(job.status == .queued)
+            #expect(job.attempts == 0, "a handed-back job does not lose an attempt")
+            // Make the rerun quick.
+            let stored = try #require(try await Execution.find(execution.id, on: second.db))
+            stored.input = #"{"seconds":0}"#
+            try await stored.save(on: second.db)
+            try await drainJobs(second)
+            #expect(try await Execution.find(execution.id, on: second.db)?.status == .succeeded)
+        } catch {
+            try? await second.asyncShutdown()
+            throw error
+        }
+        try await second.asyncShutdown()
+    }
+
     @Test("Queued executions survive a restart and run after it")
     func survivesRestart() async throws {
         let directory = try TemporaryDirectory()
