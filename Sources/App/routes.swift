@@ -18,4 +18,5 @@ func routes(_ app: Application) throws {
     try api.register(collection: AuditLogController())
     try api.register(collection: SkillController())
     try api.register(collection: ExecutionController())
+    try api.register(collection: WebhookController())
 }

@@ -68,6 +68,7 @@ public struct AppConfig: Sendable {
     public var jobHeartbeatSeconds: Int
     public var jobMaxAttempts: Int
     public var maxConcurrentExecutionsPerUser: Int
+    public var webhookHistoryDays: Int
 }
 
 /// Every bad or missing variable found while loading, reported together.
@@ -125,6 +126,7 @@ extension AppConfig {
         .init(name: "STEWARD_AUDIT_RETENTION_DAYS", defaultValue: "365", meaning: "Audit entries older than this are deleted by a daily job (0 keeps them forever)."),
         .init(name: "STEWARD_WEBHOOK_ALLOWED_HOSTS", defaultValue: "(empty)", meaning: "Hosts, IPs or CIDRs that webhooks and HTTP runners may reach even though they are private or special-purpose (e.g. 127.0.0.1 in development)."),
         .init(name: "STEWARD_WEBHOOK_HTTPS_ONLY", defaultValue: "false", meaning: "Refuse plain http targets for webhooks and HTTP runners."),
+        .init(name: "STEWARD_WEBHOOK_HISTORY_DAYS", defaultValue: "30", meaning: "Webhook deliveries and their attempts older than this are deleted daily."),
         .init(name: "STEWARD_WORKERS", defaultValue: "4", meaning: "Job workers per process (executions and other background jobs)."),
         .init(name: "STEWARD_JOB_LEASE_SECONDS", defaultValue: "30", meaning: "How long a worker holds a job without a heartbeat before it is rescued."),
         .init(name: "STEWARD_JOB_HEARTBEAT_SECONDS", defaultValue: "10", meaning: "How often a worker extends its lease."),
@@ -197,6 +199,7 @@ extension AppConfig {
         }
         let jobMaxAttempts = reader.int("STEWARD_JOB_MAX_ATTEMPTS", default: 3, range: 1...100)
         let maxConcurrent = reader.int("STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER", default: 20, range: 1...100_000)
+        let webhookHistoryDays = reader.int("STEWARD_WEBHOOK_HISTORY_DAYS", default: 30, range: 1...3650)
 
         for origin in corsOrigins where origin != "*" && URL(string: origin)?.scheme == nil {
             reader.problems.append("STEWARD_CORS_ORIGINS: '\(origin)' is not an origin such as https://app.example.com")
@@ -218,7 +221,8 @@ extension AppConfig {
             maxAPIKeysPerUser: maxAPIKeys, auditRetentionDays: auditRetention,
             outboundAllowedHosts: outboundAllowed, outboundHTTPSOnly: outboundHTTPSOnly,
             workers: workers, jobLeaseSeconds: leaseSeconds, jobHeartbeatSeconds: heartbeatSeconds,
-            jobMaxAttempts: jobMaxAttempts, maxConcurrentExecutionsPerUser: maxConcurrent
+            jobMaxAttempts: jobMaxAttempts, maxConcurrentExecutionsPerUser: maxConcurrent,
+            webhookHistoryDays: webhookHistoryDays
         )
     }
 }

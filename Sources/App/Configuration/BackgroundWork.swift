@@ -13,6 +13,9 @@ enum BackgroundWork {
         let workers = JobWorkers()
         app.jobWorkers = workers
         app.lifecycle.use(workers)
+        let dispatcher = WebhookDispatchWorker()
+        app.webhookDispatchWorker = dispatcher
+        app.lifecycle.use(dispatcher)
         let maintenance = MaintenanceWorker()
         app.maintenanceWorker = maintenance
         app.lifecycle.use(maintenance)
@@ -24,6 +27,7 @@ enum BackgroundWork {
         app.maintenanceWorker.start(app)
         app.jobWorkers.start(app)
         app.jobNotificationListener?.start(app)
+        app.webhookDispatchWorker.start(app)
     }
 }
 

@@ -158,7 +158,8 @@ private final class ProgressReporter: @unchecked Sendable {
             try await self.app.activityRecorder.record(event: EventRecord(
                 type: "execution.progress", actorID: self.execution.$user.id, resourceType: "execution",
                 resourceID: executionID.uuidString.lowercased(),
-                data: ["progress": .number(Double(value)), "message": .string(message)]), on: db)
+                data: ["progress": .number(Double(value)), "message": .string(message),
+                       "userId": .string(self.execution.$user.id.uuidString.lowercased())]), on: db)
         }
     }
 }

@@ -16,5 +16,6 @@ enum AppMigrations {
         CreateSkills(),
         CreateJobsAndExecutions(),
         CreateIdempotencyKeys(),
+        CreateWebhooks(),
     ]
 }

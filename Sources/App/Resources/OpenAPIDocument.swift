@@ -1185,6 +1185,186 @@ paths:
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
         "409": {$ref: "#/components/responses/Conflict"}
+  /api/v1/webhooks:
+    post:
+      operationId: createWebhook
+      x-required-permission: webhooks:manage
+      summary: Subscribe a URL to events; the answer carries the secret, shown once.
+      description: >-
+        The URL passes the outbound guard (private, loopback, link-local and other special-purpose targets are
+        refused unless STEWARD_WEBHOOK_ALLOWED_HOSTS lists them; encoded IPv4 forms always). `events` holds exact
+        types or `prefix.*`. Deliveries follow Standard Webhooks: webhook-id (the event id, stable across
+        retries), webhook-timestamp and webhook-signature (v1,base64 HMAC-SHA256 of id.timestamp.body).
+      tags: [webhooks]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/WebhookInput"}
+      responses:
+        "201":
+          description: The webhook.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Webhook"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+    get:
+      operationId: listWebhooks
+      x-required-permission: webhooks:manage
+      summary: The caller's webhooks (every webhook for admins).
+      tags: [webhooks]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      responses:
+        "200":
+          description: Webhooks.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items: {type: array, items: {$ref: "#/components/schemas/Webhook"}}
+                  nextCursor: {type: "null"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+  /api/v1/webhooks/{id}:
+    get:
+      operationId: getWebhook
+      x-required-permission: webhooks:manage
+      summary: One webhook (another owner's is 404).
+      tags: [webhooks]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "200":
+          description: The webhook.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Webhook"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+    patch:
+      operationId: updateWebhook
+      x-required-permission: webhooks:manage
+      summary: Change the URL, events, description, headers or enabled (enabling clears disabledReason).
+      tags: [webhooks]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/WebhookInput"}
+      responses:
+        "200":
+          description: The webhook.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Webhook"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+    delete:
+      operationId: deleteWebhook
+      x-required-permission: webhooks:manage
+      summary: Remove a webhook and its delivery history.
+      tags: [webhooks]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "204": {description: "Deleted."}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+  /api/v1/webhooks/{id}/rotate-secret:
+    post:
+      operationId: rotateWebhookSecret
+      x-required-permission: webhooks:manage
+      summary: A new secret (shown once); both signatures are sent for 24 hours.
+      tags: [webhooks]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "200":
+          description: The webhook.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Webhook"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+  /api/v1/webhooks/{id}/test:
+    post:
+      operationId: testWebhook
+      x-required-permission: webhooks:manage
+      summary: Send a webhook.test event to this endpoint through the normal delivery path.
+      tags: [webhooks]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "202":
+          description: The delivery.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/WebhookDelivery"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+  /api/v1/webhooks/{id}/deliveries:
+    get:
+      operationId: listWebhookDeliveries
+      x-required-permission: webhooks:manage
+      summary: Deliveries, newest first, each with every attempt.
+      tags: [webhooks]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+        - {$ref: "#/components/parameters/Limit"}
+        - {$ref: "#/components/parameters/Cursor"}
+      responses:
+        "200":
+          description: Deliveries.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items: {type: array, items: {$ref: "#/components/schemas/WebhookDelivery"}}
+                  nextCursor: {type: [string, "null"]}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/webhooks/{id}/deliveries/{deliveryId}/redeliver:
+    post:
+      operationId: redeliverWebhook
+      x-required-permission: webhooks:manage
+      summary: Send a delivered (or failed) event again, with the same webhook-id.
+      tags: [webhooks]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+        - {name: deliveryId, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "202":
+          description: The new delivery.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/WebhookDelivery"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
 components:
   parameters:
     IdempotencyKey:
@@ -1328,6 +1508,55 @@ components:
         startedAt: {type: [string, "null"], format: date-time}
         finishedAt: {type: [string, "null"], format: date-time}
         durationMs: {type: [integer, "null"]}
+    WebhookInput:
+      type: object
+      additionalProperties: false
+      properties:
+        url: {type: string, format: uri}
+        events: {type: array, minItems: 1, maxItems: 50, items: {type: string, examples: ["execution.succeeded", "execution.*"]}}
+        description: {type: [string, "null"], maxLength: 500}
+        headers: {type: object, maxProperties: 20, additionalProperties: {type: string}, description: "Host, Content-Length, webhook-* and hop-by-hop headers are refused."}
+        enabled: {type: boolean}
+    Webhook:
+      type: object
+      required: [id, userId, url, events, headers, enabled, createdAt, updatedAt]
+      properties:
+        id: {type: string, format: uuid}
+        userId: {type: string, format: uuid}
+        url: {type: string}
+        events: {type: array, items: {type: string}}
+        description: {type: [string, "null"]}
+        headers: {type: object, additionalProperties: {type: string}, description: "Values are redacted."}
+        enabled: {type: boolean}
+        disabledReason: {type: [string, "null"]}
+        createdAt: {type: string, format: date-time}
+        updatedAt: {type: string, format: date-time}
+        secret: {type: string, description: "whsec_ + base64 of 32 bytes; only at creation and rotation."}
+    WebhookDelivery:
+      type: object
+      required: [id, eventId, eventType, attempt, status, createdAt, attempts]
+      properties:
+        id: {type: string, format: uuid}
+        eventId: {type: string, format: uuid}
+        eventType: {type: string}
+        attempt: {type: integer}
+        status: {type: string, enum: [pending, succeeded, failed]}
+        responseStatus: {type: [integer, "null"]}
+        durationMs: {type: [integer, "null"]}
+        nextAttemptAt: {type: [string, "null"], format: date-time}
+        error: {type: [string, "null"]}
+        responseBody: {type: [string, "null"], description: "The first 4 KiB of the last answer."}
+        createdAt: {type: string, format: date-time}
+        attempts:
+          type: array
+          items:
+            type: object
+            properties:
+              attempt: {type: integer}
+              at: {type: string, format: date-time}
+              responseStatus: {type: [integer, "null"]}
+              durationMs: {type: integer}
+              error: {type: [string, "null"]}
     Permission:
       type: string
       enum: [skills:read, skills:write, skills:execute, executions:read, executions:write, executions:read-all,

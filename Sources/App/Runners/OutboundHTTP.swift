@@ -66,6 +66,7 @@ enum OutboundError: Error, CustomStringConvertible {
 struct OutboundResponse: Sendable {
     var status: Int
     var body: ByteBuffer
+    var headers: HTTPHeaders = [:]
 }
 
 /// POSTs JSON to URLs that pass the outbound guard: resolve, check every address, then connect to the checked
@@ -79,6 +80,13 @@ struct OutboundHTTP: Sendable {
     let userAgent: String
 
     func post(_ urlString: String, json: JSONValue, headers extra: [String: String], timeout: TimeInterval) async throws -> OutboundResponse {
+        var headers = extra
+        headers["Content-Type"] = "application/json"
+        return try await send(urlString, body: json.canonicalString(), headers: headers, timeout: timeout)
+    }
+
+    /// POSTs exactly `body` (it may be signed) with `headers`.
+    func send(_ urlString: String, body: String, headers extra: [String: String], timeout: TimeInterval) async throws -> OutboundResponse {
         if let refusal = guardrail.refusal(for: urlString) { throw OutboundError.blocked("the URL \(refusal)") }
         guard let components = URLComponents(string: urlString), let rawHost = components.host else { throw OutboundError.blocked("the URL is not valid") }
         let host = rawHost.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
@@ -104,14 +112,13 @@ struct OutboundHTTP: Sendable {
 
         var request = HTTPClientRequest(url: urlString)
         request.method = .POST
-        for (name, value) in extra { request.headers.add(name: name, value: value) }
-        request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+        for (name, value) in extra { request.headers.replaceOrAdd(name: name, value: value) }
         request.headers.replaceOrAdd(name: "User-Agent", value: userAgent)
-        request.body = .bytes(ByteBuffer(string: json.canonicalString()))
+        request.body = .bytes(ByteBuffer(string: body))
         let response = try await client.execute(request, timeout: .seconds(Int64(timeout)))
         do {
-            let body = try await response.body.collect(upTo: Self.largestResponse)
-            return OutboundResponse(status: Int(response.status.code), body: body)
+            let answer = try await response.body.collect(upTo: Self.largestResponse)
+            return OutboundResponse(status: Int(response.status.code), body: answer, headers: response.headers)
         } catch is NIOTooManyBytesError {
             throw OutboundError.tooLarge
         }

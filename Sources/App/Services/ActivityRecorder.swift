@@ -9,6 +9,8 @@ enum LedgerHead {
     static let events = "events"
     /// Where retention last cut the audit chain: the seq and hash of the newest deleted entry.
     static let auditPruned = "audit_pruned"
+    /// The last event seq the webhook dispatcher has turned into deliveries.
+    static let webhookDispatch = "webhook_dispatch"
 }
 
 /// Who did something.

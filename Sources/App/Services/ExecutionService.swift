@@ -234,7 +234,8 @@ struct ExecutionService: Sendable {
             try await record(execution, level: "info", message: message, progress: progress, on: db)
             try await app.activityRecorder.record(event: EventRecord(
                 type: "execution.progress", actorID: execution.$user.id, resourceType: "execution", resourceID: id.uuidString.lowercased(),
-                data: ["progress": .number(Double(progress)), "message": .string(message)]), on: db)
+                data: ["progress": .number(Double(progress)), "message": .string(message),
+                       "userId": .string(execution.$user.id.uuidString.lowercased())]), on: db)
             return progress
         }
     }

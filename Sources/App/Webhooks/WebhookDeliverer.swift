@@ -1,0 +1,158 @@
+import Fluent
+import Foundation
+import SQLKit
+import Vapor
+
+/// Sends one delivery attempt: signs the stored body (Standard Webhooks), POSTs it through the outbound guard,
+/// records the attempt, and schedules the next one, finishes the delivery, or disables the endpoint.
+struct WebhookDeliverer: Sendable {
+    /// Delays before attempts 1…8: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (each ±10%).
+    static let schedule: [TimeInterval] = [0, 5, 300, 1800, 7200, 18_000, 36_000, 36_000]
+    static let timeout: TimeInterval = 15
+    static let disableAfter: TimeInterval = 5 * 86_400
+    static let keptResponseBytes = 4096
+
+    let app: Application
+
+    private var now: Date { app.wallClock.now() }
+
+    func deliver(_ job: ClaimedJob) async throws {
+        let queue = JobQueue(app: app)
+        guard case .object(let fields) = job.payload, let raw = fields["deliveryId"]?.stringValue, let id = UUID(uuidString: raw),
+              let delivery = try await WebhookDelivery.query(on: app.db).filter(\.$id == id).with(\.$webhook).first()
+        else {
+            _ = try await app.writeTransaction { db in try await queue.finish(job, status: .failed, error: "delivery not found", on: db) }
+            return
+        }
+        let hook = delivery.webhook
+        guard delivery.status == .pending else {
+            _ = try await app.writeTransaction { db in try await queue.finish(job, status: .succeeded, on: db) }
+            return
+        }
+        guard hook.enabled else {
+            try await settle(job) { db in
+                delivery.status = .failed
+                delivery.error = "the endpoint is disabled"
+                delivery.nextAttemptAt = nil
+                delivery.updatedAt = now
+                try await delivery.save(on: db)
+            }
+            return
+        }
+
+        let attempt = delivery.attempt + 1
+        let timestamp = Int64(now.timeIntervalSince1970)
+        let messageID = delivery.eventID.uuidString.lowercased()
+        var signatures: [String] = []
+        if let signature = WebhookSignature.sign(secret: try app.secretBox.open(hook.sealedSecret), id: messageID, timestamp: timestamp, body: delivery.payload) {
+            signatures.append(signature)
+        }
+        if let previous = hook.sealedPreviousSecret, let until = hook.previousSecretExpiresAt, until > now,
+           let signature = WebhookSignature.sign(secret: try app.secretBox.open(previous), id: messageID, timestamp: timestamp, body: delivery.payload) {
+            signatures.append(signature)
+        }
+        var headers = hook.headers
+        headers["webhook-id"] = messageID
+        headers["webhook-timestamp"] = String(timestamp)
+        headers["webhook-signature"] = signatures.joined(separator: " ")
+        headers["Content-Type"] = "application/json"
+
+        let started = ContinuousClock.now
+        var answeredStatus: Int?
+        var failure: String?
+        var answeredBody: String?
+        var retryAfterSeconds: TimeInterval?
+        do {
+            let response = try await app.outboundHTTP.send(hook.url, body: delivery.payload, headers: headers, timeout: Self.timeout)
+            answeredStatus = response.status
+            answeredBody = String(String(buffer: response.body).prefix(Self.keptResponseBytes))
+            if [429, 503].contains(response.status), let value = response.headers.first(name: "Retry-After"), let seconds = TimeInterval(value) {
+                retryAfterSeconds = min(seconds, 36_000)
+            }
+            if !(200..<300).contains(response.status) { failure = "answered \(response.status)" }
+        } catch let outbound as OutboundError {
+            failure = outbound.description
+        } catch let other {
+            failure = String(describing: other).prefix(300).description
+        }
+        let status = answeredStatus, error = failure, body = answeredBody, retryAfter = retryAfterSeconds
+        let elapsed = ContinuousClock.now - started
+        let durationMs = Int64(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
+        let succeeded = error == nil
+        let gone = status == 410
+
+        try await settle(job) { db in
+            let record = WebhookAttempt()
+            record.id = UUID()
+            record.$delivery.id = try delivery.requireID()
+            record.attempt = attempt
+            record.at = now
+            record.responseStatus = status
+            record.durationMs = durationMs
+            record.error = error
+            record.responseBody = body
+            try await record.create(on: db)
+
+            delivery.attempt = attempt
+            delivery.responseStatus = status
+            delivery.durationMs = durationMs
+            delivery.error = error
+            delivery.responseBody = body
+            delivery.updatedAt = now
+            if succeeded {
+                delivery.status = .succeeded
+                delivery.nextAttemptAt = nil
+                if hook.failingSince != nil {
+                    hook.failingSince = nil
+                    try await hook.save(on: db)
+                }
+            } else {
+                hook.failingSince = hook.failingSince ?? now
+                let failingTooLong = now.timeIntervalSince(hook.failingSince!) >= Self.disableAfter
+                if gone || failingTooLong {
+                    try await disable(hook, reason: gone ? "the endpoint answered 410 Gone" : "every delivery failed for 5 days", on: db)
+                } else {
+                    try await hook.save(on: db)
+                }
+                if attempt < Self.schedule.count, !gone, hook.enabled {
+                    let delay = max(Self.schedule[attempt] * Double.random(in: 0.9...1.1), retryAfter ?? 0)
+                    let next = now.addingTimeInterval(delay)
+                    delivery.nextAttemptAt = next
+                    try await JobQueue(app: app).enqueue(kind: WebhookService.deliverKind, payload: job.payload, maxAttempts: 3, runAt: next, on: db)
+                } else {
+                    delivery.status = .failed
+                    delivery.nextAttemptAt = nil
+                }
+            }
+            try await delivery.save(on: db)
+        }
+    }
+
+    /// Disables an endpoint: a `webhook.disabled` event, an audit entry and a mail to its owner.
+    private func disable(_ hook: Webhook, reason: String, on db: any Database) async throws {
+        hook.enabled = false
+        hook.disabledReason = reason
+        hook.updatedAt = now
+        try await hook.save(on: db)
+        let id = try hook.requireID().uuidString.lowercased()
+        try await app.activityRecorder.record(
+            audit: AuditRecord(action: "webhook.disabled", actorID: nil, actorType: .system, resourceType: "webhook", resourceID: id,
+                               outcome: .failure, details: ["reason": .string(reason), "url": .string(hook.url)]),
+            event: EventRecord(type: "webhook.disabled", actorID: nil, resourceType: "webhook", resourceID: id,
+                               data: ["userId": .string(hook.$user.id.uuidString.lowercased()), "url": .string(hook.url), "reason": .string(reason)]),
+            on: db)
+        if let owner = try await User.find(hook.$user.id, on: db) {
+            try await MailOutbox(app: app).enqueue(
+                to: owner.email, subject: "A Steward webhook was disabled",
+                body: "Your webhook to \(hook.url) was disabled: \(reason).\nFix the endpoint, then enable it again with PATCH /api/v1/webhooks/\(id) {\"enabled\": true}.",
+                secret: nil, on: db)
+        }
+    }
+
+    private func settle(_ job: ClaimedJob, _ change: @escaping @Sendable (any Database) async throws -> Void) async throws {
+        try await app.writeTransaction { db in
+            guard try await JobQueue(app: app).finish(job, status: .succeeded, on: db) else { throw LeaseLost() }
+            try await change(db)
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import Fluent
+import Foundation
+import SQLKit
+import Vapor
+
+/// Reads the event log in `seq` order and turns each event into one delivery per matching subscription the
+/// event's owner allows. Its position is stored in `ledger_heads` and advanced in the same transaction as the
+/// deliveries, with a compare-and-set, so a restart neither skips nor repeats and two instances never both
+/// dispatch the same events.
+struct WebhookDispatcher: Sendable {
+    static let batchSize = 200
+
+    let app: Application
+
+    /// Dispatches one batch; returns how many events it covered (0 when there was nothing new).
+    @discardableResult
+    func dispatchBatch() async throws -> Int {
+        let sql = app.db as! any SQLDatabase
+        guard let head = try await sql.raw("SELECT seq FROM ledger_heads WHERE name = \(bind: LedgerHead.webhookDispatch)").first() else { return 0 }
+        let cursor = try head.decode(column: "seq", as: Int64.self)
+        let events = try await Event.query(on: app.db).filter(\.$seq > cursor).sort(\.$seq).limit(Self.batchSize).all()
+        guard let last = events.last?.seq else { return 0 }
+        let hooks = try await Webhook.query(on: app.db).filter(\.$enabled == true).all()
+        var ownerGrants: [UUID: Grants] = [:]
+        for ownerID in Set(hooks.map(\.$user.id)) {
+            ownerGrants[ownerID] = try await UserRole.grants(of: ownerID, on: app.db)
+        }
+        let grants = ownerGrants
+        return try await app.writeTransaction { db in
+            let sql = db as! any SQLDatabase
+            let advanced = try await sql.raw("""
+                UPDATE ledger_heads SET seq = \(bind: last) WHERE name = \(bind: LedgerHead.webhookDispatch) AND seq = \(bind: cursor) RETURNING seq
+                """).first()
+            guard advanced != nil else { return 0 }
+            for event in events {
+                for hook in hooks where hook.wants(event.type) {
+                    guard Self.may(hook.$user.id, grants: grants[hook.$user.id] ?? .none, see: event) else { continue }
+                    _ = try await WebhookService(app: app).enqueueDelivery(
+                        hook: hook, eventID: try event.requireID(), eventType: event.type, payload: Self.payload(of: event), on: db)
+                }
+            }
+            return events.count
+        }
+    }
+
+    /// Admins see every event; others see events about what they own, and catalogue events with skills:read.
+    static func may(_ userID: UUID, grants: Grants, see event: Event) -> Bool {
+        if grants.permissions.contains(.adminFull) { return true }
+        if event.resourceType == "skill" { return grants.permissions.contains(.skillsRead) }
+        guard let owner = owner(of: event) else { return false }
+        return owner == userID
+    }
+
+    static func owner(of event: Event) -> UUID? {
+        if event.resourceType == "user" { return event.resourceID.flatMap(UUID.init(uuidString:)) }
+        guard case .object(let data) = JSONValue.parse(event.data) else { return nil }
+        return (data["userId"]?.stringValue).flatMap(UUID.init(uuidString:))
+    }
+
+    /// `{type, timestamp, data}`, where data holds the envelope fields plus the event's own data.
+    static func payload(of event: Event) -> String {
+        var data: [String: JSONValue] = [:]
+        if case .object(let own) = JSONValue.parse(event.data) { data = own }
+        data["eventId"] = .string(event.id!.uuidString.lowercased())
+        data["seq"] = .number(Double(event.seq))
+        data["resourceType"] = .string(event.resourceType)
+        data["resourceId"] = event.resourceID.map { .string($0) } ?? .null
+        data["actorId"] = event.actorID.map { .string($0.uuidString.lowercased()) } ?? .null
+        let envelope: JSONValue = ["type": .string(event.type), "timestamp": .string(ISO8601DateFormatter().string(from: event.at)), "data": .object(data)]
+        return envelope.canonicalString()
+    }
+}
+
+/// Runs the dispatcher while the server runs.
+final class WebhookDispatchWorker: LifecycleHandler, @unchecked Sendable {
+    private let lock = NSLock()
+    private var task: Task<Void, Never>?
+
+    func start(_ app: Application) {
+        lock.withLock {
+            guard task == nil else { return }
+            task = Task {
+                while !Task.isCancelled {
+                    do {
+                        if try await WebhookDispatcher(app: app).dispatchBatch() > 0 { continue }
+                    } catch {
+                        app.logger.warning("Webhook dispatch failed: \(String(describing: error))")
+                    }
+                    try? await Task.sleep(for: .milliseconds(200))
+                }
+            }
+        }
+    }
+
+    func shutdownAsync(_ application: Application) async {
+        let running = lock.withLock { () -> Task<Void, Never>? in
+            defer { task = nil }
+            return task
+        }
+        running?.cancel()
+        await running?.value
+    }
+}
+
+extension Application {
+    private struct DispatchKey: StorageKey { typealias Value = WebhookDispatchWorker }
+
+    /// Set once in `configure`; started by `serve`.
+    var webhookDispatchWorker: WebhookDispatchWorker {
+        get { storage[DispatchKey.self]! }
+        set { storage[DispatchKey.self] = newValue }
+    }
+}
