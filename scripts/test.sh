@@ -19,5 +19,8 @@ swift build --build-tests
 echo "==> suite on SQLite (one database file per test, in parallel)"
 swift test --skip-build
 
+echo "==> webhook deliveries verified by the reference Python library"
+STEWARD_BIN=.build/debug/steward scripts/webhook-interop.sh
+
 echo "==> suite on PostgreSQL"
 scripts/test-postgres.sh --skip-build
