@@ -108,13 +108,17 @@ struct JobQueue: Sendable {
         return requeued ? true : nil
     }
 
-    /// Hands a job back without counting the attempt (shutdown), so it restarts at once on the next start.
-    func release(_ job: ClaimedJob) async throws {
+    /// Hands a job back without counting the attempt (shutdown, or an endpoint at its limit), to run again
+    /// after `delay` seconds.
+    func release(_ job: ClaimedJob, after delay: TimeInterval = 0) async throws {
         let sql = app.db as! any SQLDatabase
-        try await sql.raw("""
-            UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = \(bind: now), lease_owner = NULL, lease_token = NULL,
-                lease_expires_at = NULL WHERE id = \(bind: job.id) AND lease_token = \(bind: job.token) AND status = 'running'
-            """).run()
+        let runAt = now.addingTimeInterval(delay)
+        try await app.withWriteGate {
+            try await sql.raw("""
+                UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = \(bind: runAt), lease_owner = NULL, lease_token = NULL,
+                    lease_expires_at = NULL WHERE id = \(bind: job.id) AND lease_token = \(bind: job.token) AND status = 'running'
+                """).run()
+        }
     }
 
     /// Jobs whose lease expired (their worker died): requeued with attempt+1 counted, or failed after the last.

@@ -14,6 +14,11 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
     private var stopping = false
     private var activeLoops = 0
     private var inFlight: [UUID: ClaimedJob] = [:]
+    /// Deliveries running off the loops, per endpoint (webhook id), so one slow endpoint holds no worker.
+    private var deliveriesPerEndpoint: [String: Int] = [:]
+    private var deliveriesRunning = 0
+    static let deliveriesPerEndpointLimit = 4
+    static let deliveriesLimit = 64
     private let identity = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(6))"
 
     func start(_ app: Application, count: Int? = nil) {
@@ -44,6 +49,10 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
             do {
                 if let job = try await JobQueue(app: app).claim(worker: name) {
                     idle = .milliseconds(50)
+                    if job.kind == WebhookService.deliverKind {
+                        try await startDelivery(job, app)
+                        continue
+                    }
                     lock.withLock { inFlight[job.id] = job }
                     await JobRunner(app: app).run(job)
                     lock.withLock { _ = inFlight.removeValue(forKey: job.id) }
@@ -55,6 +64,32 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
             // Nothing due: wait for an enqueue in this process, or poll with back-off (other instances' jobs, retries).
             await app.jobSignal.wait(after: seen, timeout: idle)
             idle = min(idle * 2, .seconds(1))
+        }
+    }
+
+    /// Runs a webhook delivery beside the loops: at most 4 per endpoint and 64 in all; an endpoint at its limit
+    /// gets the job back a second later, without losing an attempt.
+    private func startDelivery(_ job: ClaimedJob, _ app: Application) async throws {
+        let endpoint = job.payload.object?["webhookId"]?.stringValue ?? "unknown"
+        let admitted = lock.withLock { () -> Bool in
+            guard (deliveriesPerEndpoint[endpoint] ?? 0) < Self.deliveriesPerEndpointLimit, deliveriesRunning < Self.deliveriesLimit else { return false }
+            deliveriesPerEndpoint[endpoint, default: 0] += 1
+            deliveriesRunning += 1
+            inFlight[job.id] = job
+            return true
+        }
+        guard admitted else {
+            try await JobQueue(app: app).release(job, after: 1)
+            return
+        }
+        Task {
+            await JobRunner(app: app).run(job)
+            self.lock.withLock {
+                self.deliveriesPerEndpoint[endpoint, default: 1] -= 1
+                if self.deliveriesPerEndpoint[endpoint] == 0 { self.deliveriesPerEndpoint[endpoint] = nil }
+                self.deliveriesRunning -= 1
+                _ = self.inFlight.removeValue(forKey: job.id)
+            }
         }
     }
 
@@ -95,10 +130,10 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
     private func waitForLoops(within limit: Duration) async -> Bool {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
-            if lock.withLock({ activeLoops == 0 }) { return true }
+            if lock.withLock({ activeLoops == 0 && deliveriesRunning == 0 }) { return true }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        return lock.withLock { activeLoops == 0 }
+        return lock.withLock { activeLoops == 0 && deliveriesRunning == 0 }
     }
 }
 

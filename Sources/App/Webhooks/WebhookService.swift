@@ -288,7 +288,9 @@ struct WebhookService: Sendable {
         delivery.createdAt = now
         delivery.updatedAt = now
         try await delivery.create(on: db)
-        try await JobQueue(app: app).enqueue(kind: Self.deliverKind, payload: ["deliveryId": .string(delivery.id!.uuidString)], maxAttempts: 3, on: db)
+        try await JobQueue(app: app).enqueue(kind: Self.deliverKind, payload: [
+            "deliveryId": .string(delivery.id!.uuidString), "webhookId": .string(hook.id!.uuidString),
+        ], maxAttempts: 3, on: db)
         return delivery
     }
 

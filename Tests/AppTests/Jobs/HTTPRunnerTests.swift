@@ -57,12 +57,6 @@ final class FakeRunnerServer: @unchecked Sendable {
     }
 }
 
-extension JSONValue {
-    var object: [String: JSONValue]? {
-        if case .object(let fields) = self { return fields }
-        return nil
-    }
-}
 
 /// Answers DNS from a table.
 struct TableResolver: AddressResolver {

@@ -18,8 +18,13 @@ final class WebhookReceiver: @unchecked Sendable {
     private let lock = NSLock()
     private var stored: [Received] = []
     private var script: [(HTTPResponseStatus, HTTPHeaders)] = []
+    private var slowNow = 0
+    private var slowPeak = 0
+    private var slowDone = 0
 
     var received: [Received] { lock.withLock { stored } }
+    /// The most requests the slow endpoint ever had at once, and how many it finished.
+    var slowStats: (peak: Int, done: Int) { lock.withLock { (slowPeak, slowDone) } }
 
     /// The next answers, in order; after the script runs out, 200.
     func answer(_ statuses: [(HTTPResponseStatus, HTTPHeaders)]) { lock.withLock { script = statuses } }
@@ -33,6 +38,12 @@ final class WebhookReceiver: @unchecked Sendable {
                 return self.script.isEmpty ? (.ok, [:]) : self.script.removeFirst()
             }
             return Response(status: status, headers: headers, body: "ack")
+        }
+        app.post("slow") { [self] _ async throws -> String in
+            self.lock.withLock { self.slowNow += 1; self.slowPeak = max(self.slowPeak, self.slowNow) }
+            try await Task.sleep(for: .milliseconds(1500))
+            self.lock.withLock { self.slowNow -= 1; self.slowDone += 1 }
+            return "slow ack"
         }
         try await app.server.start(address: .hostname("127.0.0.1", port: 0))
         port = app.http.server.shared.localAddress?.port ?? 0
@@ -255,6 +266,37 @@ struct WebhookTests {
                 #expect(receiver.received.count == 2)
                 #expect(receiver.received[0].headers.first(name: "webhook-id") == receiver.received[1].headers.first(name: "webhook-id"))
                 #expect(try await send(app, .POST, "/api/v1/webhooks/\(hookID)/deliveries/\(UUID())/redeliver", token: token).status == .notFound)
+            }
+        } catch {
+            await receiver.stop()
+            throw error
+        }
+        await receiver.stop()
+    }
+
+    @Test("At most 4 deliveries run at once per endpoint, and a slow endpoint does not delay another")
+    func endpointConcurrency() async throws {
+        let receiver = try await WebhookReceiver()
+        do {
+            try await withTestApp(environment: ["STEWARD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"]) { app in
+                // Real time: deliveries handed back by the limit are due again a second later.
+                app.mailer = CapturingMailer()
+                let (token, fastID, _) = try await subscriber(app, receiver: receiver, events: #"["webhook.test"]"#)
+                let slow = try await send(app, .POST, "/api/v1/webhooks", token: token,
+                                          json: #"{"url": "http://127.0.0.1:\#(receiver.port)/slow", "events": ["webhook.test"]}"#)
+                let slowID = try slow.content.decode(WebhookResponse.self).id
+                for _ in 0..<8 { _ = try await send(app, .POST, "/api/v1/webhooks/\(slowID)/test", token: token) }
+                app.jobWorkers.start(app, count: 2)
+                try await Task.sleep(for: .milliseconds(300))
+                let fastStart = ContinuousClock.now
+                _ = try await send(app, .POST, "/api/v1/webhooks/\(fastID)/test", token: token)
+                for _ in 0..<40 where receiver.received.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+                #expect(!receiver.received.isEmpty, "the fast endpoint was served")
+                #expect(ContinuousClock.now - fastStart < .milliseconds(1400), "the fast endpoint did not wait for the slow one")
+                for _ in 0..<120 where receiver.slowStats.done < 8 { try await Task.sleep(for: .milliseconds(100)) }
+                #expect(receiver.slowStats.done == 8)
+                #expect(receiver.slowStats.peak <= 4, "peak \(receiver.slowStats.peak)")
+                #expect(receiver.slowStats.peak >= 2, "deliveries to one endpoint still run concurrently")
             }
         } catch {
             await receiver.stop()
