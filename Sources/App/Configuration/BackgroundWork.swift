@@ -8,6 +8,9 @@ enum BackgroundWork {
         let worker = MailOutboxWorker()
         app.mailOutboxWorker = worker
         app.lifecycle.use(worker)
+        let clients = OutboundClients()
+        app.outboundClients = clients
+        app.lifecycle.use(clients)
         app.jobSignal = JobSignal()
         app.runningExecutions = RunningExecutions()
         let workers = JobWorkers()

@@ -24,7 +24,8 @@ struct JobQueue: Sendable {
 
     /// Adds a job inside the caller's transaction and wakes this process's workers.
     @discardableResult
-    func enqueue(kind: String, payload: JSONValue, maxAttempts: Int? = nil, runAt: Date? = nil, on db: any Database) async throws -> UUID {
+    func enqueue(kind: String, payload: JSONValue, maxAttempts: Int? = nil, runAt: Date? = nil, groupKey: String? = nil,
+                 on db: any Database) async throws -> UUID {
         let job = Job()
         let now = self.now
         job.id = UUID()
@@ -34,6 +35,7 @@ struct JobQueue: Sendable {
         job.runAt = runAt ?? now
         job.attempts = 0
         job.maxAttempts = maxAttempts ?? config.jobMaxAttempts
+        job.groupKey = groupKey
         job.createdAt = now
         job.updatedAt = now
         try await job.create(on: db)
@@ -46,16 +48,25 @@ struct JobQueue: Sendable {
     }
 
     /// Claims the oldest due job, or nil. One statement, so two workers never claim the same job.
-    func claim(worker: String) async throws -> ClaimedJob? {
+    /// `skipping` names groups this worker cannot run now; `skippingKind` a kind it cannot take at all.
+    func claim(worker: String, skipping groups: [String] = [], skippingKind: String? = nil) async throws -> ClaimedJob? {
         let sql = app.db as! any SQLDatabase
         let now = self.now
         let token = UUID()
         let expires = now.addingTimeInterval(TimeInterval(config.jobLeaseSeconds))
-        let lock: SQLQueryString = sql.dialect.name == "postgresql" ? " FOR UPDATE SKIP LOCKED" : ""
+        var lock: SQLQueryString = sql.dialect.name == "postgresql" ? " FOR UPDATE SKIP LOCKED" : ""
+        var filters: SQLQueryString = ""
+        if !groups.isEmpty {
+            filters = " AND (group_key IS NULL OR group_key NOT IN (\(binds: groups)))"
+        }
+        if let skippingKind {
+            filters = filters + " AND kind != \(bind: skippingKind)"
+        }
+        lock = filters + " ORDER BY run_at, created_at LIMIT 1" + lock
         let row = try await app.withWriteGate { try await sql.raw("""
             UPDATE jobs SET status = 'running', lease_owner = \(bind: worker), lease_token = \(bind: token),
                 lease_expires_at = \(bind: expires), attempts = attempts + 1, updated_at = \(bind: now)
-            WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= \(bind: now) ORDER BY run_at, created_at LIMIT 1\(lock))
+            WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= \(bind: now)\(lock))
               AND status = 'queued'
             RETURNING id, kind, payload, attempts, max_attempts
             """).first() }

@@ -14,10 +14,13 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
     private var stopping = false
     private var activeLoops = 0
     private var inFlight: [UUID: ClaimedJob] = [:]
-    /// Deliveries running off the loops, per endpoint (webhook id), so one slow endpoint holds no worker.
+    /// Deliveries admitted beside the loops, per endpoint (webhook id), so one slow endpoint holds no worker.
     private var deliveriesPerEndpoint: [String: Int] = [:]
+    private var endpointSlots: [String: AsyncSemaphore] = [:]
     private var deliveriesRunning = 0
+    /// At most this many deliveries talk to one endpoint at once; a few more may wait their turn in memory.
     static let deliveriesPerEndpointLimit = 4
+    static let deliveriesAdmittedPerEndpoint = 8
     static let deliveriesLimit = 64
     private let identity = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(6))"
 
@@ -47,7 +50,13 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
         while !isStopping {
             let seen = app.jobSignal.current
             do {
-                if let job = try await JobQueue(app: app).claim(worker: name) {
+                // Skip endpoints with a full queue in this process, and deliveries altogether at the global limit.
+                let (saturated, full) = lock.withLock { () -> ([String], Bool) in
+                    (deliveriesPerEndpoint.filter { $0.value >= Self.deliveriesAdmittedPerEndpoint }.map(\.key),
+                     deliveriesRunning >= Self.deliveriesLimit)
+                }
+                if let job = try await JobQueue(app: app).claim(worker: name, skipping: saturated,
+                                                               skippingKind: full ? WebhookService.deliverKind : nil) {
                     idle = .milliseconds(50)
                     if job.kind == WebhookService.deliverKind {
                         try await startDelivery(job, app)
@@ -67,26 +76,33 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
         }
     }
 
-    /// Runs a webhook delivery beside the loops: at most 4 per endpoint and 64 in all; an endpoint at its limit
-    /// gets the job back a second later, without losing an attempt.
+    /// Runs a webhook delivery beside the loops: at most 4 talk to one endpoint at once, a few more wait their
+    /// turn in memory (their lease kept alive), and beyond that (or 64 in all) the job is handed back for a second
+    /// without losing an attempt, so a slow endpoint never holds up the others.
     private func startDelivery(_ job: ClaimedJob, _ app: Application) async throws {
         let endpoint = job.payload.object?["webhookId"]?.stringValue ?? "unknown"
-        let admitted = lock.withLock { () -> Bool in
-            guard (deliveriesPerEndpoint[endpoint] ?? 0) < Self.deliveriesPerEndpointLimit, deliveriesRunning < Self.deliveriesLimit else { return false }
+        let slots = lock.withLock { () -> AsyncSemaphore? in
+            guard (deliveriesPerEndpoint[endpoint] ?? 0) < Self.deliveriesAdmittedPerEndpoint, deliveriesRunning < Self.deliveriesLimit else { return nil }
             deliveriesPerEndpoint[endpoint, default: 0] += 1
             deliveriesRunning += 1
             inFlight[job.id] = job
-            return true
+            if let existing = endpointSlots[endpoint] { return existing }
+            let created = AsyncSemaphore(limit: Self.deliveriesPerEndpointLimit)
+            endpointSlots[endpoint] = created
+            return created
         }
-        guard admitted else {
+        guard let slots else {
             try await JobQueue(app: app).release(job, after: 1)
             return
         }
         Task {
-            await JobRunner(app: app).run(job)
+            await JobRunner(app: app).run(job, waitingFor: slots)
             self.lock.withLock {
                 self.deliveriesPerEndpoint[endpoint, default: 1] -= 1
-                if self.deliveriesPerEndpoint[endpoint] == 0 { self.deliveriesPerEndpoint[endpoint] = nil }
+                if self.deliveriesPerEndpoint[endpoint] == 0 {
+                    self.deliveriesPerEndpoint[endpoint] = nil
+                    self.endpointSlots[endpoint] = nil
+                }
                 self.deliveriesRunning -= 1
                 _ = self.inFlight.removeValue(forKey: job.id)
             }
@@ -141,9 +157,19 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
 struct JobRunner: Sendable {
     let app: Application
 
-    func run(_ job: ClaimedJob) async {
+    /// Runs the job; with `slots`, first waits for one (the lease is kept alive meanwhile) and frees it after.
+    func run(_ job: ClaimedJob, waitingFor slots: AsyncSemaphore? = nil) async {
         let queue = JobQueue(app: app)
-        let work = Task { try await handle(job) }
+        let work = Task {
+            if let slots {
+                await slots.acquire()
+                defer { slots.release() }
+                try Task.checkCancellation()
+                try await handle(job)
+            } else {
+                try await handle(job)
+            }
+        }
         let heartbeat = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(max(1, app.appConfig.jobHeartbeatSeconds)))
@@ -210,6 +236,36 @@ struct JobRunner: Sendable {
         } catch {
             app.logger.error("Could not record a failed job: \(String(describing: error))")
         }
+    }
+}
+
+/// A counting semaphore for async code: first come, first served.
+final class AsyncSemaphore: @unchecked Sendable {
+    private let lock = NSLock()
+    private var available: Int
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    init(limit: Int) {
+        available = limit
+    }
+
+    func acquire() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let granted = lock.withLock { () -> Bool in
+                if available > 0 { available -= 1; return true }
+                waiters.append(continuation)
+                return false
+            }
+            if granted { continuation.resume() }
+        }
+    }
+
+    func release() {
+        let next = lock.withLock { () -> CheckedContinuation<Void, Never>? in
+            if waiters.isEmpty { available += 1; return nil }
+            return waiters.removeFirst()
+        }
+        next?.resume()
     }
 }
 

@@ -17,5 +17,6 @@ enum AppMigrations {
         CreateJobsAndExecutions(),
         CreateIdempotencyKeys(),
         CreateWebhooks(),
+        AddJobGroupKey(),
     ]
 }

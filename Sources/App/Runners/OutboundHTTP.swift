@@ -78,6 +78,8 @@ struct OutboundHTTP: Sendable {
     let guardrail: OutboundGuard
     let resolver: any AddressResolver
     let userAgent: String
+    /// Keeps one client (and its keep-alive connections) per host and checked address; nil makes one per call.
+    var clients: OutboundClients?
 
     func post(_ urlString: String, json: JSONValue, headers extra: [String: String], timeout: TimeInterval) async throws -> OutboundResponse {
         var headers = extra
@@ -105,10 +107,9 @@ struct OutboundHTTP: Sendable {
             pinned = first.text
         }
 
-        var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10), read: .seconds(Int64(timeout))))
-        configuration.dnsOverride = [host: pinned]
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-        defer { Task { try? await client.shutdown() } }
+        let ephemeral = clients == nil ? OutboundClients.makeClient(host: host, pinned: pinned) : nil
+        defer { if let ephemeral { Task { try? await ephemeral.shutdown() } } }
+        let client = ephemeral ?? clients!.client(host: host, pinned: pinned)
 
         var request = HTTPClientRequest(url: urlString)
         request.method = .POST
@@ -122,6 +123,37 @@ struct OutboundHTTP: Sendable {
         } catch is NIOTooManyBytesError {
             throw OutboundError.tooLarge
         }
+    }
+}
+
+/// HTTP clients for outbound requests, one per host and checked address, so connections are reused; the
+/// address stays part of the key, so a client never connects anywhere that was not checked.
+final class OutboundClients: LifecycleHandler, @unchecked Sendable {
+    private let lock = NSLock()
+    private var clients: [String: HTTPClient] = [:]
+
+    static func makeClient(host: String, pinned: String) -> HTTPClient {
+        var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10)))
+        configuration.dnsOverride = [host: pinned]
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    func client(host: String, pinned: String) -> HTTPClient {
+        lock.withLock {
+            let key = host + "|" + pinned
+            if let existing = clients[key] { return existing }
+            let client = Self.makeClient(host: host, pinned: pinned)
+            clients[key] = client
+            return client
+        }
+    }
+
+    func shutdownAsync(_ application: Application) async {
+        let all = lock.withLock { () -> [HTTPClient] in
+            defer { clients.removeAll() }
+            return Array(clients.values)
+        }
+        for client in all { try? await client.shutdown() }
     }
 }
 
@@ -145,9 +177,17 @@ extension Application {
         set { storage[ResolverKey.self] = newValue }
     }
 
+    private struct ClientsKey: StorageKey { typealias Value = OutboundClients }
+
+    /// Set once in `configure`.
+    var outboundClients: OutboundClients? {
+        get { storage[ClientsKey.self] }
+        set { storage[ClientsKey.self] = newValue }
+    }
+
     /// The outbound client with this app's guard and resolver.
     var outboundHTTP: OutboundHTTP {
         OutboundHTTP(guardrail: OutboundGuard(allowed: appConfig.outboundAllowedHosts, httpsOnly: appConfig.outboundHTTPSOnly),
-                     resolver: addressResolver, userAgent: "Steward/1.0")
+                     resolver: addressResolver, userAgent: "Steward/1.0", clients: outboundClients)
     }
 }

@@ -118,7 +118,8 @@ struct WebhookDeliverer: Sendable {
                     let delay = max(Self.schedule[attempt] * Double.random(in: 0.9...1.1), retryAfter ?? 0)
                     let next = now.addingTimeInterval(delay)
                     delivery.nextAttemptAt = next
-                    try await JobQueue(app: app).enqueue(kind: WebhookService.deliverKind, payload: job.payload, maxAttempts: 3, runAt: next, on: db)
+                    try await JobQueue(app: app).enqueue(kind: WebhookService.deliverKind, payload: job.payload, maxAttempts: 3, runAt: next,
+                                                         groupKey: hook.id?.uuidString, on: db)
                 } else {
                     delivery.status = .failed
                     delivery.nextAttemptAt = nil

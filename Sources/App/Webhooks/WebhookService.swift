@@ -290,7 +290,7 @@ struct WebhookService: Sendable {
         try await delivery.create(on: db)
         try await JobQueue(app: app).enqueue(kind: Self.deliverKind, payload: [
             "deliveryId": .string(delivery.id!.uuidString), "webhookId": .string(hook.id!.uuidString),
-        ], maxAttempts: 3, on: db)
+        ], maxAttempts: 3, groupKey: hook.id!.uuidString, on: db)
         return delivery
     }
 
