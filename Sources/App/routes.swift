@@ -19,4 +19,5 @@ func routes(_ app: Application) throws {
     try api.register(collection: SkillController())
     try api.register(collection: ExecutionController())
     try api.register(collection: WebhookController())
+    try api.register(collection: EventController())
 }

@@ -42,7 +42,12 @@ public final class Webhook: Model, @unchecked Sendable {
 
     /// True when this subscription wants events of `type`.
     func wants(_ type: String) -> Bool {
-        events.contains { filter in
+        Self.matches(filters: events, type: type)
+    }
+
+    /// Exact types, `prefix.*` or `*`: the one event-filter rule for webhooks and the event log.
+    static func matches(filters: [String], type: String) -> Bool {
+        filters.contains { filter in
             filter == type || filter == "*" || (filter.hasSuffix(".*") && type.hasPrefix(String(filter.dropLast(1))))
         }
     }

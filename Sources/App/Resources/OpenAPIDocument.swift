@@ -1365,6 +1365,49 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+  /api/v1/events:
+    get:
+      operationId: listEvents
+      x-required-permission: authenticated
+      summary: The event log, oldest first, filtered to what the caller may read.
+      description: >-
+        Admins read every event; others read events about what they own, and skill events with skills:read.
+        `after` (or the cursor) is a seq; `nextCursor` continues after the last event read, which may be past the
+        last event returned, because at most 2,000 events are read per request.
+      tags: [events]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: after, in: query, schema: {type: integer, minimum: 0}}
+        - {name: types, in: query, schema: {type: string}, description: "Comma-separated types or prefix.* filters."}
+        - {name: resourceId, in: query, schema: {type: string}}
+        - {$ref: "#/components/parameters/Limit"}
+        - {$ref: "#/components/parameters/Cursor"}
+      responses:
+        "200":
+          description: Events.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items:
+                    type: array
+                    items:
+                      type: object
+                      required: [id, seq, type, at, resourceType, data]
+                      properties:
+                        id: {type: string, format: uuid}
+                        seq: {type: integer}
+                        type: {type: string}
+                        at: {type: string, format: date-time}
+                        actorId: {type: [string, "null"], format: uuid}
+                        resourceType: {type: string}
+                        resourceId: {type: [string, "null"]}
+                        data: {type: object}
+                  nextCursor: {type: [string, "null"]}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
 components:
   parameters:
     IdempotencyKey:

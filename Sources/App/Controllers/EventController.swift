@@ -1,0 +1,76 @@
+import Fluent
+import Vapor
+
+/// `GET /api/v1/events`: the event log, oldest first, filtered to what the caller may read.
+struct EventController: RouteCollection {
+    /// An event as the API shows it.
+    struct EventResponse: Content {
+        var id: UUID
+        var seq: Int64
+        var type: String
+        var at: Date
+        var actorId: UUID?
+        var resourceType: String
+        var resourceId: String?
+        var data: JSONValue
+
+        init(_ event: Event) {
+            id = event.id!
+            seq = event.seq
+            type = event.type
+            at = event.at
+            actorId = event.actorID
+            resourceType = event.resourceType
+            resourceId = event.resourceID
+            data = JSONValue.parse(event.data)
+        }
+    }
+
+    /// Rows read per request at most, so a caller who may see little cannot make one request scan the whole log.
+    static let scanLimit = 2000
+
+    func boot(routes: any RoutesBuilder) throws {
+        routes.grouped("events").grouped(RequireCaller()).get(use: index)
+    }
+
+    @Sendable
+    func index(req: Request) async throws -> ListResponse<EventResponse> {
+        let caller = try req.caller
+        let page = try PageRequest(from: req)
+        var problems: [FieldProblem] = []
+        var after: Int64 = page.cursor?.seq ?? 0
+        if let raw = req.query[String.self, at: "after"] {
+            if let value = Int64(raw), value >= 0 { after = max(after, value) } else {
+                problems.append(FieldProblem(field: "after", message: "must be a sequence number (0 or more)"))
+            }
+        }
+        let types = (req.query[String.self, at: "types"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        if types.count > 50 || !types.allSatisfy({ $0 == "*" || $0.range(of: #"^[a-z_]+(\.[a-z_]+)*(\.\*)?$"#, options: .regularExpression) != nil }) {
+            problems.append(FieldProblem(field: "types", message: "must be a comma-separated list of event types such as execution.*"))
+        }
+        let resourceID = req.query[String.self, at: "resourceId"]
+        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
+
+        let filters = types.isEmpty ? ["*"] : types
+        var items: [EventResponse] = []
+        var scanned = 0
+        var last = after
+        while items.count < page.limit, scanned < Self.scanLimit {
+            var query = Event.query(on: req.db).filter(\.$seq > last).sort(\.$seq).limit(min(500, Self.scanLimit - scanned))
+            if let resourceID { query = query.filter(\.$resourceID == resourceID) }
+            let batch = try await query.all()
+            if batch.isEmpty { break }
+            for event in batch {
+                scanned += 1
+                last = event.seq
+                if Webhook.matches(filters: filters, type: event.type), WebhookDispatcher.may(try caller.user.requireID(), grants: caller.grants, see: event) {
+                    items.append(EventResponse(event))
+                    if items.count == page.limit { break }
+                }
+            }
+        }
+        // The cursor is the last seq read (seen or not), so the next page goes on from there.
+        let more = try await Event.query(on: req.db).filter(\.$seq > last).count() > 0
+        return ListResponse(items: items, nextCursor: more ? PageRequest.encode(.init(seq: last)) : nil)
+    }
+}
