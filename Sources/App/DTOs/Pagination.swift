@@ -1,3 +1,4 @@
+import Fluent
 import Foundation
 import Vapor
 
@@ -11,14 +12,16 @@ struct PageRequest: Sendable {
 
     /// The position after the last item of a page: its sort time and id, or a sequence number.
     struct Cursor: Codable, Sendable, Equatable {
-        var t: Int64?
+        /// The exact sort time (seconds since 1970), so rows created in the same millisecond are neither
+        /// skipped nor repeated.
+        var at: Double?
         var id: UUID?
         var seq: Int64?
         /// Offset into a ranked result (search), where no stable key exists.
         var o: Int?
 
-        init(t: Int64? = nil, id: UUID? = nil, seq: Int64? = nil, o: Int? = nil) {
-            self.t = t
+        init(at: Double? = nil, id: UUID? = nil, seq: Int64? = nil, o: Int? = nil) {
+            self.at = at
             self.id = id
             self.seq = seq
             self.o = o.map { min(max(0, $0), 10_000) }
@@ -57,6 +60,25 @@ struct PageRequest: Sendable {
     }
 }
 
-extension Date {
-    var milliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
+extension QueryBuilder where Model.IDValue == UUID {
+    /// One page, newest first by `date` with ties broken by id, after `page.cursor`; and the next page's cursor.
+    func newestFirst(by date: FieldKey, _ value: (Model) -> Date?, page: PageRequest) async throws -> ([Model], String?) {
+        if let cursor = page.cursor, let seconds = cursor.at, let id = cursor.id {
+            // SQLite hands dates back rounded to the microsecond, so the stored value may differ from the cursor by
+            // up to half of one: times within a microsecond of the cursor count as ties, broken by id.
+            let below = Date(timeIntervalSince1970: seconds - 0.000_001)
+            let above = Date(timeIntervalSince1970: seconds + 0.000_001)
+            group(.or) { group in
+                group.filter(date, .lessThan, below).group(.and) {
+                    $0.filter(date, .greaterThanOrEqual, below).filter(date, .lessThanOrEqual, above).filter(.id, .lessThan, id)
+                }
+            }
+        }
+        let rows = try await sort(date, .descending).sort(.id, .descending).limit(page.limit + 1).all()
+        let items = Array(rows.prefix(page.limit))
+        let next = rows.count > page.limit ? items.last.map {
+            PageRequest.encode(.init(at: (value($0) ?? Date(timeIntervalSince1970: 0)).timeIntervalSince1970, id: $0.id))
+        } : nil
+        return (items, next)
+    }
 }

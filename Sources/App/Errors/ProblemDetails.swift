@@ -33,43 +33,31 @@ extension ProblemError {
 
 /// Errors of the HTTP layer itself, shared by every controller.
 public enum HTTPProblem: ProblemError {
-    case badRequest(String)
     case validation([FieldProblem])
     case notFound(String = "The resource does not exist.")
     case conflict(String)
-    case payloadTooLarge(limit: Int)
-    case unsupportedMediaType(String)
 
     public var status: HTTPResponseStatus {
         switch self {
-        case .badRequest: .badRequest
         case .validation: .unprocessableEntity
         case .notFound: .notFound
         case .conflict: .conflict
-        case .payloadTooLarge: .payloadTooLarge
-        case .unsupportedMediaType: .unsupportedMediaType
         }
     }
 
     public var code: String {
         switch self {
-        case .badRequest: "bad_request"
         case .validation: "validation_failed"
         case .notFound: "not_found"
         case .conflict: "conflict"
-        case .payloadTooLarge: "payload_too_large"
-        case .unsupportedMediaType: "unsupported_media_type"
         }
     }
 
     public var reason: String {
         switch self {
-        case .badRequest(let detail): detail
         case .validation(let problems): problems.count == 1 ? "\(problems[0].field) \(problems[0].message)" : "The request has \(problems.count) invalid fields."
         case .notFound(let detail): detail
         case .conflict(let detail): detail
-        case .payloadTooLarge(let limit): "The request body is larger than the limit of \(limit) bytes."
-        case .unsupportedMediaType(let detail): detail
         }
     }
 

@@ -104,16 +104,7 @@ struct ExecutionService: Sendable {
         if !caller.can(.executionsReadAll) { query = try query.visible(to: caller, ownedThrough: \.$user) }
         if let status = filter.status { query = query.filter(\.$status == status) }
         if let skillID = filter.skillID { query = query.filter(\.$skillID == skillID) }
-        if let cursor = page.cursor, let t = cursor.t, let id = cursor.id {
-            let at = Date(timeIntervalSince1970: TimeInterval(t) / 1000)
-            query = query.group(.or) { group in
-                group.filter(\.$queuedAt < at).group(.and) { $0.filter(\.$queuedAt == at).filter(\.$id < id) }
-            }
-        }
-        let executions = try await query.sort(\.$queuedAt, .descending).sort(\.$id, .descending).limit(page.limit + 1).all()
-        let items = Array(executions.prefix(page.limit))
-        let next = executions.count > page.limit ? items.last.map { PageRequest.encode(.init(t: $0.queuedAt.milliseconds, id: $0.id)) } : nil
-        return (items, next)
+        return try await query.newestFirst(by: "queued_at", { $0.queuedAt }, page: page)
     }
 
     func history(_ id: UUID, caller: AuthenticatedCaller) async throws -> [ExecutionHistoryEntry] {

@@ -282,16 +282,7 @@ struct SkillService: Sendable {
         var query = Skill.query(on: db)
         if let category = filter.category { query = query.filter(\.$category == category) }
         if let tag = filter.tag { query = query.filter(.sql(embed: "tags LIKE \(bind: Self.tagPattern(tag)) ESCAPE '\\'")) }
-        if let cursor = page.cursor, let t = cursor.t, let id = cursor.id {
-            let at = Date(timeIntervalSince1970: TimeInterval(t) / 1000)
-            query = query.group(.or) { group in
-                group.filter(\.$createdAt < at).group(.and) { $0.filter(\.$createdAt == at).filter(\.$id < id) }
-            }
-        }
-        let skills = try await query.sort(\.$createdAt, .descending).sort(\.$id, .descending).limit(page.limit + 1).all()
-        let pageSkills = Array(skills.prefix(page.limit))
-        let next = skills.count > page.limit ? pageSkills.last.map { PageRequest.encode(.init(t: $0.createdAt.milliseconds, id: $0.id)) } : nil
-        return (pageSkills, next)
+        return try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page)
     }
 
     /// Full-text search. The query is reduced to letter-and-digit tokens (each a prefix match, all required),

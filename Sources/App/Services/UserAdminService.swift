@@ -55,23 +55,11 @@ struct UserAdminService: Sendable {
             let holders = try await UserRole.query(on: db).filter(\.$role == role).all().map(\.$user.id)
             query = query.filter(\.$id ~~ holders)
         }
-        if let cursor = page.cursor, let t = cursor.t, let id = cursor.id {
-            let at = Date(timeIntervalSince1970: TimeInterval(t) / 1000)
-            query = query.group(.or) { group in
-                group.filter(\.$createdAt < at)
-                    .group(.and) { $0.filter(\.$createdAt == at).filter(\.$id < id) }
-            }
-        }
-        let users = try await query.sort(\.$createdAt, .descending).sort(\.$id, .descending).limit(page.limit + 1).all()
-        let pageUsers = Array(users.prefix(page.limit))
+        let (pageUsers, next) = try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page)
         var roles: [UUID: [String]] = [:]
-        let ids = pageUsers.compactMap(\.id)
-        for assignment in try await UserRole.query(on: db).filter(\.$user.$id ~~ ids).all() {
+        for assignment in try await UserRole.query(on: db).filter(\.$user.$id ~~ pageUsers.compactMap(\.id)).all() {
             roles[assignment.$user.id, default: []].append(assignment.role)
         }
-        let next = users.count > page.limit ? pageUsers.last.map {
-            PageRequest.encode(.init(t: ($0.createdAt ?? Date(timeIntervalSince1970: 0)).milliseconds, id: $0.id))
-        } : nil
         return (pageUsers.map { ($0, (roles[$0.id!] ?? []).sorted()) }, next)
     }
 

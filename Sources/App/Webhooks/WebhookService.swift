@@ -248,18 +248,10 @@ struct WebhookService: Sendable {
 
     func deliveries(_ id: UUID, caller: AuthenticatedCaller, page: PageRequest) async throws -> ([DeliveryResponse], String?) {
         let hook = try await find(id, caller: caller)
-        var query = WebhookDelivery.query(on: db).filter(\.$webhook.$id == (try hook.requireID()))
-        if let cursor = page.cursor, let t = cursor.t, let deliveryID = cursor.id {
-            let at = Date(timeIntervalSince1970: TimeInterval(t) / 1000)
-            query = query.group(.or) { group in
-                group.filter(\.$createdAt < at).group(.and) { $0.filter(\.$createdAt == at).filter(\.$id < deliveryID) }
-            }
-        }
-        let rows = try await query.sort(\.$createdAt, .descending).sort(\.$id, .descending).limit(page.limit + 1).all()
-        let items = Array(rows.prefix(page.limit))
+        let query = WebhookDelivery.query(on: db).filter(\.$webhook.$id == (try hook.requireID()))
+        let (items, next) = try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page)
         let attempts = try await WebhookAttempt.query(on: db).filter(\.$delivery.$id ~~ items.compactMap(\.id)).sort(\.$attempt).all()
         let byDelivery = Dictionary(grouping: attempts, by: { $0.$delivery.id })
-        let next = rows.count > page.limit ? items.last.map { PageRequest.encode(.init(t: $0.createdAt.milliseconds, id: $0.id)) } : nil
         return (items.map { DeliveryResponse($0, attempts: byDelivery[$0.id!] ?? []) }, next)
     }
 

@@ -155,6 +155,29 @@ struct SkillControllerTests {
         }
     }
 
+    @Test("Paging newest first neither skips nor repeats rows created within the same millisecond")
+    func pagingWithinOneMillisecond() async throws {
+        try await withTestApp { app in
+            let clock = TestClock(Date(timeIntervalSince1970: 1_795_000_000.1234))
+            app.useTestDoubles(clock: clock)
+            let (developer, viewer) = try await actors(app)
+            for index in 0..<3 {
+                #expect(try await send(app, .POST, "/api/v1/skills", token: developer,
+                                       json: #"{"slug": "s\#(index)", "name": "S\#(index)", "runner": {"type": "builtin", "name": "echo"}}"#).status == .created)
+                clock.advance(by: 0.0002)
+            }
+            var seen: [String] = []
+            var cursor: String?
+            repeat {
+                let page = try (try await send(app, .GET, "/api/v1/skills?limit=1" + (cursor.map { "&cursor=\($0)" } ?? ""), token: viewer))
+                    .content.decode(ListResponse<SkillResponse>.self)
+                seen += page.items.map(\.slug)
+                cursor = page.nextCursor
+            } while cursor != nil && seen.count < 10
+            #expect(seen == ["s2", "s1", "s0"])
+        }
+    }
+
     @Test("Favourites, stats and the sample seed")
     func favoritesStatsSeed() async throws {
         try await withTestApp { app in
