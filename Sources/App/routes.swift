@@ -20,4 +20,5 @@ func routes(_ app: Application) throws {
     try api.register(collection: ExecutionController())
     try api.register(collection: WebhookController())
     try api.register(collection: EventController())
+    try api.register(collection: EventStreamController())
 }

@@ -23,7 +23,12 @@ enum CallerLookup {
 
     /// The key with this prefix, its user and the user's grants (not yet narrowed to the key's scopes).
     static func apiKey(prefix: String, on db: any Database) async throws -> (APIKey, User, Grants)? {
-        let rows = try await joined(table: APIKey.schema, alias: "k", columns: keyColumns, where: "k.prefix = \(bind: prefix)", on: db)
+        try await apiKey(where: "k.prefix = \(bind: prefix)", on: db)
+    }
+
+    /// The key matching `condition` (on alias `k`), its user and the user's grants.
+    static func apiKey(where condition: SQLQueryString, on db: any Database) async throws -> (APIKey, User, Grants)? {
+        let rows = try await joined(table: APIKey.schema, alias: "k", columns: keyColumns, where: condition, on: db)
         guard let first = rows.first else { return nil }
         let key = APIKey()
         try key.output(from: RowOutput(row: first, prefix: "k_"))

@@ -69,6 +69,9 @@ public struct AppConfig: Sendable {
     public var jobMaxAttempts: Int
     public var maxConcurrentExecutionsPerUser: Int
     public var webhookHistoryDays: Int
+    public var maxStreamsPerUser: Int
+    public var maxStreams: Int
+    public var streamBufferEvents: Int
 }
 
 /// Every bad or missing variable found while loading, reported together.
@@ -132,6 +135,9 @@ extension AppConfig {
         .init(name: "STEWARD_JOB_HEARTBEAT_SECONDS", defaultValue: "10", meaning: "How often a worker extends its lease."),
         .init(name: "STEWARD_JOB_MAX_ATTEMPTS", defaultValue: "3", meaning: "Attempts of a job before it fails (infrastructure failures only)."),
         .init(name: "STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER", defaultValue: "20", meaning: "Queued plus running executions one user may have (429 beyond)."),
+        .init(name: "STEWARD_MAX_STREAMS_PER_USER", defaultValue: "10", meaning: "Open event streams (SSE and WebSocket) one user may hold per instance; more get 429 (or WebSocket close 1013)."),
+        .init(name: "STEWARD_MAX_STREAMS", defaultValue: "5000", meaning: "Open event streams one instance holds in all."),
+        .init(name: "STEWARD_STREAM_BUFFER", defaultValue: "1000", meaning: "Events queued for one stream before its client counts as too slow and is disconnected (it resumes from its last seq)."),
         .init(name: "STEWARD_ENCRYPTION_KEY", defaultValue: "(unset: generated into the data directory)", meaning: "Base64 of 32 bytes; encrypts TOTP secrets and other secrets at rest (AES-GCM)."),
     ]
 
@@ -200,6 +206,9 @@ extension AppConfig {
         let jobMaxAttempts = reader.int("STEWARD_JOB_MAX_ATTEMPTS", default: 3, range: 1...100)
         let maxConcurrent = reader.int("STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER", default: 20, range: 1...100_000)
         let webhookHistoryDays = reader.int("STEWARD_WEBHOOK_HISTORY_DAYS", default: 30, range: 1...3650)
+        let maxStreamsPerUser = reader.int("STEWARD_MAX_STREAMS_PER_USER", default: 10, range: 1...10_000)
+        let maxStreams = reader.int("STEWARD_MAX_STREAMS", default: 5000, range: 1...1_000_000)
+        let streamBuffer = reader.int("STEWARD_STREAM_BUFFER", default: 1000, range: 8...1_000_000)
 
         for origin in corsOrigins where origin != "*" && URL(string: origin)?.scheme == nil {
             reader.problems.append("STEWARD_CORS_ORIGINS: '\(origin)' is not an origin such as https://app.example.com")
@@ -222,7 +231,8 @@ extension AppConfig {
             outboundAllowedHosts: outboundAllowed, outboundHTTPSOnly: outboundHTTPSOnly,
             workers: workers, jobLeaseSeconds: leaseSeconds, jobHeartbeatSeconds: heartbeatSeconds,
             jobMaxAttempts: jobMaxAttempts, maxConcurrentExecutionsPerUser: maxConcurrent,
-            webhookHistoryDays: webhookHistoryDays
+            webhookHistoryDays: webhookHistoryDays, maxStreamsPerUser: maxStreamsPerUser, maxStreams: maxStreams,
+            streamBufferEvents: streamBuffer
         )
     }
 }

@@ -13,5 +13,8 @@ extension Application {
     }
 
     /// The recorder of audit entries and events, on this app's clock.
-    public var activityRecorder: ActivityRecorder { ActivityRecorder(clock: wallClock) }
+    public var activityRecorder: ActivityRecorder {
+        guard let hub = eventHubIfPresent else { return ActivityRecorder(clock: wallClock) }
+        return ActivityRecorder(clock: wallClock, onEvent: { seq in hub.expect(seq: seq) })
+    }
 }

@@ -19,6 +19,10 @@ enum BackgroundWork {
         let dispatcher = WebhookDispatchWorker()
         app.webhookDispatchWorker = dispatcher
         app.lifecycle.use(dispatcher)
+        let config = app.appConfig
+        app.eventHub = EventHub(app: app, settings: StreamSettings(
+            maxPerUser: config.maxStreamsPerUser, maxTotal: config.maxStreams, bufferEvents: config.streamBufferEvents))
+        app.lifecycle.use(EventHubLifecycle())
         let maintenance = MaintenanceWorker()
         app.maintenanceWorker = maintenance
         app.lifecycle.use(maintenance)

@@ -3,29 +3,6 @@ import Vapor
 
 /// `GET /api/v1/events`: the event log, oldest first, filtered to what the caller may read.
 struct EventController: RouteCollection {
-    /// An event as the API shows it.
-    struct EventResponse: Content {
-        var id: UUID
-        var seq: Int64
-        var type: String
-        var at: Date
-        var actorId: UUID?
-        var resourceType: String
-        var resourceId: String?
-        var data: JSONValue
-
-        init(_ event: Event) {
-            id = event.id!
-            seq = event.seq
-            type = event.type
-            at = event.at
-            actorId = event.actorID
-            resourceType = event.resourceType
-            resourceId = event.resourceID
-            data = JSONValue.parse(event.data)
-        }
-    }
-
     /// Rows read per request at most, so a caller who may see little cannot make one request scan the whole log.
     static let scanLimit = 2000
 
@@ -44,14 +21,11 @@ struct EventController: RouteCollection {
                 problems.append(FieldProblem(field: "after", message: "must be a sequence number (0 or more)"))
             }
         }
-        let types = (req.query[String.self, at: "types"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        if types.count > 50 || !types.allSatisfy({ $0 == "*" || $0.range(of: #"^[a-z_]+(\.[a-z_]+)*(\.\*)?$"#, options: .regularExpression) != nil }) {
-            problems.append(FieldProblem(field: "types", message: "must be a comma-separated list of event types such as execution.*"))
-        }
-        let resourceID = req.query[String.self, at: "resourceId"]
-        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
-
-        let filters = types.isEmpty ? ["*"] : types
+        let (filter, filterProblems) = StreamFilter.fromQuery(req)
+        problems += filterProblems
+        guard problems.isEmpty, let filter else { throw HTTPProblem.validation(problems) }
+        let resourceID = filter.resourceID
+        let filters = filter.types
         var items: [EventResponse] = []
         var scanned = 0
         var last = after

@@ -4,10 +4,11 @@ import NIOCore
 import PostgresNIO
 import Vapor
 
-/// Wakes this instance's workers when another instance enqueues a job: PostgreSQL LISTEN/NOTIFY on a dedicated
-/// connection (never one from the pool). Enqueue sends `NOTIFY steward_jobs` in its transaction, so the
-/// notification arrives only if the job committed. A lost connection is re-established with back-off, and each
-/// reconnect wakes the workers once to catch up on anything missed meanwhile.
+/// Wakes this instance's workers when another instance enqueues a job, and its event hub when another instance
+/// writes an event: PostgreSQL LISTEN/NOTIFY on a dedicated connection (never one from the pool). Enqueue sends
+/// `NOTIFY steward_jobs` and the event writer `NOTIFY steward_events, '<seq>'` in their transactions, so a
+/// notification arrives only if its change committed. A lost connection is re-established with back-off, and
+/// each reconnect wakes the workers and the hub once to catch up on anything missed meanwhile.
 final class JobNotificationListener: LifecycleHandler, @unchecked Sendable {
     static let channel = "steward_jobs"
 
@@ -31,10 +32,28 @@ final class JobNotificationListener: LifecycleHandler, @unchecked Sendable {
                     do {
                         let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
                         defer { Task { try? await connection.close() } }
-                        try await connection.listen(on: Self.channel) { notifications in
+                        try await withThrowingTaskGroup(of: Void.self) { group in
+                            group.addTask {
+                                try await connection.listen(on: Self.channel) { notifications in
+                                    app.jobSignal.notify()
+                                    for try await _ in notifications { app.jobSignal.notify() }
+                                }
+                            }
+                            group.addTask {
+                                try await connection.listen(on: ActivityRecorder.eventChannel) { notifications in
+                                    app.eventHubIfPresent?.poke()
+                                    for try await notification in notifications {
+                                        if let seq = Int64(notification.payload) {
+                                            app.eventHubIfPresent?.expect(seq: seq)
+                                        } else {
+                                            app.eventHubIfPresent?.poke()
+                                        }
+                                    }
+                                }
+                            }
                             delay = .milliseconds(200)
-                            app.jobSignal.notify()
-                            for try await _ in notifications { app.jobSignal.notify() }
+                            try await group.next()
+                            group.cancelAll()
                         }
                     } catch {
                         if Task.isCancelled { return }

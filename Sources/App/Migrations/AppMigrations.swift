@@ -18,5 +18,6 @@ enum AppMigrations {
         CreateIdempotencyKeys(),
         CreateWebhooks(),
         AddJobGroupKey(),
+        CreateStreamTickets(),
     ]
 }

@@ -1393,21 +1393,105 @@ paths:
                 properties:
                   items:
                     type: array
-                    items:
-                      type: object
-                      required: [id, seq, type, at, resourceType, data]
-                      properties:
-                        id: {type: string, format: uuid}
-                        seq: {type: integer}
-                        type: {type: string}
-                        at: {type: string, format: date-time}
-                        actorId: {type: [string, "null"], format: uuid}
-                        resourceType: {type: string}
-                        resourceId: {type: [string, "null"]}
-                        data: {type: object}
+                    items: {$ref: "#/components/schemas/Event"}
                   nextCursor: {type: [string, "null"]}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/events/stream:
+    get:
+      operationId: streamEvents
+      x-required-permission: authenticated
+      summary: Live events as Server-Sent Events, resumable with Last-Event-ID.
+      description: >-
+        Each event is sent as `id: <seq>`, `event: <type>`, `data: <the event as JSON>`. A client that reconnects with
+        `Last-Event-ID` (or `?after=`; the header wins) first receives every event after that seq from the log, then
+        live events, with no gap and no duplicate at the switch-over. Only events the caller may read are sent (the
+        same rule as GET /api/v1/events). A `: heartbeat` comment is sent every 15 s. The stream ends with
+        `event: session.revoked` within a second when the session or key behind it is revoked or its user disabled,
+        and with `event: stream.closed` (`{"reason": "slow_consumer" | "shutdown", "lastSeq": …}`) when the client did not
+        keep up (its queue holds STEWARD_STREAM_BUFFER events) or the server is stopping; neither frame has an `id`,
+        so Last-Event-ID still names the last event received. Each user may hold STEWARD_MAX_STREAMS_PER_USER streams
+        (SSE and WebSocket together) per instance, and an instance STEWARD_MAX_STREAMS in all; more get 429.
+        Access tokens are checked when the stream opens; the session (or key) is then followed for as long as the
+        stream is open, so an access token expiring does not end it, but ending the session does.
+      tags: [events]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: Last-Event-ID, in: header, schema: {type: string}, description: "The seq of the last event received."}
+        - {name: after, in: query, schema: {type: integer, minimum: 0}, description: "Replay events after this seq first."}
+        - {name: types, in: query, schema: {type: string}, description: "Comma-separated types or prefix.* filters, e.g. execution.*"}
+        - {name: resourceId, in: query, schema: {type: string, maxLength: 200}}
+      responses:
+        "200":
+          description: An endless event stream.
+          headers:
+            Cache-Control: {schema: {type: string, const: no-cache}}
+            X-Accel-Buffering: {schema: {type: string, const: "no"}, description: Disables proxy buffering (nginx).}
+          content:
+            text/event-stream:
+              schema: {type: string}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+  /api/v1/ws/ticket:
+    post:
+      operationId: createWebSocketTicket
+      x-required-permission: authenticated
+      summary: A single-use ticket for opening /api/v1/ws from a browser.
+      description: >-
+        Browsers cannot set headers on a WebSocket. The ticket stands for the caller's session (or API key), is valid
+        for 30 s, and is used up by the first connection that presents it (`/api/v1/ws?ticket=…`), on any instance.
+      tags: [events]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {$ref: "#/components/parameters/IdempotencyKey"}
+      responses:
+        "201":
+          description: The ticket.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [ticket, expiresAt]
+                properties:
+                  ticket: {type: string, description: "Opaque, starts with wst_."}
+                  expiresAt: {type: string, format: date-time}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+  /api/v1/ws:
+    get:
+      operationId: openWebSocket
+      x-required-permission: authenticated
+      summary: Live events over a WebSocket.
+      description: >-
+        Authenticate with a bearer token or API key header, with the session cookie from an allowed Origin (the public
+        URL's origin or one of STEWARD_CORS_ORIGINS), or with `?ticket=` from POST /api/v1/ws/ticket.
+        After connecting, send `{"op":"subscribe","types":["execution.*"],"resourceId":"…","after":42}` (every field
+        optional; no `after` means live events only). The server answers `{"op":"subscribed","types":[…],"resourceId":…,"after":N}`,
+        then sends every event after `after` from the log, then live events, each as the event JSON object (the same
+        shape as GET /api/v1/events items). A new `subscribe` replaces the subscription; `{"op":"unsubscribe"}` stops
+        events (`{"op":"unsubscribed"}`). Bad messages get `{"op":"error","message":…}` and the socket stays open.
+        The server pings every 20 s and drops a peer after two unanswered pings. Before the server closes a socket it
+        sends `{"op":"closing","reason":"revoked"|"slow_consumer"|"shutdown","lastSeq":N}` when it can. Close codes:
+        1008 the session or key was revoked or the user disabled (within a second); 1009 a frame over 64 KiB;
+        1013 the client did not keep up, or the stream caps were reached after the upgrade; 1001 server shutdown.
+        Over the caps before the upgrade the answer is a plain 429.
+      tags: [events]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}, {}]
+      parameters:
+        - {name: ticket, in: query, schema: {type: string}, description: "A ticket from POST /api/v1/ws/ticket."}
+      responses:
+        "101": {description: Switching to the WebSocket protocol.}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "426":
+          description: Not a WebSocket upgrade request.
+          content:
+            application/problem+json:
+              schema: {$ref: "#/components/schemas/Problem"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
 components:
   parameters:
     IdempotencyKey:
@@ -1729,6 +1813,18 @@ components:
             $ref: "#/components/schemas/FieldProblem"
         requestId:
           type: string
+    Event:
+      type: object
+      required: [id, seq, type, at, resourceType, data]
+      properties:
+        id: {type: string, format: uuid}
+        seq: {type: integer, description: "Strictly increasing, gap-free position in the log."}
+        type: {type: string}
+        at: {type: string, format: date-time}
+        actorId: {type: [string, "null"], format: uuid}
+        resourceType: {type: string}
+        resourceId: {type: [string, "null"]}
+        data: {type: object}
     FieldProblem:
       type: object
       required: [field, message]
@@ -1807,6 +1903,14 @@ components:
             $ref: "#/components/schemas/Problem"
     UnsupportedMediaType:
       description: The body is not application/json.
+      content:
+        application/problem+json:
+          schema:
+            $ref: "#/components/schemas/Problem"
+    Unavailable:
+      description: The server is shutting down or cannot serve this now; retry (another instance) after Retry-After.
+      headers:
+        Retry-After: {schema: {type: integer}}
       content:
         application/problem+json:
           schema:

@@ -90,10 +90,20 @@ public struct RecordedActivity: Sendable {
 /// The one writer of audit entries and events. Call it with the transaction that makes the change it describes,
 /// so the change, its audit entry and its event commit or roll back together.
 public struct ActivityRecorder: Sendable {
+    /// The PostgreSQL channel that carries each new event's `seq` to every instance (delivered only on commit).
+    static let eventChannel = "steward_events"
+
     let clock: any WallClock
+    /// Told each new event's `seq` (inside the transaction): the live-stream hub of this process.
+    let onEvent: (@Sendable (Int64) -> Void)?
 
     public init(clock: any WallClock) {
+        self.init(clock: clock, onEvent: nil)
+    }
+
+    init(clock: any WallClock, onEvent: (@Sendable (Int64) -> Void)?) {
         self.clock = clock
+        self.onEvent = onEvent
     }
 
     /// Writes an audit entry, an event, or both, inside `database`'s transaction (one is opened if there is none).
@@ -110,6 +120,10 @@ public struct ActivityRecorder: Sendable {
                 let (seq, id) = try await Self.appendEvent(event, at: at, on: sql)
                 result.eventSeq = seq
                 result.eventID = id
+                if sql.dialect.name == "postgresql" {
+                    try await sql.raw("SELECT pg_notify(\(bind: Self.eventChannel), \(bind: String(seq)))").run()
+                }
+                onEvent?(seq)
             }
             return result
         }

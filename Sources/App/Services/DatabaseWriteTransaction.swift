@@ -60,7 +60,10 @@ extension Application {
 
     /// A write transaction on the app's database, queued behind other writers on SQLite.
     func writeTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
-        try await withWriteGate { try await self.db.writeTransaction(body) }
+        let result = try await withWriteGate { try await self.db.writeTransaction(body) }
+        // Committed: any event it wrote is readable now, so live streams need not wait for their next look.
+        eventHubIfPresent?.poke()
+        return result
     }
 
     /// Runs a single write statement (or a few) behind the SQLite write gate.

@@ -45,9 +45,14 @@ struct WebhookDispatcher: Sendable {
 
     /// Admins see every event; others see events about what they own, and catalogue events with skills:read.
     static func may(_ userID: UUID, grants: Grants, see event: Event) -> Bool {
+        may(userID, grants: grants, resourceType: event.resourceType, owner: owner(of: event))
+    }
+
+    /// The same rule, for an event whose owner was worked out already (streams check it once per subscriber).
+    static func may(_ userID: UUID, grants: Grants, resourceType: String, owner: UUID?) -> Bool {
         if grants.permissions.contains(.adminFull) { return true }
-        if event.resourceType == "skill" { return grants.permissions.contains(.skillsRead) }
-        guard let owner = owner(of: event) else { return false }
+        if resourceType == "skill" { return grants.permissions.contains(.skillsRead) }
+        guard let owner else { return false }
         return owner == userID
     }
 

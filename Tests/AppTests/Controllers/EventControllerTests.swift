@@ -7,10 +7,10 @@ import VaporTesting
 
 @Suite("GET /api/v1/events")
 struct EventControllerTests {
-    private func events(_ app: Application, token: String, _ query: String = "") async throws -> ListResponse<EventController.EventResponse> {
+    private func events(_ app: Application, token: String, _ query: String = "") async throws -> ListResponse<EventResponse> {
         let res = try await app.testing().sendRequest(.GET, "/api/v1/events?\(query)", headers: ["Authorization": "Bearer \(token)"])
         #expect(res.status == .ok, "\(res.body.string)")
-        return try res.content.decode(ListResponse<EventController.EventResponse>.self)
+        return try res.content.decode(ListResponse<EventResponse>.self)
     }
 
     @Test("Oldest first, filtered to the caller's own resources; types, resourceId and after narrow it; admins see all")

@@ -1,0 +1,329 @@
+import Fluent
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import SQLKit
+import Vapor
+
+/// Timings and bounds of live streams. The defaults are the contract's; tests shorten the timings.
+struct StreamSettings: Sendable {
+    var maxPerUser: Int
+    var maxTotal: Int
+    /// Events queued per stream before its client counts as too slow.
+    var bufferEvents: Int
+    var heartbeat: Duration = .seconds(15)
+    var pingInterval: Duration = .seconds(20)
+    /// Pings in a row without a pong after which a WebSocket peer is dropped.
+    var missedPongLimit = 2
+    /// How often every open stream's credentials are checked again (expiry, changes the log did not announce).
+    var revalidateEvery: Duration = .seconds(30)
+    /// How long a closing stream may take to say why before its connection is cut.
+    var closeGrace: Duration = .seconds(3)
+    /// How often the hub reads the log without being told of a new event (lost notifications, other writers).
+    var fallbackPoll: Duration = .seconds(1)
+}
+
+/// Refusals when opening a stream.
+enum StreamError: ProblemError {
+    case tooManyForUser(Int)
+    case tooMany
+    case shuttingDown
+
+    var status: HTTPResponseStatus {
+        switch self {
+        case .tooManyForUser, .tooMany: .tooManyRequests
+        case .shuttingDown: .serviceUnavailable
+        }
+    }
+
+    var code: String {
+        switch self {
+        case .tooManyForUser, .tooMany: "too_many_streams"
+        case .shuttingDown: "unavailable"
+        }
+    }
+
+    var reason: String {
+        switch self {
+        case .tooManyForUser(let limit): "You already have \(limit) open event streams; close one first."
+        case .tooMany: "The server holds as many event streams as it allows; try again later."
+        case .shuttingDown: "The server is shutting down; reconnect to another instance."
+        }
+    }
+
+    var headers: HTTPHeaders {
+        status == .tooManyRequests || status == .serviceUnavailable ? ["Retry-After": "5"] : [:]
+    }
+}
+
+/// The one place per process where live events come from. The event writer tells it a new `seq` exists (and on
+/// PostgreSQL every instance hears of it through LISTEN/NOTIFY); the hub then reads the log from where it
+/// stopped and offers each event, in `seq` order, to every open stream. Because it always reads the log rather
+/// than trusting notifications, a lost notification only delays events until the next read (at most a second).
+///
+/// It also ends streams whose credentials stop working: a `session.revoked` or `apikey.revoked` event closes
+/// the matching streams at once, a `user.updated` event makes the hub check that user's streams again (status
+/// and roles), and every stream is checked again periodically.
+actor EventHub {
+    let app: Application
+    private(set) var settings: StreamSettings
+    private var subscribers: [UUID: StreamSubscriber] = [:]
+    private var perUser: [UUID: Int] = [:]
+    /// The last `seq` offered to streams: every event up to it has been read.
+    private var lastSeq: Int64 = 0
+    private var positioned = false
+    private var closed = false
+    private var loop: Task<Void, Never>?
+    private var ticker: Task<Void, Never>?
+    private let wake = JobSignal()
+    private let expectedSeq = NIOLockedValueBox<Int64>(0)
+    private let encoder = JSONEncoder.api
+    private var lastRevalidation = ContinuousClock.now
+
+    init(app: Application, settings: StreamSettings) {
+        self.app = app
+        self.settings = settings
+    }
+
+    /// Changes timings (tests only; streams opened afterwards use them).
+    func update(_ change: @Sendable (inout StreamSettings) -> Void) {
+        change(&settings)
+    }
+
+    var openStreams: Int { subscribers.count }
+
+    // MARK: Feeding
+
+    /// Says a new event exists (called by the writer inside its transaction, so the row may not be visible yet).
+    nonisolated func expect(seq: Int64) {
+        expectedSeq.withLockedValue { $0 = max($0, seq) }
+        wake.notify()
+    }
+
+    /// Asks the hub to look at the log now (after a commit, or when another instance announced an event).
+    nonisolated func poke() {
+        wake.notify()
+    }
+
+    func start() {
+        guard loop == nil, !closed else { return }
+        loop = Task { [weak self] in
+            while !Task.isCancelled, let self {
+                let seen = self.wake.current
+                await self.catchUp()
+                await self.wake.wait(after: seen, timeout: await self.settings.fallbackPoll)
+            }
+        }
+        ticker = Task { [weak self] in
+            while !Task.isCancelled, let self {
+                let interval = await self.tickInterval()
+                try? await Task.sleep(for: interval)
+                await self.tickAll()
+            }
+        }
+    }
+
+    /// One timer drives heartbeats and pings; each stream decides on a tick whether one is due.
+    private func tickInterval() -> Duration {
+        min(settings.heartbeat, settings.pingInterval, .seconds(1))
+    }
+
+    private func tickAll() async {
+        for subscriber in subscribers.values { subscriber.tick() }
+        if ContinuousClock.now - lastRevalidation >= settings.revalidateEvery {
+            lastRevalidation = .now
+            let all = Array(subscribers.values)
+            Task { await self.revalidate(all) }
+        }
+    }
+
+    /// Reads whatever the log has beyond `lastSeq` and offers it, until the log has nothing newer.
+    private func catchUp() async {
+        var waits = 0
+        while !Task.isCancelled, !closed {
+            do {
+                // Nobody listens: nothing to read. The first stream to register looks up where the log is.
+                if subscribers.isEmpty {
+                    positioned = false
+                    return
+                }
+                let events = try await Event.query(on: app.db).filter(\.$seq > lastSeq).sort(\.$seq).limit(500).all()
+                if let last = events.last?.seq {
+                    let batch = try events.map { try StreamEvent($0, encoder: encoder) }
+                    guard last > lastSeq else { continue }
+                    deliver(batch.filter { $0.seq > lastSeq })
+                    waits = 0
+                    continue
+                }
+                // The writer announced an event its transaction has not committed yet: look again shortly.
+                if expectedSeq.withLockedValue({ $0 }) > lastSeq, waits < 9 {
+                    try? await Task.sleep(for: .milliseconds(2 << waits))
+                    waits += 1
+                    continue
+                }
+                return
+            } catch {
+                app.logger.warning("Event stream hub could not read the log: \(String(describing: error))")
+                return
+            }
+        }
+    }
+
+    static func maxSeq(on db: any Database) async throws -> Int64 {
+        let sql = db as! any SQLDatabase
+        let row = try await sql.raw("SELECT COALESCE(MAX(seq), 0) AS seq FROM events").first()
+        return try row?.decode(column: "seq", as: Int64.self) ?? 0
+    }
+
+    /// Offers a batch to every stream; runs without suspending, so registration sees a consistent `lastSeq`.
+    private func deliver(_ batch: [StreamEvent]) {
+        guard let last = batch.last?.seq else { return }
+        var recheckUsers: Set<UUID> = []
+        for event in batch {
+            switch event.type {
+            case "session.revoked":
+                if let id = event.resourceID.flatMap(UUID.init(uuidString:)) { close(where: { $0.credential == .session(id) }, .revoked) }
+            case "apikey.revoked":
+                if let id = event.resourceID.flatMap(UUID.init(uuidString:)) { close(where: { $0.credential == .apiKey(id) }, .revoked) }
+            case "user.updated":
+                if let id = event.resourceID.flatMap(UUID.init(uuidString:)) { recheckUsers.insert(id) }
+            default: break
+            }
+        }
+        lastSeq = last
+        for subscriber in subscribers.values {
+            subscriber.offer(batch)
+            // Too slow: it no longer counts against the caps, even while its connection is still being cut.
+            if subscriber.closeReason != nil { remove(subscriber) }
+        }
+        if !recheckUsers.isEmpty {
+            let affected = subscribers.values.filter { recheckUsers.contains($0.userID) }
+            if !affected.isEmpty { Task { await self.revalidate(affected) } }
+        }
+    }
+
+    private func close(where predicate: (StreamSubscriber) -> Bool, _ reason: StreamSubscriber.CloseReason) {
+        for subscriber in subscribers.values where predicate(subscriber) {
+            subscriber.close(reason)
+            remove(subscriber)
+        }
+    }
+
+    /// Checks credentials again: closes streams whose session, key or user no longer works; refreshes grants.
+    func revalidate(_ streams: [StreamSubscriber]) async {
+        let now = app.wallClock.now()
+        var verdicts: [StreamCredential: Grants?] = [:]
+        for stream in streams where stream.closeReason == nil {
+            do {
+                let grants: Grants?
+                if let known = verdicts[stream.credential] {
+                    grants = known
+                } else {
+                    grants = try await Self.currentGrants(of: stream.credential, now: now, on: app.db)
+                    verdicts[stream.credential] = grants
+                }
+                if let grants {
+                    stream.grants = grants
+                } else {
+                    stream.close(.revoked)
+                    remove(stream)
+                }
+            } catch {
+                app.logger.warning("Could not re-check an event stream's credentials: \(String(describing: error))")
+            }
+        }
+    }
+
+    /// What the credential may read now, or nil when it no longer works.
+    static func currentGrants(of credential: StreamCredential, now: Date, on db: any Database) async throws -> Grants? {
+        switch credential {
+        case .session(let id):
+            guard let (session, user, grants) = try await CallerLookup.session(where: "s.id = \(bind: id)", on: db),
+                  session.isLive(at: now), user.status == .active else { return nil }
+            return grants
+        case .apiKey(let id):
+            guard let (key, user, ownerGrants) = try await CallerLookup.apiKey(where: "k.id = \(bind: id)", on: db),
+                  key.isUsable(at: now), user.status == .active else { return nil }
+            var grants = ownerGrants
+            grants.permissions.formIntersection(key.scopes)
+            return grants
+        }
+    }
+
+    // MARK: Streams
+
+    /// Admits a stream, or refuses it over the caps. Returns the `seq` up to which the stream must replay from the
+    /// log itself: every later event reaches it through `offer`.
+    func register(_ subscriber: StreamSubscriber) async throws -> Int64 {
+        try check(subscriber)
+        start()
+        if !positioned { try await catchUpPosition() }
+        try check(subscriber)
+        subscribers[subscriber.id] = subscriber
+        perUser[subscriber.userID, default: 0] += 1
+        return lastSeq
+    }
+
+    /// Whether `register` would admit the stream now (nothing is reserved).
+    func check(_ subscriber: StreamSubscriber) throws {
+        guard !closed else { throw StreamError.shuttingDown }
+        if perUser[subscriber.userID, default: 0] >= settings.maxPerUser { throw StreamError.tooManyForUser(settings.maxPerUser) }
+        if subscribers.count >= settings.maxTotal { throw StreamError.tooMany }
+    }
+
+    private func catchUpPosition() async throws {
+        let seq = try await Self.maxSeq(on: app.db)
+        // Another registration may have positioned the hub meanwhile; then events are flowing from there.
+        if !positioned {
+            lastSeq = max(lastSeq, seq)
+            positioned = true
+        }
+    }
+
+    /// The position new events are offered from (for a subscription that changes while the stream is open).
+    var position: Int64 { lastSeq }
+
+    func unregister(_ subscriber: StreamSubscriber) {
+        remove(subscriber)
+    }
+
+    private func remove(_ subscriber: StreamSubscriber) {
+        guard subscribers.removeValue(forKey: subscriber.id) != nil else { return }
+        let left = perUser[subscriber.userID, default: 1] - 1
+        perUser[subscriber.userID] = left > 0 ? left : nil
+    }
+
+    /// Closes every stream (WebSocket close 1001, SSE end) and refuses new ones.
+    func shutdown() async {
+        closed = true
+        loop?.cancel()
+        ticker?.cancel()
+        for subscriber in subscribers.values { subscriber.close(.shutdown) }
+        subscribers.removeAll()
+        perUser.removeAll()
+        wake.notify()
+        await loop?.value
+        await ticker?.value
+    }
+}
+
+/// Starts the hub with the server and closes its streams first when the server stops, so open streams never
+/// hold up a graceful shutdown.
+final class EventHubLifecycle: LifecycleHandler {
+    func shutdownAsync(_ application: Application) async {
+        await application.eventHub.shutdown()
+    }
+}
+
+extension Application {
+    private struct EventHubKey: StorageKey { typealias Value = EventHub }
+
+    /// Set once in `configure`.
+    var eventHub: EventHub {
+        get { storage[EventHubKey.self]! }
+        set { storage[EventHubKey.self] = newValue }
+    }
+
+    /// The hub, when `configure` created one (commands that do not serve still write events).
+    var eventHubIfPresent: EventHub? { storage[EventHubKey.self] }
+}
