@@ -21,4 +21,4 @@ export STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER=100000 STEWARD_MAX_STREAMS_PER
 BENCH_SEED=1 bench_start_server "$BIN"
 token=$(bench_login_token)
 python3 "$(dirname "$0")/realtime_client.py" --url "$BENCH_URL" --token "$token" --pid "$BENCH_PID" \
-  --subscribers "$SUBSCRIBERS" --rate "$RATE" --duration "$DURATION" --results "$bench_root/bench/results"
+  --subscribers "$SUBSCRIBERS" --rate "$RATE" --duration "$DURATION" --results "$bench_root/bench/results" --db "$BENCH_DIR/steward.sqlite"

@@ -1,20 +1,18 @@
 """Subscribers and load for bench/realtime.sh: half SSE, half WebSocket, all on one asyncio loop."""
-import argparse, asyncio, json, os, re, subprocess, time
-from datetime import datetime
+import argparse, asyncio, json, os, re, sqlite3, subprocess, time
 
 import aiohttp
 
 parser = argparse.ArgumentParser()
-for name in ("url", "token", "results"):
+for name in ("url", "token", "results", "db"):
     parser.add_argument("--" + name, required=True)
 for name in ("pid", "subscribers", "duration"):
     parser.add_argument("--" + name, type=int, required=True)
 parser.add_argument("--rate", type=float, required=True)
 args = parser.parse_args()
 
-AT = re.compile(r'"at":"([^"]+)"')
 SEQ = re.compile(r'"seq":(\d+)')
-latencies = []
+arrivals = []  # (seq, arrival time); the API shows `at` to the second only, so it is read from the database after the run
 received = 0
 seqs_ok = True
 connected = 0
@@ -30,15 +28,11 @@ def rss_kb():
     return 0
 
 
-def record(data, now):
+def record(seq, now):
     global received
-    match = AT.search(data)
-    if not match:
-        return
     received += 1
     if measuring:
-        at = datetime.fromisoformat(match.group(1).replace("Z", "+00:00")).timestamp()
-        latencies.append((now - at) * 1000)
+        arrivals.append((seq, now))
 
 
 async def sse(session, ready):
@@ -52,8 +46,8 @@ async def sse(session, ready):
         async for line in response.content:
             if line.startswith(b"data: "):
                 text = line[6:].decode()
-                record(text, time.time())
                 seq = int(SEQ.search(text).group(1))
+                record(seq, time.time())
                 if seq <= last:
                     seqs_ok = False
                 last = seq
@@ -68,13 +62,13 @@ async def ws(session, ready):
         async for message in socket:
             if message.type != aiohttp.WSMsgType.TEXT:
                 break
-            if message.data.startswith('{"op"'):
-                if '"subscribed"' in message.data:
+            if '"op":"' in message.data and '"seq":' not in message.data:
+                if '"op":"subscribed"' in message.data:
                     connected += 1
                     ready.set()
                 continue
-            record(message.data, time.time())
             seq = int(SEQ.search(message.data).group(1))
+            record(seq, time.time())
             if seq <= last:
                 seqs_ok = False
             last = seq
@@ -127,7 +121,16 @@ async def main():
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    latencies.sort()
+    # `at` is the server's clock when the event was written (stored to the millisecond), before its commit.
+    with sqlite3.connect(args.db, timeout=30) as db:
+        written = dict(db.execute("SELECT seq, at FROM events").fetchall())
+    def epoch(value):
+        if isinstance(value, (int, float)):
+            return float(value)
+        from datetime import datetime, timezone
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    latencies = sorted((now - epoch(written[seq])) * 1000 for seq, now in arrivals if seq in written)
     pct = lambda p: round(latencies[min(len(latencies) - 1, int(len(latencies) * p))], 1) if latencies else None
     expected = sent * 4 * connected
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -139,7 +139,7 @@ actor EventHub {
 
     /// Reads whatever the log has beyond `lastSeq` and offers it, until the log has nothing newer.
     private func catchUp() async {
-        var waits = 0
+        var retries = 0
         while !Task.isCancelled, !closed {
             do {
                 // Nobody listens: nothing to read. The first stream to register looks up where the log is.
@@ -147,18 +147,20 @@ actor EventHub {
                     positioned = false
                     return
                 }
+                let seen = wake.current
                 let events = try await Event.query(on: app.db).filter(\.$seq > lastSeq).sort(\.$seq).limit(500).all()
-                if let last = events.last?.seq {
-                    let batch = try events.map { try StreamEvent($0, encoder: encoder) }
-                    guard last > lastSeq else { continue }
-                    deliver(batch.filter { $0.seq > lastSeq })
-                    waits = 0
+                if let last = events.last?.seq, last > lastSeq {
+                    let batch = try events.filter { $0.seq > lastSeq }.map { try StreamEvent($0, encoder: encoder) }
+                    deliver(batch)
+                    retries = 0
                     continue
                 }
-                // The writer announced an event its transaction has not committed yet: look again shortly.
-                if expectedSeq.withLockedValue({ $0 }) > lastSeq, waits < 9 {
-                    try? await Task.sleep(for: .milliseconds(2 << waits))
-                    waits += 1
+                // The writer announced an event its transaction has not committed yet. The commit pokes the hub
+                // (or, on PostgreSQL, notifies it); wait for that, looking again every 20 ms for a second at most
+                // in case the poke comes from a path that does not send one.
+                if expectedSeq.withLockedValue({ $0 }) > lastSeq, retries < 50 {
+                    await wake.wait(after: seen, timeout: .milliseconds(20))
+                    retries += 1
                     continue
                 }
                 return
