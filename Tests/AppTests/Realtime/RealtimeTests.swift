@@ -226,6 +226,41 @@ struct SSETests {
         }
     }
 
+    @Test("The instance-wide cap refuses any user's extra stream with 429")
+    func globalCap() async throws {
+        try await withTestApp(environment: ["STEWARD_MAX_STREAMS": "2"]) { app in
+            app.useTestDoubles()
+            let alice = try await person(app, "alice")
+            let bob = try await person(app, "bob")
+            try await app.withLiveServer { port in
+                let one = try await SSEClient.open(port: port, headers: auth(alice.token))
+                let two = try await SSEClient.open(port: port, headers: auth(bob.token))
+                let three = try await SSEClient.open(port: port, headers: auth(bob.token))
+                #expect([one.status, two.status] == [.ok, .ok])
+                #expect(three.status == .tooManyRequests)
+                #expect(three.headers.first(name: "Retry-After") != nil)
+                one.close(); two.close(); three.close()
+            }
+        }
+    }
+
+    @Test("A session that expires while its stream is open is noticed by the periodic check")
+    func expiryNoticed() async throws {
+        try await withTestApp(environment: ["STEWARD_SESSION_IDLE_TIMEOUT": "300"]) { app in
+            let (_, clock) = app.useTestDoubles()
+            await quick(app) { $0.revalidateEvery = .milliseconds(200) }
+            let alice = try await person(app, "alice")
+            try await app.withLiveServer { port in
+                let stream = try await SSEClient.open(port: port, headers: auth(alice.token))
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(await app.eventHub.openStreams == 1, "a live session keeps its stream")
+                clock.advance(by: 301)
+                let last = try await stream.untilEnd().last { $0.event != nil }
+                #expect(last?.event == "session.revoked")
+            }
+        }
+    }
+
     @Test("A client that stops reading is disconnected as a slow consumer and resumes from its last seq")
     func slowConsumer() async throws {
         try await withTestApp(environment: ["STEWARD_STREAM_BUFFER": "8"]) { app in
