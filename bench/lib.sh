@@ -20,6 +20,11 @@ bench_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
+# The scenarios measure the features, not the limiter: rate limits are off unless BENCH_RATE_LIMITS=1.
+if [ -z "${BENCH_RATE_LIMITS:-}" ]; then
+  for policy in LOGIN LOGIN_IP REGISTER MAIL MAIL_IP MFA API ANONYMOUS EXECUTIONS; do export "STEWARD_RATE_LIMIT_$policy=0"; done
+fi
+
 # bench_start_server BIN: starts it in the background on a fresh data directory; sets BENCH_PID, BENCH_URL, BENCH_DIR.
 bench_start_server() {
   BENCH_DIR=$(mktemp -d /tmp/steward-bench.XXXXXX)

@@ -8,7 +8,7 @@ func routes(_ app: Application) throws {
     try app.register(collection: JWKSController())
 
     // /api/v1: the authenticator reads credentials when present; each collection states what its routes need.
-    let api = app.grouped("api", "v1").grouped(SessionAuthenticator(), IdempotencyMiddleware())
+    let api = app.grouped("api", "v1").grouped(SessionAuthenticator(), GeneralRateLimitMiddleware(), IdempotencyMiddleware())
     try api.register(collection: AuthController())
 
     // Permission-gated

@@ -35,7 +35,7 @@ extension Request {
     /// Where this request came from, for audit entries.
     var origin: RequestOrigin {
         RequestOrigin(
-            ipAddress: remoteAddress?.ipAddress,
+            ipAddress: remoteAddress == nil ? nil : clientIP,
             userAgent: headers.first(name: .userAgent).map { String($0.prefix(512)) },
             requestID: requestID
         )

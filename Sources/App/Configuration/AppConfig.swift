@@ -24,6 +24,20 @@ public struct AppConfig: Sendable {
         case smtp(SMTPSettings)
     }
     public enum SQLiteSynchronous: String, Sendable, CaseIterable { case full = "FULL", normal = "NORMAL" }
+    public enum RateLimitStoreKind: String, Sendable, CaseIterable { case memory, database }
+
+    /// The rate-limit policies: variable, policy name, default.
+    static let rateLimitVariables: [(variable: String, policy: String, fallback: String, meaning: String)] = [
+        ("STEWARD_RATE_LIMIT_LOGIN", "login", "10/min", "Logins per client IP and normalised email."),
+        ("STEWARD_RATE_LIMIT_LOGIN_IP", "login_ip", "30/min", "Logins per client IP."),
+        ("STEWARD_RATE_LIMIT_REGISTER", "register", "10/hour", "Registrations per client IP."),
+        ("STEWARD_RATE_LIMIT_MAIL", "mail", "3/hour", "Password-reset and verification mails per email address."),
+        ("STEWARD_RATE_LIMIT_MAIL_IP", "mail_ip", "10/hour", "Password-reset and verification mails per client IP."),
+        ("STEWARD_RATE_LIMIT_MFA", "mfa", "5", "MFA code tries per MFA token (a plain count: the token lives 5 minutes)."),
+        ("STEWARD_RATE_LIMIT_API", "api", "600/min", "API requests per authenticated user or API key."),
+        ("STEWARD_RATE_LIMIT_ANONYMOUS", "anonymous", "120/min", "API requests without credentials, per client IP."),
+        ("STEWARD_RATE_LIMIT_EXECUTIONS", "executions", "60/min", "Executions created per user."),
+    ]
 
     public var host: String
     public var port: Int
@@ -72,6 +86,9 @@ public struct AppConfig: Sendable {
     public var maxStreamsPerUser: Int
     public var maxStreams: Int
     public var streamBufferEvents: Int
+    public var rateLimitStore: RateLimitStoreKind
+    public var trustedProxies: [String]
+    public var rateLimits: [String: RateLimitPolicy]
 }
 
 /// Every bad or missing variable found while loading, reported together.
@@ -138,6 +155,9 @@ extension AppConfig {
         .init(name: "STEWARD_MAX_STREAMS_PER_USER", defaultValue: "10", meaning: "Open event streams (SSE and WebSocket) one user may hold per instance; more get 429 (or WebSocket close 1013)."),
         .init(name: "STEWARD_MAX_STREAMS", defaultValue: "5000", meaning: "Open event streams one instance holds in all."),
         .init(name: "STEWARD_STREAM_BUFFER", defaultValue: "1000", meaning: "Events queued for one stream before its client counts as too slow and is disconnected (it resumes from its last seq)."),
+        .init(name: "STEWARD_RATE_LIMIT_STORE", defaultValue: "memory", meaning: "memory (one instance) or database (shared by every instance on one database; one atomic statement per decision)."),
+        .init(name: "STEWARD_TRUSTED_PROXIES", defaultValue: "(empty: forwarding headers are ignored)", meaning: "Comma-separated CIDRs of reverse proxies whose X-Forwarded-For / Forwarded headers name the client IP."),
+    ] + rateLimitVariables.map { .init(name: $0.variable, defaultValue: $0.fallback, meaning: $0.meaning + " N/s, N/min, N/hour or N/day; 0 turns it off.") } + [
         .init(name: "STEWARD_ENCRYPTION_KEY", defaultValue: "(unset: generated into the data directory)", meaning: "Base64 of 32 bytes; encrypts TOTP secrets and other secrets at rest (AES-GCM)."),
     ]
 
@@ -209,6 +229,26 @@ extension AppConfig {
         let maxStreamsPerUser = reader.int("STEWARD_MAX_STREAMS_PER_USER", default: 10, range: 1...10_000)
         let maxStreams = reader.int("STEWARD_MAX_STREAMS", default: 5000, range: 1...1_000_000)
         let streamBuffer = reader.int("STEWARD_STREAM_BUFFER", default: 1000, range: 8...1_000_000)
+        let rateLimitStore = reader.enumeration("STEWARD_RATE_LIMIT_STORE", default: RateLimitStoreKind.memory)
+        let trustedProxies = reader.list("STEWARD_TRUSTED_PROXIES")
+        for entry in trustedProxies where CIDR(entry) == nil {
+            reader.problems.append("STEWARD_TRUSTED_PROXIES: '\(entry)' is not an address or CIDR such as 10.0.0.0/8")
+        }
+        var rateLimits: [String: RateLimitPolicy] = [:]
+        for entry in rateLimitVariables {
+            let text = reader.string(entry.variable, default: entry.fallback)
+            if entry.policy == "mfa" {
+                if let tries = Int(text), (0...1000).contains(tries) {
+                    rateLimits[entry.policy] = RateLimitPolicy(name: "mfa", limit: tries, window: 300)
+                } else {
+                    reader.problems.append("\(entry.variable): '\(text)' is not a number of tries (0 turns it off)")
+                }
+            } else if let policy = RateLimitPolicy.parse(name: entry.policy, text) {
+                rateLimits[entry.policy] = policy
+            } else {
+                reader.problems.append("\(entry.variable): '\(text)' is not a rate such as 10/min, 100/hour or 0")
+            }
+        }
 
         for origin in corsOrigins where origin != "*" && URL(string: origin)?.scheme == nil {
             reader.problems.append("STEWARD_CORS_ORIGINS: '\(origin)' is not an origin such as https://app.example.com")
@@ -232,7 +272,8 @@ extension AppConfig {
             workers: workers, jobLeaseSeconds: leaseSeconds, jobHeartbeatSeconds: heartbeatSeconds,
             jobMaxAttempts: jobMaxAttempts, maxConcurrentExecutionsPerUser: maxConcurrent,
             webhookHistoryDays: webhookHistoryDays, maxStreamsPerUser: maxStreamsPerUser, maxStreams: maxStreams,
-            streamBufferEvents: streamBuffer
+            streamBufferEvents: streamBuffer, rateLimitStore: rateLimitStore, trustedProxies: trustedProxies,
+            rateLimits: rateLimits
         )
     }
 }

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Vapor
 
 /// Server address, limits, encoders and the middleware stack.
@@ -12,6 +13,15 @@ enum HTTPSetup {
 
         ContentConfiguration.global.use(encoder: JSONEncoder.api, for: .json)
         ContentConfiguration.global.use(decoder: JSONDecoder.api, for: .json)
+
+        app.trustedProxies = config.trustedProxies.compactMap(CIDR.init)
+        app.rateLimitPolicies = RateLimitPolicies(
+            login: config.rateLimits["login"]!, loginIP: config.rateLimits["login_ip"]!, register: config.rateLimits["register"]!,
+            mailEmail: config.rateLimits["mail"]!, mailIP: config.rateLimits["mail_ip"]!, mfa: config.rateLimits["mfa"]!,
+            apiUser: config.rateLimits["api"]!, apiAnonymous: config.rateLimits["anonymous"]!, executions: config.rateLimits["executions"]!)
+        app.rateLimitStore = config.rateLimitStore == .database ? DatabaseRateLimitStore(app: app) : MemoryRateLimitStore()
+        app.rateLimitStoreFailures = NIOLockedValueBox(0)
+        app.rateLimitRefusals = NIOLockedValueBox([:])
 
         let problems = ProblemMiddleware(maxBodySize: config.maxBodySize)
         var middleware = Middlewares()

@@ -31,6 +31,8 @@ struct AuthController: RouteCollection {
     @Sendable
     func register(req: Request) async throws -> Response {
         let body = try req.content.decode(RegisterRequest.self)
+        let policies = req.application.rateLimitPolicies
+        try await RateLimiter(app: req.application).check(req, [(policies.register, "ip:\(req.clientIP)")], onStoreFailure: .failClosed)
         let user = try await AuthService(app: req.application).register(body, origin: req.origin)
         return try await UserResponse(user).encodeResponse(status: .created, for: req)
     }
@@ -38,6 +40,11 @@ struct AuthController: RouteCollection {
     @Sendable
     func login(req: Request) async throws -> Response {
         let body = try req.content.decode(LoginRequest.self)
+        let policies = req.application.rateLimitPolicies
+        let ip = req.clientIP
+        try await RateLimiter(app: req.application).check(req, [
+            (policies.login, "ip:\(ip)|email:\(User.normalise(email: body.email))"), (policies.loginIP, "ip:\(ip)"),
+        ], onStoreFailure: .failClosed)
         switch try await AuthService(app: req.application).login(body, origin: req.origin) {
         case .mfaRequired(let token):
             return try await MFARequiredResponse(mfaRequired: true, mfaToken: token).encodeResponse(for: req)
@@ -49,6 +56,7 @@ struct AuthController: RouteCollection {
     @Sendable
     func verifyMFA(req: Request) async throws -> Response {
         let body = try req.content.decode(MFAVerifyRequest.self)
+        try await RateLimiter(app: req.application).check(req, [(req.application.rateLimitPolicies.mfa, "token:\(body.mfaToken)")], onStoreFailure: .failClosed)
         let issued = try await AuthService(app: req.application).verifyMFA(body, origin: req.origin)
         return try await respond(with: issued, req: req)
     }
@@ -112,6 +120,7 @@ struct AuthController: RouteCollection {
     @Sendable
     func requestPasswordReset(req: Request) async throws -> HTTPStatus {
         let body = try req.content.decode(PasswordResetRequest.self)
+        try await Self.limitMail(req, email: body.email)
         try await AuthService(app: req.application).requestPasswordReset(email: body.email, origin: req.origin)
         return .accepted
     }
@@ -125,8 +134,17 @@ struct AuthController: RouteCollection {
 
     @Sendable
     func requestEmailVerification(req: Request) async throws -> HTTPStatus {
+        try await Self.limitMail(req, email: try req.caller.user.email)
         try await AuthService(app: req.application).requestEmailVerification(caller: try req.caller, origin: req.origin)
         return .accepted
+    }
+
+    /// Mails that anyone can trigger are limited per address and per client IP, and fail closed.
+    static func limitMail(_ req: Request, email: String) async throws {
+        let policies = req.application.rateLimitPolicies
+        try await RateLimiter(app: req.application).check(req, [
+            (policies.mailEmail, "email:\(User.normalise(email: email))"), (policies.mailIP, "ip:\(req.clientIP)"),
+        ], onStoreFailure: .failClosed)
     }
 
     @Sendable

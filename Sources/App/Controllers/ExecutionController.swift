@@ -40,6 +40,9 @@ struct ExecutionController: RouteCollection {
     @Sendable
     func create(req: Request) async throws -> Response {
         let body = try req.content.decode(CreateExecutionRequest.self)
+        let caller = try req.caller
+        try await RateLimiter(app: req.application).check(
+            req, [(req.application.rateLimitPolicies.executions, "user:\(try caller.user.requireID())")], onStoreFailure: .failOpen)
         guard !body.skillId.isEmpty, body.skillId.utf8.count <= 64 else {
             throw HTTPProblem.validation([FieldProblem(field: "skillId", message: "must be a skill id or slug")])
         }

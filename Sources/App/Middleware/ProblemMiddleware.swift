@@ -6,11 +6,15 @@ struct ProblemMiddleware: AsyncMiddleware {
     let maxBodySize: Int
 
     func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
+        let response: Response
         do {
-            return try await next.respond(to: request)
+            response = try await next.respond(to: request)
         } catch {
-            return makeResponse(for: error, request: request)
+            response = makeResponse(for: error, request: request)
         }
+        // Every answer of a rate-limited route says where the caller stands (IETF RateLimit headers).
+        RateLimitHeaders.apply(request.rateLimitDecisions, to: &response.headers)
+        return response
     }
 
     func makeResponse(for error: any Error, request: Request) -> Response {

@@ -19,5 +19,6 @@ enum AppMigrations {
         CreateWebhooks(),
         AddJobGroupKey(),
         CreateStreamTickets(),
+        CreateRateLimits(),
     ]
 }

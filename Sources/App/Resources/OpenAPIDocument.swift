@@ -17,6 +17,18 @@ info:
     `errors`; a body over `STEWARD_MAX_BODY_SIZE` (default 1 MiB) answers 413 `payload_too_large`; a body
     that is not JSON answers 415 `unsupported_media_type`; an unknown path or an invalid UUID in a path
     answers 404 `not_found`.
+
+    Rate limits (GCRA; `STEWARD_RATE_LIMIT_*`, 0 turns one off): every `/api/v1` request counts against the
+    caller's budget (`api`, per user or API key, 600/min) or, without credentials, the client IP's (`anonymous`,
+    120/min); logins against `login` (IP + email, 10/min) and `login_ip` (30/min), registrations against
+    `register` (10/hour per IP), reset and verification mails against `mail` (3/hour per address) and `mail_ip`
+    (10/hour per IP), MFA codes against `mfa` (5 tries per mfaToken), and execution creation against
+    `executions` (60/min per user). Limited answers carry the IETF headers `RateLimit-Policy: "login";q=10;w=60`
+    and `RateLimit: "login";r=3;t=42` (remaining, seconds until whole). Over a limit the answer is 429
+    `rate_limited` with `Retry-After` (never earlier than the next allowed request) and the policy named in
+    `errors[0].field`. The client IP is the peer's address, or the one a proxy in `STEWARD_TRUSTED_PROXIES`
+    forwarded. With the database store, an unreachable store makes the auth routes answer 503 and lets other
+    routes through.
   license:
     name: Proprietary
 servers:
@@ -128,6 +140,8 @@ paths:
         "400": {$ref: "#/components/responses/BadRequest"}
         "409": {$ref: "#/components/responses/Conflict"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
   /api/v1/auth/login:
     post:
       operationId: login
@@ -165,6 +179,8 @@ paths:
         "401": {$ref: "#/components/responses/InvalidCredentials"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
         "423": {$ref: "#/components/responses/Locked"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
   /api/v1/auth/mfa/verify:
     post:
       operationId: verifyMFA
@@ -192,6 +208,8 @@ paths:
         "401": {$ref: "#/components/responses/InvalidCredentials"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
         "423": {$ref: "#/components/responses/Locked"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
   /api/v1/auth/refresh:
     post:
       operationId: refresh
@@ -363,6 +381,8 @@ paths:
       responses:
         "202": {description: "Accepted, whether or not the account exists."}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
   /api/v1/auth/password-reset/confirm:
     post:
       operationId: confirmPasswordReset
@@ -394,6 +414,8 @@ paths:
       responses:
         "202": {description: "Queued (nothing is sent when the address is already verified)."}
         "401": {$ref: "#/components/responses/Unauthorized"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
   /api/v1/auth/verify-email/confirm:
     post:
       operationId: confirmEmailVerification
@@ -1869,10 +1891,16 @@ components:
           schema:
             $ref: "#/components/schemas/Problem"
     TooManyRequests:
-      description: Over a limit (code rate_limited); `Retry-After` says when to try again.
+      description: Over a limit (code rate_limited, or too_many_streams for event streams); `Retry-After` says when to try again.
       headers:
         Retry-After:
           schema: {type: integer}
+        RateLimit-Policy:
+          schema: {type: string}
+          description: 'The policies that applied, e.g. "login";q=10;w=60'
+        RateLimit:
+          schema: {type: string}
+          description: 'Where the caller stands, e.g. "login";r=0;t=6'
       content:
         application/problem+json:
           schema:

@@ -80,6 +80,7 @@ final class MaintenanceWorker: LifecycleHandler, @unchecked Sendable {
                         let sql = app.db as! any SQLDatabase
                         try await sql.raw("DELETE FROM idempotency_keys WHERE expires_at < \(bind: app.wallClock.now())").run()
                         try await StreamTickets.pruneExpired(app: app)
+                        try await DatabaseRateLimitStore.prune(app: app)
                         let historyCutoff = app.wallClock.now().addingTimeInterval(-TimeInterval(app.appConfig.webhookHistoryDays) * 86_400)
                         try await sql.raw("DELETE FROM webhook_deliveries WHERE created_at < \(bind: historyCutoff) AND status != 'pending'").run()
                     } catch {

@@ -43,6 +43,8 @@ func makeTestApp(
         "STEWARD_ADMIN_PASSWORD": "Bootstrap-Admin-Pass-1",
     ]
     env["DATABASE_URL"] = TestDatabase.postgresURL ?? "sqlite:\(directory.path)/steward.sqlite"
+    // Tests log in and call the API far faster than people do: rate limits are off unless a test turns one on.
+    for entry in AppConfig.rateLimitVariables { env[entry.variable] = "0" }
     for (key, value) in extra { env[key] = value }
     let config = try AppConfig.parse(env, allowLowBcryptCost: true)
 
