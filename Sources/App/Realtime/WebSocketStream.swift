@@ -33,7 +33,14 @@ struct WebSocketStream {
     /// the client sends right after connecting is missed.
     func attach(outstandingPings: NIOLockedValueBox<Int>) {
         let subscriber = self.subscriber
-        ws.onText { _, text in subscriber.receive(text) }
+        ws.onText { ws, text in
+            // Frames are capped at 64 KiB by the decoder; a message sent in several fragments is capped here.
+            if text.utf8.count > EventStreamController.maxFrameSize {
+                ws.close(code: .messageTooLarge, promise: nil)
+            } else {
+                subscriber.receive(text)
+            }
+        }
         ws.onBinary { ws, _ in
             ws.send(Self.control(["op": "error", "message": "Send JSON text frames."]))
         }

@@ -1496,7 +1496,7 @@ paths:
         events (`{"op":"unsubscribed"}`). Bad messages get `{"op":"error","message":…}` and the socket stays open.
         The server pings every 20 s and drops a peer after two unanswered pings. Before the server closes a socket it
         sends `{"op":"closing","reason":"revoked"|"slow_consumer"|"shutdown","lastSeq":N}` when it can. Close codes:
-        1008 the session or key was revoked or the user disabled (within a second); 1009 a frame over 64 KiB;
+        1008 the session or key was revoked or the user disabled (within a second); 1009 a frame or message over 64 KiB;
         1013 the client did not keep up, or the stream caps were reached after the upgrade; 1001 server shutdown.
         Over the caps before the upgrade the answer is a plain 429.
       tags: [events]

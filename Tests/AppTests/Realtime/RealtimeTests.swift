@@ -475,6 +475,17 @@ struct WebSocketTests {
                 try await ws.send(#"{"op":"subscribe","types":[""# + String(repeating: "a", count: 70_000) + #""]}"#)
                 let code = try await ws.closed(timeout: 5)
                 #expect(code == .messageTooLarge)
+
+                // The same message in two 40 KB fragments is refused too.
+                let raw = try await RawConnection.connect(port: port)
+                try await raw.upgrade(path: "/api/v1/ws", headers: ["Authorization": "Bearer \(alice.token)"])
+                let handshake = raw.bytes.count
+                let half = Array(repeating: UInt8(ascii: "a"), count: 40_000)
+                try await raw.send(RawConnection.frame(opcode: 0x1, payload: half, fin: false))
+                try await raw.send(RawConnection.frame(opcode: 0x0, payload: half, fin: true))
+                try await eventually(5, "the close frame") { raw.bytes.count >= handshake + 4 }
+                #expect(Array(raw.bytes[handshake..<handshake + 4]) == [0x88, 0x02, 0x03, 0xF1], "close 1009")
+                await raw.close()
             }
         }
     }

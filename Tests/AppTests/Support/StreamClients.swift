@@ -336,8 +336,8 @@ final class RawConnection: @unchecked Sendable {
     }
 
     /// A masked client frame.
-    static func frame(opcode: UInt8, payload: [UInt8]) -> [UInt8] {
-        var bytes: [UInt8] = [0x80 | opcode]
+    static func frame(opcode: UInt8, payload: [UInt8], fin: Bool = true) -> [UInt8] {
+        var bytes: [UInt8] = [(fin ? 0x80 : 0) | opcode]
         let mask: [UInt8] = [1, 2, 3, 4]
         if payload.count < 126 {
             bytes.append(0x80 | UInt8(payload.count))
