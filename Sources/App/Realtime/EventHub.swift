@@ -51,9 +51,8 @@ enum StreamError: ProblemError {
         }
     }
 
-    var headers: HTTPHeaders {
-        status == .tooManyRequests || status == .serviceUnavailable ? ["Retry-After": "5"] : [:]
-    }
+    /// Every refusal is temporary.
+    var headers: HTTPHeaders { ["Retry-After": "5"] }
 }
 
 /// The one place per process where live events come from. The event writer tells it a new `seq` exists (and on
