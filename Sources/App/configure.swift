@@ -6,6 +6,7 @@ public func configure(_ app: Application, config: AppConfig) async throws {
     app.appConfig = config
     app.logger.logLevel = config.logLevel
     ThreadPools.configure(app)
+    app.metrics = AppMetrics()
     try DatabaseSetup.configure(app, config)
     app.migrations.add(AppMigrations.all)
     try await DatabaseSetup.tuneSQLite(app, config)

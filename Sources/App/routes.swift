@@ -6,6 +6,7 @@ func routes(_ app: Application) throws {
     try app.register(collection: HealthController())
     try app.register(collection: OpenAPIController())
     try app.register(collection: JWKSController())
+    try app.register(collection: MetricsController())
 
     // /api/v1: the authenticator reads credentials when present; each collection states what its routes need.
     let api = app.grouped("api", "v1").grouped(SessionAuthenticator(), GeneralRateLimitMiddleware(), IdempotencyMiddleware())
@@ -21,4 +22,5 @@ func routes(_ app: Application) throws {
     try api.register(collection: WebhookController())
     try api.register(collection: EventController())
     try api.register(collection: EventStreamController())
+    try api.register(collection: AdminStatsController())
 }

@@ -16,6 +16,7 @@ let environment = try Environment.detect()
 let app = try await Application.make(environment)
 do {
     try await configure(app, config: config)
+    MetricsSetup.bootstrap(app)
     try await app.execute()
 } catch {
     let reason = String(describing: error)

@@ -15,6 +15,10 @@ struct SessionAuthenticator: AsyncMiddleware {
         if let query = request.url.query, query.contains("stw_") { throw AuthError.apiKeyInURL }
         do {
             try await authenticate(request)
+            if let caller = request.auth.get(AuthenticatedCaller.self), let userID = caller.user.id {
+                // Every later line about this request names who made it.
+                request.logger[metadataKey: "userId"] = .string(userID.uuidString.lowercased())
+            }
         } catch let failure as AuthError {
             // Public routes (login, refresh with a stale token still attached) go on anonymously;
             // `RequireCaller` reports this reason on routes that need a caller.

@@ -52,6 +52,7 @@ public struct AppConfig: Sendable {
     public var dbPoolMax: Int
     public var dbConnectTimeoutSeconds: Int
     public var slowQueryMilliseconds: Int
+    public var metricsToken: String?
     public var sqliteSynchronous: SQLiteSynchronous
     public var sqliteBusyTimeoutMilliseconds: Int
     public var shutdownGraceSeconds: Int
@@ -121,7 +122,8 @@ extension AppConfig {
         .init(name: "STEWARD_CORS_ORIGINS", defaultValue: "(empty: no cross-origin access)", meaning: "Comma-separated allowed origins, or * for any."),
         .init(name: "STEWARD_DB_POOL_MAX", defaultValue: "10", meaning: "PostgreSQL: most open connections per process."),
         .init(name: "STEWARD_DB_CONNECT_TIMEOUT", defaultValue: "10", meaning: "PostgreSQL: seconds to wait for a connection."),
-        .init(name: "STEWARD_SLOW_QUERY_MS", defaultValue: "500", meaning: "Slow-query threshold (0 turns it off). Validated, but not yet acted on: the slow-query log comes with the observability work."),
+        .init(name: "STEWARD_SLOW_QUERY_MS", defaultValue: "500", meaning: "Statements slower than this many milliseconds are logged as warnings with their redacted SQL (0 turns the log off)."),
+        .init(name: "STEWARD_METRICS_TOKEN", defaultValue: "(unset: /metrics is open)", meaning: "When set (16-4096 characters), GET /metrics needs `Authorization: Bearer <token>`."),
         .init(name: "STEWARD_SQLITE_SYNCHRONOUS", defaultValue: "full", meaning: "SQLite durability: full (no acknowledged write is lost on power loss) or normal (faster; the last commits may be lost on power loss, never corrupted)."),
         .init(name: "STEWARD_SQLITE_BUSY_TIMEOUT_MS", defaultValue: "5000", meaning: "SQLite: how long a writer waits for the lock before failing."),
         .init(name: "STEWARD_SHUTDOWN_GRACE_SECONDS", defaultValue: "25", meaning: "On SIGTERM, how long in-flight requests may take to finish."),
@@ -188,6 +190,7 @@ extension AppConfig {
         let dbPoolMax = reader.int("STEWARD_DB_POOL_MAX", default: 10, range: 1...1000)
         let dbConnectTimeout = reader.int("STEWARD_DB_CONNECT_TIMEOUT", default: 10, range: 1...600)
         let slowQuery = reader.int("STEWARD_SLOW_QUERY_MS", default: 500, range: 0...3_600_000)
+        let metricsToken = reader.optionalString("STEWARD_METRICS_TOKEN", lengths: 16...4096)
         let synchronous = reader.enumeration("STEWARD_SQLITE_SYNCHRONOUS", default: SQLiteSynchronous.full)
         let busyTimeout = reader.int("STEWARD_SQLITE_BUSY_TIMEOUT_MS", default: 5000, range: 0...600_000)
         let grace = reader.int("STEWARD_SHUTDOWN_GRACE_SECONDS", default: 25, range: 0...3600)
@@ -261,7 +264,7 @@ extension AppConfig {
             host: host, port: port, publicURL: publicURL, database: database, dataDirectory: dataDirectory,
             autoMigrate: autoMigrate, logLevel: logLevel, logFormat: logFormat, maxBodySize: maxBodySize,
             corsOrigins: corsOrigins, dbPoolMax: dbPoolMax, dbConnectTimeoutSeconds: dbConnectTimeout,
-            slowQueryMilliseconds: slowQuery, sqliteSynchronous: synchronous, sqliteBusyTimeoutMilliseconds: busyTimeout,
+            slowQueryMilliseconds: slowQuery, metricsToken: metricsToken, sqliteSynchronous: synchronous, sqliteBusyTimeoutMilliseconds: busyTimeout,
             shutdownGraceSeconds: grace, adminEmail: adminEmail, adminPassword: adminPassword, bcryptCost: bcryptCost,
             jwtAlgorithm: jwtAlgorithm, jwtSecret: jwtSecret, jwtKeyFile: jwtKeyFile, jwtPreviousKeyFiles: jwtPreviousKeyFiles,
             jwtIssuer: jwtIssuer, jwtAudience: jwtAudience, accessTokenTTLSeconds: accessTTL, refreshTokenTTLSeconds: refreshTTL,

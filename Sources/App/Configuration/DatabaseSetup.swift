@@ -17,8 +17,9 @@ enum DatabaseSetup {
             if !FileManager.default.fileExists(atPath: path) {
                 _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
             }
-            app.databases.use(.sqlite(.file(path), connectionPoolTimeout: .seconds(Int64(config.dbConnectTimeoutSeconds)),
-                                      sqlLogLevel: .trace), as: .sqlite)
+            let sqlite = DatabaseConfigurationFactory.sqlite(
+                .file(path), connectionPoolTimeout: .seconds(Int64(config.dbConnectTimeoutSeconds)), sqlLogLevel: .trace)
+            app.databases.use(instrumented(sqlite, app, config), as: .sqlite)
         case .postgres(let url):
             var postgres = try SQLPostgresConfiguration(url: url)
             postgres.coreConfiguration.options.connectTimeout = .seconds(Int64(config.dbConnectTimeoutSeconds))
@@ -27,12 +28,18 @@ enum DatabaseSetup {
             app.lifecycle.use(listener)
             let loops = max(1, System.coreCount)
             let perLoop = max(1, config.dbPoolMax / loops)
-            app.databases.use(
-                .postgres(configuration: postgres, maxConnectionsPerEventLoop: perLoop,
-                          connectionPoolTimeout: .seconds(Int64(config.dbConnectTimeoutSeconds)),
-                          encodingContext: .default, decodingContext: .default, sqlLogLevel: .trace),
-                as: .psql)
+            let postgresFactory = DatabaseConfigurationFactory.postgres(
+                configuration: postgres, maxConnectionsPerEventLoop: perLoop,
+                connectionPoolTimeout: .seconds(Int64(config.dbConnectTimeoutSeconds)),
+                encodingContext: .default, decodingContext: .default, sqlLogLevel: .trace)
+            app.databases.use(instrumented(postgresFactory, app, config), as: .psql)
         }
+    }
+
+    /// Every statement is timed for `/metrics`, and logged when slower than `STEWARD_SLOW_QUERY_MS`.
+    private static func instrumented(_ factory: DatabaseConfigurationFactory, _ app: Application, _ config: AppConfig) -> any DatabaseConfiguration {
+        let threshold = config.slowQueryMilliseconds > 0 ? Duration.milliseconds(config.slowQueryMilliseconds) : nil
+        return InstrumentedDatabaseConfiguration(base: factory.make(), observer: QueryObserver(metrics: app.metrics, slowThreshold: threshold))
     }
 
     /// SQLite keeps `synchronous` and `busy_timeout` per connection, and the driver pools exactly one connection

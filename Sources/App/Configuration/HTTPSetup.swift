@@ -8,6 +8,8 @@ enum HTTPSetup {
         app.http.server.configuration.port = config.port
         app.http.server.configuration.shutdownTimeout = .seconds(Int64(config.shutdownGraceSeconds))
         app.http.server.configuration.serverName = nil
+        // Requests are measured by RequestContextMiddleware under route patterns, with status classes.
+        app.http.server.configuration.reportMetrics = false
         app.routes.defaultMaxBodySize = ByteCount(value: config.maxBodySize)
         app.routes.caseInsensitive = false
 
@@ -20,8 +22,8 @@ enum HTTPSetup {
             mailEmail: config.rateLimits["mail"]!, mailIP: config.rateLimits["mail_ip"]!, mfa: config.rateLimits["mfa"]!,
             apiUser: config.rateLimits["api"]!, apiAnonymous: config.rateLimits["anonymous"]!, executions: config.rateLimits["executions"]!)
         app.rateLimitStore = config.rateLimitStore == .database ? DatabaseRateLimitStore(app: app) : MemoryRateLimitStore()
-        app.rateLimitStoreFailures = NIOLockedValueBox(0)
-        app.rateLimitRefusals = NIOLockedValueBox([:])
+        app.requestStats = RequestStats()
+        app.metricsScrape = MetricsScrape()
 
         let problems = ProblemMiddleware(maxBodySize: config.maxBodySize)
         var middleware = Middlewares()

@@ -42,23 +42,48 @@ struct AuthController: RouteCollection {
         let body = try req.content.decode(LoginRequest.self)
         let policies = req.application.rateLimitPolicies
         let ip = req.clientIP
-        try await RateLimiter(app: req.application).check(req, [
-            (policies.login, "ip:\(ip)|email:\(User.normalise(email: body.email))"), (policies.loginIP, "ip:\(ip)"),
-        ], onStoreFailure: .failClosed)
-        switch try await AuthService(app: req.application).login(body, origin: req.origin) {
-        case .mfaRequired(let token):
-            return try await MFARequiredResponse(mfaRequired: true, mfaToken: token).encodeResponse(for: req)
-        case .signedIn(let issued):
-            return try await respond(with: issued, req: req)
+        return try await Self.counted(step: "password", req) {
+            try await RateLimiter(app: req.application).check(req, [
+                (policies.login, "ip:\(ip)|email:\(User.normalise(email: body.email))"), (policies.loginIP, "ip:\(ip)"),
+            ], onStoreFailure: .failClosed)
+            switch try await AuthService(app: req.application).login(body, origin: req.origin) {
+            case .mfaRequired(let token):
+                return (try await MFARequiredResponse(mfaRequired: true, mfaToken: token).encodeResponse(for: req), "mfa_required")
+            case .signedIn(let issued):
+                return (try await respond(with: issued, req: req), "success")
+            }
+        }
+    }
+
+    /// Runs one login step and counts its outcome for `/metrics` (`steward_logins_total{step,outcome}`).
+    private static func counted(step: String, _ req: Request, _ body: () async throws -> (Response, String)) async throws -> Response {
+        let metrics = req.application.metrics
+        do {
+            let (response, outcome) = try await body()
+            metrics.recordLogin(step: step, outcome: outcome)
+            return response
+        } catch {
+            let outcome = switch error {
+            case AuthError.invalidCredentials: "invalid_credentials"
+            case AuthError.accountLocked: "locked"
+            case AuthError.invalidMFAChallenge: "invalid_mfa_token"
+            case is RateLimitedError: "rate_limited"
+            case let abort as any AbortError where abort.status.code < 500: "rejected"
+            default: "error"
+            }
+            metrics.recordLogin(step: step, outcome: outcome)
+            throw error
         }
     }
 
     @Sendable
     func verifyMFA(req: Request) async throws -> Response {
         let body = try req.content.decode(MFAVerifyRequest.self)
-        try await RateLimiter(app: req.application).check(req, [(req.application.rateLimitPolicies.mfa, "token:\(body.mfaToken)")], onStoreFailure: .failClosed)
-        let issued = try await AuthService(app: req.application).verifyMFA(body, origin: req.origin)
-        return try await respond(with: issued, req: req)
+        return try await Self.counted(step: "mfa", req) {
+            try await RateLimiter(app: req.application).check(req, [(req.application.rateLimitPolicies.mfa, "token:\(body.mfaToken)")], onStoreFailure: .failClosed)
+            let issued = try await AuthService(app: req.application).verifyMFA(body, origin: req.origin)
+            return (try await respond(with: issued, req: req), "success")
+        }
     }
 
     @Sendable

@@ -27,13 +27,13 @@ struct ExecutionJobs: Sendable {
             return
         }
         if execution.cancelRequested {
-            try await settle(job, execution) { db in
+            try await settle(job, execution, skill: skill) { db in
                 try await service.transition(execution, to: .cancelled, message: "cancelled before it started", on: db)
             }
             return
         }
         guard let runner = app.runnerRegistry.runner(for: skill.runner) else {
-            try await settle(job, execution) { db in
+            try await settle(job, execution, skill: skill) { db in
                 execution.error = "this server has no runner for the skill's runner settings"
                 try await service.transition(execution, to: .failed, message: execution.error!, level: "error", on: db)
             }
@@ -72,7 +72,7 @@ struct ExecutionJobs: Sendable {
             let cancelled = (try? await Execution.find(executionID, on: app.db))?.cancelRequested ?? false
             if cancelled || error is CancellationError {
                 if cancelled {
-                    try await settle(job, execution) { db in
+                    try await settle(job, execution, skill: skill) { db in
                         try await service.transition(execution, to: .cancelled, message: "cancelled while running", on: db)
                     }
                     return
@@ -80,7 +80,7 @@ struct ExecutionJobs: Sendable {
             }
             throw error
         }
-        try await settle(job, execution) { db in
+        try await settle(job, execution, skill: skill) { db in
             switch outcome {
             case .succeeded(let output):
                 execution.output = output.canonicalString()
@@ -111,10 +111,15 @@ struct ExecutionJobs: Sendable {
     }
 
     /// Finishes the job and applies `change` in one transaction, only while this worker holds the lease.
-    private func settle(_ job: ClaimedJob, _ execution: Execution, _ change: @escaping @Sendable (any Database) async throws -> Void) async throws {
+    /// Once committed, an execution that ended is counted in `steward_execution_duration_seconds`.
+    private func settle(_ job: ClaimedJob, _ execution: Execution, skill: Skill? = nil,
+                        _ change: @escaping @Sendable (any Database) async throws -> Void) async throws {
         try await app.writeTransaction { db in
             guard try await JobQueue(app: app).finish(job, status: .succeeded, on: db) else { throw LeaseLost() }
             try await change(db)
+        }
+        if let skill, execution.status.isFinished, execution.status != .rolledBack, let milliseconds = execution.durationMs {
+            app.metrics.recordExecution(skill: skill.slug, outcome: execution.status.rawValue, duration: .milliseconds(milliseconds))
         }
     }
 }

@@ -201,7 +201,10 @@ struct JobRunner: Sendable {
         }
     }
 
+    /// Runs the job's handler, timed by kind for `/metrics` whatever its outcome.
     private func handle(_ job: ClaimedJob) async throws {
+        let started = ContinuousClock.now
+        defer { app.metrics.recordJobRun(kind: job.kind, duration: ContinuousClock.now - started) }
         switch job.kind {
         case ExecutionService.runKind: try await ExecutionJobs(app: app).run(job)
         case ExecutionService.rollbackKind: try await ExecutionJobs(app: app).rollback(job)

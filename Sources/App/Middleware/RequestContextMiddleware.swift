@@ -10,7 +10,8 @@ extension Request {
     }
 }
 
-/// Gives each request its id, echoes it in `X-Request-ID`, and logs one line per request.
+/// Gives each request its id, echoes it in `X-Request-ID`, logs one line per request, and counts it in the
+/// metrics and the admin stats under its route pattern.
 struct RequestContextMiddleware: AsyncMiddleware {
     /// Client-sent ids are accepted only in this shape, so logs cannot be forged through them.
     static func isAcceptable(_ candidate: String) -> Bool {
@@ -29,6 +30,9 @@ struct RequestContextMiddleware: AsyncMiddleware {
         let id = clientID.flatMap { Self.isAcceptable($0) ? $0 : nil } ?? UUID().uuidString.lowercased()
         request.requestID = id
         request.logger[metadataKey: "request-id"] = .string(id)
+        let metrics = request.application.metrics
+        metrics.requestStarted()
+        defer { metrics.requestFinished() }
 
         let response: Response
         do {
@@ -41,6 +45,10 @@ struct RequestContextMiddleware: AsyncMiddleware {
         let elapsed = ContinuousClock.now - started
         let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         let route = request.route.map { "/" + $0.path.map(\.description).joined(separator: "/") } ?? "(unmatched)"
+        metrics.recordRequest(method: request.method.rawValue, route: route, status: response.status.code, duration: elapsed)
+        let method = AppMetrics.knownMethods.contains(request.method.rawValue) ? request.method.rawValue : "OTHER"
+        request.application.requestStats.record(route: "\(method) \(route)", status: response.status.code, milliseconds: milliseconds,
+                                                at: request.application.wallClock.now())
         request.logger.info("\(request.method.rawValue) \(route) \(response.status.code)", metadata: [
             "method": .string(request.method.rawValue),
             "route": .string(route),

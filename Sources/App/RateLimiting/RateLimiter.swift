@@ -181,14 +181,14 @@ struct RateLimiter: Sendable {
             do {
                 decision = try await store.take(Self.storageKey(policy: policy, key: key), policy: policy, now: now)
             } catch {
-                app.rateLimitStoreFailures.withLockedValue { $0 += 1 }
+                app.metrics.recordRateLimitStoreFailure()
                 request.logger.warning("Rate-limit store failed (\(onStoreFailure == .failClosed ? "refusing" : "allowing") the request): \(String(describing: error))")
                 if onStoreFailure == .failClosed { throw RateLimitUnavailableError() }
                 continue
             }
             request.rateLimitDecisions.append(decision)
             if !decision.allowed {
-                app.rateLimitRefusals.withLockedValue { $0[policy.name, default: 0] += 1 }
+                app.metrics.recordRateLimitRefusal(policy: policy.name)
                 throw RateLimitedError(decision: decision)
             }
         }
@@ -261,8 +261,6 @@ extension Application {
     private struct StoreKey: StorageKey { typealias Value = any RateLimitStore }
     private struct PoliciesKey: StorageKey { typealias Value = RateLimitPolicies }
     private struct ProxiesKey: StorageKey { typealias Value = [CIDR] }
-    private struct FailuresKey: StorageKey { typealias Value = NIOLockedValueBox<Int> }
-    private struct RefusalsKey: StorageKey { typealias Value = NIOLockedValueBox<[String: Int]> }
 
     var rateLimitStore: any RateLimitStore {
         get { storage[StoreKey.self]! }
@@ -277,17 +275,5 @@ extension Application {
     var trustedProxies: [CIDR] {
         get { storage[ProxiesKey.self] ?? [] }
         set { storage[ProxiesKey.self] = newValue }
-    }
-
-    /// Store failures that let a request through (a warning signal for metrics).
-    var rateLimitStoreFailures: NIOLockedValueBox<Int> {
-        get { storage[FailuresKey.self]! }
-        set { storage[FailuresKey.self] = newValue }
-    }
-
-    /// Refusals by policy.
-    var rateLimitRefusals: NIOLockedValueBox<[String: Int]> {
-        get { storage[RefusalsKey.self]! }
-        set { storage[RefusalsKey.self] = newValue }
     }
 }

@@ -67,6 +67,33 @@ paths:
             application/json:
               schema:
                 $ref: "#/components/schemas/Readiness"
+  /metrics:
+    get:
+      operationId: metrics
+      summary: Prometheus metrics of this instance (text exposition format 0.0.4).
+      description: |
+        Open unless `STEWARD_METRICS_TOKEN` is set; then it needs `Authorization: Bearer <token>` and answers
+        401 without it. Series (all label values bounded: route patterns, never raw paths):
+        `steward_http_request_duration_seconds{method,route,status}` (status is the class, `2xx` … `5xx`;
+        unmatched paths are `route="(unmatched)"`), `steward_http_requests_in_flight`,
+        `steward_db_query_duration_seconds`, `steward_db_slow_queries_total`,
+        `steward_job_queue_depth{kind,status}` (queued and running), `steward_job_run_duration_seconds{kind}`,
+        `steward_execution_duration_seconds{skill,outcome}` (skill slug; beyond 100 distinct skills, `other`),
+        `steward_webhook_deliveries_total{outcome}` (`succeeded`, `retrying`, `failed`),
+        `steward_event_streams_open`, `steward_logins_total{step,outcome}` (step `password` or `mfa`),
+        `steward_rate_limit_refusals_total{policy}`, `steward_rate_limit_store_failures_total`, and
+        `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_cpu_seconds_total`,
+        `process_open_fds`, `process_start_time_seconds`.
+      tags: [health]
+      security: [{}, {metricsToken: []}]
+      responses:
+        "200":
+          description: The metrics.
+          content:
+            text/plain:
+              schema:
+                type: string
+        "401": {$ref: "#/components/responses/Unauthorized"}
   /openapi.yaml:
     get:
       operationId: openapiDocument
@@ -748,6 +775,29 @@ paths:
                         description: {type: string}
                         permissions: {type: array, items: {$ref: "#/components/schemas/Permission"}}
                   nextCursor: {type: "null"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+  /api/v1/admin/stats:
+    get:
+      operationId: adminStats
+      x-required-permission: analytics:read
+      summary: Request, execution, queue, user and session figures.
+      description: |
+        `requests` covers this instance only (kept in memory, one-minute buckets for the last hour): per window
+        (`last1m`, `last5m`, `last60m`, the current partial minute included) the totals and the 50 busiest routes,
+        each named `METHOD /route/:pattern`. Percentiles come from log-scale bins 20% wide, so they are exact to
+        about ±10%; null when the window has no request. `errorRate` is the share of 5xx answers.
+        `executions`, `queue`, `users` and `sessions` are read from the database, so every instance agrees.
+        "Recently" means within the last 15 minutes (a session's last use is recorded at most once a minute).
+      tags: [users]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      responses:
+        "200":
+          description: The figures.
+          content:
+            application/json:
+              schema:
+                $ref: "#/components/schemas/AdminStats"
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
   /api/v1/audit-logs:
@@ -1549,7 +1599,86 @@ components:
       in: header
       name: X-API-Key
       description: "Or `Authorization: Bearer stw_...`. Never in a URL."
+    metricsToken:
+      type: http
+      scheme: bearer
+      description: The value of `STEWARD_METRICS_TOKEN`, for `GET /metrics` only.
   schemas:
+    RequestFigures:
+      type: object
+      required: [count, clientErrors, serverErrors, errorRate, p50Ms, p95Ms, p99Ms]
+      properties:
+        count: {type: integer}
+        clientErrors: {type: integer, description: Answers 400-499.}
+        serverErrors: {type: integer, description: Answers 500 and above.}
+        errorRate: {type: number, description: serverErrors / count (0 when count is 0).}
+        p50Ms: {type: [number, "null"]}
+        p95Ms: {type: [number, "null"]}
+        p99Ms: {type: [number, "null"]}
+    RequestWindow:
+      allOf:
+        - $ref: "#/components/schemas/RequestFigures"
+        - type: object
+          required: [minutes, requestsPerSecond, routes]
+          properties:
+            minutes: {type: integer}
+            requestsPerSecond: {type: number}
+            routes:
+              type: array
+              items:
+                allOf:
+                  - $ref: "#/components/schemas/RequestFigures"
+                  - type: object
+                    required: [route]
+                    properties:
+                      route: {type: string, examples: ["GET /api/v1/skills/:id"]}
+    AdminStats:
+      type: object
+      required: [generatedAt, requests, executions, queue, users, sessions, streams]
+      properties:
+        generatedAt: {type: string, format: date-time}
+        requests:
+          type: object
+          required: [last1m, last5m, last60m]
+          properties:
+            last1m: {$ref: "#/components/schemas/RequestWindow"}
+            last5m: {$ref: "#/components/schemas/RequestWindow"}
+            last60m: {$ref: "#/components/schemas/RequestWindow"}
+        executions:
+          type: object
+          description: Executions by status; every status is present, 0 when none.
+          additionalProperties: {type: integer}
+          examples: [{queued: 2, running: 1, succeeded: 40, failed: 3, cancelled: 0, rolled_back: 0}]
+        queue:
+          type: object
+          required: [depth, lagSeconds]
+          properties:
+            depth:
+              type: array
+              description: Queued and running jobs by kind.
+              items:
+                type: object
+                required: [kind, status, count]
+                properties:
+                  kind: {type: string, examples: [execution.run]}
+                  status: {type: string, enum: [queued, running]}
+                  count: {type: integer}
+            lagSeconds: {type: number, description: How long the oldest due job has waited to be claimed; 0 when none waits.}
+        users:
+          type: object
+          required: [total, active, withLiveSession, seenRecently]
+          properties:
+            total: {type: integer}
+            active: {type: integer, description: Accounts with status active.}
+            withLiveSession: {type: integer}
+            seenRecently: {type: integer, description: Users whose live session was used in the last 15 minutes.}
+        sessions:
+          type: object
+          required: [live, seenRecently]
+          properties:
+            live: {type: integer}
+            seenRecently: {type: integer}
+        streams: {type: integer, description: Open SSE and WebSocket streams on this instance.}
     Liveness:
       type: object
       required: [status]

@@ -127,6 +127,12 @@ struct WebhookDeliverer: Sendable {
             }
             try await delivery.save(on: db)
         }
+        let outcome = switch delivery.status {
+        case .succeeded: "succeeded"
+        case .failed: "failed"
+        default: "retrying"
+        }
+        app.metrics.recordWebhookDelivery(outcome: outcome)
     }
 
     /// Disables an endpoint: a `webhook.disabled` event, an audit entry and a mail to its owner.

@@ -177,7 +177,7 @@ struct RateLimitTests {
             try await (a.db as! any SQLDatabase).raw("DROP TABLE rate_limits").run()
             let me = try await a.testing().sendRequest(.GET, "/api/v1/auth/me", headers: bearer(bob))
             #expect(me.status == .ok, "non-auth routes fail open")
-            #expect(a.rateLimitStoreFailures.withLockedValue { $0 } > 0)
+            #expect(try await metricValue(a, "steward_rate_limit_store_failures_total") ?? 0 > 0, "counted for /metrics")
             let closed = try await postJSON(a, "/api/v1/auth/login", ["email": "bob@example.com", "password": strongPassword])
             #expect(closed.status == .serviceUnavailable, "auth routes fail closed")
         } catch {

@@ -212,6 +212,7 @@ struct SSETests {
                 // The cap is per user: Bob still gets in.
                 let bobs = try await SSEClient.open(port: port, headers: auth(bob.token))
                 #expect(bobs.status == .ok)
+                #expect(try await metricValue(app, "steward_event_streams_open") == 3, "/metrics counts the open streams")
                 // A WebSocket counts too, refused before the upgrade.
                 let ws = try await RawConnection.connect(port: port)
                 try await ws.upgrade(path: "/api/v1/ws", headers: ["Authorization": "Bearer \(alice.token)"])

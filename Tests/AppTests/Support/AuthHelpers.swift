@@ -64,3 +64,16 @@ extension TestingHTTPRequest {
         try content.encode(value)
     }
 }
+
+/// Scrapes `GET /metrics` and returns the value of one series, e.g. `steward_logins_total{step="password",outcome="success"}`.
+/// A series the registry never saw reads nil.
+func metricValue(_ app: Application, _ series: String, token: String? = nil) async throws -> Double? {
+    var headers = HTTPHeaders()
+    if let token { headers.bearerAuthorization = BearerAuthorization(token: token) }
+    let response = try await app.testing().sendRequest(.GET, "/metrics", headers: headers)
+    #expect(response.status == .ok)
+    for line in response.body.string.split(separator: "\n") where line.hasPrefix(series + " ") {
+        return Double(line.dropFirst(series.count + 1))
+    }
+    return nil
+}

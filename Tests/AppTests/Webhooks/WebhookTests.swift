@@ -165,6 +165,7 @@ struct WebhookTests {
                 // Dispatching again repeats nothing.
                 try await deliverAll(app)
                 #expect(receiver.received.count == 4)
+                #expect(try await metricValue(app, #"steward_webhook_deliveries_total{outcome="succeeded"}"#) == 4)
             }
         } catch {
             await receiver.stop()
@@ -203,6 +204,7 @@ struct WebhookTests {
                 #expect(delivery.attempt == 3)
                 let history = try (try await send(app, .GET, "/api/v1/webhooks/\(hookID)/deliveries", token: token)).content.decode(ListResponse<DeliveryResponse>.self)
                 #expect(history.items.first?.attempts.map(\.responseStatus) == [500, 429, 200])
+                #expect(try await metricValue(app, #"steward_webhook_deliveries_total{outcome="retrying"}"#) == 2)
 
                 receiver.answer([(.gone, [:])])
                 #expect(try await send(app, .POST, "/api/v1/webhooks/\(hookID)/test", token: token).status == .accepted)
@@ -210,6 +212,7 @@ struct WebhookTests {
                 let hook = try #require(try await Webhook.find(hookID, on: app.db))
                 #expect(!hook.enabled)
                 #expect(hook.disabledReason?.contains("410") == true)
+                #expect(try await metricValue(app, #"steward_webhook_deliveries_total{outcome="failed"}"#) == 1)
                 #expect(try await Event.query(on: app.db).filter(\.$type == "webhook.disabled").count() == 1)
                 try await MailOutbox(app: app).deliverDue()
                 #expect(mailer.sent.contains { $0.subject.contains("disabled") })

@@ -1,0 +1,179 @@
+import Fluent
+import Foundation
+import NIOCore
+import SQLKit
+import Vapor
+
+/// What the instrumented database reports to: query durations and the slow-query threshold.
+struct QueryObserver: Sendable {
+    let metrics: AppMetrics
+    /// nil: slow queries are not logged (`STEWARD_SLOW_QUERY_MS=0`).
+    let slowThreshold: Duration?
+
+    /// Records one statement; over the threshold, logs a warning with its duration and redacted SQL.
+    func finished(_ describe: @autoclosure () -> String, started: ContinuousClock.Instant, logger: Logger) {
+        let elapsed = ContinuousClock.now - started
+        let slow = slowThreshold.map { elapsed >= $0 } ?? false
+        metrics.recordQuery(elapsed, slow: slow)
+        guard slow else { return }
+        logger.warning("slow query", metadata: [
+            "durationMs": .string(String(format: "%.1f", Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15)),
+            "sql": .string(describe()),
+        ])
+    }
+}
+
+/// Wraps the configured Fluent database so every statement, Fluent's and raw SQLKit's alike, is timed:
+/// a duration histogram for `/metrics` and a warning for slow ones. It forwards everything else unchanged,
+/// including transactions and pinned connections, whose databases are wrapped in turn.
+struct InstrumentedDatabaseConfiguration: DatabaseConfiguration {
+    var base: any DatabaseConfiguration
+    let observer: QueryObserver
+
+    var middleware: [any AnyModelMiddleware] {
+        get { base.middleware }
+        set { base.middleware = newValue }
+    }
+
+    func makeDriver(for databases: Databases) -> any DatabaseDriver {
+        InstrumentedDatabaseDriver(base: base.makeDriver(for: databases), observer: observer)
+    }
+}
+
+struct InstrumentedDatabaseDriver: DatabaseDriver {
+    let base: any DatabaseDriver
+    let observer: QueryObserver
+
+    func makeDatabase(with context: DatabaseContext) -> any Database {
+        InstrumentedDatabase(base: base.makeDatabase(with: context), observer: observer)
+    }
+
+    func shutdown() { base.shutdown() }
+    func shutdownAsync() async { await base.shutdownAsync() }
+}
+
+struct InstrumentedDatabase: Database, SQLDatabase {
+    let base: any Database
+    let observer: QueryObserver
+
+    private var sql: any SQLDatabase { base as! any SQLDatabase }
+
+    // MARK: Database
+
+    var context: DatabaseContext { base.context }
+    var inTransaction: Bool { base.inTransaction }
+
+    func execute(query: DatabaseQuery, onOutput: @escaping @Sendable (any DatabaseOutput) -> ()) -> EventLoopFuture<Void> {
+        let started = ContinuousClock.now
+        let observer = observer, logger = base.logger
+        return base.execute(query: query, onOutput: onOutput).always { _ in
+            observer.finished(Self.describe(query), started: started, logger: logger)
+        }
+    }
+
+    func execute(schema: DatabaseSchema) -> EventLoopFuture<Void> {
+        base.execute(schema: schema)
+    }
+
+    func execute(enum: DatabaseEnum) -> EventLoopFuture<Void> {
+        base.execute(enum: `enum`)
+    }
+
+    func transaction<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
+        let observer = observer
+        return base.transaction { inner in closure(InstrumentedDatabase(base: inner, observer: observer)) }
+    }
+
+    func withConnection<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
+        let observer = observer
+        return base.withConnection { inner in closure(InstrumentedDatabase(base: inner, observer: observer)) }
+    }
+
+    // MARK: SQLDatabase
+
+    var logger: Logger { base.logger }
+    var eventLoop: any EventLoop { base.eventLoop }
+    var version: (any SQLDatabaseReportedVersion)? { sql.version }
+    var dialect: any SQLDialect { sql.dialect }
+    var queryLogLevel: Logger.Level? { sql.queryLogLevel }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> ()) -> EventLoopFuture<Void> {
+        TimedSQLDatabase(base: sql, observer: observer).execute(sql: query, onRow)
+    }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> ()) async throws {
+        try await TimedSQLDatabase(base: sql, observer: observer).execute(sql: query, onRow)
+    }
+
+    func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+        let observer = observer
+        return try await sql.withSession { inner in
+            try await closure(TimedSQLDatabase(base: inner, observer: observer))
+        }
+    }
+
+    /// A Fluent query named by action and table: its SQL is built inside the driver, and its values stay out of logs.
+    static func describe(_ query: DatabaseQuery) -> String {
+        "fluent \(query.action) \(query.schema)"
+    }
+
+    /// SQL text with every literal replaced by `?`. Bound values never appear in it; literals written into the
+    /// statement itself (numbers, quoted strings) might carry data, so they go too. Long statements are cut.
+    static func redacted(_ sql: String) -> String {
+        var output = ""
+        output.reserveCapacity(min(sql.utf8.count, 1024))
+        var inString = false
+        var previous: Character = " "
+        var index = sql.startIndex
+        while index < sql.endIndex {
+            let character = sql[index]
+            if inString {
+                if character == "'" {
+                    let next = sql.index(after: index)
+                    if next < sql.endIndex, sql[next] == "'" { index = sql.index(after: next); continue }
+                    inString = false
+                }
+            } else if character == "'" {
+                inString = true
+                output.append("?")
+            } else if character.isNumber, !(previous.isLetter || previous.isNumber || previous == "_" || previous == "$" || previous == "\"") {
+                output.append("?")
+                while index < sql.endIndex, sql[index].isNumber || sql[index] == "." { index = sql.index(after: index) }
+                previous = "?"
+                continue
+            } else {
+                output.append(character)
+            }
+            previous = character
+            index = sql.index(after: index)
+            if output.count >= 1000 { return output + "…" }
+        }
+        return output
+    }
+}
+
+/// A SQLKit database whose statements are timed: the pool's, a transaction's or one session's connection.
+private struct TimedSQLDatabase: SQLDatabase {
+    let base: any SQLDatabase
+    let observer: QueryObserver
+
+    var logger: Logger { base.logger }
+    var eventLoop: any EventLoop { base.eventLoop }
+    var version: (any SQLDatabaseReportedVersion)? { base.version }
+    var dialect: any SQLDialect { base.dialect }
+    var queryLogLevel: Logger.Level? { base.queryLogLevel }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> ()) -> EventLoopFuture<Void> {
+        let started = ContinuousClock.now
+        let observer = observer, database = base
+        return base.execute(sql: query, onRow).always { _ in
+            observer.finished(InstrumentedDatabase.redacted(database.serialize(query).sql), started: started, logger: database.logger)
+        }
+    }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> ()) async throws {
+        let started = ContinuousClock.now
+        defer { observer.finished(InstrumentedDatabase.redacted(base.serialize(query).sql), started: started, logger: base.logger) }
+        try await base.execute(sql: query, onRow)
+    }
+}
