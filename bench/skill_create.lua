@@ -1,7 +1,7 @@
 -- wrk script: POST /api/v1/skills, each request a new skill (unique slug per thread and request).
 -- The token comes from the environment.
+-- `thread_id` is a global on purpose: setup() sets it in each thread's own Lua state.
 local counter = 0
-local thread_id = 0
 local next_thread = 0
 
 function setup(thread)

@@ -25,6 +25,9 @@ enum HTTPSetup {
         app.requestStats = RequestStats()
         app.metricsScrape = MetricsScrape()
 
+        // Registered after the thread pools and workers, so it stops first: they outlive the requests that use them.
+        app.lifecycle.use(RequestDrain())
+
         let problems = ProblemMiddleware(maxBodySize: config.maxBodySize)
         var middleware = Middlewares()
         middleware.use(RequestContextMiddleware(problems: problems))
@@ -47,5 +50,19 @@ enum HTTPSetup {
             cacheExpiration: 600,
             exposedHeaders: [HTTPHeaders.Name("X-Request-ID"), .retryAfter, HTTPHeaders.Name("RateLimit"), HTTPHeaders.Name("RateLimit-Policy"), .location]
         ))
+    }
+}
+
+/// On shutdown, waits (up to `STEWARD_SHUTDOWN_GRACE_SECONDS`) for request handlers still running after the server
+/// stopped accepting, before the thread pools and the database go away under them. A login queued for bcrypt
+/// when SIGTERM arrives would otherwise resume against a closed database.
+struct RequestDrain: LifecycleHandler {
+    func shutdownAsync(_ application: Application) async {
+        let deadline = ContinuousClock.now + .seconds(application.appConfig.shutdownGraceSeconds)
+        while application.metrics.requestsInFlight > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let left = application.metrics.requestsInFlight
+        if left > 0 { application.logger.warning("Shutting down with \(left) request(s) still running after the grace period") }
     }
 }

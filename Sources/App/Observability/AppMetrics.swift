@@ -13,6 +13,7 @@ final class AppMetrics: Sendable {
     let registry: PrometheusCollectorRegistry
 
     private let inFlight: Gauge
+    private let inFlightCount = NIOLockedValueBox(0)
     private let httpDurations = NIOLockedValueBox<[String: DurationHistogram]>([:])
     private let queryDuration: DurationHistogram
     private let slowQueries: Counter
@@ -47,8 +48,18 @@ final class AppMetrics: Sendable {
 
     // MARK: HTTP
 
-    func requestStarted() { inFlight.increment() }
-    func requestFinished() { inFlight.decrement() }
+    func requestStarted() {
+        inFlight.increment()
+        inFlightCount.withLockedValue { $0 += 1 }
+    }
+
+    func requestFinished() {
+        inFlight.decrement()
+        inFlightCount.withLockedValue { $0 -= 1 }
+    }
+
+    /// Requests whose handler has not returned yet (a stream counts only until its response starts).
+    var requestsInFlight: Int { inFlightCount.withLockedValue { $0 } }
 
     /// One answered request, labelled by route pattern, method and status class (`2xx` … `5xx`).
     func recordRequest(method: String, route: String, status: UInt, duration: Duration) {

@@ -1,5 +1,7 @@
+import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOPosix
 import Testing
 import Vapor
 import VaporTesting
@@ -28,4 +30,51 @@ struct GracefulShutdownTests {
             #expect(answer.body.map { String(buffer: $0) } == "finished")
         }
     }
+
+    @Test("The steward binary stops on SIGTERM during a login storm and exits 0, not by a crash or the signal")
+    func sigtermExitsCleanly() async throws {
+        // The executable is built beside the test bundle by `swift build --build-tests`.
+        let binary = Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("steward")
+        let candidates = [binary.path, URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../../.build/debug/steward").standardized.path]
+        let path = try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) }, "no steward binary next to the tests")
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let port = Int.random(in: 20_000...40_000)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = ["serve"]
+        process.environment = [
+            "STEWARD_DATA_DIR": directory.path, "STEWARD_PORT": String(port), "STEWARD_LOG_LEVEL": "warning",
+            "STEWARD_BCRYPT_COST": "12", "STEWARD_ADMIN_PASSWORD": "Bootstrap-Admin-Pass-1", "PATH": "/usr/bin:/bin",
+        ]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+
+        let client = HTTPClient.shared
+        try await eventually(30, "the server to answer /health/ready") {
+            (try? await client.get(url: "http://127.0.0.1:\(port)/health/ready").get().status) == .ok
+        }
+        let metrics = try await client.get(url: "http://127.0.0.1:\(port)/metrics").get()
+        #expect(metrics.status == .ok)
+
+        // Logins queued for bcrypt when the signal arrives must not outlive the database they write to.
+        var login = HTTPClientRequest(url: "http://127.0.0.1:\(port)/api/v1/auth/login")
+        login.method = .POST
+        login.headers.add(name: "Content-Type", value: "application/json")
+        login.body = .bytes(ByteBuffer(string: #"{"email":"admin@steward.local","password":"Bootstrap-Admin-Pass-1"}"#))
+        let storm = (0..<12).map { [login] _ in
+            Task { try? await client.execute(login, timeout: .seconds(30)).status }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        kill(process.processIdentifier, SIGTERM)
+        for task in storm { _ = await task.value }
+        try await eventually(30, "the process to exit") { !process.isRunning }
+        #expect(process.terminationReason == .exit, "ended by a signal: \(process.terminationStatus)")
+        #expect(process.terminationStatus == 0)
+    }
 }
+
