@@ -22,5 +22,6 @@ func routes(_ app: Application) throws {
     try api.register(collection: WebhookController())
     try api.register(collection: EventController())
     try api.register(collection: EventStreamController())
+    try api.register(collection: ScheduleController())
     try api.register(collection: AdminStatsController())
 }

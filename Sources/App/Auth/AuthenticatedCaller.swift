@@ -3,7 +3,8 @@ import Vapor
 /// Who is calling, once an authenticator has checked their credentials, and what they may do right now.
 public struct AuthenticatedCaller: Authenticatable, Sendable {
     /// How the caller proved who they are.
-    public enum Method: String, Sendable { case accessToken, cookie, apiKey }
+    /// `schedule`: no one signed in; a schedule acts for its owner with the owner's current grants.
+    public enum Method: String, Sendable { case accessToken, cookie, apiKey, schedule }
 
     public let user: User
     public let session: UserSession?
@@ -20,7 +21,13 @@ public struct AuthenticatedCaller: Authenticatable, Sendable {
     public var seesEveryOwner: Bool { can(.adminFull) }
 
     /// Who audit entries name for this caller.
-    public var actorType: ActorType { method == .apiKey ? .apiKey : .user }
+    public var actorType: ActorType {
+        switch method {
+        case .apiKey: .apiKey
+        case .schedule: .system
+        case .accessToken, .cookie: .user
+        }
+    }
 }
 
 extension Request {

@@ -1,6 +1,6 @@
 import Vapor
 
-/// The `steward` command line: Vapor's `serve` (wrapped), plus `migrate`, `db`, `audit`, `user` and `apikey`.
+/// The `steward` command line: Vapor's `serve` (wrapped), plus `migrate`, `db`, `audit`, `user`, `apikey`, `seed` and `schedule`.
 enum Commands {
     static func register(in app: Application) {
         if let serve = app.asyncCommands.commands["serve"] {
@@ -13,6 +13,7 @@ enum Commands {
         app.asyncCommands.use(UserCommandGroup(), as: "user")
         app.asyncCommands.use(APIKeyCommandGroup(), as: "apikey")
         app.asyncCommands.use(SeedCommand(), as: "seed")
+        app.asyncCommands.use(ScheduleCommandGroup(), as: "schedule")
     }
 }
 

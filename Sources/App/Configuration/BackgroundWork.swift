@@ -16,14 +16,17 @@ enum BackgroundWork {
         let workers = JobWorkers()
         app.jobWorkers = workers
         app.lifecycle.use(workers)
-        let dispatcher = WebhookDispatchWorker()
+        let dispatcher = BackgroundLoop.webhookDispatch()
         app.webhookDispatchWorker = dispatcher
         app.lifecycle.use(dispatcher)
         let config = app.appConfig
         app.eventHub = EventHub(app: app, settings: StreamSettings(
             maxPerUser: config.maxStreamsPerUser, maxTotal: config.maxStreams, bufferEvents: config.streamBufferEvents))
         app.lifecycle.use(EventHubLifecycle())
-        let maintenance = MaintenanceWorker()
+        let scheduler = BackgroundLoop.scheduler()
+        app.schedulerWorker = scheduler
+        app.lifecycle.use(scheduler)
+        let maintenance = BackgroundLoop.maintenance()
         app.maintenanceWorker = maintenance
         app.lifecycle.use(maintenance)
     }
@@ -35,14 +38,15 @@ enum BackgroundWork {
         app.jobWorkers.start(app)
         app.jobNotificationListener?.start(app)
         app.webhookDispatchWorker.start(app)
+        app.schedulerWorker.start(app)
     }
 }
 
 extension Application {
-    private struct MaintenanceKey: StorageKey { typealias Value = MaintenanceWorker }
+    private struct MaintenanceKey: StorageKey { typealias Value = BackgroundLoop }
 
     /// Set once in `configure`; started by `serve`.
-    var maintenanceWorker: MaintenanceWorker {
+    var maintenanceWorker: BackgroundLoop {
         get { storage[MaintenanceKey.self]! }
         set { storage[MaintenanceKey.self] = newValue }
     }

@@ -20,5 +20,6 @@ enum AppMigrations {
         AddJobGroupKey(),
         CreateStreamTickets(),
         CreateRateLimits(),
+        CreateSchedules(),
     ]
 }

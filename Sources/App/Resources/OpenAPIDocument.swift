@@ -777,6 +777,148 @@ paths:
                   nextCursor: {type: "null"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+  /api/v1/schedules:
+    get:
+      operationId: listSchedules
+      x-required-permission: executions:read
+      summary: Your schedules, newest first (admins see everyone's).
+      tags: [schedules]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {$ref: "#/components/parameters/Limit"}
+        - {$ref: "#/components/parameters/Cursor"}
+      responses:
+        "200":
+          description: A page of schedules.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items: {type: array, items: {$ref: "#/components/schemas/Schedule"}}
+                  nextCursor: {type: [string, "null"]}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+    post:
+      operationId: createSchedule
+      x-required-permission: skills:execute
+      summary: Start a skill on a cron schedule, as you, with fixed input.
+      description: |
+        `cron` takes 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, or a macro
+        (`@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`, `@midnight`, `@hourly`). Fields take numbers,
+        `*`, ranges `a-b`, steps `*/n`, `a-b/n`, `a/n`, comma lists, month names `JAN`-`DEC` and day names
+        `SUN`-`SAT` (0 and 7 are Sunday). When both day fields are restricted, a day matching either fires (Vixie
+        cron). A refused expression is 422 with `errors[].field = "cron"` and a message naming the character
+        position ("at position 9: ...").
+
+        Times follow the wall clock of `timezone` (IANA, default `UTC`). When clocks go forward, a time in the
+        skipped hour fires once, at the moment of the jump; when they go back, a time in the repeated hour fires
+        once, on its first pass.
+
+        Every instance looks for due schedules each second. Each occurrence is claimed in the database, so it
+        fires once however many instances run, and it fires through the durable job queue as the owner, with the
+        owner's permissions at that moment (an owner who lost skills:execute, or a disabled skill, records
+        `lastStatus: failed` with `lastError`). An occurrence more than 60 s late (downtime) is missed and follows
+        `catchUp`: `none` skips it, `last` (default) fires the latest missed one, `all` fires each (at most 100).
+        `overlapPolicy`: `skip` (default) drops an occurrence while the previous run is queued or running, `queue`
+        holds it until that run ends, `allow` starts it regardless. A `workflowId` target is refused with 422 until
+        workflows exist.
+      tags: [schedules]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              $ref: "#/components/schemas/ScheduleInput"
+      responses:
+        "201":
+          description: Created.
+          headers:
+            Location:
+              schema: {type: string}
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Schedule"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/schedules/{id}:
+    parameters:
+      - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+    get:
+      operationId: getSchedule
+      x-required-permission: executions:read
+      summary: One of your schedules (404 for another user's).
+      tags: [schedules]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      responses:
+        "200":
+          description: The schedule.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Schedule"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+    patch:
+      operationId: updateSchedule
+      x-required-permission: skills:execute
+      summary: Change any field; a new cron or zone, or re-enabling, recomputes nextRunAt from now.
+      tags: [schedules]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              $ref: "#/components/schemas/ScheduleInput"
+      responses:
+        "200":
+          description: The schedule.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Schedule"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+    delete:
+      operationId: deleteSchedule
+      x-required-permission: skills:execute
+      summary: Delete a schedule; executions it started are kept.
+      tags: [schedules]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      responses:
+        "204": {description: Deleted.}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+  /api/v1/schedules/{id}/run-now:
+    post:
+      operationId: runScheduleNow
+      x-required-permission: skills:execute
+      summary: Start the schedule's target now, as you; nextRunAt does not move.
+      tags: [schedules]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "202":
+          description: The queued execution.
+          headers:
+            Location:
+              schema: {type: string}
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Execution"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "409": {$ref: "#/components/responses/Conflict"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/admin/stats:
     get:
       operationId: adminStats
@@ -1604,6 +1746,51 @@ components:
       scheme: bearer
       description: The value of `STEWARD_METRICS_TOKEN`, for `GET /metrics` only.
   schemas:
+    ScheduleInput:
+      type: object
+      description: On create, name, target and cron are required.
+      additionalProperties: false
+      properties:
+        name: {type: string, minLength: 1, maxLength: 200}
+        target:
+          oneOf:
+            - {type: object, required: [skillId], additionalProperties: false, properties: {skillId: {type: string, description: "A skill id or slug."}}}
+            - {type: object, required: [workflowId], additionalProperties: false, properties: {workflowId: {type: string, format: uuid}}}
+        input: {type: object, default: {}, description: Validated against the skill's inputSchema.}
+        cron: {type: string, examples: ["*/15 * * * *", "0 30 9 * * MON-FRI", "@daily"]}
+        timezone: {type: string, default: UTC, examples: [Europe/Berlin]}
+        enabled: {type: boolean, default: true}
+        overlapPolicy: {type: string, enum: [skip, queue, allow], default: skip}
+        catchUp: {type: string, enum: [none, last, all], default: last}
+    Schedule:
+      type: object
+      description: Fields without a value (nextRunAt while disabled, the last* fields before the first firing) are left out.
+      required: [id, userId, name, target, input, cron, timezone, enabled, overlapPolicy, catchUp, createdAt, updatedAt]
+      properties:
+        id: {type: string, format: uuid}
+        userId: {type: string, format: uuid}
+        name: {type: string}
+        target:
+          type: object
+          properties:
+            skillId: {type: string, format: uuid}
+            workflowId: {type: string, format: uuid}
+        input: {type: object}
+        cron: {type: string}
+        timezone: {type: string}
+        enabled: {type: boolean}
+        overlapPolicy: {type: string, enum: [skip, queue, allow]}
+        catchUp: {type: string, enum: [none, last, all]}
+        nextRunAt: {type: string, format: date-time, description: Absent while disabled.}
+        lastRunAt: {type: string, format: date-time}
+        lastStatus:
+          type: string
+          enum: [started, skipped, missed, failed]
+          description: What the last firing did; `failed` carries lastError.
+        lastError: {type: string}
+        lastExecutionId: {type: string, format: uuid}
+        createdAt: {type: string, format: date-time}
+        updatedAt: {type: string, format: date-time}
     RequestFigures:
       type: object
       required: [count, clientErrors, serverErrors, errorRate, p50Ms, p95Ms, p99Ms]

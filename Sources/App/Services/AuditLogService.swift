@@ -64,40 +64,20 @@ struct AuditLogService: Sendable {
     }
 }
 
-/// Runs daily maintenance (audit retention, expired idempotency keys) while the server runs.
-final class MaintenanceWorker: LifecycleHandler, @unchecked Sendable {
-    private let lock = NSLock()
-    private var task: Task<Void, Never>?
-
-    func start(_ app: Application) {
-        lock.withLock {
-            guard task == nil else { return }
-            task = Task {
-                while !Task.isCancelled {
-                    do {
-                        let removed = try await AuditLogService(app: app).applyRetention()
-                        if removed > 0 { app.logger.notice("Audit retention removed \(removed) entries") }
-                        let sql = app.db as! any SQLDatabase
-                        try await sql.raw("DELETE FROM idempotency_keys WHERE expires_at < \(bind: app.wallClock.now())").run()
-                        try await StreamTickets.pruneExpired(app: app)
-                        try await DatabaseRateLimitStore.prune(app: app)
-                        let historyCutoff = app.wallClock.now().addingTimeInterval(-TimeInterval(app.appConfig.webhookHistoryDays) * 86_400)
-                        try await sql.raw("DELETE FROM webhook_deliveries WHERE created_at < \(bind: historyCutoff) AND status != 'pending'").run()
-                    } catch {
-                        app.logger.warning("Audit retention failed: \(String(describing: error))")
-                    }
-                    try? await Task.sleep(for: .seconds(24 * 3600))
-                }
-            }
+extension BackgroundLoop {
+    /// Daily maintenance while the server runs: audit retention, expired idempotency keys, stream tickets and
+    /// rate-limit entries, and webhook history.
+    static func maintenance() -> BackgroundLoop {
+        BackgroundLoop("Daily maintenance", retryAfter: .seconds(24 * 3600)) { app in
+            let removed = try await AuditLogService(app: app).applyRetention()
+            if removed > 0 { app.logger.notice("Audit retention removed \(removed) entries") }
+            let sql = app.db as! any SQLDatabase
+            try await sql.raw("DELETE FROM idempotency_keys WHERE expires_at < \(bind: app.wallClock.now())").run()
+            try await StreamTickets.pruneExpired(app: app)
+            try await DatabaseRateLimitStore.prune(app: app)
+            let historyCutoff = app.wallClock.now().addingTimeInterval(-TimeInterval(app.appConfig.webhookHistoryDays) * 86_400)
+            try await sql.raw("DELETE FROM webhook_deliveries WHERE created_at < \(bind: historyCutoff) AND status != 'pending'").run()
+            return .seconds(24 * 3600)
         }
-    }
-
-    func shutdownAsync(_ application: Application) async {
-        let running = lock.withLock { () -> Task<Void, Never>? in
-            defer { task = nil }
-            return task
-        }
-        running?.cancel()
-        await running?.value
     }
 }

@@ -76,42 +76,20 @@ struct WebhookDispatcher: Sendable {
     }
 }
 
-/// Runs the dispatcher while the server runs.
-final class WebhookDispatchWorker: LifecycleHandler, @unchecked Sendable {
-    private let lock = NSLock()
-    private var task: Task<Void, Never>?
-
-    func start(_ app: Application) {
-        lock.withLock {
-            guard task == nil else { return }
-            task = Task {
-                while !Task.isCancelled {
-                    do {
-                        if try await WebhookDispatcher(app: app).dispatchBatch() > 0 { continue }
-                    } catch {
-                        app.logger.warning("Webhook dispatch failed: \(String(describing: error))")
-                    }
-                    try? await Task.sleep(for: .milliseconds(200))
-                }
-            }
+extension BackgroundLoop {
+    /// Runs the dispatcher while the server runs: at once again after a full batch, else every 200 ms.
+    static func webhookDispatch() -> BackgroundLoop {
+        BackgroundLoop("Webhook dispatch", retryAfter: .milliseconds(200)) { app in
+            try await WebhookDispatcher(app: app).dispatchBatch() > 0 ? .zero : .milliseconds(200)
         }
-    }
-
-    func shutdownAsync(_ application: Application) async {
-        let running = lock.withLock { () -> Task<Void, Never>? in
-            defer { task = nil }
-            return task
-        }
-        running?.cancel()
-        await running?.value
     }
 }
 
 extension Application {
-    private struct DispatchKey: StorageKey { typealias Value = WebhookDispatchWorker }
+    private struct DispatchKey: StorageKey { typealias Value = BackgroundLoop }
 
     /// Set once in `configure`; started by `serve`.
-    var webhookDispatchWorker: WebhookDispatchWorker {
+    var webhookDispatchWorker: BackgroundLoop {
         get { storage[DispatchKey.self]! }
         set { storage[DispatchKey.self] = newValue }
     }

@@ -1,0 +1,44 @@
+import Vapor
+
+/// `steward schedule list|run-now`.
+struct ScheduleCommandGroup: AsyncCommandGroup {
+    var help: String { "List schedules and start one at once." }
+    var commands: [String: any AnyAsyncCommand] { ["list": ScheduleListCommand(), "run-now": ScheduleRunNowCommand()] }
+}
+
+struct ScheduleListCommand: AsyncCommand {
+    struct Signature: CommandSignature { init() {} }
+
+    var help: String { "List every schedule: id, enabled, cron and zone, next run, last status, name." }
+
+    func run(using context: CommandContext, signature: Signature) async throws {
+        let schedules = try await Schedule.query(on: context.application.db).sort(\.$createdAt).all()
+        let formatter = ISO8601DateFormatter()
+        for schedule in schedules {
+            let next = schedule.nextRunAt.map(formatter.string(from:)) ?? "-"
+            context.console.print([schedule.id!.uuidString.lowercased(), schedule.enabled ? "enabled" : "disabled",
+                                   "\"\(schedule.cron)\" \(schedule.timezone)", "next=\(next)",
+                                   "last=\(schedule.lastStatus?.rawValue ?? "-")", schedule.name].joined(separator: "  "))
+        }
+        if schedules.isEmpty { context.console.print("No schedules.") }
+    }
+}
+
+struct ScheduleRunNowCommand: AsyncCommand {
+    struct Signature: CommandSignature {
+        @Argument(name: "id", help: "The schedule's id.") var id: String
+        init() {}
+    }
+
+    var help: String { "Start a schedule's target now, as its owner; prints the execution id." }
+
+    func run(using context: CommandContext, signature: Signature) async throws {
+        guard let id = UUID(uuidString: signature.id) else { throw CommandFailure("'\(signature.id)' is not a schedule id") }
+        do {
+            let execution = try await ScheduleService(app: context.application).runNow(id, caller: nil, origin: .system)
+            context.console.print(execution.id!.uuidString.lowercased())
+        } catch {
+            throw commandFailure(error)
+        }
+    }
+}

@@ -1,0 +1,401 @@
+import Fluent
+import Foundation
+import SQLKit
+import Vapor
+
+/// A schedule as the API shows it.
+struct ScheduleResponse: Content {
+    struct Target: Content {
+        var skillId: UUID?
+        var workflowId: UUID?
+    }
+
+    var id: UUID
+    var userId: UUID
+    var name: String
+    var target: Target
+    var input: JSONValue
+    var cron: String
+    var timezone: String
+    var enabled: Bool
+    var overlapPolicy: String
+    var catchUp: String
+    var nextRunAt: Date?
+    var lastRunAt: Date?
+    var lastStatus: String?
+    var lastError: String?
+    var lastExecutionId: UUID?
+    var createdAt: Date
+    var updatedAt: Date
+
+    init(_ schedule: Schedule) {
+        id = schedule.id!
+        userId = schedule.$user.id
+        name = schedule.name
+        target = schedule.targetType == .skill ? Target(skillId: schedule.targetID) : Target(workflowId: schedule.targetID)
+        input = JSONValue.parse(schedule.input)
+        cron = schedule.cron
+        timezone = schedule.timezone
+        enabled = schedule.enabled
+        overlapPolicy = schedule.overlapPolicy.rawValue
+        catchUp = schedule.catchUp.rawValue
+        nextRunAt = schedule.nextRunAt
+        lastRunAt = schedule.lastRunAt
+        lastStatus = schedule.lastStatus?.rawValue
+        lastError = schedule.lastError
+        lastExecutionId = schedule.lastExecutionID
+        createdAt = schedule.createdAt
+        updatedAt = schedule.updatedAt
+    }
+}
+
+/// Cron schedules (owner-scoped; admins see all) and their firing.
+///
+/// Each instance's scheduler looks for due schedules every second. It claims an occurrence by moving
+/// `next_run_at` forward with a compare-and-set on its old value, and enqueues a `schedule.fire` job in the same
+/// transaction; so with several instances each occurrence fires exactly once, and a crash after the claim still
+/// fires it (the job is durable). The job starts the execution as the schedule's owner, with the owner's
+/// permissions at that moment.
+struct ScheduleService: Sendable {
+    static let fireKind = "schedule.fire"
+    /// An occurrence this far in the past counts as missed (downtime), and follows `catchUp`.
+    static let lateAfter: TimeInterval = 60
+    /// At most this many missed occurrences fire under `catchUp: all`.
+    static let catchUpLimit = 100
+
+    let app: Application
+
+    private var db: any Database { app.db }
+    private var now: Date { app.wallClock.now() }
+
+    // MARK: - Validation
+
+    struct Draft: Sendable {
+        var name: String?
+        var skillReference: String?
+        var workflowID: String?
+        var input: JSONValue?
+        var cron: String?
+        var timezone: String?
+        var enabled: Bool?
+        var overlapPolicy: Schedule.OverlapPolicy?
+        var catchUp: Schedule.CatchUp?
+    }
+
+    static func draft(from fields: [String: JSONValue]) throws -> Draft {
+        let allowed: Set<String> = ["name", "target", "input", "cron", "timezone", "enabled", "overlapPolicy", "catchUp"]
+        var problems = fields.keys.filter { !allowed.contains($0) }.sorted().map { FieldProblem(field: $0, message: "is not a schedule field") }
+        var draft = Draft()
+        func string(_ key: String) -> String? {
+            guard let value = fields[key] else { return nil }
+            if case .string(let text) = value { return text }
+            problems.append(FieldProblem(field: key, message: "must be a string"))
+            return nil
+        }
+        draft.name = string("name")
+        draft.cron = string("cron")
+        draft.timezone = string("timezone")
+        if let value = fields["target"] {
+            switch value {
+            case .object(let target) where target.count == 1 && target["skillId"]?.stringValue != nil:
+                draft.skillReference = target["skillId"]?.stringValue
+            case .object(let target) where target.count == 1 && target["workflowId"]?.stringValue != nil:
+                draft.workflowID = target["workflowId"]?.stringValue
+            default:
+                problems.append(FieldProblem(field: "target", message: "must be {\"skillId\": \"...\"} or {\"workflowId\": \"...\"}"))
+            }
+        }
+        if let value = fields["input"] {
+            if case .object = value { draft.input = value } else { problems.append(FieldProblem(field: "input", message: "must be a JSON object")) }
+        }
+        if let value = fields["enabled"] {
+            if case .bool(let flag) = value { draft.enabled = flag } else { problems.append(FieldProblem(field: "enabled", message: "must be a boolean")) }
+        }
+        if let text = string("overlapPolicy") {
+            if let policy = Schedule.OverlapPolicy(rawValue: text) { draft.overlapPolicy = policy }
+            else { problems.append(FieldProblem(field: "overlapPolicy", message: "must be skip, queue or allow")) }
+        }
+        if let text = string("catchUp") {
+            if let catchUp = Schedule.CatchUp(rawValue: text) { draft.catchUp = catchUp }
+            else { problems.append(FieldProblem(field: "catchUp", message: "must be none, last or all")) }
+        }
+        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
+        return draft
+    }
+
+    /// Applies a draft to a schedule, checking every field against the rest; throws 422 listing each problem.
+    private func apply(_ draft: Draft, to schedule: Schedule, creating: Bool) async throws {
+        var problems: [FieldProblem] = []
+        if creating {
+            for (field, present) in [("name", draft.name != nil), ("target", draft.skillReference != nil || draft.workflowID != nil), ("cron", draft.cron != nil)] where !present {
+                problems.append(FieldProblem(field: field, message: "is required"))
+            }
+        }
+        if let name = draft.name {
+            let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
+            if trimmed.isEmpty || trimmed.count > 200 || trimmed.contains(where: \.isNewline) {
+                problems.append(FieldProblem(field: "name", message: "must be 1 to 200 characters on one line"))
+            } else {
+                schedule.name = trimmed
+            }
+        }
+        if draft.workflowID != nil {
+            problems.append(FieldProblem(field: "target.workflowId", message: "workflows are not available yet; schedule a skill with {\"skillId\": ...}"))
+        }
+        var skill: Skill?
+        if let reference = draft.skillReference {
+            if reference.isEmpty || reference.count > 200 {
+                problems.append(FieldProblem(field: "target.skillId", message: "must be a skill id or slug"))
+            } else if let found = try? await SkillService(app: app).find(reference) {
+                skill = found
+                schedule.targetType = .skill
+                schedule.targetID = try found.requireID()
+            } else {
+                problems.append(FieldProblem(field: "target.skillId", message: "no such skill"))
+            }
+        } else if !creating, schedule.targetType == .skill {
+            skill = try await Skill.find(schedule.targetID, on: db)
+        }
+        if let input = draft.input { schedule.input = input.canonicalString() } else if creating { schedule.input = "{}" }
+        if let skill {
+            // The validator names fields from `input` down, as execution creation reports them.
+            problems += JSONSchemaSubset.validate(JSONValue.parse(schedule.input), against: skill.inputSchema)
+        }
+        if let text = draft.cron {
+            do {
+                _ = try CronExpression(text)
+                schedule.cron = text.trimmingCharacters(in: .whitespaces)
+            } catch let error as CronError {
+                problems.append(FieldProblem(field: "cron", message: error.description))
+            }
+        }
+        if let zone = draft.timezone {
+            if zone.count <= 64, TimeZone(identifier: zone) != nil { schedule.timezone = zone }
+            else { problems.append(FieldProblem(field: "timezone", message: "must be an IANA time zone such as Europe/Berlin or UTC")) }
+        } else if creating {
+            schedule.timezone = "UTC"
+        }
+        if let enabled = draft.enabled { schedule.enabled = enabled } else if creating { schedule.enabled = true }
+        if let policy = draft.overlapPolicy { schedule.overlapPolicy = policy } else if creating { schedule.overlapPolicy = .skip }
+        if let catchUp = draft.catchUp { schedule.catchUp = catchUp } else if creating { schedule.catchUp = .last }
+        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
+
+        // The next occurrence from now; a changed expression or zone, or re-enabling, starts afresh.
+        if creating || draft.cron != nil || draft.timezone != nil || draft.enabled == true {
+            let next = try CronExpression(schedule.cron).next(after: now, in: TimeZone(identifier: schedule.timezone)!)
+            guard next != nil else { throw HTTPProblem.validation([FieldProblem(field: "cron", message: "never fires (no such date in the next 8 years)")]) }
+            schedule.nextRunAt = schedule.enabled ? next : nil
+        }
+        if !schedule.enabled { schedule.nextRunAt = nil }
+    }
+
+    // MARK: - CRUD
+
+    func create(_ draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Schedule {
+        let schedule = Schedule()
+        schedule.id = UUID()
+        schedule.$user.id = try caller.user.requireID()
+        try await apply(draft, to: schedule, creating: true)
+        schedule.createdAt = now
+        schedule.updatedAt = now
+        try await app.writeTransaction { db in
+            try await schedule.create(on: db)
+            try await record("schedule.created", schedule, caller: caller, origin: origin, on: db)
+        }
+        return schedule
+    }
+
+    func find(_ id: UUID, caller: AuthenticatedCaller) async throws -> Schedule {
+        guard let schedule = try await Schedule.query(on: db).visible(to: caller, ownedThrough: \.$user).filter(\.$id == id).first() else {
+            throw HTTPProblem.notFound("No such schedule.")
+        }
+        return schedule
+    }
+
+    func list(page: PageRequest, caller: AuthenticatedCaller) async throws -> ([Schedule], String?) {
+        try await Schedule.query(on: db).visible(to: caller, ownedThrough: \.$user).newestFirst(by: "created_at", { $0.createdAt }, page: page)
+    }
+
+    func update(_ id: UUID, draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Schedule {
+        let schedule = try await find(id, caller: caller)
+        try await apply(draft, to: schedule, creating: false)
+        schedule.updatedAt = now
+        try await app.writeTransaction { db in
+            try await schedule.save(on: db)
+            try await record("schedule.updated", schedule, caller: caller, origin: origin, on: db)
+        }
+        return schedule
+    }
+
+    func delete(_ id: UUID, caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
+        let schedule = try await find(id, caller: caller)
+        try await app.writeTransaction { db in
+            try await record("schedule.deleted", schedule, caller: caller, origin: origin, on: db)
+            try await schedule.delete(on: db)
+        }
+    }
+
+    /// Starts the target now, as the caller (or, from the CLI, as the owner), without moving the next occurrence.
+    func runNow(_ id: UUID, caller: AuthenticatedCaller?, origin: RequestOrigin) async throws -> Execution {
+        let schedule: Schedule
+        if let caller {
+            schedule = try await find(id, caller: caller)
+        } else {
+            guard let found = try await Schedule.find(id, on: db) else { throw HTTPProblem.notFound("No such schedule.") }
+            schedule = found
+        }
+        let actor: AuthenticatedCaller
+        if let caller { actor = caller } else { actor = try await ownerCaller(of: schedule) }
+        let execution = try await ExecutionService(app: app).create(
+            skillReference: schedule.targetID.uuidString, input: JSONValue.parse(schedule.input), caller: actor, origin: origin)
+        try await noteFired(schedule.requireID(), status: .started, error: nil, execution: execution.id, on: db)
+        return execution
+    }
+
+    private func record(_ action: String, _ schedule: Schedule, caller: AuthenticatedCaller, origin: RequestOrigin, on db: any Database) async throws {
+        let id = schedule.id?.uuidString.lowercased()
+        try await app.activityRecorder.record(
+            audit: AuditRecord(action: action, actorID: caller.user.id, actorType: caller.actorType, resourceType: "schedule",
+                               resourceID: id, origin: origin, details: ["name": .string(schedule.name), "cron": .string(schedule.cron)]),
+            event: EventRecord(type: action, actorID: caller.user.id, resourceType: "schedule", resourceID: id,
+                               data: ["userId": .string(schedule.$user.id.uuidString.lowercased()), "name": .string(schedule.name)]),
+            on: db)
+    }
+
+    // MARK: - Firing
+
+    /// Claims every due occurrence (up to `limit` schedules) and enqueues what fires; returns how many were claimed.
+    @discardableResult
+    func fireDue(limit: Int = 50) async throws -> Int {
+        let now = self.now
+        let due = try await Schedule.query(on: db).filter(\.$enabled == true).filter(\.$nextRunAt <= now)
+            .sort(\.$nextRunAt).limit(limit).all()
+        var claimed = 0
+        for schedule in due where try await claim(schedule, now: now) { claimed += 1 }
+        return claimed
+    }
+
+    /// One schedule's due occurrences: on-time ones fire; missed ones follow `catchUp`; an overlap follows
+    /// `overlapPolicy`. Returns false when another instance claimed it first.
+    private func claim(_ schedule: Schedule, now: Date) async throws -> Bool {
+        guard let dueAt = schedule.nextRunAt, let expression = try? CronExpression(schedule.cron),
+              let zone = TimeZone(identifier: schedule.timezone)
+        else { return false }
+        var occurrences = [dueAt]
+        while occurrences.count < 10_000, let next = expression.next(after: occurrences.last!, in: zone), next <= now {
+            occurrences.append(next)
+        }
+        let onTime = occurrences.filter { now.timeIntervalSince($0) <= Self.lateAfter }
+        let missed = occurrences.filter { now.timeIntervalSince($0) > Self.lateAfter }
+        var firing: [Date] = switch schedule.catchUp {
+        case .all: Array(missed.suffix(Self.catchUpLimit)) + onTime
+        case .last: (onTime.isEmpty ? Array(missed.suffix(1)) : []) + onTime
+        case .none: onTime
+        }
+        var status: Schedule.LastStatus? = firing.isEmpty ? .missed : nil
+        if schedule.overlapPolicy != .allow, !firing.isEmpty {
+            // One run at a time: never start several occurrences together, and wait for (queue) or drop (skip)
+            // an occurrence while the previous run is still going.
+            firing = Array(firing.suffix(1))
+            if let previous = schedule.lastExecutionID, let running = try await Execution.find(previous, on: db), !running.status.isFinished {
+                if schedule.overlapPolicy == .queue { return false }
+                firing = []
+                status = .skipped
+            }
+        }
+        let next = expression.next(after: now, in: zone)
+        let scheduleID = try schedule.requireID()
+        let fires = firing, outcome = status
+        return try await app.writeTransaction { db in
+            let sql = db as! any SQLDatabase
+            let won = try await sql.raw("""
+                UPDATE schedules SET next_run_at = \(bind: next), updated_at = \(bind: now),
+                    last_run_at = \(bind: fires.isEmpty ? schedule.lastRunAt : now),
+                    last_status = \(bind: outcome?.rawValue ?? schedule.lastStatus?.rawValue),
+                    last_error = \(bind: outcome == nil ? schedule.lastError : nil)
+                WHERE id = \(bind: scheduleID) AND next_run_at = \(bind: dueAt) RETURNING id
+                """).first() != nil
+            guard won else { return false }
+            let formatter = ISO8601DateFormatter()
+            for occurrence in fires {
+                _ = try await JobQueue(app: app).enqueue(
+                    kind: Self.fireKind,
+                    payload: ["scheduleId": .string(scheduleID.uuidString), "occurrence": .string(formatter.string(from: occurrence))], on: db)
+            }
+            return true
+        }
+    }
+
+    /// The `schedule.fire` job: starts the execution as the owner, or records why it could not.
+    func runFire(_ job: ClaimedJob) async throws {
+        let queue = JobQueue(app: app)
+        guard let id = job.payload.object?["scheduleId"]?.stringValue.flatMap(UUID.init(uuidString:)),
+              let schedule = try await Schedule.find(id, on: db),
+              let owner = try await User.find(schedule.$user.id, on: db)
+        else {
+            _ = try await app.writeTransaction { db in try await queue.finish(job, status: .cancelled, error: "schedule deleted", on: db) }
+            return
+        }
+        var execution: Execution?
+        var failure: String?
+        let caller = try await ownerCaller(of: schedule, owner: owner)
+        if owner.status != .active {
+            failure = "the schedule's owner is not active"
+        } else if !caller.can(.skillsExecute) {
+            failure = "the schedule's owner no longer has skills:execute"
+        } else {
+            do {
+                execution = try await ExecutionService(app: app).create(
+                    skillReference: schedule.targetID.uuidString, input: JSONValue.parse(schedule.input), caller: caller, origin: .system)
+            } catch let refusal as any AbortError where refusal.status.code < 500 {
+                // The skill was disabled or deleted, the input no longer fits, or the owner is at their cap: a
+                // lasting reason, recorded on the schedule rather than retried.
+                failure = String(refusal.reason.prefix(500))
+            }
+        }
+        let started = execution?.id
+        let reason = failure
+        try await app.writeTransaction { db in
+            guard try await queue.finish(job, status: .succeeded, on: db) else { throw LeaseLost() }
+            try await noteFired(id, status: reason == nil ? .started : .failed, error: reason, execution: started, on: db)
+        }
+    }
+
+    /// The schedule's owner as a caller, with the grants they hold now.
+    private func ownerCaller(of schedule: Schedule, owner known: User? = nil) async throws -> AuthenticatedCaller {
+        var owner = known
+        if owner == nil { owner = try await User.find(schedule.$user.id, on: db) }
+        guard let owner else { throw HTTPProblem.notFound("The schedule's owner is gone.") }
+        let grants = try await UserRole.grants(of: try owner.requireID(), on: db)
+        return AuthenticatedCaller(user: owner, session: nil, apiKey: nil, method: .schedule, grants: grants)
+    }
+
+    private func noteFired(_ id: UUID, status: Schedule.LastStatus, error: String?, execution: UUID?, on db: any Database) async throws {
+        let sql = db as! any SQLDatabase
+        try await sql.raw("""
+            UPDATE schedules SET last_status = \(bind: status.rawValue), last_error = \(bind: error),
+                last_execution_id = coalesce(\(bind: execution), last_execution_id), last_run_at = \(bind: now)
+            WHERE id = \(bind: id)
+            """).run()
+    }
+}
+
+extension BackgroundLoop {
+    /// Looks for due schedules every second while the server runs.
+    static func scheduler() -> BackgroundLoop {
+        BackgroundLoop("Scheduler pass", retryAfter: .seconds(1)) { app in
+            try await ScheduleService(app: app).fireDue()
+            return .seconds(1)
+        }
+    }
+}
+
+extension Application {
+    private struct SchedulerKey: StorageKey { typealias Value = BackgroundLoop }
+
+    /// Set once in `configure`; started by `serve`.
+    var schedulerWorker: BackgroundLoop {
+        get { storage[SchedulerKey.self]! }
+        set { storage[SchedulerKey.self] = newValue }
+    }
+}
