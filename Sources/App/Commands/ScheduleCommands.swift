@@ -1,3 +1,4 @@
+import SQLKit
 import Vapor
 
 /// `steward schedule list|run-now`.
@@ -9,7 +10,7 @@ struct ScheduleCommandGroup: AsyncCommandGroup {
 struct ScheduleListCommand: AsyncCommand {
     struct Signature: CommandSignature { init() {} }
 
-    var help: String { "List every schedule: id, enabled, cron and zone, next run, last status, name." }
+    var help: String { "List every schedule (id, enabled, cron and zone, next run, last status, name), then the built-in maintenance tasks." }
 
     func run(using context: CommandContext, signature: Signature) async throws {
         let schedules = try await Schedule.query(on: context.application.db).sort(\.$createdAt).all()
@@ -21,6 +22,13 @@ struct ScheduleListCommand: AsyncCommand {
                                    "last=\(schedule.lastStatus?.rawValue ?? "-")", schedule.name].joined(separator: "  "))
         }
         if schedules.isEmpty { context.console.print("No schedules.") }
+        let sql = context.application.db as! any SQLDatabase
+        for row in try await sql.raw("SELECT name, cron, next_run_at, last_status FROM system_tasks ORDER BY name").all() {
+            let next = try row.decode(column: "next_run_at", as: Date.self)
+            context.console.print(["system", try row.decode(column: "name", as: String.self), "\"\(try row.decode(column: "cron", as: String.self))\" UTC",
+                                   "next=\(formatter.string(from: next))", "last=\(try row.decode(column: "last_status", as: String?.self) ?? "-")"]
+                .joined(separator: "  "))
+        }
     }
 }
 

@@ -84,6 +84,9 @@ public struct AppConfig: Sendable {
     public var jobMaxAttempts: Int
     public var maxConcurrentExecutionsPerUser: Int
     public var webhookHistoryDays: Int
+    /// nil: no nightly backup.
+    public var backupCron: String?
+    public var backupKeep: Int
     public var maxStreamsPerUser: Int
     public var maxStreams: Int
     public var streamBufferEvents: Int
@@ -149,6 +152,8 @@ extension AppConfig {
         .init(name: "STEWARD_WEBHOOK_ALLOWED_HOSTS", defaultValue: "(empty)", meaning: "Hosts, IPs or CIDRs that webhooks and HTTP runners may reach even though they are private or special-purpose (e.g. 127.0.0.1 in development)."),
         .init(name: "STEWARD_WEBHOOK_HTTPS_ONLY", defaultValue: "false", meaning: "Refuse plain http targets for webhooks and HTTP runners."),
         .init(name: "STEWARD_WEBHOOK_HISTORY_DAYS", defaultValue: "30", meaning: "Webhook deliveries and their attempts older than this are deleted daily."),
+        .init(name: "STEWARD_BACKUP_CRON", defaultValue: "0 2 * * *", meaning: "SQLite: when the scheduler writes a backup into <data dir>/backups (cron, UTC); off turns it off."),
+        .init(name: "STEWARD_BACKUP_KEEP", defaultValue: "7", meaning: "SQLite: how many nightly backups to keep (1-365); older ones are deleted."),
         .init(name: "STEWARD_WORKERS", defaultValue: "4", meaning: "Job workers per process (executions and other background jobs)."),
         .init(name: "STEWARD_JOB_LEASE_SECONDS", defaultValue: "30", meaning: "How long a worker holds a job without a heartbeat before it is rescued."),
         .init(name: "STEWARD_JOB_HEARTBEAT_SECONDS", defaultValue: "10", meaning: "How often a worker extends its lease."),
@@ -229,6 +234,13 @@ extension AppConfig {
         let jobMaxAttempts = reader.int("STEWARD_JOB_MAX_ATTEMPTS", default: 3, range: 1...100)
         let maxConcurrent = reader.int("STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER", default: 20, range: 1...100_000)
         let webhookHistoryDays = reader.int("STEWARD_WEBHOOK_HISTORY_DAYS", default: 30, range: 1...3650)
+        var backupCron: String? = reader.string("STEWARD_BACKUP_CRON", default: "0 2 * * *")
+        if backupCron?.lowercased() == "off" {
+            backupCron = nil
+        } else if let text = backupCron {
+            do { _ = try CronExpression(text) } catch { reader.problems.append("STEWARD_BACKUP_CRON: \(error) (or off)") }
+        }
+        let backupKeep = reader.int("STEWARD_BACKUP_KEEP", default: 7, range: 1...365)
         let maxStreamsPerUser = reader.int("STEWARD_MAX_STREAMS_PER_USER", default: 10, range: 1...10_000)
         let maxStreams = reader.int("STEWARD_MAX_STREAMS", default: 5000, range: 1...1_000_000)
         let streamBuffer = reader.int("STEWARD_STREAM_BUFFER", default: 1000, range: 8...1_000_000)
@@ -274,7 +286,7 @@ extension AppConfig {
             outboundAllowedHosts: outboundAllowed, outboundHTTPSOnly: outboundHTTPSOnly,
             workers: workers, jobLeaseSeconds: leaseSeconds, jobHeartbeatSeconds: heartbeatSeconds,
             jobMaxAttempts: jobMaxAttempts, maxConcurrentExecutionsPerUser: maxConcurrent,
-            webhookHistoryDays: webhookHistoryDays, maxStreamsPerUser: maxStreamsPerUser, maxStreams: maxStreams,
+            webhookHistoryDays: webhookHistoryDays, backupCron: backupCron, backupKeep: backupKeep, maxStreamsPerUser: maxStreamsPerUser, maxStreams: maxStreams,
             streamBufferEvents: streamBuffer, rateLimitStore: rateLimitStore, trustedProxies: trustedProxies,
             rateLimits: rateLimits
         )

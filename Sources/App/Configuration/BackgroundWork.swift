@@ -26,28 +26,14 @@ enum BackgroundWork {
         let scheduler = BackgroundLoop.scheduler()
         app.schedulerWorker = scheduler
         app.lifecycle.use(scheduler)
-        let maintenance = BackgroundLoop.maintenance()
-        app.maintenanceWorker = maintenance
-        app.lifecycle.use(maintenance)
     }
 
     /// Starts the loops that only a serving process runs.
     static func start(_ app: Application) {
         app.mailOutboxWorker.start(app)
-        app.maintenanceWorker.start(app)
         app.jobWorkers.start(app)
         app.jobNotificationListener?.start(app)
         app.webhookDispatchWorker.start(app)
         app.schedulerWorker.start(app)
-    }
-}
-
-extension Application {
-    private struct MaintenanceKey: StorageKey { typealias Value = BackgroundLoop }
-
-    /// Set once in `configure`; started by `serve`.
-    var maintenanceWorker: BackgroundLoop {
-        get { storage[MaintenanceKey.self]! }
-        set { storage[MaintenanceKey.self] = newValue }
     }
 }

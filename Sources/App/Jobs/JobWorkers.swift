@@ -210,6 +210,7 @@ struct JobRunner: Sendable {
         case ExecutionService.rollbackKind: try await ExecutionJobs(app: app).rollback(job)
         case WebhookService.deliverKind: try await WebhookDeliverer(app: app).deliver(job)
         case ScheduleService.fireKind: try await ScheduleService(app: app).runFire(job)
+        case MaintenanceTasks.runKind: try await MaintenanceTasks(app: app).run(job)
         default:
             _ = try await app.writeTransaction { db in try await JobQueue(app: app).finish(job, status: .failed, error: "unknown job kind", on: db) }
         }

@@ -21,5 +21,6 @@ enum AppMigrations {
         CreateStreamTickets(),
         CreateRateLimits(),
         CreateSchedules(),
+        CreateSystemTasks(),
     ]
 }

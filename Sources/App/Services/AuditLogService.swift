@@ -63,21 +63,3 @@ struct AuditLogService: Sendable {
         }
     }
 }
-
-extension BackgroundLoop {
-    /// Daily maintenance while the server runs: audit retention, expired idempotency keys, stream tickets and
-    /// rate-limit entries, and webhook history.
-    static func maintenance() -> BackgroundLoop {
-        BackgroundLoop("Daily maintenance", retryAfter: .seconds(24 * 3600)) { app in
-            let removed = try await AuditLogService(app: app).applyRetention()
-            if removed > 0 { app.logger.notice("Audit retention removed \(removed) entries") }
-            let sql = app.db as! any SQLDatabase
-            try await sql.raw("DELETE FROM idempotency_keys WHERE expires_at < \(bind: app.wallClock.now())").run()
-            try await StreamTickets.pruneExpired(app: app)
-            try await DatabaseRateLimitStore.prune(app: app)
-            let historyCutoff = app.wallClock.now().addingTimeInterval(-TimeInterval(app.appConfig.webhookHistoryDays) * 86_400)
-            try await sql.raw("DELETE FROM webhook_deliveries WHERE created_at < \(bind: historyCutoff) AND status != 'pending'").run()
-            return .seconds(24 * 3600)
-        }
-    }
-}

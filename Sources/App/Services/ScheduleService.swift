@@ -381,10 +381,11 @@ struct ScheduleService: Sendable {
 }
 
 extension BackgroundLoop {
-    /// Looks for due schedules every second while the server runs.
+    /// Looks for due schedules and maintenance tasks every second while the server runs.
     static func scheduler() -> BackgroundLoop {
         BackgroundLoop("Scheduler pass", retryAfter: .seconds(1)) { app in
             try await ScheduleService(app: app).fireDue()
+            try await MaintenanceTasks(app: app).fireDue()
             return .seconds(1)
         }
     }

@@ -37,14 +37,26 @@ struct AppConfigTests {
                 "STEWARD_LOG_LEVEL": "loud",
                 "STEWARD_BCRYPT_COST": "4",
                 "STEWARD_ADMIN_PASSWORD": "short",
+                "STEWARD_BACKUP_CRON": "0 25 * * *",
+                "STEWARD_METRICS_TOKEN": "too-short",
             ])
         }
         let names = ["STEWARD_PORT", "STEWARD_LOG_FORMAT", "STEWARD_AUTO_MIGRATE", "STEWARD_MAX_BODY_SIZE",
-                     "DATABASE_URL", "STEWARD_LOG_LEVEL", "STEWARD_BCRYPT_COST", "STEWARD_ADMIN_PASSWORD"]
+                     "DATABASE_URL", "STEWARD_LOG_LEVEL", "STEWARD_BCRYPT_COST", "STEWARD_ADMIN_PASSWORD",
+                     "STEWARD_BACKUP_CRON", "STEWARD_METRICS_TOKEN"]
         for name in names {
             #expect(error?.description.contains(name) == true, "missing \(name) in: \(error?.description ?? "")")
         }
         #expect(error?.problems.count == names.count)
+    }
+
+    @Test("STEWARD_BACKUP_CRON=off turns the nightly SQLite backup off")
+    func backupOff() throws {
+        #expect(try AppConfig.parse([:]).backupCron == "0 2 * * *")
+        let off = try AppConfig.parse(["STEWARD_BACKUP_CRON": "off"])
+        #expect(off.backupCron == nil)
+        #expect(!MaintenanceTasks.all(off).contains { $0.name == "sqlite.backup" })
+        #expect(MaintenanceTasks.all(try AppConfig.parse([:])).contains { $0.name == "sqlite.backup" })
     }
 
     @Test("Sizes accept bytes and kb/mb suffixes; synchronous accepts normal in any case")
