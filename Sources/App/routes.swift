@@ -22,6 +22,7 @@ func routes(_ app: Application) throws {
     try api.register(collection: WebhookController())
     try api.register(collection: EventController())
     try api.register(collection: EventStreamController())
+    try api.register(collection: WorkflowController())
     try api.register(collection: ScheduleController())
     try api.register(collection: AdminStatsController())
 }

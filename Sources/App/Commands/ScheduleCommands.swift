@@ -38,13 +38,13 @@ struct ScheduleRunNowCommand: AsyncCommand {
         init() {}
     }
 
-    var help: String { "Start a schedule's target now, as its owner; prints the execution id." }
+    var help: String { "Start a schedule's target now, as its owner; prints the execution (or workflow run) id." }
 
     func run(using context: CommandContext, signature: Signature) async throws {
         guard let id = UUID(uuidString: signature.id) else { throw CommandFailure("'\(signature.id)' is not a schedule id") }
         do {
-            let execution = try await ScheduleService(app: context.application).runNow(id, caller: nil, origin: .system)
-            context.console.print(execution.id!.uuidString.lowercased())
+            let started = try await ScheduleService(app: context.application).runNow(id, caller: nil, origin: .system)
+            context.console.print(started.id!.uuidString.lowercased())
         } catch {
             throw commandFailure(error)
         }

@@ -49,10 +49,16 @@ struct ScheduleController: RouteCollection {
 
     @Sendable
     func runNow(req: Request) async throws -> Response {
-        let execution = try await ScheduleService(app: req.application).runNow(try req.uuidParameter("id"), caller: try req.caller, origin: req.origin)
-        let response = try await ExecutionResponse(execution).encodeResponse(status: .accepted, for: req)
-        response.headers.replaceOrAdd(name: .location, value: "/api/v1/executions/\(execution.id!.uuidString.lowercased())")
-        return response
+        switch try await ScheduleService(app: req.application).runNow(try req.uuidParameter("id"), caller: try req.caller, origin: req.origin) {
+        case .execution(let execution):
+            let response = try await ExecutionResponse(execution).encodeResponse(status: .accepted, for: req)
+            response.headers.replaceOrAdd(name: .location, value: "/api/v1/executions/\(execution.id!.uuidString.lowercased())")
+            return response
+        case .run(let run, let steps):
+            let response = try await WorkflowRunResponse(run, steps: steps).encodeResponse(status: .accepted, for: req)
+            response.headers.replaceOrAdd(name: .location, value: "/api/v1/workflows/\(run.$workflow.id.uuidString.lowercased())/runs/\(run.id!.uuidString.lowercased())")
+            return response
+        }
     }
 
     private func body(_ req: Request) throws -> [String: JSONValue] {

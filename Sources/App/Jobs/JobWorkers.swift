@@ -211,6 +211,7 @@ struct JobRunner: Sendable {
         case WebhookService.deliverKind: try await WebhookDeliverer(app: app).deliver(job)
         case ScheduleService.fireKind: try await ScheduleService(app: app).runFire(job)
         case MaintenanceTasks.runKind: try await MaintenanceTasks(app: app).run(job)
+        case WorkflowRunService.advanceKind: try await WorkflowRunService(app: app).advance(job)
         default:
             _ = try await app.writeTransaction { db in try await JobQueue(app: app).finish(job, status: .failed, error: "unknown job kind", on: db) }
         }

@@ -22,5 +22,6 @@ enum AppMigrations {
         CreateRateLimits(),
         CreateSchedules(),
         CreateSystemTasks(),
+        CreateWorkflows(),
     ]
 }

@@ -777,6 +777,217 @@ paths:
                   nextCursor: {type: "null"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+  /api/v1/workflows:
+    get:
+      operationId: listWorkflows
+      x-required-permission: workflows:read
+      summary: The workflow catalogue, newest first.
+      tags: [workflows]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {$ref: "#/components/parameters/Limit"}
+        - {$ref: "#/components/parameters/Cursor"}
+      responses:
+        "200":
+          description: A page of workflows.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items: {type: array, items: {$ref: "#/components/schemas/Workflow"}}
+                  nextCursor: {type: [string, "null"]}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+    post:
+      operationId: createWorkflow
+      x-required-permission: workflows:write
+      summary: Save a workflow, a DAG of skill steps.
+      description: |
+        Steps form a DAG through `dependsOn`. Cycles, unknown dependencies, unknown skills, repeated step ids and
+        references to steps that are not ancestors are refused with 422, one problem per step (`steps[2].dependsOn`).
+
+        Step input may hold references: `${input.a.b}` (the run's input) and `${steps.<id>.output.a.0.b}` (an
+        ancestor step's output; numbers index arrays). A string that is exactly one reference takes that value with
+        its JSON type; a reference inside a longer string is replaced by its text (strings as they are, other values
+        as JSON). A reference that leads nowhere when the step starts fails that step.
+
+        `retry` (default `{maxAttempts: 1, backoffSeconds: 0}`) retries a step whose execution failed, after the
+        back-off. `timeoutSeconds` (default 3600) fails a step still running that long and asks its execution to
+        stop. With `continueOnFailure`, a failed step does not fail the run and its dependents still start.
+      tags: [workflows]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/WorkflowInput"}
+      responses:
+        "201":
+          description: Created.
+          headers:
+            Location:
+              schema: {type: string}
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Workflow"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "409": {$ref: "#/components/responses/Conflict"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/workflows/{id}:
+    parameters:
+      - {name: id, in: path, required: true, schema: {type: string}, description: The workflow's id or slug.}
+    get:
+      operationId: getWorkflow
+      x-required-permission: workflows:read
+      summary: One workflow.
+      tags: [workflows]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      responses:
+        "200":
+          description: The workflow.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Workflow"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+    patch:
+      operationId: updateWorkflow
+      x-required-permission: workflows:write
+      summary: Change fields; every change bumps version. Runs in progress keep the steps they started with.
+      tags: [workflows]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/WorkflowInput"}
+      responses:
+        "200":
+          description: The workflow.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Workflow"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "409": {$ref: "#/components/responses/Conflict"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+    delete:
+      operationId: deleteWorkflow
+      x-required-permission: workflows:write
+      summary: Delete a workflow and its finished runs; 409 while a run is in progress.
+      tags: [workflows]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      responses:
+        "204": {description: Deleted.}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "409": {$ref: "#/components/responses/Conflict"}
+  /api/v1/workflows/{id}/runs:
+    parameters:
+      - {name: id, in: path, required: true, schema: {type: string}, description: The workflow's id or slug.}
+    get:
+      operationId: listWorkflowRuns
+      x-required-permission: workflows:read
+      summary: Your runs of this workflow, newest first (admins see everyone's).
+      tags: [workflows]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {$ref: "#/components/parameters/Limit"}
+        - {$ref: "#/components/parameters/Cursor"}
+      responses:
+        "200":
+          description: A page of runs.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items: {type: array, items: {$ref: "#/components/schemas/WorkflowRun"}}
+                  nextCursor: {type: [string, "null"]}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+    post:
+      operationId: startWorkflowRun
+      x-required-permission: skills:execute
+      summary: Start a run; answers 202 with every step pending.
+      description: |
+        Each step becomes an execution of its skill, started (as you) as soon as its dependencies have succeeded,
+        so independent steps run in parallel. A step whose dependency failed (without continueOnFailure) or was
+        skipped is skipped. The run ends succeeded, or failed when a step failed without continueOnFailure; its
+        progress is the mean of its steps'. Runs advance through the durable job queue, so a crash resumes them.
+        Events: workflow.run.started, workflow.run.succeeded, workflow.run.failed, workflow.run.cancelled.
+      tags: [workflows]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              additionalProperties: false
+              properties:
+                input: {type: object, default: {}}
+      responses:
+        "202":
+          description: The queued run.
+          headers:
+            Location:
+              schema: {type: string}
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/WorkflowRun"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "409": {$ref: "#/components/responses/Conflict"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+  /api/v1/workflows/{id}/runs/{runId}:
+    get:
+      operationId: getWorkflowRun
+      x-required-permission: workflows:read
+      summary: One of your runs, with every step's status and execution.
+      tags: [workflows]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string}, description: The workflow's id or slug.}
+        - {name: runId, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "200":
+          description: The run.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/WorkflowRun"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+  /api/v1/workflows/{id}/runs/{runId}/cancel:
+    post:
+      operationId: cancelWorkflowRun
+      x-required-permission: skills:execute
+      summary: Cancel a run - waiting steps are cancelled, running ones asked to stop; 409 once it has finished.
+      tags: [workflows]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string}, description: The workflow's id or slug.}
+        - {name: runId, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "200":
+          description: The cancelled run.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/WorkflowRun"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "409": {$ref: "#/components/responses/Conflict"}
   /api/v1/schedules:
     get:
       operationId: listSchedules
@@ -803,7 +1014,7 @@ paths:
     post:
       operationId: createSchedule
       x-required-permission: skills:execute
-      summary: Start a skill on a cron schedule, as you, with fixed input.
+      summary: Start a skill or a workflow on a cron schedule, as you, with fixed input.
       description: |
         `cron` takes 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, or a macro
         (`@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`, `@midnight`, `@hourly`). Fields take numbers,
@@ -822,8 +1033,8 @@ paths:
         `lastStatus: failed` with `lastError`). An occurrence more than 60 s late (downtime) is missed and follows
         `catchUp`: `none` skips it, `last` (default) fires the latest missed one, `all` fires each (at most 100).
         `overlapPolicy`: `skip` (default) drops an occurrence while the previous run is queued or running, `queue`
-        holds it until that run ends, `allow` starts it regardless. A `workflowId` target is refused with 422 until
-        workflows exist.
+        holds it until that run ends, `allow` starts it regardless. A `workflowId` target (id or slug) starts a
+        workflow run instead of an execution.
       tags: [schedules]
       security: [{bearer: []}, {cookie: []}, {apiKey: []}]
       requestBody:
@@ -906,13 +1117,16 @@ paths:
         - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
       responses:
         "202":
-          description: The queued execution.
+          description: The queued execution (skill target) or workflow run (workflow target).
           headers:
             Location:
               schema: {type: string}
           content:
             application/json:
-              schema: {$ref: "#/components/schemas/Execution"}
+              schema:
+                oneOf:
+                  - {$ref: "#/components/schemas/Execution"}
+                  - {$ref: "#/components/schemas/WorkflowRun"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
@@ -1746,6 +1960,73 @@ components:
       scheme: bearer
       description: The value of `STEWARD_METRICS_TOKEN`, for `GET /metrics` only.
   schemas:
+    WorkflowStep:
+      type: object
+      required: [id, skillId, input, dependsOn, retry, timeoutSeconds, continueOnFailure]
+      properties:
+        id: {type: string, pattern: "^[A-Za-z0-9_-]{1,64}$"}
+        skillId: {type: string, description: "A skill id or slug when saving; always the id when read."}
+        input: {type: object, default: {}}
+        dependsOn: {type: array, items: {type: string}, default: []}
+        retry:
+          type: object
+          properties:
+            maxAttempts: {type: integer, minimum: 1, maximum: 10, default: 1}
+            backoffSeconds: {type: integer, minimum: 0, maximum: 3600, default: 0}
+        timeoutSeconds: {type: integer, minimum: 1, maximum: 86400, default: 3600}
+        continueOnFailure: {type: boolean, default: false}
+    WorkflowInput:
+      type: object
+      description: On create, slug, name and steps are required.
+      additionalProperties: false
+      properties:
+        slug: {type: string, pattern: "^[a-z0-9][a-z0-9-]{0,62}[a-z0-9]$"}
+        name: {type: string, minLength: 1, maxLength: 200}
+        description: {type: string, maxLength: 5000}
+        enabled: {type: boolean, default: true}
+        steps: {type: array, minItems: 1, maxItems: 50, items: {$ref: "#/components/schemas/WorkflowStep"}}
+    Workflow:
+      type: object
+      required: [id, slug, name, description, version, enabled, steps, createdAt, updatedAt]
+      properties:
+        id: {type: string, format: uuid}
+        slug: {type: string}
+        name: {type: string}
+        description: {type: string}
+        version: {type: integer}
+        enabled: {type: boolean}
+        steps: {type: array, items: {$ref: "#/components/schemas/WorkflowStep"}}
+        createdBy: {type: string, format: uuid}
+        createdAt: {type: string, format: date-time}
+        updatedAt: {type: string, format: date-time}
+    WorkflowRun:
+      type: object
+      required: [id, workflowId, workflowVersion, userId, status, progress, input, steps, createdAt]
+      properties:
+        id: {type: string, format: uuid}
+        workflowId: {type: string, format: uuid}
+        workflowVersion: {type: integer}
+        userId: {type: string, format: uuid}
+        status: {type: string, enum: [queued, running, succeeded, failed, cancelled, rolled_back]}
+        progress: {type: integer, minimum: 0, maximum: 100}
+        input: {type: object}
+        error: {type: string}
+        steps:
+          type: array
+          items:
+            type: object
+            required: [stepId, status, attempts]
+            properties:
+              stepId: {type: string}
+              status: {type: string, enum: [pending, running, succeeded, failed, skipped, cancelled, rolled_back]}
+              attempts: {type: integer}
+              executionId: {type: string, format: uuid}
+              error: {type: string}
+              startedAt: {type: string, format: date-time}
+              completedAt: {type: string, format: date-time}
+        createdAt: {type: string, format: date-time}
+        startedAt: {type: string, format: date-time}
+        finishedAt: {type: string, format: date-time}
     ScheduleInput:
       type: object
       description: On create, name, target and cron are required.
@@ -1755,8 +2036,8 @@ components:
         target:
           oneOf:
             - {type: object, required: [skillId], additionalProperties: false, properties: {skillId: {type: string, description: "A skill id or slug."}}}
-            - {type: object, required: [workflowId], additionalProperties: false, properties: {workflowId: {type: string, format: uuid}}}
-        input: {type: object, default: {}, description: Validated against the skill's inputSchema.}
+            - {type: object, required: [workflowId], additionalProperties: false, properties: {workflowId: {type: string, description: "A workflow id or slug."}}}
+        input: {type: object, default: {}, description: "Validated against the skill's inputSchema; a workflow run's input."}
         cron: {type: string, examples: ["*/15 * * * *", "0 30 9 * * MON-FRI", "@daily"]}
         timezone: {type: string, default: UTC, examples: [Europe/Berlin]}
         enabled: {type: boolean, default: true}
@@ -1788,7 +2069,8 @@ components:
           enum: [started, skipped, missed, failed]
           description: What the last firing did; `failed` carries lastError.
         lastError: {type: string}
-        lastExecutionId: {type: string, format: uuid}
+        lastExecutionId: {type: string, format: uuid, description: The execution a skill target started last.}
+        lastRunId: {type: string, format: uuid, description: The workflow run a workflow target started last.}
         createdAt: {type: string, format: date-time}
         updatedAt: {type: string, format: date-time}
     RequestFigures:

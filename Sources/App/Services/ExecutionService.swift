@@ -55,14 +55,26 @@ struct ExecutionService: Sendable {
     // MARK: - Create
 
     func create(skillReference: String, input: JSONValue, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Execution {
-        let skill = try await SkillService(app: app).find(skillReference)
+        let execution = try await prepare(skillReference: skillReference, input: input, caller: caller, enforceCap: true, on: db)
+        try await app.writeTransaction { db in
+            try await insert(execution, caller: caller, origin: origin, on: db)
+        }
+        return execution
+    }
+
+    /// Checks a run request (skill enabled, input valid, and with `enforceCap` the caller's concurrency cap) and
+    /// builds the execution, unsaved. Reads through `db`, which may be a transaction's.
+    func prepare(skillReference: String, input: JSONValue, caller: AuthenticatedCaller, enforceCap: Bool, on db: any Database) async throws -> Execution {
+        let skill = try await SkillService(app: app).find(skillReference, on: db)
         guard skill.enabled else { throw HTTPProblem.conflict("The skill '\(skill.slug)' is disabled.") }
         let problems = JSONSchemaSubset.validate(input, against: skill.inputSchema)
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         let userID = try caller.user.requireID()
-        let cap = app.appConfig.maxConcurrentExecutionsPerUser
-        let active = try await Execution.query(on: db).filter(\.$user.$id == userID).filter(\.$status ~~ [.queued, .running]).count()
-        guard active < cap else { throw ExecutionError.tooManyActive(cap) }
+        if enforceCap {
+            let cap = app.appConfig.maxConcurrentExecutionsPerUser
+            let active = try await Execution.query(on: db).filter(\.$user.$id == userID).filter(\.$status ~~ [.queued, .running]).count()
+            guard active < cap else { throw ExecutionError.tooManyActive(cap) }
+        }
 
         let execution = Execution()
         execution.id = UUID()
@@ -74,15 +86,16 @@ struct ExecutionService: Sendable {
         execution.attempt = 0
         execution.cancelRequested = false
         execution.queuedAt = now
-        let skillID = execution.skillID
-        try await app.writeTransaction { db in
-            execution.jobID = try await JobQueue(app: app).enqueue(kind: Self.runKind, payload: ["executionId": .string(execution.id!.uuidString)], on: db)
-            try await execution.create(on: db)
-            let sql = db as! any SQLDatabase
-            try await sql.raw("UPDATE skills SET execution_count = execution_count + 1 WHERE id = \(bind: skillID)").run()
-            try await transition(execution, to: .queued, message: "queued", actor: caller.user.id, actorType: caller.actorType, origin: origin, on: db)
-        }
         return execution
+    }
+
+    /// Writes a prepared execution with its job, history line, event and audit entry, inside the caller's transaction.
+    func insert(_ execution: Execution, caller: AuthenticatedCaller, origin: RequestOrigin, on db: any Database) async throws {
+        execution.jobID = try await JobQueue(app: app).enqueue(kind: Self.runKind, payload: ["executionId": .string(execution.id!.uuidString)], on: db)
+        try await execution.create(on: db)
+        let sql = db as! any SQLDatabase
+        try await sql.raw("UPDATE skills SET execution_count = execution_count + 1 WHERE id = \(bind: execution.skillID)").run()
+        try await transition(execution, to: .queued, message: "queued", actor: caller.user.id, actorType: caller.actorType, origin: origin, on: db)
     }
 
     // MARK: - Read
@@ -193,6 +206,8 @@ struct ExecutionService: Sendable {
             event: EventRecord(type: "execution.\(status.rawValue)", actorID: actor ?? execution.$user.id, resourceType: "execution",
                                resourceID: id, data: ExecutionResponse(execution).json),
             on: db)
+        // A step of a workflow run: its run looks again, once this transaction commits.
+        if status.isFinished { try await WorkflowRunService.executionFinished(execution, app: app, on: db) }
     }
 
     func record(_ execution: Execution, level: String, message: String, progress: Int? = nil, on db: any Database) async throws {

@@ -24,7 +24,9 @@ struct ScheduleResponse: Content {
     var lastRunAt: Date?
     var lastStatus: String?
     var lastError: String?
+    /// The execution (skill target) or workflow run (workflow target) the schedule started last.
     var lastExecutionId: UUID?
+    var lastRunId: UUID?
     var createdAt: Date
     var updatedAt: Date
 
@@ -43,7 +45,8 @@ struct ScheduleResponse: Content {
         lastRunAt = schedule.lastRunAt
         lastStatus = schedule.lastStatus?.rawValue
         lastError = schedule.lastError
-        lastExecutionId = schedule.lastExecutionID
+        lastExecutionId = schedule.targetType == .skill ? schedule.lastExecutionID : nil
+        lastRunId = schedule.targetType == .workflow ? schedule.lastExecutionID : nil
         createdAt = schedule.createdAt
         updatedAt = schedule.updatedAt
     }
@@ -139,8 +142,15 @@ struct ScheduleService: Sendable {
                 schedule.name = trimmed
             }
         }
-        if draft.workflowID != nil {
-            problems.append(FieldProblem(field: "target.workflowId", message: "workflows are not available yet; schedule a skill with {\"skillId\": ...}"))
+        if let reference = draft.workflowID {
+            if reference.isEmpty || reference.count > 200 {
+                problems.append(FieldProblem(field: "target.workflowId", message: "must be a workflow id or slug"))
+            } else if let found = try? await WorkflowService(app: app).find(reference) {
+                schedule.targetType = .workflow
+                schedule.targetID = try found.requireID()
+            } else {
+                problems.append(FieldProblem(field: "target.workflowId", message: "no such workflow"))
+            }
         }
         var skill: Skill?
         if let reference = draft.skillReference {
@@ -153,7 +163,7 @@ struct ScheduleService: Sendable {
             } else {
                 problems.append(FieldProblem(field: "target.skillId", message: "no such skill"))
             }
-        } else if !creating, schedule.targetType == .skill {
+        } else if !creating, draft.workflowID == nil, schedule.targetType == .skill {
             skill = try await Skill.find(schedule.targetID, on: db)
         }
         if let input = draft.input { schedule.input = input.canonicalString() } else if creating { schedule.input = "{}" }
@@ -235,8 +245,32 @@ struct ScheduleService: Sendable {
         }
     }
 
+    /// What a firing started: an execution of a skill, or a run of a workflow.
+    enum Started: Sendable {
+        case execution(Execution)
+        case run(WorkflowRun, [WorkflowRunStep])
+
+        var id: UUID? {
+            switch self {
+            case .execution(let execution): execution.id
+            case .run(let run, _): run.id
+            }
+        }
+    }
+
+    private func startTarget(_ schedule: Schedule, as caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Started {
+        let input = JSONValue.parse(schedule.input)
+        switch schedule.targetType {
+        case .skill:
+            return .execution(try await ExecutionService(app: app).create(skillReference: schedule.targetID.uuidString, input: input, caller: caller, origin: origin))
+        case .workflow:
+            let (run, steps) = try await WorkflowRunService(app: app).start(schedule.targetID.uuidString, input: input, caller: caller, origin: origin)
+            return .run(run, steps)
+        }
+    }
+
     /// Starts the target now, as the caller (or, from the CLI, as the owner), without moving the next occurrence.
-    func runNow(_ id: UUID, caller: AuthenticatedCaller?, origin: RequestOrigin) async throws -> Execution {
+    func runNow(_ id: UUID, caller: AuthenticatedCaller?, origin: RequestOrigin) async throws -> Started {
         let schedule: Schedule
         if let caller {
             schedule = try await find(id, caller: caller)
@@ -246,10 +280,9 @@ struct ScheduleService: Sendable {
         }
         let actor: AuthenticatedCaller
         if let caller { actor = caller } else { actor = try await ownerCaller(of: schedule) }
-        let execution = try await ExecutionService(app: app).create(
-            skillReference: schedule.targetID.uuidString, input: JSONValue.parse(schedule.input), caller: actor, origin: origin)
-        try await noteFired(schedule.requireID(), status: .started, error: nil, execution: execution.id, on: db)
-        return execution
+        let started = try await startTarget(schedule, as: actor, origin: origin)
+        try await noteFired(schedule.requireID(), status: .started, error: nil, execution: started.id, on: db)
+        return started
     }
 
     private func record(_ action: String, _ schedule: Schedule, caller: AuthenticatedCaller, origin: RequestOrigin, on db: any Database) async throws {
@@ -297,7 +330,11 @@ struct ScheduleService: Sendable {
             // One run at a time: never start several occurrences together, and wait for (queue) or drop (skip)
             // an occurrence while the previous run is still going.
             firing = Array(firing.suffix(1))
-            if let previous = schedule.lastExecutionID, let running = try await Execution.find(previous, on: db), !running.status.isFinished {
+            let unfinished: Bool = switch schedule.targetType {
+            case .skill: try await schedule.lastExecutionID.asyncFlatMap { try await Execution.find($0, on: db) }.map { !$0.status.isFinished } ?? false
+            case .workflow: try await schedule.lastExecutionID.asyncFlatMap { try await WorkflowRun.find($0, on: db) }.map { !$0.status.isFinished } ?? false
+            }
+            if unfinished {
                 if schedule.overlapPolicy == .queue { return false }
                 firing = []
                 status = .skipped
@@ -336,7 +373,7 @@ struct ScheduleService: Sendable {
             _ = try await app.writeTransaction { db in try await queue.finish(job, status: .cancelled, error: "schedule deleted", on: db) }
             return
         }
-        var execution: Execution?
+        var started: Started?
         var failure: String?
         let caller = try await ownerCaller(of: schedule, owner: owner)
         if owner.status != .active {
@@ -345,19 +382,18 @@ struct ScheduleService: Sendable {
             failure = "the schedule's owner no longer has skills:execute"
         } else {
             do {
-                execution = try await ExecutionService(app: app).create(
-                    skillReference: schedule.targetID.uuidString, input: JSONValue.parse(schedule.input), caller: caller, origin: .system)
+                started = try await startTarget(schedule, as: caller, origin: .system)
             } catch let refusal as any AbortError where refusal.status.code < 500 {
-                // The skill was disabled or deleted, the input no longer fits, or the owner is at their cap: a
+                // The skill or workflow was disabled or deleted, the input no longer fits, or the owner is at their cap: a
                 // lasting reason, recorded on the schedule rather than retried.
                 failure = String(refusal.reason.prefix(500))
             }
         }
-        let started = execution?.id
+        let startedID = started?.id
         let reason = failure
         try await app.writeTransaction { db in
             guard try await queue.finish(job, status: .succeeded, on: db) else { throw LeaseLost() }
-            try await noteFired(id, status: reason == nil ? .started : .failed, error: reason, execution: started, on: db)
+            try await noteFired(id, status: reason == nil ? .started : .failed, error: reason, execution: startedID, on: db)
         }
     }
 
@@ -398,5 +434,13 @@ extension Application {
     var schedulerWorker: BackgroundLoop {
         get { storage[SchedulerKey.self]! }
         set { storage[SchedulerKey.self] = newValue }
+    }
+}
+
+extension Optional {
+    /// `flatMap` for an async transform.
+    func asyncFlatMap<U>(_ transform: (Wrapped) async throws -> U?) async rethrows -> U? {
+        guard let value = self else { return nil }
+        return try await transform(value)
     }
 }

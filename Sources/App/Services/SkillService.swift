@@ -255,7 +255,9 @@ struct SkillService: Sendable {
     // MARK: - Reading
 
     /// A skill by id or slug; 404 otherwise.
-    func find(_ reference: String) async throws -> Skill {
+    /// By id or slug; `database` when inside a transaction (SQLite pools one connection per event loop).
+    func find(_ reference: String, on database: (any Database)? = nil) async throws -> Skill {
+        let db = database ?? self.db
         let skill: Skill?
         if let id = UUID(uuidString: reference) {
             skill = try await Skill.find(id, on: db)
@@ -440,6 +442,12 @@ extension JSONValue {
 
     var object: [String: JSONValue]? {
         if case .object(let fields) = self { return fields }
+        return nil
+    }
+
+    /// A number that is a whole number (JSON has no integers of its own).
+    var intValue: Int? {
+        if case .number(let number) = self, number.rounded() == number, abs(number) < 1e15 { return Int(number) }
         return nil
     }
 }

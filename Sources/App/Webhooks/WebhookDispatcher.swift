@@ -52,6 +52,7 @@ struct WebhookDispatcher: Sendable {
     static func may(_ userID: UUID, grants: Grants, resourceType: String, owner: UUID?) -> Bool {
         if grants.permissions.contains(.adminFull) { return true }
         if resourceType == "skill" { return grants.permissions.contains(.skillsRead) }
+        if resourceType == "workflow" { return grants.permissions.contains(.workflowsRead) }
         guard let owner else { return false }
         return owner == userID
     }

@@ -67,6 +67,7 @@ struct ScheduleTests {
                 (#"{"name": "x", "target": {"skillId": "echo"}, "cron": "* * *"}"#, "cron"),
                 (#"{"name": "x", "target": {"skillId": "echo"}, "cron": "@hourly", "timezone": "Mars/Olympus"}"#, "timezone"),
                 (#"{"name": "x", "target": {"workflowId": "6f0d7c8e-1b2a-4c3d-9e8f-0a1b2c3d4e5f"}, "cron": "@hourly"}"#, "target.workflowId"),
+                (#"{"name": "x", "target": {"skillId": "echo", "workflowId": "greet"}, "cron": "@hourly"}"#, "target"),
                 (#"{"name": "x", "target": {"skillId": "no-such-skill"}, "cron": "@hourly"}"#, "target.skillId"),
                 (#"{"name": "x", "target": {"skillId": "wait"}, "input": {}, "cron": "@hourly"}"#, "input.seconds"),
                 (#"{"target": {"skillId": "echo"}, "cron": "@hourly"}"#, "name"),

@@ -1,0 +1,174 @@
+import Fluent
+import Foundation
+import SQLKit
+import Vapor
+
+/// A workflow as the API shows it.
+struct WorkflowResponse: Content {
+    var id: UUID
+    var slug: String
+    var name: String
+    var description: String
+    var version: Int
+    var enabled: Bool
+    var steps: [WorkflowStep]
+    var createdBy: UUID?
+    var createdAt: Date
+    var updatedAt: Date
+
+    init(_ workflow: Workflow) {
+        id = workflow.id!
+        slug = workflow.slug
+        name = workflow.name
+        description = workflow.description
+        version = workflow.version
+        enabled = workflow.enabled
+        steps = workflow.steps
+        createdBy = workflow.createdBy
+        createdAt = workflow.createdAt
+        updatedAt = workflow.updatedAt
+    }
+}
+
+/// The workflow catalogue: create, read, update (each change bumps `version`) and delete.
+struct WorkflowService: Sendable {
+    let app: Application
+
+    private var db: any Database { app.db }
+    private var now: Date { app.wallClock.now() }
+
+    struct Draft: Sendable {
+        var slug: String?
+        var name: String?
+        var description: String?
+        var enabled: Bool?
+        var steps: JSONValue?
+    }
+
+    static func draft(from fields: [String: JSONValue]) throws -> Draft {
+        let allowed: Set<String> = ["slug", "name", "description", "enabled", "steps"]
+        var problems = fields.keys.filter { !allowed.contains($0) }.sorted().map { FieldProblem(field: $0, message: "is not a workflow field") }
+        var draft = Draft()
+        func string(_ key: String) -> String? {
+            guard let value = fields[key] else { return nil }
+            if case .string(let text) = value { return text }
+            problems.append(FieldProblem(field: key, message: "must be a string"))
+            return nil
+        }
+        draft.slug = string("slug")
+        draft.name = string("name")
+        draft.description = string("description")
+        if let value = fields["enabled"] {
+            if case .bool(let flag) = value { draft.enabled = flag } else { problems.append(FieldProblem(field: "enabled", message: "must be a boolean")) }
+        }
+        draft.steps = fields["steps"]
+        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
+        return draft
+    }
+
+    private func apply(_ draft: Draft, to workflow: Workflow, creating: Bool) async throws {
+        var problems: [FieldProblem] = []
+        if creating {
+            for (key, present) in [("slug", draft.slug != nil), ("name", draft.name != nil), ("steps", draft.steps != nil)] where !present {
+                problems.append(FieldProblem(field: key, message: "is required"))
+            }
+        }
+        if let slug = draft.slug {
+            let valid = (2...64).contains(slug.count) && slug.unicodeScalars.allSatisfy { ($0 >= "a" && $0 <= "z") || ($0 >= "0" && $0 <= "9") || $0 == "-" }
+                && !slug.hasPrefix("-") && !slug.hasSuffix("-") && UUID(uuidString: slug) == nil
+            if valid { workflow.slug = slug } else { problems.append(FieldProblem(field: "slug", message: "must be 2 to 64 lower-case letters, digits and inner hyphens")) }
+        }
+        if let name = draft.name {
+            let trimmed = name.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty || trimmed.count > 200 || trimmed.contains(where: \.isNewline) { problems.append(FieldProblem(field: "name", message: "must be 1 to 200 characters on one line")) }
+            else { workflow.name = trimmed }
+        }
+        if let description = draft.description {
+            if description.count > 5000 { problems.append(FieldProblem(field: "description", message: "must be at most 5000 characters")) }
+            else { workflow.description = description }
+        } else if creating {
+            workflow.description = ""
+        }
+        if let enabled = draft.enabled { workflow.enabled = enabled } else if creating { workflow.enabled = true }
+        if let value = draft.steps {
+            let skills = SkillService(app: app)
+            let (steps, stepProblems) = await WorkflowDefinition.parse(value) { reference in
+                try? await skills.find(reference).requireID()
+            }
+            problems += stepProblems
+            if stepProblems.isEmpty { workflow.steps = steps }
+        }
+        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
+    }
+
+    func create(_ draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Workflow {
+        let workflow = Workflow()
+        workflow.id = UUID()
+        try await apply(draft, to: workflow, creating: true)
+        workflow.version = 1
+        workflow.createdBy = caller.user.id
+        workflow.createdAt = now
+        workflow.updatedAt = now
+        do {
+            try await app.writeTransaction { db in
+                try await workflow.create(on: db)
+                try await record("workflow.created", workflow, caller: caller, origin: origin, on: db)
+            }
+        } catch let error as any DatabaseError where error.isConstraintFailure {
+            throw HTTPProblem.conflict("A workflow with the slug '\(workflow.slug)' exists.")
+        }
+        return workflow
+    }
+
+    /// By id or slug.
+    func find(_ reference: String) async throws -> Workflow {
+        let found = if let id = UUID(uuidString: reference) {
+            try await Workflow.find(id, on: db)
+        } else {
+            try await Workflow.query(on: db).filter(\.$slug == reference).first()
+        }
+        guard let found else { throw HTTPProblem.notFound("No such workflow.") }
+        return found
+    }
+
+    func list(page: PageRequest) async throws -> ([Workflow], String?) {
+        try await Workflow.query(on: db).newestFirst(by: "created_at", { $0.createdAt }, page: page)
+    }
+
+    func update(_ reference: String, draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Workflow {
+        let workflow = try await find(reference)
+        try await apply(draft, to: workflow, creating: false)
+        workflow.version += 1
+        workflow.updatedAt = now
+        do {
+            try await app.writeTransaction { db in
+                try await workflow.save(on: db)
+                try await record("workflow.updated", workflow, caller: caller, origin: origin, on: db)
+            }
+        } catch let error as any DatabaseError where error.isConstraintFailure {
+            throw HTTPProblem.conflict("A workflow with the slug '\(workflow.slug)' exists.")
+        }
+        return workflow
+    }
+
+    func delete(_ reference: String, caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
+        let workflow = try await find(reference)
+        let id = try workflow.requireID()
+        let active = try await WorkflowRun.query(on: db).filter(\.$workflow.$id == id).filter(\.$status ~~ [.queued, .running]).count()
+        guard active == 0 else { throw HTTPProblem.conflict("The workflow has \(active) run(s) in progress; cancel them first.") }
+        try await app.writeTransaction { db in
+            try await record("workflow.deleted", workflow, caller: caller, origin: origin, on: db)
+            try await workflow.delete(on: db)
+        }
+    }
+
+    private func record(_ action: String, _ workflow: Workflow, caller: AuthenticatedCaller, origin: RequestOrigin, on db: any Database) async throws {
+        let id = workflow.id?.uuidString.lowercased()
+        try await app.activityRecorder.record(
+            audit: AuditRecord(action: action, actorID: caller.user.id, actorType: caller.actorType, resourceType: "workflow",
+                               resourceID: id, origin: origin, details: ["slug": .string(workflow.slug), "version": .number(Double(workflow.version))]),
+            event: EventRecord(type: action, actorID: caller.user.id, resourceType: "workflow", resourceID: id,
+                               data: ["slug": .string(workflow.slug), "version": .number(Double(workflow.version))]),
+            on: db)
+    }
+}
