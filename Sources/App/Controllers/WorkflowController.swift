@@ -17,6 +17,7 @@ struct WorkflowController: RouteCollection {
         let runners = workflows.grouped(RequirePermission(.skillsExecute))
         runners.post(":id", "runs", use: start)
         runners.post(":id", "runs", ":runId", "cancel", use: cancel)
+        runners.post(":id", "runs", ":runId", "rollback", use: rollback)
     }
 
     @Sendable
@@ -78,6 +79,12 @@ struct WorkflowController: RouteCollection {
     func cancel(req: Request) async throws -> WorkflowRunResponse {
         let (run, steps) = try await WorkflowRunService(app: req.application).cancel(try reference(req), runID: try req.uuidParameter("runId"), caller: try req.caller, origin: req.origin)
         return WorkflowRunResponse(run, steps: steps)
+    }
+
+    @Sendable
+    func rollback(req: Request) async throws -> Response {
+        let (run, steps) = try await WorkflowRunService(app: req.application).rollback(try reference(req), runID: try req.uuidParameter("runId"), caller: try req.caller, origin: req.origin)
+        return try await WorkflowRunResponse(run, steps: steps).encodeResponse(status: .accepted, for: req)
     }
 
     private func reference(_ req: Request) throws -> String {

@@ -212,6 +212,7 @@ struct JobRunner: Sendable {
         case ScheduleService.fireKind: try await ScheduleService(app: app).runFire(job)
         case MaintenanceTasks.runKind: try await MaintenanceTasks(app: app).run(job)
         case WorkflowRunService.advanceKind: try await WorkflowRunService(app: app).advance(job)
+        case WorkflowRunService.rollbackKind: try await WorkflowRunService(app: app).rollback(job)
         default:
             _ = try await app.writeTransaction { db in try await JobQueue(app: app).finish(job, status: .failed, error: "unknown job kind", on: db) }
         }

@@ -923,7 +923,8 @@ paths:
         so independent steps run in parallel. A step whose dependency failed (without continueOnFailure) or was
         skipped is skipped. The run ends succeeded, or failed when a step failed without continueOnFailure; its
         progress is the mean of its steps'. Runs advance through the durable job queue, so a crash resumes them.
-        Events: workflow.run.started, workflow.run.succeeded, workflow.run.failed, workflow.run.cancelled.
+        Events: workflow.run.started, workflow.run.succeeded, workflow.run.failed, workflow.run.cancelled,
+        workflow.run.rolled_back.
       tags: [workflows]
       security: [{bearer: []}, {cookie: []}, {apiKey: []}]
       requestBody:
@@ -981,6 +982,31 @@ paths:
       responses:
         "200":
           description: The cancelled run.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/WorkflowRun"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "409": {$ref: "#/components/responses/Conflict"}
+  /api/v1/workflows/{id}/runs/{runId}/rollback:
+    post:
+      operationId: rollbackWorkflowRun
+      x-required-permission: skills:execute
+      summary: Undo every succeeded step, newest completion first (a saga); the run ends rolled_back.
+      description: |
+        Allowed once the run has ended (succeeded, failed or cancelled) and none of its steps still runs; 409
+        otherwise, and once it was rolled back. Each step's undo is recorded in its execution's history (which ends
+        rolled_back) and in the audit log (`workflow.run.compensated`); the run then emits
+        `workflow.run.rolled_back`. Answers 202 at once; the undo runs on the job queue.
+      tags: [workflows]
+      security: [{bearer: []}, {cookie: []}, {apiKey: []}]
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string}, description: The workflow's id or slug.}
+        - {name: runId, in: path, required: true, schema: {type: string, format: uuid}}
+      responses:
+        "202":
+          description: The run, with the rollback queued.
           content:
             application/json:
               schema: {$ref: "#/components/schemas/WorkflowRun"}

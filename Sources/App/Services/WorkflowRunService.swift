@@ -58,6 +58,7 @@ struct WorkflowRunResponse: Content {
 /// failure, and settles the run. Everything it needs is in the database, so a crash at any point resumes.
 struct WorkflowRunService: Sendable {
     static let advanceKind = "workflow.advance"
+    static let rollbackKind = "workflow.rollback"
 
     let app: Application
 
@@ -145,6 +146,70 @@ struct WorkflowRunService: Sendable {
             _ = try? await ExecutionService(app: app).cancel(execution, caller: caller, origin: origin)
         }
         return (run, try await steps(of: runID, on: db))
+    }
+
+    // MARK: - Rollback
+
+    /// Queues the saga: every succeeded step's undo, newest completion first. 409 while the run or one of its
+    /// steps is still going, or once it was rolled back.
+    func rollback(_ workflowReference: String, runID: UUID, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> (WorkflowRun, [WorkflowRunStep]) {
+        let (run, rows) = try await find(workflowReference, runID: runID, caller: caller)
+        guard run.status.isFinished, run.status != .rolledBack, !rows.contains(where: { $0.status == .running }) else {
+            throw HTTPProblem.conflict(run.status == .rolledBack ? "The run was rolled back already." : "The run is still going; cancel it or wait for it to end.")
+        }
+        try await app.writeTransaction { db in
+            try await app.activityRecorder.record(audit: AuditRecord(
+                action: "workflow.run.rollback_requested", actorID: caller.user.id, actorType: caller.actorType, resourceType: "workflow_run",
+                resourceID: runID.uuidString.lowercased(), origin: origin), on: db)
+            _ = try await JobQueue(app: app).enqueue(kind: Self.rollbackKind, payload: ["runId": .string(runID.uuidString)], on: db)
+        }
+        return (run, rows)
+    }
+
+    /// The `workflow.rollback` job. Undoes one step at a time, each in its own transaction (history line, the
+    /// execution's `rolled_back` transition, an audit entry), so a retry after a failure resumes with the steps
+    /// not yet undone.
+    func rollback(_ job: ClaimedJob) async throws {
+        guard let runID = job.payload.object?["runId"]?.stringValue.flatMap(UUID.init(uuidString:)),
+              let run = try await WorkflowRun.find(runID, on: db), run.status != .rolledBack
+        else {
+            _ = try await app.writeTransaction { db in try await JobQueue(app: app).finish(job, status: .succeeded, on: db) }
+            return
+        }
+        // Completion order is the order of the executions' `execution.succeeded` events in the log.
+        let rows = try await steps(of: runID, on: db).filter { $0.status == .succeeded }
+        var order: [(WorkflowRunStep, Int64)] = []
+        for row in rows {
+            guard let executionID = row.executionID else { continue }
+            let seq = try await Event.query(on: db).filter(\.$resourceType == "execution").filter(\.$type == "execution.succeeded")
+                .filter(\.$resourceID == executionID.uuidString.lowercased()).max(\.$seq) ?? 0
+            order.append((row, seq))
+        }
+        for (row, _) in order.sorted(by: { $0.1 > $1.1 }) {
+            guard let executionID = row.executionID, let execution = try await Execution.find(executionID, on: db),
+                  let skill = try await Skill.find(execution.skillID, on: db)
+            else { continue }
+            guard let runner = app.runnerRegistry.runner(for: skill.runner) else {
+                throw HTTPProblem.conflict("no runner for step \(row.stepID)'s skill")
+            }
+            let context = RunContext(executionID: executionID, input: JSONValue.parse(execution.input), settings: skill.runner) { _, _ in }
+            let note = try await runner.undo(context, output: execution.output.map(JSONValue.parse))
+            try await app.writeTransaction { db in
+                let service = ExecutionService(app: app)
+                try await service.record(execution, level: "info", message: "undo (workflow rollback): \(note)", on: db)
+                try await service.transition(execution, to: .rolledBack, message: "rolled back", on: db)
+                row.status = .rolledBack
+                try await row.save(on: db)
+                try await app.activityRecorder.record(audit: AuditRecord(
+                    action: "workflow.run.compensated", actorID: run.$user.id, actorType: .system, resourceType: "workflow_run",
+                    resourceID: runID.uuidString.lowercased(),
+                    details: ["stepId": .string(row.stepID), "executionId": .string(executionID.uuidString.lowercased()), "note": .string(note)]), on: db)
+            }
+        }
+        try await app.writeTransaction { db in
+            guard try await JobQueue(app: app).finish(job, status: .succeeded, on: db) else { throw LeaseLost() }
+            try await finish(run, status: .rolledBack, error: run.error, actor: nil, origin: .system, on: db)
+        }
     }
 
     // MARK: - Advancing

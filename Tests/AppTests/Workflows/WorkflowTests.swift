@@ -280,4 +280,38 @@ struct WorkflowTests {
             #expect(manual.workflowId == workflow.id && manual.input == ["name": "lin", "numbers": [2]])
         }
     }
+
+    @Test("Rollback undoes every succeeded step in reverse completion order, each recorded in history and audit")
+    func rollbackSaga() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let token = try await developer(app)
+            _ = try await createWorkflow(app, token, diamond)
+            let run = try await startRun(app, token, "greet", input: #"{"name": "kay", "numbers": [1]}"#)
+            #expect(try await send(app, .POST, "/api/v1/workflows/greet/runs/\(run.id)/rollback", token: token).status == .conflict, "not while it runs")
+            try await drainJobs(app)
+            let done = try await fetchRun(app, token, run)
+            #expect(done.status == "succeeded")
+
+            let accepted = try await send(app, .POST, "/api/v1/workflows/greet/runs/\(run.id)/rollback", token: token)
+            #expect(accepted.status == .accepted)
+            try await drainJobs(app)
+            let undone = try await fetchRun(app, token, run)
+            #expect(undone.status == "rolled_back")
+            #expect(undone.steps.allSatisfy { $0.status == "rolled_back" })
+
+            // Completion order was start, left, right, join (the queue runs jobs in order): undo goes the other way.
+            let compensated = try await AuditLog.query(on: app.db).filter(\.$action == "workflow.run.compensated").sort(\.$seq).all()
+                .map { JSONValue.parse($0.details).object?["stepId"]?.stringValue ?? "" }
+            #expect(compensated == ["join", "right", "left", "start"])
+            for step in undone.steps {
+                let execution = try #require(try await Execution.find(step.executionId!, on: app.db))
+                #expect(execution.status == .rolledBack)
+                let history = try await ExecutionHistoryEntry.query(on: app.db).filter(\.$execution.$id == execution.id!).all().map(\.message)
+                #expect(history.contains { $0.hasPrefix("undo (workflow rollback)") })
+            }
+            #expect(try await Event.query(on: app.db).filter(\.$type == "workflow.run.rolled_back").count() == 1)
+            #expect(try await send(app, .POST, "/api/v1/workflows/greet/runs/\(run.id)/rollback", token: token).status == .conflict, "once only")
+        }
+    }
 }
