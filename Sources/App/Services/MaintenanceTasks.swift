@@ -3,13 +3,15 @@ import Foundation
 import SQLKit
 import Vapor
 
-/// The built-in maintenance tasks, run by the scheduler on UTC cron expressions through the job queue: session
-/// and token cleanup, audit retention, webhook history retention, and (on SQLite) a nightly backup into the data
-/// directory keeping the newest `STEWARD_BACKUP_KEEP`.
+/// The built-in maintenance tasks, run by the scheduler on UTC cron expressions through the job queue: session,
+/// token and finished-job cleanup, audit retention, webhook history retention, and (on SQLite) a nightly backup
+/// into the data directory keeping the newest `STEWARD_BACKUP_KEEP`.
 struct MaintenanceTasks: Sendable {
     static let runKind = "maintenance.run"
     /// Ended sessions and used or expired tokens are kept this long (for the sessions list and investigations).
     static let endedRetention: TimeInterval = 30 * 86_400
+    /// Finished jobs are kept this long (their results live on in executions, deliveries and runs).
+    static let jobRetention: TimeInterval = 7 * 86_400
 
     struct Task: Sendable {
         let name: String
@@ -53,6 +55,16 @@ struct MaintenanceTasks: Sendable {
                 try await StreamTickets.pruneExpired(app: app)
                 try await DatabaseRateLimitStore.prune(app: app)
                 return "removed \(removed) expired tokens, challenges and idempotency keys"
+            },
+            Task(name: "jobs.cleanup", cron: "41 * * * *") { app in
+                let cutoff = app.wallClock.now().addingTimeInterval(-jobRetention)
+                let sql = app.db as! any SQLDatabase
+                let removed = try await app.withWriteGate {
+                    try await sql.raw("""
+                        DELETE FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < \(bind: cutoff) RETURNING id
+                        """).all().count
+                }
+                return "removed \(removed) jobs finished over 7 days ago"
             },
             Task(name: "audit.retention", cron: "0 3 * * *") { app in
                 "removed \(try await AuditLogService(app: app).applyRetention()) audit entries past retention"

@@ -280,6 +280,10 @@ struct ScheduleService: Sendable {
         }
         let actor: AuthenticatedCaller
         if let caller { actor = caller } else { actor = try await ownerCaller(of: schedule) }
+        // From the CLI the schedule acts as its owner, so the owner must still be allowed to run things.
+        guard actor.user.status == .active, actor.can(.skillsExecute) else {
+            throw HTTPProblem.conflict("The schedule's owner is not active or no longer has skills:execute.")
+        }
         let started = try await startTarget(schedule, as: actor, origin: origin)
         try await noteFired(schedule.requireID(), status: .started, error: nil, execution: started.id, on: db)
         return started

@@ -30,7 +30,13 @@ struct MaintenanceTaskTests {
             }
 
             clock.advance(by: 86_400)  // 2026-11-19T11:06:40Z: every task is due
-            var expected: Set<String> = ["sessions.cleanup", "tokens.cleanup", "audit.retention", "webhooks.history"]
+            // A job that finished long ago, and one that finished just now.
+            let old = try await JobQueue(app: app).enqueue(kind: "test.old", payload: [:], on: app.db)
+            let recent = try await JobQueue(app: app).enqueue(kind: "test.recent", payload: [:], on: app.db)
+            try await sql.raw("UPDATE jobs SET status = 'succeeded', finished_at = \(bind: clock.now().addingTimeInterval(-10 * 86_400)) WHERE id = \(bind: old)").run()
+            try await sql.raw("UPDATE jobs SET status = 'succeeded', finished_at = \(bind: clock.now()) WHERE id = \(bind: recent)").run()
+
+            var expected: Set<String> = ["sessions.cleanup", "tokens.cleanup", "jobs.cleanup", "audit.retention", "webhooks.history"]
             if !TestDatabase.isPostgres { expected.insert("sqlite.backup") }
             #expect(Set(try await tasks.fireDue()) == expected)
             #expect(try await tasks.fireDue().isEmpty, "an occurrence is claimed once")
@@ -38,6 +44,8 @@ struct MaintenanceTaskTests {
 
             let left = try await UserSession.query(on: app.db).all().map(\.id)
             #expect(left == [sessions[1].id], "the session revoked 40 days ago is gone, the live one stays")
+            #expect(try await Job.find(old, on: app.db) == nil, "a job finished 10 days ago is gone")
+            #expect(try await Job.find(recent, on: app.db) != nil)
             let statuses = try await sql.raw("SELECT name, last_status FROM system_tasks").all().map {
                 (try $0.decode(column: "name", as: String.self), try $0.decode(column: "last_status", as: String?.self))
             }

@@ -220,6 +220,9 @@ struct ScheduleTests {
             let after = try #require(try await Schedule.find(schedule.id, on: app.db))
             #expect(after.lastStatus == .failed)
             #expect(after.lastError?.contains("skills:execute") == true)
+            await #expect(throws: (any Error).self, "nor from the command line") {
+                _ = try await app.runCommand(["schedule", "run-now", schedule.id.uuidString.lowercased()])
+            }
             #expect(try await Execution.query(on: app.db).count() == 0)
         }
     }
