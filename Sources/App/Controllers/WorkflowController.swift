@@ -71,8 +71,7 @@ struct WorkflowController: RouteCollection {
 
     @Sendable
     func run(req: Request) async throws -> WorkflowRunResponse {
-        let (run, steps) = try await WorkflowRunService(app: req.application).find(try reference(req), runID: try req.uuidParameter("runId"), caller: try req.caller)
-        return WorkflowRunResponse(run, steps: steps)
+        try await WorkflowRunService(app: req.application).detail(try reference(req), runID: try req.uuidParameter("runId"), caller: try req.caller)
     }
 
     @Sendable

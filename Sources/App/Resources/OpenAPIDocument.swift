@@ -954,7 +954,7 @@ paths:
     get:
       operationId: getWorkflowRun
       x-required-permission: workflows:read
-      summary: One of your runs, with every step's status and execution.
+      summary: One of your runs, with every step's status and execution, and the run's history.
       tags: [workflows]
       security: [{bearer: []}, {cookie: []}, {apiKey: []}]
       parameters:
@@ -2050,9 +2050,22 @@ components:
               error: {type: string}
               startedAt: {type: string, format: date-time}
               completedAt: {type: string, format: date-time}
+              execution: {$ref: "#/components/schemas/Execution", description: "The step's current execution (GET of one run only)."}
         createdAt: {type: string, format: date-time}
         startedAt: {type: string, format: date-time}
         finishedAt: {type: string, format: date-time}
+        history:
+          type: array
+          description: >-
+            GET of one run only: what happened to the run, oldest first (from the audit log) - started, each
+            compensation of a rollback with its step and undo note, and how it ended.
+          items:
+            type: object
+            required: [at, action, details]
+            properties:
+              at: {type: string, format: date-time}
+              action: {type: string, examples: [workflow.run.compensated]}
+              details: {type: object}
     ScheduleInput:
       type: object
       description: On create, name, target and cron are required.

@@ -13,6 +13,15 @@ struct WorkflowRunResponse: Content {
         var error: String?
         var startedAt: Date?
         var completedAt: Date?
+        /// The step's current execution, on the single-run answer.
+        var execution: ExecutionResponse?
+    }
+
+    /// One line of the run's history: its start and end, each compensation, and who asked for what.
+    struct HistoryEntry: Content {
+        var at: Date
+        var action: String
+        var details: JSONValue
     }
 
     var id: UUID
@@ -27,8 +36,10 @@ struct WorkflowRunResponse: Content {
     var createdAt: Date
     var startedAt: Date?
     var finishedAt: Date?
+    /// On the single-run answer.
+    var history: [HistoryEntry]?
 
-    init(_ run: WorkflowRun, steps: [WorkflowRunStep]) {
+    init(_ run: WorkflowRun, steps: [WorkflowRunStep], executions: [UUID: Execution]? = nil, history: [AuditLog]? = nil) {
         id = run.id!
         workflowId = run.$workflow.id
         workflowVersion = run.workflowVersion
@@ -39,11 +50,13 @@ struct WorkflowRunResponse: Content {
         error = run.error
         self.steps = steps.sorted { $0.ordinal < $1.ordinal }.map {
             Step(stepId: $0.stepID, status: $0.status.rawValue, attempts: $0.attempts, executionId: $0.executionID, error: $0.error,
-                 startedAt: $0.startedAt, completedAt: $0.completedAt)
+                 startedAt: $0.startedAt, completedAt: $0.completedAt,
+                 execution: $0.executionID.flatMap { executions?[$0] }.map(ExecutionResponse.init))
         }
         createdAt = run.createdAt
         startedAt = run.startedAt
         finishedAt = run.finishedAt
+        self.history = history?.map { HistoryEntry(at: $0.at, action: $0.action, details: JSONValue.parse($0.details)) }
     }
 
     var json: JSONValue {
@@ -111,6 +124,16 @@ struct WorkflowRunService: Sendable {
             .filter(\.$id == runID).filter(\.$workflow.$id == workflow.requireID()).first()
         else { throw HTTPProblem.notFound("No such run.") }
         return (run, try await steps(of: runID, on: db))
+    }
+
+    /// The run with each step's execution and the run's history (from the audit log).
+    func detail(_ workflowReference: String, runID: UUID, caller: AuthenticatedCaller) async throws -> WorkflowRunResponse {
+        let (run, rows) = try await find(workflowReference, runID: runID, caller: caller)
+        let ids = rows.compactMap(\.executionID)
+        let executions = ids.isEmpty ? [] : try await Execution.query(on: db).filter(\.$id ~~ ids).all()
+        let history = try await AuditLog.query(on: db).filter(\.$resourceType == "workflow_run")
+            .filter(\.$resourceID == runID.uuidString.lowercased()).sort(\.$seq).all()
+        return WorkflowRunResponse(run, steps: rows, executions: Dictionary(uniqueKeysWithValues: executions.map { ($0.id!, $0) }), history: history)
     }
 
     func list(_ workflowReference: String, page: PageRequest, caller: AuthenticatedCaller) async throws -> ([WorkflowRunResponse], String?) {

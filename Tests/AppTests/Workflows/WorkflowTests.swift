@@ -304,6 +304,10 @@ struct WorkflowTests {
             let compensated = try await AuditLog.query(on: app.db).filter(\.$action == "workflow.run.compensated").sort(\.$seq).all()
                 .map { JSONValue.parse($0.details).object?["stepId"]?.stringValue ?? "" }
             #expect(compensated == ["join", "right", "left", "start"])
+            #expect(undone.history?.map(\.action) == ["workflow.run.started", "workflow.run.succeeded", "workflow.run.rollback_requested",
+                                                       "workflow.run.compensated", "workflow.run.compensated", "workflow.run.compensated",
+                                                       "workflow.run.compensated", "workflow.run.rolled_back"], "the run's history")
+            #expect(undone.steps.allSatisfy { $0.execution?.status == "rolled_back" }, "each step shows its execution")
             for step in undone.steps {
                 let execution = try #require(try await Execution.find(step.executionId!, on: app.db))
                 #expect(execution.status == .rolledBack)
