@@ -28,7 +28,7 @@ struct ScheduleController: RouteCollection {
 
     @Sendable
     func create(req: Request) async throws -> Response {
-        let draft = try ScheduleService.draft(from: try body(req))
+        let draft = try ScheduleService.draft(from: try req.jsonObject())
         let schedule = try await ScheduleService(app: req.application).create(draft, caller: try req.caller, origin: req.origin)
         let response = try await ScheduleResponse(schedule).encodeResponse(status: .created, for: req)
         response.headers.replaceOrAdd(name: .location, value: "/api/v1/schedules/\(schedule.id!.uuidString.lowercased())")
@@ -37,7 +37,7 @@ struct ScheduleController: RouteCollection {
 
     @Sendable
     func update(req: Request) async throws -> ScheduleResponse {
-        let draft = try ScheduleService.draft(from: try body(req))
+        let draft = try ScheduleService.draft(from: try req.jsonObject())
         return ScheduleResponse(try await ScheduleService(app: req.application).update(try req.uuidParameter("id"), draft: draft, caller: try req.caller, origin: req.origin))
     }
 
@@ -59,12 +59,5 @@ struct ScheduleController: RouteCollection {
             response.headers.replaceOrAdd(name: .location, value: "/api/v1/workflows/\(run.$workflow.id.uuidString.lowercased())/runs/\(run.id!.uuidString.lowercased())")
             return response
         }
-    }
-
-    private func body(_ req: Request) throws -> [String: JSONValue] {
-        guard case .object(let fields) = try req.content.decode(JSONValue.self) else {
-            throw HTTPProblem.validation([FieldProblem(field: "body", message: "must be a JSON object")])
-        }
-        return fields
     }
 }

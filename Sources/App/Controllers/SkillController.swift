@@ -35,14 +35,14 @@ struct SkillController: RouteCollection {
 
     @Sendable
     func create(req: Request) async throws -> Response {
-        let draft = try SkillService.draft(from: try body(req))
+        let draft = try SkillService.draft(from: try req.jsonObject())
         let skill = try await SkillService(app: req.application).create(draft, caller: try req.caller, origin: req.origin)
         return try await SkillResponse(skill).encodeResponse(status: .created, for: req)
     }
 
     @Sendable
     func update(req: Request) async throws -> SkillResponse {
-        let draft = try SkillService.draft(from: try body(req))
+        let draft = try SkillService.draft(from: try req.jsonObject())
         return SkillResponse(try await SkillService(app: req.application).update(try reference(req), draft: draft, caller: try req.caller, origin: req.origin))
     }
 
@@ -90,12 +90,5 @@ struct SkillController: RouteCollection {
     private func reference(_ req: Request) throws -> String {
         guard let value = req.parameters.get("skill"), !value.isEmpty, value.utf8.count <= 64 else { throw HTTPProblem.notFound("No such skill.") }
         return value
-    }
-
-    private func body(_ req: Request) throws -> [String: JSONValue] {
-        guard case .object(let fields) = try req.content.decode(JSONValue.self) else {
-            throw HTTPProblem.validation([FieldProblem(field: "body", message: "must be a JSON object")])
-        }
-        return fields
     }
 }

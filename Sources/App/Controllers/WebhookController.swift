@@ -17,7 +17,7 @@ struct WebhookController: RouteCollection {
 
     @Sendable
     func create(req: Request) async throws -> Response {
-        let draft = try WebhookService.draft(from: try body(req))
+        let draft = try WebhookService.draft(from: try req.jsonObject())
         let (hook, secret) = try await WebhookService(app: req.application).create(draft, caller: try req.caller, origin: req.origin)
         return try await WebhookResponse(hook, secret: secret).encodeResponse(status: .created, for: req)
     }
@@ -34,7 +34,7 @@ struct WebhookController: RouteCollection {
 
     @Sendable
     func update(req: Request) async throws -> WebhookResponse {
-        let draft = try WebhookService.draft(from: try body(req))
+        let draft = try WebhookService.draft(from: try req.jsonObject())
         return WebhookResponse(try await WebhookService(app: req.application).update(try req.uuidParameter("id"), draft: draft, caller: try req.caller, origin: req.origin))
     }
 
@@ -67,12 +67,5 @@ struct WebhookController: RouteCollection {
         let delivery = try await WebhookService(app: req.application).redeliver(
             try req.uuidParameter("id"), deliveryID: try req.uuidParameter("deliveryId"), caller: try req.caller)
         return try await DeliveryResponse(delivery, attempts: []).encodeResponse(status: .accepted, for: req)
-    }
-
-    private func body(_ req: Request) throws -> [String: JSONValue] {
-        guard case .object(let fields) = try req.content.decode(JSONValue.self) else {
-            throw HTTPProblem.validation([FieldProblem(field: "body", message: "must be a JSON object")])
-        }
-        return fields
     }
 }

@@ -33,7 +33,7 @@ struct WorkflowController: RouteCollection {
 
     @Sendable
     func create(req: Request) async throws -> Response {
-        let draft = try WorkflowService.draft(from: try body(req))
+        let draft = try WorkflowService.draft(from: try req.jsonObject())
         let workflow = try await WorkflowService(app: req.application).create(draft, caller: try req.caller, origin: req.origin)
         let response = try await WorkflowResponse(workflow).encodeResponse(status: .created, for: req)
         response.headers.replaceOrAdd(name: .location, value: "/api/v1/workflows/\(workflow.id!.uuidString.lowercased())")
@@ -42,7 +42,7 @@ struct WorkflowController: RouteCollection {
 
     @Sendable
     func update(req: Request) async throws -> WorkflowResponse {
-        let draft = try WorkflowService.draft(from: try body(req))
+        let draft = try WorkflowService.draft(from: try req.jsonObject())
         return WorkflowResponse(try await WorkflowService(app: req.application).update(try reference(req), draft: draft, caller: try req.caller, origin: req.origin))
     }
 
@@ -54,7 +54,7 @@ struct WorkflowController: RouteCollection {
 
     @Sendable
     func start(req: Request) async throws -> Response {
-        let fields = try body(req)
+        let fields = try req.jsonObject()
         let unknown = fields.keys.filter { $0 != "input" }.sorted()
         guard unknown.isEmpty else { throw HTTPProblem.validation(unknown.map { FieldProblem(field: $0, message: "is not a run field") }) }
         let (run, steps) = try await WorkflowRunService(app: req.application).start(try reference(req), input: fields["input"] ?? [:], caller: try req.caller, origin: req.origin)
@@ -89,12 +89,5 @@ struct WorkflowController: RouteCollection {
     private func reference(_ req: Request) throws -> String {
         guard let value = req.parameters.get("id"), !value.isEmpty, value.count <= 200 else { throw HTTPProblem.notFound("No such workflow.") }
         return value
-    }
-
-    private func body(_ req: Request) throws -> [String: JSONValue] {
-        guard case .object(let fields) = try req.content.decode(JSONValue.self) else {
-            throw HTTPProblem.validation([FieldProblem(field: "body", message: "must be a JSON object")])
-        }
-        return fields
     }
 }

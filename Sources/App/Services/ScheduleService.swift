@@ -86,18 +86,11 @@ struct ScheduleService: Sendable {
     }
 
     static func draft(from fields: [String: JSONValue]) throws -> Draft {
-        let allowed: Set<String> = ["name", "target", "input", "cron", "timezone", "enabled", "overlapPolicy", "catchUp"]
-        var problems = fields.keys.filter { !allowed.contains($0) }.sorted().map { FieldProblem(field: $0, message: "is not a schedule field") }
+        var reader = FieldReader(fields, allowed: ["name", "target", "input", "cron", "timezone", "enabled", "overlapPolicy", "catchUp"], noun: "schedule")
         var draft = Draft()
-        func string(_ key: String) -> String? {
-            guard let value = fields[key] else { return nil }
-            if case .string(let text) = value { return text }
-            problems.append(FieldProblem(field: key, message: "must be a string"))
-            return nil
-        }
-        draft.name = string("name")
-        draft.cron = string("cron")
-        draft.timezone = string("timezone")
+        draft.name = reader.string("name")
+        draft.cron = reader.string("cron")
+        draft.timezone = reader.string("timezone")
         if let value = fields["target"] {
             switch value {
             case .object(let target) where target.count == 1 && target["skillId"]?.stringValue != nil:
@@ -105,24 +98,20 @@ struct ScheduleService: Sendable {
             case .object(let target) where target.count == 1 && target["workflowId"]?.stringValue != nil:
                 draft.workflowID = target["workflowId"]?.stringValue
             default:
-                problems.append(FieldProblem(field: "target", message: "must be {\"skillId\": \"...\"} or {\"workflowId\": \"...\"}"))
+                reader.problem("target", "must be {\"skillId\": \"...\"} or {\"workflowId\": \"...\"}")
             }
         }
         if let value = fields["input"] {
-            if case .object = value { draft.input = value } else { problems.append(FieldProblem(field: "input", message: "must be a JSON object")) }
+            if case .object = value { draft.input = value } else { reader.problem("input", "must be a JSON object") }
         }
-        if let value = fields["enabled"] {
-            if case .bool(let flag) = value { draft.enabled = flag } else { problems.append(FieldProblem(field: "enabled", message: "must be a boolean")) }
+        draft.enabled = reader.bool("enabled")
+        if let text = reader.string("overlapPolicy") {
+            if let policy = Schedule.OverlapPolicy(rawValue: text) { draft.overlapPolicy = policy } else { reader.problem("overlapPolicy", "must be skip, queue or allow") }
         }
-        if let text = string("overlapPolicy") {
-            if let policy = Schedule.OverlapPolicy(rawValue: text) { draft.overlapPolicy = policy }
-            else { problems.append(FieldProblem(field: "overlapPolicy", message: "must be skip, queue or allow")) }
+        if let text = reader.string("catchUp") {
+            if let catchUp = Schedule.CatchUp(rawValue: text) { draft.catchUp = catchUp } else { reader.problem("catchUp", "must be none, last or all") }
         }
-        if let text = string("catchUp") {
-            if let catchUp = Schedule.CatchUp(rawValue: text) { draft.catchUp = catchUp }
-            else { problems.append(FieldProblem(field: "catchUp", message: "must be none, last or all")) }
-        }
-        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
+        try reader.finish()
         return draft
     }
 

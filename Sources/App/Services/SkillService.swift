@@ -34,32 +34,23 @@ struct SkillService: Sendable {
 
     /// Reads a JSON object into a draft, refusing unknown fields and wrong types with one problem each.
     static func draft(from fields: [String: JSONValue]) throws -> Draft {
-        let allowed: Set<String> = ["slug", "name", "description", "category", "tags", "inputSchema", "runner", "enabled"]
-        var problems = fields.keys.filter { !allowed.contains($0) }.sorted().map { FieldProblem(field: $0, message: "is not a skill field") }
+        var reader = FieldReader(fields, allowed: ["slug", "name", "description", "category", "tags", "inputSchema", "runner", "enabled"], noun: "skill")
         var draft = Draft()
-        func string(_ key: String) -> String? {
-            guard let value = fields[key] else { return nil }
-            if case .string(let text) = value { return text }
-            problems.append(FieldProblem(field: key, message: "must be a string"))
-            return nil
-        }
-        draft.slug = string("slug")
-        draft.name = string("name")
-        draft.description = string("description")
-        draft.category = string("category")
+        draft.slug = reader.string("slug")
+        draft.name = reader.string("name")
+        draft.description = reader.string("description")
+        draft.category = reader.string("category")
         if let tags = fields["tags"] {
-            if case .array(let values) = tags, values.allSatisfy({ if case .string = $0 { true } else { false } }) {
-                draft.tags = values.compactMap { if case .string(let text) = $0 { text } else { nil } }
+            if case .array(let values) = tags, values.allSatisfy({ $0.stringValue != nil }) {
+                draft.tags = values.compactMap(\.stringValue)
             } else {
-                problems.append(FieldProblem(field: "tags", message: "must be an array of strings"))
+                reader.problem("tags", "must be an array of strings")
             }
         }
         draft.inputSchema = fields["inputSchema"]
         draft.runner = fields["runner"]
-        if let enabled = fields["enabled"] {
-            if case .bool(let flag) = enabled { draft.enabled = flag } else { problems.append(FieldProblem(field: "enabled", message: "must be a boolean")) }
-        }
-        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
+        draft.enabled = reader.bool("enabled")
+        try reader.finish()
         return draft
     }
 
@@ -70,11 +61,7 @@ struct SkillService: Sendable {
                 problems.append(FieldProblem(field: key, message: "is required"))
             }
         }
-        if let slug = draft.slug {
-            let valid = (2...64).contains(slug.count) && slug.unicodeScalars.allSatisfy { ($0 >= "a" && $0 <= "z") || ($0 >= "0" && $0 <= "9") || $0 == "-" }
-                && !slug.hasPrefix("-") && !slug.hasSuffix("-") && UUID(uuidString: slug) == nil
-            if !valid { problems.append(FieldProblem(field: "slug", message: "must be 2 to 64 lower-case letters, digits and inner hyphens")) }
-        }
+        if let slug = draft.slug, !Slug.isValid(slug) { problems.append(FieldProblem(field: "slug", message: Slug.rule)) }
         if let name = draft.name, name.trimmingCharacters(in: .whitespaces).isEmpty || name.count > 200 || Self.hasControl(name) {
             problems.append(FieldProblem(field: "name", message: "must be 1 to 200 printable characters"))
         }

@@ -46,23 +46,14 @@ struct WorkflowService: Sendable {
     }
 
     static func draft(from fields: [String: JSONValue]) throws -> Draft {
-        let allowed: Set<String> = ["slug", "name", "description", "enabled", "steps"]
-        var problems = fields.keys.filter { !allowed.contains($0) }.sorted().map { FieldProblem(field: $0, message: "is not a workflow field") }
+        var reader = FieldReader(fields, allowed: ["slug", "name", "description", "enabled", "steps"], noun: "workflow")
         var draft = Draft()
-        func string(_ key: String) -> String? {
-            guard let value = fields[key] else { return nil }
-            if case .string(let text) = value { return text }
-            problems.append(FieldProblem(field: key, message: "must be a string"))
-            return nil
-        }
-        draft.slug = string("slug")
-        draft.name = string("name")
-        draft.description = string("description")
-        if let value = fields["enabled"] {
-            if case .bool(let flag) = value { draft.enabled = flag } else { problems.append(FieldProblem(field: "enabled", message: "must be a boolean")) }
-        }
+        draft.slug = reader.string("slug")
+        draft.name = reader.string("name")
+        draft.description = reader.string("description")
+        draft.enabled = reader.bool("enabled")
         draft.steps = fields["steps"]
-        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
+        try reader.finish()
         return draft
     }
 
@@ -74,9 +65,7 @@ struct WorkflowService: Sendable {
             }
         }
         if let slug = draft.slug {
-            let valid = (2...64).contains(slug.count) && slug.unicodeScalars.allSatisfy { ($0 >= "a" && $0 <= "z") || ($0 >= "0" && $0 <= "9") || $0 == "-" }
-                && !slug.hasPrefix("-") && !slug.hasSuffix("-") && UUID(uuidString: slug) == nil
-            if valid { workflow.slug = slug } else { problems.append(FieldProblem(field: "slug", message: "must be 2 to 64 lower-case letters, digits and inner hyphens")) }
+            if Slug.isValid(slug) { workflow.slug = slug } else { problems.append(FieldProblem(field: "slug", message: Slug.rule)) }
         }
         if let name = draft.name {
             let trimmed = name.trimmingCharacters(in: .whitespaces)
