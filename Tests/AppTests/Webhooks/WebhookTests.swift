@@ -326,4 +326,84 @@ struct WebhookTests {
             #expect(delivery.status == .pending, "counted as a failed attempt and retried")
         }
     }
+
+    @Test("A delivery waiting out its back-off survives a restart and is sent once the back-off ends")
+    func retrySurvivesRestart() async throws {
+        let receiver = try await WebhookReceiver()
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let env = ["STEWARD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", "STEWARD_JWT_SECRET": String(repeating: "restart-", count: 5)]
+        let clock = TestClock()
+        do {
+            let first = try await makeTestApp(directory: directory, environment: env)
+            do {
+                first.useTestDoubles(clock: clock)
+                let (token, hookID, _) = try await subscriber(first, receiver: receiver, events: #"["webhook.test"]"#)
+                receiver.answer([(.internalServerError, [:])])
+                #expect(try await send(first, .POST, "/api/v1/webhooks/\(hookID)/test", token: token).status == .accepted)
+                try await drainJobs(first)
+                #expect(receiver.received.count == 1)
+                #expect(try await WebhookDelivery.query(on: first.db).first()?.status == .pending)
+            } catch {
+                try? await first.asyncShutdown()
+                throw error
+            }
+            try await first.asyncShutdown()
+
+            let second = try await makeTestApp(directory: directory, environment: env, freshDatabase: false)
+            do {
+                second.useTestDoubles(clock: clock)
+                try await drainJobs(second)
+                #expect(receiver.received.count == 1, "not before the back-off")
+                clock.advance(by: 6)
+                try await drainJobs(second)
+                #expect(receiver.received.count == 2, "the second attempt went out after the restart")
+                let delivery = try #require(try await WebhookDelivery.query(on: second.db).first())
+                #expect(delivery.status == .succeeded && delivery.attempt == 2)
+                #expect(receiver.received[0].headers.first(name: "webhook-id") == receiver.received[1].headers.first(name: "webhook-id"))
+            } catch {
+                try? await second.asyncShutdown()
+                throw error
+            }
+            try await second.asyncShutdown()
+        } catch {
+            await receiver.stop()
+            throw error
+        }
+        await receiver.stop()
+    }
+
+    @Test("An endpoint whose every delivery failed for five days is disabled, with an event and a mail")
+    func fiveDaysOfFailures() async throws {
+        let receiver = try await WebhookReceiver()
+        do {
+            try await withTestApp(environment: ["STEWARD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"]) { app in
+                let (mailer, clock) = app.useTestDoubles()
+                let (token, hookID, _) = try await subscriber(app, receiver: receiver, events: #"["webhook.test"]"#)
+                receiver.answer(Array(repeating: (.internalServerError, [:]), count: 50))
+                #expect(try await send(app, .POST, "/api/v1/webhooks/\(hookID)/test", token: token).status == .accepted)
+                try await drainJobs(app)
+                clock.advance(by: 4 * 86_400)
+                try await drainJobs(app)  // the first ping's remaining retries, all failing
+                var hook = try #require(try await Webhook.find(hookID, on: app.db))
+                #expect(hook.enabled, "four days of failures are not enough")
+
+                clock.advance(by: 86_400 + 1)
+                let fresh = try await login(app, email: "hooks@example.com").accessToken
+                #expect(try await send(app, .POST, "/api/v1/webhooks/\(hookID)/test", token: fresh).status == .accepted)
+                try await drainJobs(app)
+                hook = try #require(try await Webhook.find(hookID, on: app.db))
+                #expect(!hook.enabled)
+                #expect(hook.disabledReason == "every delivery failed for 5 days")
+                #expect(try await Event.query(on: app.db).filter(\.$type == "webhook.disabled").count() == 1)
+                try await MailOutbox(app: app).deliverDue()
+                #expect(mailer.sent.contains { $0.subject.contains("disabled") && $0.body.contains("5 days") })
+            }
+        } catch {
+            await receiver.stop()
+            throw error
+        }
+        await receiver.stop()
+    }
 }
+
