@@ -46,7 +46,7 @@ struct RequestContextMiddleware: AsyncMiddleware {
         let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         let route = request.route.map { "/" + $0.path.map(\.description).joined(separator: "/") } ?? "(unmatched)"
         metrics.recordRequest(method: request.method.rawValue, route: route, status: response.status.code, duration: elapsed)
-        let method = AppMetrics.knownMethods.contains(request.method.rawValue) ? request.method.rawValue : "OTHER"
+        let method = AppMetrics.methodLabel(request.method.rawValue)
         request.application.requestStats.record(route: "\(method) \(route)", status: response.status.code, milliseconds: milliseconds,
                                                 at: request.application.wallClock.now())
         request.logger.info("\(request.method.rawValue) \(route) \(response.status.code)", metadata: [

@@ -14,11 +14,10 @@ final class AppMetrics: Sendable {
 
     private let inFlight: Gauge
     private let inFlightCount = NIOLockedValueBox(0)
-    private let httpDurations = NIOLockedValueBox<[String: DurationHistogram]>([:])
+    /// Labelled series, made once and then looked up: the registry's own lookup validates names on every call.
+    private let histograms = NIOLockedValueBox<[String: DurationHistogram]>([:])
     private let queryDuration: DurationHistogram
     private let slowQueries: Counter
-    private let jobDurations = NIOLockedValueBox<[String: DurationHistogram]>([:])
-    private let executionDurations = NIOLockedValueBox<[String: DurationHistogram]>([:])
     private let skillLabels = LabelBudget(limit: 100)
     private let counters = NIOLockedValueBox<[String: Counter]>([:])
 
@@ -61,20 +60,16 @@ final class AppMetrics: Sendable {
     /// Requests whose handler has not returned yet (a stream counts only until its response starts).
     var requestsInFlight: Int { inFlightCount.withLockedValue { $0 } }
 
+    /// The method as a label: unknown methods share `OTHER`, so clients cannot mint series.
+    static func methodLabel(_ method: String) -> String {
+        knownMethods.contains(method) ? method : "OTHER"
+    }
+
     /// One answered request, labelled by route pattern, method and status class (`2xx` … `5xx`).
     func recordRequest(method: String, route: String, status: UInt, duration: Duration) {
-        let method = Self.knownMethods.contains(method) ? method : "OTHER"
         let statusClass = "\(min(max(status / 100, 1), 5))xx"
-        let key = "\(method) \(route) \(statusClass)"
-        let histogram = httpDurations.withLockedValue { cache in
-            if let existing = cache[key] { return existing }
-            let made = registry.makeDurationHistogram(
-                descriptor: Self.descriptor("http_request_duration", "seconds", "HTTP requests by route pattern, method and status class."),
-                labels: [("method", method), ("route", route), ("status", statusClass)], buckets: Self.httpBuckets)
-            cache[key] = made
-            return made
-        }
-        histogram.record(duration)
+        histogram("http_request_duration", "HTTP requests by route pattern, method and status class.",
+                  [("method", Self.methodLabel(method)), ("route", route), ("status", statusClass)], Self.httpBuckets).record(duration)
     }
 
     // MARK: Database
@@ -88,30 +83,27 @@ final class AppMetrics: Sendable {
 
     /// One job run to its end (whatever the outcome), by kind.
     func recordJobRun(kind: String, duration: Duration) {
-        let histogram = jobDurations.withLockedValue { cache in
-            if let existing = cache[kind] { return existing }
-            let made = registry.makeDurationHistogram(
-                descriptor: Self.descriptor("job_run_duration", "seconds", "Job handler runs by kind."),
-                labels: [("kind", kind)], buckets: Self.workBuckets)
-            cache[kind] = made
-            return made
-        }
-        histogram.record(duration)
+        histogram("job_run_duration", "Job handler runs by kind.", [("kind", kind)], Self.workBuckets).record(duration)
     }
 
     /// An execution a worker ended, by skill slug and final status.
     func recordExecution(skill: String, outcome: String, duration: Duration) {
-        let skill = skillLabels.label(for: skill)
-        let key = "\(skill)\u{0}\(outcome)"
-        let histogram = executionDurations.withLockedValue { cache in
+        histogram("execution_duration", "Executions from start (or queueing) to their final status, by skill and outcome.",
+                  [("skill", skillLabels.label(for: skill)), ("outcome", outcome)], Self.workBuckets).record(duration)
+    }
+
+    private func histogram(_ name: String, _ help: String, _ labels: [(String, String)], _ buckets: [Duration]) -> DurationHistogram {
+        let key = Self.key(name, labels)
+        return histograms.withLockedValue { cache in
             if let existing = cache[key] { return existing }
-            let made = registry.makeDurationHistogram(
-                descriptor: Self.descriptor("execution_duration", "seconds", "Executions from start (or queueing) to their final status, by skill and outcome."),
-                labels: [("skill", skill), ("outcome", outcome)], buckets: Self.workBuckets)
+            let made = registry.makeDurationHistogram(descriptor: Self.descriptor(name, "seconds", help), labels: labels, buckets: buckets)
             cache[key] = made
             return made
         }
-        histogram.record(duration)
+    }
+
+    private static func key(_ name: String, _ labels: [(String, String)]) -> String {
+        ([name] + labels.map { "\($0.0)=\($0.1)" }).joined(separator: "\u{0}")
     }
 
     // MARK: Counters
@@ -136,7 +128,7 @@ final class AppMetrics: Sendable {
     }
 
     private func counter(_ name: String, _ help: String, _ labels: [(String, String)]) -> Counter {
-        let key = ([name] + labels.map { "\($0.0)=\($0.1)" }).joined(separator: "\u{0}")
+        let key = Self.key(name, labels)
         return counters.withLockedValue { cache in
             if let existing = cache[key] { return existing }
             let made = registry.makeCounter(descriptor: Self.descriptor(name, "total", help), labels: labels)

@@ -323,11 +323,7 @@ struct ScheduleService: Sendable {
             // One run at a time: never start several occurrences together, and wait for (queue) or drop (skip)
             // an occurrence while the previous run is still going.
             firing = Array(firing.suffix(1))
-            let unfinished: Bool = switch schedule.targetType {
-            case .skill: try await schedule.lastExecutionID.asyncFlatMap { try await Execution.find($0, on: db) }.map { !$0.status.isFinished } ?? false
-            case .workflow: try await schedule.lastExecutionID.asyncFlatMap { try await WorkflowRun.find($0, on: db) }.map { !$0.status.isFinished } ?? false
-            }
-            if unfinished {
+            if try await lastStartStillGoing(schedule) {
                 if schedule.overlapPolicy == .queue { return false }
                 firing = []
                 status = .skipped
@@ -353,6 +349,15 @@ struct ScheduleService: Sendable {
                     payload: ["scheduleId": .string(scheduleID.uuidString), "occurrence": .string(formatter.string(from: occurrence))], on: db)
             }
             return true
+        }
+    }
+
+    /// Whether the execution or run the schedule started last is still queued or running.
+    private func lastStartStillGoing(_ schedule: Schedule) async throws -> Bool {
+        guard let id = schedule.lastExecutionID else { return false }
+        switch schedule.targetType {
+        case .skill: return try await Execution.find(id, on: db).map { !$0.status.isFinished } ?? false
+        case .workflow: return try await WorkflowRun.find(id, on: db).map { !$0.status.isFinished } ?? false
         }
     }
 
@@ -427,13 +432,5 @@ extension Application {
     var schedulerWorker: BackgroundLoop {
         get { storage[SchedulerKey.self]! }
         set { storage[SchedulerKey.self] = newValue }
-    }
-}
-
-extension Optional {
-    /// `flatMap` for an async transform.
-    func asyncFlatMap<U>(_ transform: (Wrapped) async throws -> U?) async rethrows -> U? {
-        guard let value = self else { return nil }
-        return try await transform(value)
     }
 }

@@ -334,18 +334,18 @@ struct WorkflowRunService: Sendable {
         }
 
         // 3. The run: progress, and its end once every step has one.
-        let finishedSteps = rows.filter { ![.pending, .running].contains($0.status) }
+        let isDone: (WorkflowRunStep) -> Bool = { ![.pending, .running].contains($0.status) }
         var progress = 0
         for row in rows {
-            if finishedSteps.contains(where: { $0 === row }) { progress += 100 }
-            else if let id = row.executionID, let execution = executions[id], row.status == .running { progress += execution.progress }
+            if isDone(row) { progress += 100 }
+            else if row.status == .running, let id = row.executionID, let execution = executions[id] { progress += execution.progress }
         }
         run.progress = rows.isEmpty ? 100 : progress / rows.count
         if run.status == .queued, rows.contains(where: { $0.status != .pending }) {
             run.status = .running
             run.startedAt = now
         }
-        if !run.status.isFinished, finishedSteps.count == rows.count {
+        if !run.status.isFinished, rows.allSatisfy(isDone) {
             let failed = rows.first { $0.status == .failed && !(definition[$0.stepID]?.continueOnFailure ?? false) }
             try await finish(run, status: failed == nil ? .succeeded : .failed,
                              error: failed.map { "step \($0.stepID) failed: \($0.error ?? "")" }, actor: nil, origin: .system, on: db)
