@@ -11,6 +11,7 @@ do {
     exit(2)
 }
 LoggingSetup.bootstrap(config)
+ConcurrencySetup.runTasksOnEventLoops()
 
 let environment = try Environment.detect()
 let app = try await Application.make(environment)

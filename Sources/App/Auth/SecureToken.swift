@@ -12,7 +12,7 @@ public enum SecureToken {
 
     /// SHA-256 as lowercase hex: what the database stores instead of the token.
     public static func hash(_ token: String) -> String {
-        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+        SHA256.hash(data: Data(token.utf8)).hexString
     }
 
     /// Constant-time comparison of two strings' bytes.

@@ -20,6 +20,10 @@ enum DatabaseSetup {
             let sqlite = DatabaseConfigurationFactory.sqlite(
                 .file(path), connectionPoolTimeout: .seconds(Int64(config.dbConnectTimeoutSeconds)), sqlLogLevel: .trace)
             app.databases.use(instrumented(sqlite, app, config), as: .sqlite)
+            // The driver pools one connection per event loop, and a transaction holds its loop's connection to the
+            // end. Write transactions get connections of their own, so reads on that loop (authentication, lists,
+            // a worker loading its job) go on beside them: WAL lets readers and the one writer work at once.
+            app.databases.use(instrumented(sqlite, app, config), as: .sqliteWriter, isDefault: false)
         case .postgres(let url):
             var postgres = try SQLPostgresConfiguration(url: url)
             postgres.coreConfiguration.options.connectTimeout = .seconds(Int64(config.dbConnectTimeoutSeconds))
@@ -43,18 +47,26 @@ enum DatabaseSetup {
     }
 
     /// SQLite keeps `synchronous` and `busy_timeout` per connection, and the driver pools exactly one connection
-    /// per event loop, so setting them once on each loop's connection covers every connection the app uses.
+    /// per event loop and database id, so setting them once on each loop's connection of both ids (reads and
+    /// write transactions) covers every connection the app uses.
     static func tuneSQLite(_ app: Application, _ config: AppConfig) async throws {
         guard case .sqlite = config.database else { return }
-        for eventLoop in app.eventLoopGroup.makeIterator() {
-            guard let db = app.databases.database(logger: app.logger, on: eventLoop) else { continue }
-            try await db.withConnection { connection in
-                let sql = connection as! any SQLDatabase
-                try await sql.raw("PRAGMA journal_mode = WAL").run()
-                try await sql.raw("PRAGMA synchronous = \(unsafeRaw: config.sqliteSynchronous.rawValue)").run()
-                try await sql.raw("PRAGMA busy_timeout = \(unsafeRaw: String(config.sqliteBusyTimeoutMilliseconds))").run()
-                try await sql.raw("PRAGMA foreign_keys = ON").run()
+        for id in [DatabaseID.sqlite, .sqliteWriter] {
+            for eventLoop in app.eventLoopGroup.makeIterator() {
+                guard let db = app.databases.database(id, logger: app.logger, on: eventLoop) else { continue }
+                try await db.withConnection { connection in
+                    let sql = connection as! any SQLDatabase
+                    try await sql.raw("PRAGMA journal_mode = WAL").run()
+                    try await sql.raw("PRAGMA synchronous = \(unsafeRaw: config.sqliteSynchronous.rawValue)").run()
+                    try await sql.raw("PRAGMA busy_timeout = \(unsafeRaw: String(config.sqliteBusyTimeoutMilliseconds))").run()
+                    try await sql.raw("PRAGMA foreign_keys = ON").run()
+                }
             }
         }
     }
+}
+
+extension DatabaseID {
+    /// SQLite's second pool, for write transactions (see `DatabaseSetup.configure`).
+    static let sqliteWriter = DatabaseID(string: "sqlite-writer")
 }

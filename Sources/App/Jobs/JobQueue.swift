@@ -26,25 +26,22 @@ struct JobQueue: Sendable {
     @discardableResult
     func enqueue(kind: String, payload: JSONValue, maxAttempts: Int? = nil, runAt: Date? = nil, groupKey: String? = nil,
                  on db: any Database) async throws -> UUID {
-        let job = Job()
+        let id = UUID()
         let now = self.now
-        job.id = UUID()
-        job.kind = kind
-        job.payload = payload.canonicalString()
-        job.status = .queued
-        job.runAt = runAt ?? now
-        job.attempts = 0
-        job.maxAttempts = maxAttempts ?? config.jobMaxAttempts
-        job.groupKey = groupKey
-        job.createdAt = now
-        job.updatedAt = now
-        try await job.create(on: db)
+        // Plain SQL rather than a Fluent model: every execution, delivery and schedule firing enqueues inside a
+        // write transaction.
+        try await (db as! any SQLDatabase).insert(into: Job.schema)
+            .columns("id", "kind", "payload", "status", "run_at", "attempts", "max_attempts", "group_key", "created_at", "updated_at")
+            .values(
+                SQLBind(id), SQLBind(kind), SQLBind(payload.canonicalString()), SQLBind(Job.Status.queued.rawValue), SQLBind(runAt ?? now),
+                SQLBind(0), SQLBind(maxAttempts ?? config.jobMaxAttempts), SQLBind(groupKey), SQLBind(now), SQLBind(now))
+            .run()
         // Other instances hear of it when the transaction commits (and not at all if it rolls back).
         if let sql = db as? any SQLDatabase, sql.dialect.name == "postgresql" {
             try await sql.raw("NOTIFY \(unsafeRaw: JobNotificationListener.channel)").run()
         }
         app.jobSignal.notify()
-        return job.id!
+        return id
     }
 
     /// Claims the oldest due job, or nil. One statement, so two workers never claim the same job.
@@ -137,6 +134,15 @@ struct JobQueue: Sendable {
     func rescueExpired() async throws -> [(id: UUID, kind: String, payload: JSONValue)] {
         let sql = app.db as! any SQLDatabase
         let now = self.now
+        // A read first: the updates take SQLite's write lock even when they change nothing.
+        let expired = try await sql.raw("""
+            SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at < \(bind: now) LIMIT 1
+            """).first()
+        guard expired != nil else { return [] }
+        return try await app.withWriteGate { try await rescue(now: now, on: sql) }
+    }
+
+    private func rescue(now: Date, on sql: any SQLDatabase) async throws -> [(id: UUID, kind: String, payload: JSONValue)] {
         try await sql.raw("""
             UPDATE jobs SET status = 'queued', run_at = \(bind: now), last_error = 'lease expired', updated_at = \(bind: now),
                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL

@@ -18,6 +18,8 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
     private var deliveriesPerEndpoint: [String: Int] = [:]
     private var endpointSlots: [String: AsyncSemaphore] = [:]
     private var deliveriesRunning = 0
+    /// Told once, at shutdown: wakes the rescue loop (which does not listen to enqueues).
+    private let stopSignal = JobSignal()
     /// At most this many deliveries talk to one endpoint at once; a few more may wait their turn in memory.
     static let deliveriesPerEndpointLimit = 4
     static let deliveriesAdmittedPerEndpoint = 8
@@ -111,7 +113,7 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
 
     private func rescueLoop(_ app: Application) async {
         while !isStopping {
-            let seen = app.jobSignal.current
+            let seen = stopSignal.current
             do {
                 for given in try await JobQueue(app: app).rescueExpired() {
                     await JobRunner(app: app).gaveUp(kind: given.kind, payload: given.payload, reason: "its worker stopped answering (lease expired) on the last attempt")
@@ -119,8 +121,9 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
             } catch {
                 app.logger.warning("Lease rescue failed: \(String(describing: error))")
             }
-            // Woken early by shutdown (and by enqueues, which makes rescue a little eager, never late).
-            await app.jobSignal.wait(after: seen, timeout: .seconds(max(1, app.appConfig.jobHeartbeatSeconds)))
+            // A lease expires only after heartbeats stopped for a while, so looking once per heartbeat interval is
+            // never late. Not on every enqueue: under load that took SQLite's write lock hundreds of times a second.
+            await stopSignal.wait(after: seen, timeout: .seconds(max(1, app.appConfig.jobHeartbeatSeconds)))
         }
     }
 
@@ -131,6 +134,7 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
         }
         guard !running.isEmpty else { return }
         application.jobSignal.notify()
+        stopSignal.notify()
         // Let running jobs finish within the grace period.
         if await waitForLoops(within: .seconds(application.appConfig.shutdownGraceSeconds)) == false {
             // Hand back what is still running (its lease token is cleared, so any late write is refused), then stop it.

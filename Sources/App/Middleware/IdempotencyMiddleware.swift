@@ -26,7 +26,7 @@ struct IdempotencyMiddleware: AsyncMiddleware {
         var digest = SHA256()
         digest.update(data: Data("\(request.method.rawValue) \(request.url.path)\n".utf8))
         if let body { digest.update(data: Data(buffer: body)) }
-        let hash = digest.finalize().map { String(format: "%02x", $0) }.joined()
+        let hash = digest.finalize().hexString
         let now = app.wallClock.now()
         let sql = request.db as! any SQLDatabase
 

@@ -197,7 +197,7 @@ struct RateLimiter: Sendable {
     /// Keys are hashed, so the store never holds emails or tokens.
     static func storageKey(policy: RateLimitPolicy, key: String) -> String {
         let digest = SHA256.hash(data: Data(key.utf8))
-        return policy.name + ":" + digest.prefix(16).map { String(format: "%02x", $0) }.joined()
+        return policy.name + ":" + digest.prefix(16).hexString
     }
 }
 

@@ -113,11 +113,13 @@ public struct ActivityRecorder: Sendable {
         return try await database.transaction { db in
             let sql = db as! any SQLDatabase
             var result = RecordedActivity()
-            if let audit {
-                result.auditSeq = try await Self.appendAudit(audit, at: at, on: sql)
+            let names = (audit == nil ? [] : [LedgerHead.audit]) + (event == nil ? [] : [LedgerHead.events])
+            let heads = try await Self.advance(names, on: sql)
+            if let audit, let head = heads[LedgerHead.audit] {
+                result.auditSeq = try await Self.appendAudit(audit, at: at, head: head, on: sql)
             }
-            if let event {
-                let (seq, id) = try await Self.appendEvent(event, at: at, on: sql)
+            if let event, let head = heads[LedgerHead.events] {
+                let (seq, id) = try await Self.appendEvent(event, at: at, seq: head.seq, on: sql)
                 result.eventSeq = seq
                 result.eventID = id
                 if sql.dialect.name == "postgresql" {
@@ -129,16 +131,30 @@ public struct ActivityRecorder: Sendable {
         }
     }
 
-    /// Takes the next number of a ledger row; the row stays locked until the transaction ends.
-    private static func advance(_ head: String, on sql: any SQLDatabase) async throws -> (seq: Int64, lastHash: String) {
-        let row = try await sql.raw("UPDATE ledger_heads SET seq = seq + 1 WHERE name = \(bind: head) RETURNING seq, last_hash")
-            .first()
-        guard let row else { throw LedgerError.missingHead(head) }
-        return (try row.decode(column: "seq", as: Int64.self), try row.decode(column: "last_hash", as: String.self))
+    /// Takes the next number of each named ledger row; the rows stay locked until the transaction ends.
+    private static func advance(_ names: [String], on sql: any SQLDatabase) async throws -> [String: (seq: Int64, lastHash: String)] {
+        guard !names.isEmpty else { return [:] }
+        var rows: [any SQLRow] = []
+        if sql.dialect.name == "sqlite" {
+            // One statement: SQLite's write lock covers the whole database, so there is no row-lock order to keep.
+            rows = try await sql.raw("UPDATE ledger_heads SET seq = seq + 1 WHERE name IN (\(binds: names)) RETURNING name, seq, last_hash").all()
+        } else {
+            // PostgreSQL locks rows in the order it meets them, which moves as rows are rewritten; one statement per
+            // row keeps every writer locking audit before events, so two writers never deadlock.
+            for name in names {
+                rows += try await sql.raw("UPDATE ledger_heads SET seq = seq + 1 WHERE name = \(bind: name) RETURNING name, seq, last_hash").all()
+            }
+        }
+        var heads: [String: (seq: Int64, lastHash: String)] = [:]
+        for row in rows {
+            heads[try row.decode(column: "name", as: String.self)] = (try row.decode(column: "seq", as: Int64.self), try row.decode(column: "last_hash", as: String.self))
+        }
+        for name in names where heads[name] == nil { throw LedgerError.missingHead(name) }
+        return heads
     }
 
-    private static func appendAudit(_ record: AuditRecord, at: Date, on sql: any SQLDatabase) async throws -> Int64 {
-        let (seq, previous) = try await advance(LedgerHead.audit, on: sql)
+    private static func appendAudit(_ record: AuditRecord, at: Date, head: (seq: Int64, lastHash: String), on sql: any SQLDatabase) async throws -> Int64 {
+        let (seq, previous) = head
         let entry = AuditChain.Entry(
             id: UUID(), seq: seq, at: at, actorID: record.actorID, actorType: record.actorType.rawValue,
             action: record.action, resourceType: record.resourceType, resourceID: record.resourceID,
@@ -160,8 +176,7 @@ public struct ActivityRecorder: Sendable {
         return seq
     }
 
-    private static func appendEvent(_ record: EventRecord, at: Date, on sql: any SQLDatabase) async throws -> (Int64, UUID) {
-        let (seq, _) = try await advance(LedgerHead.events, on: sql)
+    private static func appendEvent(_ record: EventRecord, at: Date, seq: Int64, on sql: any SQLDatabase) async throws -> (Int64, UUID) {
         let id = UUID()
         try await sql.insert(into: Event.schema)
             .columns("id", "seq", "at", "type", "actor_id", "resource_type", "resource_id", "data")
@@ -229,8 +244,7 @@ public enum AuditChain {
     }
 
     static func hash(of entry: Entry, previous: String) -> String {
-        let digest = SHA256.hash(data: Data((previous + "\n" + entry.canonical).utf8))
-        return digest.map { String(format: "%02x", $0) }.joined()
+        SHA256.hash(data: Data((previous + "\n" + entry.canonical).utf8)).hexString
     }
 
     /// Timestamps are kept to the millisecond so both databases store exactly what was hashed.

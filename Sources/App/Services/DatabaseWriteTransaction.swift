@@ -7,10 +7,13 @@ extension Database {
     /// A transaction that takes SQLite's write lock before anything else.
     ///
     /// SQLite transactions start deferred: one that reads and then writes fails with SQLITE_BUSY, without waiting,
-    /// if another connection committed in between. Writing first makes the busy timeout apply instead.
-    /// On PostgreSQL this is a plain transaction.
+    /// if another connection committed in between. Taking the lock first (`BEGIN IMMEDIATE`) makes the busy timeout
+    /// apply instead. On PostgreSQL this is a plain transaction.
     func writeTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
-        try await transaction { db in
+        if let instrumented = self as? InstrumentedDatabase, instrumented.dialect.name == "sqlite" {
+            return try await instrumented.immediateTransaction(body)
+        }
+        return try await transaction { db in
             if let sql = db as? any SQLDatabase, sql.dialect.name == "sqlite" {
                 try await sql.raw("UPDATE ledger_heads SET seq = seq WHERE 1 = 0").run()
             }
@@ -60,10 +63,15 @@ extension Application {
 
     /// A write transaction on the app's database, queued behind other writers on SQLite.
     func writeTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
-        let result = try await withWriteGate { try await self.db.writeTransaction(body) }
+        let result = try await withWriteGate { try await self.writerDatabase.writeTransaction(body) }
         // Committed: any event it wrote is readable now, so live streams need not wait for their next look.
         eventHubIfPresent?.poke()
         return result
+    }
+
+    /// Where write transactions run: SQLite's writer pool, or the one PostgreSQL pool.
+    var writerDatabase: any Database {
+        sqliteWriteGate == nil ? db : db(.sqliteWriter)
     }
 
     /// Runs a single write statement (or a few) behind the SQLite write gate.

@@ -35,9 +35,24 @@ struct ExecutionResponse: Content, Equatable {
         durationMs = execution.durationMs
     }
 
-    /// The object as event data.
+    /// The object as event data: what `JSONEncoder.api` would write, built directly (it runs inside every
+    /// transition's transaction). Absent optionals are left out, and times are RFC 3339 to the second.
     var json: JSONValue {
-        (try? JSONDecoder.api.decode(JSONValue.self, from: JSONEncoder.api.encode(self))) ?? .null
+        var object: [String: JSONValue] = [
+            "id": .string(id.uuidString), "skillId": .string(skillId.uuidString), "userId": .string(userId.uuidString),
+            "status": .string(status), "progress": .number(Double(progress)), "input": input, "attempt": .number(Double(attempt)),
+            "queuedAt": .string(Self.timestamp(queuedAt)),
+        ]
+        if let output { object["output"] = output }
+        if let error { object["error"] = .string(error) }
+        if let startedAt { object["startedAt"] = .string(Self.timestamp(startedAt)) }
+        if let finishedAt { object["finishedAt"] = .string(Self.timestamp(finishedAt)) }
+        if let durationMs { object["durationMs"] = .number(Double(durationMs)) }
+        return .object(object)
+    }
+
+    private static func timestamp(_ date: Date) -> String {
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: false))
     }
 }
 
@@ -90,12 +105,23 @@ struct ExecutionService: Sendable {
     }
 
     /// Writes a prepared execution with its job, history line, event and audit entry, inside the caller's transaction.
+    /// Plain SQL rather than Fluent's `create`: this runs behind SQLite's write gate on every execution, and model
+    /// reflection there costs more than the statements.
     func insert(_ execution: Execution, caller: AuthenticatedCaller, origin: RequestOrigin, on db: any Database) async throws {
-        execution.jobID = try await JobQueue(app: app).enqueue(kind: Self.runKind, payload: ["executionId": .string(execution.id!.uuidString)], on: db)
-        try await execution.create(on: db)
         let sql = db as! any SQLDatabase
+        let executionID = try execution.requireID()
+        execution.jobID = try await JobQueue(app: app).enqueue(kind: Self.runKind, payload: ["executionId": .string(executionID.uuidString)], on: db)
+        try await sql.insert(into: Execution.schema)
+            .columns("id", "queued_at", "skill_id", "user_id", "status", "progress", "input", "attempt", "cancel_requested", "job_id")
+            .values(
+                SQLBind(executionID), SQLBind(execution.queuedAt), SQLBind(execution.skillID), SQLBind(execution.$user.id),
+                SQLBind(execution.status.rawValue), SQLBind(execution.progress), SQLBind(execution.input), SQLBind(execution.attempt),
+                SQLBind(execution.cancelRequested), SQLBind(execution.jobID))
+            .run()
+        execution.$id.exists = true
         try await sql.raw("UPDATE skills SET execution_count = execution_count + 1 WHERE id = \(bind: execution.skillID)").run()
-        try await transition(execution, to: .queued, message: "queued", actor: caller.user.id, actorType: caller.actorType, origin: origin, on: db)
+        try await writeHistory(execution, level: "info", message: "queued", progress: nil, ordinal: 1, on: sql)
+        try await recordActivity(execution, actor: caller.user.id, actorType: caller.actorType, origin: origin, on: db)
     }
 
     // MARK: - Read
@@ -188,6 +214,8 @@ struct ExecutionService: Sendable {
     // MARK: - Transitions (used by the workers too)
 
     /// Sets the status and writes the history line, the `execution.<status>` event and the audit entry.
+    /// The row's changeable columns are written from `execution` in one statement; progress only ever rises (an
+    /// HTTP runner may have moved it past what this copy holds).
     func transition(_ execution: Execution, to status: Execution.Status, message: String, level: String = "info",
                     actor: UUID? = nil, actorType: ActorType = .system, origin: RequestOrigin = .system, on db: any Database) async throws {
         execution.status = status
@@ -195,8 +223,23 @@ struct ExecutionService: Sendable {
             execution.finishedAt = execution.finishedAt ?? now
             execution.durationMs = Int64(((execution.finishedAt ?? now).timeIntervalSince(started) * 1000).rounded())
         }
-        if execution.$id.exists { try await execution.save(on: db) }
+        let sql = db as! any SQLDatabase
+        try await sql.raw("""
+            UPDATE executions SET status = \(bind: status.rawValue),
+                progress = CASE WHEN progress > \(bind: execution.progress) THEN progress ELSE \(bind: execution.progress) END,
+                output = \(bind: execution.output), error = \(bind: execution.error), attempt = \(bind: execution.attempt),
+                started_at = \(bind: execution.startedAt), finished_at = \(bind: execution.finishedAt), duration_ms = \(bind: execution.durationMs)
+            WHERE id = \(bind: try execution.requireID())
+            """).run()
         try await record(execution, level: level, message: message, on: db)
+        try await recordActivity(execution, actor: actor, actorType: actorType, origin: origin, on: db)
+        // A step of a workflow run: its run looks again, once this transaction commits.
+        if status.isFinished { try await WorkflowRunService.executionFinished(execution, app: app, on: db) }
+    }
+
+    /// The `execution.<status>` event and audit entry for the execution's current status.
+    private func recordActivity(_ execution: Execution, actor: UUID?, actorType: ActorType, origin: RequestOrigin, on db: any Database) async throws {
+        let status = execution.status
         let id = try execution.requireID().uuidString.lowercased()
         try await app.activityRecorder.record(
             audit: AuditRecord(action: "execution.\(status.rawValue)", actorID: actor ?? execution.$user.id,
@@ -206,24 +249,21 @@ struct ExecutionService: Sendable {
             event: EventRecord(type: "execution.\(status.rawValue)", actorID: actor ?? execution.$user.id, resourceType: "execution",
                                resourceID: id, data: ExecutionResponse(execution).json),
             on: db)
-        // A step of a workflow run: its run looks again, once this transaction commits.
-        if status.isFinished { try await WorkflowRunService.executionFinished(execution, app: app, on: db) }
     }
 
+    /// Appends a history line; its ordinal is the next after the execution's last, in the same statement.
     func record(_ execution: Execution, level: String, message: String, progress: Int? = nil, on db: any Database) async throws {
+        try await writeHistory(execution, level: level, message: message, progress: progress, ordinal: nil, on: db as! any SQLDatabase)
+    }
+
+    private func writeHistory(_ execution: Execution, level: String, message: String, progress: Int?, ordinal: Int?,
+                              on sql: any SQLDatabase) async throws {
         let executionID = try execution.requireID()
-        let sql = db as! any SQLDatabase
-        let last = try await sql.raw("SELECT coalesce(max(ordinal), 0) AS last FROM execution_history WHERE execution_id = \(bind: executionID)")
-            .first()?.decode(column: "last", as: Int.self) ?? 0
-        let entry = ExecutionHistoryEntry()
-        entry.id = UUID()
-        entry.ordinal = last + 1
-        entry.$execution.id = executionID
-        entry.at = now
-        entry.level = level
-        entry.message = String(message.prefix(2000))
-        entry.progress = progress
-        try await entry.create(on: db)
+        let position: SQLQueryString = ordinal.map { "\(bind: $0)" }
+            ?? "(SELECT coalesce(max(ordinal), 0) + 1 FROM execution_history WHERE execution_id = \(bind: executionID))"
+        let insert: SQLQueryString = "INSERT INTO execution_history (id, execution_id, ordinal, at, level, message, progress) VALUES ("
+        try await sql.raw(insert + "\(bind: UUID()), \(bind: executionID), " + position
+            + ", \(bind: now), \(bind: level), \(bind: String(message.prefix(2000))), \(bind: progress))").run()
     }
 
     /// Progress from an HTTP runner: only while running, and never backwards. Returns the progress now stored.

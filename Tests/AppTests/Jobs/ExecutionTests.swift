@@ -78,6 +78,47 @@ struct ExecutionTests {
             #expect(events == ["execution.queued", "execution.running", "execution.progress", "execution.succeeded"])
             #expect(try await AuditLog.query(on: app.db).filter(\.$action == "execution.succeeded").count() == 1)
             #expect(try await SkillService(app: app).find("echo").executionCount == 1)
+
+            // Each transition's event carries the execution as the API shows it at that moment.
+            let body = try JSONDecoder().decode(JSONValue.self, from: Data((try await send(app, .GET, "/api/v1/executions/\(execution.id)", token: token)).body.readableBytesView))
+            let succeeded = try #require(try await Event.query(on: app.db).filter(\.$resourceID == execution.id.uuidString.lowercased())
+                .filter(\.$type == "execution.succeeded").first())
+            #expect(JSONValue.parse(succeeded.data) == body)
+            let queued = try #require(try await Event.query(on: app.db).filter(\.$resourceID == execution.id.uuidString.lowercased())
+                .filter(\.$type == "execution.queued").first())
+            let queuedBody = try JSONDecoder().decode(JSONValue.self, from: Data(created.body.readableBytesView))
+            #expect(JSONValue.parse(queued.data) == queuedBody)
+        }
+    }
+
+    @Test("A read is not held up by a write transaction in progress")
+    func readsBesideWrites() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            let opened = AsyncStream<Void>.makeStream()
+            let release = AsyncStream<Void>.makeStream()
+            // A write transaction that has written and stays open until the reads are done.
+            let writer = Task {
+                try await app.writeTransaction { db in
+                    try await (db as! any SQLDatabase).raw("UPDATE skills SET execution_count = execution_count + 1 WHERE slug = 'echo'").run()
+                    opened.continuation.yield()
+                    for await _ in release.stream { break }
+                }
+            }
+            for await _ in opened.stream { break }
+            // Several reads on every event loop: none waits for the writer to commit.
+            let started = ContinuousClock.now
+            for _ in 0..<8 {
+                let me = try await send(app, .GET, "/api/v1/auth/me", token: token)
+                #expect(me.status == .ok)
+                let skills = try await send(app, .GET, "/api/v1/skills?limit=5", token: token)
+                #expect(skills.status == .ok)
+            }
+            #expect(ContinuousClock.now - started < .seconds(5))
+            release.continuation.yield()
+            try await writer.value
+            #expect(try await SkillService(app: app).find("echo").executionCount == 1)
         }
     }
 
