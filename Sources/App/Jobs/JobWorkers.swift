@@ -108,6 +108,8 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
                 self.deliveriesRunning -= 1
                 _ = self.inFlight.removeValue(forKey: job.id)
             }
+            // The endpoint has room again: idle loops may claim its next delivery now rather than after back-off.
+            app.jobSignal.notify()
         }
     }
 
@@ -161,19 +163,11 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
 struct JobRunner: Sendable {
     let app: Application
 
-    /// Runs the job; with `slots`, first waits for one (the lease is kept alive meanwhile) and frees it after.
+    /// Runs the job. `slots` (webhook deliveries) bounds the requests in flight to one endpoint: the delivery waits
+    /// for a slot around its request only (the lease is kept alive meanwhile), not around its database work.
     func run(_ job: ClaimedJob, waitingFor slots: AsyncSemaphore? = nil) async {
         let queue = JobQueue(app: app)
-        let work = Task {
-            if let slots {
-                await slots.acquire()
-                defer { slots.release() }
-                try Task.checkCancellation()
-                try await handle(job)
-            } else {
-                try await handle(job)
-            }
-        }
+        let work = Task { try await handle(job, slots: slots) }
         let heartbeat = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(max(1, app.appConfig.jobHeartbeatSeconds)))
@@ -206,13 +200,13 @@ struct JobRunner: Sendable {
     }
 
     /// Runs the job's handler, timed by kind for `/metrics` whatever its outcome.
-    private func handle(_ job: ClaimedJob) async throws {
+    private func handle(_ job: ClaimedJob, slots: AsyncSemaphore?) async throws {
         let started = ContinuousClock.now
         defer { app.metrics.recordJobRun(kind: job.kind, duration: ContinuousClock.now - started) }
         switch job.kind {
         case ExecutionService.runKind: try await ExecutionJobs(app: app).run(job)
         case ExecutionService.rollbackKind: try await ExecutionJobs(app: app).rollback(job)
-        case WebhookService.deliverKind: try await WebhookDeliverer(app: app).deliver(job)
+        case WebhookService.deliverKind: try await WebhookDeliverer(app: app).deliver(job, slots: slots)
         case ScheduleService.fireKind: try await ScheduleService(app: app).runFire(job)
         case MaintenanceTasks.runKind: try await MaintenanceTasks(app: app).run(job)
         case WorkflowRunService.advanceKind: try await WorkflowRunService(app: app).advance(job)

@@ -16,7 +16,8 @@ struct WebhookDeliverer: Sendable {
 
     private var now: Date { app.wallClock.now() }
 
-    func deliver(_ job: ClaimedJob) async throws {
+    /// `slots`, when given, bounds the requests in flight to this endpoint; one is held around the request only.
+    func deliver(_ job: ClaimedJob, slots: AsyncSemaphore? = nil) async throws {
         let queue = JobQueue(app: app)
         guard case .object(let fields) = job.payload, let raw = fields["deliveryId"]?.stringValue, let id = UUID(uuidString: raw),
               let delivery = try await WebhookDelivery.query(on: app.db).filter(\.$id == id).with(\.$webhook).first()
@@ -57,6 +58,10 @@ struct WebhookDeliverer: Sendable {
         headers["webhook-signature"] = signatures.joined(separator: " ")
         headers["Content-Type"] = "application/json"
 
+        if let slots {
+            await slots.acquire()
+            if Task.isCancelled { slots.release(); throw CancellationError() }
+        }
         let started = ContinuousClock.now
         var answeredStatus: Int?
         var failure: String?
@@ -75,6 +80,7 @@ struct WebhookDeliverer: Sendable {
         } catch let other {
             failure = String(describing: other).prefix(300).description
         }
+        slots?.release()
         let status = answeredStatus, error = failure, body = answeredBody, retryAfter = retryAfterSeconds
         let elapsed = ContinuousClock.now - started
         let durationMs = Int64(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
@@ -82,16 +88,13 @@ struct WebhookDeliverer: Sendable {
         let gone = status == 410
 
         try await settle(job) { db in
-            let record = WebhookAttempt()
-            record.id = UUID()
-            record.$delivery.id = try delivery.requireID()
-            record.attempt = attempt
-            record.at = now
-            record.responseStatus = status
-            record.durationMs = durationMs
-            record.error = error
-            record.responseBody = body
-            try await record.create(on: db)
+            // Plain SQL for the attempt and the delivery: this runs behind SQLite's write gate for every attempt.
+            let sql = db as! any SQLDatabase
+            try await sql.insert(into: WebhookAttempt.schema)
+                .columns("id", "delivery_id", "attempt", "at", "response_status", "duration_ms", "error", "response_body")
+                .values(SQLBind(UUID()), SQLBind(try delivery.requireID()), SQLBind(attempt), SQLBind(now), SQLBind(status),
+                        SQLBind(durationMs), SQLBind(error), SQLBind(body))
+                .run()
 
             delivery.attempt = attempt
             delivery.responseStatus = status
@@ -125,7 +128,12 @@ struct WebhookDeliverer: Sendable {
                     delivery.nextAttemptAt = nil
                 }
             }
-            try await delivery.save(on: db)
+            try await sql.raw("""
+                UPDATE webhook_deliveries SET status = \(bind: delivery.status.rawValue), attempt = \(bind: attempt),
+                    next_attempt_at = \(bind: delivery.nextAttemptAt), response_status = \(bind: status), duration_ms = \(bind: durationMs),
+                    error = \(bind: error), response_body = \(bind: body), updated_at = \(bind: now)
+                WHERE id = \(bind: try delivery.requireID())
+                """).run()
         }
         let outcome = switch delivery.status {
         case .succeeded: "succeeded"

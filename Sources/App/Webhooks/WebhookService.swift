@@ -279,7 +279,13 @@ struct WebhookService: Sendable {
         delivery.nextAttemptAt = now
         delivery.createdAt = now
         delivery.updatedAt = now
-        try await delivery.create(on: db)
+        // Plain SQL: the dispatcher writes one of these per matching subscription, behind SQLite's write gate.
+        try await (db as! any SQLDatabase).insert(into: WebhookDelivery.schema)
+            .columns("id", "webhook_id", "event_id", "event_type", "payload", "status", "attempt", "next_attempt_at", "created_at", "updated_at")
+            .values(SQLBind(delivery.id!), SQLBind(try hook.requireID()), SQLBind(eventID), SQLBind(eventType), SQLBind(payload),
+                    SQLBind(delivery.status.rawValue), SQLBind(0), SQLBind(delivery.nextAttemptAt), SQLBind(delivery.createdAt), SQLBind(delivery.updatedAt))
+            .run()
+        delivery.$id.exists = true
         try await JobQueue(app: app).enqueue(kind: Self.deliverKind, payload: [
             "deliveryId": .string(delivery.id!.uuidString), "webhookId": .string(hook.id!.uuidString),
         ], maxAttempts: 3, groupKey: hook.id!.uuidString, on: db)
