@@ -143,11 +143,14 @@ struct JobQueue: Sendable {
     }
 
     private func rescue(now: Date, on sql: any SQLDatabase) async throws -> [(id: UUID, kind: String, payload: JSONValue)] {
-        try await sql.raw("""
+        let requeued = try await sql.raw("""
             UPDATE jobs SET status = 'queued', run_at = \(bind: now), last_error = 'lease expired', updated_at = \(bind: now),
                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
             WHERE status = 'running' AND lease_expires_at < \(bind: now) AND attempts < max_attempts
-            """).run()
+            RETURNING id
+            """).all()
+        // Idle workers here take them at once rather than at their next poll.
+        if !requeued.isEmpty { app.jobSignal.notify() }
         let failed = try await sql.raw("""
             UPDATE jobs SET status = 'failed', last_error = 'lease expired after the last attempt', finished_at = \(bind: now),
                 updated_at = \(bind: now), lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL

@@ -384,6 +384,27 @@ struct JobQueueTests {
         }
     }
 
+    @Test("Running workers rescue a job whose worker died, with nothing new enqueued, and run it again")
+    func workersRescueOnTheirOwn() async throws {
+        try await withTestApp(environment: ["STEWARD_JOB_HEARTBEAT_SECONDS": "1"]) { app in
+            let (_, clock) = app.useTestDoubles()
+            let token = try await executor(app)
+            let execution = try await start(app, token, skill: "echo")
+            _ = try #require(try await JobQueue(app: app).claim(worker: "dead-worker"))
+            app.jobWorkers.start(app, count: 1)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await fetch(app, token, execution.id).status == "queued", "the lease is still held")
+            clock.advance(by: 31)
+            var done = try await fetch(app, token, execution.id)
+            for _ in 0..<100 where done.status != "succeeded" {
+                try await Task.sleep(for: .milliseconds(50))
+                done = try await fetch(app, token, execution.id)
+            }
+            #expect(done.status == "succeeded")
+            #expect(done.attempt == 2)
+        }
+    }
+
     @Test("A lease expiring on the last attempt fails the execution")
     func leaseGivesUp() async throws {
         try await withTestApp(environment: ["STEWARD_JOB_MAX_ATTEMPTS": "1"]) { app in
