@@ -45,6 +45,22 @@ bench_start_server() {
   echo "server did not become ready; log:" >&2; cat "$BENCH_DIR/server.log" >&2; return 1
 }
 
+# bench_restart_server BIN [ENV=VALUE...]: stops the server and starts it again on the same data directory and a
+# new port, with the extra environment; updates BENCH_PID and BENCH_URL.
+bench_restart_server() {
+  local bin=$1; shift
+  kill "$BENCH_PID" 2>/dev/null && wait "$BENCH_PID" 2>/dev/null
+  local port; port=$(bench_free_port)
+  BENCH_URL="http://127.0.0.1:$port"
+  env "$@" STEWARD_DATA_DIR="$BENCH_DIR" STEWARD_PORT="$port" STEWARD_LOG_LEVEL=warning "$bin" serve >> "$BENCH_DIR/server.log" 2>&1 &
+  BENCH_PID=$!
+  for _ in $(seq 1 300); do
+    curl -fs "$BENCH_URL/health/ready" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server did not become ready after the restart; log:" >&2; cat "$BENCH_DIR/server.log" >&2; return 1
+}
+
 bench_stop_server() {
   [ -n "${BENCH_PID:-}" ] && kill "$BENCH_PID" 2>/dev/null && wait "$BENCH_PID" 2>/dev/null
   [ -n "${BENCH_DIR:-}" ] && rm -rf "$BENCH_DIR"

@@ -172,6 +172,8 @@ if result["executions"]:
     lines.append(row("POST /api/v1/executions (echo)", dict(e["create"], peakRssKB=e.get("peakRssKB", 0)),
                      f"≥ 1,500/s: {verdict(e['create']['requestsPerSecond'] >= 1500)}"))
     lines.append(f"| end-to-end echo completions | {e['endToEnd']['perSecond']:,} | | | {e['endToEnd']['notSucceeded']} | | ≥ 500/s: {verdict(e['endToEnd']['perSecond'] >= 500)} |")
+    if "drainAlone" in e:
+        lines.append(f"| workers alone: a backlog drained with no API traffic | {e['drainAlone']['perSecond']:,} | | | | | recorded |")
     q = e["queuedToStartedAt50PerSecond"]
     lines.append(f"| queued → started at 50/s | 50 | {q['p50Ms']} | {q['p99Ms']} | | | p99 < 100 ms: {verdict(q['p99Ms'] < 100)} |")
 if result["webhooks"]:
