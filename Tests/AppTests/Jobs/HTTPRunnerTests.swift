@@ -150,6 +150,15 @@ struct HTTPRunnerTests {
             #expect(try await report(20, with: callback) == .accepted)
             #expect(try await report(140, with: callback) == .unprocessableEntity)
             #expect(try await Execution.find(execution.id, on: app.db)?.progress == 40)
+
+            // The worker's copy was read before the callbacks (progress 0); ending the run keeps the 40.
+            stored.error = "the runner gave up"
+            try await app.writeTransaction { db in
+                try await ExecutionService(app: app).transition(stored, to: .failed, message: "failed", level: "error", on: db)
+            }
+            let ended = try await fetch(app, token, execution.id)
+            #expect(ended.status == "failed")
+            #expect(ended.progress == 40)
         }
     }
 
