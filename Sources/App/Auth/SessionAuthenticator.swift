@@ -126,12 +126,15 @@ struct RequirePermission: AsyncMiddleware {
     func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
         let caller = try request.caller
         guard caller.can(permission) else {
-            try await request.application.activityRecorder.record(audit: AuditRecord(
+            let app = request.application
+            let record = AuditRecord(
                 action: "authz.denied", actorID: caller.user.id, actorType: caller.actorType,
                 resourceType: "route", resourceID: request.route.map { "\($0.method.rawValue) /" + $0.path.map(\.description).joined(separator: "/") },
                 outcome: .failure, origin: request.origin,
-                details: ["permission": .string(permission.rawValue), "apiKeyId": caller.apiKey?.id.map { .string($0.uuidString.lowercased()) } ?? .null]),
-                on: request.db)
+                details: ["permission": .string(permission.rawValue), "apiKeyId": caller.apiKey?.id.map { .string($0.uuidString.lowercased()) } ?? .null])
+            // Through the write gate like every other write, so a burst of refused requests queues instead of
+            // contending for SQLite's lock with the writer.
+            try await app.writeTransaction { db in _ = try await app.activityRecorder.record(audit: record, on: db) }
             throw AccessError.missingPermission(permission)
         }
         return try await next.respond(to: request)
