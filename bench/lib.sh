@@ -38,6 +38,11 @@ bench_start_server() {
     STEWARD_ADMIN_EMAIL=bench@example.com STEWARD_ADMIN_PASSWORD=Bench-Password-42 \
     "$1" serve > "$BENCH_DIR/server.log" 2>&1 &
   BENCH_PID=$!
+  bench_wait_ready
+}
+
+# bench_wait_ready: waits up to 30 s for /health/ready at BENCH_URL; prints the server log if it never answers.
+bench_wait_ready() {
   for _ in $(seq 1 300); do
     curl -fs "$BENCH_URL/health/ready" >/dev/null 2>&1 && return 0
     sleep 0.1
@@ -54,11 +59,7 @@ bench_restart_server() {
   BENCH_URL="http://127.0.0.1:$port"
   env "$@" STEWARD_DATA_DIR="$BENCH_DIR" STEWARD_PORT="$port" STEWARD_LOG_LEVEL=warning "$bin" serve >> "$BENCH_DIR/server.log" 2>&1 &
   BENCH_PID=$!
-  for _ in $(seq 1 300); do
-    curl -fs "$BENCH_URL/health/ready" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "server did not become ready after the restart; log:" >&2; cat "$BENCH_DIR/server.log" >&2; return 1
+  bench_wait_ready
 }
 
 bench_stop_server() {
