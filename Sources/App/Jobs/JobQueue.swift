@@ -30,14 +30,15 @@ struct JobQueue: Sendable {
         let now = self.now
         // Plain SQL rather than a Fluent model: every execution, delivery and schedule firing enqueues inside a
         // write transaction.
-        try await (db as! any SQLDatabase).insert(into: Job.schema)
+        let sql = db as! any SQLDatabase
+        try await sql.insert(into: Job.schema)
             .columns("id", "kind", "payload", "status", "run_at", "attempts", "max_attempts", "group_key", "created_at", "updated_at")
             .values(
                 SQLBind(id), SQLBind(kind), SQLBind(payload.canonicalString()), SQLBind(Job.Status.queued.rawValue), SQLBind(runAt ?? now),
                 SQLBind(0), SQLBind(maxAttempts ?? config.jobMaxAttempts), SQLBind(groupKey), SQLBind(now), SQLBind(now))
             .run()
         // Other instances hear of it when the transaction commits (and not at all if it rolls back).
-        if let sql = db as? any SQLDatabase, sql.dialect.name == "postgresql" {
+        if sql.dialect.name == "postgresql" {
             try await sql.raw("NOTIFY \(unsafeRaw: JobNotificationListener.channel)").run()
         }
         app.jobSignal.notify()

@@ -13,12 +13,7 @@ extension Database {
         if let instrumented = self as? InstrumentedDatabase, instrumented.dialect.name == "sqlite" {
             return try await instrumented.immediateTransaction(body)
         }
-        return try await transaction { db in
-            if let sql = db as? any SQLDatabase, sql.dialect.name == "sqlite" {
-                try await sql.raw("UPDATE ledger_heads SET seq = seq WHERE 1 = 0").run()
-            }
-            return try await body(db)
-        }
+        return try await transaction(body)
     }
 }
 
