@@ -124,7 +124,7 @@ extension AppConfig {
         .init(name: "STEWARD_MAX_BODY_SIZE", defaultValue: "1mb", meaning: "Largest request body accepted (bytes, or with kb/mb suffix); larger gets 413."),
         .init(name: "STEWARD_CORS_ORIGINS", defaultValue: "(empty: no cross-origin access)", meaning: "Comma-separated allowed origins, or * for any."),
         .init(name: "STEWARD_DB_POOL_MAX", defaultValue: "10", meaning: "PostgreSQL: most open connections per process."),
-        .init(name: "STEWARD_DB_CONNECT_TIMEOUT", defaultValue: "10", meaning: "PostgreSQL: seconds to wait for a connection."),
+        .init(name: "STEWARD_DB_CONNECT_TIMEOUT", defaultValue: "10", meaning: "Seconds to wait for a database connection (PostgreSQL connect, and a free pooled connection on both)."),
         .init(name: "STEWARD_SLOW_QUERY_MS", defaultValue: "500", meaning: "Statements slower than this many milliseconds are logged as warnings with their redacted SQL (0 turns the log off)."),
         .init(name: "STEWARD_METRICS_TOKEN", defaultValue: "(unset: /metrics is open)", meaning: "When set (16-4096 characters), GET /metrics needs `Authorization: Bearer <token>`."),
         .init(name: "STEWARD_SQLITE_SYNCHRONOUS", defaultValue: "full", meaning: "SQLite durability: full (no acknowledged write is lost on power loss) or normal (faster; the last commits may be lost on power loss, never corrupted)."),

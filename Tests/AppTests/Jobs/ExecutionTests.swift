@@ -93,7 +93,9 @@ struct ExecutionTests {
 
     @Test("A read is not held up by a write transaction in progress")
     func readsBesideWrites() async throws {
-        try await withTestApp { app in
+        // A read that waited for the writer would wait out the pool timeout (3 s here) and answer 500. The check is on
+        // the answers, not on a stopwatch: under a loaded CI machine sixteen reads can take seconds without waiting.
+        try await withTestApp(environment: ["STEWARD_DB_CONNECT_TIMEOUT": "3"]) { app in
             app.useTestDoubles()
             let token = try await executor(app)
             let opened = AsyncStream<Void>.makeStream()
@@ -108,14 +110,12 @@ struct ExecutionTests {
             }
             for await _ in opened.stream { break }
             // Several reads on every event loop: none waits for the writer to commit.
-            let started = ContinuousClock.now
             for _ in 0..<8 {
                 let me = try await send(app, .GET, "/api/v1/auth/me", token: token)
                 #expect(me.status == .ok)
                 let skills = try await send(app, .GET, "/api/v1/skills?limit=5", token: token)
                 #expect(skills.status == .ok)
             }
-            #expect(ContinuousClock.now - started < .seconds(5))
             release.continuation.yield()
             try await writer.value
             #expect(try await SkillService(app: app).find("echo").executionCount == 1)
