@@ -10,7 +10,7 @@ public func configure(_ app: Application, config: AppConfig) async throws {
     try DatabaseSetup.configure(app, config)
     app.migrations.add(AppMigrations.all)
     try await DatabaseSetup.tuneSQLite(app, config)
-    if case .sqlite = config.database { app.sqliteWriteGate = WriteGate() }
+    try await DatabaseSetup.openSQLiteWriter(app, config)
     app.keyMaterial = try await KeyMaterial.load(app, config)
     BackgroundWork.configure(app)
     HTTPSetup.configure(app, config)

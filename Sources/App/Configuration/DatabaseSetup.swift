@@ -19,11 +19,9 @@ enum DatabaseSetup {
             }
             let sqlite = DatabaseConfigurationFactory.sqlite(
                 .file(path), connectionPoolTimeout: .seconds(Int64(config.dbConnectTimeoutSeconds)), sqlLogLevel: .trace)
+            // Reads. Write transactions run on a connection of their own (`SQLiteWriter`, opened in
+            // `openSQLiteWriter`), so reads on any loop go on beside them: WAL lets readers and the one writer work at once.
             app.databases.use(instrumented(sqlite, app, config), as: .sqlite)
-            // The driver pools one connection per event loop, and a transaction holds its loop's connection to the
-            // end. Write transactions get connections of their own, so reads on that loop (authentication, lists,
-            // a worker loading its job) go on beside them: WAL lets readers and the one writer work at once.
-            app.databases.use(instrumented(sqlite, app, config), as: .sqliteWriter, isDefault: false)
         case .postgres(let url):
             var postgres = try SQLPostgresConfiguration(url: url)
             postgres.coreConfiguration.options.connectTimeout = .seconds(Int64(config.dbConnectTimeoutSeconds))
@@ -42,31 +40,51 @@ enum DatabaseSetup {
 
     /// Every statement is timed for `/metrics`, and logged when slower than `STEWARD_SLOW_QUERY_MS`.
     private static func instrumented(_ factory: DatabaseConfigurationFactory, _ app: Application, _ config: AppConfig) -> any DatabaseConfiguration {
+        return InstrumentedDatabaseConfiguration(base: factory.make(), observer: queryObserver(app, config))
+    }
+
+    private static func queryObserver(_ app: Application, _ config: AppConfig) -> QueryObserver {
         let threshold = config.slowQueryMilliseconds > 0 ? Duration.milliseconds(config.slowQueryMilliseconds) : nil
-        return InstrumentedDatabaseConfiguration(base: factory.make(), observer: QueryObserver(metrics: app.metrics, slowThreshold: threshold))
+        return QueryObserver(metrics: app.metrics, slowThreshold: threshold)
+    }
+
+    /// SQLite: opens the write transactions' connection, with the write gate in front of it, and closes it when
+    /// the app shuts down (after the workers and loops that write, whose handlers are registered later).
+    static func openSQLiteWriter(_ app: Application, _ config: AppConfig) async throws {
+        guard case .sqlite(let path) = config.database else { return }
+        app.sqliteWriteGate = WriteGate()
+        app.sqliteWriter = try await SQLiteWriter.open(
+            path: path, busyTimeoutMilliseconds: config.sqliteBusyTimeoutMilliseconds, synchronous: config.sqliteSynchronous.rawValue,
+            configuration: app.databases.configuration(for: .sqlite)!, logger: app.logger,
+            pageSizeLimit: app.fluent.pagination.pageSizeLimit, observer: queryObserver(app, config))
+        app.lifecycle.use(SQLiteWriterLifecycle())
     }
 
     /// SQLite keeps `synchronous` and `busy_timeout` per connection, and the driver pools exactly one connection
-    /// per event loop and database id, so setting them once on each loop's connection of both ids (reads and
-    /// write transactions) covers every connection the app uses.
+    /// per event loop, so setting them once on each loop's connection covers every read connection the app uses.
+    /// (The writer's connection sets its own.)
     static func tuneSQLite(_ app: Application, _ config: AppConfig) async throws {
         guard case .sqlite = config.database else { return }
-        for id in [DatabaseID.sqlite, .sqliteWriter] {
-            for eventLoop in app.eventLoopGroup.makeIterator() {
-                guard let db = app.databases.database(id, logger: app.logger, on: eventLoop) else { continue }
-                try await db.withConnection { connection in
-                    let sql = connection as! any SQLDatabase
-                    try await sql.raw("PRAGMA journal_mode = WAL").run()
-                    try await sql.raw("PRAGMA synchronous = \(unsafeRaw: config.sqliteSynchronous.rawValue)").run()
-                    try await sql.raw("PRAGMA busy_timeout = \(unsafeRaw: String(config.sqliteBusyTimeoutMilliseconds))").run()
-                    try await sql.raw("PRAGMA foreign_keys = ON").run()
-                }
+        for eventLoop in app.eventLoopGroup.makeIterator() {
+            guard let db = app.databases.database(.sqlite, logger: app.logger, on: eventLoop) else { continue }
+            try await db.withConnection { connection in
+                let sql = connection as! any SQLDatabase
+                try await sql.raw("PRAGMA journal_mode = WAL").run()
+                try await sql.raw("PRAGMA synchronous = \(unsafeRaw: config.sqliteSynchronous.rawValue)").run()
+                try await sql.raw("PRAGMA busy_timeout = \(unsafeRaw: String(config.sqliteBusyTimeoutMilliseconds))").run()
+                try await sql.raw("PRAGMA foreign_keys = ON").run()
             }
         }
     }
 }
 
-extension DatabaseID {
-    /// SQLite's second pool, for write transactions (see `DatabaseSetup.configure`).
-    static let sqliteWriter = DatabaseID(string: "sqlite-writer")
+/// Closes the SQLite writer when the app stops.
+final class SQLiteWriterLifecycle: LifecycleHandler {
+    func shutdownAsync(_ application: Application) async {
+        await application.sqliteWriter?.close()
+    }
+
+    func shutdown(_ application: Application) {
+        application.sqliteWriter?.closeBlocking()
+    }
 }

@@ -48,11 +48,11 @@ struct JobQueue: Sendable {
     /// Claims the oldest due job, or nil. One statement, so two workers never claim the same job.
     /// `skipping` names groups this worker cannot run now; `skippingKind` a kind it cannot take at all.
     func claim(worker: String, skipping groups: [String] = [], skippingKind: String? = nil) async throws -> ClaimedJob? {
-        let sql = app.db as! any SQLDatabase
+        let dialect = (app.db as! any SQLDatabase).dialect.name
         let now = self.now
         let token = UUID()
         let expires = now.addingTimeInterval(TimeInterval(config.jobLeaseSeconds))
-        var lock: SQLQueryString = sql.dialect.name == "postgresql" ? " FOR UPDATE SKIP LOCKED" : ""
+        var lock: SQLQueryString = dialect == "postgresql" ? " FOR UPDATE SKIP LOCKED" : ""
         var filters: SQLQueryString = ""
         if !groups.isEmpty {
             filters = " AND (group_key IS NULL OR group_key NOT IN (\(binds: groups)))"
@@ -61,13 +61,14 @@ struct JobQueue: Sendable {
             filters = filters + " AND kind != \(bind: skippingKind)"
         }
         lock = filters + " ORDER BY run_at, created_at LIMIT 1" + lock
-        let row = try await app.withWriteGate { try await sql.raw("""
+        let claim: SQLQueryString = """
             UPDATE jobs SET status = 'running', lease_owner = \(bind: worker), lease_token = \(bind: token),
                 lease_expires_at = \(bind: expires), attempts = attempts + 1, updated_at = \(bind: now)
             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= \(bind: now)\(lock))
               AND status = 'queued'
             RETURNING id, kind, payload, attempts, max_attempts
-            """).first() }
+            """
+        let row = try await app.writeStatements { sql in try await sql.raw(claim).first() }
         guard let row else { return nil }
         return ClaimedJob(
             id: try row.decode(column: "id", as: UUID.self), kind: try row.decode(column: "kind", as: String.self),
@@ -120,9 +121,8 @@ struct JobQueue: Sendable {
     /// Hands a job back without counting the attempt (shutdown, or an endpoint at its limit), to run again
     /// after `delay` seconds.
     func release(_ job: ClaimedJob, after delay: TimeInterval = 0) async throws {
-        let sql = app.db as! any SQLDatabase
         let runAt = now.addingTimeInterval(delay)
-        try await app.withWriteGate {
+        try await app.writeStatements { sql in
             try await sql.raw("""
                 UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = \(bind: runAt), lease_owner = NULL, lease_token = NULL,
                     lease_expires_at = NULL WHERE id = \(bind: job.id) AND lease_token = \(bind: job.token) AND status = 'running'
@@ -140,7 +140,7 @@ struct JobQueue: Sendable {
             SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at < \(bind: now) LIMIT 1
             """).first()
         guard expired != nil else { return [] }
-        return try await app.withWriteGate { try await rescue(now: now, on: sql) }
+        return try await app.writeStatements { sql in try await rescue(now: now, on: sql) }
     }
 
     private func rescue(now: Date, on sql: any SQLDatabase) async throws -> [(id: UUID, kind: String, payload: JSONValue)] {

@@ -110,7 +110,7 @@ public struct ActivityRecorder: Sendable {
     @discardableResult
     public func record(audit: AuditRecord? = nil, event: EventRecord? = nil, on database: any Database) async throws -> RecordedActivity {
         let at = AuditChain.truncatedToMilliseconds(clock.now())
-        return try await database.transaction { db in
+        return try await database.joiningTransaction { db in
             let sql = db as! any SQLDatabase
             var result = RecordedActivity()
             let names = (audit == nil ? [] : [LedgerHead.audit]) + (event == nil ? [] : [LedgerHead.events])

@@ -15,6 +15,12 @@ extension Database {
         }
         return try await transaction(body)
     }
+
+    /// `transaction`, except that a database already in one runs the body in it at once. (Fluent's async
+    /// `transaction` always goes through a new task, which leaves the SQLite writer's thread.)
+    func joiningTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
+        inTransaction ? try await body(self) : try await transaction(body)
+    }
 }
 
 /// Lets one SQLite writer in at a time, first come first served.
@@ -56,20 +62,34 @@ extension Application {
         set { storage[WriteGateKey.self] = newValue }
     }
 
-    /// A write transaction on the app's database, queued behind other writers on SQLite.
+    private struct SQLiteWriterKey: StorageKey { typealias Value = SQLiteWriter }
+
+    /// Set in `configure` for SQLite: the connection and thread that write transactions run on.
+    var sqliteWriter: SQLiteWriter? {
+        get { storage[SQLiteWriterKey.self] }
+        set { storage[SQLiteWriterKey.self] = newValue }
+    }
+
+    /// A write transaction: on SQLite queued behind other writers and run on the writer's own connection and thread
+    /// (reads stay on the driver's pool beside it); on PostgreSQL a transaction from the pool.
     func writeTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
-        let result = try await withWriteGate { try await self.writerDatabase.writeTransaction(body) }
+        let result = try await withWriteGate {
+            if let writer = sqliteWriter { return try await writer.transaction(body) }
+            return try await self.db.writeTransaction(body)
+        }
         // Committed: any event it wrote is readable now, so live streams need not wait for their next look.
         eventHubIfPresent?.poke()
         return result
     }
 
-    /// Where write transactions run: SQLite's writer pool, or the one PostgreSQL pool.
-    var writerDatabase: any Database {
-        sqliteWriteGate == nil ? db : db(.sqliteWriter)
+    /// A write statement or a few, each committing by itself, on the writer's connection behind the write gate
+    /// (SQLite), or on the pool (PostgreSQL). For writes that need no transaction, such as claiming a job.
+    func writeStatements<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
+        guard let writer = sqliteWriter else { return try await body(db as! any SQLDatabase) }
+        return try await withWriteGate { try await writer.statements(body) }
     }
 
-    /// Runs a single write statement (or a few) behind the SQLite write gate.
+    /// Runs a single write statement (or a few) on the read pool, behind the SQLite write gate.
     func withWriteGate<T>(_ body: () async throws -> T) async throws -> T {
         guard let gate = sqliteWriteGate else { return try await body() }
         await gate.acquire()

@@ -1,6 +1,7 @@
 import Fluent
 import Foundation
 import SQLKit
+import SQLiteNIO
 import Testing
 import Vapor
 import VaporTesting
@@ -119,6 +120,29 @@ struct ExecutionTests {
             release.continuation.yield()
             try await writer.value
             #expect(try await SkillService(app: app).find("echo").executionCount == 1)
+        }
+    }
+
+    @Test("A write that finds SQLite locked past the busy timeout is 503 with Retry-After, and leaves nothing behind",
+          .enabled(if: !TestDatabase.isPostgres))
+    func lockedDatabase() async throws {
+        try await withTestApp(environment: ["STEWARD_SQLITE_BUSY_TIMEOUT_MS": "300"]) { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            guard case .sqlite(let path) = app.appConfig.database else { Issue.record("not SQLite"); return }
+            // Another process's connection, holding the write lock.
+            let other = try await SQLiteConnection.open(storage: .file(path: path), threadPool: app.threadPool, logger: app.logger, on: app.eventLoopGroup.any())
+            _ = try await other.query("BEGIN IMMEDIATE", [])
+            let refused = try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {}}"#)
+            #expect(refused.status == .serviceUnavailable)
+            #expect(refused.headers.first(name: "Retry-After") == "1")
+            #expect(try refused.problem().code == "unavailable")
+            _ = try await other.query("ROLLBACK", [])
+            try await other.close()
+
+            let none = try await send(app, .GET, "/api/v1/executions", token: token)
+            #expect(try none.content.decode(ListResponse<ExecutionResponse>.self).items.isEmpty)
+            #expect(try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {}}"#).status == .accepted)
         }
     }
 

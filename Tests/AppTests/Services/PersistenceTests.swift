@@ -60,6 +60,16 @@ struct PersistenceTests {
                 let timeout = try await sql.raw("PRAGMA busy_timeout").first()?.decode(column: "timeout", as: Int.self)
                 #expect(timeout == 5000)
             }
+            // The write transactions' own connection has the same settings.
+            let writer = try await app.writeTransaction { db in
+                let sql = db as! any SQLDatabase
+                return [
+                    try await sql.raw("PRAGMA synchronous").first()?.decode(column: "synchronous", as: Int.self),
+                    try await sql.raw("PRAGMA busy_timeout").first()?.decode(column: "timeout", as: Int.self),
+                    try await sql.raw("PRAGMA foreign_keys").first()?.decode(column: "foreign_keys", as: Int.self),
+                ]
+            }
+            #expect(writer == [2, 5000, 1])
         }
         try await withTestApp(environment: ["STEWARD_SQLITE_SYNCHRONOUS": "normal"]) { app in
             let checks = try await DatabaseMaintenance(app: app).check()

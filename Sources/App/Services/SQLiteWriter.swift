@@ -1,0 +1,423 @@
+import FluentKit
+import FluentSQL
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SQLiteKit
+import SQLKit
+// sqlite-nio's C target (the same SQLite library the driver links); it has no product of its own.
+import VaporCSQLite
+
+/// SQLite's write transactions, run start to finish on one thread of their own.
+///
+/// The driver runs every statement on a thread pool and hands the result back to an event loop: two thread
+/// switches per statement, and under load the way back waits behind whatever that loop is serving. A write
+/// transaction of ten statements held SQLite's one write lock for all of those waits. Here the transaction's task
+/// runs on the writer's own thread (a task executor), and each statement calls SQLite directly, so a transaction
+/// costs two thread switches in all, and the lock is held only while SQLite works. Prepared statements are kept
+/// and reused.
+///
+/// Only `Application.writeTransaction` uses it, behind the write gate, so one transaction at a time. Reads stay on
+/// the driver's pool. PostgreSQL does not use this.
+final class SQLiteWriter: Sendable {
+    let executor: WriterThread
+    private let connection: WriterConnection
+    private let context: DatabaseContext
+    private let observer: QueryObserver?
+
+    /// Opens the connection (on the writer's thread) with the same settings as the driver's connections.
+    static func open(path: String, busyTimeoutMilliseconds: Int, synchronous: String, configuration: any DatabaseConfiguration,
+                     logger: Logger, pageSizeLimit: Int?, observer: QueryObserver?) async throws -> SQLiteWriter {
+        let executor = WriterThread()
+        let context = DatabaseContext(configuration: configuration, logger: logger, eventLoop: executor.eventLoop, pageSizeLimit: pageSizeLimit)
+        do {
+            let connection = try await executor.run {
+                let connection = try WriterConnection(path: path, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
+                for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = \(synchronous)", "PRAGMA foreign_keys = ON"] {
+                    try connection.execute(pragma, []) { _ in }
+                }
+                return connection
+            }
+            return SQLiteWriter(executor: executor, connection: connection, context: context, observer: observer)
+        } catch {
+            await executor.stop()
+            throw error
+        }
+    }
+
+    private init(executor: WriterThread, connection: WriterConnection, context: DatabaseContext, observer: QueryObserver?) {
+        self.executor = executor
+        self.connection = connection
+        self.context = context
+        self.observer = observer
+    }
+
+    /// `BEGIN IMMEDIATE`, the body, `COMMIT`; `ROLLBACK` when the body or the commit throws. The caller holds the
+    /// write gate. The body runs on the writer's thread; anything it awaits elsewhere comes back to it.
+    func transaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
+        try await withTaskExecutorPreference(executor) {
+            let db = WriterDatabase(writer: self, context: self.context)
+            try self.run("BEGIN IMMEDIATE", [], logger: self.context.logger) { _ in }
+            do {
+                let result = try await body(db)
+                try self.run("COMMIT", [], logger: self.context.logger) { _ in }
+                return result
+            } catch {
+                try? self.run("ROLLBACK", [], logger: self.context.logger) { _ in }
+                throw error
+            }
+        }
+    }
+
+    /// Statements outside a transaction (each commits by itself) on the writer's connection. The caller holds the
+    /// write gate.
+    func statements<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
+        try await withTaskExecutorPreference(executor) {
+            try await body(WriterDatabase(writer: self, context: self.context))
+        }
+    }
+
+    /// One statement on the writer's connection, timed like the driver's. Runs at once on the writer's thread,
+    /// or moves there first.
+    fileprivate func execute(_ sql: String, _ binds: [SQLiteData], logger: Logger, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
+        if executor.isCurrent {
+            try run(sql, binds, logger: logger, onRow)
+        } else {
+            try await executor.run { try self.run(sql, binds, logger: logger, onRow) }
+        }
+    }
+
+    fileprivate func run(_ sql: String, _ binds: [SQLiteData], logger: Logger, _ onRow: (any SQLRow) -> Void) throws {
+        let started = ContinuousClock.now
+        defer { observer?.finished(InstrumentedDatabase.redacted(sql), started: started, logger: logger) }
+        try connection.execute(sql, binds, onRow)
+    }
+
+    /// Closes the connection and ends the thread. Nothing may use the writer afterwards.
+    func close() async {
+        try? await executor.run { self.connection.close() }
+        await executor.stop()
+    }
+
+    /// `close`, for a synchronous shutdown (not from an event loop).
+    func closeBlocking() {
+        try? executor.eventLoop.submit { self.connection.close() }.wait()
+        executor.stopBlocking()
+    }
+}
+
+// MARK: - The thread
+
+/// A thread of its own, an event loop, that also runs the jobs of tasks preferring it (`withTaskExecutorPreference`).
+/// Being an event loop, futures completed on it resolve on it, so Fluent's future-based calls stay on the thread.
+final class WriterThread: TaskExecutor, @unchecked Sendable {
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let eventLoop: any EventLoop
+    private let lock = NSLock()
+    private var stopped = false
+
+    init() {
+        eventLoop = group.next()
+    }
+
+    var isCurrent: Bool { eventLoop.inEventLoop }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        // After `stop` nothing is dropped: a late job runs on the thread that enqueued it.
+        guard lock.withLock({ !stopped }) else { return job.runSynchronously(on: executor) }
+        eventLoop.execute { job.runSynchronously(on: executor) }
+    }
+
+    /// Runs synchronous work on this thread.
+    func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withTaskExecutorPreference(self) { try work() }
+    }
+
+    func stop() async {
+        guard lock.withLock({ () -> Bool in defer { stopped = true }; return !stopped }) else { return }
+        try? await group.shutdownGracefully()
+    }
+
+    func stopBlocking() {
+        guard lock.withLock({ () -> Bool in defer { stopped = true }; return !stopped }) else { return }
+        try? group.syncShutdownGracefully()
+    }
+}
+
+// MARK: - The connection
+
+/// A SQLite error from the writer's connection, with SQLite's extended result code.
+struct SQLiteWriterError: Error, CustomStringConvertible, DatabaseError {
+    let code: Int32
+    let message: String
+
+    var primaryCode: Int32 { code & 0xff }
+    var description: String { "SQLite error \(code): \(message)" }
+
+    /// The database stayed locked past the busy timeout.
+    var isBusy: Bool { primaryCode == SQLITE_BUSY || primaryCode == SQLITE_LOCKED }
+
+    var isSyntaxError: Bool { primaryCode == SQLITE_ERROR && message.contains("syntax error") }
+    var isConstraintFailure: Bool { primaryCode == SQLITE_CONSTRAINT }
+    var isConnectionClosed: Bool { primaryCode == SQLITE_MISUSE }
+}
+
+private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+/// One sqlite3 handle and its prepared statements. Used only on the writer's thread.
+private final class WriterConnection: @unchecked Sendable {
+    private var handle: OpaquePointer?
+    private var statements: [String: OpaquePointer] = [:]
+    /// Statements are cached by SQL text; past this many (SQL with literals written in), the cache starts again.
+    private let cacheLimit = 256
+
+    init(path: String, busyTimeoutMilliseconds: Int) throws {
+        let flags = SQLITE_OPEN_CREATE | SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_URI | SQLITE_OPEN_EXRESCODE
+        let opened = sqlite_nio_sqlite3_open_v2(path, &handle, flags, nil)
+        guard opened == SQLITE_OK else {
+            let error = SQLiteWriterError(code: opened, message: "cannot open \(path)")
+            sqlite_nio_sqlite3_close_v2(handle)
+            handle = nil
+            throw error
+        }
+        sqlite_nio_sqlite3_busy_timeout(handle, Int32(clamping: busyTimeoutMilliseconds))
+    }
+
+    deinit { close() }
+
+    func close() {
+        for statement in statements.values { sqlite_nio_sqlite3_finalize(statement) }
+        statements.removeAll()
+        if let handle { sqlite_nio_sqlite3_close_v2(handle) }
+        handle = nil
+    }
+
+    private func error(_ code: Int32) -> SQLiteWriterError {
+        let message = sqlite_nio_sqlite3_errmsg(handle).map { String(cString: $0) } ?? "unknown error"
+        return SQLiteWriterError(code: sqlite_nio_sqlite3_extended_errcode(handle) == 0 ? code : sqlite_nio_sqlite3_extended_errcode(handle), message: message)
+    }
+
+    private func prepared(_ sql: String) throws -> OpaquePointer {
+        if let statement = statements[sql] { return statement }
+        guard handle != nil else { throw SQLiteWriterError(code: SQLITE_MISUSE, message: "the writer's connection is closed") }
+        var statement: OpaquePointer?
+        let result = sqlite_nio_sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
+        guard result == SQLITE_OK, let statement else { throw error(result) }
+        if statements.count >= cacheLimit {
+            for cached in statements.values { sqlite_nio_sqlite3_finalize(cached) }
+            statements.removeAll()
+        }
+        statements[sql] = statement
+        return statement
+    }
+
+    /// Prepares (or reuses), binds, steps to the end and hands each row over.
+    func execute(_ sql: String, _ binds: [SQLiteData], _ onRow: (any SQLRow) -> Void) throws {
+        let statement = try prepared(sql)
+        defer {
+            sqlite_nio_sqlite3_reset(statement)
+            sqlite_nio_sqlite3_clear_bindings(statement)
+        }
+        for (offset, value) in binds.enumerated() {
+            let index = Int32(offset + 1)
+            let result: Int32 = switch value {
+            case .integer(let number): sqlite_nio_sqlite3_bind_int64(statement, index, Int64(number))
+            case .float(let number): sqlite_nio_sqlite3_bind_double(statement, index, number)
+            case .text(let text): sqlite_nio_sqlite3_bind_text64(statement, index, text, UInt64(text.utf8.count), transient, UInt8(SQLITE_UTF8))
+            case .blob(let buffer):
+                buffer.withUnsafeReadableBytes {
+                    sqlite_nio_sqlite3_bind_blob64(statement, index, $0.baseAddress, UInt64($0.count), transient)
+                }
+            case .null: sqlite_nio_sqlite3_bind_null(statement, index)
+            }
+            guard result == SQLITE_OK else { throw error(result) }
+        }
+        var columns: WriterRow.Columns?
+        while true {
+            let step = sqlite_nio_sqlite3_step(statement)
+            if step == SQLITE_DONE { return }
+            guard step == SQLITE_ROW else { throw error(step) }
+            let names = try columns ?? Self.columns(of: statement)
+            columns = names
+            var values: [SQLiteData] = []
+            values.reserveCapacity(names.names.count)
+            for index in 0..<Int32(names.names.count) { values.append(try Self.value(of: statement, at: index)) }
+            onRow(WriterRow(columns: names, values: values))
+        }
+    }
+
+    private static func columns(of statement: OpaquePointer) throws -> WriterRow.Columns {
+        let count = sqlite_nio_sqlite3_column_count(statement)
+        var names: [String] = []
+        for index in 0..<count {
+            guard let name = sqlite_nio_sqlite3_column_name(statement, index) else {
+                throw SQLiteWriterError(code: SQLITE_ERROR, message: "column \(index) has no name")
+            }
+            names.append(String(cString: name))
+        }
+        return WriterRow.Columns(names: names)
+    }
+
+    private static func value(of statement: OpaquePointer, at index: Int32) throws -> SQLiteData {
+        switch sqlite_nio_sqlite3_column_type(statement, index) {
+        case SQLITE_INTEGER: return .integer(Int(sqlite_nio_sqlite3_column_int64(statement, index)))
+        case SQLITE_FLOAT: return .float(sqlite_nio_sqlite3_column_double(statement, index))
+        case SQLITE_TEXT:
+            guard let text = sqlite_nio_sqlite3_column_text(statement, index) else {
+                throw SQLiteWriterError(code: SQLITE_NOMEM, message: "column \(index) has no text")
+            }
+            return .text(String(cString: text))
+        case SQLITE_BLOB:
+            let length = Int(sqlite_nio_sqlite3_column_bytes(statement, index))
+            var buffer = ByteBufferAllocator().buffer(capacity: length)
+            if let bytes = sqlite_nio_sqlite3_column_blob(statement, index) {
+                buffer.writeBytes(UnsafeRawBufferPointer(start: bytes, count: length))
+            }
+            return .blob(buffer)
+        default: return .null
+        }
+    }
+}
+
+/// A result row, read the way SQLiteKit reads the driver's.
+private struct WriterRow: SQLRow {
+    final class Columns: Sendable {
+        let names: [String]
+        let positions: [String: Int]
+        init(names: [String]) {
+            self.names = names
+            positions = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        }
+    }
+
+    private static let decoder = SQLiteDataDecoder()
+
+    let columns: Columns
+    let values: [SQLiteData]
+
+    var allColumns: [String] { columns.names }
+    func contains(column: String) -> Bool { columns.positions[column] != nil }
+
+    func decodeNil(column: String) throws -> Bool {
+        guard let position = columns.positions[column] else { return true }
+        return values[position] == .null
+    }
+
+    func decode<D: Decodable>(column: String, as type: D.Type) throws -> D {
+        guard let position = columns.positions[column] else {
+            throw DecodingError.keyNotFound(SQLiteWriterColumn(column), .init(codingPath: [], debugDescription: "No column \(column)."))
+        }
+        return try Self.decoder.decode(D.self, from: values[position])
+    }
+}
+
+private struct SQLiteWriterColumn: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(_ name: String) { stringValue = name }
+    init?(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+// MARK: - Fluent and SQLKit over the writer
+
+/// What a write transaction's body sees: a Fluent database and a SQLKit database on the writer's connection,
+/// already inside the transaction (nested transactions join it).
+private struct WriterDatabase: Database, SQLDatabase {
+    let writer: SQLiteWriter
+    let context: DatabaseContext
+
+    private static let encoder = SQLiteDataEncoder()
+
+    // MARK: SQLDatabase
+
+    var logger: Logger { context.logger }
+    var eventLoop: any EventLoop { context.eventLoop }
+    var dialect: any SQLDialect { SQLiteDialect() }
+    var queryLogLevel: Logger.Level? { .trace }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
+        let (sql, rawBinds) = serialize(query)
+        logger.trace("Executing query", metadata: ["sql": .string(sql)])
+        let binds = try rawBinds.map { try Self.encoder.encode($0) }
+        try await writer.execute(sql, binds, logger: logger, onRow)
+    }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) -> EventLoopFuture<Void> {
+        guard writer.executor.isCurrent else { return eventLoop.makeFutureWithTask { try await self.execute(sql: query, onRow) } }
+        // On the writer's thread (Fluent's calls from a transaction body): run now, answer with a finished future.
+        do {
+            let (sql, rawBinds) = serialize(query)
+            logger.trace("Executing query", metadata: ["sql": .string(sql)])
+            try writer.run(sql, try rawBinds.map { try Self.encoder.encode($0) }, logger: logger, onRow)
+            return eventLoop.makeSucceededVoidFuture()
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+        try await closure(self)
+    }
+
+    // MARK: Database
+
+    var inTransaction: Bool { true }
+
+    func execute(query: DatabaseQuery, onOutput: @escaping @Sendable (any DatabaseOutput) -> Void) -> EventLoopFuture<Void> {
+        var expression = SQLQueryConverter(delegate: WriterConverterDelegate()).convert(query)
+        // As the driver does: a create returns the ids it made, unless the model says it has none to return.
+        if case .create = query.action, query.customIDKey != .some(.string("")) {
+            expression = SQLList([expression, SQLReturning(.init((query.customIDKey ?? .id).description))], separator: SQLRaw(" "))
+        }
+        return execute(sql: expression) { onOutput(WriterOutput(row: $0, schema: nil)) }
+    }
+
+    func execute(schema: DatabaseSchema) -> EventLoopFuture<Void> {
+        eventLoop.makeFailedFuture(SQLiteWriterError(code: SQLITE_MISUSE, message: "schema changes belong in migrations, not write transactions"))
+    }
+
+    func execute(enum: DatabaseEnum) -> EventLoopFuture<Void> {
+        eventLoop.makeSucceededFuture(())
+    }
+
+    func transaction<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
+        closure(self)
+    }
+
+    func withConnection<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
+        closure(self)
+    }
+}
+
+/// The SQLite driver's type mapping (its delegate is internal to it): only schema conversion consults it.
+private struct WriterConverterDelegate: SQLConverterDelegate {
+    func customDataType(_ dataType: DatabaseSchema.DataType) -> (any SQLExpression)? {
+        switch dataType {
+        case .string, .enum: SQLRaw("TEXT")
+        case .datetime: SQLRaw("REAL")
+        case .int64: SQLRaw("INTEGER")
+        default: nil
+        }
+    }
+}
+
+/// A row as Fluent reads it, with the table prefix Fluent asks for on joins.
+private struct WriterOutput: DatabaseOutput {
+    let row: any SQLRow
+    let schema: String?
+
+    var description: String { String(describing: row) }
+
+    private func column(_ key: FieldKey) -> String {
+        (schema.map { .prefix(.prefix(.string($0), "_"), key) } ?? key).description
+    }
+
+    func schema(_ schema: String) -> any DatabaseOutput { WriterOutput(row: row, schema: schema) }
+    func contains(_ key: FieldKey) -> Bool { row.contains(column: column(key)) }
+    func decodeNil(_ key: FieldKey) throws -> Bool { try row.decodeNil(column: column(key)) }
+    func decode<T: Decodable>(_ key: FieldKey, as type: T.Type) throws -> T { try row.decode(column: column(key), as: T.self) }
+}
