@@ -52,11 +52,12 @@ enum DatabaseSetup {
     /// the app shuts down (after the workers and loops that write, whose handlers are registered later).
     static func openSQLiteWriter(_ app: Application, _ config: AppConfig) async throws {
         guard case .sqlite(let path) = config.database else { return }
-        app.sqliteWriteGate = WriteGate()
+        let gate = WriteGate()
+        app.sqliteWriteGate = gate
         app.sqliteWriter = try await SQLiteWriter.open(
             path: path, busyTimeoutMilliseconds: config.sqliteBusyTimeoutMilliseconds, synchronous: config.sqliteSynchronous.rawValue,
             configuration: app.databases.configuration(for: .sqlite)!, logger: app.logger,
-            pageSizeLimit: app.fluent.pagination.pageSizeLimit, observer: queryObserver(app, config))
+            pageSizeLimit: app.fluent.pagination.pageSizeLimit, observer: queryObserver(app, config), gate: gate)
         app.lifecycle.use(SQLiteWriterLifecycle())
     }
 

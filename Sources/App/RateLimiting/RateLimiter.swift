@@ -93,7 +93,7 @@ struct DatabaseRateLimitStore: RateLimitStore {
               tat = CASE WHEN \(fits) THEN \(unsafeRaw: greatest)(rate_limits.tat, \(bind: now)) + \(bind: interval) ELSE rate_limits.tat END
             RETURNING tat, allowed
             """
-        let row = try await app.withWriteGate { try await sql.raw(query).first() }
+        let row = try await app.writeStatements { sql in try await sql.raw(query).first() }
         guard let row else { throw RateLimitStoreError() }
         let tat = try row.decode(column: "tat", as: Double.self)
         let allowed = try row.decode(column: "allowed", as: Int.self) == 1

@@ -73,20 +73,21 @@ extension Application {
     /// A write transaction: on SQLite queued behind other writers and run on the writer's own connection and thread
     /// (reads stay on the driver's pool beside it); on PostgreSQL a transaction from the pool.
     func writeTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
-        let result = try await withWriteGate {
-            if let writer = sqliteWriter { return try await writer.transaction(body) }
-            return try await self.db.writeTransaction(body)
+        let result = if let writer = sqliteWriter {
+            try await writer.transaction(body)
+        } else {
+            try await db.writeTransaction(body)
         }
         // Committed: any event it wrote is readable now, so live streams need not wait for their next look.
         eventHubIfPresent?.poke()
         return result
     }
 
-    /// A write statement or a few, each committing by itself, on the writer's connection behind the write gate
-    /// (SQLite), or on the pool (PostgreSQL). For writes that need no transaction, such as claiming a job.
+    /// A write statement or a few that need no transaction of their own, such as claiming a job: on SQLite they go
+    /// through the writer (committed with a batch of others), on PostgreSQL straight to the pool.
     func writeStatements<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
         guard let writer = sqliteWriter else { return try await body(db as! any SQLDatabase) }
-        return try await withWriteGate { try await writer.statements(body) }
+        return try await writer.statements(body)
     }
 
     /// Runs a single write statement (or a few) on the read pool, behind the SQLite write gate.

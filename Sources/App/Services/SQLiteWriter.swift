@@ -18,17 +18,27 @@ import VaporCSQLite
 /// costs two thread switches in all, and the lock is held only while SQLite works. Prepared statements are kept
 /// and reused.
 ///
-/// Only `Application.writeTransaction` uses it, behind the write gate, so one transaction at a time. Reads stay on
-/// the driver's pool. PostgreSQL does not use this.
+/// Group commit: transactions that arrive while one is running are queued, and the next batch runs them one after
+/// another inside a single SQLite transaction, each in a savepoint of its own, then commits once. A body that
+/// throws rolls back to its savepoint and fails alone; the others commit. No caller hears back before the commit
+/// that holds its work is durable, so durability is as before, while the fsync (most of a commit's cost) is
+/// shared by the batch.
+///
+/// `Application.writeTransaction` and `writeStatements` use it. Each batch holds the write gate, which the few
+/// writes still made through the driver's pool also take. Reads stay on the pool. PostgreSQL does not use this.
 final class SQLiteWriter: Sendable {
     let executor: WriterThread
     private let connection: WriterConnection
     private let context: DatabaseContext
     private let observer: QueryObserver?
+    private let gate: WriteGate
+    private let queue = WriteQueue()
+    /// The most transactions one commit covers.
+    static let batchLimit = 64
 
     /// Opens the connection (on the writer's thread) with the same settings as the driver's connections.
     static func open(path: String, busyTimeoutMilliseconds: Int, synchronous: String, configuration: any DatabaseConfiguration,
-                     logger: Logger, pageSizeLimit: Int?, observer: QueryObserver?) async throws -> SQLiteWriter {
+                     logger: Logger, pageSizeLimit: Int?, observer: QueryObserver?, gate: WriteGate) async throws -> SQLiteWriter {
         let executor = WriterThread()
         let context = DatabaseContext(configuration: configuration, logger: logger, eventLoop: executor.eventLoop, pageSizeLimit: pageSizeLimit)
         do {
@@ -39,43 +49,97 @@ final class SQLiteWriter: Sendable {
                 }
                 return connection
             }
-            return SQLiteWriter(executor: executor, connection: connection, context: context, observer: observer)
+            return SQLiteWriter(executor: executor, connection: connection, context: context, observer: observer, gate: gate)
         } catch {
             await executor.stop()
             throw error
         }
     }
 
-    private init(executor: WriterThread, connection: WriterConnection, context: DatabaseContext, observer: QueryObserver?) {
+    private init(executor: WriterThread, connection: WriterConnection, context: DatabaseContext, observer: QueryObserver?, gate: WriteGate) {
         self.executor = executor
         self.connection = connection
         self.context = context
         self.observer = observer
+        self.gate = gate
     }
 
-    /// `BEGIN IMMEDIATE`, the body, `COMMIT`; `ROLLBACK` when the body or the commit throws. The caller holds the
-    /// write gate. The body runs on the writer's thread; anything it awaits elsewhere comes back to it.
+    /// Runs the body in a transaction (see the type's notes on batching) and returns once it is committed; throws
+    /// the body's error (its work rolled back) or the commit's. The body runs on the writer's thread, in a task of
+    /// the writer's: anything it awaits elsewhere comes back to it. It must not wait for another write.
     func transaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
-        try await withTaskExecutorPreference(executor) {
-            let db = WriterDatabase(writer: self, context: self.context)
-            try self.run("BEGIN IMMEDIATE", [], logger: self.context.logger) { _ in }
+        let result = ResultBox<T>()
+        let write = PendingWrite(perform: { db in result.value = try await body(db) })
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            write.continuation = continuation
+            if queue.add(write) { Task(executorPreference: executor) { await self.drain() } }
+        }
+        return result.value!
+    }
+
+    /// Writes queued for the next batch.
+    var waiting: Int { queue.count }
+
+    /// Runs batches until the queue is empty. One drainer at a time (`WriteQueue.add` says when to start one).
+    private func drain() async {
+        while true {
+            await gate.acquire()
+            let batch = queue.take(Self.batchLimit)
+            if batch.isEmpty {
+                gate.release()
+                return
+            }
+            await commit(batch)
+            gate.release()
+        }
+    }
+
+    /// One SQLite transaction for the batch: each write in a savepoint (none for a batch of one), then one commit.
+    private func commit(_ batch: [PendingWrite]) async {
+        let logger = context.logger
+        let db = WriterDatabase(writer: self, context: context)
+        let savepoints = batch.count > 1
+        do {
+            try run("BEGIN IMMEDIATE", [], logger: logger) { _ in }
+        } catch {
+            return batch.forEach { $0.finish(error) }
+        }
+        var failures: [(any Error)?] = []
+        for write in batch {
             do {
-                let result = try await body(db)
-                try self.run("COMMIT", [], logger: self.context.logger) { _ in }
-                return result
+                if savepoints { try run("SAVEPOINT w", [], logger: logger) { _ in } }
+                try await write.perform(db)
+                if savepoints { try run("RELEASE w", [], logger: logger) { _ in } }
+                failures.append(nil)
             } catch {
-                try? self.run("ROLLBACK", [], logger: self.context.logger) { _ in }
-                throw error
+                failures.append(error)
+                do {
+                    guard savepoints else { throw error }
+                    try run("ROLLBACK TO w", [], logger: logger) { _ in }
+                    try run("RELEASE w", [], logger: logger) { _ in }
+                } catch let lost {
+                    // The transaction itself is gone: nothing in the batch was written.
+                    try? run("ROLLBACK", [], logger: logger) { _ in }
+                    for (index, write) in batch.enumerated() {
+                        write.finish(index < failures.count ? failures[index] ?? lost : lost)
+                    }
+                    return
+                }
             }
         }
+        do {
+            try run("COMMIT", [], logger: logger) { _ in }
+        } catch {
+            try? run("ROLLBACK", [], logger: logger) { _ in }
+            return batch.forEach { $0.finish(error) }
+        }
+        for (write, failure) in zip(batch, failures) { write.finish(failure) }
     }
 
-    /// Statements outside a transaction (each commits by itself) on the writer's connection. The caller holds the
-    /// write gate.
+    /// Statements with no transaction of their own (claiming a job, say): queued and committed like a transaction,
+    /// usually in a batch with others.
     func statements<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
-        try await withTaskExecutorPreference(executor) {
-            try await body(WriterDatabase(writer: self, context: self.context))
-        }
+        try await transaction { db in try await body(db as! any SQLDatabase) }
     }
 
     /// One statement on the writer's connection, timed like the driver's. Runs at once on the writer's thread,
@@ -104,6 +168,59 @@ final class SQLiteWriter: Sendable {
     func closeBlocking() {
         try? executor.eventLoop.submit { self.connection.close() }.wait()
         executor.stopBlocking()
+    }
+}
+
+// MARK: - The queue
+
+/// A write waiting for its batch, and the caller waiting for its commit.
+private final class PendingWrite: @unchecked Sendable {
+    let perform: @Sendable (any Database) async throws -> Void
+    /// Set before the write is queued; resumed once, after the commit (or the failure).
+    var continuation: CheckedContinuation<Void, any Error>?
+
+    init(perform: @escaping @Sendable (any Database) async throws -> Void) {
+        self.perform = perform
+    }
+
+    func finish(_ error: (any Error)?) {
+        if let error { continuation?.resume(throwing: error) } else { continuation?.resume() }
+        continuation = nil
+    }
+}
+
+private final class ResultBox<T>: @unchecked Sendable {
+    var value: T?
+}
+
+/// Writes waiting for the writer, first come first served.
+private final class WriteQueue: @unchecked Sendable {
+    private let lock = NSLock()
+    private var waiting: [PendingWrite] = []
+    private var draining = false
+
+    /// Queues the write; true when no drainer is running and the caller must start one.
+    func add(_ write: PendingWrite) -> Bool {
+        lock.withLock {
+            waiting.append(write)
+            defer { draining = true }
+            return !draining
+        }
+    }
+
+    var count: Int { lock.withLock { waiting.count } }
+
+    /// Up to `limit` writes; none (and the drainer ends) when the queue is empty.
+    func take(_ limit: Int) -> [PendingWrite] {
+        lock.withLock {
+            guard !waiting.isEmpty else {
+                draining = false
+                return []
+            }
+            let batch = Array(waiting.prefix(limit))
+            waiting.removeFirst(batch.count)
+            return batch
+        }
     }
 }
 

@@ -57,6 +57,65 @@ struct SkillControllerTests {
         }
     }
 
+    @Test("Creates committed together: a duplicate slug fails alone and leaves no trace; the others are all there")
+    func batchedCreates() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let (developer, _) = try await actors(app)
+            // Hold the writer so the creates queue behind it and (on SQLite) commit as one batch.
+            let opened = AsyncStream<Void>.makeStream()
+            let release = AsyncStream<Void>.makeStream()
+            let holder = Task {
+                try await app.writeTransaction { _ in
+                    opened.continuation.yield()
+                    for await _ in release.stream { break }
+                }
+            }
+            for await _ in opened.stream { break }
+            let statuses = try await withThrowingTaskGroup(of: HTTPStatus.self) { group in
+                for index in 0..<12 {
+                    group.addTask {
+                        let json = #"{"slug": "batch-\#(index % 8)", "name": "Batch \#(index)", "runner": {"type": "builtin", "name": "echo"}}"#
+                        return try await send(app, .POST, "/api/v1/skills", token: developer, json: json).status
+                    }
+                }
+                // And a write that records an event and an audit entry, then fails: both must go with it.
+                group.addTask {
+                    struct Refused: Error {}
+                    do {
+                        try await app.writeTransaction { db in
+                            try await app.activityRecorder.record(
+                                audit: AuditRecord(action: "batch.refused", actorID: nil, actorType: .system),
+                                event: EventRecord(type: "batch.refused", actorID: nil, resourceType: "batch", resourceID: nil), on: db)
+                            throw Refused()
+                        }
+                        return .ok
+                    } catch is Refused {
+                        return .unprocessableEntity
+                    }
+                }
+                if let writer = app.sqliteWriter {
+                    try await eventually(10, "the writes queued") { writer.waiting >= 13 }
+                }
+                release.continuation.yield()
+                return try await group.reduce(into: [HTTPStatus]()) { $0.append($1) }
+            }
+            try await holder.value
+            #expect(statuses.filter { $0 == .created }.count == 8)
+            #expect(statuses.filter { $0 == .conflict }.count == 4)
+            #expect(statuses.filter { $0 == .unprocessableEntity }.count == 1)
+            #expect(try await Event.query(on: app.db).filter(\.$type == "batch.refused").count() == 0)
+            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "batch.refused").count() == 0)
+            #expect(try await Skill.query(on: app.db).filter(\.$slug =~ "batch-").count() == 8)
+            #expect(try await Event.query(on: app.db).filter(\.$type == "skill.created").count() == 8)
+            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "skill.created").count() == 8)
+            // The refused ones took no number: events and audit entries stay gapless, and the chain holds.
+            let seqs = try await Event.query(on: app.db).sort(\.$seq).all().map(\.seq)
+            #expect(seqs == Array(1...Int64(seqs.count)))
+            #expect(try await AuditChain.verify(on: app.db).isIntact)
+        }
+    }
+
     @Test("Only the creator or an admin may change a skill")
     func ownership() async throws {
         try await withTestApp { app in
