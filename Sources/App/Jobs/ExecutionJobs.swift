@@ -55,11 +55,15 @@ struct ExecutionJobs: Sendable {
         let task = Task { try await runner.run(context) }
         app.runningExecutions.register(executionID, task)
         defer { app.runningExecutions.remove(executionID) }
-        // A cancel on another instance is seen through the row; poll it while the runner works.
+        // A cancel on another instance is seen through the row; poll it while the runner works. The database is
+        // taken now: once cancelled (the run is over) the poller may still wake once, possibly after the app has
+        // shut down, when `app.db` would trap; a stale handle only fails, and the failure is ignored.
+        let db = app.db
         let watcher = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(500))
-                if let current = try? await Execution.find(executionID, on: app.db), current.cancelRequested { task.cancel(); return }
+                if Task.isCancelled { return }
+                if let current = try? await Execution.find(executionID, on: db), current.cancelRequested { task.cancel(); return }
             }
         }
         defer { watcher.cancel() }
