@@ -55,15 +55,13 @@ struct InstrumentedDatabaseDriver: DatabaseDriver {
 struct InstrumentedDatabase: Database, SQLDatabase {
     let base: any Database
     let observer: QueryObserver
-    /// A connection inside `immediateTransaction`: nested transactions join it.
-    var pinnedTransaction = false
 
     private var sql: any SQLDatabase { base as! any SQLDatabase }
 
     // MARK: Database
 
     var context: DatabaseContext { base.context }
-    var inTransaction: Bool { pinnedTransaction || base.inTransaction }
+    var inTransaction: Bool { base.inTransaction }
 
     func execute(query: DatabaseQuery, onOutput: @escaping @Sendable (any DatabaseOutput) -> ()) -> EventLoopFuture<Void> {
         let started = ContinuousClock.now
@@ -82,37 +80,13 @@ struct InstrumentedDatabase: Database, SQLDatabase {
     }
 
     func transaction<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
-        if pinnedTransaction { return closure(self) }
         let observer = observer
         return base.transaction { inner in closure(InstrumentedDatabase(base: inner, observer: observer)) }
     }
 
-    /// SQLite: a transaction that takes the write lock at `BEGIN IMMEDIATE`, so a transaction that reads before it
-    /// writes cannot fail with SQLITE_BUSY_SNAPSHOT, and no statement is spent taking the lock. Transactions
-    /// nested inside join it.
-    func immediateTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
-        guard !inTransaction else { return try await body(self) }
-        let observer = observer
-        return try await base.withConnection { connection in
-            connection.eventLoop.makeFutureWithTask {
-                let db = InstrumentedDatabase(base: connection, observer: observer, pinnedTransaction: true)
-                try await db.raw("BEGIN IMMEDIATE").run()
-                do {
-                    let result = try await body(db)
-                    try await db.raw("COMMIT").run()
-                    return result
-                } catch {
-                    try? await db.raw("ROLLBACK").run()
-                    throw error
-                }
-            }
-        }.get()
-    }
-
     func withConnection<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
         let observer = observer
-        let pinned = pinnedTransaction
-        return base.withConnection { inner in closure(InstrumentedDatabase(base: inner, observer: observer, pinnedTransaction: pinned)) }
+        return base.withConnection { inner in closure(InstrumentedDatabase(base: inner, observer: observer)) }
     }
 
     // MARK: SQLDatabase

@@ -4,18 +4,6 @@ import Vapor
 import SQLKit
 
 extension Database {
-    /// A transaction that takes SQLite's write lock before anything else.
-    ///
-    /// SQLite transactions start deferred: one that reads and then writes fails with SQLITE_BUSY, without waiting,
-    /// if another connection committed in between. Taking the lock first (`BEGIN IMMEDIATE`) makes the busy timeout
-    /// apply instead. On PostgreSQL this is a plain transaction.
-    func writeTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
-        if let instrumented = self as? InstrumentedDatabase, instrumented.dialect.name == "sqlite" {
-            return try await instrumented.immediateTransaction(body)
-        }
-        return try await transaction(body)
-    }
-
     /// `transaction`, except that a database already in one runs the body in it at once. (Fluent's async
     /// `transaction` always goes through a new task, which leaves the SQLite writer's thread.)
     func joiningTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
@@ -76,7 +64,7 @@ extension Application {
         let result = if let writer = sqliteWriter {
             try await writer.transaction(body)
         } else {
-            try await db.writeTransaction(body)
+            try await db.transaction(body)
         }
         // Committed: any event it wrote is readable now, so live streams need not wait for their next look.
         eventHubIfPresent?.poke()

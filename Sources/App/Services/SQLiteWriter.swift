@@ -456,10 +456,15 @@ private struct WriterDatabase: Database, SQLDatabase {
     var dialect: any SQLDialect { SQLiteDialect() }
     var queryLogLevel: Logger.Level? { .trace }
 
-    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
+    /// The statement's SQL text and its binds as SQLite values, encoded as the driver encodes them.
+    private func statement(_ query: any SQLExpression) throws -> (sql: String, binds: [SQLiteData]) {
         let (sql, rawBinds) = serialize(query)
         logger.trace("Executing query", metadata: ["sql": .string(sql)])
-        let binds = try rawBinds.map { try Self.encoder.encode($0) }
+        return (sql, try rawBinds.map { try Self.encoder.encode($0) })
+    }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
+        let (sql, binds) = try statement(query)
         try await writer.execute(sql, binds, logger: logger, onRow)
     }
 
@@ -467,9 +472,8 @@ private struct WriterDatabase: Database, SQLDatabase {
         guard writer.executor.isCurrent else { return eventLoop.makeFutureWithTask { try await self.execute(sql: query, onRow) } }
         // On the writer's thread (Fluent's calls from a transaction body): run now, answer with a finished future.
         do {
-            let (sql, rawBinds) = serialize(query)
-            logger.trace("Executing query", metadata: ["sql": .string(sql)])
-            try writer.run(sql, try rawBinds.map { try Self.encoder.encode($0) }, logger: logger, onRow)
+            let (sql, binds) = try statement(query)
+            try writer.run(sql, binds, logger: logger, onRow)
             return eventLoop.makeSucceededVoidFuture()
         } catch {
             return eventLoop.makeFailedFuture(error)

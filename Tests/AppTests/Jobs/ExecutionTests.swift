@@ -395,7 +395,7 @@ struct JobQueueTests {
             clock.advance(by: 31)
             #expect(try await queue.rescueExpired().isEmpty, "requeued, not given up")
             #expect(try await queue.heartbeat(stale) == false)
-            let lateWrite = try await app.db.writeTransaction { db in try await queue.finish(stale, status: .succeeded, on: db) }
+            let lateWrite = try await app.writeTransaction { db in try await queue.finish(stale, status: .succeeded, on: db) }
             #expect(lateWrite == false)
 
             let fresh = try #require(try await queue.claim(worker: "live-worker"))
