@@ -12,6 +12,7 @@ public func configure(_ app: Application, config: AppConfig) async throws {
     try await DatabaseSetup.tuneSQLite(app, config)
     try await DatabaseSetup.openSQLiteWriter(app, config)
     app.keyMaterial = try await KeyMaterial.load(app, config)
+    app.verifiedTokens = VerifiedTokens()
     BackgroundWork.configure(app)
     HTTPSetup.configure(app, config)
     Commands.register(in: app)

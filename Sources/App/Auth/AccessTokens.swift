@@ -1,5 +1,6 @@
 import Foundation
 import JWT
+import NIOConcurrencyHelpers
 import Vapor
 
 /// The claims of an access token.
@@ -48,6 +49,17 @@ struct AccessTokens: Sendable {
 
     /// Verifies header, signature and claims; every failure is an `AuthError`, never a 500.
     func verify(_ token: String, now: Date) async throws -> AccessTokenClaims {
+        let claims = try await verifiedClaims(token)
+        guard claims.nbf.value.timeIntervalSince(now) <= Self.leeway else { throw AuthError.invalidToken }
+        guard now.timeIntervalSince(claims.exp.value) <= Self.leeway else { throw AuthError.tokenExpired }
+        return claims
+    }
+
+    /// The claims of a token whose header, signature, issuer and audience are good; the times are not checked
+    /// here. A token that passed once is remembered (`VerifiedTokens`).
+    private func verifiedClaims(_ token: String) async throws -> AccessTokenClaims {
+        let cache = app.verifiedTokens
+        if let claims = cache.claims(of: token) { return claims }
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, token.utf8.count < 8192, let headerData = Self.base64URLDecode(String(parts[0])),
               let header = try? JSONDecoder().decode(HeaderFields.self, from: headerData)
@@ -68,8 +80,7 @@ struct AccessTokens: Sendable {
         guard claims.iss.value == config.jwtIssuer, claims.aud.value.contains(config.jwtAudience) else {
             throw AuthError.invalidToken
         }
-        guard claims.nbf.value.timeIntervalSince(now) <= Self.leeway else { throw AuthError.invalidToken }
-        guard now.timeIntervalSince(claims.exp.value) <= Self.leeway else { throw AuthError.tokenExpired }
+        cache.remember(token, claims)
         return claims
     }
 
@@ -83,5 +94,46 @@ struct AccessTokens: Sendable {
         var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         while base64.count % 4 != 0 { base64.append("=") }
         return Data(base64Encoded: base64)
+    }
+}
+
+/// Access tokens whose signature, header, issuer and audience have been checked, with their claims, so a client
+/// sending the same token on every request pays for the check once. Only what cannot change is remembered: the
+/// signing keys are loaded at start and never removed while running, and the times (`exp`, `nbf`) and the
+/// session behind the token are checked on every request all the same. Verifying through JWTKit's key collection
+/// (an actor) also moved every request's task between event loops; a hit stays on its loop.
+///
+/// Bounded: when full it starts again empty, so a flood of distinct valid tokens costs only the checks it would
+/// have cost anyway.
+final class VerifiedTokens: Sendable {
+    private let entries = NIOLockedValueBox<[String: AccessTokenClaims]>([:])
+    let capacity: Int
+
+    init(capacity: Int = 4096) {
+        self.capacity = capacity
+    }
+
+    func claims(of token: String) -> AccessTokenClaims? {
+        entries.withLockedValue { $0[token] }
+    }
+
+    func remember(_ token: String, _ claims: AccessTokenClaims) {
+        entries.withLockedValue { entries in
+            if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
+            entries[token] = claims
+        }
+    }
+}
+
+extension Application {
+    private struct VerifiedTokensKey: StorageKey { typealias Value = VerifiedTokens }
+
+    /// Set up with the key material in `configure`.
+    var verifiedTokens: VerifiedTokens {
+        get {
+            guard let tokens = storage[VerifiedTokensKey.self] else { fatalError("verifiedTokens is set in configure") }
+            return tokens
+        }
+        set { storage[VerifiedTokensKey.self] = newValue }
     }
 }

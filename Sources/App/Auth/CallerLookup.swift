@@ -1,68 +1,114 @@
 import Fluent
 import Foundation
+import SQLiteKit
 import SQLKit
 
 /// Loads everything an authenticated request needs (the session or API key, its user, and the user's grants)
-/// in one query, because it runs on every request.
+/// in one query of one row, because it runs on every request. On SQLite the query runs on a direct read
+/// connection (`SQLiteReaders`) when one is free, otherwise (and on PostgreSQL) through the driver.
 enum CallerLookup {
-    static let sessionColumns = ["id", "user_id", "ip_address", "user_agent", "created_at", "last_seen_at", "idle_expires_at",
-                                 "expires_at", "revoked_at", "revoked_reason", "cookie_token_hash", "csrf_token_hash"]
-    static let keyColumns = ["id", "user_id", "name", "prefix", "key_hash", "scopes", "expires_at", "revoked_at",
-                             "last_used_at", "last_used_ip", "created_at"]
+    /// What identifies the credential row.
+    enum Key {
+        case sessionID(UUID)
+        case cookieHash(String)
+        case apiKeyID(UUID)
+        case apiKeyPrefix(String)
 
-    /// The session (by id or by cookie hash), its user and grants; nil when the session does not exist.
-    static func session(where condition: SQLQueryString, on db: any Database) async throws -> (UserSession, User, Grants)? {
-        let rows = try await joined(table: UserSession.schema, alias: "s", columns: sessionColumns, where: condition, on: db)
-        guard let first = rows.first else { return nil }
-        let session = UserSession()
-        try session.output(from: RowOutput(row: first, prefix: "s_"))
-        let user = User()
-        try user.output(from: RowOutput(row: first, prefix: ""))
-        return (session, user, grants(from: rows))
-    }
-
-    /// The key with this prefix, its user and the user's grants (not yet narrowed to the key's scopes).
-    static func apiKey(prefix: String, on db: any Database) async throws -> (APIKey, User, Grants)? {
-        try await apiKey(where: "k.prefix = \(bind: prefix)", on: db)
-    }
-
-    /// The key matching `condition` (on alias `k`), its user and the user's grants.
-    static func apiKey(where condition: SQLQueryString, on db: any Database) async throws -> (APIKey, User, Grants)? {
-        let rows = try await joined(table: APIKey.schema, alias: "k", columns: keyColumns, where: condition, on: db)
-        guard let first = rows.first else { return nil }
-        let key = APIKey()
-        try key.output(from: RowOutput(row: first, prefix: "k_"))
-        let user = User()
-        try user.output(from: RowOutput(row: first, prefix: ""))
-        return (key, user, grants(from: rows))
-    }
-
-    private static func joined(table: String, alias: String, columns: [String], where condition: SQLQueryString,
-                               on db: any Database) async throws -> [any SQLRow] {
-        let sql = db as! any SQLDatabase
-        let selected = columns.map { "\(alias).\($0) AS \(alias)_\($0)" }.joined(separator: ", ")
-        var query: SQLQueryString = """
-            SELECT u.*, \(unsafeRaw: selected), ur.role AS grant_role, rp.permission AS grant_permission
-            FROM \(unsafeRaw: table) \(unsafeRaw: alias)
-            JOIN users u ON u.id = \(unsafeRaw: alias).user_id
-            LEFT JOIN user_roles ur ON ur.user_id = u.id
-            LEFT JOIN role_permissions rp ON rp.role = ur.role
-            WHERE
-            """
-        query.appendInterpolation(unsafeRaw: " ")
-        query = query + condition
-        return try await sql.raw(query).all()
-    }
-
-    private static func grants(from rows: [any SQLRow]) -> Grants {
-        var roles: Set<String> = []
-        var permissions: Set<Permission> = []
-        for row in rows {
-            if let role = try? row.decode(column: "grant_role", as: String?.self) { roles.insert(role) }
-            if let name = try? row.decode(column: "grant_permission", as: String?.self), let permission = Permission(rawValue: name) {
-                permissions.insert(permission)
+        fileprivate var kind: Kind {
+            switch self {
+            case .sessionID: .sessionByID
+            case .cookieHash: .sessionByCookie
+            case .apiKeyID: .keyByID
+            case .apiKeyPrefix: .keyByPrefix
             }
         }
+
+        fileprivate var value: any Encodable & Sendable {
+            switch self {
+            case .sessionID(let id), .apiKeyID(let id): id
+            case .cookieHash(let text), .apiKeyPrefix(let text): text
+            }
+        }
+    }
+
+    /// The session, its user and grants; nil when the session does not exist.
+    static func session(_ key: Key, on db: any Database, readers: SQLiteReaders?) async throws -> (UserSession, User, Grants)? {
+        try await lookup(key, on: db, readers: readers)
+    }
+
+    /// The key, its user and the user's grants (not yet narrowed to the key's scopes); nil when there is no such key.
+    static func apiKey(_ key: Key, on db: any Database, readers: SQLiteReaders?) async throws -> (APIKey, User, Grants)? {
+        try await lookup(key, on: db, readers: readers)
+    }
+
+    private static func lookup<Credential: ListedProperties>(_ key: Key, on db: any Database, readers: SQLiteReaders?)
+        async throws -> (Credential, User, Grants)? {
+        guard let row = try await row(for: key, on: db, readers: readers) else { return nil }
+        let credential = Credential()
+        try credential.hydrate(from: RowOutput(row: row, prefix: "c_"))
+        let user = User()
+        try user.hydrate(from: RowOutput(row: row, prefix: ""))
+        return (credential, user, try grants(from: row))
+    }
+
+    private static func row(for key: Key, on db: any Database, readers: SQLiteReaders?) async throws -> (any SQLRow)? {
+        let kind = key.kind
+        if let readers, let rows = try readers.read(kind.sqlite + "?", [try SQLiteDataEncoder().encode(key.value)]) {
+            return rows.first
+        }
+        let sql = db as! any SQLDatabase
+        let text = sql.dialect.name == "postgresql" ? kind.postgres : kind.sqlite
+        return try await sql.raw("\(unsafeRaw: text)\(bind: key.value)").first()
+    }
+
+    /// The four lookups, each one statement whose text never changes (one cached prepared statement each).
+    fileprivate enum Kind: CaseIterable {
+        case sessionByID, sessionByCookie, keyByID, keyByPrefix
+
+        private static let sessionColumns = [
+            "id", "user_id", "ip_address", "user_agent", "created_at", "last_seen_at", "idle_expires_at", "expires_at",
+            "revoked_at", "revoked_reason", "cookie_token_hash", "csrf_token_hash",
+        ]
+        private static let keyColumns = [
+            "id", "user_id", "name", "prefix", "key_hash", "scopes", "expires_at", "revoked_at", "last_used_at",
+            "last_used_ip", "created_at",
+        ]
+
+        /// The statement up to its one bound value, which ends it. Roles and permissions come aggregated into one
+        /// column each (comma-separated: both are identifiers, from `RoleCatalog` and `Permission`), so the answer
+        /// is one row.
+        private func text(aggregate: String) -> String {
+            let (table, columns, condition) = switch self {
+            case .sessionByID: (UserSession.schema, Self.sessionColumns, "c.id")
+            case .sessionByCookie: (UserSession.schema, Self.sessionColumns, "c.cookie_token_hash")
+            case .keyByID: (APIKey.schema, Self.keyColumns, "c.id")
+            case .keyByPrefix: (APIKey.schema, Self.keyColumns, "c.prefix")
+            }
+            let selected = columns.map { "c.\($0) AS c_\($0)" }.joined(separator: ", ")
+            return """
+                SELECT u.*, \(selected), \
+                (SELECT \(aggregate)(ur.role, ',') FROM user_roles ur WHERE ur.user_id = u.id) AS grant_roles, \
+                (SELECT \(aggregate)(rp.permission, ',') FROM user_roles ur JOIN role_permissions rp ON rp.role = ur.role \
+                WHERE ur.user_id = u.id) AS grant_permissions \
+                FROM \(table) c JOIN users u ON u.id = c.user_id WHERE \(condition) =
+                """
+        }
+
+        private static let sqliteTexts = Dictionary(uniqueKeysWithValues: allCases.map { ($0, $0.text(aggregate: "group_concat")) })
+        private static let postgresTexts = Dictionary(uniqueKeysWithValues: allCases.map { ($0, $0.text(aggregate: "string_agg")) })
+
+        var sqlite: String { Self.sqliteTexts[self]! }
+        var postgres: String { Self.postgresTexts[self]! }
+    }
+
+    private static func grants(from row: any SQLRow) throws -> Grants {
+        // Split on bytes: both lists are ASCII identifiers, and splitting by character costs ten times as much.
+        func list(_ column: String) throws -> [String] {
+            guard let text = try row.decode(column: column, as: String?.self) else { return [] }
+            return text.utf8.split(separator: UInt8(ascii: ",")).map { String(decoding: $0, as: UTF8.self) }
+        }
+        let roles = Set(try list("grant_roles"))
+        let permissions = Set(try list("grant_permissions").compactMap(Permission.init(rawValue:)))
         return Grants(roles: roles.sorted(), permissions: permissions)
     }
 

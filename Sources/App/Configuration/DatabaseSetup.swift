@@ -48,8 +48,8 @@ enum DatabaseSetup {
         return QueryObserver(metrics: app.metrics, slowThreshold: threshold)
     }
 
-    /// SQLite: opens the write transactions' connection, with the write gate in front of it, and closes it when
-    /// the app shuts down (after the workers and loops that write, whose handlers are registered later).
+    /// SQLite: opens the write transactions' connection, with the write gate in front of it, and sets up the direct
+    /// read connections; closes them when the app shuts down (after the workers and loops that write, whose handlers are registered later).
     static func openSQLiteWriter(_ app: Application, _ config: AppConfig) async throws {
         guard case .sqlite(let path) = config.database else { return }
         let gate = WriteGate()
@@ -58,6 +58,8 @@ enum DatabaseSetup {
             path: path, busyTimeoutMilliseconds: config.sqliteBusyTimeoutMilliseconds, synchronous: config.sqliteSynchronous.rawValue,
             configuration: app.databases.configuration(for: .sqlite)!, logger: app.logger,
             pageSizeLimit: app.fluent.pagination.pageSizeLimit, observer: queryObserver(app, config), gate: gate)
+        // One per thread that may read at once: the event loops, and a few more for tasks running elsewhere.
+        app.sqliteReaders = SQLiteReaders(path: path, limit: System.coreCount + 4, observer: queryObserver(app, config), logger: app.logger)
         app.lifecycle.use(SQLiteWriterLifecycle())
     }
 
@@ -79,13 +81,15 @@ enum DatabaseSetup {
     }
 }
 
-/// Closes the SQLite writer when the app stops.
+/// Closes the SQLite writer and readers when the app stops.
 final class SQLiteWriterLifecycle: LifecycleHandler {
     func shutdownAsync(_ application: Application) async {
+        application.sqliteReaders?.close()
         await application.sqliteWriter?.close()
     }
 
     func shutdown(_ application: Application) {
+        application.sqliteReaders?.close()
         application.sqliteWriter?.closeBlocking()
     }
 }

@@ -51,7 +51,7 @@ struct ProblemMiddleware: AsyncMiddleware {
         case let sqlite as SQLiteError where Self.lockContention.contains(sqlite.reason):
             // The database stayed locked past the busy timeout: a transient overload, not a bug.
             return (.serviceUnavailable, "unavailable", "The database is busy; retry shortly.", [], ["Retry-After": "1"])
-        case let sqlite as SQLiteWriterError where sqlite.isBusy:
+        case let sqlite as SQLiteDirectError where sqlite.isBusy:
             return (.serviceUnavailable, "unavailable", "The database is busy; retry shortly.", [], ["Retry-After": "1"])
         case let decoding as DecodingError:
             return Self.classify(decoding, body: request.body.data)

@@ -39,3 +39,9 @@ public final class APIKey: Model, @unchecked Sendable {
         revokedAt == nil && (expiresAt.map { $0 > now } ?? true)
     }
 }
+
+extension APIKey: ListedProperties {
+    var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $createdAt, $user, $name, $prefix, $keyHash, $scopesJSON, $expiresAt, $revokedAt, $lastUsedAt, $lastUsedIP]
+    }
+}

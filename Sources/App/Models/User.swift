@@ -47,3 +47,10 @@ public final class User: Model, @unchecked Sendable {
         email.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
     }
 }
+
+extension User: ListedProperties {
+    var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $createdAt, $updatedAt, $email, $username, $fullName, $passwordHash, $status, $emailVerifiedAt,
+         $failedLoginCount, $lockedUntil, $lastLoginAt, $mfaEnabled, $mfaSecret, $mfaLastUsedStep]
+    }
+}

@@ -30,3 +30,10 @@ public final class UserSession: Model, @unchecked Sendable {
         revokedAt == nil && now < idleExpiresAt && now < expiresAt
     }
 }
+
+extension UserSession: ListedProperties {
+    var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $createdAt, $lastSeenAt, $user, $ipAddress, $userAgent, $idleExpiresAt, $expiresAt, $revokedAt,
+         $revokedReason, $cookieTokenHash, $csrfTokenHash]
+    }
+}

@@ -220,7 +220,7 @@ actor EventHub {
                 if let known = verdicts[stream.credential] {
                     grants = known
                 } else {
-                    grants = try await Self.currentGrants(of: stream.credential, now: now, on: app.db)
+                    grants = try await Self.currentGrants(of: stream.credential, now: now, on: app.db, readers: app.sqliteReaders)
                     verdicts[stream.credential] = grants
                 }
                 if let grants {
@@ -236,14 +236,14 @@ actor EventHub {
     }
 
     /// What the credential may read now, or nil when it no longer works.
-    static func currentGrants(of credential: StreamCredential, now: Date, on db: any Database) async throws -> Grants? {
+    static func currentGrants(of credential: StreamCredential, now: Date, on db: any Database, readers: SQLiteReaders?) async throws -> Grants? {
         switch credential {
         case .session(let id):
-            guard let (session, user, grants) = try await CallerLookup.session(where: "s.id = \(bind: id)", on: db),
+            guard let (session, user, grants) = try await CallerLookup.session(.sessionID(id), on: db, readers: readers),
                   session.isLive(at: now), user.status == .active else { return nil }
             return grants
         case .apiKey(let id):
-            guard let (key, user, ownerGrants) = try await CallerLookup.apiKey(where: "k.id = \(bind: id)", on: db),
+            guard let (key, user, ownerGrants) = try await CallerLookup.apiKey(.apiKeyID(id), on: db, readers: readers),
                   key.isUsable(at: now), user.status == .active else { return nil }
             var grants = ownerGrants
             grants.permissions.formIntersection(key.scopes)

@@ -144,7 +144,7 @@ struct EventStreamController: RouteCollection {
         let grants: Grants
         if let token = req.query[String.self, at: "ticket"] {
             guard let redeemed = try await StreamTickets.redeem(token, app: app),
-                  let current = try await EventHub.currentGrants(of: redeemed.credential, now: app.wallClock.now(), on: app.db)
+                  let current = try await EventHub.currentGrants(of: redeemed.credential, now: app.wallClock.now(), on: app.db, readers: app.sqliteReaders)
             else { throw StreamAuthError.invalidTicket }
             (userID, credential, grants) = (redeemed.userID, redeemed.credential, current)
         } else {

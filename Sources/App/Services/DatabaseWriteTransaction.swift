@@ -58,6 +58,14 @@ extension Application {
         set { storage[SQLiteWriterKey.self] = newValue }
     }
 
+    private struct SQLiteReadersKey: StorageKey { typealias Value = SQLiteReaders }
+
+    /// Set in `configure` for SQLite: direct read connections for the caller lookup on every request.
+    var sqliteReaders: SQLiteReaders? {
+        get { storage[SQLiteReadersKey.self] }
+        set { storage[SQLiteReadersKey.self] = newValue }
+    }
+
     /// A write transaction: on SQLite queued behind other writers and run on the writer's own connection and thread
     /// (reads stay on the driver's pool beside it); on PostgreSQL a transaction from the pool.
     func writeTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {

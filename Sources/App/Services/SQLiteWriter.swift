@@ -28,7 +28,7 @@ import VaporCSQLite
 /// writes still made through the driver's pool also take. Reads stay on the pool. PostgreSQL does not use this.
 final class SQLiteWriter: Sendable {
     let executor: WriterThread
-    private let connection: WriterConnection
+    private let connection: DirectSQLiteConnection
     private let context: DatabaseContext
     private let observer: QueryObserver?
     private let gate: WriteGate
@@ -43,7 +43,7 @@ final class SQLiteWriter: Sendable {
         let context = DatabaseContext(configuration: configuration, logger: logger, eventLoop: executor.eventLoop, pageSizeLimit: pageSizeLimit)
         do {
             let connection = try await executor.run {
-                let connection = try WriterConnection(path: path, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
+                let connection = try DirectSQLiteConnection(path: path, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
                 for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = \(synchronous)", "PRAGMA foreign_keys = ON"] {
                     try connection.execute(pragma, []) { _ in }
                 }
@@ -56,7 +56,7 @@ final class SQLiteWriter: Sendable {
         }
     }
 
-    private init(executor: WriterThread, connection: WriterConnection, context: DatabaseContext, observer: QueryObserver?, gate: WriteGate) {
+    private init(executor: WriterThread, connection: DirectSQLiteConnection, context: DatabaseContext, observer: QueryObserver?, gate: WriteGate) {
         self.executor = executor
         self.connection = connection
         self.context = context
@@ -264,181 +264,6 @@ final class WriterThread: TaskExecutor, @unchecked Sendable {
     }
 }
 
-// MARK: - The connection
-
-/// A SQLite error from the writer's connection, with SQLite's extended result code.
-struct SQLiteWriterError: Error, CustomStringConvertible, DatabaseError {
-    let code: Int32
-    let message: String
-
-    var primaryCode: Int32 { code & 0xff }
-    var description: String { "SQLite error \(code): \(message)" }
-
-    /// The database stayed locked past the busy timeout.
-    var isBusy: Bool { primaryCode == SQLITE_BUSY || primaryCode == SQLITE_LOCKED }
-
-    var isSyntaxError: Bool { primaryCode == SQLITE_ERROR && message.contains("syntax error") }
-    var isConstraintFailure: Bool { primaryCode == SQLITE_CONSTRAINT }
-    var isConnectionClosed: Bool { primaryCode == SQLITE_MISUSE }
-}
-
-private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
-
-/// One sqlite3 handle and its prepared statements. Used only on the writer's thread.
-private final class WriterConnection: @unchecked Sendable {
-    private var handle: OpaquePointer?
-    private var statements: [String: OpaquePointer] = [:]
-    /// Statements are cached by SQL text; past this many (SQL with literals written in), the cache starts again.
-    private let cacheLimit = 256
-
-    init(path: String, busyTimeoutMilliseconds: Int) throws {
-        let flags = SQLITE_OPEN_CREATE | SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_URI | SQLITE_OPEN_EXRESCODE
-        let opened = sqlite_nio_sqlite3_open_v2(path, &handle, flags, nil)
-        guard opened == SQLITE_OK else {
-            let error = SQLiteWriterError(code: opened, message: "cannot open \(path)")
-            sqlite_nio_sqlite3_close_v2(handle)
-            handle = nil
-            throw error
-        }
-        sqlite_nio_sqlite3_busy_timeout(handle, Int32(clamping: busyTimeoutMilliseconds))
-    }
-
-    deinit { close() }
-
-    func close() {
-        for statement in statements.values { sqlite_nio_sqlite3_finalize(statement) }
-        statements.removeAll()
-        if let handle { sqlite_nio_sqlite3_close_v2(handle) }
-        handle = nil
-    }
-
-    private func error(_ code: Int32) -> SQLiteWriterError {
-        let message = sqlite_nio_sqlite3_errmsg(handle).map { String(cString: $0) } ?? "unknown error"
-        return SQLiteWriterError(code: sqlite_nio_sqlite3_extended_errcode(handle) == 0 ? code : sqlite_nio_sqlite3_extended_errcode(handle), message: message)
-    }
-
-    private func prepared(_ sql: String) throws -> OpaquePointer {
-        if let statement = statements[sql] { return statement }
-        guard handle != nil else { throw SQLiteWriterError(code: SQLITE_MISUSE, message: "the writer's connection is closed") }
-        var statement: OpaquePointer?
-        let result = sqlite_nio_sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
-        guard result == SQLITE_OK, let statement else { throw error(result) }
-        if statements.count >= cacheLimit {
-            for cached in statements.values { sqlite_nio_sqlite3_finalize(cached) }
-            statements.removeAll()
-        }
-        statements[sql] = statement
-        return statement
-    }
-
-    /// Prepares (or reuses), binds, steps to the end and hands each row over.
-    func execute(_ sql: String, _ binds: [SQLiteData], _ onRow: (any SQLRow) -> Void) throws {
-        let statement = try prepared(sql)
-        defer {
-            sqlite_nio_sqlite3_reset(statement)
-            sqlite_nio_sqlite3_clear_bindings(statement)
-        }
-        for (offset, value) in binds.enumerated() {
-            let index = Int32(offset + 1)
-            let result: Int32 = switch value {
-            case .integer(let number): sqlite_nio_sqlite3_bind_int64(statement, index, Int64(number))
-            case .float(let number): sqlite_nio_sqlite3_bind_double(statement, index, number)
-            case .text(let text): sqlite_nio_sqlite3_bind_text64(statement, index, text, UInt64(text.utf8.count), transient, UInt8(SQLITE_UTF8))
-            case .blob(let buffer):
-                buffer.withUnsafeReadableBytes {
-                    sqlite_nio_sqlite3_bind_blob64(statement, index, $0.baseAddress, UInt64($0.count), transient)
-                }
-            case .null: sqlite_nio_sqlite3_bind_null(statement, index)
-            }
-            guard result == SQLITE_OK else { throw error(result) }
-        }
-        var columns: WriterRow.Columns?
-        while true {
-            let step = sqlite_nio_sqlite3_step(statement)
-            if step == SQLITE_DONE { return }
-            guard step == SQLITE_ROW else { throw error(step) }
-            let names = try columns ?? Self.columns(of: statement)
-            columns = names
-            var values: [SQLiteData] = []
-            values.reserveCapacity(names.names.count)
-            for index in 0..<Int32(names.names.count) { values.append(try Self.value(of: statement, at: index)) }
-            onRow(WriterRow(columns: names, values: values))
-        }
-    }
-
-    private static func columns(of statement: OpaquePointer) throws -> WriterRow.Columns {
-        let count = sqlite_nio_sqlite3_column_count(statement)
-        var names: [String] = []
-        for index in 0..<count {
-            guard let name = sqlite_nio_sqlite3_column_name(statement, index) else {
-                throw SQLiteWriterError(code: SQLITE_ERROR, message: "column \(index) has no name")
-            }
-            names.append(String(cString: name))
-        }
-        return WriterRow.Columns(names: names)
-    }
-
-    private static func value(of statement: OpaquePointer, at index: Int32) throws -> SQLiteData {
-        switch sqlite_nio_sqlite3_column_type(statement, index) {
-        case SQLITE_INTEGER: return .integer(Int(sqlite_nio_sqlite3_column_int64(statement, index)))
-        case SQLITE_FLOAT: return .float(sqlite_nio_sqlite3_column_double(statement, index))
-        case SQLITE_TEXT:
-            guard let text = sqlite_nio_sqlite3_column_text(statement, index) else {
-                throw SQLiteWriterError(code: SQLITE_NOMEM, message: "column \(index) has no text")
-            }
-            return .text(String(cString: text))
-        case SQLITE_BLOB:
-            let length = Int(sqlite_nio_sqlite3_column_bytes(statement, index))
-            var buffer = ByteBufferAllocator().buffer(capacity: length)
-            if let bytes = sqlite_nio_sqlite3_column_blob(statement, index) {
-                buffer.writeBytes(UnsafeRawBufferPointer(start: bytes, count: length))
-            }
-            return .blob(buffer)
-        default: return .null
-        }
-    }
-}
-
-/// A result row, read the way SQLiteKit reads the driver's.
-private struct WriterRow: SQLRow {
-    final class Columns: Sendable {
-        let names: [String]
-        let positions: [String: Int]
-        init(names: [String]) {
-            self.names = names
-            positions = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
-        }
-    }
-
-    private static let decoder = SQLiteDataDecoder()
-
-    let columns: Columns
-    let values: [SQLiteData]
-
-    var allColumns: [String] { columns.names }
-    func contains(column: String) -> Bool { columns.positions[column] != nil }
-
-    func decodeNil(column: String) throws -> Bool {
-        guard let position = columns.positions[column] else { return true }
-        return values[position] == .null
-    }
-
-    func decode<D: Decodable>(column: String, as type: D.Type) throws -> D {
-        guard let position = columns.positions[column] else {
-            throw DecodingError.keyNotFound(SQLiteWriterColumn(column), .init(codingPath: [], debugDescription: "No column \(column)."))
-        }
-        return try Self.decoder.decode(D.self, from: values[position])
-    }
-}
-
-private struct SQLiteWriterColumn: CodingKey {
-    var stringValue: String
-    var intValue: Int? { nil }
-    init(_ name: String) { stringValue = name }
-    init?(stringValue: String) { self.stringValue = stringValue }
-    init?(intValue: Int) { nil }
-}
-
 // MARK: - Fluent and SQLKit over the writer
 
 /// What a write transaction's body sees: a Fluent database and a SQLKit database on the writer's connection,
@@ -498,7 +323,7 @@ private struct WriterDatabase: Database, SQLDatabase {
     }
 
     func execute(schema: DatabaseSchema) -> EventLoopFuture<Void> {
-        eventLoop.makeFailedFuture(SQLiteWriterError(code: SQLITE_MISUSE, message: "schema changes belong in migrations, not write transactions"))
+        eventLoop.makeFailedFuture(SQLiteDirectError(code: SQLITE_MISUSE, message: "schema changes belong in migrations, not write transactions"))
     }
 
     func execute(enum: DatabaseEnum) -> EventLoopFuture<Void> {

@@ -1,0 +1,204 @@
+import FluentKit
+import Foundation
+import NIOCore
+import SQLiteKit
+import SQLKit
+// sqlite-nio's C target (the same SQLite library the driver links); it has no product of its own.
+import VaporCSQLite
+
+/// A SQLite error from a connection of our own (the writer's, or a reader's), with SQLite's extended result code.
+struct SQLiteDirectError: Error, CustomStringConvertible, DatabaseError {
+    let code: Int32
+    let message: String
+
+    var primaryCode: Int32 { code & 0xff }
+    var description: String { "SQLite error \(code): \(message)" }
+
+    /// The database stayed locked past the busy timeout.
+    var isBusy: Bool { primaryCode == SQLITE_BUSY || primaryCode == SQLITE_LOCKED }
+
+    var isSyntaxError: Bool { primaryCode == SQLITE_ERROR && message.contains("syntax error") }
+    var isConstraintFailure: Bool { primaryCode == SQLITE_CONSTRAINT }
+    var isConnectionClosed: Bool { primaryCode == SQLITE_MISUSE }
+}
+
+private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+/// One sqlite3 handle and its prepared statements, called directly (no thread pool). Not thread-safe: one
+/// thread at a time uses it (the writer's thread, or whoever holds a reader, see `SQLiteReaders`).
+final class DirectSQLiteConnection: @unchecked Sendable {
+    private var handle: OpaquePointer?
+    private var statements: [String: Prepared] = [:]
+    /// Statements are cached by SQL text; past this many (SQL with literals written in), the cache starts again.
+    private let cacheLimit = 256
+
+    /// `readOnly`: opened read-only, and `query_only` too, so nothing can write through it.
+    init(path: String, busyTimeoutMilliseconds: Int, readOnly: Bool = false) throws {
+        let access = readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_CREATE | SQLITE_OPEN_READWRITE
+        let flags = access | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_URI | SQLITE_OPEN_EXRESCODE
+        let opened = sqlite_nio_sqlite3_open_v2(path, &handle, flags, nil)
+        guard opened == SQLITE_OK else {
+            let error = SQLiteDirectError(code: opened, message: "cannot open \(path)")
+            sqlite_nio_sqlite3_close_v2(handle)
+            handle = nil
+            throw error
+        }
+        sqlite_nio_sqlite3_busy_timeout(handle, Int32(clamping: busyTimeoutMilliseconds))
+        if readOnly { try execute("PRAGMA query_only = ON", []) { _ in } }
+    }
+
+    deinit { close() }
+
+    func close() {
+        for prepared in statements.values { sqlite_nio_sqlite3_finalize(prepared.statement) }
+        statements.removeAll()
+        if let handle { sqlite_nio_sqlite3_close_v2(handle) }
+        handle = nil
+    }
+
+    private func error(_ code: Int32) -> SQLiteDirectError {
+        let message = sqlite_nio_sqlite3_errmsg(handle).map { String(cString: $0) } ?? "unknown error"
+        return SQLiteDirectError(code: sqlite_nio_sqlite3_extended_errcode(handle) == 0 ? code : sqlite_nio_sqlite3_extended_errcode(handle), message: message)
+    }
+
+    /// A prepared statement, and its result columns once read. They are the same on every run unless a schema
+    /// change made SQLite prepare the statement again, which its re-prepare counter tells.
+    private final class Prepared {
+        let statement: OpaquePointer
+        var columns: DirectSQLiteRow.Columns?
+        var columnsPrepareCount: Int32 = -1
+        init(_ statement: OpaquePointer) { self.statement = statement }
+    }
+
+    private func prepared(_ sql: String) throws -> Prepared {
+        if let prepared = statements[sql] { return prepared }
+        guard handle != nil else { throw SQLiteDirectError(code: SQLITE_MISUSE, message: "the connection is closed") }
+        var statement: OpaquePointer?
+        let result = sqlite_nio_sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
+        guard result == SQLITE_OK, let statement else { throw error(result) }
+        if statements.count >= cacheLimit {
+            for cached in statements.values { sqlite_nio_sqlite3_finalize(cached.statement) }
+            statements.removeAll()
+        }
+        let prepared = Prepared(statement)
+        statements[sql] = prepared
+        return prepared
+    }
+
+    /// Prepares (or reuses), binds, steps to the end and hands each row over.
+    func execute(_ sql: String, _ binds: [SQLiteData], _ onRow: (any SQLRow) -> Void) throws {
+        let prepared = try prepared(sql)
+        let statement = prepared.statement
+        // Reset ends the statement's read transaction. Bindings are not cleared: every run binds every parameter
+        // again (checked here), and clearing them would make SQLite re-prepare any statement whose plan looked at a
+        // bound value, a join on it for one, on every run.
+        defer { sqlite_nio_sqlite3_reset(statement) }
+        guard binds.count == Int(sqlite_nio_sqlite3_bind_parameter_count(statement)) else {
+            throw SQLiteDirectError(code: SQLITE_RANGE, message: "\(binds.count) values for \(sqlite_nio_sqlite3_bind_parameter_count(statement)) parameters")
+        }
+        for (offset, value) in binds.enumerated() {
+            let index = Int32(offset + 1)
+            let result: Int32 = switch value {
+            case .integer(let number): sqlite_nio_sqlite3_bind_int64(statement, index, Int64(number))
+            case .float(let number): sqlite_nio_sqlite3_bind_double(statement, index, number)
+            case .text(let text): sqlite_nio_sqlite3_bind_text64(statement, index, text, UInt64(text.utf8.count), transient, UInt8(SQLITE_UTF8))
+            case .blob(let buffer):
+                buffer.withUnsafeReadableBytes {
+                    sqlite_nio_sqlite3_bind_blob64(statement, index, $0.baseAddress, UInt64($0.count), transient)
+                }
+            case .null: sqlite_nio_sqlite3_bind_null(statement, index)
+            }
+            guard result == SQLITE_OK else { throw error(result) }
+        }
+        while true {
+            let step = sqlite_nio_sqlite3_step(statement)
+            if step == SQLITE_DONE { return }
+            guard step == SQLITE_ROW else { throw error(step) }
+            let names: DirectSQLiteRow.Columns
+            let prepareCount = sqlite_nio_sqlite3_stmt_status(statement, SQLITE_STMTSTATUS_REPREPARE, 0)
+            if let columns = prepared.columns, prepared.columnsPrepareCount == prepareCount {
+                names = columns
+            } else {
+                names = try Self.columns(of: statement)
+                prepared.columns = names
+                prepared.columnsPrepareCount = prepareCount
+            }
+            var values: [SQLiteData] = []
+            values.reserveCapacity(names.names.count)
+            for index in 0..<Int32(names.names.count) { values.append(try Self.value(of: statement, at: index)) }
+            onRow(DirectSQLiteRow(columns: names, values: values))
+        }
+    }
+
+    private static func columns(of statement: OpaquePointer) throws -> DirectSQLiteRow.Columns {
+        let count = sqlite_nio_sqlite3_column_count(statement)
+        var names: [String] = []
+        for index in 0..<count {
+            guard let name = sqlite_nio_sqlite3_column_name(statement, index) else {
+                throw SQLiteDirectError(code: SQLITE_ERROR, message: "column \(index) has no name")
+            }
+            names.append(String(cString: name))
+        }
+        return DirectSQLiteRow.Columns(names: names)
+    }
+
+    private static func value(of statement: OpaquePointer, at index: Int32) throws -> SQLiteData {
+        switch sqlite_nio_sqlite3_column_type(statement, index) {
+        case SQLITE_INTEGER: return .integer(Int(sqlite_nio_sqlite3_column_int64(statement, index)))
+        case SQLITE_FLOAT: return .float(sqlite_nio_sqlite3_column_double(statement, index))
+        case SQLITE_TEXT:
+            guard let text = sqlite_nio_sqlite3_column_text(statement, index) else {
+                throw SQLiteDirectError(code: SQLITE_NOMEM, message: "column \(index) has no text")
+            }
+            return .text(String(cString: text))
+        case SQLITE_BLOB:
+            let length = Int(sqlite_nio_sqlite3_column_bytes(statement, index))
+            var buffer = ByteBufferAllocator().buffer(capacity: length)
+            if let bytes = sqlite_nio_sqlite3_column_blob(statement, index) {
+                buffer.writeBytes(UnsafeRawBufferPointer(start: bytes, count: length))
+            }
+            return .blob(buffer)
+        default: return .null
+        }
+    }
+}
+
+/// A result row, read the way SQLiteKit reads the driver's.
+struct DirectSQLiteRow: SQLRow {
+    final class Columns: Sendable {
+        let names: [String]
+        let positions: [String: Int]
+        init(names: [String]) {
+            self.names = names
+            positions = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        }
+    }
+
+    private static let decoder = SQLiteDataDecoder()
+
+    let columns: Columns
+    let values: [SQLiteData]
+
+    var allColumns: [String] { columns.names }
+    func contains(column: String) -> Bool { columns.positions[column] != nil }
+
+    func decodeNil(column: String) throws -> Bool {
+        guard let position = columns.positions[column] else { return true }
+        return values[position] == .null
+    }
+
+    func decode<D: Decodable>(column: String, as type: D.Type) throws -> D {
+        guard let position = columns.positions[column] else {
+            throw DecodingError.keyNotFound(DirectSQLiteColumn(column), .init(codingPath: [], debugDescription: "No column \(column)."))
+        }
+        return try Self.decoder.decode(D.self, from: values[position])
+    }
+}
+
+private struct DirectSQLiteColumn: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(_ name: String) { stringValue = name }
+    init?(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
