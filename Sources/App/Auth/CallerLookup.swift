@@ -5,7 +5,7 @@ import SQLKit
 
 /// Loads everything an authenticated request needs (the session or API key, its user, and the user's grants)
 /// in one query of one row, because it runs on every request. On SQLite the query runs on a direct read
-/// connection (`SQLiteReaders`) when one is free, otherwise (and on PostgreSQL) through the driver.
+/// connection (`SQLiteReaders`) when it is free, otherwise (and on PostgreSQL) through the driver.
 enum CallerLookup {
     /// What identifies the credential row.
     enum Key {
@@ -45,9 +45,9 @@ enum CallerLookup {
         async throws -> (Credential, User, Grants)? {
         guard let row = try await row(for: key, on: db, readers: readers) else { return nil }
         let credential = Credential()
-        try credential.hydrate(from: RowOutput(row: row, prefix: "c_"))
+        try credential.hydrate(from: SQLRowOutput(row: row, prefix: "c_"))
         let user = User()
-        try user.hydrate(from: RowOutput(row: row, prefix: ""))
+        try user.hydrate(from: SQLRowOutput(row: row))
         return (credential, user, try grants(from: row))
     }
 
@@ -110,27 +110,5 @@ enum CallerLookup {
         let roles = Set(try list("grant_roles"))
         let permissions = Set(try list("grant_permissions").compactMap(Permission.init(rawValue:)))
         return Grants(roles: roles.sorted(), permissions: permissions)
-    }
-
-    /// Lets a Fluent model read its fields from a joined row, under a column prefix.
-    private struct RowOutput: DatabaseOutput {
-        let row: any SQLRow
-        let prefix: String
-
-        var description: String { "\(row)" }
-
-        func schema(_ schema: String) -> any DatabaseOutput { self }
-
-        func contains(_ key: FieldKey) -> Bool {
-            row.contains(column: prefix + key.description)
-        }
-
-        func decodeNil(_ key: FieldKey) throws -> Bool {
-            try row.decodeNil(column: prefix + key.description)
-        }
-
-        func decode<T: Decodable>(_ key: FieldKey, as type: T.Type) throws -> T {
-            try row.decode(column: prefix + key.description, as: T.self)
-        }
     }
 }

@@ -40,15 +40,15 @@ struct ExecutionJobs: Sendable {
             return
         }
 
-        try await app.writeTransaction { db in
-            guard try await queue.heartbeat(job, on: db) else { throw LeaseLost() }
-            execution.attempt = job.attempts
-            execution.startedAt = execution.startedAt ?? now
-            try await service.transition(execution, to: .running, message: "started (attempt \(job.attempts) of \(job.maxAttempts))", on: db)
-        }
+        execution.attempt = job.attempts
+        execution.startedAt = execution.startedAt ?? now
+        // The `running` transition is written once the run has gone on for `startHold`, or with its outcome if it
+        // ends sooner: a quick run costs one commit instead of three.
+        let start = DeferredStart(app: app, execution: execution, job: job)
+        start.begin(hold: Self.startHold)
 
         let executionID = try execution.requireID()
-        let progress = ProgressReporter(app: app, execution: execution, job: job)
+        let progress = ProgressReporter(app: app, execution: execution, job: job, start: start)
         let context = RunContext(executionID: executionID, input: JSONValue.parse(execution.input), settings: skill.runner) { percent, message in
             try await progress.report(percent, message)
         }
@@ -72,19 +72,24 @@ struct ExecutionJobs: Sendable {
         do {
             outcome = try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
         } catch {
-            if Task.isCancelled { throw LeaseLost() }
+            if Task.isCancelled {
+                start.abandon()
+                throw LeaseLost()
+            }
             let cancelled = (try? await Execution.find(executionID, on: app.db))?.cancelRequested ?? false
             if cancelled || error is CancellationError {
                 if cancelled {
-                    try await settle(job, execution, skill: skill) { db in
+                    try await settle(job, execution, skill: skill, start: start) { db in
                         try await service.transition(execution, to: .cancelled, message: "cancelled while running", on: db)
                     }
                     return
                 }
             }
+            // Retried or failed by the job runner in a transaction of its own: the start goes first.
+            await start.flush()
             throw error
         }
-        try await settle(job, execution, skill: skill) { db in
+        try await settle(job, execution, skill: skill, start: start) { db in
             switch outcome {
             case .succeeded(let output):
                 execution.output = output.canonicalString()
@@ -114,12 +119,18 @@ struct ExecutionJobs: Sendable {
         }
     }
 
-    /// Finishes the job and applies `change` in one transaction, only while this worker holds the lease.
-    /// Once committed, an execution that ended is counted in `steward_execution_duration_seconds`.
-    private func settle(_ job: ClaimedJob, _ execution: Execution, skill: Skill? = nil,
+    /// How long a run's start may wait to be written with its outcome (see `DeferredStart`).
+    static let startHold: Duration = .milliseconds(50)
+
+    /// Finishes the job and applies `change` in one transaction, only while this worker holds the lease; a start
+    /// not yet written goes first in the same transaction. Once committed, an execution that ended is counted in
+    /// `steward_execution_duration_seconds`.
+    private func settle(_ job: ClaimedJob, _ execution: Execution, skill: Skill? = nil, start: DeferredStart? = nil,
                         _ change: @escaping @Sendable (any Database) async throws -> Void) async throws {
+        let early = await start?.takeForSettle()
         try await app.writeTransaction { db in
             guard try await JobQueue(app: app).finish(job, status: .succeeded, on: db) else { throw LeaseLost() }
+            if let early, let start { try await start.write(early, on: db) }
             try await change(db)
         }
         if let skill, execution.status.isFinished, execution.status != .rolledBack, let milliseconds = execution.durationMs {
@@ -128,18 +139,21 @@ struct ExecutionJobs: Sendable {
     }
 }
 
-/// Writes progress (0-100, never going back) with its history line and `execution.progress` event.
+/// Writes progress (0-100, never going back) with its history line and `execution.progress` event. While the
+/// run's start is held back (`DeferredStart`), reports are held with it.
 private final class ProgressReporter: @unchecked Sendable {
     let app: Application
     let execution: Execution
     let job: ClaimedJob
+    let start: DeferredStart
     private let lock = NSLock()
     private var last = 0
 
-    init(app: Application, execution: Execution, job: ClaimedJob) {
+    init(app: Application, execution: Execution, job: ClaimedJob, start: DeferredStart) {
         self.app = app
         self.execution = execution
         self.job = job
+        self.start = start
     }
 
     func report(_ percent: Int, _ message: String) async throws {
@@ -151,6 +165,7 @@ private final class ProgressReporter: @unchecked Sendable {
             return true
         }
         guard accepted else { return }
+        if await start.hold(value, message) { return }
         let executionID = try execution.requireID()
         try await app.writeTransaction { db in
             let sql = db as! any SQLDatabase
@@ -161,14 +176,129 @@ private final class ProgressReporter: @unchecked Sendable {
                 RETURNING id
                 """).first()
             guard held != nil else { return }
-            self.execution.progress = value
-            let service = ExecutionService(app: self.app)
-            try await service.record(self.execution, level: "info", message: message, progress: value, on: db)
-            try await self.app.activityRecorder.record(event: EventRecord(
-                type: "execution.progress", actorID: self.execution.$user.id, resourceType: "execution",
-                resourceID: executionID.uuidString.lowercased(),
-                data: ["progress": .number(Double(value)), "message": .string(message),
-                       "userId": .string(self.execution.$user.id.uuidString.lowercased())]), on: db)
+            try await Self.recordProgress(value, message, of: self.execution, app: self.app, on: db)
+        }
+    }
+
+    /// The history line and event of one report, the row's progress already written.
+    static func recordProgress(_ value: Int, _ message: String, of execution: Execution, app: Application, on db: any Database) async throws {
+        let executionID = try execution.requireID()
+        execution.progress = value
+        try await ExecutionService(app: app).record(execution, level: "info", message: message, progress: value, on: db)
+        try await app.activityRecorder.record(event: EventRecord(
+            type: "execution.progress", actorID: execution.$user.id, resourceType: "execution",
+            resourceID: executionID.uuidString.lowercased(),
+            data: ["progress": .number(Double(value)), "message": .string(message),
+                   "userId": .string(execution.$user.id.uuidString.lowercased())]), on: db)
+    }
+}
+
+/// A run's `running` transition, and the progress it reports meanwhile, held back for a moment: if the run ends
+/// within the hold they are written in the transaction that records its outcome (one commit instead of one for the
+/// start, one per report and one for the end); otherwise they are written when the hold ends, so a long run shows
+/// `running` after at most the hold. `started_at` is the real start either way; the history lines carry the time
+/// they were written. A cancel request meanwhile is seen as before (the row's flag, or the in-process task).
+private final class DeferredStart: @unchecked Sendable {
+    typealias Report = (value: Int, message: String)
+    private enum State { case holding([Report]), flushing, written }
+
+    let app: Application
+    let execution: Execution
+    let job: ClaimedJob
+    private let lock = NSLock()
+    private var state: State = .holding([])
+    private var timer: Task<Void, Never>?
+
+    init(app: Application, execution: Execution, job: ClaimedJob) {
+        self.app = app
+        self.execution = execution
+        self.job = job
+    }
+
+    func begin(hold: Duration) {
+        let timer = Task { [self] in
+            try? await Task.sleep(for: hold)
+            if !Task.isCancelled { await flush() }
+        }
+        lock.withLock { self.timer = timer }
+    }
+
+    /// Holds a progress report with the start; false once the start is written (the caller writes it itself).
+    func hold(_ value: Int, _ message: String) async -> Bool {
+        while true {
+            let held = lock.withLock { () -> Bool? in
+                switch state {
+                case .holding(let reports):
+                    state = .holding(reports + [(value, message)])
+                    return true
+                case .flushing: return nil
+                case .written: return false
+                }
+            }
+            if let held { return held }
+            await lock.withLock { timer }?.value
+        }
+    }
+
+    /// Writes the start and the reports held so far in a transaction of their own, unless that is done or under way.
+    /// On failure they stay held, for the outcome's transaction.
+    func flush() async {
+        let reports = lock.withLock { () -> [Report]? in
+            guard case .holding(let reports) = state else { return nil }
+            state = .flushing
+            return reports
+        }
+        guard let reports else { return }
+        do {
+            try await app.writeTransaction { db in
+                guard try await JobQueue(app: self.app).heartbeat(self.job, on: db) else { throw LeaseLost() }
+                try await self.write(reports, on: db)
+            }
+            lock.withLock { state = .written }
+        } catch {
+            lock.withLock { state = .holding(reports) }
+            if !(error is LeaseLost) { app.logger.warning("Could not record the start of a run: \(String(describing: error))") }
+        }
+    }
+
+    /// For the outcome's transaction: the reports to write with the start, or nil when the start is written.
+    /// Waits for a flush under way.
+    func takeForSettle() async -> [Report]? {
+        while true {
+            let taken = lock.withLock { () -> [Report]?? in
+                switch state {
+                case .holding(let reports):
+                    state = .written
+                    timer?.cancel()
+                    return .some(reports)
+                case .flushing: return nil
+                case .written: return .some(nil)
+                }
+            }
+            if let taken { return taken }
+            await lock.withLock { timer }?.value
+        }
+    }
+
+    /// The run is over without an outcome to write (its lease was lost): nothing more is written.
+    func abandon() {
+        lock.withLock {
+            if case .holding = state { state = .written }
+            timer?.cancel()
+        }
+    }
+
+    /// The `running` transition, then each held report, inside `db`'s transaction.
+    func write(_ reports: [Report], on db: any Database) async throws {
+        let service = ExecutionService(app: app)
+        try await service.transition(execution, to: .running, message: "started (attempt \(job.attempts) of \(job.maxAttempts))", on: db)
+        guard let highest = reports.map(\.value).max() else { return }
+        let sql = db as! any SQLDatabase
+        try await sql.raw("""
+            UPDATE executions SET progress = \(bind: highest) WHERE id = \(bind: try execution.requireID()) AND progress < \(bind: highest)
+            """).run()
+        for report in reports {
+            try await ProgressReporter.recordProgress(report.value, report.message, of: execution, app: app, on: db)
         }
     }
 }

@@ -23,5 +23,6 @@ enum AppMigrations {
         CreateSchedules(),
         CreateSystemTasks(),
         CreateWorkflows(),
+        AddExecutionActiveIndex(),
     ]
 }

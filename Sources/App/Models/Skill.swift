@@ -57,3 +57,10 @@ public final class SkillFavorite: Model, @unchecked Sendable {
 
     public init() {}
 }
+
+extension Skill: ListedProperties {
+    var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $createdAt, $updatedAt, $version, $createdBy, $slug, $name, $description, $category, $tagsJSON,
+         $inputSchemaJSON, $runnerJSON, $enabled, $executionCount]
+    }
+}

@@ -87,7 +87,9 @@ struct ExecutionService: Sendable {
         let userID = try caller.user.requireID()
         if enforceCap {
             let cap = app.appConfig.maxConcurrentExecutionsPerUser
-            let active = try await Execution.query(on: db).filter(\.$user.$id == userID).filter(\.$status ~~ [.queued, .running]).count()
+            let rows = try await app.quickRead(
+                "SELECT count(*) AS active FROM executions WHERE user_id = ? AND status IN ('queued', 'running')", [userID], on: db)
+            let active = try rows.first?.decode(column: "active", as: Int.self) ?? 0
             guard active < cap else { throw ExecutionError.tooManyActive(cap) }
         }
 

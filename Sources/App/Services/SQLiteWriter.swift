@@ -27,7 +27,7 @@ import VaporCSQLite
 /// `Application.writeTransaction` and `writeStatements` use it. Each batch holds the write gate, which the few
 /// writes still made through the driver's pool also take. Reads stay on the pool. PostgreSQL does not use this.
 final class SQLiteWriter: Sendable {
-    let executor: WriterThread
+    let executor: SQLiteThread
     private let connection: DirectSQLiteConnection
     private let context: DatabaseContext
     private let observer: QueryObserver?
@@ -39,7 +39,7 @@ final class SQLiteWriter: Sendable {
     /// Opens the connection (on the writer's thread) with the same settings as the driver's connections.
     static func open(path: String, busyTimeoutMilliseconds: Int, synchronous: String, configuration: any DatabaseConfiguration,
                      logger: Logger, pageSizeLimit: Int?, observer: QueryObserver?, gate: WriteGate) async throws -> SQLiteWriter {
-        let executor = WriterThread()
+        let executor = SQLiteThread()
         let context = DatabaseContext(configuration: configuration, logger: logger, eventLoop: executor.eventLoop, pageSizeLimit: pageSizeLimit)
         do {
             let connection = try await executor.run {
@@ -56,7 +56,7 @@ final class SQLiteWriter: Sendable {
         }
     }
 
-    private init(executor: WriterThread, connection: DirectSQLiteConnection, context: DatabaseContext, observer: QueryObserver?, gate: WriteGate) {
+    private init(executor: SQLiteThread, connection: DirectSQLiteConnection, context: DatabaseContext, observer: QueryObserver?, gate: WriteGate) {
         self.executor = executor
         self.connection = connection
         self.context = context
@@ -226,9 +226,10 @@ private final class WriteQueue: @unchecked Sendable {
 
 // MARK: - The thread
 
-/// A thread of its own, an event loop, that also runs the jobs of tasks preferring it (`withTaskExecutorPreference`).
+/// A thread of its own (the writer's, the readers'), an event loop, that also runs the jobs of tasks preferring it
+/// (`withTaskExecutorPreference`).
 /// Being an event loop, futures completed on it resolve on it, so Fluent's future-based calls stay on the thread.
-final class WriterThread: TaskExecutor, @unchecked Sendable {
+final class SQLiteThread: TaskExecutor, @unchecked Sendable {
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let eventLoop: any EventLoop
     private let lock = NSLock()

@@ -246,10 +246,11 @@ struct SkillService: Sendable {
     func find(_ reference: String, on database: (any Database)? = nil) async throws -> Skill {
         let db = database ?? self.db
         let skill: Skill?
+        // On every execution's path: read without Fluent's query building and reflection.
         if let id = UUID(uuidString: reference) {
-            skill = try await Skill.find(id, on: db)
+            skill = try await app.quickFind(Skill.self, where: "id", equals: id, on: db)
         } else if reference.utf8.count <= 64 {
-            skill = try await Skill.query(on: db).filter(\.$slug == reference).first()
+            skill = try await app.quickFind(Skill.self, where: "slug", equals: reference, on: db)
         } else {
             skill = nil
         }

@@ -245,6 +245,42 @@ struct ExecutionTests {
         }
     }
 
+    @Test("A run that goes on shows running and its progress while it runs; a quick one has every step in order")
+    func startAndProgressWhileRunning() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            app.jobWorkers.start(app, count: 2)
+            // Reports every 40 ms: the first falls within the start's hold and is written with it, the rest on their own.
+            let slow = try await start(app, token, skill: "wait", input: #"{"seconds": 0.4}"#)
+            var seen: ExecutionResponse?
+            for _ in 0..<200 {
+                let now = try await fetch(app, token, slow.id)
+                if now.status == "running", now.progress > 0, now.progress < 100 { seen = now; break }
+                if now.status == "succeeded" { break }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            #expect(seen != nil, "never seen running with progress before the end")
+            for _ in 0..<100 where try await fetch(app, token, slow.id).status != "succeeded" {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let history = try (try await send(app, .GET, "/api/v1/executions/\(slow.id)/history", token: token)).content.decode(ListResponse<ExecutionController.HistoryEntry>.self)
+            #expect(history.items.map(\.message) == ["queued", "started (attempt 1 of 3)"] + (1...10).map { "slept \($0 * 10)%" } + ["succeeded"])
+            #expect(history.items.compactMap(\.progress) == (1...10).map { $0 * 10 })
+            let events = try await Event.query(on: app.db).filter(\.$resourceID == slow.id.uuidString.lowercased()).sort(\.$seq).all().map(\.type)
+            #expect(events == ["execution.queued", "execution.running"] + Array(repeating: "execution.progress", count: 10) + ["execution.succeeded"])
+
+            // A quick run: its start, progress and outcome are written together, in order.
+            let quick = try await start(app, token, skill: "wait", input: #"{"seconds": 0.01}"#)
+            for _ in 0..<100 where try await fetch(app, token, quick.id).status != "succeeded" {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let quickHistory = try (try await send(app, .GET, "/api/v1/executions/\(quick.id)/history", token: token)).content.decode(ListResponse<ExecutionController.HistoryEntry>.self)
+            #expect(quickHistory.items.map(\.message) == ["queued", "started (attempt 1 of 3)"] + (1...10).map { "slept \($0 * 10)%" } + ["succeeded"])
+            #expect(try await fetch(app, token, quick.id).startedAt != nil)
+        }
+    }
+
     @Test("Cancel interrupts a running execution within a second")
     func cancelRunning() async throws {
         try await withTestApp { app in

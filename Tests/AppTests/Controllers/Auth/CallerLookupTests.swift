@@ -60,11 +60,12 @@ struct CallerLookupTests {
         }
     }
 
-    @Test("Every stored field of the session, user and API key models is in their hand-written property lists")
+    @Test("Every stored field of the session, user, API key and skill models is in their hand-written property lists")
     func propertyListsAreComplete() {
         #expect(Set(User().listedProperties.flatMap(\.keys)) == Set(User.keys))
         #expect(Set(UserSession().listedProperties.flatMap(\.keys)) == Set(UserSession.keys))
         #expect(Set(APIKey().listedProperties.flatMap(\.keys)) == Set(APIKey.keys))
+        #expect(Set(Skill().listedProperties.flatMap(\.keys)) == Set(Skill.keys))
     }
 
     @Test("Bearer credentials are read as before: any case of the scheme, extra spaces; anything else is 401")
@@ -117,6 +118,7 @@ struct CallerLookupTests {
         try await withTestApp { app in
             app.useTestDoubles()
             guard case .sqlite(let path) = app.appConfig.database else { Issue.record("not SQLite"); return }
+            app.sqliteReaders?.close()
             app.sqliteReaders = SQLiteReaders(path: path, limit: 0, observer: nil, logger: app.logger)
             try await makeUser(app, email: "fallback@example.com")
             let pair = try await login(app, email: "fallback@example.com")
