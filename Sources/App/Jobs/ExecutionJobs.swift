@@ -42,10 +42,15 @@ struct ExecutionJobs: Sendable {
 
         execution.attempt = job.attempts
         execution.startedAt = execution.startedAt ?? now
-        // The `running` transition is written once the run has gone on for `startHold`, or with its outcome if it
-        // ends sooner: a quick run costs one commit instead of three.
         let start = DeferredStart(app: app, execution: execution, job: job)
-        start.begin(hold: Self.startHold)
+        if case .string("builtin")? = skill.runner.object?["type"] {
+            // The `running` transition is written once the run has gone on for `startHold`, or with its outcome if it
+            // ends sooner: a quick run costs one commit instead of three.
+            start.begin(hold: Self.startHold)
+        } else {
+            // A remote skill may call back with progress at once, which needs the row `running` already.
+            try await start.writeNow()
+        }
 
         let executionID = try execution.requireID()
         let progress = ProgressReporter(app: app, execution: execution, job: job, start: start)
@@ -198,6 +203,8 @@ private final class ProgressReporter: @unchecked Sendable {
 /// start, one per report and one for the end); otherwise they are written when the hold ends, so a long run shows
 /// `running` after at most the hold. `started_at` is the real start either way; the history lines carry the time
 /// they were written. A cancel request meanwhile is seen as before (the row's flag, or the in-process task).
+/// Only for built-in runners: a remote skill's start is written at once (`writeNow`), because its progress arrives
+/// through the API, which accepts it only for a `running` row.
 private final class DeferredStart: @unchecked Sendable {
     typealias Report = (value: Int, message: String)
     private enum State { case holding([Report]), flushing, written }
@@ -236,13 +243,22 @@ private final class DeferredStart: @unchecked Sendable {
                 }
             }
             if let held { return held }
-            await lock.withLock { timer }?.value
+            await waitForWrite()
         }
     }
 
     /// Writes the start and the reports held so far in a transaction of their own, unless that is done or under way.
     /// On failure they stay held, for the outcome's transaction.
     func flush() async {
+        do {
+            try await writeNow()
+        } catch {
+            if !(error is LeaseLost) { app.logger.warning("Could not record the start of a run: \(String(describing: error))") }
+        }
+    }
+
+    /// `flush`, throwing its failure (`LeaseLost` when the lease is gone).
+    func writeNow() async throws {
         let reports = lock.withLock { () -> [Report]? in
             guard case .holding(let reports) = state else { return nil }
             state = .flushing
@@ -257,8 +273,14 @@ private final class DeferredStart: @unchecked Sendable {
             lock.withLock { state = .written }
         } catch {
             lock.withLock { state = .holding(reports) }
-            if !(error is LeaseLost) { app.logger.warning("Could not record the start of a run: \(String(describing: error))") }
+            throw error
         }
+    }
+
+    /// Until a write under way (`.flushing`) ends: the timer's task runs it, or else the run's own task, which has
+    /// no report or outcome pending meanwhile.
+    private func waitForWrite() async {
+        if let timer = lock.withLock({ timer }) { await timer.value } else { await Task.yield() }
     }
 
     /// For the outcome's transaction: the reports to write with the start, or nil when the start is written.
@@ -276,7 +298,7 @@ private final class DeferredStart: @unchecked Sendable {
                 }
             }
             if let taken { return taken }
-            await lock.withLock { timer }?.value
+            await waitForWrite()
         }
     }
 

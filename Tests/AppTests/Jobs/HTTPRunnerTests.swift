@@ -58,6 +58,18 @@ final class FakeRunnerServer: @unchecked Sendable {
 }
 
 
+/// A remote skill's stand-in that reports progress through the callback endpoint's service before it answers.
+private struct CallsBackAtOnce: SkillRunner {
+    let app: Application
+
+    func run(_ context: RunContext) async throws -> RunOutcome {
+        let accepted = try await ExecutionService(app: app).reportProgress(context.executionID, progress: 30, message: "at once")
+        return accepted == 30 ? .succeeded(["ok": true]) : .failed("progress refused")
+    }
+
+    func undo(_ context: RunContext, output: JSONValue?) async throws -> String { "nothing" }
+}
+
 /// Answers DNS from a table.
 struct TableResolver: AddressResolver {
     var table: [String: [String]]
@@ -120,6 +132,23 @@ struct HTTPRunnerTests {
             throw error
         }
         await server.stop()
+    }
+
+    @Test("A remote skill that calls back with progress as soon as it is called finds its execution running")
+    func immediateCallback() async throws {
+        try await withTestApp(environment: ["STEWARD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"]) { app in
+            app.useTestDoubles()
+            let token = try await httpSkill(app, url: "http://127.0.0.1:9/unused")
+            // In place of the HTTP runner: a skill whose first act is the progress callback (the endpoint's service).
+            app.runnerRegistry = RunnerRegistry(builtins: RunnerRegistry.standardBuiltins, http: CallsBackAtOnce(app: app))
+            let execution = try await run(app, token: token)
+            try await drainJobs(app)
+            let done = try await fetch(app, token, execution.id)
+            #expect(done.status == "succeeded")
+            let history = try (try await send(app, .GET, "/api/v1/executions/\(execution.id)/history", token: token)).content.decode(ListResponse<ExecutionController.HistoryEntry>.self)
+            #expect(history.items.map(\.message) == ["queued", "started (attempt 1 of 3)", "at once", "succeeded"])
+            #expect(history.items.compactMap(\.progress) == [30])
+        }
     }
 
     @Test("Progress callbacks need that execution's token, only while running, and never go back")
