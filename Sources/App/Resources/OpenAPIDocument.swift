@@ -29,6 +29,10 @@ info:
     `errors[0].field`. The client IP is the peer's address, or the one a proxy in `STEWARD_TRUSTED_PROXIES`
     forwarded. With the database store, an unreachable store makes the auth routes answer 503 and lets other
     routes through.
+
+    Busy database: on SQLite, a request whose write finds the database still locked after
+    `STEWARD_SQLITE_BUSY_TIMEOUT_MS` (another process holding the lock) answers 503 `unavailable` with
+    `Retry-After: 1`, and nothing of it is written. Any route that writes can answer this; retrying is safe.
   license:
     name: Proprietary
 servers:
