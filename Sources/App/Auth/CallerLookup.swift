@@ -1,6 +1,5 @@
 import Fluent
 import Foundation
-import SQLiteKit
 import SQLKit
 
 /// Loads everything an authenticated request needs (the session or API key, its user, and the user's grants)
@@ -52,13 +51,8 @@ enum CallerLookup {
     }
 
     private static func row(for key: Key, on db: any Database, readers: SQLiteReaders?) async throws -> (any SQLRow)? {
-        let kind = key.kind
-        if let readers, let rows = try readers.read(kind.sqlite + "?", [try SQLiteDataEncoder().encode(key.value)]) {
-            return rows.first
-        }
-        let sql = db as! any SQLDatabase
-        let text = sql.dialect.name == "postgresql" ? kind.postgres : kind.sqlite
-        return try await sql.raw("\(unsafeRaw: text)\(bind: key.value)").first()
+        let text = (db as! any SQLDatabase).dialect.name == "postgresql" ? key.kind.postgres : key.kind.sqlite
+        return try await SQLiteReaders.quickRead(text + "?", [key.value], readers: readers, on: db).first
     }
 
     /// The four lookups, each one statement whose text never changes (one cached prepared statement each).

@@ -113,12 +113,13 @@ final class SQLiteReaders: Sendable {
     }
 }
 
-extension Application {
+extension SQLiteReaders {
     /// A short read on a request's path (a row or a count by key or index): on SQLite through a direct reader when
     /// one is free and `db` is not inside a transaction, otherwise through `db`. `template` is SQL with one `?` per
     /// value and no other `?`; values are bound, never written into the text.
-    func quickRead(_ template: String, _ values: [any Encodable & Sendable], on db: any Database) async throws -> [any SQLRow] {
-        if !db.inTransaction, let readers = sqliteReaders {
+    static func quickRead(_ template: String, _ values: [any Encodable & Sendable], readers: SQLiteReaders?,
+                          on db: any Database) async throws -> [any SQLRow] {
+        if !db.inTransaction, let readers {
             let encoder = SQLiteDataEncoder()
             if let rows = try readers.read(template, try values.map { try encoder.encode($0) }) { return rows }
         }
@@ -128,6 +129,13 @@ extension Application {
             query.appendInterpolation(unsafeRaw: String(part))
         }
         return try await (db as! any SQLDatabase).raw(query).all()
+    }
+}
+
+extension Application {
+    /// `SQLiteReaders.quickRead` through this app's readers.
+    func quickRead(_ template: String, _ values: [any Encodable & Sendable], on db: any Database) async throws -> [any SQLRow] {
+        try await SQLiteReaders.quickRead(template, values, readers: sqliteReaders, on: db)
     }
 
     /// The one row of `M` whose `column` equals `value`, through `quickRead`, filled without reflection.
