@@ -12,13 +12,14 @@ struct ExecutionJobs: Sendable {
 
     func execution(for payload: JSONValue) async throws -> Execution? {
         guard case .object(let fields) = payload, case .string(let raw)? = fields["executionId"], let id = UUID(uuidString: raw) else { return nil }
-        return try await Execution.find(id, on: app.db)
+        return try await app.quickFind(Execution.self, where: "id", equals: id, on: app.db)
     }
 
     /// Runs the skill: running → succeeded | failed | cancelled. Writes are fenced by the job's lease.
     func run(_ job: ClaimedJob) async throws {
         let queue = JobQueue(app: app)
-        guard let execution = try await execution(for: job.payload), let skill = try await Skill.find(execution.skillID, on: app.db) else {
+        guard let execution = try await execution(for: job.payload),
+              let skill = try await app.quickFind(Skill.self, where: "id", equals: execution.skillID, on: app.db) else {
             _ = try await app.writeTransaction { db in try await queue.finish(job, status: .failed, error: "execution or skill not found", on: db) }
             return
         }
@@ -128,16 +129,22 @@ struct ExecutionJobs: Sendable {
     static let startHold: Duration = .milliseconds(50)
 
     /// Finishes the job and applies `change` in one transaction, only while this worker holds the lease; a start
-    /// not yet written goes first in the same transaction. Once committed, an execution that ended is counted in
+    /// not yet written goes first in the same transaction, and the worker's next job is claimed last in it
+    /// (`FollowOnClaim`). Once committed, an execution that ended is counted in
     /// `steward_execution_duration_seconds`.
     private func settle(_ job: ClaimedJob, _ execution: Execution, skill: Skill? = nil, start: DeferredStart? = nil,
                         _ change: @escaping @Sendable (any Database) async throws -> Void) async throws {
         let early = await start?.takeForSettle()
-        try await app.writeTransaction { db in
-            guard try await JobQueue(app: app).finish(job, status: .succeeded, on: db) else { throw LeaseLost() }
+        let followOn = JobQueue.followOn
+        let next = try await app.writeTransaction { db -> ClaimedJob? in
+            let queue = JobQueue(app: app)
+            guard try await queue.finish(job, status: .succeeded, on: db) else { throw LeaseLost() }
             if let early, let start { try await start.write(early, on: db) }
             try await change(db)
+            guard let followOn, followOn.wanted else { return nil }
+            return try await queue.claim(worker: followOn.worker, skippingKind: WebhookService.deliverKind, on: db as! any SQLDatabase)
         }
+        followOn?.offer(next)
         if let skill, execution.status.isFinished, execution.status != .rolledBack, let milliseconds = execution.durationMs {
             app.metrics.recordExecution(skill: skill.slug, outcome: execution.status.rawValue, duration: .milliseconds(milliseconds))
         }

@@ -31,12 +31,11 @@ struct JobQueue: Sendable {
         // Plain SQL rather than a Fluent model: every execution, delivery and schedule firing enqueues inside a
         // write transaction.
         let sql = db as! any SQLDatabase
-        try await sql.insert(into: Job.schema)
-            .columns("id", "kind", "payload", "status", "run_at", "attempts", "max_attempts", "group_key", "created_at", "updated_at")
-            .values(
-                SQLBind(id), SQLBind(kind), SQLBind(payload.canonicalString()), SQLBind(Job.Status.queued.rawValue), SQLBind(runAt ?? now),
-                SQLBind(0), SQLBind(maxAttempts ?? config.jobMaxAttempts), SQLBind(groupKey), SQLBind(now), SQLBind(now))
-            .run()
+        try await sql.insertRow(
+            into: Job.schema,
+            columns: ["id", "kind", "payload", "status", "run_at", "attempts", "max_attempts", "group_key", "created_at", "updated_at"],
+            values: [id, kind, payload.canonicalString(), Job.Status.queued.rawValue, runAt ?? now, 0, maxAttempts ?? config.jobMaxAttempts,
+                     groupKey, now, now])
         // Other instances hear of it when the transaction commits (and not at all if it rolls back).
         if sql.dialect.name == "postgresql" {
             try await sql.raw("NOTIFY \(unsafeRaw: JobNotificationListener.channel)").run()
@@ -48,11 +47,15 @@ struct JobQueue: Sendable {
     /// Claims the oldest due job, or nil. One statement, so two workers never claim the same job.
     /// `skipping` names groups this worker cannot run now; `skippingKind` a kind it cannot take at all.
     func claim(worker: String, skipping groups: [String] = [], skippingKind: String? = nil) async throws -> ClaimedJob? {
-        let dialect = (app.db as! any SQLDatabase).dialect.name
+        try await app.writeStatements { sql in try await claim(worker: worker, skipping: groups, skippingKind: skippingKind, on: sql) }
+    }
+
+    /// `claim`, inside `sql`'s transaction (see `FollowOnClaim`).
+    func claim(worker: String, skipping groups: [String] = [], skippingKind: String? = nil, on sql: any SQLDatabase) async throws -> ClaimedJob? {
         let now = self.now
         let token = UUID()
         let expires = now.addingTimeInterval(TimeInterval(config.jobLeaseSeconds))
-        var lock: SQLQueryString = dialect == "postgresql" ? " FOR UPDATE SKIP LOCKED" : ""
+        var lock: SQLQueryString = sql.dialect.name == "postgresql" ? " FOR UPDATE SKIP LOCKED" : ""
         var filters: SQLQueryString = ""
         if !groups.isEmpty {
             filters = " AND (group_key IS NULL OR group_key NOT IN (\(binds: groups)))"
@@ -68,8 +71,7 @@ struct JobQueue: Sendable {
               AND status = 'queued'
             RETURNING id, kind, payload, attempts, max_attempts
             """
-        let row = try await app.writeStatements { sql in try await sql.raw(claim).first() }
-        guard let row else { return nil }
+        guard let row = try await sql.raw(claim).first() else { return nil }
         return ClaimedJob(
             id: try row.decode(column: "id", as: UUID.self), kind: try row.decode(column: "kind", as: String.self),
             payload: JSONValue.parse(try row.decode(column: "payload", as: String.self)),
@@ -169,6 +171,42 @@ struct JobQueue: Sendable {
         let base = min(300, pow(2, Double(max(0, attempt - 1))))
         return base * Double.random(in: 0.8...1.2)
     }
+}
+
+/// A worker's offer to take its next job in the transaction that settles the one it is running, rather than in a
+/// write of its own afterwards: with SQLite's group commit, each job then waits for one commit instead of two.
+/// The worker loop sets it (`JobQueue.followOn`) around a job; an execution's settle reads it, claims inside its
+/// transaction, and hands the job over only once that transaction committed. Webhook deliveries are never taken
+/// this way (the loop admits those against per-endpoint limits).
+final class FollowOnClaim: @unchecked Sendable {
+    let worker: String
+    /// False once the worker is stopping: it takes nothing more.
+    private let open: @Sendable () -> Bool
+    private let lock = NSLock()
+    private var job: ClaimedJob?
+
+    init(worker: String, open: @escaping @Sendable () -> Bool) {
+        self.worker = worker
+        self.open = open
+    }
+
+    var wanted: Bool { open() }
+
+    /// A job claimed in a committed transaction.
+    func offer(_ job: ClaimedJob?) { lock.withLock { self.job = job } }
+
+    /// The job offered, once.
+    func take() -> ClaimedJob? {
+        lock.withLock {
+            defer { job = nil }
+            return job
+        }
+    }
+}
+
+extension JobQueue {
+    /// The running job's worker offers to take its next job when the job settles (`FollowOnClaim`).
+    @TaskLocal static var followOn: FollowOnClaim?
 }
 
 /// Wakes idle workers in this process when a job is enqueued (other instances find work by polling, or by

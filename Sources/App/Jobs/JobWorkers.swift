@@ -48,10 +48,13 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
         }
     }
 
-    private var isStopping: Bool { lock.withLock { stopping } }
+    /// True from the start of shutdown: loops claim nothing more.
+    var isStopping: Bool { lock.withLock { stopping } }
 
     private func loop(_ app: Application, name: String) async {
         var idle: Duration = .milliseconds(50)
+        // A job claimed in the transaction that settled the previous one (`FollowOnClaim`).
+        var next: ClaimedJob?
         while !isStopping {
             let seen = app.jobSignal.current
             do {
@@ -60,15 +63,20 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
                     (deliveriesPerEndpoint.filter { $0.value >= Self.deliveriesAdmittedPerEndpoint }.map(\.key),
                      deliveriesRunning >= Self.deliveriesLimit)
                 }
-                if let job = try await JobQueue(app: app).claim(worker: name, skipping: saturated,
-                                                               skippingKind: full ? WebhookService.deliverKind : nil) {
+                let claimed: ClaimedJob? = if let handed = next { handed } else {
+                    try await JobQueue(app: app).claim(worker: name, skipping: saturated, skippingKind: full ? WebhookService.deliverKind : nil)
+                }
+                next = nil
+                if let job = claimed {
                     idle = .milliseconds(50)
                     if job.kind == WebhookService.deliverKind {
                         try await startDelivery(job, app)
                         continue
                     }
                     lock.withLock { inFlight[job.id] = job }
-                    await JobRunner(app: app).run(job)
+                    let followOn = FollowOnClaim(worker: name) { [weak self] in self.map { !$0.isStopping } ?? false }
+                    await JobQueue.$followOn.withValue(followOn) { await JobRunner(app: app).run(job) }
+                    next = followOn.take()
                     lock.withLock { _ = inFlight.removeValue(forKey: job.id) }
                     continue
                 }
@@ -79,6 +87,8 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
             await app.jobSignal.wait(after: seen, timeout: idle)
             idle = min(idle * 2, .seconds(1))
         }
+        // Stopping with a job taken for the next turn: it goes back at once, its attempt not counted.
+        if let next { try? await JobQueue(app: app).release(next) }
     }
 
     /// Runs a webhook delivery beside the loops: at most 4 talk to one endpoint at once, up to 12 more wait their

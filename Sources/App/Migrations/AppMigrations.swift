@@ -24,5 +24,6 @@ enum AppMigrations {
         CreateSystemTasks(),
         CreateWorkflows(),
         AddExecutionActiveIndex(),
+        NarrowSkillSearchTrigger(),
     ]
 }

@@ -59,3 +59,10 @@ public final class ExecutionHistoryEntry: Model, @unchecked Sendable {
 
     public init() {}
 }
+
+extension Execution: ListedProperties {
+    var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $queuedAt, $startedAt, $finishedAt, $skillID, $user, $status, $progress, $input, $output, $error, $attempt,
+         $cancelRequested, $durationMs, $jobID]
+    }
+}

@@ -114,9 +114,16 @@ public struct ActivityRecorder: Sendable {
             let sql = db as! any SQLDatabase
             var result = RecordedActivity()
             let names = (audit == nil ? [] : [LedgerHead.audit]) + (event == nil ? [] : [LedgerHead.events])
-            let heads = try await Self.advance(names, on: sql)
+            let cache = (db as? any LedgerHeadCarrier)?.ledgerHeads
+            let heads = if let cache { try await cache.advance(names, on: sql) } else { try await Self.advance(names, on: sql) }
             if let audit, let head = heads[LedgerHead.audit] {
-                result.auditSeq = try await Self.appendAudit(audit, at: at, head: head, on: sql)
+                let (seq, hash) = try await Self.appendAudit(audit, at: at, head: head, on: sql)
+                if let cache {
+                    cache.chain(LedgerHead.audit, to: hash)
+                } else {
+                    try await sql.raw("UPDATE ledger_heads SET last_hash = \(bind: hash) WHERE name = \(bind: LedgerHead.audit)").run()
+                }
+                result.auditSeq = seq
             }
             if let event, let head = heads[LedgerHead.events] {
                 let (seq, id) = try await Self.appendEvent(event, at: at, seq: head.seq, on: sql)
@@ -153,7 +160,9 @@ public struct ActivityRecorder: Sendable {
         return heads
     }
 
-    private static func appendAudit(_ record: AuditRecord, at: Date, head: (seq: Int64, lastHash: String), on sql: any SQLDatabase) async throws -> Int64 {
+    /// Inserts the entry; returns its seq and hash, which the caller records as the chain's new head.
+    private static func appendAudit(_ record: AuditRecord, at: Date, head: (seq: Int64, lastHash: String),
+                                    on sql: any SQLDatabase) async throws -> (Int64, String) {
         let (seq, previous) = head
         let entry = AuditChain.Entry(
             id: UUID(), seq: seq, at: at, actorID: record.actorID, actorType: record.actorType.rawValue,
@@ -162,30 +171,77 @@ public struct ActivityRecorder: Sendable {
             requestID: record.origin.requestID, details: record.details.canonicalString()
         )
         let hash = AuditChain.hash(of: entry, previous: previous)
-        try await sql.insert(into: AuditLog.schema)
-            .columns("id", "seq", "at", "actor_id", "actor_type", "action", "resource_type", "resource_id", "outcome",
-                     "ip_address", "user_agent", "request_id", "details", "prev_hash", "hash")
-            .values(
-                SQLBind(entry.id), SQLBind(seq), SQLBind(at), SQLBind(entry.actorID), SQLBind(entry.actorType),
-                SQLBind(entry.action), SQLBind(entry.resourceType), SQLBind(entry.resourceID), SQLBind(entry.outcome),
-                SQLBind(entry.ipAddress), SQLBind(entry.userAgent), SQLBind(entry.requestID), SQLBind(entry.details),
-                SQLBind(previous), SQLBind(hash)
-            )
-            .run()
-        try await sql.raw("UPDATE ledger_heads SET last_hash = \(bind: hash) WHERE name = \(bind: LedgerHead.audit)").run()
-        return seq
+        try await sql.insertRow(
+            into: AuditLog.schema,
+            columns: ["id", "seq", "at", "actor_id", "actor_type", "action", "resource_type", "resource_id", "outcome", "ip_address",
+                      "user_agent", "request_id", "details", "prev_hash", "hash"],
+            values: [entry.id, seq, at, entry.actorID, entry.actorType, entry.action, entry.resourceType, entry.resourceID, entry.outcome,
+                     entry.ipAddress, entry.userAgent, entry.requestID, entry.details, previous, hash])
+        return (seq, hash)
     }
 
     private static func appendEvent(_ record: EventRecord, at: Date, seq: Int64, on sql: any SQLDatabase) async throws -> (Int64, UUID) {
         let id = UUID()
-        try await sql.insert(into: Event.schema)
-            .columns("id", "seq", "at", "type", "actor_id", "resource_type", "resource_id", "data")
-            .values(
-                SQLBind(id), SQLBind(seq), SQLBind(at), SQLBind(record.type), SQLBind(record.actorID),
-                SQLBind(record.resourceType), SQLBind(record.resourceID), SQLBind(record.data.canonicalString())
-            )
-            .run()
+        try await sql.insertRow(
+            into: Event.schema, columns: ["id", "seq", "at", "type", "actor_id", "resource_type", "resource_id", "data"],
+            values: [id, seq, at, record.type, record.actorID, record.resourceType, record.resourceID, record.data.canonicalString()])
         return (seq, id)
+    }
+}
+
+/// A database whose transaction keeps the ledger heads in memory (the SQLite writer's batches).
+protocol LedgerHeadCarrier {
+    var ledgerHeads: LedgerHeadCache? { get }
+}
+
+/// The ledger heads of one SQLite write batch. The first audit entry or event of the batch reads the heads it needs,
+/// later ones count on from memory, and the writer stores them (`flush`) just before the batch commits: two
+/// statements per batch instead of two per entry. Each write's savepoint marks the heads, and a write rolled back
+/// to its savepoint restores them, so a failed write leaves no gap in the numbers.
+/// The batch holds SQLite's write lock (and the write gate) from the first read to the commit, so nobody else
+/// moves the heads meanwhile. Used only on the writer's thread.
+final class LedgerHeadCache: @unchecked Sendable {
+    private typealias Heads = [String: (seq: Int64, lastHash: String)]
+    private var heads: Heads = [:]
+    private var changed: Set<String> = []
+    private var marked: (heads: Heads, changed: Set<String>) = ([:], [])
+
+    /// Takes the next number of each named head, reading the heads not yet known in this batch.
+    func advance(_ names: [String], on sql: any SQLDatabase) async throws -> [String: (seq: Int64, lastHash: String)] {
+        let missing = names.filter { heads[$0] == nil }
+        if !missing.isEmpty {
+            for row in try await sql.raw("SELECT name, seq, last_hash FROM ledger_heads WHERE name IN (\(binds: missing))").all() {
+                heads[try row.decode(column: "name", as: String.self)] =
+                    (try row.decode(column: "seq", as: Int64.self), try row.decode(column: "last_hash", as: String.self))
+            }
+        }
+        var taken: [String: (seq: Int64, lastHash: String)] = [:]
+        for name in names {
+            guard var head = heads[name] else { throw LedgerError.missingHead(name) }
+            head.seq += 1
+            heads[name] = head
+            changed.insert(name)
+            taken[name] = head
+        }
+        return taken
+    }
+
+    /// The hash of the entry just appended to the named chain.
+    func chain(_ name: String, to hash: String) {
+        heads[name]?.lastHash = hash
+    }
+
+    /// At a write's savepoint.
+    func mark() { marked = (heads, changed) }
+
+    /// The write was rolled back to its savepoint.
+    func restore() { (heads, changed) = marked }
+
+    /// Each head moved in this batch, to store before the commit.
+    func flush(_ store: (String, Int64, String) throws -> Void) throws {
+        for name in changed.sorted() {
+            if let head = heads[name] { try store(name, head.seq, head.lastHash) }
+        }
     }
 }
 

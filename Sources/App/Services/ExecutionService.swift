@@ -113,13 +113,11 @@ struct ExecutionService: Sendable {
         let sql = db as! any SQLDatabase
         let executionID = try execution.requireID()
         execution.jobID = try await JobQueue(app: app).enqueue(kind: Self.runKind, payload: ["executionId": .string(executionID.uuidString)], on: db)
-        try await sql.insert(into: Execution.schema)
-            .columns("id", "queued_at", "skill_id", "user_id", "status", "progress", "input", "attempt", "cancel_requested", "job_id")
-            .values(
-                SQLBind(executionID), SQLBind(execution.queuedAt), SQLBind(execution.skillID), SQLBind(execution.$user.id),
-                SQLBind(execution.status.rawValue), SQLBind(execution.progress), SQLBind(execution.input), SQLBind(execution.attempt),
-                SQLBind(execution.cancelRequested), SQLBind(execution.jobID))
-            .run()
+        try await sql.insertRow(
+            into: Execution.schema,
+            columns: ["id", "queued_at", "skill_id", "user_id", "status", "progress", "input", "attempt", "cancel_requested", "job_id"],
+            values: [executionID, execution.queuedAt, execution.skillID, execution.$user.id, execution.status.rawValue, execution.progress,
+                     execution.input, execution.attempt, execution.cancelRequested, execution.jobID])
         execution.$id.exists = true
         try await sql.raw("UPDATE skills SET execution_count = execution_count + 1 WHERE id = \(bind: execution.skillID)").run()
         try await writeHistory(execution, level: "info", message: "queued", progress: nil, ordinal: 1, on: sql)

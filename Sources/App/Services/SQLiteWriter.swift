@@ -24,6 +24,10 @@ import VaporCSQLite
 /// that holds its work is durable, so durability is as before, while the fsync (most of a commit's cost) is
 /// shared by the batch.
 ///
+/// The ledger heads (the audit chain's and the event log's next number) are read once per batch, counted on in
+/// memory by each write's audit entries and events (`LedgerHeadCache`; a write rolled back to its savepoint gives
+/// its numbers back), and written back once, just before the commit.
+///
 /// `Application.writeTransaction` and `writeStatements` use it. Each batch holds the write gate, which the few
 /// writes still made through the driver's pool also take. Reads stay on the pool. PostgreSQL does not use this.
 final class SQLiteWriter: Sendable {
@@ -44,7 +48,10 @@ final class SQLiteWriter: Sendable {
         do {
             let connection = try await executor.run {
                 let connection = try DirectSQLiteConnection(path: path, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
-                for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = \(synchronous)", "PRAGMA foreign_keys = ON"] {
+                // Savepoint and statement journals in memory: every write of a batch opens a savepoint, and these
+                // journals are thrown away at its release, so a temporary file only adds system calls.
+                for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = \(synchronous)", "PRAGMA foreign_keys = ON",
+                               "PRAGMA temp_store = MEMORY"] {
                     try connection.execute(pragma, []) { _ in }
                 }
                 return connection
@@ -97,7 +104,8 @@ final class SQLiteWriter: Sendable {
     /// One SQLite transaction for the batch: each write in a savepoint (none for a batch of one), then one commit.
     private func commit(_ batch: [PendingWrite]) async {
         let logger = context.logger
-        let db = WriterDatabase(writer: self, context: context)
+        let ledger = LedgerHeadCache()
+        let db = WriterDatabase(writer: self, context: context, ledgerHeads: ledger)
         let savepoints = batch.count > 1
         do {
             try run("BEGIN IMMEDIATE", [], logger: logger) { _ in }
@@ -107,7 +115,10 @@ final class SQLiteWriter: Sendable {
         var failures: [(any Error)?] = []
         for write in batch {
             do {
-                if savepoints { try run("SAVEPOINT w", [], logger: logger) { _ in } }
+                if savepoints {
+                    try run("SAVEPOINT w", [], logger: logger) { _ in }
+                    ledger.mark()
+                }
                 try await write.perform(db)
                 if savepoints { try run("RELEASE w", [], logger: logger) { _ in } }
                 failures.append(nil)
@@ -116,6 +127,7 @@ final class SQLiteWriter: Sendable {
                 do {
                     guard savepoints else { throw error }
                     try run("ROLLBACK TO w", [], logger: logger) { _ in }
+                    ledger.restore()
                     try run("RELEASE w", [], logger: logger) { _ in }
                 } catch let lost {
                     // The transaction itself is gone: nothing in the batch was written.
@@ -128,6 +140,10 @@ final class SQLiteWriter: Sendable {
             }
         }
         do {
+            try ledger.flush { name, seq, hash in
+                try run("UPDATE ledger_heads SET seq = ?, last_hash = ? WHERE name = ?", [.integer(Int(seq)), .text(hash), .text(name)],
+                        logger: logger) { _ in }
+            }
             try run("COMMIT", [], logger: logger) { _ in }
         } catch {
             try? run("ROLLBACK", [], logger: logger) { _ in }
@@ -269,9 +285,10 @@ final class SQLiteThread: TaskExecutor, @unchecked Sendable {
 
 /// What a write transaction's body sees: a Fluent database and a SQLKit database on the writer's connection,
 /// already inside the transaction (nested transactions join it).
-private struct WriterDatabase: Database, SQLDatabase {
+private struct WriterDatabase: Database, SQLDatabase, LedgerHeadCarrier {
     let writer: SQLiteWriter
     let context: DatabaseContext
+    let ledgerHeads: LedgerHeadCache?
 
     private static let encoder = SQLiteDataEncoder()
 

@@ -280,11 +280,11 @@ struct WebhookService: Sendable {
         delivery.createdAt = now
         delivery.updatedAt = now
         // Plain SQL: the dispatcher writes one of these per matching subscription, behind SQLite's write gate.
-        try await (db as! any SQLDatabase).insert(into: WebhookDelivery.schema)
-            .columns("id", "webhook_id", "event_id", "event_type", "payload", "status", "attempt", "next_attempt_at", "created_at", "updated_at")
-            .values(SQLBind(delivery.id!), SQLBind(try hook.requireID()), SQLBind(eventID), SQLBind(eventType), SQLBind(payload),
-                    SQLBind(delivery.status.rawValue), SQLBind(0), SQLBind(delivery.nextAttemptAt), SQLBind(delivery.createdAt), SQLBind(delivery.updatedAt))
-            .run()
+        try await (db as! any SQLDatabase).insertRow(
+            into: WebhookDelivery.schema,
+            columns: ["id", "webhook_id", "event_id", "event_type", "payload", "status", "attempt", "next_attempt_at", "created_at", "updated_at"],
+            values: [delivery.id!, try hook.requireID(), eventID, eventType, payload, delivery.status.rawValue, 0, delivery.nextAttemptAt,
+                     delivery.createdAt, delivery.updatedAt])
         delivery.$id.exists = true
         try await JobQueue(app: app).enqueue(kind: Self.deliverKind, payload: [
             "deliveryId": .string(delivery.id!.uuidString), "webhookId": .string(hook.id!.uuidString),

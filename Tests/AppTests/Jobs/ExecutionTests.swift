@@ -7,6 +7,18 @@ import Vapor
 import VaporTesting
 @testable import App
 
+/// A built-in runner that succeeds once `gate` finishes.
+private struct HeldRunner: SkillRunner {
+    let gate: AsyncStream<Void>
+
+    func run(_ context: RunContext) async throws -> RunOutcome {
+        for await _ in gate {}
+        return .succeeded([:])
+    }
+
+    func undo(_ context: RunContext, output: JSONValue?) async throws -> String { "nothing" }
+}
+
 /// Runs due jobs one by one in the test's task until none is left.
 func drainJobs(_ app: Application, limit: Int = 200) async throws {
     for _ in 0..<limit {
@@ -417,6 +429,75 @@ struct JobQueueTests {
             #expect(counts.first?.1 == 2000)
             #expect(try await Job.query(on: app.db).filter(\.$lastError == "unknown job kind").count() == 2000)
         }
+    }
+
+    @Test("4 workers on 400 executions: each runs once and succeeds once, with one start and one outcome each")
+    func executionsRunOnce() async throws {
+        try await withTestApp(environment: ["STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER": "1000"]) { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            // Queued first, so the workers go from one to the next (each next job taken with the last one's outcome).
+            var ids: [UUID] = []
+            for index in 0..<400 { ids.append(try await start(app, token, skill: "echo", input: #"{"n": \#(index)}"#).id) }
+            app.jobWorkers.start(app, count: 4)
+            for _ in 0..<600 {
+                if try await Execution.query(on: app.db).filter(\.$status ~~ [.queued, .running]).count() == 0 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let executions = try await Execution.query(on: app.db).all()
+            #expect(executions.count == 400)
+            #expect(executions.allSatisfy { $0.status == .succeeded && $0.attempt == 1 })
+            for index in [0, 199, 399] {
+                #expect(try await fetch(app, token, ids[index]).output == .object(["n": .number(Double(index))]))
+            }
+            let jobs = try await Job.query(on: app.db).all()
+            #expect(jobs.count == 400)
+            #expect(jobs.allSatisfy { $0.status == .succeeded && $0.attempts == 1 }, "every job claimed exactly once")
+            for type in ["execution.running", "execution.succeeded"] {
+                #expect(try await Event.query(on: app.db).filter(\.$type == type).count() == 400)
+            }
+            let seqs = try await Event.query(on: app.db).sort(\.$seq).all().map(\.seq)
+            #expect(seqs == Array(1...Int64(seqs.count)))
+            #expect(try await AuditChain.verify(on: app.db).isIntact)
+        }
+    }
+
+    @Test("A job queued behind one that finishes during shutdown stays queued, with no attempt counted, and runs after the restart")
+    func shutdownTakesNothingMore() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let first = try await makeTestApp(directory: directory, environment: ["STEWARD_SHUTDOWN_GRACE_SECONDS": "30"])
+        first.useTestDoubles()
+        // The running skill ends when the test says, once shutdown has begun.
+        let gate = AsyncStream<Void>.makeStream()
+        first.runnerRegistry = RunnerRegistry(builtins: RunnerRegistry.standardBuiltins.merging(["sleep": HeldRunner(gate: gate.stream)]) { $1 })
+        let token = try await executor(first)
+        let running = try await start(first, token, skill: "wait", input: #"{"seconds": 1}"#)
+        first.jobWorkers.start(first, count: 1)
+        try await eventually(10, "the first execution running") { try await Execution.find(running.id, on: first.db)?.status == .running }
+        let queued = try await start(first, token, skill: "echo", input: #"{"n": 1}"#)
+        let shutdown = Task { try await first.asyncShutdown() }
+        try await eventually(10, "the workers stopping") { first.jobWorkers.isStopping }
+        gate.continuation.finish()
+        try await shutdown.value
+
+        let second = try await makeTestApp(directory: directory, freshDatabase: false)
+        do {
+            second.useTestDoubles()
+            #expect(try await Execution.find(running.id, on: second.db)?.status == .succeeded, "the running job finished within the grace period")
+            let waiting = try #require(try await Execution.find(queued.id, on: second.db))
+            #expect(waiting.status == .queued)
+            let job = try #require(try await Job.find(waiting.jobID, on: second.db))
+            #expect(job.status == .queued)
+            #expect(job.attempts == 0)
+            #expect(job.leaseToken == nil)
+            try await drainJobs(second)
+            #expect(try await Execution.find(queued.id, on: second.db)?.status == .succeeded)
+        } catch {
+            try? await second.asyncShutdown()
+            throw error
+        }
+        try await second.asyncShutdown()
     }
 
     @Test("An expired lease is rescued, and the old worker's late write is refused")

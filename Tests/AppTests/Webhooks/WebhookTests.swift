@@ -174,6 +174,33 @@ struct WebhookTests {
         await receiver.stop()
     }
 
+    @Test("With no subscription the dispatcher moves past the log in one step; a later subscription gets only what follows it")
+    func noSubscriptions() async throws {
+        let receiver = try await WebhookReceiver()
+        do {
+            try await withTestApp(environment: ["STEWARD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"]) { app in
+                app.useTestDoubles()
+                _ = try await SkillService(app: app).seedSamples()
+                let logged = try await EventHub.maxSeq(on: app.db)
+                #expect(logged > 0)
+                #expect(try await WebhookDispatcher(app: app).dispatchBatch() == Int(logged))
+                #expect(try await WebhookDispatcher(app: app).dispatchBatch() == 0)
+                #expect(try await WebhookDelivery.query(on: app.db).count() == 0)
+
+                let (token, _, _) = try await subscriber(app, receiver: receiver)
+                let created = try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {"x": 1}}"#)
+                #expect(created.status == .accepted)
+                try await deliverAll(app)
+                let types = receiver.received.map { JSONValue.parse($0.body).object?["type"]?.stringValue ?? "" }
+                #expect(types == ["execution.queued", "execution.running", "execution.progress", "execution.succeeded"])
+            }
+        } catch {
+            await receiver.stop()
+            throw error
+        }
+        await receiver.stop()
+    }
+
     @Test("Failures are retried on the schedule; Retry-After is honoured; 410 disables the endpoint with an event and a mail")
     func retries() async throws {
         let receiver = try await WebhookReceiver()

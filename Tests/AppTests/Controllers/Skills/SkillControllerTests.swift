@@ -1,4 +1,5 @@
 import Fluent
+import SQLKit
 import Foundation
 import Testing
 import Vapor
@@ -113,6 +114,11 @@ struct SkillControllerTests {
             let seqs = try await Event.query(on: app.db).sort(\.$seq).all().map(\.seq)
             #expect(seqs == Array(1...Int64(seqs.count)))
             #expect(try await AuditChain.verify(on: app.db).isIntact)
+            // The batch stored the heads where it left them: the next write carries on from there.
+            let next = #"{"slug": "batch-next", "name": "Batch next", "runner": {"type": "builtin", "name": "echo"}}"#
+            #expect(try await send(app, .POST, "/api/v1/skills", token: developer, json: next).status == .created)
+            #expect(try await Event.query(on: app.db).sort(\.$seq).all().map(\.seq) == Array(1...Int64(seqs.count + 1)))
+            #expect(try await AuditChain.verify(on: app.db).isIntact)
         }
     }
 
@@ -209,6 +215,13 @@ struct SkillControllerTests {
             // Search follows updates and deletes.
             #expect(try await send(app, .PATCH, "/api/v1/skills/translate", token: developer, json: #"{"name": "Convert language"}"#).status == .ok)
             #expect(try await slugs("q=convert") == ["translate"])
+            // Running a skill counts on its row without touching the index; the index stays whole either way.
+            #expect(try await send(app, .POST, "/api/v1/executions", token: developer, json: #"{"skillId": "translate", "input": {}}"#).status == .accepted)
+            #expect(try await send(app, .PATCH, "/api/v1/skills/translate", token: developer, json: #"{"tags": ["words"]}"#).status == .ok)
+            #expect(try await slugs("q=words") == ["translate"])
+            if let sql = app.db as? any SQLDatabase, sql.dialect.name == "sqlite" {
+                try await sql.raw("INSERT INTO skills_fts(skills_fts, rank) VALUES ('integrity-check', 1)").run()
+            }
             #expect(try await send(app, .DELETE, "/api/v1/skills/pdf-summary", token: developer).status == .noContent)
             #expect(try await slugs("q=pdf") == [])
         }
