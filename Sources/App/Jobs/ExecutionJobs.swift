@@ -55,7 +55,7 @@ struct ExecutionJobs: Sendable {
 
         let executionID = try execution.requireID()
         let progress = ProgressReporter(app: app, execution: execution, job: job, start: start)
-        let context = RunContext(executionID: executionID, input: JSONValue.parse(execution.input), settings: skill.runner) { percent, message in
+        let context = RunContext(executionID: executionID, input: execution.inputValue, settings: skill.runner) { percent, message in
             try await progress.report(percent, message)
         }
         let task = Task { try await runner.run(context) }
@@ -117,7 +117,7 @@ struct ExecutionJobs: Sendable {
             _ = try await app.writeTransaction { db in try await queue.finish(job, status: .failed, error: "nothing to roll back with", on: db) }
             return
         }
-        let context = RunContext(executionID: try execution.requireID(), input: JSONValue.parse(execution.input), settings: skill.runner) { _, _ in }
+        let context = RunContext(executionID: try execution.requireID(), input: execution.inputValue, settings: skill.runner) { _, _ in }
         let note = try await runner.undo(context, output: execution.output.map(JSONValue.parse))
         try await settle(job, execution) { db in
             try await service.record(execution, level: "info", message: "undo: \(note)", on: db)
@@ -139,7 +139,8 @@ struct ExecutionJobs: Sendable {
         let next = try await app.writeTransaction { db -> ClaimedJob? in
             let queue = JobQueue(app: app)
             guard try await queue.finish(job, status: .succeeded, on: db) else { throw LeaseLost() }
-            if let early, let start { try await start.write(early, on: db) }
+            if let early, let start { try await start.write(early, outcomeFollows: true, on: db) }
+            // Every change ends in a transition, which writes the whole row.
             try await change(db)
             guard let followOn, followOn.wanted else { return nil }
             return try await queue.claim(worker: followOn.worker, skippingKind: WebhookService.deliverKind, on: db as! any SQLDatabase)
@@ -317,15 +318,20 @@ private final class DeferredStart: @unchecked Sendable {
         }
     }
 
-    /// The `running` transition, then each held report, inside `db`'s transaction.
-    func write(_ reports: [Report], on db: any Database) async throws {
+    /// The `running` transition, then each held report, inside `db`'s transaction. With `outcomeFollows` (the
+    /// outcome's transaction) the row itself is left to the outcome's transition, which writes every column of it
+    /// (progress included) later in the same transaction; the history lines and events are written either way.
+    func write(_ reports: [Report], outcomeFollows: Bool = false, on db: any Database) async throws {
         let service = ExecutionService(app: app)
-        try await service.transition(execution, to: .running, message: "started (attempt \(job.attempts) of \(job.maxAttempts))", on: db)
+        try await service.transition(execution, to: .running, message: "started (attempt \(job.attempts) of \(job.maxAttempts))",
+                                     writeRow: !outcomeFollows, on: db)
         guard let highest = reports.map(\.value).max() else { return }
-        let sql = db as! any SQLDatabase
-        try await sql.raw("""
-            UPDATE executions SET progress = \(bind: highest) WHERE id = \(bind: try execution.requireID()) AND progress < \(bind: highest)
-            """).run()
+        if !outcomeFollows {
+            let sql = db as! any SQLDatabase
+            try await sql.raw("""
+                UPDATE executions SET progress = \(bind: highest) WHERE id = \(bind: try execution.requireID()) AND progress < \(bind: highest)
+                """).run()
+        }
         for report in reports {
             try await ProgressReporter.recordProgress(report.value, report.message, of: execution, app: app, on: db)
         }

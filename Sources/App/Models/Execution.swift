@@ -35,6 +35,19 @@ public final class Execution: Model, @unchecked Sendable {
     /// The job currently driving this execution (run or rollback).
     @OptionalField(key: "job_id") public var jobID: UUID?
 
+    /// `input` parsed, when this copy was made from the parsed value or has parsed it already (not stored; the
+    /// input never changes once created). Each event and response shows the input, and parsing it again for each
+    /// was a measurable part of running an execution.
+    var parsedInput: JSONValue?
+
+    /// `input` as JSON, parsed once per copy.
+    var inputValue: JSONValue {
+        if let parsedInput { return parsedInput }
+        let parsed = JSONValue.parse(input)
+        parsedInput = parsed
+        return parsed
+    }
+
     public init() {}
 }
 

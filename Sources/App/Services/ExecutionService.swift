@@ -25,7 +25,7 @@ struct ExecutionResponse: Content, Equatable {
         userId = execution.$user.id
         status = execution.status.rawValue
         progress = execution.progress
-        input = JSONValue.parse(execution.input)
+        input = execution.inputValue
         output = execution.output.map(JSONValue.parse)
         error = execution.error
         attempt = execution.attempt
@@ -100,6 +100,7 @@ struct ExecutionService: Sendable {
         execution.status = .queued
         execution.progress = 0
         execution.input = input.canonicalString()
+        execution.parsedInput = input
         execution.attempt = 0
         execution.cancelRequested = false
         execution.queuedAt = now
@@ -215,22 +216,26 @@ struct ExecutionService: Sendable {
 
     /// Sets the status and writes the history line, the `execution.<status>` event and the audit entry.
     /// The row's changeable columns are written from `execution` in one statement; progress only ever rises (an
-    /// HTTP runner may have moved it past what this copy holds).
+    /// HTTP runner may have moved it past what this copy holds). Without `writeRow` the row is left alone: for a
+    /// caller whose next transition, in the same transaction, writes it.
     func transition(_ execution: Execution, to status: Execution.Status, message: String, level: String = "info",
-                    actor: UUID? = nil, actorType: ActorType = .system, origin: RequestOrigin = .system, on db: any Database) async throws {
+                    actor: UUID? = nil, actorType: ActorType = .system, origin: RequestOrigin = .system, writeRow: Bool = true,
+                    on db: any Database) async throws {
         execution.status = status
         if status.isFinished, let started = execution.startedAt ?? Optional(execution.queuedAt) {
             execution.finishedAt = execution.finishedAt ?? now
             execution.durationMs = Int64(((execution.finishedAt ?? now).timeIntervalSince(started) * 1000).rounded())
         }
         let sql = db as! any SQLDatabase
-        try await sql.raw("""
-            UPDATE executions SET status = \(bind: status.rawValue),
-                progress = CASE WHEN progress > \(bind: execution.progress) THEN progress ELSE \(bind: execution.progress) END,
-                output = \(bind: execution.output), error = \(bind: execution.error), attempt = \(bind: execution.attempt),
-                started_at = \(bind: execution.startedAt), finished_at = \(bind: execution.finishedAt), duration_ms = \(bind: execution.durationMs)
-            WHERE id = \(bind: try execution.requireID())
-            """).run()
+        if writeRow {
+            try await sql.raw("""
+                UPDATE executions SET status = \(bind: status.rawValue),
+                    progress = CASE WHEN progress > \(bind: execution.progress) THEN progress ELSE \(bind: execution.progress) END,
+                    output = \(bind: execution.output), error = \(bind: execution.error), attempt = \(bind: execution.attempt),
+                    started_at = \(bind: execution.startedAt), finished_at = \(bind: execution.finishedAt), duration_ms = \(bind: execution.durationMs)
+                WHERE id = \(bind: try execution.requireID())
+                """).run()
+        }
         try await record(execution, level: level, message: message, on: db)
         try await recordActivity(execution, actor: actor, actorType: actorType, origin: origin, on: db)
         // A step of a workflow run: its run looks again, once this transaction commits.
