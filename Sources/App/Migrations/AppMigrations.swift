@@ -25,5 +25,6 @@ enum AppMigrations {
         CreateWorkflows(),
         AddExecutionActiveIndex(),
         NarrowSkillSearchTrigger(),
+        CountActiveExecutions(),
     ]
 }

@@ -87,8 +87,13 @@ struct ExecutionService: Sendable {
         let userID = try caller.user.requireID()
         if enforceCap {
             let cap = app.appConfig.maxConcurrentExecutionsPerUser
-            let rows = try await app.quickRead(
-                "SELECT count(*) AS active FROM executions WHERE user_id = ? AND status IN ('queued', 'running')", [userID], on: db)
+            // SQLite: the count its triggers keep (migration 0023). PostgreSQL: counted, but only up to the cap, so a
+            // create reads at most `cap` index entries whatever the user has in flight.
+            let rows = (db as! any SQLDatabase).dialect.name == "sqlite"
+                ? try await app.quickRead("SELECT active FROM execution_active_counts WHERE user_id = ?", [userID], on: db)
+                : try await app.quickRead("""
+                    SELECT count(*) AS active FROM (SELECT 1 FROM executions WHERE user_id = ? AND status IN ('queued', 'running') LIMIT ?) AS active
+                    """, [userID, cap], on: db)
             let active = try rows.first?.decode(column: "active", as: Int.self) ?? 0
             guard active < cap else { throw ExecutionError.tooManyActive(cap) }
         }

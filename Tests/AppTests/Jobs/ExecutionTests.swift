@@ -368,6 +368,49 @@ struct ExecutionTests {
         }
     }
 
+    @Test("The cap follows every way out of queued and running: cancel, success, failure, and a deleted execution")
+    func capFollowsTransitions() async throws {
+        try await withTestApp(environment: ["STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER": "3"]) { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            // On SQLite the cap reads the count that triggers keep; it must always equal the rows.
+            func countsAgree(_ moment: String) async throws {
+                let sql = app.db as! any SQLDatabase
+                guard sql.dialect.name == "sqlite" else { return }
+                let kept = try await sql.raw("SELECT coalesce(sum(active), 0) AS n FROM execution_active_counts").first()?.decode(column: "n", as: Int.self)
+                let counted = try await Execution.query(on: app.db).filter(\.$status ~~ [.queued, .running]).count()
+                #expect(kept == counted, "\(moment)")
+            }
+            func accepted() async throws -> Bool {
+                let res = try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {}}"#)
+                #expect([.accepted, .tooManyRequests].contains(res.status))
+                return res.status == .accepted
+            }
+            _ = try await start(app, token, skill: "echo")
+            _ = try await start(app, token, skill: "always-fails")
+            let third = try await start(app, token, skill: "echo")
+            #expect(try await accepted() == false)
+            try await countsAgree("three queued")
+
+            #expect(try await send(app, .POST, "/api/v1/executions/\(third.id)/cancel", token: token).status == .ok)
+            try await countsAgree("one cancelled")
+            #expect(try await accepted())
+            #expect(try await accepted() == false)
+
+            try await drainJobs(app)
+            #expect(try await Execution.query(on: app.db).filter(\.$status == .failed).count() == 1)
+            try await countsAgree("all finished")
+            for _ in 0..<3 { #expect(try await accepted()) }
+            #expect(try await accepted() == false)
+
+            // A queued execution deleted (as a deleted account's are) no longer counts either.
+            try await Execution.query(on: app.db).filter(\.$status == .queued).limit(1).all().first?.delete(on: app.db)
+            try await countsAgree("one deleted")
+            #expect(try await accepted())
+            try await countsAgree("at the end")
+        }
+    }
+
     @Test("Popular ranks skills by executions in the last 30 days")
     func popular() async throws {
         try await withTestApp { app in
