@@ -120,9 +120,13 @@ final class FakeSMTPServer: @unchecked Sendable {
                     let tlsLine = offersSTARTTLS && !overTLS ? "250-STARTTLS\r\n" : ""
                     try await outbound.write(ByteBuffer(string: "250-fake greets you\r\n\(tlsLine)250-AUTH PLAIN\r\n250 SIZE 1000000\r\n"))
                 case "STARTTLS":
-                    try await reply("220 go ahead")
+                    // The reply and the TLS handler in one turn of the channel's event loop. The client starts its
+                    // handshake as soon as it reads the reply; a ClientHello that arrived before the handler was
+                    // read as a plain SMTP line, and both sides waited until the mailer's 30 s timeout (seen once
+                    // in CI, on "Wrong credentials").
                     let raw = connection.channel, context = serverContext
                     try await raw.eventLoop.submit {
+                        raw.writeAndFlush(ByteBuffer(string: "220 go ahead\r\n"), promise: nil)
                         try raw.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context), position: .first)
                     }.get()
                     overTLS = true
