@@ -3,7 +3,8 @@ import SQLKit
 
 /// On SQLite, each user's queued and running executions are counted by triggers into `execution_active_counts`,
 /// so the per-user cap reads one row on every create. Counting them instead cost time in proportion to the
-/// user's backlog: 0.7 ms per create with 10,000 queued, most of the server's CPU in the executions benchmark.
+/// user's backlog: 0.7 ms per create with 10,000 queued, about a tenth of the server's CPU in the executions
+/// benchmark, and growing with it.
 /// The triggers follow every insert, status change and delete, whichever code makes it. PostgreSQL keeps counting
 /// (at most `cap` index entries): a counter row there would be a lock every create and finish of that user's
 /// executions waits for, across instances.

@@ -191,7 +191,7 @@ public struct ActivityRecorder: Sendable {
 
 /// A database whose transaction keeps the ledger heads in memory (the SQLite writer's batches).
 protocol LedgerHeadCarrier {
-    var ledgerHeads: LedgerHeadCache? { get }
+    var ledgerHeads: LedgerHeadCache { get }
 }
 
 /// The ledger heads of one SQLite write batch. The first audit entry or event of the batch reads the heads it needs,

@@ -288,7 +288,7 @@ final class SQLiteThread: TaskExecutor, @unchecked Sendable {
 private struct WriterDatabase: Database, SQLDatabase, LedgerHeadCarrier {
     let writer: SQLiteWriter
     let context: DatabaseContext
-    let ledgerHeads: LedgerHeadCache?
+    let ledgerHeads: LedgerHeadCache
 
     private static let encoder = SQLiteDataEncoder()
 
