@@ -26,7 +26,7 @@ struct JobQueue: Sendable {
     @discardableResult
     func enqueue(kind: String, payload: JSONValue, maxAttempts: Int? = nil, runAt: Date? = nil, groupKey: String? = nil,
                  on db: any Database) async throws -> UUID {
-        let id = UUID()
+        let id = UUID.timeOrdered()
         let now = self.now
         // Plain SQL rather than a Fluent model: every execution, delivery and schedule firing enqueues inside a
         // write transaction.

@@ -19,7 +19,7 @@ public struct MailOutbox: Sendable {
     func enqueue(to: String, subject: String, body: String, secret: String?, on db: any Database) async throws {
         let mail = OutboxMail()
         let now = app.wallClock.now()
-        mail.id = UUID()
+        mail.id = UUID.timeOrdered()
         mail.createdAt = now
         mail.toAddress = to
         mail.subject = subject

@@ -165,7 +165,7 @@ public struct ActivityRecorder: Sendable {
                                     on sql: any SQLDatabase) async throws -> (Int64, String) {
         let (seq, previous) = head
         let entry = AuditChain.Entry(
-            id: UUID(), seq: seq, at: at, actorID: record.actorID, actorType: record.actorType.rawValue,
+            id: UUID.timeOrdered(), seq: seq, at: at, actorID: record.actorID, actorType: record.actorType.rawValue,
             action: record.action, resourceType: record.resourceType, resourceID: record.resourceID,
             outcome: record.outcome.rawValue, ipAddress: record.origin.ipAddress, userAgent: record.origin.userAgent,
             requestID: record.origin.requestID, details: record.details.canonicalString()
@@ -181,7 +181,7 @@ public struct ActivityRecorder: Sendable {
     }
 
     private static func appendEvent(_ record: EventRecord, at: Date, seq: Int64, on sql: any SQLDatabase) async throws -> (Int64, UUID) {
-        let id = UUID()
+        let id = UUID.timeOrdered()
         try await sql.insertRow(
             into: Event.schema, columns: ["id", "seq", "at", "type", "actor_id", "resource_type", "resource_id", "data"],
             values: [id, seq, at, record.type, record.actorID, record.resourceType, record.resourceID, record.data.canonicalString()])

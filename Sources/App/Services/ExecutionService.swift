@@ -99,7 +99,7 @@ struct ExecutionService: Sendable {
         }
 
         let execution = Execution()
-        execution.id = UUID()
+        execution.id = UUID.timeOrdered()
         execution.skillID = try skill.requireID()
         execution.$user.id = userID
         execution.status = .queued
@@ -272,7 +272,7 @@ struct ExecutionService: Sendable {
         let position: SQLQueryString = ordinal.map { "\(bind: $0)" }
             ?? "(SELECT coalesce(max(ordinal), 0) + 1 FROM execution_history WHERE execution_id = \(bind: executionID))"
         let insert: SQLQueryString = "INSERT INTO execution_history (id, execution_id, ordinal, at, level, message, progress) VALUES ("
-        try await sql.raw(insert + "\(bind: UUID()), \(bind: executionID), " + position
+        try await sql.raw(insert + "\(bind: UUID.timeOrdered()), \(bind: executionID), " + position
             + ", \(bind: now), \(bind: level), \(bind: String(message.prefix(2000))), \(bind: progress))").run()
     }
 

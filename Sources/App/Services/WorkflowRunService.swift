@@ -85,7 +85,7 @@ struct WorkflowRunService: Sendable {
         guard workflow.enabled else { throw HTTPProblem.conflict("The workflow '\(workflow.slug)' is disabled.") }
         guard case .object = input else { throw HTTPProblem.validation([FieldProblem(field: "input", message: "must be a JSON object")]) }
         let run = WorkflowRun()
-        run.id = UUID()
+        run.id = UUID.timeOrdered()
         run.$workflow.id = try workflow.requireID()
         run.workflowVersion = workflow.version
         run.$user.id = try caller.user.requireID()
@@ -96,7 +96,7 @@ struct WorkflowRunService: Sendable {
         run.createdAt = now
         let steps = workflow.steps.enumerated().map { index, step in
             let row = WorkflowRunStep()
-            row.id = UUID()
+            row.id = UUID.timeOrdered()
             row.$run.id = run.id!
             row.stepID = step.id
             row.ordinal = index

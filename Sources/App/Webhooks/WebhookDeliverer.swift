@@ -92,7 +92,7 @@ struct WebhookDeliverer: Sendable {
             let sql = db as! any SQLDatabase
             try await sql.insert(into: WebhookAttempt.schema)
                 .columns("id", "delivery_id", "attempt", "at", "response_status", "duration_ms", "error", "response_body")
-                .values(SQLBind(UUID()), SQLBind(try delivery.requireID()), SQLBind(attempt), SQLBind(now), SQLBind(status),
+                .values(SQLBind(UUID.timeOrdered()), SQLBind(try delivery.requireID()), SQLBind(attempt), SQLBind(now), SQLBind(status),
                         SQLBind(durationMs), SQLBind(error), SQLBind(body))
                 .run()
 

@@ -269,7 +269,7 @@ struct WebhookService: Sendable {
     /// A pending delivery and its first job, inside the caller's transaction.
     func enqueueDelivery(hook: Webhook, eventID: UUID, eventType: String, payload: String, on db: any Database) async throws -> WebhookDelivery {
         let delivery = WebhookDelivery()
-        delivery.id = UUID()
+        delivery.id = UUID.timeOrdered()
         delivery.$webhook.id = try hook.requireID()
         delivery.eventID = eventID
         delivery.eventType = eventType

@@ -353,6 +353,36 @@ struct ExecutionTests {
         }
     }
 
+    @Test("Execution ids, and the ids of their jobs, history lines, events and audit entries, are version 7 and grow with time")
+    func timeOrderedIDs() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            var ids: [UUID] = []
+            for _ in 0..<3 {
+                ids.append(try await start(app, token, skill: "echo").id)
+                try await Task.sleep(for: .milliseconds(3))
+            }
+            try await drainJobs(app)
+            func isVersion7(_ id: UUID) -> Bool { id.uuid.6 >> 4 == 7 && id.uuid.8 >> 6 == 0b10 }
+            #expect(ids.allSatisfy(isVersion7))
+            // Stored and listed as text, the ids sort in the order they were made (newest first in the list).
+            #expect(ids.map(\.uuidString) == ids.map(\.uuidString).sorted())
+            let listed = try (try await send(app, .GET, "/api/v1/executions", token: token)).content.decode(ListResponse<ExecutionResponse>.self)
+            #expect(listed.items.map(\.id) == ids.reversed())
+
+            let executions = try await Execution.query(on: app.db).sort(\.$queuedAt).all()
+            let jobs = executions.compactMap(\.jobID)
+            #expect(jobs.count == 3 && jobs.allSatisfy(isVersion7) && jobs.map(\.uuidString) == jobs.map(\.uuidString).sorted())
+            let events = try await Event.query(on: app.db).filter(\.$resourceType == "execution").sort(\.$seq).all()
+            #expect(events.count == 12 && events.allSatisfy { isVersion7($0.id!) })
+            let history = try await ExecutionHistoryEntry.query(on: app.db).all()
+            #expect(history.count == 12 && history.allSatisfy { isVersion7($0.id!) })
+            let audit = try await AuditLog.query(on: app.db).filter(\.$resourceType == "execution").all()
+            #expect(!audit.isEmpty && audit.allSatisfy { isVersion7($0.id!) })
+        }
+    }
+
     @Test("The per-user cap on active executions answers 429")
     func concurrencyCap() async throws {
         try await withTestApp(environment: ["STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER": "2"]) { app in
