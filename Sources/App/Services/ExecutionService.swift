@@ -70,33 +70,52 @@ struct ExecutionService: Sendable {
     // MARK: - Create
 
     func create(skillReference: String, input: JSONValue, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Execution {
-        let execution = try await prepare(skillReference: skillReference, input: input, caller: caller, enforceCap: true, on: db)
+        let execution = try await prepare(skillReference: skillReference, input: input, caller: caller, on: db)
         try await app.writeTransaction { db in
+            try await checkCap(for: execution.$user.id, on: db)
             try await insert(execution, caller: caller, origin: origin, on: db)
         }
         return execution
     }
 
-    /// Checks a run request (skill enabled, input valid, and with `enforceCap` the caller's concurrency cap) and
-    /// builds the execution, unsaved. Reads through `db`, which may be a transaction's.
-    func prepare(skillReference: String, input: JSONValue, caller: AuthenticatedCaller, enforceCap: Bool, on db: any Database) async throws -> Execution {
+    /// Refuses a new execution when its user already has the cap's number queued or running. Runs in the create's
+    /// write transaction, so two creates at one below the cap cannot both pass: on SQLite the one writer runs them
+    /// one after the other; on PostgreSQL a transaction lock per user (`pg_advisory_xact_lock`) does, across
+    /// instances, until the first commits.
+    private func checkCap(for userID: UUID, on db: any Database) async throws {
+        let cap = app.appConfig.maxConcurrentExecutionsPerUser
+        let sql = db as! any SQLDatabase
+        let active: Int
+        if sql.dialect.name == "sqlite" {
+            // The count its triggers keep (migration 0023).
+            active = try await sql.raw("SELECT active FROM execution_active_counts WHERE user_id = \(bind: userID)").first()?
+                .decode(column: "active", as: Int.self) ?? 0
+        } else {
+            try await sql.raw("SELECT pg_advisory_xact_lock(\(bind: Self.capLockKey(userID)))").run()
+            // Counted, but only up to the cap: a create reads at most `cap` index entries whatever is in flight.
+            active = try await sql.raw("""
+                SELECT count(*) AS active FROM (SELECT 1 FROM executions WHERE user_id = \(bind: userID) AND status IN ('queued', 'running') LIMIT \(bind: cap)) AS active
+                """).first()?.decode(column: "active", as: Int.self) ?? 0
+        }
+        guard active < cap else { throw ExecutionError.tooManyActive(cap) }
+    }
+
+    /// The advisory lock that serialises one user's creates on PostgreSQL: 64 bits of the user's id, in a space of
+    /// its own (two users sharing a key only wait for each other).
+    static func capLockKey(_ userID: UUID) -> Int64 {
+        let bytes = userID.uuid
+        let high = [bytes.8, bytes.9, bytes.10, bytes.11, bytes.12, bytes.13, bytes.14, bytes.15].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return Int64(bitPattern: high ^ 0x5354_4557_4341_5031)  // "STEWCAP1"
+    }
+
+    /// Checks a run request (skill enabled, input valid) and builds the execution, unsaved. Reads through `db`,
+    /// which may be a transaction's. The concurrency cap is checked by `create`, in its transaction.
+    func prepare(skillReference: String, input: JSONValue, caller: AuthenticatedCaller, on db: any Database) async throws -> Execution {
         let skill = try await SkillService(app: app).find(skillReference, on: db)
         guard skill.enabled else { throw HTTPProblem.conflict("The skill '\(skill.slug)' is disabled.") }
         let problems = JSONSchemaSubset.validate(input, against: skill.inputSchema)
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         let userID = try caller.user.requireID()
-        if enforceCap {
-            let cap = app.appConfig.maxConcurrentExecutionsPerUser
-            // SQLite: the count its triggers keep (migration 0023). PostgreSQL: counted, but only up to the cap, so a
-            // create reads at most `cap` index entries whatever the user has in flight.
-            let rows = (db as! any SQLDatabase).dialect.name == "sqlite"
-                ? try await app.quickRead("SELECT active FROM execution_active_counts WHERE user_id = ?", [userID], on: db)
-                : try await app.quickRead("""
-                    SELECT count(*) AS active FROM (SELECT 1 FROM executions WHERE user_id = ? AND status IN ('queued', 'running') LIMIT ?) AS active
-                    """, [userID, cap], on: db)
-            let active = try rows.first?.decode(column: "active", as: Int.self) ?? 0
-            guard active < cap else { throw ExecutionError.tooManyActive(cap) }
-        }
 
         let execution = Execution()
         execution.id = UUID.timeOrdered()

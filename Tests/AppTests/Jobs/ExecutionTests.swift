@@ -398,6 +398,28 @@ struct ExecutionTests {
         }
     }
 
+    @Test("Concurrent creates at the cap: exactly the cap's number are accepted, the rest are 429 and leave nothing behind")
+    func capUnderConcurrency() async throws {
+        try await withTestApp(environment: ["STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER": "3"]) { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            let statuses = try await withThrowingTaskGroup(of: HTTPStatus.self) { group in
+                for _ in 0..<16 {
+                    group.addTask { try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {}}"#).status }
+                }
+                return try await group.reduce(into: [HTTPStatus]()) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == .accepted }.count == 3, "\(statuses.map(\.code))")
+            #expect(statuses.filter { $0 == .tooManyRequests }.count == 13)
+            #expect(try await Execution.query(on: app.db).count() == 3)
+            #expect(try await Job.query(on: app.db).filter(\.$kind == ExecutionService.runKind).count() == 3)
+            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "execution.queued").count() == 3)
+            // Once they finish, the same user may start again.
+            try await drainJobs(app)
+            #expect(try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {}}"#).status == .accepted)
+        }
+    }
+
     @Test("The cap follows every way out of queued and running: cancel, success, failure, and a deleted execution")
     func capFollowsTransitions() async throws {
         try await withTestApp(environment: ["STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER": "3"]) { app in
