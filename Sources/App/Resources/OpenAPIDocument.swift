@@ -7,7 +7,8 @@ info:
   version: 1.0.0
   summary: Self-hostable backend for a catalog of skills and workflows.
   description: |
-    JSON in and out, camelCase fields, RFC 3339 UTC timestamps, UUID ids.
+    JSON in and out, camelCase fields, RFC 3339 UTC timestamps, UUID ids. Treat ids as opaque; those of rows
+    made in bulk (executions, events, audit entries, deliveries, workflow runs) are time-ordered version 7 UUIDs.
     Every error is an RFC 9457 problem (`application/problem+json`) with a stable `code`.
     Every response carries `X-Request-ID` (echoed when the client sent a sane one: 1-128 characters of
     letters, digits, `-`, `_`, `.`, `:`; otherwise generated).
@@ -1437,7 +1438,8 @@ paths:
       description: >-
         The input is validated against the skill's inputSchema (422 with one problem per field). A disabled skill
         is 409. Each user may have STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER executions queued or running (429
-        beyond). The execution runs on the durable job queue: a restart or crash loses none.
+        beyond, with Retry-After); the cap is checked inside the create's transaction, so concurrent creates
+        cannot overshoot it. The execution runs on the durable job queue: a restart or crash loses none.
       tags: [executions]
       security: [{bearer: []}, {cookie: []}, {apiKey: []}]
       parameters:
