@@ -100,12 +100,12 @@ struct ExecutionService: Sendable {
         guard active < cap else { throw ExecutionError.tooManyActive(cap) }
     }
 
-    /// The advisory lock that serialises one user's creates on PostgreSQL: 64 bits of the user's id, in a space of
-    /// its own (two users sharing a key only wait for each other).
+    /// The advisory lock that serialises one user's creates on PostgreSQL: the last 64 (random) bits of the user's
+    /// id, in a space of its own (two users sharing a key only wait for each other).
     static func capLockKey(_ userID: UUID) -> Int64 {
         let bytes = userID.uuid
-        let high = [bytes.8, bytes.9, bytes.10, bytes.11, bytes.12, bytes.13, bytes.14, bytes.15].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        return Int64(bitPattern: high ^ 0x5354_4557_4341_5031)  // "STEWCAP1"
+        let lastHalf = [bytes.8, bytes.9, bytes.10, bytes.11, bytes.12, bytes.13, bytes.14, bytes.15].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return Int64(bitPattern: lastHalf ^ 0x5354_4557_4341_5031)  // "STEWCAP1"
     }
 
     /// Checks a run request (skill enabled, input valid) and builds the execution, unsaved. Reads through `db`,
