@@ -30,14 +30,14 @@ struct AccessTokens: Sendable {
 
     func issue(userID: UUID, sessionID: UUID, roles: [String], now: Date) async throws -> String {
         let claims = AccessTokenClaims(
-            sub: SubjectClaim(value: userID.uuidString.lowercased()),
-            sid: sessionID.uuidString.lowercased(),
+            sub: SubjectClaim(value: userID.lowercasedString),
+            sid: sessionID.lowercasedString,
             iss: IssuerClaim(value: config.jwtIssuer),
             aud: AudienceClaim(value: [config.jwtAudience]),
             iat: IssuedAtClaim(value: now),
             nbf: NotBeforeClaim(value: now),
             exp: ExpirationClaim(value: now.addingTimeInterval(TimeInterval(config.accessTokenTTLSeconds))),
-            jti: IDClaim(value: UUID().uuidString.lowercased()),
+            jti: IDClaim(value: UUID().lowercasedString),
             roles: roles
         )
         var header = JWTHeader()

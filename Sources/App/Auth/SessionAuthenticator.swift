@@ -17,7 +17,7 @@ struct SessionAuthenticator: AsyncMiddleware {
             try await authenticate(request)
             if let caller = request.auth.get(AuthenticatedCaller.self), let userID = caller.user.id {
                 // Every later line about this request names who made it.
-                request.logger[metadataKey: "userId"] = .string(userID.uuidString.lowercased())
+                request.logger[metadataKey: "userId"] = .string(userID.lowercasedString)
             }
         } catch let failure as AuthError {
             // Public routes (login, refresh with a stale token still attached) go on anonymously;
@@ -57,7 +57,7 @@ struct SessionAuthenticator: AsyncMiddleware {
         let app = request.application
         let now = app.wallClock.now()
         let claims = try await AccessTokens(app: app).verify(accessToken, now: now)
-        guard let userID = UUID(uuidString: claims.sub.value), let sessionID = UUID(uuidString: claims.sid) else {
+        guard let userID = UUID(text: claims.sub.value), let sessionID = UUID(text: claims.sid) else {
             throw AuthError.invalidToken
         }
         guard let (session, user, grants) = try await CallerLookup.session(.sessionID(sessionID), on: request.db, readers: app.sqliteReaders),
@@ -141,7 +141,7 @@ struct RequirePermission: AsyncMiddleware {
                 action: "authz.denied", actorID: caller.user.id, actorType: caller.actorType,
                 resourceType: "route", resourceID: request.route.map { "\($0.method.rawValue) /" + $0.path.map(\.description).joined(separator: "/") },
                 outcome: .failure, origin: request.origin,
-                details: ["permission": .string(permission.rawValue), "apiKeyId": caller.apiKey?.id.map { .string($0.uuidString.lowercased()) } ?? .null])
+                details: ["permission": .string(permission.rawValue), "apiKeyId": caller.apiKey?.id.map { .string($0.lowercasedString) } ?? .null])
             // Through the write gate like every other write, so a burst of refused requests queues instead of
             // contending for SQLite's lock with the writer.
             try await app.writeTransaction { db in _ = try await app.activityRecorder.record(audit: record, on: db) }

@@ -15,7 +15,7 @@ struct AuditVerifyCommand: AsyncCommand {
     func run(using context: CommandContext, signature: Signature) async throws {
         let result = try await AuditChain.verify(on: context.application.db)
         if let broken = result.firstBroken {
-            let id = broken.id.map { " (id \($0.uuidString.lowercased()))" } ?? ""
+            let id = broken.id.map { " (id \($0.lowercasedString))" } ?? ""
             throw CommandFailure("audit chain broken at entry \(broken.seq)\(id): \(broken.reason); \(result.checked) entries before it are intact")
         }
         context.console.print("audit chain intact: \(result.checked) entries")

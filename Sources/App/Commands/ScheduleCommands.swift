@@ -17,7 +17,7 @@ struct ScheduleListCommand: AsyncCommand {
         let formatter = ISO8601DateFormatter()
         for schedule in schedules {
             let next = schedule.nextRunAt.map(formatter.string(from:)) ?? "-"
-            context.console.print([schedule.id!.uuidString.lowercased(), schedule.enabled ? "enabled" : "disabled",
+            context.console.print([schedule.id!.lowercasedString, schedule.enabled ? "enabled" : "disabled",
                                    "\"\(schedule.cron)\" \(schedule.timezone)", "next=\(next)",
                                    "last=\(schedule.lastStatus?.rawValue ?? "-")", schedule.name].joined(separator: "  "))
         }
@@ -44,7 +44,7 @@ struct ScheduleRunNowCommand: AsyncCommand {
         guard let id = UUID(uuidString: signature.id) else { throw CommandFailure("'\(signature.id)' is not a schedule id") }
         do {
             let started = try await ScheduleService(app: context.application).runNow(id, caller: nil, origin: .system)
-            context.console.print(started.id!.uuidString.lowercased())
+            context.console.print(started.id!.lowercasedString)
         } catch {
             throw commandFailure(error)
         }

@@ -43,7 +43,7 @@ struct UserCreateCommand: AsyncCommand {
         do {
             let user = try await UserAdminService(app: context.application).create(
                 email: email, username: username, password: password, fullName: signature.fullName, roles: roles, actor: .cli)
-            context.console.print("created \(user.email) (\(user.id!.uuidString.lowercased()))")
+            context.console.print("created \(user.email) (\(user.id!.lowercasedString))")
         } catch {
             throw commandFailure(error)
         }
@@ -70,7 +70,7 @@ struct UserListCommand: AsyncCommand {
         }
         let (users, _) = try await UserAdminService(app: context.application).list(filter: filter, page: PageRequest(limit: 100))
         for (user, roles) in users {
-            context.console.print("\(user.id!.uuidString.lowercased())  \(user.email)  \(user.username)  \(user.status.rawValue)  \(roles.joined(separator: ","))")
+            context.console.print("\(user.id!.lowercasedString)  \(user.email)  \(user.username)  \(user.status.rawValue)  \(roles.joined(separator: ","))")
         }
         context.console.print("\(users.count) user(s)")
     }

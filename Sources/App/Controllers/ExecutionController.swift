@@ -49,7 +49,7 @@ struct ExecutionController: RouteCollection {
         let execution = try await ExecutionService(app: req.application).create(
             skillReference: body.skillId, input: body.input ?? [:], caller: try req.caller, origin: req.origin)
         let response = try await ExecutionResponse(execution).encodeResponse(status: .accepted, for: req)
-        response.headers.replaceOrAdd(name: .location, value: "/api/v1/executions/\(execution.id!.uuidString.lowercased())")
+        response.headers.replaceOrAdd(name: .location, value: "/api/v1/executions/\(execution.id!.lowercasedString)")
         return response
     }
 

@@ -31,7 +31,7 @@ struct ScheduleController: RouteCollection {
         let draft = try ScheduleService.draft(from: try req.jsonObject())
         let schedule = try await ScheduleService(app: req.application).create(draft, caller: try req.caller, origin: req.origin)
         let response = try await ScheduleResponse(schedule).encodeResponse(status: .created, for: req)
-        response.headers.replaceOrAdd(name: .location, value: "/api/v1/schedules/\(schedule.id!.uuidString.lowercased())")
+        response.headers.replaceOrAdd(name: .location, value: "/api/v1/schedules/\(schedule.id!.lowercasedString)")
         return response
     }
 
@@ -52,11 +52,11 @@ struct ScheduleController: RouteCollection {
         switch try await ScheduleService(app: req.application).runNow(try req.uuidParameter("id"), caller: try req.caller, origin: req.origin) {
         case .execution(let execution):
             let response = try await ExecutionResponse(execution).encodeResponse(status: .accepted, for: req)
-            response.headers.replaceOrAdd(name: .location, value: "/api/v1/executions/\(execution.id!.uuidString.lowercased())")
+            response.headers.replaceOrAdd(name: .location, value: "/api/v1/executions/\(execution.id!.lowercasedString)")
             return response
         case .run(let run, let steps):
             let response = try await WorkflowRunResponse(run, steps: steps).encodeResponse(status: .accepted, for: req)
-            response.headers.replaceOrAdd(name: .location, value: "/api/v1/workflows/\(run.$workflow.id.uuidString.lowercased())/runs/\(run.id!.uuidString.lowercased())")
+            response.headers.replaceOrAdd(name: .location, value: "/api/v1/workflows/\(run.$workflow.id.lowercasedString)/runs/\(run.id!.lowercasedString)")
             return response
         }
     }

@@ -36,7 +36,7 @@ struct WorkflowController: RouteCollection {
         let draft = try WorkflowService.draft(from: try req.jsonObject())
         let workflow = try await WorkflowService(app: req.application).create(draft, caller: try req.caller, origin: req.origin)
         let response = try await WorkflowResponse(workflow).encodeResponse(status: .created, for: req)
-        response.headers.replaceOrAdd(name: .location, value: "/api/v1/workflows/\(workflow.id!.uuidString.lowercased())")
+        response.headers.replaceOrAdd(name: .location, value: "/api/v1/workflows/\(workflow.id!.lowercasedString)")
         return response
     }
 
@@ -59,7 +59,7 @@ struct WorkflowController: RouteCollection {
         guard unknown.isEmpty else { throw HTTPProblem.validation(unknown.map { FieldProblem(field: $0, message: "is not a run field") }) }
         let (run, steps) = try await WorkflowRunService(app: req.application).start(try reference(req), input: fields["input"] ?? [:], caller: try req.caller, origin: req.origin)
         let response = try await WorkflowRunResponse(run, steps: steps).encodeResponse(status: .accepted, for: req)
-        response.headers.replaceOrAdd(name: .location, value: "/api/v1/workflows/\(run.$workflow.id.uuidString.lowercased())/runs/\(run.id!.uuidString.lowercased())")
+        response.headers.replaceOrAdd(name: .location, value: "/api/v1/workflows/\(run.$workflow.id.lowercasedString)/runs/\(run.id!.lowercasedString)")
         return response
     }
 

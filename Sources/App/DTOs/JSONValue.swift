@@ -33,14 +33,14 @@ public enum JSONValue: Codable, Equatable, Sendable, Hashable {
     }
 
     /// Canonical text: keys sorted, no insignificant space; what the tables store and the audit chain hashes.
+    /// The same bytes `JSONEncoder.canonical` writes (see `JSONText`).
     public func canonicalString() -> String {
-        let data = (try? JSONEncoder.canonical.encode(self)) ?? Data("null".utf8)
-        return String(decoding: data, as: UTF8.self)
+        JSONText.canonical(self)
     }
 
     /// Parses stored JSON text; text that is not JSON becomes a string value rather than an error.
     public static func parse(_ text: String) -> JSONValue {
-        (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))) ?? .string(text)
+        JSONText.parse(text) ?? .string(text)
     }
 }
 
@@ -66,11 +66,14 @@ extension JSONEncoder {
         return encoder
     }
 
-    /// The encoder for API bodies: RFC 3339 UTC timestamps.
+    /// The encoder for API bodies: RFC 3339 UTC timestamps (what `.iso8601` writes, through `RFC3339`).
     static var api: JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .iso8601
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(RFC3339.string(from: date))
+        }
         return encoder
     }
 }

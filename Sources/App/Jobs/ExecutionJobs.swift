@@ -11,7 +11,7 @@ struct ExecutionJobs: Sendable {
     private var service: ExecutionService { ExecutionService(app: app) }
 
     func execution(for payload: JSONValue) async throws -> Execution? {
-        guard case .object(let fields) = payload, case .string(let raw)? = fields["executionId"], let id = UUID(uuidString: raw) else { return nil }
+        guard case .object(let fields) = payload, case .string(let raw)? = fields["executionId"], let id = UUID(text: raw) else { return nil }
         return try await app.quickFind(Execution.self, where: "id", equals: id, on: app.db)
     }
 
@@ -200,9 +200,9 @@ private final class ProgressReporter: @unchecked Sendable {
         try await ExecutionService(app: app).record(execution, level: "info", message: message, progress: value, on: db)
         try await app.activityRecorder.record(event: EventRecord(
             type: "execution.progress", actorID: execution.$user.id, resourceType: "execution",
-            resourceID: executionID.uuidString.lowercased(),
+            resourceID: executionID.lowercasedString,
             data: ["progress": .number(Double(value)), "message": .string(message),
-                   "userId": .string(execution.$user.id.uuidString.lowercased())]), on: db)
+                   "userId": .string(execution.$user.id.lowercasedString)]), on: db)
     }
 }
 

@@ -53,7 +53,7 @@ struct JobQueue: Sendable {
     /// `claim`, inside `sql`'s transaction (see `FollowOnClaim`).
     func claim(worker: String, skipping groups: [String] = [], skippingKind: String? = nil, on sql: any SQLDatabase) async throws -> ClaimedJob? {
         let now = self.now
-        let token = UUID()
+        let token = UUID.pooledRandom()
         let expires = now.addingTimeInterval(TimeInterval(config.jobLeaseSeconds))
         var lock: SQLQueryString = sql.dialect.name == "postgresql" ? " FOR UPDATE SKIP LOCKED" : ""
         var filters: SQLQueryString = ""
@@ -231,7 +231,7 @@ final class JobSignal: @unchecked Sendable {
 
     /// Returns at the first notification after `seen`, or after `timeout`.
     func wait(after seen: Int, timeout: Duration) async {
-        let id = UUID()
+        let id = UUID.pooledRandom()
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

@@ -60,7 +60,7 @@ public struct MailOutbox: Sendable {
                     from: app.appConfig.mailFrom, to: mail.toAddress, subject: mail.subject,
                     body: mail.body.replacingOccurrences(of: Self.secretPlaceholder, with: secret ?? ""),
                     redactedBody: mail.body.replacingOccurrences(of: Self.secretPlaceholder, with: "[redacted]"),
-                    messageID: mail.id!.uuidString.lowercased())
+                    messageID: mail.id!.lowercasedString)
                 try await app.mailer.send(rendered)
                 mail.status = .sent
                 mail.sentAt = app.wallClock.now()

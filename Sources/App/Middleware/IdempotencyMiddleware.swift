@@ -34,7 +34,7 @@ struct IdempotencyMiddleware: AsyncMiddleware {
         try await sql.raw("DELETE FROM idempotency_keys WHERE user_id = \(bind: userID) AND key = \(bind: key) AND expires_at < \(bind: now)").run()
         let reserved = try await sql.raw("""
             INSERT INTO idempotency_keys (id, user_id, key, request_hash, created_at, expires_at)
-            VALUES (\(bind: UUID()), \(bind: userID), \(bind: key), \(bind: hash), \(bind: now), \(bind: now.addingTimeInterval(Self.lifetime)))
+            VALUES (\(bind: UUID.pooledRandom()), \(bind: userID), \(bind: key), \(bind: hash), \(bind: now), \(bind: now.addingTimeInterval(Self.lifetime)))
             ON CONFLICT (user_id, key) DO NOTHING RETURNING id
             """).first()
         if reserved == nil {

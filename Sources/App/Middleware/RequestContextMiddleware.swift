@@ -27,7 +27,7 @@ struct RequestContextMiddleware: AsyncMiddleware {
     func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
         let started = ContinuousClock.now
         let clientID = request.headers.first(name: "X-Request-ID")
-        let id = clientID.flatMap { Self.isAcceptable($0) ? $0 : nil } ?? UUID().uuidString.lowercased()
+        let id = clientID.flatMap { Self.isAcceptable($0) ? $0 : nil } ?? UUID.pooledRandom().lowercasedString
         request.requestID = id
         request.logger[metadataKey: "request-id"] = .string(id)
         let metrics = request.application.metrics

@@ -15,9 +15,9 @@ struct HTTPRunner: SkillRunner {
             return .failed("the skill's http runner has no url")
         }
         let body: JSONValue = [
-            "executionId": .string(context.executionID.uuidString.lowercased()),
+            "executionId": .string(context.executionID.lowercasedString),
             "input": context.input,
-            "callbackUrl": .string("\(publicURL)/api/v1/executions/\(context.executionID.uuidString.lowercased())/progress"),
+            "callbackUrl": .string("\(publicURL)/api/v1/executions/\(context.executionID.lowercasedString)/progress"),
             "callbackToken": .string(Self.callbackToken(for: context.executionID, key: callbackKey)),
         ]
         let response: OutboundResponse
@@ -49,7 +49,7 @@ struct HTTPRunner: SkillRunner {
         guard case .object(let settings) = context.settings, case .string(let url)? = settings["undoUrl"] else {
             return "the skill has no undoUrl; nothing to undo"
         }
-        let body: JSONValue = ["executionId": .string(context.executionID.uuidString.lowercased()), "input": context.input, "output": output ?? .null]
+        let body: JSONValue = ["executionId": .string(context.executionID.lowercasedString), "input": context.input, "output": output ?? .null]
         let response = try await client.post(url, json: body, headers: Self.headers(settings), timeout: Self.timeout(settings))
         guard (200..<300).contains(response.status) else {
             throw RunnerUnavailable(status: response.status, detail: Self.snippet(response.body))
@@ -59,7 +59,7 @@ struct HTTPRunner: SkillRunner {
 
     /// Valid for one execution only: an HMAC of its id under a server key.
     static func callbackToken(for executionID: UUID, key: SymmetricKey) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: Data("execution-callback:\(executionID.uuidString.lowercased())".utf8), using: key)
+        let mac = HMAC<SHA256>.authenticationCode(for: Data("execution-callback:\(executionID.lowercasedString)".utf8), using: key)
         return SecureToken.base64URL(Data(mac))
     }
 

@@ -58,14 +58,14 @@ struct APIKeyService: Sendable {
                 throw HTTPProblem.conflict("You already have \(limit) API keys, the most allowed; revoke one first.")
             }
             try await key.create(on: db)
-            let id = key.id!.uuidString.lowercased()
+            let id = key.id!.lowercasedString
             try await app.activityRecorder.record(
                 audit: AuditRecord(action: "apikey.created", actorID: actor?.user.id ?? ownerID, actorType: actor?.actorType ?? .system,
                                    resourceType: "api_key", resourceID: id, origin: origin,
                                    details: ["name": .string(name), "scopes": .array(scopes.sorted().map { .string($0.rawValue) }),
-                                             "ownerId": .string(ownerID.uuidString.lowercased())]),
+                                             "ownerId": .string(ownerID.lowercasedString)]),
                 event: EventRecord(type: "apikey.created", actorID: actor?.user.id ?? ownerID, resourceType: "api_key", resourceID: id,
-                                   data: ["name": .string(name), "prefix": .string(prefix), "userId": .string(ownerID.uuidString.lowercased())]),
+                                   data: ["name": .string(name), "prefix": .string(prefix), "userId": .string(ownerID.lowercasedString)]),
                 on: db)
         }
         return CreatedAPIKeyResponse(id: key.id!, name: name, prefix: prefix, key: secret, scopes: scopes.map(\.rawValue).sorted(),
@@ -89,12 +89,12 @@ struct APIKeyService: Sendable {
     func revoke(_ key: APIKey, reason: String, actorID: UUID?, actorType: ActorType, origin: RequestOrigin, on db: any Database) async throws {
         key.revokedAt = now
         try await key.save(on: db)
-        let id = try key.requireID().uuidString.lowercased()
+        let id = try key.requireID().lowercasedString
         try await app.activityRecorder.record(
             audit: AuditRecord(action: "apikey.revoked", actorID: actorID, actorType: actorType, resourceType: "api_key",
                                resourceID: id, origin: origin, details: ["reason": .string(reason)]),
             event: EventRecord(type: "apikey.revoked", actorID: actorID, resourceType: "api_key", resourceID: id,
-                               data: ["userId": .string(key.$user.id.uuidString.lowercased()), "reason": .string(reason)]),
+                               data: ["userId": .string(key.$user.id.lowercasedString), "reason": .string(reason)]),
             on: db)
     }
 }

@@ -291,7 +291,7 @@ public enum AuditChain {
         var canonical: String {
             let millis = Int64((at.timeIntervalSince1970 * 1000).rounded())
             let fields: [String] = [
-                id.uuidString.lowercased(), String(seq), String(millis), actorID?.uuidString.lowercased() ?? "",
+                id.lowercasedString, String(seq), String(millis), actorID?.lowercasedString ?? "",
                 actorType, action, resourceType ?? "", resourceID ?? "", outcome, ipAddress ?? "", userAgent ?? "",
                 requestID ?? "", details,
             ]

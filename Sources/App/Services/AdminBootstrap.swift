@@ -34,9 +34,9 @@ public struct AdminBootstrap: Sendable {
                 try await UserRole.assign(RoleCatalog.admin, to: id, by: nil, at: app.wallClock.now(), on: db)
                 try await app.activityRecorder.record(
                     audit: AuditRecord(action: "user.created", actorID: nil, actorType: .system, resourceType: "user",
-                                       resourceID: id.uuidString.lowercased(), details: ["reason": "bootstrap", "email": .string(user.email)]),
+                                       resourceID: id.lowercasedString, details: ["reason": "bootstrap", "email": .string(user.email)]),
                     event: EventRecord(type: "user.created", actorID: nil, resourceType: "user",
-                                       resourceID: id.uuidString.lowercased(), data: ["email": .string(user.email), "username": "admin"]),
+                                       resourceID: id.lowercasedString, data: ["email": .string(user.email), "username": "admin"]),
                     on: db)
             }
         } catch let error as any DatabaseError where error.isConstraintFailure {

@@ -55,7 +55,7 @@ struct AuthService: Sendable {
             try await app.writeTransaction { db in
                 try await user.create(on: db)
                 try await UserRole.assign(RoleCatalog.defaultRole, to: user.requireID(), by: nil, at: now, on: db)
-                let id = try user.requireID().uuidString.lowercased()
+                let id = try user.requireID().lowercasedString
                 try await recorder.record(
                     audit: AuditRecord(action: "auth.register", actorID: user.id, actorType: .user, resourceType: "user",
                                        resourceID: id, origin: origin, details: ["email": .string(email), "username": .string(username)]),
@@ -102,7 +102,7 @@ struct AuthService: Sendable {
         if let fullName = changes["fullName"] {
             if case .string(let text) = fullName { user.fullName = text } else { user.fullName = nil }
         }
-        let id = try user.requireID().uuidString.lowercased()
+        let id = try user.requireID().lowercasedString
         let changed = changes
         do {
             try await app.writeTransaction { db in
@@ -170,7 +170,7 @@ struct AuthService: Sendable {
                 try await challenge.create(on: db)
                 try await recorder.record(audit: AuditRecord(
                     action: "auth.login", actorID: user.id, actorType: .user, resourceType: "user",
-                    resourceID: user.id?.uuidString.lowercased(), outcome: .success, origin: origin,
+                    resourceID: user.id?.lowercasedString, outcome: .success, origin: origin,
                     details: ["stage": "password", "mfaRequired": true]), on: db)
             }
             return .mfaRequired(mfaToken: token)
@@ -245,7 +245,7 @@ struct AuthService: Sendable {
             let issued = try await openSession(for: user, cookie: cookie, origin: origin, on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.login", actorID: user.id, actorType: .user, resourceType: "session",
-                resourceID: issued.sessionID.uuidString.lowercased(), outcome: .success, origin: origin,
+                resourceID: issued.sessionID.lowercasedString, outcome: .success, origin: origin,
                 details: ["method": .string(method), "cookie": .bool(cookie)]), on: db)
             return issued
         }
@@ -259,7 +259,7 @@ struct AuthService: Sendable {
 
     private func failedLogin(key: String, user: User?, reason: String, origin: RequestOrigin) -> AuditRecord {
         AuditRecord(action: "auth.login", actorID: user?.id, actorType: .user, resourceType: "user",
-                    resourceID: user?.id?.uuidString.lowercased(), outcome: .failure, origin: origin,
+                    resourceID: user?.id?.lowercasedString, outcome: .failure, origin: origin,
                     details: ["email": .string(key), "reason": .string(reason)])
     }
 
@@ -294,7 +294,7 @@ struct AuthService: Sendable {
             if locks {
                 try await recorder.record(audit: AuditRecord(
                     action: "auth.lockout", actorID: user?.id, actorType: .system, resourceType: "user",
-                    resourceID: user?.id?.uuidString.lowercased(), outcome: .success, origin: origin,
+                    resourceID: user?.id?.lowercasedString, outcome: .success, origin: origin,
                     details: ["email": .string(key), "minutes": .number(Double(config.lockoutMinutes))]), on: db)
             }
         }
@@ -386,7 +386,7 @@ struct AuthService: Sendable {
                 try await session.save(on: db)
                 try await recorder.record(audit: AuditRecord(
                     action: "auth.refresh", actorID: user.id, actorType: .user, resourceType: "session",
-                    resourceID: session.id?.uuidString.lowercased(), origin: origin), on: db)
+                    resourceID: session.id?.lowercasedString, origin: origin), on: db)
                 return .issued(pair)
             }
             if let usedAt = token.usedAt, now.timeIntervalSince(usedAt) <= Self.refreshGraceSeconds, let payload = token.gracePayload {
@@ -397,7 +397,7 @@ struct AuthService: Sendable {
             try await revoke(session: session, reason: "refresh_token_reuse", actorID: user.id, origin: origin, on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.refresh_reuse", actorID: user.id, actorType: .user, resourceType: "session",
-                resourceID: session.id?.uuidString.lowercased(), outcome: .failure, origin: origin), on: db)
+                resourceID: session.id?.lowercasedString, outcome: .failure, origin: origin), on: db)
             return .revoked
         }
         switch result {
@@ -413,12 +413,12 @@ struct AuthService: Sendable {
         session.revokedAt = now
         session.revokedReason = reason
         try await session.save(on: db)
-        let id = try session.requireID().uuidString.lowercased()
+        let id = try session.requireID().lowercasedString
         try await recorder.record(
             audit: AuditRecord(action: "session.revoked", actorID: actorID, actorType: actorID == nil ? .system : .user,
                                resourceType: "session", resourceID: id, origin: origin, details: ["reason": .string(reason)]),
             event: EventRecord(type: "session.revoked", actorID: actorID, resourceType: "session", resourceID: id,
-                               data: ["userId": .string(session.$user.id.uuidString.lowercased()), "reason": .string(reason)]),
+                               data: ["userId": .string(session.$user.id.lowercasedString), "reason": .string(reason)]),
             on: db)
     }
 
@@ -437,7 +437,7 @@ struct AuthService: Sendable {
             try await revoke(session: session, reason: "logout", actorID: caller.user.id, origin: origin, on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.logout", actorID: caller.user.id, actorType: .user, resourceType: "session",
-                resourceID: session.id?.uuidString.lowercased(), origin: origin), on: db)
+                resourceID: session.id?.lowercasedString, origin: origin), on: db)
         }
     }
 
@@ -484,7 +484,7 @@ struct AuthService: Sendable {
         guard try await hasher.verify(request.currentPassword, against: user.passwordHash) else {
             try await recorder.record(audit: AuditRecord(
                 action: "auth.password_changed", actorID: user.id, actorType: .user, resourceType: "user",
-                resourceID: user.id?.uuidString.lowercased(), outcome: .failure, origin: origin,
+                resourceID: user.id?.lowercasedString, outcome: .failure, origin: origin,
                 details: ["reason": "wrong_current_password"]), on: db)
             throw HTTPProblem.validation([FieldProblem(field: "currentPassword", message: "is incorrect")])
         }
@@ -500,7 +500,7 @@ struct AuthService: Sendable {
                                      actorID: user.id, origin: origin, on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.password_changed", actorID: user.id, actorType: .user, resourceType: "user",
-                resourceID: user.id?.uuidString.lowercased(), origin: origin), on: db)
+                resourceID: user.id?.lowercasedString, origin: origin), on: db)
         }
     }
 
@@ -528,7 +528,7 @@ struct AuthService: Sendable {
                 secret: token, on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.password_reset_requested", actorID: user.id, actorType: .user, resourceType: "user",
-                resourceID: user.id?.uuidString.lowercased(), origin: origin), on: db)
+                resourceID: user.id?.lowercasedString, origin: origin), on: db)
         }
     }
 
@@ -547,7 +547,7 @@ struct AuthService: Sendable {
             try await revokeSessions(of: user.requireID(), except: nil, reason: "password_reset", actorID: user.id, origin: origin, on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.password_reset", actorID: user.id, actorType: .user, resourceType: "user",
-                resourceID: user.id?.uuidString.lowercased(), origin: origin), on: db)
+                resourceID: user.id?.lowercasedString, origin: origin), on: db)
         }
     }
 
@@ -560,7 +560,7 @@ struct AuthService: Sendable {
             try await issueEmailVerification(for: user, on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.email_verification_requested", actorID: user.id, actorType: .user, resourceType: "user",
-                resourceID: user.id?.uuidString.lowercased(), origin: origin), on: db)
+                resourceID: user.id?.lowercasedString, origin: origin), on: db)
         }
     }
 
@@ -581,7 +581,7 @@ struct AuthService: Sendable {
             try await consume(token: token, on: db)
             user.emailVerifiedAt = now
             try await user.save(on: db)
-            let id = try user.requireID().uuidString.lowercased()
+            let id = try user.requireID().lowercasedString
             try await recorder.record(
                 audit: AuditRecord(action: "auth.email_verified", actorID: user.id, actorType: .user, resourceType: "user",
                                    resourceID: id, origin: origin),
@@ -647,7 +647,7 @@ struct AuthService: Sendable {
             try await user.save(on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.mfa_enrollment_started", actorID: user.id, actorType: .user, resourceType: "user",
-                resourceID: user.id?.uuidString.lowercased(), origin: origin), on: db)
+                resourceID: user.id?.lowercasedString, origin: origin), on: db)
         }
         return TOTPEnrollResponse(secret: secret, otpauthUri: TOTP.provisioningURI(secret: secret, account: user.email, issuer: "Steward"))
     }
@@ -677,7 +677,7 @@ struct AuthService: Sendable {
             try await revokeSessions(of: userID, except: caller.session?.id, reason: "mfa_enabled", actorID: user.id, origin: origin, on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.mfa_enabled", actorID: user.id, actorType: .user, resourceType: "user",
-                resourceID: userID.uuidString.lowercased(), origin: origin), on: db)
+                resourceID: userID.lowercasedString, origin: origin), on: db)
         }
         return codes
     }
@@ -698,7 +698,7 @@ struct AuthService: Sendable {
             try await revokeSessions(of: userID, except: caller.session?.id, reason: "mfa_disabled", actorID: user.id, origin: origin, on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.mfa_disabled", actorID: user.id, actorType: .user, resourceType: "user",
-                resourceID: userID.uuidString.lowercased(), origin: origin), on: db)
+                resourceID: userID.lowercasedString, origin: origin), on: db)
         }
     }
 }

@@ -39,7 +39,7 @@ struct ExecutionResponse: Content, Equatable {
     /// transition's transaction). Absent optionals are left out, and times are RFC 3339 to the second.
     var json: JSONValue {
         var object: [String: JSONValue] = [
-            "id": .string(id.uuidString), "skillId": .string(skillId.uuidString), "userId": .string(userId.uuidString),
+            "id": .string(id.uppercasedString), "skillId": .string(skillId.uppercasedString), "userId": .string(userId.uppercasedString),
             "status": .string(status), "progress": .number(Double(progress)), "input": input, "attempt": .number(Double(attempt)),
             "queuedAt": .string(Self.timestamp(queuedAt)),
         ]
@@ -52,7 +52,7 @@ struct ExecutionResponse: Content, Equatable {
     }
 
     private static func timestamp(_ date: Date) -> String {
-        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: false))
+        RFC3339.string(from: date)
     }
 }
 
@@ -137,7 +137,7 @@ struct ExecutionService: Sendable {
     func insert(_ execution: Execution, caller: AuthenticatedCaller, origin: RequestOrigin, on db: any Database) async throws {
         let sql = db as! any SQLDatabase
         let executionID = try execution.requireID()
-        execution.jobID = try await JobQueue(app: app).enqueue(kind: Self.runKind, payload: ["executionId": .string(executionID.uuidString)], on: db)
+        execution.jobID = try await JobQueue(app: app).enqueue(kind: Self.runKind, payload: ["executionId": .string(executionID.uppercasedString)], on: db)
         try await sql.insertRow(
             into: Execution.schema,
             columns: ["id", "queued_at", "skill_id", "user_id", "status", "progress", "input", "attempt", "cancel_requested", "job_id"],
@@ -217,7 +217,7 @@ struct ExecutionService: Sendable {
         let executionID = try execution.requireID()
         try await app.writeTransaction { db in
             let sql = db as! any SQLDatabase
-            let jobID = try await JobQueue(app: app).enqueue(kind: Self.rollbackKind, payload: ["executionId": .string(executionID.uuidString)], on: db)
+            let jobID = try await JobQueue(app: app).enqueue(kind: Self.rollbackKind, payload: ["executionId": .string(executionID.uppercasedString)], on: db)
             // Point the execution at its rollback job, unless a live job already drives it: a concurrent second
             // request finds the pointer and gets 409, and its transaction (and job) roll back.
             let claimed = try await sql.raw("""
@@ -231,7 +231,7 @@ struct ExecutionService: Sendable {
             try await record(execution, level: "info", message: "rollback requested", on: db)
             try await app.activityRecorder.record(audit: AuditRecord(
                 action: "execution.rollback_requested", actorID: caller.user.id, actorType: caller.actorType, resourceType: "execution",
-                resourceID: executionID.uuidString.lowercased(), origin: origin), on: db)
+                resourceID: executionID.lowercasedString, origin: origin), on: db)
         }
         return execution
     }
@@ -269,12 +269,12 @@ struct ExecutionService: Sendable {
     /// The `execution.<status>` event and audit entry for the execution's current status.
     private func recordActivity(_ execution: Execution, actor: UUID?, actorType: ActorType, origin: RequestOrigin, on db: any Database) async throws {
         let status = execution.status
-        let id = try execution.requireID().uuidString.lowercased()
+        let id = try execution.requireID().lowercasedString
         try await app.activityRecorder.record(
             audit: AuditRecord(action: "execution.\(status.rawValue)", actorID: actor ?? execution.$user.id,
                                actorType: actor == nil ? .system : actorType, resourceType: "execution", resourceID: id,
                                outcome: status == .failed ? .failure : .success, origin: origin,
-                               details: ["skillId": .string(execution.skillID.uuidString.lowercased())]),
+                               details: ["skillId": .string(execution.skillID.lowercasedString)]),
             event: EventRecord(type: "execution.\(status.rawValue)", actorID: actor ?? execution.$user.id, resourceType: "execution",
                                resourceID: id, data: ExecutionResponse(execution).json),
             on: db)
@@ -308,9 +308,9 @@ struct ExecutionService: Sendable {
             execution.progress = progress
             try await record(execution, level: "info", message: message, progress: progress, on: db)
             try await app.activityRecorder.record(event: EventRecord(
-                type: "execution.progress", actorID: execution.$user.id, resourceType: "execution", resourceID: id.uuidString.lowercased(),
+                type: "execution.progress", actorID: execution.$user.id, resourceType: "execution", resourceID: id.lowercasedString,
                 data: ["progress": .number(Double(progress)), "message": .string(message),
-                       "userId": .string(execution.$user.id.uuidString.lowercased())]), on: db)
+                       "userId": .string(execution.$user.id.lowercasedString)]), on: db)
             return progress
         }
     }

@@ -279,12 +279,12 @@ struct ScheduleService: Sendable {
     }
 
     private func record(_ action: String, _ schedule: Schedule, caller: AuthenticatedCaller, origin: RequestOrigin, on db: any Database) async throws {
-        let id = schedule.id?.uuidString.lowercased()
+        let id = schedule.id?.lowercasedString
         try await app.activityRecorder.record(
             audit: AuditRecord(action: action, actorID: caller.user.id, actorType: caller.actorType, resourceType: "schedule",
                                resourceID: id, origin: origin, details: ["name": .string(schedule.name), "cron": .string(schedule.cron)]),
             event: EventRecord(type: action, actorID: caller.user.id, resourceType: "schedule", resourceID: id,
-                               data: ["userId": .string(schedule.$user.id.uuidString.lowercased()), "name": .string(schedule.name)]),
+                               data: ["userId": .string(schedule.$user.id.lowercasedString), "name": .string(schedule.name)]),
             on: db)
     }
 

@@ -225,7 +225,7 @@ struct SkillService: Sendable {
 
     private func record(_ type: String, skill: Skill, caller: AuthenticatedCaller?, origin: RequestOrigin, details: JSONValue,
                         on db: any Database) async throws {
-        let id = try skill.requireID().uuidString.lowercased()
+        let id = try skill.requireID().lowercasedString
         try await app.activityRecorder.record(
             audit: AuditRecord(action: type, actorID: caller?.user.id, actorType: caller?.actorType ?? .system,
                                resourceType: "skill", resourceID: id, origin: origin, details: details),

@@ -13,12 +13,13 @@ extension UUID {
     ///
     /// Not for anything that must be unguessable (tokens, secrets): 48 of its bits are the time.
     static func timeOrdered(at date: Date = Date()) -> UUID {
-        // A random UUID's bits (its variant already 10), with the time over its first 48 and the version set to 7.
-        var bytes = UUID().uuid
+        // Random bits (`IDRandom`), with the time over the first 48, the version set to 7 and the variant to 10.
+        var bytes = IDRandom.uuidBytes()
         let milliseconds = UInt64(max(0, (date.timeIntervalSince1970 * 1000).rounded(.down)))
         withUnsafeMutableBytes(of: &bytes) { raw in
             for index in 0..<6 { raw[index] = UInt8(truncatingIfNeeded: milliseconds >> (8 * (5 - index))) }
             raw[6] = 0x70 | (raw[6] & 0x0F)
+            raw[8] = 0x80 | (raw[8] & 0x3F)
         }
         return UUID(uuid: bytes)
     }

@@ -110,7 +110,7 @@ struct UserAdminService: Sendable {
             if let fullName = requestedName {
                 user.fullName = fullName
                 try await user.save(on: db)
-                let userID = try user.requireID().uuidString.lowercased()
+                let userID = try user.requireID().lowercasedString
                 try await recorder.record(
                     audit: AuditRecord(action: "user.updated", actorID: actor.id, actorType: actor.type, resourceType: "user",
                                        resourceID: userID, origin: actor.origin, details: ["fields": ["fullName"]]),
@@ -141,9 +141,9 @@ struct UserAdminService: Sendable {
         }
         try await recorder.record(
             audit: AuditRecord(action: status == .deleted ? "user.deleted" : "user.status_changed", actorID: actor.id,
-                               actorType: actor.type, resourceType: "user", resourceID: userID.uuidString.lowercased(),
+                               actorType: actor.type, resourceType: "user", resourceID: userID.lowercasedString,
                                origin: actor.origin, details: ["from": .string(previous.rawValue), "to": .string(status.rawValue)]),
-            event: EventRecord(type: "user.updated", actorID: actor.id, resourceType: "user", resourceID: userID.uuidString.lowercased(),
+            event: EventRecord(type: "user.updated", actorID: actor.id, resourceType: "user", resourceID: userID.lowercasedString,
                                data: ["status": .string(status.rawValue)]),
             on: db)
     }
@@ -177,9 +177,9 @@ struct UserAdminService: Sendable {
             }
             try await recorder.record(
                 audit: AuditRecord(action: "user.roles_changed", actorID: actor.id, actorType: actor.type, resourceType: "user",
-                                   resourceID: userID.uuidString.lowercased(), origin: actor.origin,
+                                   resourceID: userID.lowercasedString, origin: actor.origin,
                                    details: ["from": .array(current.map { .string($0) }), "to": .array(roles.sorted().map { .string($0) })]),
-                event: EventRecord(type: "user.updated", actorID: actor.id, resourceType: "user", resourceID: userID.uuidString.lowercased(),
+                event: EventRecord(type: "user.updated", actorID: actor.id, resourceType: "user", resourceID: userID.lowercasedString,
                                    data: ["roles": .array(roles.sorted().map { .string($0) })]),
                 on: db)
         }
@@ -196,7 +196,7 @@ struct UserAdminService: Sendable {
             try await LoginThrottle.query(on: db).filter(\.$id == user.email).delete()
             try await recorder.record(audit: AuditRecord(
                 action: "user.unlocked", actorID: actor.id, actorType: actor.type, resourceType: "user",
-                resourceID: user.id?.uuidString.lowercased(), origin: actor.origin), on: db)
+                resourceID: user.id?.lowercasedString, origin: actor.origin), on: db)
         }
         return (user, roles)
     }

@@ -109,9 +109,9 @@ struct WorkflowRunService: Sendable {
             for row in steps { try await row.create(on: db) }
             try await app.activityRecorder.record(
                 audit: AuditRecord(action: "workflow.run.started", actorID: caller.user.id, actorType: caller.actorType, resourceType: "workflow_run",
-                                   resourceID: run.id!.uuidString.lowercased(), origin: origin, details: ["workflowId": .string(run.$workflow.id.uuidString.lowercased())]),
+                                   resourceID: run.id!.lowercasedString, origin: origin, details: ["workflowId": .string(run.$workflow.id.lowercasedString)]),
                 event: EventRecord(type: "workflow.run.started", actorID: caller.user.id, resourceType: "workflow_run",
-                                   resourceID: run.id!.uuidString.lowercased(), data: WorkflowRunResponse(run, steps: steps).json),
+                                   resourceID: run.id!.lowercasedString, data: WorkflowRunResponse(run, steps: steps).json),
                 on: db)
             _ = try await JobQueue(app: app).enqueue(kind: Self.advanceKind, payload: ["runId": .string(run.id!.uuidString)], on: db)
         }
@@ -132,7 +132,7 @@ struct WorkflowRunService: Sendable {
         let ids = rows.compactMap(\.executionID)
         let executions = ids.isEmpty ? [] : try await Execution.query(on: db).filter(\.$id ~~ ids).all()
         let history = try await AuditLog.query(on: db).filter(\.$resourceType == "workflow_run")
-            .filter(\.$resourceID == runID.uuidString.lowercased()).sort(\.$seq).all()
+            .filter(\.$resourceID == runID.lowercasedString).sort(\.$seq).all()
         return WorkflowRunResponse(run, steps: rows, executions: Dictionary(uniqueKeysWithValues: executions.map { ($0.id!, $0) }), history: history)
     }
 
@@ -183,7 +183,7 @@ struct WorkflowRunService: Sendable {
         try await app.writeTransaction { db in
             try await app.activityRecorder.record(audit: AuditRecord(
                 action: "workflow.run.rollback_requested", actorID: caller.user.id, actorType: caller.actorType, resourceType: "workflow_run",
-                resourceID: runID.uuidString.lowercased(), origin: origin), on: db)
+                resourceID: runID.lowercasedString, origin: origin), on: db)
             _ = try await JobQueue(app: app).enqueue(kind: Self.rollbackKind, payload: ["runId": .string(runID.uuidString)], on: db)
         }
         return (run, rows)
@@ -205,7 +205,7 @@ struct WorkflowRunService: Sendable {
         for row in rows {
             guard let executionID = row.executionID else { continue }
             let seq = try await Event.query(on: db).filter(\.$resourceType == "execution").filter(\.$type == "execution.succeeded")
-                .filter(\.$resourceID == executionID.uuidString.lowercased()).max(\.$seq) ?? 0
+                .filter(\.$resourceID == executionID.lowercasedString).max(\.$seq) ?? 0
             order.append((row, seq))
         }
         for (row, _) in order.sorted(by: { $0.1 > $1.1 }) {
@@ -225,8 +225,8 @@ struct WorkflowRunService: Sendable {
                 try await row.save(on: db)
                 try await app.activityRecorder.record(audit: AuditRecord(
                     action: "workflow.run.compensated", actorID: run.$user.id, actorType: .system, resourceType: "workflow_run",
-                    resourceID: runID.uuidString.lowercased(),
-                    details: ["stepId": .string(row.stepID), "executionId": .string(executionID.uuidString.lowercased()), "note": .string(note)]), on: db)
+                    resourceID: runID.lowercasedString,
+                    details: ["stepId": .string(row.stepID), "executionId": .string(executionID.lowercasedString), "note": .string(note)]), on: db)
             }
         }
         try await app.writeTransaction { db in
@@ -396,12 +396,12 @@ struct WorkflowRunService: Sendable {
         run.finishedAt = now
         if status == .succeeded { run.progress = 100 }
         try await run.save(on: db)
-        let id = run.id!.uuidString.lowercased()
+        let id = run.id!.lowercasedString
         let rows = try await steps(of: run.requireID(), on: db)
         try await app.activityRecorder.record(
             audit: AuditRecord(action: "workflow.run.\(status.rawValue)", actorID: actor?.user.id ?? run.$user.id, actorType: actor?.actorType ?? .system,
                                resourceType: "workflow_run", resourceID: id, outcome: status == .failed ? .failure : .success, origin: origin,
-                               details: ["workflowId": .string(run.$workflow.id.uuidString.lowercased()), "error": error.map { .string($0) } ?? .null]),
+                               details: ["workflowId": .string(run.$workflow.id.lowercasedString), "error": error.map { .string($0) } ?? .null]),
             event: EventRecord(type: "workflow.run.\(status.rawValue)", actorID: actor?.user.id ?? run.$user.id, resourceType: "workflow_run",
                                resourceID: id, data: WorkflowRunResponse(run, steps: rows).json),
             on: db)

@@ -152,7 +152,7 @@ struct WorkflowService: Sendable {
     }
 
     private func record(_ action: String, _ workflow: Workflow, caller: AuthenticatedCaller, origin: RequestOrigin, on db: any Database) async throws {
-        let id = workflow.id?.uuidString.lowercased()
+        let id = workflow.id?.lowercasedString
         try await app.activityRecorder.record(
             audit: AuditRecord(action: action, actorID: caller.user.id, actorType: caller.actorType, resourceType: "workflow",
                                resourceID: id, origin: origin, details: ["slug": .string(workflow.slug), "version": .number(Double(workflow.version))]),

@@ -43,7 +43,7 @@ struct WebhookDeliverer: Sendable {
 
         let attempt = delivery.attempt + 1
         let timestamp = Int64(now.timeIntervalSince1970)
-        let messageID = delivery.eventID.uuidString.lowercased()
+        let messageID = delivery.eventID.lowercasedString
         var signatures: [String] = []
         if let signature = WebhookSignature.sign(secret: try app.secretBox.open(hook.sealedSecret), id: messageID, timestamp: timestamp, body: delivery.payload) {
             signatures.append(signature)
@@ -149,12 +149,12 @@ struct WebhookDeliverer: Sendable {
         hook.disabledReason = reason
         hook.updatedAt = now
         try await hook.save(on: db)
-        let id = try hook.requireID().uuidString.lowercased()
+        let id = try hook.requireID().lowercasedString
         try await app.activityRecorder.record(
             audit: AuditRecord(action: "webhook.disabled", actorID: nil, actorType: .system, resourceType: "webhook", resourceID: id,
                                outcome: .failure, details: ["reason": .string(reason), "url": .string(hook.url)]),
             event: EventRecord(type: "webhook.disabled", actorID: nil, resourceType: "webhook", resourceID: id,
-                               data: ["userId": .string(hook.$user.id.uuidString.lowercased()), "url": .string(hook.url), "reason": .string(reason)]),
+                               data: ["userId": .string(hook.$user.id.lowercasedString), "url": .string(hook.url), "reason": .string(reason)]),
             on: db)
         if let owner = try await User.find(hook.$user.id, on: db) {
             try await MailOutbox(app: app).enqueue(

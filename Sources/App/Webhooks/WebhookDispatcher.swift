@@ -80,12 +80,12 @@ struct WebhookDispatcher: Sendable {
     static func payload(of event: Event) -> String {
         var data: [String: JSONValue] = [:]
         if case .object(let own) = JSONValue.parse(event.data) { data = own }
-        data["eventId"] = .string(event.id!.uuidString.lowercased())
+        data["eventId"] = .string(event.id!.lowercasedString)
         data["seq"] = .number(Double(event.seq))
         data["resourceType"] = .string(event.resourceType)
         data["resourceId"] = event.resourceID.map { .string($0) } ?? .null
-        data["actorId"] = event.actorID.map { .string($0.uuidString.lowercased()) } ?? .null
-        let envelope: JSONValue = ["type": .string(event.type), "timestamp": .string(ISO8601DateFormatter().string(from: event.at)), "data": .object(data)]
+        data["actorId"] = event.actorID.map { .string($0.lowercasedString) } ?? .null
+        let envelope: JSONValue = ["type": .string(event.type), "timestamp": .string(RFC3339.string(from: event.at)), "data": .object(data)]
         return envelope.canonicalString()
     }
 }

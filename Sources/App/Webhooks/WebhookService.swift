@@ -238,8 +238,8 @@ struct WebhookService: Sendable {
         let eventID = UUID()
         let payload: JSONValue = [
             "type": "webhook.test",
-            "timestamp": .string(ISO8601DateFormatter().string(from: now)),
-            "data": ["eventId": .string(eventID.uuidString.lowercased()), "webhookId": .string(hook.id!.uuidString.lowercased())],
+            "timestamp": .string(RFC3339.string(from: now)),
+            "data": ["eventId": .string(eventID.lowercasedString), "webhookId": .string(hook.id!.lowercasedString)],
         ]
         return try await app.writeTransaction { db in
             try await enqueueDelivery(hook: hook, eventID: eventID, eventType: "webhook.test", payload: payload.canonicalString(), on: db)
@@ -295,6 +295,6 @@ struct WebhookService: Sendable {
     private func audit(_ action: String, hook: Webhook, caller: AuthenticatedCaller, origin: RequestOrigin, details: JSONValue, on db: any Database) async throws {
         try await app.activityRecorder.record(audit: AuditRecord(
             action: action, actorID: caller.user.id, actorType: caller.actorType, resourceType: "webhook",
-            resourceID: hook.id?.uuidString.lowercased(), origin: origin, details: details), on: db)
+            resourceID: hook.id?.lowercasedString, origin: origin, details: details), on: db)
     }
 }
