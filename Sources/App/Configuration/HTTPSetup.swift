@@ -13,8 +13,16 @@ enum HTTPSetup {
         app.routes.defaultMaxBodySize = ByteCount(value: config.maxBodySize)
         app.routes.caseInsensitive = false
 
-        ContentConfiguration.global.use(encoder: JSONEncoder.api, for: .json)
-        ContentConfiguration.global.use(decoder: JSONDecoder.api, for: .json)
+        // Bodies are JSON and nothing else: Vapor's default configuration also decodes plain text, forms and
+        // multipart, so such a body reached a JSON route as a 422 about its fields instead of the contract's 415.
+        // Query strings keep their decoder; plain text stays for responses (metrics).
+        var content = ContentConfiguration()
+        content.use(encoder: JSONEncoder.api, for: .json)
+        content.use(decoder: JSONDecoder.api, for: .json)
+        content.use(encoder: PlaintextEncoder(), for: .plainText)
+        content.use(urlEncoder: URLEncodedFormEncoder())
+        content.use(urlDecoder: URLEncodedFormDecoder())
+        ContentConfiguration.global = content
 
         app.trustedProxies = config.trustedProxies.compactMap(CIDR.init)
         app.rateLimitPolicies = RateLimitPolicies(
