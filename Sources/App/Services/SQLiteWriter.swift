@@ -285,7 +285,7 @@ final class SQLiteThread: TaskExecutor, @unchecked Sendable {
 
 /// What a write transaction's body sees: a Fluent database and a SQLKit database on the writer's connection,
 /// already inside the transaction (nested transactions join it).
-private struct WriterDatabase: Database, SQLDatabase, LedgerHeadCarrier {
+private struct WriterDatabase: Database, SQLDatabase, LedgerHeadCarrier, DirectSQLiteStatements {
     let writer: SQLiteWriter
     let context: DatabaseContext
     let ledgerHeads: LedgerHeadCache
@@ -321,6 +321,12 @@ private struct WriterDatabase: Database, SQLDatabase, LedgerHeadCarrier {
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
+    }
+
+    func run(sqlite sql: String, _ values: [any Encodable & Sendable]) async throws {
+        logger.trace("Executing query", metadata: ["sql": .string(sql)])
+        let binds = try values.map { try Self.encoder.encode($0) }
+        try await writer.execute(sql, binds, logger: logger) { _ in }
     }
 
     func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {

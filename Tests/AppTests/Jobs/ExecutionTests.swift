@@ -183,6 +183,49 @@ struct ExecutionTests {
         }
     }
 
+    @Test("Create bodies of every shape get the usual answers: extra fields ignored, null or absent input, bad JSON 400, wrong shapes 422, other media 415")
+    func createBodies() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            func post(_ body: String, contentType: String = "application/json; charset=utf-8") async throws -> TestingHTTPResponse {
+                try await app.testing().sendRequest(.POST, "/api/v1/executions", headers: ["Authorization": "Bearer \(token)", "Content-Type": contentType],
+                                                    body: .init(string: body))
+            }
+
+            // The response is the execution as every other route shows it.
+            let created = try await post(#"{"extra": [1, {"x": null}], "skillId": "echo", "input": {"text": "é \"quoted\" / \u0001", "n": [1, 2.5, -3e2, true, null]}}"#)
+            #expect(created.status == .accepted, "\(created.body.string)")
+            #expect(created.headers.contentType == .json)
+            let execution = try created.content.decode(ExecutionResponse.self)
+            #expect(execution.input == ["text": "é \"quoted\" / \u{1}", "n": [1, .number(2.5), -300, true, nil]])
+            #expect(execution == (try await fetch(app, token, execution.id)))
+            #expect(created.headers.first(name: .location) == "/api/v1/executions/\(execution.id.uuidString.lowercased())")
+
+            for body in [#"{"skillId": "echo", "input": null}"#, #"{"skillId": "echo"}"#, #"{"skillId": "echo",}"#] {
+                let accepted = try await post(body)
+                #expect(accepted.status == .accepted, "\(body)")
+                #expect(try accepted.content.decode(ExecutionResponse.self).input == [:], "\(body)")
+            }
+            #expect(try await post(#"{"skillId": "echo", "input": {}}"#, contentType: "application/json").status == .accepted)
+
+            let malformed = try await post(#"{"skillId": "echo", "input": {"#)
+            #expect(malformed.status == .badRequest)
+            #expect(try malformed.problem().code == "bad_request")
+            for (body, field) in [(#"{"skillId": 5}"#, "skillId"), (#"{"skillId": null}"#, "skillId"), (#"{"input": {}}"#, "skillId"),
+                                  (#"[{"skillId": "echo"}]"#, "body"), (#""echo""#, "body")] {
+                let refused = try await post(body)
+                #expect(refused.status == .unprocessableEntity, "\(body)")
+                #expect(try refused.problem().errors?.first?.field == field, "\(body)")
+            }
+            #expect(try await post(#"{"skillId": "'; DROP TABLE skills; --", "input": {}}"#).status == .notFound)
+            #expect(try await post(#"{"skillId": "\#(String(repeating: "x", count: 65))"}"#).status == .unprocessableEntity)
+            #expect(try await post(#"{"skillId": "echo"}"#, contentType: "text/plain").status == .unsupportedMediaType)
+            // 5 accepted above: nothing else was written.
+            #expect(try await Execution.query(on: app.db).count() == 5)
+        }
+    }
+
     @Test("A skill that reports failure ends failed at once, without retries")
     func skillFailure() async throws {
         try await withTestApp { app in
