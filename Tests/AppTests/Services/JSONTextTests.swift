@@ -17,7 +17,7 @@ struct JSONTextTests {
 
     private static let numbers: [Double] = [
         0, -0.0, 1, -1, 42, 1.5, -2.25, 0.1, 1e-7, -1e-7, 3.141592653589793, 1e15, 1e15 - 1, -1e15 + 1, 1e15 + 0.5,
-        123_456_789_012_345_678, 1e21, 1e300, -1e300, 9_007_199_254_740_993, .leastNonzeroMagnitude, .greatestFiniteMagnitude,
+        123_456_789_012_345_680, 1e21, 1e300, -1e300, 9_007_199_254_740_992, 9_007_199_254_740_994, .leastNonzeroMagnitude, .greatestFiniteMagnitude,
         -.greatestFiniteMagnitude, 2.5e-308, 100, 1e14 + 0.25,
     ]
 
