@@ -5,6 +5,8 @@ import Foundation
 /// in profiles of every execution transition (event data carries the execution's times) and every API response.
 enum RFC3339 {
     static func string(from date: Date) -> String {
+        // Years 1583-9999 only (below); anything far outside, including what would not fit an Int64, goes to Foundation.
+        guard abs(date.timeIntervalSince1970) < 1e12 else { return date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: false)) }
         let seconds = Int64((date.timeIntervalSince1970).rounded(.down))
         // Days since 1970-01-01 to a civil date (Howard Hinnant's days_from_civil, inverted).
         let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400

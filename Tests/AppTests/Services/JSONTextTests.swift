@@ -155,7 +155,8 @@ struct IDTextTests {
         var random = SeededRandom(seed: 3339)
         var dates: [Date] = [Date(timeIntervalSince1970: 0), Date(timeIntervalSince1970: -1), Date(timeIntervalSince1970: 0.999),
                              Date(timeIntervalSince1970: -0.5), Date(timeIntervalSince1970: 951_782_400), Date(timeIntervalSince1970: 4_107_542_399.9),
-                             Date(timeIntervalSince1970: 253_402_300_799), Date(timeIntervalSince1970: -62_135_596_800), Date()]
+                             Date(timeIntervalSince1970: 253_402_300_799), Date(timeIntervalSince1970: -62_135_596_800), Date(),
+                             .distantPast, .distantFuture, Date(timeIntervalSince1970: 1e13)]
         for _ in 0..<3_000 {
             dates.append(Date(timeIntervalSince1970: Double(Int64(random.next() % 16_000_000_000) - 6_000_000_000) + Double(random.next(upTo: 1000)) / 1000))
         }
