@@ -59,7 +59,7 @@ struct ExecutionController: RouteCollection {
     /// every create; anything else (another media type, JSON that does not parse, a missing or mistyped field) goes
     /// through `Content` as every other body does, so the answers to bad input are exactly the usual ones.
     private static func createRequest(_ req: Request) throws -> CreateExecutionRequest {
-        // The text must be the body's bytes exactly: `String(buffer:)` repairs invalid UTF-8, which is a 400.
+        // The text must be the body's bytes exactly: `String(buffer:)` repairs invalid UTF-8, which the decoder refuses.
         if req.headers.contentType == .json, let buffer = req.body.data, case let text = String(buffer: buffer),
            text.utf8.elementsEqual(buffer.readableBytesView),
            case .object(let fields)? = JSONText.parse(text), case .string(let skillId)? = fields["skillId"] {

@@ -82,16 +82,12 @@ enum JSONText {
                 case 0x09: bytes.append(contentsOf: [0x5C, UInt8(ascii: "t")])
                 case 0x00..<0x20:
                     bytes.append(contentsOf: [0x5C, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0")])
-                    bytes.append(Self.hexDigit(byte >> 4))
-                    bytes.append(Self.hexDigit(byte & 0x0F))
+                    bytes.append(Hex.lowercase[Int(byte >> 4)])
+                    bytes.append(Hex.lowercase[Int(byte & 0x0F)])
                 default: bytes.append(byte)
                 }
             }
             bytes.append(UInt8(ascii: "\""))
-        }
-
-        private static func hexDigit(_ nibble: UInt8) -> UInt8 {
-            nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
         }
     }
 
@@ -284,14 +280,7 @@ enum JSONText {
             guard bytes.count - position >= 4 else { return nil }
             var unit: UInt16 = 0
             for _ in 0..<4 {
-                let byte = bytes[position]
-                let digit: UInt8
-                switch byte {
-                case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
-                case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
-                case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
-                default: return nil
-                }
+                guard let digit = Hex.value(of: bytes[position]) else { return nil }
                 unit = unit << 4 | UInt16(digit)
                 position += 1
             }

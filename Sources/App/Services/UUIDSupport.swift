@@ -15,13 +15,10 @@ extension UUID {
     }
 
     /// `uuidString.lowercased()` without the C formatter `uuidString` goes through.
-    var lowercasedString: String { text(alphabet: Self.lowercaseDigits) }
+    var lowercasedString: String { text(alphabet: Hex.lowercase) }
 
     /// `uuidString` (upper case, what SQLite stores), without the C formatter.
-    var uppercasedString: String { text(alphabet: Self.uppercaseDigits) }
-
-    private static let lowercaseDigits: [UInt8] = Array("0123456789abcdef".utf8)
-    private static let uppercaseDigits: [UInt8] = Array("0123456789ABCDEF".utf8)
+    var uppercasedString: String { text(alphabet: Hex.uppercase) }
 
     private func text(alphabet: [UInt8]) -> String {
         withUnsafeBytes(of: uuid) { raw in
@@ -54,7 +51,7 @@ extension UUID {
                         guard bytes[position] == UInt8(ascii: "-") else { return false }
                         position += 1
                     }
-                    guard let high = Self.nibble(bytes[position]), let low = Self.nibble(bytes[position + 1]) else { return false }
+                    guard let high = Hex.value(of: bytes[position]), let low = Hex.value(of: bytes[position + 1]) else { return false }
                     raw[index] = high << 4 | low
                     position += 2
                 }
@@ -64,15 +61,6 @@ extension UUID {
         }
         guard let parsed else { return nil }
         self.init(uuid: parsed)
-    }
-
-    private static func nibble(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }
 
