@@ -22,6 +22,10 @@ struct JobQueue: Sendable {
     private var now: Date { app.wallClock.now() }
     private var config: AppConfig { app.appConfig }
 
+    private static let insert = FixedStatement.insert(
+        into: Job.schema,
+        columns: ["id", "kind", "payload", "status", "run_at", "attempts", "max_attempts", "group_key", "created_at", "updated_at"])
+
     /// Adds a job inside the caller's transaction and wakes this process's workers.
     @discardableResult
     func enqueue(kind: String, payload: JSONValue, maxAttempts: Int? = nil, runAt: Date? = nil, groupKey: String? = nil,
@@ -31,11 +35,9 @@ struct JobQueue: Sendable {
         // Plain SQL rather than a Fluent model: every execution, delivery and schedule firing enqueues inside a
         // write transaction.
         let sql = db as! any SQLDatabase
-        try await sql.insertRow(
-            into: Job.schema,
-            columns: ["id", "kind", "payload", "status", "run_at", "attempts", "max_attempts", "group_key", "created_at", "updated_at"],
-            values: [id, kind, payload.canonicalString(), Job.Status.queued.rawValue, runAt ?? now, 0, maxAttempts ?? config.jobMaxAttempts,
-                     groupKey, now, now])
+        try await sql.run(Self.insert, [
+            id, kind, payload.canonicalString(), Job.Status.queued.rawValue, runAt ?? now, 0, maxAttempts ?? config.jobMaxAttempts, groupKey, now, now,
+        ])
         // Other instances hear of it when the transaction commits (and not at all if it rolls back).
         if sql.dialect.name == "postgresql" {
             try await sql.raw("NOTIFY \(unsafeRaw: JobNotificationListener.channel)").run()
@@ -55,28 +57,37 @@ struct JobQueue: Sendable {
         let now = self.now
         let token = UUID.pooledRandom()
         let expires = now.addingTimeInterval(TimeInterval(config.jobLeaseSeconds))
-        var lock: SQLQueryString = sql.dialect.name == "postgresql" ? " FOR UPDATE SKIP LOCKED" : ""
-        var filters: SQLQueryString = ""
-        if !groups.isEmpty {
-            filters = " AND (group_key IS NULL OR group_key NOT IN (\(binds: groups)))"
-        }
-        if let skippingKind {
-            filters = filters + " AND kind != \(bind: skippingKind)"
-        }
-        lock = filters + " ORDER BY run_at, created_at LIMIT 1" + lock
-        let claim: SQLQueryString = """
-            UPDATE jobs SET status = 'running', lease_owner = \(bind: worker), lease_token = \(bind: token),
-                lease_expires_at = \(bind: expires), attempts = attempts + 1, updated_at = \(bind: now)
-            WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= \(bind: now)\(lock))
-              AND status = 'queued'
-            RETURNING id, kind, payload, attempts, max_attempts
-            """
-        guard let row = try await sql.raw(claim).first() else { return nil }
+        let statement = Self.claimStatement(groups: groups.count, skippingKind: skippingKind != nil, postgres: sql.dialect.name == "postgresql")
+        let values: [any RowValue] = [worker, token, expires, now, now] + groups + (skippingKind.map { [$0] } ?? [])
+        guard let row = try await sql.first(statement, values) else { return nil }
         return ClaimedJob(
             id: try row.decode(column: "id", as: UUID.self), kind: try row.decode(column: "kind", as: String.self),
             payload: JSONValue.parse(try row.decode(column: "payload", as: String.self)),
             attempts: try row.decode(column: "attempts", as: Int.self), maxAttempts: try row.decode(column: "max_attempts", as: Int.self),
             token: token)
+    }
+
+    /// The claim: the oldest due job, not in one of `groups` groups, not of the kind skipped (when one is), locked
+    /// for this transaction (and skipped by others') on PostgreSQL. The statements without groups, the usual
+    /// ones, are made once.
+    private static func claimStatement(groups: Int, skippingKind: Bool, postgres: Bool) -> FixedStatement {
+        if groups == 0 { return claimStatements[(skippingKind ? 1 : 0) + (postgres ? 2 : 0)] }
+        return claimText(groups: groups, skippingKind: skippingKind, postgres: postgres)
+    }
+
+    private static let claimStatements = [(false, false), (true, false), (false, true), (true, true)].map {
+        claimText(groups: 0, skippingKind: $0, postgres: $1)
+    }
+
+    private static func claimText(groups: Int, skippingKind: Bool, postgres: Bool) -> FixedStatement {
+        var filters = groups == 0 ? "" : " AND (group_key IS NULL OR group_key NOT IN (\(repeatElement("?", count: groups).joined(separator: ", "))))"
+        if skippingKind { filters += " AND kind != ?" }
+        return FixedStatement("""
+            UPDATE jobs SET status = 'running', lease_owner = ?, lease_token = ?, lease_expires_at = ?, attempts = attempts + 1, updated_at = ?
+            WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ?\(filters) ORDER BY run_at, created_at LIMIT 1\(postgres ? " FOR UPDATE SKIP LOCKED" : ""))
+              AND status = 'queued'
+            RETURNING id, kind, payload, attempts, max_attempts
+            """)
     }
 
     /// Extends the lease; false when the lease was lost (rescued, or the job finished elsewhere).
@@ -89,16 +100,17 @@ struct JobQueue: Sendable {
             """).first() != nil
     }
 
+    private static let finish = FixedStatement("""
+        UPDATE jobs SET status = ?, last_error = ?, finished_at = ?, updated_at = ?, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+        WHERE id = ? AND lease_token = ? AND status = 'running'
+        RETURNING id
+        """)
+
     /// Marks the job done, inside `db`'s transaction, only if this worker still holds it.
     func finish(_ job: ClaimedJob, status: Job.Status, error: String? = nil, on db: any Database) async throws -> Bool {
         let sql = db as! any SQLDatabase
         let now = self.now
-        return try await sql.raw("""
-            UPDATE jobs SET status = \(bind: status.rawValue), last_error = \(bind: error), finished_at = \(bind: now), updated_at = \(bind: now),
-                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-            WHERE id = \(bind: job.id) AND lease_token = \(bind: job.token) AND status = 'running'
-            RETURNING id
-            """).first() != nil
+        return try await sql.first(Self.finish, [status.rawValue, error, now, now, job.id, job.token]) != nil
     }
 
     /// Puts a failed attempt back in the queue with exponential back-off and jitter, or fails it for good.

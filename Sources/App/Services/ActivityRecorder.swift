@@ -160,6 +160,13 @@ public struct ActivityRecorder: Sendable {
         return heads
     }
 
+    private static let auditInsert = FixedStatement.insert(
+        into: AuditLog.schema,
+        columns: ["id", "seq", "at", "actor_id", "actor_type", "action", "resource_type", "resource_id", "outcome", "ip_address",
+                  "user_agent", "request_id", "details", "prev_hash", "hash"])
+    private static let eventInsert = FixedStatement.insert(
+        into: Event.schema, columns: ["id", "seq", "at", "type", "actor_id", "resource_type", "resource_id", "data"])
+
     /// Inserts the entry; returns its seq and hash, which the caller records as the chain's new head.
     private static func appendAudit(_ record: AuditRecord, at: Date, head: (seq: Int64, lastHash: String),
                                     on sql: any SQLDatabase) async throws -> (Int64, String) {
@@ -171,20 +178,16 @@ public struct ActivityRecorder: Sendable {
             requestID: record.origin.requestID, details: record.details.canonicalString()
         )
         let hash = AuditChain.hash(of: entry, previous: previous)
-        try await sql.insertRow(
-            into: AuditLog.schema,
-            columns: ["id", "seq", "at", "actor_id", "actor_type", "action", "resource_type", "resource_id", "outcome", "ip_address",
-                      "user_agent", "request_id", "details", "prev_hash", "hash"],
-            values: [entry.id, seq, at, entry.actorID, entry.actorType, entry.action, entry.resourceType, entry.resourceID, entry.outcome,
-                     entry.ipAddress, entry.userAgent, entry.requestID, entry.details, previous, hash])
+        try await sql.run(auditInsert, [
+            entry.id, seq, at, entry.actorID, entry.actorType, entry.action, entry.resourceType, entry.resourceID, entry.outcome,
+            entry.ipAddress, entry.userAgent, entry.requestID, entry.details, previous, hash,
+        ])
         return (seq, hash)
     }
 
     private static func appendEvent(_ record: EventRecord, at: Date, seq: Int64, on sql: any SQLDatabase) async throws -> (Int64, UUID) {
         let id = UUID.timeOrdered()
-        try await sql.insertRow(
-            into: Event.schema, columns: ["id", "seq", "at", "type", "actor_id", "resource_type", "resource_id", "data"],
-            values: [id, seq, at, record.type, record.actorID, record.resourceType, record.resourceID, record.data.canonicalString()])
+        try await sql.run(eventInsert, [id, seq, at, record.type, record.actorID, record.resourceType, record.resourceID, record.data.canonicalString()])
         return (seq, id)
     }
 }

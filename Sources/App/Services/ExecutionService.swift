@@ -88,8 +88,7 @@ struct ExecutionService: Sendable {
         let active: Int
         if sql.dialect.name == "sqlite" {
             // The count its triggers keep (migration 0023).
-            active = try await sql.raw("SELECT active FROM execution_active_counts WHERE user_id = \(bind: userID)").first()?
-                .decode(column: "active", as: Int.self) ?? 0
+            active = try await sql.first(Self.activeCount, [userID])?.decode(column: "active", as: Int.self) ?? 0
         } else {
             try await sql.raw("SELECT pg_advisory_xact_lock(\(bind: Self.capLockKey(userID)))").run()
             // Counted, but only up to the cap: a create reads at most `cap` index entries whatever is in flight.
@@ -131,6 +130,12 @@ struct ExecutionService: Sendable {
         return execution
     }
 
+    private static let activeCount = FixedStatement("SELECT active FROM execution_active_counts WHERE user_id = ?")
+    private static let rowInsert = FixedStatement.insert(
+        into: Execution.schema,
+        columns: ["id", "queued_at", "skill_id", "user_id", "status", "progress", "input", "attempt", "cancel_requested", "job_id"])
+    private static let countRun = FixedStatement("UPDATE skills SET execution_count = execution_count + 1 WHERE id = ?")
+
     /// Writes a prepared execution with its job, history line, event and audit entry, inside the caller's transaction.
     /// Plain SQL rather than Fluent's `create`: this runs behind SQLite's write gate on every execution, and model
     /// reflection there costs more than the statements.
@@ -138,13 +143,12 @@ struct ExecutionService: Sendable {
         let sql = db as! any SQLDatabase
         let executionID = try execution.requireID()
         execution.jobID = try await JobQueue(app: app).enqueue(kind: Self.runKind, payload: ["executionId": .string(executionID.uppercasedString)], on: db)
-        try await sql.insertRow(
-            into: Execution.schema,
-            columns: ["id", "queued_at", "skill_id", "user_id", "status", "progress", "input", "attempt", "cancel_requested", "job_id"],
-            values: [executionID, execution.queuedAt, execution.skillID, execution.$user.id, execution.status.rawValue, execution.progress,
-                     execution.input, execution.attempt, execution.cancelRequested, execution.jobID])
+        try await sql.run(Self.rowInsert, [
+            executionID, execution.queuedAt, execution.skillID, execution.$user.id, execution.status.rawValue, execution.progress,
+            execution.input, execution.attempt, execution.cancelRequested, execution.jobID,
+        ])
         execution.$id.exists = true
-        try await sql.raw("UPDATE skills SET execution_count = execution_count + 1 WHERE id = \(bind: execution.skillID)").run()
+        try await sql.run(Self.countRun, [execution.skillID])
         try await writeHistory(execution, level: "info", message: "queued", progress: nil, ordinal: 1, on: sql)
         try await recordActivity(execution, actor: caller.user.id, actorType: caller.actorType, origin: origin, on: db)
     }
@@ -238,6 +242,12 @@ struct ExecutionService: Sendable {
 
     // MARK: - Transitions (used by the workers too)
 
+    private static let rowUpdate = FixedStatement("""
+        UPDATE executions SET status = ?, progress = CASE WHEN progress > ? THEN progress ELSE ? END, output = ?, error = ?, attempt = ?,
+            started_at = ?, finished_at = ?, duration_ms = ?
+        WHERE id = ?
+        """)
+
     /// Sets the status and writes the history line, the `execution.<status>` event and the audit entry.
     /// The row's changeable columns are written from `execution` in one statement; progress only ever rises (an
     /// HTTP runner may have moved it past what this copy holds). Without `writeRow` the row is left alone: for a
@@ -252,13 +262,10 @@ struct ExecutionService: Sendable {
         }
         let sql = db as! any SQLDatabase
         if writeRow {
-            try await sql.raw("""
-                UPDATE executions SET status = \(bind: status.rawValue),
-                    progress = CASE WHEN progress > \(bind: execution.progress) THEN progress ELSE \(bind: execution.progress) END,
-                    output = \(bind: execution.output), error = \(bind: execution.error), attempt = \(bind: execution.attempt),
-                    started_at = \(bind: execution.startedAt), finished_at = \(bind: execution.finishedAt), duration_ms = \(bind: execution.durationMs)
-                WHERE id = \(bind: try execution.requireID())
-                """).run()
+            try await sql.run(Self.rowUpdate, [
+                status.rawValue, execution.progress, execution.progress, execution.output, execution.error, execution.attempt,
+                execution.startedAt, execution.finishedAt, execution.durationMs, try execution.requireID(),
+            ])
         }
         try await record(execution, level: level, message: message, on: db)
         try await recordActivity(execution, actor: actor, actorType: actorType, origin: origin, on: db)
@@ -285,14 +292,23 @@ struct ExecutionService: Sendable {
         try await writeHistory(execution, level: level, message: message, progress: progress, ordinal: nil, on: db as! any SQLDatabase)
     }
 
+    /// A history line at the ordinal given, and one at the next after the execution's last.
+    private static let historyInsert = FixedStatement.insert(
+        into: ExecutionHistoryEntry.schema, columns: ["id", "execution_id", "ordinal", "at", "level", "message", "progress"])
+    private static let historyAppend = FixedStatement("""
+        INSERT INTO execution_history (id, execution_id, ordinal, at, level, message, progress) VALUES (?, ?, \
+        (SELECT coalesce(max(ordinal), 0) + 1 FROM execution_history WHERE execution_id = ?), ?, ?, ?, ?)
+        """)
+
     private func writeHistory(_ execution: Execution, level: String, message: String, progress: Int?, ordinal: Int?,
                               on sql: any SQLDatabase) async throws {
         let executionID = try execution.requireID()
-        let position: SQLQueryString = ordinal.map { "\(bind: $0)" }
-            ?? "(SELECT coalesce(max(ordinal), 0) + 1 FROM execution_history WHERE execution_id = \(bind: executionID))"
-        let insert: SQLQueryString = "INSERT INTO execution_history (id, execution_id, ordinal, at, level, message, progress) VALUES ("
-        try await sql.raw(insert + "\(bind: UUID.timeOrdered()), \(bind: executionID), " + position
-            + ", \(bind: now), \(bind: level), \(bind: String(message.prefix(2000))), \(bind: progress))").run()
+        let (id, at, message) = (UUID.timeOrdered(), now, String(message.prefix(2000)))
+        if let ordinal {
+            try await sql.run(Self.historyInsert, [id, executionID, ordinal, at, level, message, progress])
+        } else {
+            try await sql.run(Self.historyAppend, [id, executionID, executionID, at, level, message, progress])
+        }
     }
 
     /// Progress from an HTTP runner: only while running, and never backwards. Returns the progress now stored.

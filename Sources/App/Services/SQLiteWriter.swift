@@ -323,10 +323,15 @@ private struct WriterDatabase: Database, SQLDatabase, LedgerHeadCarrier, DirectS
         }
     }
 
-    func run(sqlite sql: String, _ values: [any Encodable & Sendable]) async throws {
+    func run(sqlite sql: String, _ values: [SQLiteData], collect: Bool) async throws -> [any SQLRow] {
         logger.trace("Executing query", metadata: ["sql": .string(sql)])
-        let binds = try values.map { try Self.encoder.encode($0) }
-        try await writer.execute(sql, binds, logger: logger) { _ in }
+        guard collect else {
+            try await writer.execute(sql, values, logger: logger) { _ in }
+            return []
+        }
+        let rows = CollectedRows()
+        try await writer.execute(sql, values, logger: logger) { rows.rows.append($0) }
+        return rows.rows
     }
 
     func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
@@ -361,6 +366,11 @@ private struct WriterDatabase: Database, SQLDatabase, LedgerHeadCarrier, DirectS
     func withConnection<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
         closure(self)
     }
+}
+
+/// Rows handed over one by one on the writer's thread, for the caller once the statement is done.
+private final class CollectedRows: @unchecked Sendable {
+    var rows: [any SQLRow] = []
 }
 
 /// The SQLite driver's type mapping (its delegate is internal to it): only schema conversion consults it.

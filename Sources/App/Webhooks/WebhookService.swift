@@ -267,6 +267,10 @@ struct WebhookService: Sendable {
     }
 
     /// A pending delivery and its first job, inside the caller's transaction.
+    private static let deliveryInsert = FixedStatement.insert(
+        into: WebhookDelivery.schema,
+        columns: ["id", "webhook_id", "event_id", "event_type", "payload", "status", "attempt", "next_attempt_at", "created_at", "updated_at"])
+
     func enqueueDelivery(hook: Webhook, eventID: UUID, eventType: String, payload: String, on db: any Database) async throws -> WebhookDelivery {
         let delivery = WebhookDelivery()
         delivery.id = UUID.timeOrdered()
@@ -280,11 +284,10 @@ struct WebhookService: Sendable {
         delivery.createdAt = now
         delivery.updatedAt = now
         // Plain SQL: the dispatcher writes one of these per matching subscription, behind SQLite's write gate.
-        try await (db as! any SQLDatabase).insertRow(
-            into: WebhookDelivery.schema,
-            columns: ["id", "webhook_id", "event_id", "event_type", "payload", "status", "attempt", "next_attempt_at", "created_at", "updated_at"],
-            values: [delivery.id!, try hook.requireID(), eventID, eventType, payload, delivery.status.rawValue, 0, delivery.nextAttemptAt,
-                     delivery.createdAt, delivery.updatedAt])
+        try await (db as! any SQLDatabase).run(Self.deliveryInsert, [
+            delivery.id!, try hook.requireID(), eventID, eventType, payload, delivery.status.rawValue, 0, delivery.nextAttemptAt,
+            delivery.createdAt, delivery.updatedAt,
+        ])
         delivery.$id.exists = true
         try await JobQueue(app: app).enqueue(kind: Self.deliverKind, payload: [
             "deliveryId": .string(delivery.id!.uuidString), "webhookId": .string(hook.id!.uuidString),

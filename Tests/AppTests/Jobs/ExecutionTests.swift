@@ -576,6 +576,40 @@ struct JobQueueTests {
         }
     }
 
+    @Test("A claim takes the oldest due job, passing over the groups and the kind it is told to skip, hostile group names included")
+    func claimFilters() async throws {
+        try await withTestApp { app in
+            let queue = JobQueue(app: app)
+            let now = Date()
+            let hostile = "g3'; DROP TABLE jobs; -- ? ?"
+            let jobs: [(kind: String, group: String?, runAt: Date)] = [
+                ("test.a", "g1", now.addingTimeInterval(-4)), ("test.b", nil, now.addingTimeInterval(-3)),
+                ("test.a", "g2", now.addingTimeInterval(-2)), ("test.a", hostile, now.addingTimeInterval(-1)),
+                ("test.a", nil, now.addingTimeInterval(3600)),
+            ]
+            var ids: [UUID] = []
+            for (index, job) in jobs.enumerated() {
+                ids.append(try await app.writeTransaction { db in
+                    try await queue.enqueue(kind: job.kind, payload: ["n": .number(Double(index))], runAt: job.runAt, groupKey: job.group, on: db)
+                })
+            }
+            let first = try await queue.claim(worker: "w", skipping: ["g1", "g2"], skippingKind: "test.b")
+            #expect(first?.id == ids[3], "g1, the kind test.b and g2 are passed over")
+            #expect(first?.payload == ["n": 3])
+            #expect(first?.attempts == 1)
+            #expect(try await queue.claim(worker: "w", skipping: ["g1"])?.id == ids[1])
+            #expect(try await queue.claim(worker: "w", skippingKind: "test.b")?.id == ids[0])
+            let last = try await queue.claim(worker: "w")
+            #expect(last?.id == ids[2])
+            #expect(last?.kind == "test.a")
+            #expect(try await queue.claim(worker: "w") == nil, "the job not yet due stays queued")
+            let stored = try #require(try await Job.find(ids[3], on: app.db))
+            #expect(stored.groupKey == hostile)
+            #expect(stored.status == .running)
+            #expect(try await Job.query(on: app.db).filter(\.$status == .queued).count() == 1)
+        }
+    }
+
     @Test("4 workers on 400 executions: each runs once and succeeds once, with one start and one outcome each")
     func executionsRunOnce() async throws {
         try await withTestApp(environment: ["STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER": "1000"]) { app in
@@ -837,7 +871,7 @@ struct JobNotificationTests {
             #expect(b.jobSignal.current != before, "the listener did not connect")
 
             let connected = b.jobSignal.current
-            try await a.db.transaction { db in
+            _ = try await a.db.transaction { db in
                 try await JobQueue(app: a).enqueue(kind: "test.wake", payload: [:], on: db)
             }
             for _ in 0..<60 where b.jobSignal.current == connected { try await Task.sleep(for: .milliseconds(50)) }
