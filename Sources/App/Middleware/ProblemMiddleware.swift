@@ -92,15 +92,17 @@ struct ProblemMiddleware: AsyncMiddleware {
                 }
             return rendered.isEmpty ? "body" : rendered
         }
+        // Whatever the decoder made of it, a body that is not JSON (bad syntax, or bytes that are not UTF-8, which
+        // the decoder reports as a wrong type where they stand) is malformed.
+        guard let body, isJSON(body) else {
+            return (.badRequest, "bad_request", "The request body is not valid JSON.", [], [:])
+        }
         switch error {
         case .dataCorrupted(let context) where context.codingPath.isEmpty:
-            // Foundation on Linux reports some type errors (1.5 for an integer) as invalid JSON with no path;
-            // if the body does parse, the problem is its shape, not its syntax.
-            if let body, (try? JSONSerialization.jsonObject(with: Data(buffer: body), options: [.fragmentsAllowed])) != nil {
-                return (.unprocessableEntity, "validation_failed", "The request has invalid fields.",
-                        [FieldProblem(field: "body", message: "has a value of the wrong type (for example a fraction where an integer is required)")], [:])
-            }
-            return (.badRequest, "bad_request", "The request body is not valid JSON.", [], [:])
+            // Foundation on Linux reports some type errors (1.5 for an integer) as invalid JSON with no path; the body
+            // does parse, so the problem is its shape, not its syntax.
+            return (.unprocessableEntity, "validation_failed", "The request has invalid fields.",
+                    [FieldProblem(field: "body", message: "has a value of the wrong type (for example a fraction where an integer is required)")], [:])
         case .dataCorrupted(let context):
             return (.unprocessableEntity, "validation_failed", "The request has invalid fields.",
                     [FieldProblem(field: path(context.codingPath), message: "has an invalid value")], [:])
@@ -116,6 +118,13 @@ struct ProblemMiddleware: AsyncMiddleware {
         @unknown default:
             return (.badRequest, "bad_request", "The request body could not be read.", [], [:])
         }
+    }
+
+    /// The body is one JSON text (RFC 8259: UTF-8, and `JSONText`'s strict reading of the syntax).
+    private static func isJSON(_ body: ByteBuffer) -> Bool {
+        // `String(buffer:)` repairs invalid UTF-8; the repaired text is not the body.
+        let text = String(buffer: body)
+        return text.utf8.elementsEqual(body.readableBytesView) && JSONText.parse(text) != nil
     }
 
     private static func typeName(_ type: Any.Type) -> String {
