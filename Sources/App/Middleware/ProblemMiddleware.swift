@@ -94,13 +94,14 @@ struct ProblemMiddleware: AsyncMiddleware {
         }
         // Whatever the decoder made of it, a body that is not JSON (bad syntax, or bytes that are not UTF-8, which
         // the decoder reports as a wrong type where they stand) is malformed.
-        guard let body, isJSON(body) else {
-            return (.badRequest, "bad_request", "The request body is not valid JSON.", [], [:])
-        }
+        let notJSON: (HTTPResponseStatus, String, String?, [FieldProblem], HTTPHeaders) =
+            (.badRequest, "bad_request", "The request body is not valid JSON.", [], [:])
+        if let body, !isJSON(body) { return notJSON }
         switch error {
         case .dataCorrupted(let context) where context.codingPath.isEmpty:
-            // Foundation on Linux reports some type errors (1.5 for an integer) as invalid JSON with no path; the body
-            // does parse, so the problem is its shape, not its syntax.
+            // Foundation on Linux reports some type errors (1.5 for an integer) as invalid JSON with no path; a body
+            // that parses has the wrong shape, not the wrong syntax.
+            guard body != nil else { return notJSON }
             return (.unprocessableEntity, "validation_failed", "The request has invalid fields.",
                     [FieldProblem(field: "body", message: "has a value of the wrong type (for example a fraction where an integer is required)")], [:])
         case .dataCorrupted(let context):
