@@ -15,10 +15,11 @@ enum HTTPSetup {
 
         // Bodies are JSON and nothing else: Vapor's default configuration also decodes plain text, forms and
         // multipart, so such a body reached a JSON route as a 422 about its fields instead of the contract's 415.
-        // Query strings keep their decoder; plain text stays for responses (metrics).
+        // Query strings keep their decoder; plain text stays for responses (metrics). JSON is read strictly
+        // (`StrictJSONDecoder`).
         var content = ContentConfiguration()
         content.use(encoder: JSONEncoder.api, for: .json)
-        content.use(decoder: JSONDecoder.api, for: .json)
+        content.use(decoder: StrictJSONDecoder(decoder: JSONDecoder.api), for: .json)
         content.use(encoder: PlaintextEncoder(), for: .plainText)
         content.use(urlEncoder: URLEncodedFormEncoder())
         content.use(urlDecoder: URLEncodedFormDecoder())
@@ -72,5 +73,24 @@ struct RequestDrain: LifecycleHandler {
         }
         let left = application.metrics.requestsInFlight
         if left > 0 { application.logger.warning("Shutting down with \(left) request(s) still running after the grace period") }
+    }
+}
+
+/// Request bodies as RFC 8259 defines JSON. `JSONDecoder` on Linux lets a trailing comma pass, and reports bytes that
+/// are not UTF-8 as a value of the wrong type where it meets them; here a body that is not one JSON text (checked with
+/// `JSONText`) is refused as such, a 400, before the decoder reads it.
+struct StrictJSONDecoder: ContentDecoder {
+    let decoder: JSONDecoder
+
+    func decode<D: Decodable>(_ decodable: D.Type, from body: ByteBuffer, headers: HTTPHeaders) throws -> D {
+        try decode(D.self, from: body, headers: headers, userInfo: [:])
+    }
+
+    func decode<D: Decodable>(_ decodable: D.Type, from body: ByteBuffer, headers: HTTPHeaders,
+                              userInfo: [CodingUserInfoKey: any Sendable]) throws -> D {
+        guard JSONText.isJSON(body) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "The body is not valid JSON."))
+        }
+        return try decoder.decode(D.self, from: body, headers: headers, userInfo: userInfo)
     }
 }

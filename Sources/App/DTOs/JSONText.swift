@@ -1,3 +1,5 @@
+import NIOCore
+
 /// JSON text for `JSONValue` without `Codable`: the canonical writer and the parser behind `canonicalString()` and
 /// `parse(_:)`. Both run inside write transactions (event data, audit details, job payloads, stored input), where
 /// going through `JSONEncoder` and `JSONDecoder` cost more than the SQL around them.
@@ -92,6 +94,13 @@ enum JSONText {
     }
 
     // MARK: Parsing
+
+    /// Whether the bytes are one JSON text: UTF-8 exactly (`String(buffer:)` repairs invalid UTF-8, and the
+    /// repaired text is not the body), and JSON by `parse`.
+    static func isJSON(_ body: ByteBuffer) -> Bool {
+        let text = String(buffer: body)
+        return text.utf8.elementsEqual(body.readableBytesView) && parse(text) != nil
+    }
 
     /// The value of a JSON text (RFC 8259, any value at the top, whitespace around it), or nil when it is not JSON:
     /// bad syntax, an unpaired surrogate escape, a number too large for a `Double`, or nesting deeper than 512.

@@ -96,7 +96,7 @@ struct ProblemMiddleware: AsyncMiddleware {
         // the decoder reports as a wrong type where they stand) is malformed.
         let notJSON: (HTTPResponseStatus, String, String?, [FieldProblem], HTTPHeaders) =
             (.badRequest, "bad_request", "The request body is not valid JSON.", [], [:])
-        if let body, !isJSON(body) { return notJSON }
+        if let body, !JSONText.isJSON(body) { return notJSON }
         switch error {
         case .dataCorrupted(let context) where context.codingPath.isEmpty:
             // Foundation on Linux reports some type errors (1.5 for an integer) as invalid JSON with no path; a body
@@ -119,13 +119,6 @@ struct ProblemMiddleware: AsyncMiddleware {
         @unknown default:
             return (.badRequest, "bad_request", "The request body could not be read.", [], [:])
         }
-    }
-
-    /// The body is one JSON text (RFC 8259: UTF-8, and `JSONText`'s strict reading of the syntax).
-    private static func isJSON(_ body: ByteBuffer) -> Bool {
-        // `String(buffer:)` repairs invalid UTF-8; the repaired text is not the body.
-        let text = String(buffer: body)
-        return text.utf8.elementsEqual(body.readableBytesView) && JSONText.parse(text) != nil
     }
 
     private static func typeName(_ type: Any.Type) -> String {

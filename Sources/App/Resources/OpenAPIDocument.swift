@@ -13,11 +13,12 @@ info:
     Every response carries `X-Request-ID` (echoed when the client sent a sane one: 1-128 characters of
     letters, digits, `-`, `_`, `.`, `:`; otherwise generated).
 
-    Bad input: malformed JSON (bytes that are not UTF-8 included) answers 400 `bad_request`; well-formed JSON of the wrong shape (missing field,
-    wrong type, null where a value is required) answers 422 `validation_failed` with one entry per field in
-    `errors`; a body over `STEWARD_MAX_BODY_SIZE` (default 1 MiB) answers 413 `payload_too_large`; a body
-    that is not JSON answers 415 `unsupported_media_type`; an unknown path or an invalid UUID in a path
-    answers 404 `not_found`.
+    Bad input: malformed JSON (as RFC 8259 defines it, so a trailing comma or bytes that are not UTF-8
+    included) answers 400 `bad_request`; well-formed JSON of the wrong shape (missing field, wrong type, null
+    where a value is required) answers 422 `validation_failed` with one entry per field in `errors`; a body
+    over `STEWARD_MAX_BODY_SIZE` (default 1 MiB) answers 413 `payload_too_large`; a body that is not JSON
+    answers 415 `unsupported_media_type`; an unknown path or an invalid UUID in a path answers 404
+    `not_found`.
 
     Rate limits (GCRA; `STEWARD_RATE_LIMIT_*`, 0 turns one off): every `/api/v1` request counts against the
     caller's budget (`api`, per user or API key, 600/min) or, without credentials, the client IP's (`anonymous`,
