@@ -165,9 +165,11 @@ struct HTTPRunnerTests {
             let callback = HTTPRunner.callbackToken(for: execution.id, key: app.keyMaterial.callbackKey)
             let wrong = HTTPRunner.callbackToken(for: other.id, key: app.keyMaterial.callbackKey)
             func report(_ value: Int, with bearer: String) async throws -> HTTPStatus {
-                try await app.testing().sendRequest(.POST, "/api/v1/executions/\(execution.id)/progress",
-                                                    headers: ["Authorization": "Bearer \(bearer)", "Content-Type": "application/json"],
-                                                    body: .init(string: #"{"progress": \#(value), "message": "working"}"#)).status
+                let response = try await app.testing().sendRequest(
+                    .POST, "/api/v1/executions/\(execution.id)/progress",
+                    headers: ["Authorization": "Bearer \(bearer)", "Content-Type": "application/json"],
+                    body: .init(string: #"{"progress": \#(value), "message": "working"}"#))
+                return response.status
             }
             #expect(try await report(10, with: callback) == .conflict, "not running yet")
             let stored = try #require(try await Execution.find(execution.id, on: app.db))
