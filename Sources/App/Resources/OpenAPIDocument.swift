@@ -1065,7 +1065,9 @@ paths:
         `lastStatus: failed` with `lastError`). An occurrence more than 60 s late (downtime) is missed and follows
         `catchUp`: `none` skips it, `last` (default) fires the latest missed one, `all` fires each (at most 100).
         `overlapPolicy`: `skip` (default) drops an occurrence while the previous run is queued or running, `queue`
-        holds it until that run ends, `allow` starts it regardless. A `workflowId` target (id or slug) starts a
+        holds it until that run ends, `allow` starts it regardless. With `skip` and `queue` there is at most one
+        run at a time: occurrences held together start one run (the latest), and an occurrence held more than
+        60 s counts as missed and follows `catchUp`. A `workflowId` target (id or slug) starts a
         workflow run instead of an execution.
       tags: [schedules]
       security: [{bearer: []}, {cookie: []}, {apiKey: []}]
