@@ -59,10 +59,8 @@ struct ExecutionController: RouteCollection {
     /// every create; anything else (another media type, JSON that does not parse, a missing or mistyped field) goes
     /// through `Content` as every other body does, so the answers to bad input are exactly the usual ones.
     private static func createRequest(_ req: Request) throws -> CreateExecutionRequest {
-        // The text must be the body's bytes exactly: `String(buffer:)` repairs invalid UTF-8, which the decoder refuses.
-        if req.headers.contentType == .json, let buffer = req.body.data, case let text = String(buffer: buffer),
-           text.utf8.elementsEqual(buffer.readableBytesView),
-           case .object(let fields)? = JSONText.parse(text), case .string(let skillId)? = fields["skillId"] {
+        if req.headers.contentType == .json, let buffer = req.body.data,
+           case .object(let fields)? = JSONText.parse(buffer), case .string(let skillId)? = fields["skillId"] {
             let input = fields["input"]
             return CreateExecutionRequest(skillId: skillId, input: input == .null ? nil : input)
         }

@@ -95,11 +95,15 @@ enum JSONText {
 
     // MARK: Parsing
 
-    /// Whether the bytes are one JSON text: UTF-8 exactly (`String(buffer:)` repairs invalid UTF-8, and the
-    /// repaired text is not the body), and JSON by `parse`.
-    static func isJSON(_ body: ByteBuffer) -> Bool {
+    /// The value of a body's bytes, or nil when they are not one JSON text: not UTF-8 exactly (`String(buffer:)`
+    /// repairs invalid UTF-8, and the repaired text is not the body), or not JSON by `parse`.
+    static func parse(_ body: ByteBuffer) -> JSONValue? {
         let text = String(buffer: body)
-        return text.utf8.elementsEqual(body.readableBytesView) && parse(text) != nil
+        return text.utf8.elementsEqual(body.readableBytesView) ? parse(text) : nil
+    }
+
+    static func isJSON(_ body: ByteBuffer) -> Bool {
+        parse(body) != nil
     }
 
     /// The value of a JSON text (RFC 8259, any value at the top, whitespace around it), or nil when it is not JSON:
