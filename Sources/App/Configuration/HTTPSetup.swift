@@ -18,7 +18,7 @@ enum HTTPSetup {
         // Query strings keep their decoder; plain text stays for responses (metrics). JSON is read strictly
         // (`StrictJSONDecoder`).
         var content = ContentConfiguration()
-        content.use(encoder: JSONEncoder.api, for: .json)
+        content.use(encoder: APIJSONContentEncoder(), for: .json)
         content.use(decoder: StrictJSONDecoder(decoder: JSONDecoder.api), for: .json)
         content.use(encoder: PlaintextEncoder(), for: .plainText)
         content.use(urlEncoder: URLEncodedFormEncoder())

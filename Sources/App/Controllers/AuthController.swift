@@ -40,6 +40,12 @@ struct AuthController: RouteCollection {
     @Sendable
     func login(req: Request) async throws -> Response {
         let body = try req.content.decode(LoginRequest.self)
+        // An empty email or password is a malformed request, not a failed attempt: it must not count toward the
+        // account's lockout or the rate limits.
+        var problems: [FieldProblem] = []
+        if body.email.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { problems.append(FieldProblem(field: "email", message: "is required")) }
+        if body.password.isEmpty { problems.append(FieldProblem(field: "password", message: "is required")) }
+        guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         let policies = req.application.rateLimitPolicies
         let ip = req.clientIP
         return try await Self.counted(step: "password", req) {

@@ -29,22 +29,30 @@ struct EventController: RouteCollection {
         var items: [EventResponse] = []
         var scanned = 0
         var last = after
-        while items.count < page.limit, scanned < Self.scanLimit {
+        var reachedEnd = false
+        scan: while items.count < page.limit, scanned < Self.scanLimit {
             var query = Event.query(on: req.db).filter(\.$seq > last).sort(\.$seq).limit(min(500, Self.scanLimit - scanned))
             if let resourceID { query = query.filter(\.$resourceID == resourceID) }
             let batch = try await query.all()
-            if batch.isEmpty { break }
+            if batch.isEmpty { reachedEnd = true; break }
             for event in batch {
                 scanned += 1
                 last = event.seq
                 if Webhook.matches(filters: filters, type: event.type), WebhookDispatcher.may(try caller.user.requireID(), grants: caller.grants, see: event) {
                     items.append(EventResponse(event))
-                    if items.count == page.limit { break }
+                    if items.count == page.limit { break scan }
                 }
             }
         }
-        // The cursor is the last seq read (seen or not), so the next page goes on from there.
-        let more = try await Event.query(on: req.db).filter(\.$seq > last).count() > 0
+        // The cursor is the last seq read (seen or not), so the next page goes on from there; there is a next page
+        // only while rows the same query would read remain after it. A page is never handed the cursor it came with
+        // unless it read nothing, and then it has none.
+        var more = false
+        if !reachedEnd {
+            var rest = Event.query(on: req.db).filter(\.$seq > last)
+            if let resourceID { rest = rest.filter(\.$resourceID == resourceID) }
+            more = try await rest.first() != nil
+        }
         return ListResponse(items: items, nextCursor: more ? PageRequest.encode(.init(seq: last)) : nil)
     }
 }

@@ -21,7 +21,9 @@ struct SkillController: RouteCollection {
     @Sendable
     func index(req: Request) async throws -> ListResponse<SkillResponse> {
         let page = try PageRequest(from: req)
-        let filter = SkillService.Filter(q: req.query[String.self, at: "q"].map { String($0.prefix(500)) },
+        let q = req.query[String.self, at: "q"]
+        if let q, q.count > 500 { throw HTTPProblem.validation([FieldProblem(field: "q", message: "must be at most 500 characters")]) }
+        let filter = SkillService.Filter(q: q,
                                          category: req.query[String.self, at: "category"],
                                          tag: req.query[String.self, at: "tag"])
         let (skills, next) = try await SkillService(app: req.application).list(filter: filter, page: page)

@@ -19,6 +19,7 @@ struct UserController: RouteCollection {
         let page = try PageRequest(from: req)
         var filter = UserAdminService.Filter()
         filter.q = req.query[String.self, at: "q"]
+        if let q = filter.q, q.count > 500 { throw HTTPProblem.validation([FieldProblem(field: "q", message: "must be at most 500 characters")]) }
         if let role = req.query[String.self, at: "role"] {
             guard RoleCatalog.names.contains(role) else {
                 throw HTTPProblem.validation([FieldProblem(field: "role", message: "must be one of \(RoleCatalog.names.joined(separator: ", "))")])
@@ -139,7 +140,7 @@ struct AuditLogController: RouteCollection {
         }
         filter.action = req.query[String.self, at: "action"]
         filter.resourceType = req.query[String.self, at: "resourceType"]
-        filter.resourceID = req.query[String.self, at: "resourceId"]
+        filter.resourceID = req.query[String.self, at: "resourceId"].map(ResourceID.normalized)
         if let raw = req.query[String.self, at: "outcome"] {
             if let outcome = AuditRecord.Outcome(rawValue: raw) { filter.outcome = outcome } else {
                 problems.append(FieldProblem(field: "outcome", message: "must be success or failure"))

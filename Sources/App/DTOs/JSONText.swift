@@ -20,7 +20,8 @@ enum JSONText {
         return String(decoding: writer.bytes, as: UTF8.self)
     }
 
-    private struct Writer {
+    /// Appends JSON text to `bytes`; `APIJSON` writes API bodies with the same strings and numbers.
+    struct Writer {
         var bytes: [UInt8] = []
 
         init() { bytes.reserveCapacity(128) }
@@ -55,11 +56,12 @@ enum JSONText {
             return true
         }
 
-        private mutating func append(_ text: StaticString) {
+        mutating func append(_ text: StaticString) {
             bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
         }
 
-        private mutating func write(_ number: Double) -> Bool {
+        /// False for a number that is not finite, which JSON cannot spell.
+        mutating func write(_ number: Double) -> Bool {
             guard number.isFinite else { return false }
             if number.rounded() == number, abs(number) < 1e15 {
                 bytes.append(contentsOf: String(Int64(number)).utf8)
@@ -71,7 +73,7 @@ enum JSONText {
             return true
         }
 
-        private mutating func write(_ string: String) {
+        mutating func write(_ string: String) {
             bytes.append(UInt8(ascii: "\""))
             for byte in string.utf8 {
                 switch byte {

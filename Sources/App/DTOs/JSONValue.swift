@@ -65,17 +65,6 @@ extension JSONEncoder {
         encoder.dateEncodingStrategy = .iso8601
         return encoder
     }
-
-    /// The encoder for API bodies: RFC 3339 UTC timestamps (what `.iso8601` writes, through `RFC3339`).
-    static var api: JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .custom { date, encoder in
-            var container = encoder.singleValueContainer()
-            try container.encode(RFC3339.string(from: date))
-        }
-        return encoder
-    }
 }
 
 extension JSONDecoder {

@@ -10,6 +10,7 @@ struct AdminUserResponse: Content {
     var status: String
     var roles: [String]
     var emailVerified: Bool
+    var emailVerifiedAt: Date?
     var mfaEnabled: Bool
     var failedLoginCount: Int
     var lockedUntil: Date?
@@ -25,6 +26,7 @@ struct AdminUserResponse: Content {
         status = user.status.rawValue
         self.roles = roles
         emailVerified = user.emailVerifiedAt != nil
+        emailVerifiedAt = user.emailVerifiedAt
         mfaEnabled = user.mfaEnabled
         failedLoginCount = user.failedLoginCount
         lockedUntil = user.lockedUntil

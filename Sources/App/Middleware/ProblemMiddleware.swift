@@ -1,3 +1,4 @@
+import NIOHTTP1
 import SQLiteNIO
 import Vapor
 
@@ -35,7 +36,7 @@ struct ProblemMiddleware: AsyncMiddleware {
         responseHeaders.replaceOrAdd(name: .contentType, value: "application/problem+json; charset=utf-8")
         let response = Response(status: status, headers: responseHeaders)
         do {
-            response.body = .init(data: try JSONEncoder.api.encode(body))
+            response.body = .init(data: try APIJSON.data(body))
         } catch {
             response.body = .init(string: #"{"status":500,"code":"internal","title":"Internal Server Error"}"#)
         }
@@ -53,6 +54,10 @@ struct ProblemMiddleware: AsyncMiddleware {
             return (.serviceUnavailable, "unavailable", "The database is busy; retry shortly.", [], ["Retry-After": "1"])
         case let sqlite as SQLiteDirectError where sqlite.isBusy:
             return (.serviceUnavailable, "unavailable", "The database is busy; retry shortly.", [], ["Retry-After": "1"])
+        case is HTTPParserError:
+            // The body could not be read to its end: most often the client closed the connection mid-body. That is
+            // the client's doing, not a server error; no one is left to read this answer.
+            return (.badRequest, "bad_request", "The request could not be read to its end.", [], [:])
         case let decoding as DecodingError:
             return Self.classify(decoding, body: request.body.data)
         case let validations as ValidationsError:

@@ -76,7 +76,6 @@ actor EventHub {
     private var ticker: Task<Void, Never>?
     private let wake = JobSignal()
     private let expectedSeq = NIOLockedValueBox<Int64>(0)
-    private let encoder = JSONEncoder.api
     private var lastRevalidation = ContinuousClock.now
 
     init(app: Application, settings: StreamSettings) {
@@ -149,7 +148,7 @@ actor EventHub {
                 let seen = wake.current
                 let events = try await Event.query(on: app.db).filter(\.$seq > lastSeq).sort(\.$seq).limit(500).all()
                 if let last = events.last?.seq, last > lastSeq {
-                    let batch = try events.filter { $0.seq > lastSeq }.map { try StreamEvent($0, encoder: encoder) }
+                    let batch = try events.filter { $0.seq > lastSeq }.map { try StreamEvent($0) }
                     deliver(batch)
                     retries = 0
                     continue

@@ -221,7 +221,6 @@ enum StreamReplay {
     /// Sends every event in (`after`, `upTo`] that the stream wants and may see; returns the last seq covered.
     static func replay(after: Int64, upTo floor: Int64, filter: StreamFilter, subscriber: StreamSubscriber, db: any Database,
                        send: (StreamEvent) async throws -> Void) async throws -> Int64 {
-        let encoder = JSONEncoder.api
         var cursor = after
         while cursor < floor, subscriber.closeReason == nil {
             var query = Event.query(on: db).filter(\.$seq > cursor).filter(\.$seq <= floor).sort(\.$seq).limit(500)
@@ -230,7 +229,7 @@ enum StreamReplay {
             guard !events.isEmpty else { break }
             let grants = subscriber.grants
             for event in events {
-                let streamEvent = try StreamEvent(event, encoder: encoder)
+                let streamEvent = try StreamEvent(event)
                 cursor = event.seq
                 if filter.matches(streamEvent), streamEvent.visible(to: subscriber.userID, grants: grants) {
                     try await send(streamEvent)

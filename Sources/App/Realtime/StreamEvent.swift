@@ -35,13 +35,13 @@ struct StreamEvent: Sendable {
     /// The event as JSON, exactly as the event log API shows it.
     let json: String
 
-    init(_ event: Event, encoder: JSONEncoder) throws {
+    init(_ event: Event) throws {
         seq = event.seq
         type = event.type
         resourceType = event.resourceType
         resourceID = event.resourceID
         owner = WebhookDispatcher.owner(of: event)
-        json = String(decoding: try encoder.encode(EventResponse(event)), as: UTF8.self)
+        json = try APIJSON.string(EventResponse(event))
     }
 
     func visible(to userID: UUID, grants: Grants) -> Bool {
@@ -72,7 +72,7 @@ struct StreamFilter: Sendable, Equatable {
             problems.append(FieldProblem(field: "resourceId", message: "must be 1 to 200 characters"))
         }
         guard problems.isEmpty else { return (nil, problems) }
-        return (StreamFilter(types: types.isEmpty ? ["*"] : types, resourceID: resourceID), [])
+        return (StreamFilter(types: types.isEmpty ? ["*"] : types, resourceID: resourceID.map(ResourceID.normalized)), [])
     }
 
     /// `?types=a,b&resourceId=…` of a request.

@@ -33,10 +33,13 @@ struct WebSocketStream {
     /// the client sends right after connecting is missed.
     func attach(outstandingPings: NIOLockedValueBox<Int>) {
         let subscriber = self.subscriber
+        let closeGrace = settings.closeGrace
         ws.onText { ws, text in
             // Frames are capped at 64 KiB by the decoder; a message sent in several fragments is capped here.
             if text.utf8.count > EventStreamController.maxFrameSize {
                 ws.close(code: .messageTooLarge, promise: nil)
+                // RFC 6455 7.1.7: after failing the connection the server closes it, answered or not.
+                ws.pingInterval = TimeAmount(closeGrace)
             } else {
                 subscriber.receive(text)
             }
@@ -85,6 +88,13 @@ struct WebSocketStream {
                     cursor = event.seq
                 case .tick:
                     subscriber.tickTaken()
+                    if ws.closeCode != nil {
+                        // A close began without us: WebSocketKit answers a frame over the decoder's limit, or a
+                        // malformed one, with a close frame (1009, 1002) and then reads nothing more, so the peer's
+                        // answer would never arrive. Cut the connection if it is not closed within the grace.
+                        ws.eventLoop.execute { ws.pingInterval = TimeAmount(grace) }
+                        break stream
+                    }
                     guard ContinuousClock.now - lastPing >= settings.pingInterval else { continue }
                     lastPing = .now
                     let missed = outstandingPings.withLockedValue { count -> Int in

@@ -9,6 +9,10 @@ info:
   description: |
     JSON in and out, camelCase fields, RFC 3339 UTC timestamps, UUID ids. Treat ids as opaque; those of rows
     made in bulk (executions, events, audit entries, deliveries, workflow runs) are time-ordered version 7 UUIDs.
+    Ids are always written in lower case (RFC 9562), in bodies, headers, token claims, events and webhook
+    payloads alike, and read in any case (paths, query filters, bodies).
+    Every field a response schema lists is present: a field without a value is `null`, never left out (so
+    `nextCursor` is `null` on a list's last page).
     Every error is an RFC 9457 problem (`application/problem+json`) with a stable `code`.
     Every response carries `X-Request-ID` (echoed when the client sent a sane one: 1-128 characters of
     letters, digits, `-`, `_`, `.`, `:`; otherwise generated).
@@ -111,7 +115,9 @@ paths:
           content:
             application/yaml:
               schema:
-                type: string
+                type: object
+                description: An OpenAPI 3.1 document, as YAML.
+                required: [openapi, info, paths]
   /.well-known/jwks.json:
     get:
       operationId: jwks
@@ -130,6 +136,7 @@ paths:
                     type: array
                     items:
                       type: object
+                      required: [kty, crv, x, y, kid, use, alg]
                       properties:
                         kty: {type: string, const: EC}
                         crv: {type: string, const: P-256}
@@ -172,6 +179,8 @@ paths:
               schema: {$ref: "#/components/schemas/User"}
         "400": {$ref: "#/components/responses/BadRequest"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
         "429": {$ref: "#/components/responses/TooManyRequests"}
         "503": {$ref: "#/components/responses/Unavailable"}
@@ -210,6 +219,8 @@ paths:
                   - $ref: "#/components/schemas/MFARequired"
         "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/InvalidCredentials"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
         "423": {$ref: "#/components/responses/Locked"}
         "429": {$ref: "#/components/responses/TooManyRequests"}
@@ -238,7 +249,10 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/TokenPair"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/InvalidCredentials"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
         "423": {$ref: "#/components/responses/Locked"}
         "429": {$ref: "#/components/responses/TooManyRequests"}
@@ -268,8 +282,12 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/TokenPair"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/auth/logout:
     post:
       operationId: logout
@@ -282,6 +300,7 @@ paths:
         "204": {description: "Signed out."}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/auth/me:
     get:
       operationId: me
@@ -302,6 +321,7 @@ paths:
                   roles: {type: array, items: {type: string}}
                   permissions: {type: array, items: {type: string}}
         "401": {$ref: "#/components/responses/Unauthorized"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     patch:
       operationId: updateMe
       x-required-permission: authenticated
@@ -326,9 +346,13 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/User"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/auth/change-password:
     post:
       operationId: changePassword
@@ -349,8 +373,12 @@ paths:
                 newPassword: {type: string, minLength: 8, maxLength: 128}
       responses:
         "204": {description: "Changed."}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/auth/sessions:
     get:
       operationId: listSessions
@@ -371,6 +399,7 @@ paths:
                   items: {type: array, items: {$ref: "#/components/schemas/Session"}}
                   nextCursor: {type: "null"}
         "401": {$ref: "#/components/responses/Unauthorized"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     delete:
       operationId: revokeOtherSessions
       x-required-permission: authenticated
@@ -381,6 +410,7 @@ paths:
       responses:
         "204": {description: "Revoked."}
         "401": {$ref: "#/components/responses/Unauthorized"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/auth/sessions/{id}:
     delete:
       operationId: revokeSession
@@ -395,6 +425,7 @@ paths:
         "204": {description: "Revoked."}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/auth/password-reset/request:
     post:
       operationId: requestPasswordReset
@@ -413,6 +444,9 @@ paths:
                 email: {type: string}
       responses:
         "202": {description: "Accepted, whether or not the account exists."}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
         "429": {$ref: "#/components/responses/TooManyRequests"}
         "503": {$ref: "#/components/responses/Unavailable"}
@@ -435,7 +469,11 @@ paths:
                 newPassword: {type: string, minLength: 8, maxLength: 128}
       responses:
         "204": {description: "Password set."}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/auth/verify-email/request:
     post:
       operationId: requestEmailVerification
@@ -467,7 +505,11 @@ paths:
                 token: {type: string}
       responses:
         "204": {description: "Verified."}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/auth/mfa/totp/enroll:
     post:
       operationId: enrollTOTP
@@ -489,6 +531,7 @@ paths:
                   otpauthUri: {type: string}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/auth/mfa/totp/activate:
     post:
       operationId: activateTOTP
@@ -516,9 +559,13 @@ paths:
                 required: [recoveryCodes]
                 properties:
                   recoveryCodes: {type: array, items: {type: string}, minItems: 10, maxItems: 10}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/auth/mfa/totp:
     delete:
       operationId: disableTOTP
@@ -538,8 +585,12 @@ paths:
                 password: {type: string}
       responses:
         "204": {description: "MFA is off."}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/api-keys:
     post:
       operationId: createAPIKey
@@ -571,7 +622,7 @@ paths:
             application/json:
               schema:
                 type: object
-                required: [id, name, prefix, key, scopes, createdAt]
+                required: [id, name, prefix, key, scopes, createdAt, expiresAt]
                 properties:
                   id: {type: string, format: uuid}
                   name: {type: string}
@@ -580,10 +631,14 @@ paths:
                   scopes: {type: array, items: {$ref: "#/components/schemas/Permission"}}
                   expiresAt: {type: [string, "null"], format: date-time}
                   createdAt: {type: string, format: date-time}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     get:
       operationId: listAPIKeys
       x-required-permission: api-keys:manage
@@ -603,6 +658,7 @@ paths:
                   nextCursor: {type: "null"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/api-keys/{id}:
     delete:
       operationId: revokeAPIKey
@@ -617,6 +673,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/users:
     get:
       operationId: listUsers
@@ -625,7 +682,7 @@ paths:
       tags: [users]
       security: [{bearer: []}, {cookie: []}, {apiKey: []}]
       parameters:
-        - {name: q, in: query, schema: {type: string}, description: "Case-insensitive substring of email, username or full name."}
+        - {name: q, in: query, schema: {type: string, maxLength: 500}, description: "Case-insensitive substring of email, username or full name."}
         - {name: role, in: query, schema: {type: string, enum: [admin, developer, executor, viewer, service]}}
         - {name: status, in: query, schema: {type: string, enum: [active, inactive, suspended, deleted]}}
         - {$ref: "#/components/parameters/Limit"}
@@ -644,6 +701,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/users/{id}:
     get:
       operationId: getUser
@@ -662,6 +720,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     patch:
       operationId: updateUser
       x-required-permission: users:manage
@@ -689,11 +748,15 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/AdminUser"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     delete:
       operationId: deleteUser
       x-required-permission: users:manage
@@ -708,6 +771,7 @@ paths:
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/users/{id}/roles:
     put:
       operationId: setUserRoles
@@ -732,11 +796,15 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/AdminUser"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/users/{id}/unlock:
     post:
       operationId: unlockUser
@@ -755,6 +823,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/roles:
     get:
       operationId: listRoles
@@ -783,6 +852,7 @@ paths:
                   nextCursor: {type: "null"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/workflows:
     get:
       operationId: listWorkflows
@@ -806,6 +876,8 @@ paths:
                   nextCursor: {type: [string, "null"]}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     post:
       operationId: createWorkflow
       x-required-permission: workflows:write
@@ -838,10 +910,14 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/Workflow"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/workflows/{id}:
     parameters:
       - {name: id, in: path, required: true, schema: {type: string}, description: The workflow's id or slug.}
@@ -860,6 +936,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     patch:
       operationId: updateWorkflow
       x-required-permission: workflows:write
@@ -877,11 +954,15 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/Workflow"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     delete:
       operationId: deleteWorkflow
       x-required-permission: workflows:write
@@ -894,6 +975,7 @@ paths:
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/workflows/{id}/runs:
     parameters:
       - {name: id, in: path, required: true, schema: {type: string}, description: The workflow's id or slug.}
@@ -920,6 +1002,8 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     post:
       operationId: startWorkflowRun
       x-required-permission: skills:execute
@@ -951,11 +1035,15 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/WorkflowRun"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/workflows/{id}/runs/{runId}:
     get:
       operationId: getWorkflowRun
@@ -975,6 +1063,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/workflows/{id}/runs/{runId}/cancel:
     post:
       operationId: cancelWorkflowRun
@@ -995,6 +1084,7 @@ paths:
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/workflows/{id}/runs/{runId}/rollback:
     post:
       operationId: rollbackWorkflowRun
@@ -1020,6 +1110,7 @@ paths:
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/schedules:
     get:
       operationId: listSchedules
@@ -1043,6 +1134,8 @@ paths:
                   nextCursor: {type: [string, "null"]}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     post:
       operationId: createSchedule
       x-required-permission: skills:execute
@@ -1086,9 +1179,13 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/Schedule"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/schedules/{id}:
     parameters:
       - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
@@ -1107,6 +1204,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     patch:
       operationId: updateSchedule
       x-required-permission: skills:execute
@@ -1125,10 +1223,14 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/Schedule"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     delete:
       operationId: deleteSchedule
       x-required-permission: skills:execute
@@ -1140,6 +1242,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/schedules/{id}/run-now:
     post:
       operationId: runScheduleNow
@@ -1190,6 +1293,7 @@ paths:
                 $ref: "#/components/schemas/AdminStats"
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/audit-logs:
     get:
       operationId: listAuditLogs
@@ -1221,6 +1325,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/skills:
     get:
       operationId: listSkills
@@ -1251,6 +1356,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     post:
       operationId: createSkill
       x-required-permission: skills:write
@@ -1268,10 +1374,14 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/Skill"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/skills/favorites:
     get:
       operationId: listFavoriteSkills
@@ -1292,6 +1402,7 @@ paths:
                   nextCursor: {type: "null"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/skills/stats:
     get:
       operationId: skillStats
@@ -1316,11 +1427,13 @@ paths:
                     type: array
                     items:
                       type: object
+                      required: [tag, count]
                       properties:
                         tag: {type: string}
                         count: {type: integer}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/skills/popular:
     get:
       operationId: popularSkills
@@ -1351,6 +1464,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/skills/{skill}:
     get:
       operationId: getSkill
@@ -1369,6 +1483,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     patch:
       operationId: updateSkill
       x-required-permission: skills:write
@@ -1388,11 +1503,15 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/Skill"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     delete:
       operationId: deleteSkill
       x-required-permission: skills:write
@@ -1406,6 +1525,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/skills/{skill}/favorite:
     post:
       operationId: favoriteSkill
@@ -1420,6 +1540,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     delete:
       operationId: unfavoriteSkill
       x-required-permission: skills:read
@@ -1433,6 +1554,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/executions:
     post:
       operationId: createExecution
@@ -1466,10 +1588,13 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/Execution"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
         "429": {$ref: "#/components/responses/TooManyRequests"}
     get:
@@ -1497,6 +1622,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/executions/stats:
     get:
       operationId: executionStats
@@ -1518,6 +1644,7 @@ paths:
                     type: array
                     items:
                       type: object
+                      required: [skillId, count, p50Ms, p95Ms, p99Ms]
                       properties:
                         skillId: {type: string, format: uuid}
                         count: {type: integer}
@@ -1526,6 +1653,7 @@ paths:
                         p99Ms: {type: integer}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/executions/{id}:
     get:
       operationId: getExecution
@@ -1544,6 +1672,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/executions/{id}/history:
     get:
       operationId: getExecutionHistory
@@ -1566,7 +1695,7 @@ paths:
                     type: array
                     items:
                       type: object
-                      required: [at, level, message]
+                      required: [at, level, message, progress]
                       properties:
                         at: {type: string, format: date-time}
                         level: {type: string, enum: [info, warning, error]}
@@ -1576,6 +1705,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/executions/{id}/progress:
     post:
       operationId: reportExecutionProgress
@@ -1604,12 +1734,17 @@ paths:
             application/json:
               schema:
                 type: object
+                required: [progress]
                 properties:
                   progress: {type: integer}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "404": {$ref: "#/components/responses/NotFound"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/executions/{id}/cancel:
     post:
       operationId: cancelExecution
@@ -1629,6 +1764,7 @@ paths:
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/executions/{id}/rollback:
     post:
       operationId: rollbackExecution
@@ -1648,6 +1784,7 @@ paths:
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
         "409": {$ref: "#/components/responses/Conflict"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/webhooks:
     post:
       operationId: createWebhook
@@ -1671,9 +1808,13 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/Webhook"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     get:
       operationId: listWebhooks
       x-required-permission: webhooks:manage
@@ -1693,6 +1834,7 @@ paths:
                   nextCursor: {type: "null"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/webhooks/{id}:
     get:
       operationId: getWebhook
@@ -1711,6 +1853,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     patch:
       operationId: updateWebhook
       x-required-permission: webhooks:manage
@@ -1730,10 +1873,14 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/Webhook"}
+        "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "413": {$ref: "#/components/responses/PayloadTooLarge"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
     delete:
       operationId: deleteWebhook
       x-required-permission: webhooks:manage
@@ -1747,6 +1894,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/webhooks/{id}/rotate-secret:
     post:
       operationId: rotateWebhookSecret
@@ -1765,6 +1913,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/webhooks/{id}/test:
     post:
       operationId: testWebhook
@@ -1783,6 +1932,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/webhooks/{id}/deliveries:
     get:
       operationId: listWebhookDeliveries
@@ -1809,6 +1959,7 @@ paths:
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/webhooks/{id}/deliveries/{deliveryId}/redeliver:
     post:
       operationId: redeliverWebhook
@@ -1828,6 +1979,7 @@ paths:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/events:
     get:
       operationId: listEvents
@@ -1860,6 +2012,7 @@ paths:
                   nextCursor: {type: [string, "null"]}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/events/stream:
     get:
       operationId: streamEvents
@@ -1922,6 +2075,8 @@ paths:
                   expiresAt: {type: string, format: date-time}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
+        "422": {$ref: "#/components/responses/ValidationFailed"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
   /api/v1/ws:
     get:
       operationId: openWebSocket
@@ -1997,10 +2152,28 @@ components:
   schemas:
     WorkflowStep:
       type: object
+      description: A step as the server shows it, with every default filled in.
       required: [id, skillId, input, dependsOn, retry, timeoutSeconds, continueOnFailure]
       properties:
         id: {type: string, pattern: "^[A-Za-z0-9_-]{1,64}$"}
-        skillId: {type: string, description: "A skill id or slug when saving; always the id when read."}
+        skillId: {type: string, format: uuid, description: "Always the id when read."}
+        input: {type: object}
+        dependsOn: {type: array, items: {type: string}}
+        retry:
+          type: object
+          required: [maxAttempts, backoffSeconds]
+          properties:
+            maxAttempts: {type: integer, minimum: 1, maximum: 10}
+            backoffSeconds: {type: integer, minimum: 0, maximum: 3600}
+        timeoutSeconds: {type: integer, minimum: 1, maximum: 86400}
+        continueOnFailure: {type: boolean}
+    WorkflowStepInput:
+      type: object
+      description: A step when saving; the fields with defaults may be left out.
+      required: [id, skillId]
+      properties:
+        id: {type: string, pattern: "^[A-Za-z0-9_-]{1,64}$"}
+        skillId: {type: string, description: "A skill id or slug."}
         input: {type: object, default: {}}
         dependsOn: {type: array, items: {type: string}, default: []}
         retry:
@@ -2019,10 +2192,10 @@ components:
         name: {type: string, minLength: 1, maxLength: 200}
         description: {type: string, maxLength: 5000}
         enabled: {type: boolean, default: true}
-        steps: {type: array, minItems: 1, maxItems: 50, items: {$ref: "#/components/schemas/WorkflowStep"}}
+        steps: {type: array, minItems: 1, maxItems: 50, items: {$ref: "#/components/schemas/WorkflowStepInput"}}
     Workflow:
       type: object
-      required: [id, slug, name, description, version, enabled, steps, createdAt, updatedAt]
+      required: [id, slug, name, description, version, enabled, steps, createdAt, updatedAt, createdBy]
       properties:
         id: {type: string, format: uuid}
         slug: {type: string}
@@ -2031,12 +2204,12 @@ components:
         version: {type: integer}
         enabled: {type: boolean}
         steps: {type: array, items: {$ref: "#/components/schemas/WorkflowStep"}}
-        createdBy: {type: string, format: uuid}
+        createdBy: {type: [string, "null"], format: uuid}
         createdAt: {type: string, format: date-time}
         updatedAt: {type: string, format: date-time}
     WorkflowRun:
       type: object
-      required: [id, workflowId, workflowVersion, userId, status, progress, input, steps, createdAt]
+      required: [id, workflowId, workflowVersion, userId, status, progress, input, steps, createdAt, error, startedAt, finishedAt, history]
       properties:
         id: {type: string, format: uuid}
         workflowId: {type: string, format: uuid}
@@ -2045,26 +2218,26 @@ components:
         status: {type: string, enum: [queued, running, succeeded, failed, cancelled, rolled_back]}
         progress: {type: integer, minimum: 0, maximum: 100}
         input: {type: object}
-        error: {type: string}
+        error: {type: [string, "null"]}
         steps:
           type: array
           items:
             type: object
-            required: [stepId, status, attempts]
+            required: [stepId, status, attempts, executionId, error, startedAt, completedAt, execution]
             properties:
               stepId: {type: string}
               status: {type: string, enum: [pending, running, succeeded, failed, skipped, cancelled, rolled_back]}
               attempts: {type: integer}
-              executionId: {type: string, format: uuid}
-              error: {type: string}
-              startedAt: {type: string, format: date-time}
-              completedAt: {type: string, format: date-time}
-              execution: {$ref: "#/components/schemas/Execution", description: "The step's current execution (GET of one run only)."}
+              executionId: {type: [string, "null"], format: uuid}
+              error: {type: [string, "null"]}
+              startedAt: {type: [string, "null"], format: date-time}
+              completedAt: {type: [string, "null"], format: date-time}
+              execution: {oneOf: [{$ref: "#/components/schemas/Execution"}, {type: "null"}], description: "The step's current execution (GET of one run only)."}
         createdAt: {type: string, format: date-time}
-        startedAt: {type: string, format: date-time}
-        finishedAt: {type: string, format: date-time}
+        startedAt: {type: [string, "null"], format: date-time}
+        finishedAt: {type: [string, "null"], format: date-time}
         history:
-          type: array
+          type: [array, "null"]
           description: >-
             GET of one run only: what happened to the run, oldest first (from the audit log) - started, each
             compensation of a rollback with its step and undo note, and how it ended.
@@ -2093,32 +2266,33 @@ components:
         catchUp: {type: string, enum: [none, last, all], default: last}
     Schedule:
       type: object
-      description: Fields without a value (nextRunAt while disabled, the last* fields before the first firing) are left out.
-      required: [id, userId, name, target, input, cron, timezone, enabled, overlapPolicy, catchUp, createdAt, updatedAt]
+      description: Fields without a value (nextRunAt while disabled, the last* fields before the first firing) are null.
+      required: [id, userId, name, target, input, cron, timezone, enabled, overlapPolicy, catchUp, createdAt, updatedAt, nextRunAt, lastRunAt, lastStatus, lastError, lastExecutionId, lastRunId]
       properties:
         id: {type: string, format: uuid}
         userId: {type: string, format: uuid}
         name: {type: string}
         target:
           type: object
+          required: [skillId, workflowId]
           properties:
-            skillId: {type: string, format: uuid}
-            workflowId: {type: string, format: uuid}
+            skillId: {type: [string, "null"], format: uuid}
+            workflowId: {type: [string, "null"], format: uuid}
         input: {type: object}
         cron: {type: string}
         timezone: {type: string}
         enabled: {type: boolean}
         overlapPolicy: {type: string, enum: [skip, queue, allow]}
         catchUp: {type: string, enum: [none, last, all]}
-        nextRunAt: {type: string, format: date-time, description: Absent while disabled.}
-        lastRunAt: {type: string, format: date-time}
+        nextRunAt: {type: [string, "null"], format: date-time, description: Null while disabled.}
+        lastRunAt: {type: [string, "null"], format: date-time}
         lastStatus:
-          type: string
-          enum: [started, skipped, missed, failed]
-          description: What the last firing did; `failed` carries lastError.
-        lastError: {type: string}
-        lastExecutionId: {type: string, format: uuid, description: The execution a skill target started last.}
-        lastRunId: {type: string, format: uuid, description: The workflow run a workflow target started last.}
+          type: [string, "null"]
+          enum: [started, skipped, missed, failed, null]
+          description: What the last firing did (null before the first); `failed` carries lastError.
+        lastError: {type: [string, "null"]}
+        lastExecutionId: {type: [string, "null"], format: uuid, description: The execution a skill target started last.}
+        lastRunId: {type: [string, "null"], format: uuid, description: The workflow run a workflow target started last.}
         createdAt: {type: string, format: date-time}
         updatedAt: {type: string, format: date-time}
     RequestFigures:
@@ -2205,7 +2379,7 @@ components:
           const: ok
     Readiness:
       type: object
-      required: [status, database]
+      required: [status, database, schemaVersion, pendingMigrations]
       properties:
         status:
           type: string
@@ -2270,7 +2444,7 @@ components:
         enabled: {type: boolean}
     Skill:
       type: object
-      required: [id, slug, name, description, category, tags, inputSchema, runner, version, enabled, createdAt, updatedAt, executionCount]
+      required: [id, slug, name, description, category, tags, inputSchema, runner, version, enabled, createdAt, updatedAt, executionCount, createdBy]
       properties:
         id: {type: string, format: uuid}
         slug: {type: string}
@@ -2288,7 +2462,7 @@ components:
         executionCount: {type: integer}
     Execution:
       type: object
-      required: [id, skillId, userId, status, progress, input, attempt, queuedAt]
+      required: [id, skillId, userId, status, progress, input, attempt, queuedAt, output, error, startedAt, finishedAt, durationMs]
       properties:
         id: {type: string, format: uuid}
         skillId: {type: string, format: uuid}
@@ -2314,7 +2488,7 @@ components:
         enabled: {type: boolean}
     Webhook:
       type: object
-      required: [id, userId, url, events, headers, enabled, createdAt, updatedAt]
+      required: [id, userId, url, events, headers, enabled, createdAt, updatedAt, description, disabledReason, secret]
       properties:
         id: {type: string, format: uuid}
         userId: {type: string, format: uuid}
@@ -2326,10 +2500,10 @@ components:
         disabledReason: {type: [string, "null"]}
         createdAt: {type: string, format: date-time}
         updatedAt: {type: string, format: date-time}
-        secret: {type: string, description: "whsec_ + base64 of 32 bytes; only at creation and rotation."}
+        secret: {type: [string, "null"], description: "whsec_ + base64 of 32 bytes; only at creation and rotation."}
     WebhookDelivery:
       type: object
-      required: [id, eventId, eventType, attempt, status, createdAt, attempts]
+      required: [id, eventId, eventType, attempt, status, createdAt, attempts, responseStatus, durationMs, nextAttemptAt, error, responseBody]
       properties:
         id: {type: string, format: uuid}
         eventId: {type: string, format: uuid}
@@ -2346,6 +2520,7 @@ components:
           type: array
           items:
             type: object
+            required: [attempt, at, responseStatus, durationMs, error]
             properties:
               attempt: {type: integer}
               at: {type: string, format: date-time}
@@ -2359,7 +2534,7 @@ components:
              roles:manage, audit:read, analytics:read, settings:manage, admin:full]
     APIKey:
       type: object
-      required: [id, userId, name, prefix, scopes, createdAt]
+      required: [id, userId, name, prefix, scopes, createdAt, expiresAt, revokedAt, lastUsedAt, lastUsedIp]
       properties:
         id: {type: string, format: uuid}
         userId: {type: string, format: uuid}
@@ -2375,14 +2550,14 @@ components:
       allOf:
         - $ref: "#/components/schemas/User"
         - type: object
-          required: [roles, failedLoginCount]
+          required: [roles, failedLoginCount, lockedUntil]
           properties:
             roles: {type: array, items: {type: string}}
             failedLoginCount: {type: integer}
             lockedUntil: {type: [string, "null"], format: date-time}
     AuditEntry:
       type: object
-      required: [id, seq, at, actorType, action, outcome, details]
+      required: [id, seq, at, actorType, action, outcome, details, actorId, resourceType, resourceId, ipAddress, userAgent, requestId]
       properties:
         id: {type: string, format: uuid}
         seq: {type: integer, description: "Position in the SHA-256 hash chain that `steward audit verify` checks."}
@@ -2399,7 +2574,7 @@ components:
         details: {type: object}
     User:
       type: object
-      required: [id, email, username, status, emailVerified, mfaEnabled]
+      required: [id, email, username, status, emailVerified, mfaEnabled, fullName, emailVerifiedAt, lastLoginAt, createdAt, updatedAt]
       properties:
         id: {type: string, format: uuid}
         email: {type: string}
@@ -2414,14 +2589,14 @@ components:
         updatedAt: {type: string, format: date-time}
     TokenPair:
       type: object
-      required: [accessToken, refreshToken, tokenType, expiresIn, user]
+      required: [accessToken, refreshToken, tokenType, expiresIn, user, csrfToken]
       properties:
         accessToken: {type: string, description: "JWT: sub, sid, iss, aud, iat, nbf, exp, jti, roles"}
         refreshToken: {type: string, description: Opaque, 256 bits, single use.}
         tokenType: {type: string, const: Bearer}
         expiresIn: {type: integer, description: Seconds until the access token expires.}
         user: {$ref: "#/components/schemas/User"}
-        csrfToken: {type: string, description: Only with cookie mode.}
+        csrfToken: {type: [string, "null"], description: Only with cookie mode.}
     MFARequired:
       type: object
       required: [mfaRequired, mfaToken]
@@ -2430,7 +2605,7 @@ components:
         mfaToken: {type: string}
     Session:
       type: object
-      required: [id, createdAt, lastSeenAt, expiresAt, current]
+      required: [id, createdAt, lastSeenAt, expiresAt, current, ipAddress, userAgent]
       properties:
         id: {type: string, format: uuid}
         ipAddress: {type: [string, "null"]}
@@ -2442,7 +2617,7 @@ components:
     Problem:
       type: object
       description: RFC 9457 problem details.
-      required: [type, title, status, code]
+      required: [type, title, status, code, detail, errors, requestId]
       properties:
         type:
           type: string
@@ -2453,7 +2628,7 @@ components:
         status:
           type: integer
         detail:
-          type: string
+          type: [string, "null"]
         code:
           type: string
           description: Stable, machine-readable.
@@ -2471,19 +2646,21 @@ components:
             - method_not_allowed
             - conflict
             - rate_limited
+            - too_many_streams
             - payload_too_large
             - unsupported_media_type
+            - upgrade_required
             - unavailable
             - internal
         errors:
-          type: array
+          type: [array, "null"]
           items:
             $ref: "#/components/schemas/FieldProblem"
         requestId:
-          type: string
+          type: [string, "null"]
     Event:
       type: object
-      required: [id, seq, type, at, resourceType, data]
+      required: [id, seq, type, at, resourceType, data, actorId, resourceId]
       properties:
         id: {type: string, format: uuid}
         seq: {type: integer, description: "Strictly increasing, gap-free position in the log."}

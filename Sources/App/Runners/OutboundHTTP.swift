@@ -77,7 +77,8 @@ struct OutboundHTTP: Sendable {
 
     let guardrail: OutboundGuard
     let resolver: any AddressResolver
-    let userAgent: String
+    /// `Steward/<version>` for runners; webhook deliveries say `Steward-Webhooks/<version>`.
+    var userAgent: String
     /// Keeps one client (and its keep-alive connections) per host and checked address; nil makes one per call.
     var clients: OutboundClients?
 
@@ -188,6 +189,6 @@ extension Application {
     /// The outbound client with this app's guard and resolver.
     var outboundHTTP: OutboundHTTP {
         OutboundHTTP(guardrail: OutboundGuard(allowed: appConfig.outboundAllowedHosts, httpsOnly: appConfig.outboundHTTPSOnly),
-                     resolver: addressResolver, userAgent: "Steward/1.0", clients: outboundClients)
+                     resolver: addressResolver, userAgent: "Steward/\(StewardVersion.current)", clients: outboundClients)
     }
 }

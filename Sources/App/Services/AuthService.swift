@@ -379,7 +379,7 @@ struct AuthService: Sendable {
                 guard token.expiresAt > now else { return .invalid }
                 let pair = try await issuePair(user: user, session: session, on: db)
                 token.usedAt = now
-                token.gracePayload = try app.secretBox.seal(String(decoding: try JSONEncoder.api.encode(pair), as: UTF8.self))
+                token.gracePayload = try app.secretBox.seal(try APIJSON.string(pair))
                 try await token.save(on: db)
                 session.lastSeenAt = now
                 session.idleExpiresAt = min(now.addingTimeInterval(TimeInterval(config.sessionIdleTimeoutSeconds)), session.expiresAt)

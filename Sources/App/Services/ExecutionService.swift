@@ -35,20 +35,19 @@ struct ExecutionResponse: Content, Equatable {
         durationMs = execution.durationMs
     }
 
-    /// The object as event data: what `JSONEncoder.api` would write, built directly (it runs inside every
-    /// transition's transaction). Absent optionals are left out, and times are RFC 3339 to the second.
+    /// The object as event data: what `APIJSON` writes for it, built directly (it runs inside every transition's
+    /// transaction). Ids in lower case, every field present (`null` when empty), times RFC 3339 to the second.
     var json: JSONValue {
-        var object: [String: JSONValue] = [
-            "id": .string(id.uppercasedString), "skillId": .string(skillId.uppercasedString), "userId": .string(userId.uppercasedString),
+        .object([
+            "id": .string(id.lowercasedString), "skillId": .string(skillId.lowercasedString), "userId": .string(userId.lowercasedString),
             "status": .string(status), "progress": .number(Double(progress)), "input": input, "attempt": .number(Double(attempt)),
             "queuedAt": .string(Self.timestamp(queuedAt)),
-        ]
-        if let output { object["output"] = output }
-        if let error { object["error"] = .string(error) }
-        if let startedAt { object["startedAt"] = .string(Self.timestamp(startedAt)) }
-        if let finishedAt { object["finishedAt"] = .string(Self.timestamp(finishedAt)) }
-        if let durationMs { object["durationMs"] = .number(Double(durationMs)) }
-        return .object(object)
+            "output": output ?? .null,
+            "error": error.map(JSONValue.string) ?? .null,
+            "startedAt": startedAt.map { .string(Self.timestamp($0)) } ?? .null,
+            "finishedAt": finishedAt.map { .string(Self.timestamp($0)) } ?? .null,
+            "durationMs": durationMs.map { .number(Double($0)) } ?? .null,
+        ])
     }
 
     private static func timestamp(_ date: Date) -> String {
@@ -142,7 +141,7 @@ struct ExecutionService: Sendable {
     func insert(_ execution: Execution, caller: AuthenticatedCaller, origin: RequestOrigin, on db: any Database) async throws {
         let sql = db as! any SQLDatabase
         let executionID = try execution.requireID()
-        execution.jobID = try await JobQueue(app: app).enqueue(kind: Self.runKind, payload: ["executionId": .string(executionID.uppercasedString)], on: db)
+        execution.jobID = try await JobQueue(app: app).enqueue(kind: Self.runKind, payload: ["executionId": .string(executionID.lowercasedString)], on: db)
         try await sql.run(Self.rowInsert, [
             executionID, execution.queuedAt, execution.skillID, execution.$user.id, execution.status.rawValue, execution.progress,
             execution.input, execution.attempt, execution.cancelRequested, execution.jobID,
@@ -221,7 +220,7 @@ struct ExecutionService: Sendable {
         let executionID = try execution.requireID()
         try await app.writeTransaction { db in
             let sql = db as! any SQLDatabase
-            let jobID = try await JobQueue(app: app).enqueue(kind: Self.rollbackKind, payload: ["executionId": .string(executionID.uppercasedString)], on: db)
+            let jobID = try await JobQueue(app: app).enqueue(kind: Self.rollbackKind, payload: ["executionId": .string(executionID.lowercasedString)], on: db)
             // Point the execution at its rollback job, unless a live job already drives it: a concurrent second
             // request finds the pointer and gets 409, and its transaction (and job) roll back.
             let claimed = try await sql.raw("""

@@ -346,7 +346,7 @@ struct ScheduleService: Sendable {
             for occurrence in fires {
                 _ = try await JobQueue(app: app).enqueue(
                     kind: Self.fireKind,
-                    payload: ["scheduleId": .string(scheduleID.uuidString), "occurrence": .string(formatter.string(from: occurrence))], on: db)
+                    payload: ["scheduleId": .string(scheduleID.lowercasedString), "occurrence": .string(formatter.string(from: occurrence))], on: db)
             }
             return true
         }

@@ -77,7 +77,13 @@ struct SkillService: Sendable {
             }
         }
         if let schema = draft.inputSchema {
-            problems += JSONSchemaSubset.problems(inSchema: schema)
+            // `true` and `false` are schemas, but not a skill's: the document promises an object, and `false`
+            // would make a skill that can never run.
+            if case .object = schema {
+                problems += JSONSchemaSubset.problems(inSchema: schema)
+            } else {
+                problems.append(FieldProblem(field: "inputSchema", message: "must be a JSON Schema object"))
+            }
         }
         if let runner = draft.runner {
             problems += runnerProblems(runner)

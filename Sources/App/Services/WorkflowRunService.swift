@@ -60,7 +60,7 @@ struct WorkflowRunResponse: Content {
     }
 
     var json: JSONValue {
-        (try? JSONDecoder.api.decode(JSONValue.self, from: JSONEncoder.api.encode(self))) ?? .null
+        (try? APIJSON.string(self)).flatMap(JSONText.parse) ?? .null
     }
 }
 
@@ -113,7 +113,7 @@ struct WorkflowRunService: Sendable {
                 event: EventRecord(type: "workflow.run.started", actorID: caller.user.id, resourceType: "workflow_run",
                                    resourceID: run.id!.lowercasedString, data: WorkflowRunResponse(run, steps: steps).json),
                 on: db)
-            _ = try await JobQueue(app: app).enqueue(kind: Self.advanceKind, payload: ["runId": .string(run.id!.uuidString)], on: db)
+            _ = try await JobQueue(app: app).enqueue(kind: Self.advanceKind, payload: ["runId": .string(run.id!.lowercasedString)], on: db)
         }
         return (run, steps)
     }
@@ -184,7 +184,7 @@ struct WorkflowRunService: Sendable {
             try await app.activityRecorder.record(audit: AuditRecord(
                 action: "workflow.run.rollback_requested", actorID: caller.user.id, actorType: caller.actorType, resourceType: "workflow_run",
                 resourceID: runID.lowercasedString, origin: origin), on: db)
-            _ = try await JobQueue(app: app).enqueue(kind: Self.rollbackKind, payload: ["runId": .string(runID.uuidString)], on: db)
+            _ = try await JobQueue(app: app).enqueue(kind: Self.rollbackKind, payload: ["runId": .string(runID.lowercasedString)], on: db)
         }
         return (run, rows)
     }
@@ -243,7 +243,7 @@ struct WorkflowRunService: Sendable {
         guard let row = try await sql.raw("SELECT run_id FROM workflow_run_steps WHERE execution_id = \(bind: execution.requireID())").first()
         else { return }
         let runID = try row.decode(column: "run_id", as: UUID.self)
-        _ = try await JobQueue(app: app).enqueue(kind: advanceKind, payload: ["runId": .string(runID.uuidString)], on: db)
+        _ = try await JobQueue(app: app).enqueue(kind: advanceKind, payload: ["runId": .string(runID.lowercasedString)], on: db)
     }
 
     /// The `workflow.advance` job.
@@ -286,7 +286,7 @@ struct WorkflowRunService: Sendable {
                     row.status = .pending
                     row.retryAt = now.addingTimeInterval(TimeInterval(step.retry.backoffSeconds))
                     row.error = "attempt \(row.attempts) failed: \(reason)"
-                    _ = try await JobQueue(app: app).enqueue(kind: Self.advanceKind, payload: ["runId": .string(runID.uuidString)], runAt: row.retryAt, on: db)
+                    _ = try await JobQueue(app: app).enqueue(kind: Self.advanceKind, payload: ["runId": .string(runID.lowercasedString)], runAt: row.retryAt, on: db)
                 } else {
                     row.status = run.status == .cancelled ? .cancelled : .failed
                     row.error = reason
@@ -376,7 +376,7 @@ struct WorkflowRunService: Sendable {
             row.executionID = execution.id
             row.status = .running
             // Wake the run when the step's time is up, in case its execution never ends by itself.
-            _ = try await JobQueue(app: app).enqueue(kind: Self.advanceKind, payload: ["runId": .string(run.id!.uuidString)],
+            _ = try await JobQueue(app: app).enqueue(kind: Self.advanceKind, payload: ["runId": .string(run.id!.lowercasedString)],
                                                      runAt: now.addingTimeInterval(TimeInterval(step.timeoutSeconds)), on: db)
         } catch let refusal as any AbortError where refusal.status.code < 500 {
             row.status = .failed

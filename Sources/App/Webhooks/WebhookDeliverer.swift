@@ -9,6 +9,8 @@ struct WebhookDeliverer: Sendable {
     /// Delays before attempts 1…8: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (each ±10%).
     static let schedule: [TimeInterval] = [0, 5, 300, 1800, 7200, 18_000, 36_000, 36_000]
     static let timeout: TimeInterval = 15
+    /// What deliveries announce themselves as (the webhook design: `Steward-Webhooks/<version>`).
+    static let userAgent = "Steward-Webhooks/\(StewardVersion.current)"
     static let disableAfter: TimeInterval = 5 * 86_400
     static let keptResponseBytes = 4096
 
@@ -68,7 +70,9 @@ struct WebhookDeliverer: Sendable {
         var answeredBody: String?
         var retryAfterSeconds: TimeInterval?
         do {
-            let response = try await app.outboundHTTP.send(hook.url, body: delivery.payload, headers: headers, timeout: Self.timeout)
+            var client = app.outboundHTTP
+            client.userAgent = Self.userAgent
+            let response = try await client.send(hook.url, body: delivery.payload, headers: headers, timeout: Self.timeout)
             answeredStatus = response.status
             answeredBody = String(String(buffer: response.body).prefix(Self.keptResponseBytes))
             if [429, 503].contains(response.status), let value = response.headers.first(name: "Retry-After"), let seconds = TimeInterval(value) {

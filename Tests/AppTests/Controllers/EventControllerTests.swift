@@ -56,4 +56,18 @@ struct EventControllerTests {
             #expect(try await app.testing().sendRequest(.GET, "/api/v1/events").status == .unauthorized)
         }
     }
+
+    @Test("Stored event data nested as deep as the parser reads (511 levels) is served, not a 500")
+    func deepEventData() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let admin = try await adminToken(app)
+            var deep: JSONValue = "bottom"
+            for _ in 0..<510 { deep = .array([deep]) }
+            try await app.writeEvent("execution.progress", owner: nil, data: ["deep": deep])
+            let res = try await app.testing().sendRequest(.GET, "/api/v1/events?types=execution.progress", headers: ["Authorization": "Bearer \(admin)"])
+            #expect(res.status == .ok, "\(res.body.string.prefix(300))")
+            #expect(res.body.string.contains("bottom"))
+        }
+    }
 }

@@ -163,6 +163,32 @@ struct HTTPBasicsTests {
         }
     }
 
+    @Test("A client that hangs up in the middle of its body is a client abort: a 4xx in logs and metrics, never a 5xx or an error line")
+    func clientAbortMidBody() async throws {
+        try await withTestApp { app in
+            let sink = LogSink()
+            var logger = Logger(label: "steward.test") { label in JSONLogHandler(label: label, write: { sink.append($0) }) }
+            logger.logLevel = .info
+            app.logger = logger
+            try await app.withLiveServer { port in
+                let raw = try await RawConnection.connect(port: port)
+                let head = "POST /api/v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    + "Content-Length: 1000\r\nX-Request-ID: abort-1\r\n\r\n{\"email\": \"someone@exa"
+                try await raw.send(Array(head.utf8))
+                try await Task.sleep(for: .milliseconds(100))
+                await raw.close()
+                try await eventually(5, "the request's log line") {
+                    sink.lines.contains { JSONValue.parse($0).object?["requestId"] == "abort-1" }
+                }
+            }
+            let line = try #require(sink.lines.map(JSONValue.parse).compactMap(\.object).first { $0["requestId"] == "abort-1" && $0["status"] != nil })
+            let status = Int(line["status"]?.stringValue ?? "") ?? 0
+            #expect((400..<500).contains(status), "\(line)")
+            #expect(!sink.lines.contains { $0.contains("Unhandled error") }, "\(sink.lines)")
+            #expect(try await metricValue(app, #"steward_http_request_duration_seconds_count{method="POST",route="/api/v1/auth/login",status="5xx"}"#) == nil)
+        }
+    }
+
     @Test("A body over STEWARD_MAX_BODY_SIZE is 413 payload_too_large")
     func oversizedBody() async throws {
         try await withTestApp(environment: ["STEWARD_MAX_BODY_SIZE": "1kb"]) { app in

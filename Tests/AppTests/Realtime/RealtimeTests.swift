@@ -68,6 +68,28 @@ struct SSETests {
         }
     }
 
+    @Test("resourceId filters the stream whatever the case the client spells the id in")
+    func resourceFilterAnyCase() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            await quick(app)
+            let alice = try await person(app, "alice")
+            let resource = UUID()
+            try await app.withLiveServer { port in
+                let upper = try await SSEClient.open(port: port, path: "/api/v1/events/stream?resourceId=\(resource.uuidString)", headers: auth(alice.token))
+                let lower = try await SSEClient.open(port: port, path: "/api/v1/events/stream?resourceId=\(resource.uuidString.lowercased())", headers: auth(alice.token))
+                try await app.writeEvent("execution.progress", owner: alice.id, resourceID: UUID().uuidString.lowercased())
+                let seq = try await app.writeEvent("execution.progress", owner: alice.id, resourceID: resource.uuidString.lowercased())
+                for stream in [upper, lower] {
+                    let message = try #require(try await stream.nextEvent())
+                    #expect(message.seq == seq, "only the filtered resource's event")
+                    #expect(JSONValue.parse(message.data).object?["resourceId"] == .string(resource.uuidString.lowercased()))
+                    stream.close()
+                }
+            }
+        }
+    }
+
     @Test("Reconnecting with Last-Event-ID replays what was missed, then goes live: no gap, no duplicate, in order")
     func replayAtSwitchOver() async throws {
         try await withTestApp { app in
@@ -487,6 +509,26 @@ struct WebSocketTests {
                 try await eventually(5, "the close frame") { raw.bytes.count >= handshake + 4 }
                 #expect(Array(raw.bytes[handshake..<handshake + 4]) == [0x88, 0x02, 0x03, 0xF1], "close 1009")
                 await raw.close()
+            }
+        }
+    }
+
+    @Test("A single frame over 64 KiB gets close 1009, and the connection is cut even if the peer never answers")
+    func oversizedSingleFrame() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            await quick(app) { $0.pingInterval = .seconds(30) }
+            let alice = try await person(app, "alice")
+            try await app.withLiveServer { port in
+                let raw = try await RawConnection.connect(port: port)
+                try await raw.upgrade(path: "/api/v1/ws", headers: ["Authorization": "Bearer \(alice.token)"])
+                let handshake = raw.bytes.count
+                try await raw.send(RawConnection.frame(opcode: 0x1, payload: Array(repeating: UInt8(ascii: "a"), count: 70 * 1024)))
+                try await eventually(5, "the close frame") { raw.bytes.count >= handshake + 4 }
+                #expect(Array(raw.bytes[handshake..<handshake + 4]) == [0x88, 0x02, 0x03, 0xF1], "close 1009")
+                // The peer never answers the close frame; the server closes the TCP connection after the grace (0.5 s
+                // here), not only after missed pings (30 s here).
+                try await raw.waitClosed(timeout: 5)
             }
         }
     }

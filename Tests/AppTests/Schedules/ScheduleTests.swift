@@ -33,7 +33,7 @@ private func fetch(_ app: Application, _ token: String, _ id: UUID) async throws
 
 private func fireJobs(_ app: Application, for id: UUID) async throws -> Int {
     try await Job.query(on: app.db).filter(\.$kind == ScheduleService.fireKind).all()
-        .filter { JSONValue.parse($0.payload).object?["scheduleId"]?.stringValue == id.uuidString }.count
+        .filter { JSONValue.parse($0.payload).object?["scheduleId"]?.stringValue.flatMap(UUID.init(uuidString:)) == id }.count
 }
 
 /// Runs the queued `schedule.fire` jobs only, leaving the executions they start queued.

@@ -154,11 +154,13 @@ struct WebhookTests {
                 #expect(received.count == 4, "queued, running, progress, succeeded — only to the owner's webhook")
                 #expect(received.allSatisfy { verifies($0, secret: secret) })
                 #expect(received.allSatisfy { $0.headers.first(name: "X-Team") == "blue" })
-                #expect(received.allSatisfy { $0.headers.first(name: "User-Agent")?.hasPrefix("Steward") == true })
+                #expect(received.allSatisfy { $0.headers.first(name: "User-Agent") == "Steward-Webhooks/\(StewardVersion.current)" })
                 let bodies = received.map { JSONValue.parse($0.body).object ?? [:] }
                 #expect(bodies.map { $0["type"]?.stringValue ?? "" } == ["execution.queued", "execution.running", "execution.progress", "execution.succeeded"])
                 let last = try #require(bodies.last?["data"]?.object)
                 #expect(last["resourceId"] == .string(execution.id.uuidString.lowercased()))
+                #expect(last["id"] == .string(execution.id.uuidString.lowercased()), "the execution's id as the API writes it")
+                #expect(ContractConformanceTests.upperCaseIDs(in: received.map(\.body).joined()).isEmpty, "no upper-case id in any payload")
                 #expect(last["eventId"]?.stringValue == received.last?.headers.first(name: "webhook-id"))
                 #expect(last["seq"] != nil)
 
