@@ -24,3 +24,6 @@ STEWARD_BIN=.build/debug/steward scripts/webhook-interop.sh
 
 echo "==> suite on PostgreSQL"
 scripts/test-postgres.sh --skip-build
+
+echo "==> contract conformance: a Python client's walk and schemathesis against openapi.yaml"
+STEWARD_BIN=.build/debug/steward scripts/test-conformance.sh
