@@ -28,9 +28,18 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
     ],
     targets: [
+        // The exact bytes Steward stores and serves: JSON text, RFC 3339 times, ids. No Vapor, no domain.
+        .target(
+            name: "StewardFormats",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "App",
             dependencies: [
+                .target(name: "StewardFormats"),
                 .product(name: "Vapor", package: "vapor"),
                 .product(name: "Fluent", package: "fluent"),
                 .product(name: "FluentSQLiteDriver", package: "fluent-sqlite-driver"),
@@ -51,6 +60,11 @@ let package = Package(
         .executableTarget(
             name: "steward",
             dependencies: [.target(name: "App")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "StewardFormatsTests",
+            dependencies: [.target(name: "StewardFormats")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -2,6 +2,7 @@ import Foundation
 import JWT
 import NIOConcurrencyHelpers
 import Vapor
+import StewardFormats
 
 /// The claims of an access token.
 struct AccessTokenClaims: JWTPayload {

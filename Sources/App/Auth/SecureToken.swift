@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import StewardFormats
 
 /// Random opaque tokens and their stored hashes.
 public enum SecureToken {

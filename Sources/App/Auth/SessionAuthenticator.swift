@@ -1,5 +1,6 @@
 import Fluent
 import Vapor
+import StewardFormats
 
 /// Logs the caller in from a bearer access token or the session cookie, checking on every request that the
 /// session is live and the user active, so logout, revocation and suspension take effect at once.

@@ -1,4 +1,5 @@
 import Vapor
+import StewardFormats
 
 /// `steward audit verify`.
 struct AuditCommandGroup: AsyncCommandGroup {

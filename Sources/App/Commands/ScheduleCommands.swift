@@ -1,5 +1,6 @@
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// `steward schedule list|run-now`.
 struct ScheduleCommandGroup: AsyncCommandGroup {

@@ -1,4 +1,5 @@
 import Vapor
+import StewardFormats
 
 /// `steward user create|list|set-role|unlock|disable`: the same service functions as the admin API.
 struct UserCommandGroup: AsyncCommandGroup {

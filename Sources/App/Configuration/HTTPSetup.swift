@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import Vapor
+import StewardFormats
 
 /// Server address, limits, encoders and the middleware stack.
 enum HTTPSetup {

@@ -1,4 +1,5 @@
 import Vapor
+import StewardFormats
 
 /// `/api/v1/auth`: accounts, logins, tokens, sessions, password reset, email verification and TOTP.
 struct AuthController: RouteCollection {

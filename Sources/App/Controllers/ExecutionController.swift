@@ -1,4 +1,5 @@
 import Vapor
+import StewardFormats
 
 /// `/api/v1/executions`: run skills and follow, cancel or roll back their runs.
 struct ExecutionController: RouteCollection {

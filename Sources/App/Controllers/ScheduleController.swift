@@ -1,4 +1,5 @@
 import Vapor
+import StewardFormats
 
 /// `/api/v1/schedules`: cron schedules of skills. Reading needs executions:read; creating, changing, deleting
 /// and running one needs skills:execute. Owner-scoped: another user's schedule is 404 (admins see all).

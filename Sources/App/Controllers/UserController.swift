@@ -1,4 +1,5 @@
 import Vapor
+import StewardFormats
 
 /// `/api/v1/users`: account administration (users:read to look, users:manage to change).
 struct UserController: RouteCollection {

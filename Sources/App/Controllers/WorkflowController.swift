@@ -1,4 +1,5 @@
 import Vapor
+import StewardFormats
 
 /// `/api/v1/workflows`: the catalogue (workflows:read to look, workflows:write to change) and runs (skills:execute
 /// to start, cancel or roll back one; runs are owner-scoped like executions).

@@ -1,4 +1,5 @@
 import Vapor
+import StewardFormats
 
 /// Reads a JSON object body field by field for a draft: unknown fields and wrong types become one problem each,
 /// and `finish()` throws them all at once as a 422.

@@ -1,6 +1,7 @@
 import Fluent
 import Foundation
 import Vapor
+import StewardFormats
 
 /// `?limit=` (1-100, default 20) and `?cursor=` (opaque), validated: absurd values are 422, never 500.
 struct PageRequest: Sendable {

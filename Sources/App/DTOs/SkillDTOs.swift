@@ -1,5 +1,6 @@
 import Foundation
 import Vapor
+import StewardFormats
 
 /// A skill as the API shows it. HTTP runner header values are redacted: they often carry credentials.
 struct SkillResponse: Content {

@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// The job handlers that move executions through their lifecycle.
 struct ExecutionJobs: Sendable {

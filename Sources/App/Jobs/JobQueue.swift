@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// A job a worker holds under a lease. Every write about it is fenced by `token`.
 struct ClaimedJob: Sendable {

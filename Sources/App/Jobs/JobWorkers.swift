@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// Thrown by a handler whose lease was lost: it must write nothing more.
 struct LeaseLost: Error {}

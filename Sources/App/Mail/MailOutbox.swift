@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// Queues mail in the database (inside the caller's transaction) and delivers it with retries.
 public struct MailOutbox: Sendable {

@@ -3,6 +3,7 @@ import Fluent
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// `Idempotency-Key` on unsafe requests of an authenticated caller: the same key and the same request within
 /// 24 hours get the first response again; the same key with a different request is 422; the same key while the

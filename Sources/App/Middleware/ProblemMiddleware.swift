@@ -1,6 +1,7 @@
 import NIOHTTP1
 import SQLiteNIO
 import Vapor
+import StewardFormats
 
 /// Turns every error into an RFC 9457 problem response; a 500 never shows internals.
 struct ProblemMiddleware: AsyncMiddleware {

@@ -1,4 +1,5 @@
 import Vapor
+import StewardFormats
 
 extension Request {
     private struct RequestIDKey: StorageKey { typealias Value = String }

@@ -1,5 +1,6 @@
 import Fluent
 import Foundation
+import StewardFormats
 
 /// A key for automation: `stw_<prefix>_<secret>`. Only the SHA-256 of the whole key is stored.
 public final class APIKey: Model, @unchecked Sendable {

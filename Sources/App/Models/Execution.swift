@@ -1,5 +1,6 @@
 import Fluent
 import Foundation
+import StewardFormats
 
 /// One run of a skill with some input.
 public final class Execution: Model, @unchecked Sendable {

@@ -1,5 +1,6 @@
 import Fluent
 import Foundation
+import StewardFormats
 
 /// A runnable unit in the catalogue. `tags`, `inputSchema` and `runner` are stored as canonical JSON text.
 public final class Skill: Model, @unchecked Sendable {

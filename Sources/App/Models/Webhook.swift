@@ -1,5 +1,6 @@
 import Fluent
 import Foundation
+import StewardFormats
 
 /// A webhook subscription: where to POST which events. The secret is stored AES-GCM encrypted.
 public final class Webhook: Model, @unchecked Sendable {

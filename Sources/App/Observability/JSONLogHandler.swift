@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import StewardFormats
 
 /// Writes each log line as one JSON object: `{"ts","level","message","label","requestId",...metadata}`.
 public struct JSONLogHandler: LogHandler {

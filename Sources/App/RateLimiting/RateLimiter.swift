@@ -4,6 +4,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// One limit: `limit` requests per `window` seconds, enforced with GCRA; a limit of 0 turns it off.
 public struct RateLimitPolicy: Sendable, Equatable {

@@ -1,5 +1,6 @@
 import Foundation
 import Vapor
+import StewardFormats
 
 /// An event as `GET /api/v1/events`, SSE and WebSocket show it.
 struct EventResponse: Content, Sendable {

@@ -6,6 +6,7 @@ import NIOCore
 import Vapor
 import NIOWebSocket
 import WebSocketKit
+import StewardFormats
 
 /// One WebSocket at `/api/v1/ws`. The client sends
 /// `{"op":"subscribe","types":["execution.*"],"resourceId":"…","after":42}` (every field optional) and

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Vapor
+import StewardFormats
 
 /// Runs a skill hosted elsewhere: POSTs `{executionId, input, callbackUrl, callbackToken}` to the skill's URL.
 /// A 2xx JSON answer is the output; 3xx (redirects are never followed) and 4xx are failures the skill reports;

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import Vapor
+import StewardFormats
 
 /// Resolves host names; behind a protocol so tests can simulate DNS (rebinding included).
 protocol AddressResolver: Sendable {

@@ -1,4 +1,5 @@
 import Foundation
+import StewardFormats
 
 /// What a runner is given: the input, the skill's runner settings, and a way to report progress.
 struct RunContext: Sendable {

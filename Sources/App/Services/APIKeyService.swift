@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// Creates, lists and revokes API keys. Non-admins see only their own keys; another owner's id is a 404.
 struct APIKeyService: Sendable {

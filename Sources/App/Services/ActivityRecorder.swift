@@ -2,6 +2,7 @@ import Crypto
 import Fluent
 import Foundation
 import SQLKit
+import StewardFormats
 
 /// Names of the rows in `ledger_heads`.
 enum LedgerHead {

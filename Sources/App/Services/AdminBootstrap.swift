@@ -1,5 +1,6 @@
 import Fluent
 import Vapor
+import StewardFormats
 
 /// Creates the first admin account when the database has no user yet.
 public struct AdminBootstrap: Sendable {

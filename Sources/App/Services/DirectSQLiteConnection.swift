@@ -5,6 +5,7 @@ import SQLiteKit
 import SQLKit
 // sqlite-nio's C target (the same SQLite library the driver links); it has no product of its own.
 import VaporCSQLite
+import StewardFormats
 
 /// A SQLite error from a connection of our own (the writer's, or a reader's), with SQLite's extended result code.
 struct SQLiteDirectError: Error, CustomStringConvertible, DatabaseError {

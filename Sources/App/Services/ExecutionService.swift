@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// An execution as the API shows it.
 struct ExecutionResponse: Content, Equatable {

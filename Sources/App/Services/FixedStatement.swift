@@ -1,6 +1,7 @@
 import Foundation
 import SQLiteKit
 import SQLKit
+import StewardFormats
 
 /// A statement run on every execution (its inserts, transitions and job updates), its text made once: `?` where
 /// each value goes. On the SQLite writer the text and the values go to SQLite as they are; elsewhere (PostgreSQL)

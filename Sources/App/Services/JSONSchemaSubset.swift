@@ -1,4 +1,5 @@
 import Foundation
+import StewardFormats
 
 /// The part of JSON Schema that skills may use for `inputSchema`, checked at save time and used to validate
 /// execution input with a problem per field.

@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// The built-in maintenance tasks, run by the scheduler on UTC cron expressions through the job queue: session,
 /// token and finished-job cleanup, audit retention, webhook history retention, and (on SQLite) a nightly backup

@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// A schedule as the API shows it.
 struct ScheduleResponse: Content {

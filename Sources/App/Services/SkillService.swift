@@ -3,6 +3,7 @@ import FluentSQL
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// The skills catalogue: create, read, search, update, delete, favourites and stats.
 /// Everyone with skills:read sees every skill; only its creator or an admin may change or delete it.
@@ -425,23 +426,5 @@ struct SkillService: Sendable {
             added.append(slug)
         }
         return added
-    }
-}
-
-extension JSONValue {
-    var stringValue: String? {
-        if case .string(let text) = self { return text }
-        return nil
-    }
-
-    var object: [String: JSONValue]? {
-        if case .object(let fields) = self { return fields }
-        return nil
-    }
-
-    /// A number that is a whole number (JSON has no integers of its own).
-    var intValue: Int? {
-        if case .number(let number) = self, number.rounded() == number, abs(number) < 1e15 { return Int(number) }
-        return nil
     }
 }

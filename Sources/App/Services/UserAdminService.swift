@@ -3,6 +3,7 @@ import FluentSQL
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// Administration of accounts: search, status, soft delete, roles and unlock. The CLI calls the same functions.
 /// The last active admin can never be demoted, disabled or deleted.

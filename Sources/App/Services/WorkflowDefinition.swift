@@ -1,4 +1,5 @@
 import Foundation
+import StewardFormats
 
 /// One step of a workflow: a skill run with input that may reference the workflow's input and the outputs of the
 /// steps it depends on.

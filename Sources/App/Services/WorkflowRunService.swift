@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// A run as the API shows it.
 struct WorkflowRunResponse: Content {

@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// Sends one delivery attempt: signs the stored body (Standard Webhooks), POSTs it through the outbound guard,
 /// records the attempt, and schedules the next one, finishes the delivery, or disables the endpoint.

@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// Reads the event log in `seq` order and turns each event into one delivery per matching subscription the
 /// event's owner allows. Its position is stored in `ledger_heads` and advanced in the same transaction as the

@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import SQLKit
 import Vapor
+import StewardFormats
 
 /// A subscription as the API shows it; the secret only once, at creation or rotation.
 struct WebhookResponse: Content {

@@ -3,6 +3,7 @@ import Testing
 import Vapor
 import VaporTesting
 @testable import App
+import StewardFormats
 
 /// What a client that is not Swift sees: the exact text of ids, nulls and cursors, read as JSON text and never
 /// through Swift's forgiving decoders.

@@ -4,6 +4,7 @@ import Testing
 import Vapor
 import VaporTesting
 @testable import App
+import StewardFormats
 
 @Suite("GET /api/v1/events")
 struct EventControllerTests {

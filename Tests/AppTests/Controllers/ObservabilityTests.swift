@@ -6,6 +6,7 @@ import Testing
 import Vapor
 import VaporTesting
 @testable import App
+import StewardFormats
 
 /// Every JSON log line the test process writes once `install()` ran: the real handler, writing to memory.
 /// The logging system is process-wide and set once, so tests find their own lines by request id or content.

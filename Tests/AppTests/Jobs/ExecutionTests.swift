@@ -6,6 +6,7 @@ import Testing
 import Vapor
 import VaporTesting
 @testable import App
+import StewardFormats
 
 /// A built-in runner that succeeds once `gate` finishes.
 private struct HeldRunner: SkillRunner {

@@ -4,6 +4,7 @@ import Testing
 import Vapor
 import VaporTesting
 @testable import App
+import StewardFormats
 
 /// A remote skill on loopback: a real HTTP server that records what it receives.
 final class FakeRunnerServer: @unchecked Sendable {

@@ -4,6 +4,7 @@ import Testing
 import Vapor
 import VaporTesting
 @testable import App
+import StewardFormats
 
 /// A body shape the test route decodes, to exercise the real decoding and error path.
 private struct Widget: Content {

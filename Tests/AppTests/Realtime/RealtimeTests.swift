@@ -7,6 +7,7 @@ import Testing
 import Vapor
 import VaporTesting
 @testable import App
+import StewardFormats
 
 /// A signed-in user for stream tests.
 private struct Person {

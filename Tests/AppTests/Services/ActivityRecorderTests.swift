@@ -4,6 +4,7 @@ import SQLKit
 import Testing
 import VaporTesting
 @testable import App
+import StewardFormats
 
 private struct Rollback: Error {}
 

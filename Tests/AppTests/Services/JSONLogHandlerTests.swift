@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Testing
 @testable import App
+import StewardFormats
 
 private final class LineSink: @unchecked Sendable {
     private let lock = NSLock()

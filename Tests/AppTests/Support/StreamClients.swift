@@ -8,6 +8,7 @@ import Testing
 import Vapor
 import WebSocketKit
 @testable import App
+import StewardFormats
 
 struct TimedOut: Error, CustomStringConvertible {
     let what: String

@@ -4,6 +4,7 @@ import SQLKit
 import Testing
 import VaporTesting
 @testable import App
+import StewardFormats
 
 /// Which database the suite runs on: PostgreSQL when `TEST_DATABASE_URL` is set, else a SQLite file per test.
 enum TestDatabase {

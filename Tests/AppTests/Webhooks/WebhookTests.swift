@@ -5,6 +5,7 @@ import Testing
 import Vapor
 import VaporTesting
 @testable import App
+import StewardFormats
 
 /// A webhook receiver on loopback that records each request and answers from a script of statuses.
 final class WebhookReceiver: @unchecked Sendable {

@@ -5,6 +5,7 @@ import Testing
 import Vapor
 import VaporTesting
 @testable import App
+import StewardFormats
 
 private func send(_ app: Application, _ method: HTTPMethod, _ path: String, token: String, json: String? = nil) async throws -> TestingHTTPResponse {
     var headers: HTTPHeaders = ["Authorization": "Bearer \(token)"]

@@ -4,6 +4,7 @@ import Testing
 import Vapor
 import VaporTesting
 @testable import App
+import StewardFormats
 
 private func attempt(_ app: Application, email: String, password: String) async throws -> TestingHTTPResponse {
     try await app.testing().sendRequest(.POST, "/api/v1/auth/login", beforeRequest: { req in

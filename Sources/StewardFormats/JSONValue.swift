@@ -59,7 +59,7 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
 
 extension JSONEncoder {
     /// Sorted keys and no pretty-printing: the same value always gives the same bytes.
-    static var canonical: JSONEncoder {
+    package static var canonical: JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
@@ -69,9 +69,27 @@ extension JSONEncoder {
 
 extension JSONDecoder {
     /// The decoder for API bodies: RFC 3339 timestamps.
-    static var api: JSONDecoder {
+    package static var api: JSONDecoder {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
         return decoder
+    }
+}
+
+extension JSONValue {
+    package var stringValue: String? {
+        if case .string(let text) = self { return text }
+        return nil
+    }
+
+    package var object: [String: JSONValue]? {
+        if case .object(let fields) = self { return fields }
+        return nil
+    }
+
+    /// A number that is a whole number (JSON has no integers of its own).
+    package var intValue: Int? {
+        if case .number(let number) = self, number.rounded() == number, abs(number) < 1e15 { return Int(number) }
+        return nil
     }
 }

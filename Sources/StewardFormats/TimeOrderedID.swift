@@ -12,7 +12,7 @@ extension UUID {
     /// indexes on PostgreSQL gain the same way.
     ///
     /// Not for anything that must be unguessable (tokens, secrets): 48 of its bits are the time.
-    static func timeOrdered(at date: Date = Date()) -> UUID {
+    package static func timeOrdered(at date: Date = Date()) -> UUID {
         // Random bits (`IDRandom`), with the time over the first 48, the version set to 7 and the variant to 10.
         var bytes = IDRandom.uuidBytes()
         let milliseconds = UInt64(max(0, (date.timeIntervalSince1970 * 1000).rounded(.down)))

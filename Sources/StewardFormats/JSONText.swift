@@ -9,12 +9,12 @@ import NIOCore
 /// control characters escaped (`\b \f \n \r \t`, others as `\u00xx`), nothing else; whole numbers below 10^15 as
 /// integers, other numbers as Swift prints a `Double` without a trailing `.0`. Where the encoder refuses a value
 /// (a number that is not finite, nesting deeper than 512), the whole text is `null`, as it was.
-enum JSONText {
-    static let maximumDepth = 512
+package enum JSONText {
+    package static let maximumDepth = 512
 
     // MARK: Writing
 
-    static func canonical(_ value: JSONValue) -> String {
+    package static func canonical(_ value: JSONValue) -> String {
         var writer = Writer()
         guard writer.write(value, depth: 0) else { return "null" }
         return String(decoding: writer.bytes, as: UTF8.self)
@@ -99,19 +99,19 @@ enum JSONText {
 
     /// The value of a body's bytes, or nil when they are not one JSON text: not UTF-8 exactly (`String(buffer:)`
     /// repairs invalid UTF-8, and the repaired text is not the body), or not JSON by `parse`.
-    static func parse(_ body: ByteBuffer) -> JSONValue? {
+    package static func parse(_ body: ByteBuffer) -> JSONValue? {
         let text = String(buffer: body)
         return text.utf8.elementsEqual(body.readableBytesView) ? parse(text) : nil
     }
 
-    static func isJSON(_ body: ByteBuffer) -> Bool {
+    package static func isJSON(_ body: ByteBuffer) -> Bool {
         parse(body) != nil
     }
 
     /// The value of a JSON text (RFC 8259, any value at the top, whitespace around it), or nil when it is not JSON:
     /// bad syntax, an unpaired surrogate escape, a number too large for a `Double`, or nesting deeper than 512.
     /// It reads what `JSONDecoder` read, except that a trailing comma, which the decoder let pass, is not JSON.
-    static func parse(_ text: String) -> JSONValue? {
+    package static func parse(_ text: String) -> JSONValue? {
         var text = text
         return text.withUTF8 { buffer -> JSONValue? in
             var parser = Parser(bytes: buffer)

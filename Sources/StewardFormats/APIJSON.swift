@@ -1,5 +1,4 @@
 import Foundation
-import Vapor
 
 /// The one JSON encoding of everything Steward serves: API bodies, problems, event and stream messages.
 ///
@@ -12,8 +11,8 @@ import Vapor
 ///
 /// Dates are RFC 3339 UTC to the second (`RFC3339`); `JSONValue` is written as `JSONText` writes it (keys sorted);
 /// strings and numbers as `JSONText` writes them. Other keys keep the order in which they were encoded.
-enum APIJSON {
-    static func encode<T: Encodable>(_ value: T, userInfo: [CodingUserInfoKey: any Sendable] = [:]) throws -> [UInt8] {
+package enum APIJSON {
+    package static func encode<T: Encodable>(_ value: T, userInfo: [CodingUserInfoKey: any Sendable] = [:]) throws -> [UInt8] {
         let encoder = TreeEncoder(codingPath: [], userInfo: userInfo)
         let node = try encoder.box(value)
         var writer = JSONText.Writer()
@@ -21,11 +20,11 @@ enum APIJSON {
         return writer.bytes
     }
 
-    static func string<T: Encodable>(_ value: T) throws -> String {
+    package static func string<T: Encodable>(_ value: T) throws -> String {
         String(decoding: try encode(value), as: UTF8.self)
     }
 
-    static func data<T: Encodable>(_ value: T) throws -> Data {
+    package static func data<T: Encodable>(_ value: T) throws -> Data {
         Data(try encode(value))
     }
 
@@ -275,18 +274,5 @@ enum APIJSON {
         mutating func encode(_ value: UInt32) throws { encoder.node = .uint(UInt64(value)) }
         mutating func encode(_ value: UInt64) throws { encoder.node = .uint(value) }
         mutating func encode<T: Encodable>(_ value: T) throws { encoder.node = try encoder.box(value) }
-    }
-}
-
-/// `APIJSON` as the JSON encoder of Vapor's content system, so every `Content` response is written by it.
-struct APIJSONContentEncoder: ContentEncoder {
-    func encode<E: Encodable>(_ encodable: E, to body: inout ByteBuffer, headers: inout HTTPHeaders) throws {
-        try encode(encodable, to: &body, headers: &headers, userInfo: [:])
-    }
-
-    func encode<E: Encodable>(_ encodable: E, to body: inout ByteBuffer, headers: inout HTTPHeaders,
-                              userInfo: [CodingUserInfoKey: any Sendable]) throws {
-        headers.contentType = .json
-        body.writeBytes(try APIJSON.encode(encodable, userInfo: userInfo))
     }
 }

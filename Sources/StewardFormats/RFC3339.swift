@@ -3,8 +3,8 @@ import Foundation
 /// RFC 3339 timestamps in UTC to the second (`2026-11-22T13:57:12Z`), the form the API writes: what
 /// `Date.ISO8601FormatStyle()` and `ISO8601DateFormatter()` write, without their calendar machinery, which showed
 /// in profiles of every execution transition (event data carries the execution's times) and every API response.
-enum RFC3339 {
-    static func string(from date: Date) -> String {
+package enum RFC3339 {
+    package static func string(from date: Date) -> String {
         // Years 1583-9999 only (below); anything far outside, including what would not fit an Int64, goes to Foundation.
         guard abs(date.timeIntervalSince1970) < 1e12 else { return date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: false)) }
         let seconds = Int64((date.timeIntervalSince1970).rounded(.down))
