@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates Sources/App/Resources/*.swift from the files they embed, so the server stays one binary.
+# Regenerates Sources/App/Platform/Resources/*.swift from the files they embed, so the server stays one binary.
 # Run after editing openapi.yaml or assets/; a test fails while an embedded copy differs from its file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,6 @@ embed() { # embed <source file> <enum name> <property> <output>
   } > "$output"
 }
 
-embed openapi.yaml OpenAPIDocument yaml Sources/App/Resources/OpenAPIDocument.swift
-embed assets/common-passwords.txt CommonPasswords list Sources/App/Resources/CommonPasswords.swift
+embed openapi.yaml OpenAPIDocument yaml Sources/App/Platform/Resources/OpenAPIDocument.swift
+embed assets/common-passwords.txt CommonPasswords list Sources/App/Platform/Resources/CommonPasswords.swift
 echo "embedded openapi.yaml and assets/common-passwords.txt"
