@@ -38,7 +38,7 @@ struct EventController: RouteCollection {
             for event in batch {
                 scanned += 1
                 last = event.seq
-                if Webhook.matches(filters: filters, type: event.type), WebhookDispatcher.may(try caller.user.requireID(), grants: caller.grants, see: event) {
+                if Webhook.matches(filters: filters, type: event.type), EventVisibility.may(try caller.user.requireID(), grants: caller.grants, see: event) {
                     items.append(EventResponse(event))
                     if items.count == page.limit { break scan }
                 }

@@ -7,6 +7,61 @@ import StewardFormats
 /// The job handlers that move executions through their lifecycle.
 struct ExecutionJobs: Sendable {
     let app: Application
+    /// The worker's offer to take its next job when this one settles (`FollowOnClaim`).
+    var followOn: FollowOnClaim? = nil
+
+    /// Registers the `execution.run` and `execution.rollback` handlers.
+    static func register(in handlers: JobHandlers) {
+        handlers.register(ExecutionService.runKind, RunHandler())
+        handlers.register(ExecutionService.rollbackKind, RollbackHandler())
+    }
+
+    /// `execution.run`: runs the skill; a retried attempt puts the execution back in the queue, and a job that
+    /// gave up fails the execution.
+    struct RunHandler: JobHandler {
+        func run(_ job: ClaimedJob, context: JobContext, app: Application) async throws {
+            try await ExecutionJobs(app: app, followOn: context.followOn).run(job)
+        }
+
+        func willRetry(_ job: ClaimedJob, reason: String, app: Application) async throws {
+            guard let execution = try await ExecutionJobs(app: app).execution(for: job.payload) else { return }
+            try await app.writeTransaction { db in
+                execution.status = .queued
+                try await execution.save(on: db)
+                try await ExecutionService(app: app).record(execution, level: "warning", message: "attempt \(job.attempts) failed: \(reason); retrying", on: db)
+            }
+        }
+
+        func gaveUp(kind: String, payload: JSONValue, reason: String, app: Application) async {
+            do {
+                guard let execution = try await ExecutionJobs(app: app).execution(for: payload), !execution.status.isFinished else { return }
+                try await app.writeTransaction { db in
+                    execution.error = reason
+                    try await ExecutionService(app: app).transition(execution, to: .failed, message: "failed: \(reason)", level: "error", on: db)
+                }
+            } catch {
+                app.logger.error("Could not record a failed job: \(String(describing: error))")
+            }
+        }
+    }
+
+    /// `execution.rollback`: runs the skill's undo; a job that gave up says so in the execution's history.
+    struct RollbackHandler: JobHandler {
+        func run(_ job: ClaimedJob, context: JobContext, app: Application) async throws {
+            try await ExecutionJobs(app: app, followOn: context.followOn).rollback(job)
+        }
+
+        func gaveUp(kind: String, payload: JSONValue, reason: String, app: Application) async {
+            do {
+                guard let execution = try await ExecutionJobs(app: app).execution(for: payload) else { return }
+                try await app.writeTransaction { db in
+                    try await ExecutionService(app: app).record(execution, level: "error", message: "rollback failed: \(reason)", on: db)
+                }
+            } catch {
+                app.logger.error("Could not record a failed job: \(String(describing: error))")
+            }
+        }
+    }
 
     private var now: Date { app.wallClock.now() }
     private var service: ExecutionService { ExecutionService(app: app) }
@@ -136,7 +191,7 @@ struct ExecutionJobs: Sendable {
     private func settle(_ job: ClaimedJob, _ execution: Execution, skill: Skill? = nil, start: DeferredStart? = nil,
                         _ change: @escaping @Sendable (any Database) async throws -> Void) async throws {
         let early = await start?.takeForSettle()
-        let followOn = JobQueue.followOn
+        let followOn = self.followOn
         let next = try await app.writeTransaction { db -> ClaimedJob? in
             let queue = JobQueue(app: app)
             guard try await queue.finish(job, status: .succeeded, on: db) else { throw LeaseLost() }

@@ -269,8 +269,8 @@ struct ExecutionService: Sendable {
         }
         try await record(execution, level: level, message: message, on: db)
         try await recordActivity(execution, actor: actor, actorType: actorType, origin: origin, on: db)
-        // A step of a workflow run: its run looks again, once this transaction commits.
-        if status.isFinished { try await WorkflowRunService.executionFinished(execution, app: app, on: db) }
+        // Whoever waits on it (a workflow run it is a step of) looks again, once this transaction commits.
+        if status.isFinished { try await app.executionOutcomeObservers.executionFinished(execution, app: app, on: db) }
     }
 
     /// The `execution.<status>` event and audit entry for the execution's current status.

@@ -41,12 +41,12 @@ struct StreamEvent: Sendable {
         type = event.type
         resourceType = event.resourceType
         resourceID = event.resourceID
-        owner = WebhookDispatcher.owner(of: event)
+        owner = EventVisibility.owner(of: event)
         json = try APIJSON.string(EventResponse(event))
     }
 
     func visible(to userID: UUID, grants: Grants) -> Bool {
-        WebhookDispatcher.may(userID, grants: grants, resourceType: resourceType, owner: owner)
+        EventVisibility.may(userID, grants: grants, resourceType: resourceType, owner: owner)
     }
 }
 

@@ -435,3 +435,16 @@ extension Application {
         set { storage[SchedulerKey.self] = newValue }
     }
 }
+
+extension ScheduleService {
+    /// Registers the `schedule.fire` handler.
+    static func register(in handlers: JobHandlers) {
+        handlers.register(fireKind, FireHandler())
+    }
+
+    struct FireHandler: JobHandler {
+        func run(_ job: ClaimedJob, context: JobContext, app: Application) async throws {
+            try await ScheduleService(app: app).runFire(job)
+        }
+    }
+}

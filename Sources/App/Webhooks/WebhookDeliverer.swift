@@ -176,3 +176,16 @@ struct WebhookDeliverer: Sendable {
         }
     }
 }
+
+extension WebhookDeliverer {
+    /// Registers the `webhook.deliver` handler; the worker admits deliveries per endpoint and hands them a slot.
+    static func register(in handlers: JobHandlers) {
+        handlers.register(WebhookService.deliverKind, Handler())
+    }
+
+    struct Handler: JobHandler {
+        func run(_ job: ClaimedJob, context: JobContext, app: Application) async throws {
+            try await WebhookDeliverer(app: app).deliver(job, slots: context.slots)
+        }
+    }
+}

@@ -48,33 +48,13 @@ struct WebhookDispatcher: Sendable {
             guard advanced != nil else { return 0 }
             for event in events {
                 for hook in hooks where hook.wants(event.type) {
-                    guard Self.may(hook.$user.id, grants: grants[hook.$user.id] ?? .none, see: event) else { continue }
+                    guard EventVisibility.may(hook.$user.id, grants: grants[hook.$user.id] ?? .none, see: event) else { continue }
                     _ = try await WebhookService(app: app).enqueueDelivery(
                         hook: hook, eventID: try event.requireID(), eventType: event.type, payload: Self.payload(of: event), on: db)
                 }
             }
             return events.count
         }
-    }
-
-    /// Admins see every event; others see events about what they own, and catalogue events with skills:read.
-    static func may(_ userID: UUID, grants: Grants, see event: Event) -> Bool {
-        may(userID, grants: grants, resourceType: event.resourceType, owner: owner(of: event))
-    }
-
-    /// The same rule, for an event whose owner was worked out already (streams check it once per subscriber).
-    static func may(_ userID: UUID, grants: Grants, resourceType: String, owner: UUID?) -> Bool {
-        if grants.permissions.contains(.adminFull) { return true }
-        if resourceType == "skill" { return grants.permissions.contains(.skillsRead) }
-        if resourceType == "workflow" { return grants.permissions.contains(.workflowsRead) }
-        guard let owner else { return false }
-        return owner == userID
-    }
-
-    static func owner(of event: Event) -> UUID? {
-        if event.resourceType == "user" { return event.resourceID.flatMap(UUID.init(uuidString:)) }
-        guard case .object(let data) = JSONValue.parse(event.data) else { return nil }
-        return (data["userId"]?.stringValue).flatMap(UUID.init(uuidString:))
     }
 
     /// `{type, timestamp, data}`, where data holds the envelope fields plus the event's own data.

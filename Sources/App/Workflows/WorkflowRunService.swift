@@ -408,3 +408,25 @@ struct WorkflowRunService: Sendable {
             on: db)
     }
 }
+
+extension WorkflowRunService {
+    /// Registers the `workflow.advance` and `workflow.rollback` handlers, and wakes a run when one of its step
+    /// executions finishes.
+    static func register(in handlers: JobHandlers, observing executions: ExecutionOutcomeObservers) {
+        handlers.register(advanceKind, AdvanceHandler())
+        handlers.register(rollbackKind, RollbackHandler())
+        executions.add { execution, app, db in try await executionFinished(execution, app: app, on: db) }
+    }
+
+    struct AdvanceHandler: JobHandler {
+        func run(_ job: ClaimedJob, context: JobContext, app: Application) async throws {
+            try await WorkflowRunService(app: app).advance(job)
+        }
+    }
+
+    struct RollbackHandler: JobHandler {
+        func run(_ job: ClaimedJob, context: JobContext, app: Application) async throws {
+            try await WorkflowRunService(app: app).rollback(job)
+        }
+    }
+}

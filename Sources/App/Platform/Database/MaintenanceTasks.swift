@@ -173,3 +173,16 @@ struct MaintenanceTasks: Sendable {
         }
     }
 }
+
+extension MaintenanceTasks {
+    /// Registers the maintenance handler (retention, backups).
+    static func register(in handlers: JobHandlers) {
+        handlers.register(runKind, Handler())
+    }
+
+    struct Handler: JobHandler {
+        func run(_ job: ClaimedJob, context: JobContext, app: Application) async throws {
+            try await MaintenanceTasks(app: app).run(job)
+        }
+    }
+}

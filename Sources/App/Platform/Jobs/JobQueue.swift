@@ -188,7 +188,7 @@ struct JobQueue: Sendable {
 
 /// A worker's offer to take its next job in the transaction that settles the one it is running, rather than in a
 /// write of its own afterwards: with SQLite's group commit, each job then waits for one commit instead of two.
-/// The worker loop sets it (`JobQueue.followOn`) around a job; an execution's settle reads it, claims inside its
+/// The worker loop hands it to the job (`JobContext.followOn`); an execution's settle claims inside its
 /// transaction, and hands the job over only once that transaction committed. Webhook deliveries are never taken
 /// this way (the loop admits those against per-endpoint limits).
 final class FollowOnClaim: @unchecked Sendable {
@@ -215,11 +215,6 @@ final class FollowOnClaim: @unchecked Sendable {
             return job
         }
     }
-}
-
-extension JobQueue {
-    /// The running job's worker offers to take its next job when the job settles (`FollowOnClaim`).
-    @TaskLocal static var followOn: FollowOnClaim?
 }
 
 /// Wakes idle workers in this process when a job is enqueued (other instances find work by polling, or by

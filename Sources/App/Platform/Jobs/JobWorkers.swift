@@ -76,7 +76,7 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
                     }
                     lock.withLock { inFlight[job.id] = job }
                     let followOn = FollowOnClaim(worker: name) { [weak self] in self.map { !$0.isStopping } ?? false }
-                    await JobQueue.$followOn.withValue(followOn) { await JobRunner(app: app).run(job) }
+                    await JobRunner(app: app).run(job, context: JobContext(followOn: followOn))
                     next = followOn.take()
                     lock.withLock { _ = inFlight.removeValue(forKey: job.id) }
                     continue
@@ -112,7 +112,7 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
             return
         }
         Task {
-            await JobRunner(app: app).run(job, waitingFor: slots)
+            await JobRunner(app: app).run(job, context: JobContext(slots: slots))
             self.lock.withLock {
                 self.deliveriesPerEndpoint[endpoint, default: 1] -= 1
                 if self.deliveriesPerEndpoint[endpoint] == 0 {
@@ -177,11 +177,11 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
 struct JobRunner: Sendable {
     let app: Application
 
-    /// Runs the job. `slots` (webhook deliveries) bounds the requests in flight to one endpoint: the delivery waits
-    /// for a slot around its request only (the lease is kept alive meanwhile), not around its database work.
-    func run(_ job: ClaimedJob, waitingFor slots: AsyncSemaphore? = nil) async {
+    /// Runs the job with its kind's handler (`JobHandlers`), heartbeating its lease meanwhile; a failure is retried
+    /// or, at the last attempt, reported to the handler.
+    func run(_ job: ClaimedJob, context: JobContext = .none) async {
         let queue = JobQueue(app: app)
-        let work = Task { try await handle(job, slots: slots) }
+        let work = Task { try await handle(job, context: context) }
         let heartbeat = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(max(1, app.appConfig.jobHeartbeatSeconds)))
@@ -214,47 +214,23 @@ struct JobRunner: Sendable {
     }
 
     /// Runs the job's handler, timed by kind for `/metrics` whatever its outcome.
-    private func handle(_ job: ClaimedJob, slots: AsyncSemaphore?) async throws {
+    private func handle(_ job: ClaimedJob, context: JobContext) async throws {
         let started = ContinuousClock.now
         defer { app.metrics.recordJobRun(kind: job.kind, duration: ContinuousClock.now - started) }
-        switch job.kind {
-        case ExecutionService.runKind: try await ExecutionJobs(app: app).run(job)
-        case ExecutionService.rollbackKind: try await ExecutionJobs(app: app).rollback(job)
-        case WebhookService.deliverKind: try await WebhookDeliverer(app: app).deliver(job, slots: slots)
-        case ScheduleService.fireKind: try await ScheduleService(app: app).runFire(job)
-        case MaintenanceTasks.runKind: try await MaintenanceTasks(app: app).run(job)
-        case WorkflowRunService.advanceKind: try await WorkflowRunService(app: app).advance(job)
-        case WorkflowRunService.rollbackKind: try await WorkflowRunService(app: app).rollback(job)
-        default:
+        guard let handler = app.jobHandlers.handler(for: job.kind) else {
             _ = try await app.writeTransaction { db in try await JobQueue(app: app).finish(job, status: .failed, error: "unknown job kind", on: db) }
+            return
         }
+        try await handler.run(job, context: context, app: app)
     }
 
     private func retried(_ job: ClaimedJob, reason: String) async throws {
-        guard job.kind == ExecutionService.runKind, let execution = try await ExecutionJobs(app: app).execution(for: job.payload) else { return }
-        try await app.writeTransaction { db in
-            execution.status = .queued
-            try await execution.save(on: db)
-            try await ExecutionService(app: app).record(execution, level: "warning", message: "attempt \(job.attempts) failed: \(reason); retrying", on: db)
-        }
+        try await app.jobHandlers.handler(for: job.kind)?.willRetry(job, reason: reason, app: app)
     }
 
-    /// A job failed for good: the execution it served ends `failed`.
+    /// A job failed for good: its handler says what that means for the work it served.
     func gaveUp(kind: String, payload: JSONValue, reason: String) async {
-        guard kind == ExecutionService.runKind || kind == ExecutionService.rollbackKind else { return }
-        do {
-            guard let execution = try await ExecutionJobs(app: app).execution(for: payload), !execution.status.isFinished || kind == ExecutionService.rollbackKind else { return }
-            try await app.writeTransaction { db in
-                if kind == ExecutionService.rollbackKind {
-                    try await ExecutionService(app: app).record(execution, level: "error", message: "rollback failed: \(reason)", on: db)
-                } else {
-                    execution.error = reason
-                    try await ExecutionService(app: app).transition(execution, to: .failed, message: "failed: \(reason)", level: "error", on: db)
-                }
-            }
-        } catch {
-            app.logger.error("Could not record a failed job: \(String(describing: error))")
-        }
+        await app.jobHandlers.handler(for: kind)?.gaveUp(kind: kind, payload: payload, reason: reason, app: app)
     }
 }
 

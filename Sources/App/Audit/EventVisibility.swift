@@ -1,0 +1,26 @@
+import Foundation
+import StewardFormats
+
+/// Who may see which event: the one rule behind the event log API, SSE and WebSocket streams, and webhook
+/// deliveries.
+enum EventVisibility {
+    /// Admins see every event; others see events about what they own, and catalogue events with skills:read.
+    static func may(_ userID: UUID, grants: Grants, see event: Event) -> Bool {
+        may(userID, grants: grants, resourceType: event.resourceType, owner: owner(of: event))
+    }
+
+    /// The same rule, for an event whose owner was worked out already (streams check it once per subscriber).
+    static func may(_ userID: UUID, grants: Grants, resourceType: String, owner: UUID?) -> Bool {
+        if grants.permissions.contains(.adminFull) { return true }
+        if resourceType == "skill" { return grants.permissions.contains(.skillsRead) }
+        if resourceType == "workflow" { return grants.permissions.contains(.workflowsRead) }
+        guard let owner else { return false }
+        return owner == userID
+    }
+
+    static func owner(of event: Event) -> UUID? {
+        if event.resourceType == "user" { return event.resourceID.flatMap(UUID.init(uuidString:)) }
+        guard case .object(let data) = JSONValue.parse(event.data) else { return nil }
+        return (data["userId"]?.stringValue).flatMap(UUID.init(uuidString:))
+    }
+}
