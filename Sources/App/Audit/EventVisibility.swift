@@ -18,9 +18,11 @@ enum EventVisibility {
         return owner == userID
     }
 
+    /// The user an event is about: the user itself, or its data's `userId`. Read with `UUID(text:)`, without the C
+    /// scanner, since this runs for every event the hub and the dispatcher read.
     static func owner(of event: Event) -> UUID? {
-        if event.resourceType == "user" { return event.resourceID.flatMap(UUID.init(uuidString:)) }
+        if event.resourceType == "user" { return event.resourceID.flatMap(UUID.init(text:)) }
         guard case .object(let data) = JSONValue.parse(event.data) else { return nil }
-        return (data["userId"]?.stringValue).flatMap(UUID.init(uuidString:))
+        return (data["userId"]?.stringValue).flatMap(UUID.init(text:))
     }
 }
