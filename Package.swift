@@ -16,6 +16,13 @@ let package = Package(
         .package(url: "https://github.com/vapor/fluent.git", from: "4.12.0"),
         .package(url: "https://github.com/vapor/fluent-sqlite-driver.git", from: "4.8.0"),
         .package(url: "https://github.com/vapor/fluent-postgres-driver.git", from: "2.10.0"),
+        // The storage engine's own dependencies, declared rather than reached through the drivers. sqlite-nio is held
+        // to one minor version: StewardSQLite calls the SQLite library it builds (its VaporCSQLite module, which it
+        // does not publish as a product), and one process must link exactly one SQLite.
+        .package(url: "https://github.com/vapor/fluent-kit.git", from: "1.51.0"),
+        .package(url: "https://github.com/vapor/sql-kit.git", from: "3.32.0"),
+        .package(url: "https://github.com/vapor/sqlite-kit.git", from: "4.5.2"),
+        .package(url: "https://github.com/vapor/sqlite-nio.git", .upToNextMinor(from: "1.13.0")),
         .package(url: "https://github.com/vapor/jwt.git", from: "5.1.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -36,10 +43,29 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The storage engine room: direct SQLite connections, the writer and its batches, readers, fixed statements.
+        // No Vapor, no domain: the app registers what batches carry (the ledger) and who hears of commits (the hub).
+        .target(
+            name: "StewardSQLite",
+            dependencies: [
+                .target(name: "StewardFormats"),
+                .product(name: "FluentKit", package: "fluent-kit"),
+                .product(name: "FluentSQL", package: "fluent-kit"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "SQLiteKit", package: "sqlite-kit"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "App",
             dependencies: [
                 .target(name: "StewardFormats"),
+                .target(name: "StewardSQLite"),
                 .product(name: "Vapor", package: "vapor"),
                 .product(name: "Fluent", package: "fluent"),
                 .product(name: "FluentSQLiteDriver", package: "fluent-sqlite-driver"),
@@ -65,6 +91,15 @@ let package = Package(
         .testTarget(
             name: "StewardFormatsTests",
             dependencies: [.target(name: "StewardFormats")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "StewardSQLiteTests",
+            dependencies: [
+                .target(name: "StewardSQLite"),
+                .target(name: "StewardFormats"),
+                .product(name: "FluentSQLiteDriver", package: "fluent-sqlite-driver"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 import Fluent
+import StewardSQLite
 import Vapor
 
 /// Boots the application: each line is one step.

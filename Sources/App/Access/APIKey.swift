@@ -1,6 +1,7 @@
 import Fluent
 import Foundation
 import StewardFormats
+import StewardSQLite
 
 /// A key for automation: `stw_<prefix>_<secret>`. Only the SHA-256 of the whole key is stored.
 public final class APIKey: Model, @unchecked Sendable {
@@ -42,7 +43,7 @@ public final class APIKey: Model, @unchecked Sendable {
 }
 
 extension APIKey: ListedProperties {
-    var listedProperties: [any AnyDatabaseProperty] {
+    package var listedProperties: [any AnyDatabaseProperty] {
         [$id, $createdAt, $user, $name, $prefix, $keyHash, $scopesJSON, $expiresAt, $revokedAt, $lastUsedAt, $lastUsedIP]
     }
 }

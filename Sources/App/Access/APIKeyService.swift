@@ -8,7 +8,8 @@ import StewardFormats
 struct APIKeyService: Sendable {
     let app: Application
 
-    private var db: any Database { app.db }
+    /// The pool: for reads only (writes go through `app.writeTransaction`).
+    private var reads: any Database { app.db }
     private var now: Date { app.wallClock.now() }
 
     /// Creates a key for `owner` whose scopes must be a subset of what the owner can do now.
@@ -75,12 +76,12 @@ struct APIKeyService: Sendable {
 
     /// The caller's keys (every key for admins), newest first.
     func list(caller: AuthenticatedCaller) async throws -> [APIKey] {
-        try await APIKey.query(on: db).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).all()
+        try await APIKey.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).all()
     }
 
     /// Revokes a key; it fails on the very next request.
     func revoke(id: UUID, caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
-        guard let key = try await APIKey.query(on: db).visible(to: caller, ownedThrough: \.$user).filter(\.$id == id).first() else { throw HTTPProblem.notFound("No such API key.") }
+        guard let key = try await APIKey.query(on: reads).visible(to: caller, ownedThrough: \.$user).filter(\.$id == id).first() else { throw HTTPProblem.notFound("No such API key.") }
         guard key.revokedAt == nil else { return }
         try await app.writeTransaction { db in
             try await revoke(key, reason: "revoked", actorID: caller.user.id, actorType: caller.actorType, origin: origin, on: db)

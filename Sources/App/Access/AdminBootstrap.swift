@@ -29,7 +29,7 @@ public struct AdminBootstrap: Sendable {
         user.emailVerifiedAt = app.wallClock.now()
 
         do {
-            try await app.db.transaction { db in
+            try await app.writeTransaction { db in
                 try await user.create(on: db)
                 let id = try user.requireID()
                 try await UserRole.assign(RoleCatalog.admin, to: id, by: nil, at: app.wallClock.now(), on: db)

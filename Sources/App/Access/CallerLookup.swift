@@ -1,6 +1,7 @@
 import Fluent
 import Foundation
 import SQLKit
+import StewardSQLite
 
 /// Loads everything an authenticated request needs (the session or API key, its user, and the user's grants)
 /// in one query of one row, because it runs on every request. On SQLite the query runs on a direct read

@@ -82,7 +82,7 @@ struct SessionAuthenticator: AsyncMiddleware {
         if key.lastUsedAt.map({ now.timeIntervalSince($0) >= Self.lastSeenResolution }) ?? true {
             key.lastUsedAt = now
             key.lastUsedIP = request.remoteAddress?.ipAddress
-            try await key.save(on: request.db)
+            try await app.writeTransaction { db in try await key.save(on: db) }
         }
         request.auth.login(AuthenticatedCaller(user: user, session: nil, apiKey: key, method: .apiKey, grants: grants))
     }
@@ -111,7 +111,7 @@ struct SessionAuthenticator: AsyncMiddleware {
             let idle = TimeInterval(request.application.appConfig.sessionIdleTimeoutSeconds)
             session.lastSeenAt = now
             session.idleExpiresAt = min(now.addingTimeInterval(idle), session.expiresAt)
-            try await session.save(on: request.db)
+            try await request.application.writeTransaction { db in try await session.save(on: db) }
         }
     }
 }

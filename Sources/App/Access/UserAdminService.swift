@@ -10,7 +10,8 @@ import StewardFormats
 struct UserAdminService: Sendable {
     let app: Application
 
-    private var db: any Database { app.db }
+    /// The pool: for reads only (writes go through `app.writeTransaction`).
+    private var reads: any Database { app.db }
     private var now: Date { app.wallClock.now() }
     private var recorder: ActivityRecorder { app.activityRecorder }
 
@@ -41,7 +42,7 @@ struct UserAdminService: Sendable {
     }
 
     func list(filter: Filter, page: PageRequest) async throws -> ([(User, [String])], String?) {
-        var query = User.query(on: db)
+        var query = User.query(on: reads)
         if let q = filter.q?.trimmingCharacters(in: .whitespaces), !q.isEmpty {
             let pattern = "%" + Self.escapeLike(q.lowercased().prefix(100)) + "%"
             // The pattern is bound, and its own % and _ are escaped, so q matches literally.
@@ -53,24 +54,24 @@ struct UserAdminService: Sendable {
         }
         if let status = filter.status { query = query.filter(\.$status == status) }
         if let role = filter.role {
-            let holders = try await UserRole.query(on: db).filter(\.$role == role).all().map(\.$user.id)
+            let holders = try await UserRole.query(on: reads).filter(\.$role == role).all().map(\.$user.id)
             query = query.filter(\.$id ~~ holders)
         }
         let (pageUsers, next) = try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page)
         var roles: [UUID: [String]] = [:]
-        for assignment in try await UserRole.query(on: db).filter(\.$user.$id ~~ pageUsers.compactMap(\.id)).all() {
+        for assignment in try await UserRole.query(on: reads).filter(\.$user.$id ~~ pageUsers.compactMap(\.id)).all() {
             roles[assignment.$user.id, default: []].append(assignment.role)
         }
         return (pageUsers.map { ($0, (roles[$0.id!] ?? []).sorted()) }, next)
     }
 
     func find(_ id: UUID) async throws -> (User, [String]) {
-        guard let user = try await User.find(id, on: db) else { throw HTTPProblem.notFound("No such user.") }
-        return (user, try await UserRole.grants(of: id, on: db).roles)
+        guard let user = try await User.find(id, on: reads) else { throw HTTPProblem.notFound("No such user.") }
+        return (user, try await UserRole.grants(of: id, on: reads).roles)
     }
 
     func find(email: String) async throws -> User {
-        guard let user = try await User.query(on: db).filter(\.$email == User.normalise(email: email)).first() else {
+        guard let user = try await User.query(on: reads).filter(\.$email == User.normalise(email: email)).first() else {
             throw HTTPProblem.notFound("No user with that email.")
         }
         return user

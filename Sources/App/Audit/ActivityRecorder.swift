@@ -1,8 +1,10 @@
 import Crypto
 import Fluent
 import Foundation
+import SQLiteKit
 import SQLKit
 import StewardFormats
+import StewardSQLite
 
 /// Names of the rows in `ledger_heads`.
 enum LedgerHead {
@@ -115,7 +117,7 @@ public struct ActivityRecorder: Sendable {
             let sql = db as! any SQLDatabase
             var result = RecordedActivity()
             let names = (audit == nil ? [] : [LedgerHead.audit]) + (event == nil ? [] : [LedgerHead.events])
-            let cache = (db as? any LedgerHeadCarrier)?.ledgerHeads
+            let cache = (db as? any WriteBatchDatabase)?.participant(LedgerHeadCache.self)
             let heads = if let cache { try await cache.advance(names, on: sql) } else { try await Self.advance(names, on: sql) }
             if let audit, let head = heads[LedgerHead.audit] {
                 let (seq, hash) = try await Self.appendAudit(audit, at: at, head: head, on: sql)
@@ -193,18 +195,13 @@ public struct ActivityRecorder: Sendable {
     }
 }
 
-/// A database whose transaction keeps the ledger heads in memory (the SQLite writer's batches).
-protocol LedgerHeadCarrier {
-    var ledgerHeads: LedgerHeadCache { get }
-}
-
 /// The ledger heads of one SQLite write batch. The first audit entry or event of the batch reads the heads it needs,
 /// later ones count on from memory, and the writer stores them (`flush`) just before the batch commits: two
 /// statements per batch instead of two per entry. Each write's savepoint marks the heads, and a write rolled back
 /// to its savepoint restores them, so a failed write leaves no gap in the numbers.
 /// The batch holds SQLite's write lock (and the write gate) from the first read to the commit, so nobody else
 /// moves the heads meanwhile. Used only on the writer's thread.
-final class LedgerHeadCache: @unchecked Sendable {
+final class LedgerHeadCache: WriteBatchParticipant, @unchecked Sendable {
     private typealias Heads = [String: (seq: Int64, lastHash: String)]
     private var heads: Heads = [:]
     private var changed: Set<String> = []
@@ -235,16 +232,16 @@ final class LedgerHeadCache: @unchecked Sendable {
         heads[name]?.lastHash = hash
     }
 
-    /// At a write's savepoint.
-    func mark() { marked = (heads, changed) }
+    func savepoint() { marked = (heads, changed) }
 
-    /// The write was rolled back to its savepoint.
-    func restore() { (heads, changed) = marked }
+    func rolledBackToSavepoint() { (heads, changed) = marked }
 
-    /// Each head moved in this batch, to store before the commit.
-    func flush(_ store: (String, Int64, String) throws -> Void) throws {
+    /// Stores each head moved in this batch.
+    func beforeCommit(_ execute: (String, [SQLiteData]) throws -> Void) throws {
         for name in changed.sorted() {
-            if let head = heads[name] { try store(name, head.seq, head.lastHash) }
+            if let head = heads[name] {
+                try execute("UPDATE ledger_heads SET seq = ?, last_hash = ? WHERE name = ?", [.integer(Int(head.seq)), .text(head.lastHash), .text(name)])
+            }
         }
     }
 }

@@ -7,7 +7,8 @@ import Vapor
 struct AuditLogService: Sendable {
     let app: Application
 
-    private var db: any Database { app.db }
+    /// The pool: for reads only (writes go through `app.writeTransaction`).
+    private var reads: any Database { app.db }
 
     struct Filter: Sendable {
         var actorID: UUID?
@@ -20,7 +21,7 @@ struct AuditLogService: Sendable {
     }
 
     func list(filter: Filter, page: PageRequest) async throws -> ([AuditLog], String?) {
-        var query = AuditLog.query(on: db)
+        var query = AuditLog.query(on: reads)
         if let actorID = filter.actorID { query = query.filter(\.$actorID == actorID) }
         if let action = filter.action { query = query.filter(\.$action == action) }
         if let resourceType = filter.resourceType { query = query.filter(\.$resourceType == resourceType) }

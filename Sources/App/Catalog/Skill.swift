@@ -1,6 +1,7 @@
 import Fluent
 import Foundation
 import StewardFormats
+import StewardSQLite
 
 /// A runnable unit in the catalogue. `tags`, `inputSchema` and `runner` are stored as canonical JSON text.
 public final class Skill: Model, @unchecked Sendable {
@@ -60,7 +61,7 @@ public final class SkillFavorite: Model, @unchecked Sendable {
 }
 
 extension Skill: ListedProperties {
-    var listedProperties: [any AnyDatabaseProperty] {
+    package var listedProperties: [any AnyDatabaseProperty] {
         [$id, $createdAt, $updatedAt, $version, $createdBy, $slug, $name, $description, $category, $tagsJSON,
          $inputSchemaJSON, $runnerJSON, $enabled, $executionCount]
     }

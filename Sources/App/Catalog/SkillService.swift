@@ -2,8 +2,9 @@ import Fluent
 import FluentSQL
 import Foundation
 import SQLKit
-import Vapor
 import StewardFormats
+import StewardSQLite
+import Vapor
 
 /// The skills catalogue: create, read, search, update, delete, favourites and stats.
 /// Everyone with skills:read sees every skill; only its creator or an admin may change or delete it.
@@ -16,7 +17,8 @@ struct SkillService: Sendable {
 
     let app: Application
 
-    private var db: any Database { app.db }
+    /// The pool: for reads only (writes go through `app.writeTransaction`).
+    private var reads: any Database { app.db }
     private var now: Date { app.wallClock.now() }
 
     // MARK: - Validation
@@ -251,7 +253,7 @@ struct SkillService: Sendable {
     /// A skill by id or slug; 404 otherwise.
     /// By id or slug; `database` when inside a transaction (SQLite pools one connection per event loop).
     func find(_ reference: String, on database: (any Database)? = nil) async throws -> Skill {
-        let db = database ?? self.db
+        let db = database ?? reads
         let skill: Skill?
         // On every execution's path: read without Fluent's query building and reflection.
         if let id = UUID(uuidString: reference) {
@@ -276,7 +278,7 @@ struct SkillService: Sendable {
         if let q = filter.q, !q.trimmingCharacters(in: .whitespaces).isEmpty {
             return try await search(q, filter: filter, page: page)
         }
-        var query = Skill.query(on: db)
+        var query = Skill.query(on: reads)
         if let category = filter.category { query = query.filter(\.$category == category) }
         if let tag = filter.tag { query = query.filter(.sql(embed: "tags LIKE \(bind: Self.tagPattern(tag)) ESCAPE '\\'")) }
         return try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page)
@@ -288,7 +290,7 @@ struct SkillService: Sendable {
         let tokens = Self.searchTokens(q)
         guard !tokens.isEmpty else { return ([], nil) }
         let offset = page.cursor?.o ?? 0
-        let sql = db as! any SQLDatabase
+        let sql = reads as! any SQLDatabase
         var conditions: SQLQueryString = ""
         if let category = filter.category { conditions = conditions + " AND s.category = \(bind: category)" }
         if let tag = filter.tag { conditions = conditions + " AND s.tags LIKE \(bind: Self.tagPattern(tag)) ESCAPE '\\'" }
@@ -329,14 +331,14 @@ struct SkillService: Sendable {
 
     /// Skills by executions in the last 30 days, most first (ties: most executions ever).
     func popular(limit: Int) async throws -> [(Skill, Int)] {
-        let sql = db as! any SQLDatabase
+        let sql = reads as! any SQLDatabase
         let since = now.addingTimeInterval(-30 * 86_400)
         let rows = try await sql.raw("""
             SELECT skill_id, count(*) AS n FROM executions WHERE queued_at >= \(bind: since)
             GROUP BY skill_id ORDER BY n DESC LIMIT \(bind: limit)
             """).all()
         let counts = try rows.map { (try $0.decode(column: "skill_id", as: UUID.self), try $0.decode(column: "n", as: Int.self)) }
-        let skills = try await Skill.query(on: db).filter(\.$id ~~ counts.map(\.0)).all()
+        let skills = try await Skill.query(on: reads).filter(\.$id ~~ counts.map(\.0)).all()
         let byID = Dictionary(uniqueKeysWithValues: skills.compactMap { skill in skill.id.map { ($0, skill) } })
         return counts.compactMap { id, count in byID[id].map { ($0, count) } }
             .sorted { $0.1 == $1.1 ? $0.0.executionCount > $1.0.executionCount : $0.1 > $1.1 }
@@ -347,23 +349,25 @@ struct SkillService: Sendable {
     func setFavorite(_ reference: String, caller: AuthenticatedCaller, on favorite: Bool) async throws {
         let skill = try await find(reference)
         let userID = try caller.user.requireID(), skillID = try skill.requireID()
-        let existing = try await SkillFavorite.query(on: db).filter(\.$user.$id == userID).filter(\.$skill.$id == skillID).first()
+        let existing = try await SkillFavorite.query(on: reads).filter(\.$user.$id == userID).filter(\.$skill.$id == skillID).first()
         if favorite, existing == nil {
             let record = SkillFavorite()
             record.id = UUID()
             record.$user.id = userID
             record.$skill.id = skillID
             record.createdAt = now
-            do { try await record.create(on: db) } catch let error as any DatabaseError where error.isConstraintFailure {}
+            do {
+                try await app.writeTransaction { db in try await record.create(on: db) }
+            } catch let error as any DatabaseError where error.isConstraintFailure {}
         } else if !favorite, let existing {
-            try await existing.delete(on: db)
+            try await app.writeTransaction { db in try await existing.delete(on: db) }
         }
     }
 
     func favorites(of caller: AuthenticatedCaller) async throws -> [Skill] {
-        let ids = try await SkillFavorite.query(on: db).filter(\.$user.$id == caller.user.requireID())
+        let ids = try await SkillFavorite.query(on: reads).filter(\.$user.$id == caller.user.requireID())
             .sort(\.$createdAt, .descending).all().map(\.$skill.id)
-        let skills = try await Skill.query(on: db).filter(\.$id ~~ ids).all()
+        let skills = try await Skill.query(on: reads).filter(\.$id ~~ ids).all()
         let byID = Dictionary(uniqueKeysWithValues: skills.compactMap { skill in skill.id.map { ($0, skill) } })
         return ids.compactMap { byID[$0] }
     }
@@ -382,7 +386,7 @@ struct SkillService: Sendable {
     }
 
     func stats() async throws -> Stats {
-        let skills = try await Skill.query(on: db).all()
+        let skills = try await Skill.query(on: reads).all()
         var categories: [String: Int] = [:]
         var tags: [String: Int] = [:]
         for skill in skills {
@@ -421,7 +425,7 @@ struct SkillService: Sendable {
         var added: [String] = []
         for sample in samples {
             guard case .string(let slug)? = sample["slug"] else { continue }
-            if try await Skill.query(on: db).filter(\.$slug == slug).count() > 0 { continue }
+            if try await Skill.query(on: reads).filter(\.$slug == slug).count() > 0 { continue }
             _ = try await create(try Self.draft(from: sample), caller: nil, origin: .system)
             added.append(slug)
         }

@@ -1,6 +1,7 @@
 import Fluent
 import Foundation
 import StewardFormats
+import StewardSQLite
 
 /// One run of a skill with some input.
 public final class Execution: Model, @unchecked Sendable {
@@ -75,7 +76,7 @@ public final class ExecutionHistoryEntry: Model, @unchecked Sendable {
 }
 
 extension Execution: ListedProperties {
-    var listedProperties: [any AnyDatabaseProperty] {
+    package var listedProperties: [any AnyDatabaseProperty] {
         [$id, $queuedAt, $startedAt, $finishedAt, $skillID, $user, $status, $progress, $input, $output, $error, $attempt,
          $cancelRequested, $durationMs, $jobID]
     }

@@ -1,8 +1,9 @@
 import Fluent
 import Foundation
 import SQLKit
-import Vapor
 import StewardFormats
+import StewardSQLite
+import Vapor
 
 /// The job handlers that move executions through their lifecycle.
 struct ExecutionJobs: Sendable {

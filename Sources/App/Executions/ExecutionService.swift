@@ -1,8 +1,9 @@
 import Fluent
 import Foundation
 import SQLKit
-import Vapor
 import StewardFormats
+import StewardSQLite
+import Vapor
 
 /// An execution as the API shows it.
 struct ExecutionResponse: Content, Equatable {
@@ -64,13 +65,14 @@ struct ExecutionService: Sendable {
 
     let app: Application
 
-    private var db: any Database { app.db }
+    /// The pool: for reads only (writes go through `app.writeTransaction`).
+    private var reads: any Database { app.db }
     private var now: Date { app.wallClock.now() }
 
     // MARK: - Create
 
     func create(skillReference: String, input: JSONValue, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Execution {
-        let execution = try await prepare(skillReference: skillReference, input: input, caller: caller, on: db)
+        let execution = try await prepare(skillReference: skillReference, input: input, caller: caller, on: reads)
         try await app.writeTransaction { db in
             try await checkCap(for: execution.$user.id, on: db)
             try await insert(execution, caller: caller, origin: origin, on: db)
@@ -156,7 +158,7 @@ struct ExecutionService: Sendable {
     // MARK: - Read
 
     func find(_ id: UUID, caller: AuthenticatedCaller) async throws -> Execution {
-        guard let execution = try await Execution.query(on: db).visible(to: caller, ownedThrough: \.$user).filter(\.$id == id).first() else {
+        guard let execution = try await Execution.query(on: reads).visible(to: caller, ownedThrough: \.$user).filter(\.$id == id).first() else {
             throw HTTPProblem.notFound("No such execution.")
         }
         return execution
@@ -168,7 +170,7 @@ struct ExecutionService: Sendable {
     }
 
     func list(filter: Filter, page: PageRequest, caller: AuthenticatedCaller) async throws -> ([Execution], String?) {
-        var query = Execution.query(on: db)
+        var query = Execution.query(on: reads)
         if !caller.can(.executionsReadAll) { query = try query.visible(to: caller, ownedThrough: \.$user) }
         if let status = filter.status { query = query.filter(\.$status == status) }
         if let skillID = filter.skillID { query = query.filter(\.$skillID == skillID) }
@@ -177,7 +179,7 @@ struct ExecutionService: Sendable {
 
     func history(_ id: UUID, caller: AuthenticatedCaller) async throws -> [ExecutionHistoryEntry] {
         let execution = try await find(id, caller: caller)
-        return try await ExecutionHistoryEntry.query(on: db).filter(\.$execution.$id == execution.requireID())
+        return try await ExecutionHistoryEntry.query(on: reads).filter(\.$execution.$id == execution.requireID())
             .sort(\.$ordinal).all()
     }
 
@@ -313,7 +315,7 @@ struct ExecutionService: Sendable {
 
     /// Progress from an HTTP runner: only while running, and never backwards. Returns the progress now stored.
     func reportProgress(_ id: UUID, progress: Int, message: String) async throws -> Int {
-        guard let execution = try await Execution.find(id, on: db) else { throw HTTPProblem.notFound("No such execution.") }
+        guard let execution = try await Execution.find(id, on: reads) else { throw HTTPProblem.notFound("No such execution.") }
         guard execution.status == .running else { throw HTTPProblem.conflict("The execution is \(execution.status.rawValue), not running.") }
         return try await app.writeTransaction { db in
             let sql = db as! any SQLDatabase
@@ -347,7 +349,7 @@ struct ExecutionService: Sendable {
     }
 
     func stats(caller: AuthenticatedCaller) async throws -> Stats {
-        let sql = db as! any SQLDatabase
+        let sql = reads as! any SQLDatabase
         let ownerFilter: SQLQueryString = caller.can(.executionsReadAll) ? "" : " WHERE user_id = \(bind: try caller.user.requireID())"
         var byStatus: [String: Int] = Dictionary(uniqueKeysWithValues: Execution.Status.allCases.map { ($0.rawValue, 0) })
         for row in try await sql.raw("SELECT status, count(*) AS n FROM executions" + ownerFilter + " GROUP BY status").all() {

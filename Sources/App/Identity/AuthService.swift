@@ -33,7 +33,13 @@ struct AuthService: Sendable {
     }
 
     private var config: AppConfig { app.appConfig }
-    private var db: any Database { app.db }
+    /// The pool: for reads only (writes go through `app.writeTransaction`).
+    private var reads: any Database { app.db }
+
+    /// An audit entry that goes with no other change (a refused login, say), in a write of its own.
+    private func auditAlone(_ record: AuditRecord) async throws {
+        try await app.writeTransaction { [recorder] db in try await recorder.record(audit: record, on: db) }
+    }
     private var now: Date { app.wallClock.now() }
     var hasher: PasswordHasher { PasswordHasher(cost: config.bcryptCost, threadPool: app.passwordHashingPool) }
     private var recorder: ActivityRecorder { app.activityRecorder }
@@ -122,12 +128,12 @@ struct AuthService: Sendable {
 
     private func ensureUnique(email: String?, username: String?, except id: UUID?) async throws {
         if let email {
-            var query = User.query(on: db).filter(\.$email == email)
+            var query = User.query(on: reads).filter(\.$email == email)
             if let id { query = query.filter(\.$id != id) }
             if try await query.count() > 0 { throw HTTPProblem.conflict("The email or username is already taken.") }
         }
         if let username {
-            var query = User.query(on: db).filter(\.$username == username)
+            var query = User.query(on: reads).filter(\.$username == username)
             if let id { query = query.filter(\.$id != id) }
             if try await query.count() > 0 { throw HTTPProblem.conflict("The email or username is already taken.") }
         }
@@ -139,7 +145,7 @@ struct AuthService: Sendable {
         let key = User.normalise(email: request.email)
         try await refuseIfLocked(key: key, origin: origin)
 
-        let user = key.isEmpty ? nil : try await User.query(on: db).filter(\.$email == key).first()
+        let user = key.isEmpty ? nil : try await User.query(on: reads).filter(\.$email == key).first()
         // An unknown email is checked against a dummy hash, so both failures take the same time.
         let hash: String
         if let user { hash = user.passwordHash } else { hash = try await dummyHash() }
@@ -149,7 +155,7 @@ struct AuthService: Sendable {
             throw AuthError.invalidCredentials
         }
         guard user.status == .active else {
-            try await recorder.record(audit: failedLogin(key: key, user: user, reason: "status_\(user.status.rawValue)", origin: origin), on: db)
+            try await auditAlone(failedLogin(key: key, user: user, reason: "status_\(user.status.rawValue)", origin: origin))
             throw AuthError.invalidCredentials
         }
 
@@ -181,7 +187,7 @@ struct AuthService: Sendable {
 
     func verifyMFA(_ request: MFAVerifyRequest, origin: RequestOrigin) async throws -> IssuedSession {
         let hash = SecureToken.hash(request.mfaToken)
-        guard let challenge = try await MFAChallenge.query(on: db).filter(\.$tokenHash == hash).with(\.$user).first(),
+        guard let challenge = try await MFAChallenge.query(on: reads).filter(\.$tokenHash == hash).with(\.$user).first(),
               challenge.usedAt == nil, challenge.expiresAt > now
         else { throw AuthError.invalidMFAChallenge }
         let user = challenge.user
@@ -228,7 +234,7 @@ struct AuthService: Sendable {
 
     private func matchingRecoveryCode(for user: User, code: String) async throws -> RecoveryCode? {
         let hash = SecureToken.hash(RecoveryCodes.normalise(code))
-        return try await RecoveryCode.query(on: db)
+        return try await RecoveryCode.query(on: reads)
             .filter(\.$user.$id == user.requireID())
             .filter(\.$codeHash == hash)
             .filter(\.$usedAt == nil)
@@ -253,8 +259,8 @@ struct AuthService: Sendable {
     }
 
     private func refuseIfLocked(key: String, origin: RequestOrigin) async throws {
-        guard let throttle = try await LoginThrottle.find(key, on: db), let until = throttle.lockedUntil, until > now else { return }
-        try await recorder.record(audit: failedLogin(key: key, user: nil, reason: "locked", origin: origin), on: db)
+        guard let throttle = try await LoginThrottle.find(key, on: reads), let until = throttle.lockedUntil, until > now else { return }
+        try await auditAlone(failedLogin(key: key, user: nil, reason: "locked", origin: origin))
         throw AuthError.accountLocked(retryAfterSeconds: Int(until.timeIntervalSince(now).rounded(.up)))
     }
 
@@ -444,7 +450,7 @@ struct AuthService: Sendable {
 
     func sessions(of caller: AuthenticatedCaller) async throws -> [SessionResponse] {
         let now = self.now
-        let sessions = try await UserSession.query(on: db)
+        let sessions = try await UserSession.query(on: reads)
             .filter(\.$user.$id == caller.user.requireID())
             .filter(\.$revokedAt == nil)
             .filter(\.$expiresAt > now)
@@ -460,7 +466,7 @@ struct AuthService: Sendable {
 
     /// Revokes one of the caller's own sessions; another user's id is a 404, like a missing one.
     func revokeOwnSession(id: UUID, caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
-        guard let session = try await UserSession.query(on: db)
+        guard let session = try await UserSession.query(on: reads)
             .filter(\.$id == id)
             .filter(\.$user.$id == caller.user.requireID())
             .filter(\.$revokedAt == nil)
@@ -483,10 +489,10 @@ struct AuthService: Sendable {
     func changePassword(_ request: ChangePasswordRequest, caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
         let user = caller.user
         guard try await hasher.verify(request.currentPassword, against: user.passwordHash) else {
-            try await recorder.record(audit: AuditRecord(
+            try await auditAlone(AuditRecord(
                 action: "auth.password_changed", actorID: user.id, actorType: .user, resourceType: "user",
                 resourceID: user.id?.lowercasedString, outcome: .failure, origin: origin,
-                details: ["reason": "wrong_current_password"]), on: db)
+                details: ["reason": "wrong_current_password"]))
             throw HTTPProblem.validation([FieldProblem(field: "currentPassword", message: "is incorrect")])
         }
         let problems = PasswordPolicy.problems(password: request.newPassword, email: user.email, username: user.username, field: "newPassword")
@@ -508,10 +514,10 @@ struct AuthService: Sendable {
     /// Always succeeds from the caller's point of view, so it reveals nothing about which emails exist.
     func requestPasswordReset(email rawEmail: String, origin: RequestOrigin) async throws {
         let email = User.normalise(email: rawEmail)
-        guard let user = try await User.query(on: db).filter(\.$email == email).first(), user.status == .active else {
-            try await recorder.record(audit: AuditRecord(
+        guard let user = try await User.query(on: reads).filter(\.$email == email).first(), user.status == .active else {
+            try await auditAlone(AuditRecord(
                 action: "auth.password_reset_requested", actorID: nil, actorType: .user, resourceType: "user",
-                outcome: .failure, origin: origin, details: ["email": .string(String(email.prefix(254))), "reason": "no_active_account"]), on: db)
+                outcome: .failure, origin: origin, details: ["email": .string(String(email.prefix(254))), "reason": "no_active_account"]))
             return
         }
         try await app.writeTransaction { db in
@@ -626,7 +632,7 @@ struct AuthService: Sendable {
     /// The user a mailed token belongs to, if the token is unused, unexpired and the newest of its kind.
     private func redeem(token raw: String, purpose: OneTimeToken.Purpose) async throws -> User {
         guard raw.utf8.count <= 256,
-              let token = try await OneTimeToken.query(on: db)
+              let token = try await OneTimeToken.query(on: reads)
                 .filter(\.$tokenHash == SecureToken.hash(raw))
                 .filter(\.$purpose == purpose)
                 .with(\.$user)

@@ -1,5 +1,6 @@
 import Fluent
 import Foundation
+import StewardSQLite
 
 /// An account. Email is stored normalised (trimmed, lower-cased) so uniqueness is case-insensitive.
 public final class User: Model, @unchecked Sendable {
@@ -49,7 +50,7 @@ public final class User: Model, @unchecked Sendable {
 }
 
 extension User: ListedProperties {
-    var listedProperties: [any AnyDatabaseProperty] {
+    package var listedProperties: [any AnyDatabaseProperty] {
         [$id, $createdAt, $updatedAt, $email, $username, $fullName, $passwordHash, $status, $emailVerifiedAt,
          $failedLoginCount, $lockedUntil, $lastLoginAt, $mfaEnabled, $mfaSecret, $mfaLastUsedStep]
     }

@@ -1,5 +1,6 @@
 import Fluent
 import Foundation
+import StewardSQLite
 
 /// One login: what the access tokens' `sid` names. Revoking it stops its tokens at once.
 public final class UserSession: Model, @unchecked Sendable {
@@ -32,7 +33,7 @@ public final class UserSession: Model, @unchecked Sendable {
 }
 
 extension UserSession: ListedProperties {
-    var listedProperties: [any AnyDatabaseProperty] {
+    package var listedProperties: [any AnyDatabaseProperty] {
         [$id, $createdAt, $lastSeenAt, $user, $ipAddress, $userAgent, $idleExpiresAt, $expiresAt, $revokedAt,
          $revokedReason, $cookieTokenHash, $csrfTokenHash]
     }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import SQLKit
+import StewardSQLite
 import Vapor
 
 /// Timings and bounds of live streams. The defaults are the contract's; tests shorten the timings.

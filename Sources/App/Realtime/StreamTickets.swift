@@ -1,6 +1,7 @@
 import Fluent
 import Foundation
 import SQLKit
+import StewardSQLite
 import Vapor
 
 /// Single-use tickets that let a browser open `/api/v1/ws` (browsers cannot set headers on a WebSocket).
@@ -44,9 +45,8 @@ enum StreamTickets {
     static func redeem(_ token: String, app: Application) async throws -> Redeemed? {
         guard token.hasPrefix("wst_"), token.utf8.count <= 128 else { return nil }
         let now = app.wallClock.now()
-        let row = try await app.withWriteGate {
-            let sql = app.db as! any SQLDatabase
-            return try await sql.raw("""
+        let row = try await app.writeStatements { sql in
+            try await sql.raw("""
                 DELETE FROM stream_tickets WHERE token_hash = \(bind: SecureToken.hash(token))
                 RETURNING user_id, session_id, api_key_id, expires_at
                 """).first()
@@ -61,7 +61,7 @@ enum StreamTickets {
     }
 
     static func pruneExpired(app: Application) async throws {
-        let sql = app.db as! any SQLDatabase
-        try await sql.raw("DELETE FROM stream_tickets WHERE expires_at < \(bind: app.wallClock.now())").run()
+        let now = app.wallClock.now()
+        try await app.writeStatements { sql in try await sql.raw("DELETE FROM stream_tickets WHERE expires_at < \(bind: now)").run() }
     }
 }

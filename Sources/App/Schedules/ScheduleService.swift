@@ -69,7 +69,8 @@ struct ScheduleService: Sendable {
 
     let app: Application
 
-    private var db: any Database { app.db }
+    /// The pool: for reads only (writes go through `app.writeTransaction`).
+    private var reads: any Database { app.db }
     private var now: Date { app.wallClock.now() }
 
     // MARK: - Validation
@@ -154,7 +155,7 @@ struct ScheduleService: Sendable {
                 problems.append(FieldProblem(field: "target.skillId", message: "no such skill"))
             }
         } else if !creating, draft.workflowID == nil, schedule.targetType == .skill {
-            skill = try await Skill.find(schedule.targetID, on: db)
+            skill = try await Skill.find(schedule.targetID, on: reads)
         }
         if let input = draft.input { schedule.input = input.canonicalString() } else if creating { schedule.input = "{}" }
         if let skill {
@@ -206,14 +207,14 @@ struct ScheduleService: Sendable {
     }
 
     func find(_ id: UUID, caller: AuthenticatedCaller) async throws -> Schedule {
-        guard let schedule = try await Schedule.query(on: db).visible(to: caller, ownedThrough: \.$user).filter(\.$id == id).first() else {
+        guard let schedule = try await Schedule.query(on: reads).visible(to: caller, ownedThrough: \.$user).filter(\.$id == id).first() else {
             throw HTTPProblem.notFound("No such schedule.")
         }
         return schedule
     }
 
     func list(page: PageRequest, caller: AuthenticatedCaller) async throws -> ([Schedule], String?) {
-        try await Schedule.query(on: db).visible(to: caller, ownedThrough: \.$user).newestFirst(by: "created_at", { $0.createdAt }, page: page)
+        try await Schedule.query(on: reads).visible(to: caller, ownedThrough: \.$user).newestFirst(by: "created_at", { $0.createdAt }, page: page)
     }
 
     func update(_ id: UUID, draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Schedule {
@@ -265,7 +266,7 @@ struct ScheduleService: Sendable {
         if let caller {
             schedule = try await find(id, caller: caller)
         } else {
-            guard let found = try await Schedule.find(id, on: db) else { throw HTTPProblem.notFound("No such schedule.") }
+            guard let found = try await Schedule.find(id, on: reads) else { throw HTTPProblem.notFound("No such schedule.") }
             schedule = found
         }
         let actor: AuthenticatedCaller
@@ -275,7 +276,8 @@ struct ScheduleService: Sendable {
             throw HTTPProblem.conflict("The schedule's owner is not active or no longer has skills:execute.")
         }
         let started = try await startTarget(schedule, as: actor, origin: origin)
-        try await noteFired(schedule.requireID(), status: .started, error: nil, execution: started.id, on: db)
+        let scheduleID = try schedule.requireID()
+        try await app.writeTransaction { db in try await noteFired(scheduleID, status: .started, error: nil, execution: started.id, on: db) }
         return started
     }
 
@@ -295,7 +297,7 @@ struct ScheduleService: Sendable {
     @discardableResult
     func fireDue(limit: Int = 50) async throws -> Int {
         let now = self.now
-        let due = try await Schedule.query(on: db).filter(\.$enabled == true).filter(\.$nextRunAt <= now)
+        let due = try await Schedule.query(on: reads).filter(\.$enabled == true).filter(\.$nextRunAt <= now)
             .sort(\.$nextRunAt).limit(limit).all()
         var claimed = 0
         for schedule in due where try await claim(schedule, now: now) { claimed += 1 }
@@ -357,8 +359,8 @@ struct ScheduleService: Sendable {
     private func lastStartStillGoing(_ schedule: Schedule) async throws -> Bool {
         guard let id = schedule.lastExecutionID else { return false }
         switch schedule.targetType {
-        case .skill: return try await Execution.find(id, on: db).map { !$0.status.isFinished } ?? false
-        case .workflow: return try await WorkflowRun.find(id, on: db).map { !$0.status.isFinished } ?? false
+        case .skill: return try await Execution.find(id, on: reads).map { !$0.status.isFinished } ?? false
+        case .workflow: return try await WorkflowRun.find(id, on: reads).map { !$0.status.isFinished } ?? false
         }
     }
 
@@ -366,8 +368,8 @@ struct ScheduleService: Sendable {
     func runFire(_ job: ClaimedJob) async throws {
         let queue = JobQueue(app: app)
         guard let id = job.payload.object?["scheduleId"]?.stringValue.flatMap(UUID.init(uuidString:)),
-              let schedule = try await Schedule.find(id, on: db),
-              let owner = try await User.find(schedule.$user.id, on: db)
+              let schedule = try await Schedule.find(id, on: reads),
+              let owner = try await User.find(schedule.$user.id, on: reads)
         else {
             _ = try await app.writeTransaction { db in try await queue.finish(job, status: .cancelled, error: "schedule deleted", on: db) }
             return
@@ -399,9 +401,9 @@ struct ScheduleService: Sendable {
     /// The schedule's owner as a caller, with the grants they hold now.
     private func ownerCaller(of schedule: Schedule, owner known: User? = nil) async throws -> AuthenticatedCaller {
         var owner = known
-        if owner == nil { owner = try await User.find(schedule.$user.id, on: db) }
+        if owner == nil { owner = try await User.find(schedule.$user.id, on: reads) }
         guard let owner else { throw HTTPProblem.notFound("The schedule's owner is gone.") }
-        let grants = try await UserRole.grants(of: try owner.requireID(), on: db)
+        let grants = try await UserRole.grants(of: try owner.requireID(), on: reads)
         return AuthenticatedCaller(user: owner, session: nil, apiKey: nil, method: .schedule, grants: grants)
     }
 

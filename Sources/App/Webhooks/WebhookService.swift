@@ -1,8 +1,9 @@
 import Fluent
 import Foundation
 import SQLKit
-import Vapor
 import StewardFormats
+import StewardSQLite
+import Vapor
 
 /// A subscription as the API shows it; the secret only once, at creation or rotation.
 struct WebhookResponse: Content {
@@ -82,7 +83,8 @@ struct WebhookService: Sendable {
 
     let app: Application
 
-    private var db: any Database { app.db }
+    /// The pool: for reads only (writes go through `app.writeTransaction`).
+    private var reads: any Database { app.db }
     private var now: Date { app.wallClock.now() }
 
     // MARK: - Validation
@@ -180,14 +182,14 @@ struct WebhookService: Sendable {
     }
 
     func find(_ id: UUID, caller: AuthenticatedCaller) async throws -> Webhook {
-        guard let hook = try await Webhook.query(on: db).visible(to: caller, ownedThrough: \.$user).filter(\.$id == id).first() else {
+        guard let hook = try await Webhook.query(on: reads).visible(to: caller, ownedThrough: \.$user).filter(\.$id == id).first() else {
             throw HTTPProblem.notFound("No such webhook.")
         }
         return hook
     }
 
     func list(caller: AuthenticatedCaller) async throws -> [Webhook] {
-        try await Webhook.query(on: db).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).all()
+        try await Webhook.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).all()
     }
 
     func update(_ id: UUID, draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Webhook {
@@ -249,9 +251,9 @@ struct WebhookService: Sendable {
 
     func deliveries(_ id: UUID, caller: AuthenticatedCaller, page: PageRequest) async throws -> ([DeliveryResponse], String?) {
         let hook = try await find(id, caller: caller)
-        let query = WebhookDelivery.query(on: db).filter(\.$webhook.$id == (try hook.requireID()))
+        let query = WebhookDelivery.query(on: reads).filter(\.$webhook.$id == (try hook.requireID()))
         let (items, next) = try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page)
-        let attempts = try await WebhookAttempt.query(on: db).filter(\.$delivery.$id ~~ items.compactMap(\.id)).sort(\.$attempt).all()
+        let attempts = try await WebhookAttempt.query(on: reads).filter(\.$delivery.$id ~~ items.compactMap(\.id)).sort(\.$attempt).all()
         let byDelivery = Dictionary(grouping: attempts, by: { $0.$delivery.id })
         return (items.map { DeliveryResponse($0, attempts: byDelivery[$0.id!] ?? []) }, next)
     }
@@ -259,7 +261,7 @@ struct WebhookService: Sendable {
     /// Sends an event again by hand (a new delivery with the same `webhook-id`).
     func redeliver(_ id: UUID, deliveryID: UUID, caller: AuthenticatedCaller) async throws -> WebhookDelivery {
         let hook = try await find(id, caller: caller)
-        guard let original = try await WebhookDelivery.query(on: db).filter(\.$id == deliveryID).filter(\.$webhook.$id == (try hook.requireID())).first() else {
+        guard let original = try await WebhookDelivery.query(on: reads).filter(\.$id == deliveryID).filter(\.$webhook.$id == (try hook.requireID())).first() else {
             throw HTTPProblem.notFound("No such delivery.")
         }
         return try await app.writeTransaction { db in

@@ -76,7 +76,8 @@ struct WorkflowRunService: Sendable {
 
     let app: Application
 
-    private var db: any Database { app.db }
+    /// The pool: for reads only (writes go through `app.writeTransaction`).
+    private var reads: any Database { app.db }
     private var now: Date { app.wallClock.now() }
 
     // MARK: - Start and read
@@ -121,28 +122,28 @@ struct WorkflowRunService: Sendable {
 
     func find(_ workflowReference: String, runID: UUID, caller: AuthenticatedCaller) async throws -> (WorkflowRun, [WorkflowRunStep]) {
         let workflow = try await WorkflowService(app: app).find(workflowReference)
-        guard let run = try await WorkflowRun.query(on: db).visible(to: caller, ownedThrough: \.$user)
+        guard let run = try await WorkflowRun.query(on: reads).visible(to: caller, ownedThrough: \.$user)
             .filter(\.$id == runID).filter(\.$workflow.$id == workflow.requireID()).first()
         else { throw HTTPProblem.notFound("No such run.") }
-        return (run, try await steps(of: runID, on: db))
+        return (run, try await steps(of: runID, on: reads))
     }
 
     /// The run with each step's execution and the run's history (from the audit log).
     func detail(_ workflowReference: String, runID: UUID, caller: AuthenticatedCaller) async throws -> WorkflowRunResponse {
         let (run, rows) = try await find(workflowReference, runID: runID, caller: caller)
         let ids = rows.compactMap(\.executionID)
-        let executions = ids.isEmpty ? [] : try await Execution.query(on: db).filter(\.$id ~~ ids).all()
-        let history = try await AuditLog.query(on: db).filter(\.$resourceType == "workflow_run")
+        let executions = ids.isEmpty ? [] : try await Execution.query(on: reads).filter(\.$id ~~ ids).all()
+        let history = try await AuditLog.query(on: reads).filter(\.$resourceType == "workflow_run")
             .filter(\.$resourceID == runID.lowercasedString).sort(\.$seq).all()
         return WorkflowRunResponse(run, steps: rows, executions: Dictionary(uniqueKeysWithValues: executions.map { ($0.id!, $0) }), history: history)
     }
 
     func list(_ workflowReference: String, page: PageRequest, caller: AuthenticatedCaller) async throws -> ([WorkflowRunResponse], String?) {
         let workflow = try await WorkflowService(app: app).find(workflowReference)
-        let (runs, next) = try await WorkflowRun.query(on: db).visible(to: caller, ownedThrough: \.$user)
+        let (runs, next) = try await WorkflowRun.query(on: reads).visible(to: caller, ownedThrough: \.$user)
             .filter(\.$workflow.$id == workflow.requireID()).newestFirst(by: "created_at", { $0.createdAt }, page: page)
         let ids = runs.compactMap(\.id)
-        let rows = ids.isEmpty ? [] : try await WorkflowRunStep.query(on: db).filter(\.$run.$id ~~ ids).all()
+        let rows = ids.isEmpty ? [] : try await WorkflowRunStep.query(on: reads).filter(\.$run.$id ~~ ids).all()
         return (runs.map { run in WorkflowRunResponse(run, steps: rows.filter { $0.$run.id == run.id }) }, next)
     }
 
@@ -169,7 +170,7 @@ struct WorkflowRunService: Sendable {
         for execution in running {
             _ = try? await ExecutionService(app: app).cancel(execution, caller: caller, origin: origin)
         }
-        return (run, try await steps(of: runID, on: db))
+        return (run, try await steps(of: runID, on: reads))
     }
 
     // MARK: - Rollback
@@ -195,23 +196,23 @@ struct WorkflowRunService: Sendable {
     /// not yet undone.
     func rollback(_ job: ClaimedJob) async throws {
         guard let runID = job.payload.object?["runId"]?.stringValue.flatMap(UUID.init(uuidString:)),
-              let run = try await WorkflowRun.find(runID, on: db), run.status != .rolledBack
+              let run = try await WorkflowRun.find(runID, on: reads), run.status != .rolledBack
         else {
             _ = try await app.writeTransaction { db in try await JobQueue(app: app).finish(job, status: .succeeded, on: db) }
             return
         }
         // Completion order is the order of the executions' `execution.succeeded` events in the log.
-        let rows = try await steps(of: runID, on: db).filter { $0.status == .succeeded }
+        let rows = try await steps(of: runID, on: reads).filter { $0.status == .succeeded }
         var order: [(WorkflowRunStep, Int64)] = []
         for row in rows {
             guard let executionID = row.executionID else { continue }
-            let seq = try await Event.query(on: db).filter(\.$resourceType == "execution").filter(\.$type == "execution.succeeded")
+            let seq = try await Event.query(on: reads).filter(\.$resourceType == "execution").filter(\.$type == "execution.succeeded")
                 .filter(\.$resourceID == executionID.lowercasedString).max(\.$seq) ?? 0
             order.append((row, seq))
         }
         for (row, _) in order.sorted(by: { $0.1 > $1.1 }) {
-            guard let executionID = row.executionID, let execution = try await Execution.find(executionID, on: db),
-                  let skill = try await Skill.find(execution.skillID, on: db)
+            guard let executionID = row.executionID, let execution = try await Execution.find(executionID, on: reads),
+                  let skill = try await Skill.find(execution.skillID, on: reads)
             else { continue }
             guard let runner = app.runnerRegistry.runner(for: skill.runner) else {
                 throw HTTPProblem.conflict("no runner for step \(row.stepID)'s skill")

@@ -35,7 +35,8 @@ struct WorkflowResponse: Content {
 struct WorkflowService: Sendable {
     let app: Application
 
-    private var db: any Database { app.db }
+    /// The pool: for reads only (writes go through `app.writeTransaction`).
+    private var reads: any Database { app.db }
     private var now: Date { app.wallClock.now() }
 
     struct Draft: Sendable {
@@ -113,16 +114,16 @@ struct WorkflowService: Sendable {
     /// By id or slug.
     func find(_ reference: String) async throws -> Workflow {
         let found = if let id = UUID(uuidString: reference) {
-            try await Workflow.find(id, on: db)
+            try await Workflow.find(id, on: reads)
         } else {
-            try await Workflow.query(on: db).filter(\.$slug == reference).first()
+            try await Workflow.query(on: reads).filter(\.$slug == reference).first()
         }
         guard let found else { throw HTTPProblem.notFound("No such workflow.") }
         return found
     }
 
     func list(page: PageRequest) async throws -> ([Workflow], String?) {
-        try await Workflow.query(on: db).newestFirst(by: "created_at", { $0.createdAt }, page: page)
+        try await Workflow.query(on: reads).newestFirst(by: "created_at", { $0.createdAt }, page: page)
     }
 
     func update(_ reference: String, draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Workflow {
@@ -144,7 +145,7 @@ struct WorkflowService: Sendable {
     func delete(_ reference: String, caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
         let workflow = try await find(reference)
         let id = try workflow.requireID()
-        let active = try await WorkflowRun.query(on: db).filter(\.$workflow.$id == id).filter(\.$status ~~ [.queued, .running]).count()
+        let active = try await WorkflowRun.query(on: reads).filter(\.$workflow.$id == id).filter(\.$status ~~ [.queued, .running]).count()
         guard active == 0 else { throw HTTPProblem.conflict("The workflow has \(active) run(s) in progress; cancel them first.") }
         try await app.writeTransaction { db in
             try await record("workflow.deleted", workflow, caller: caller, origin: origin, on: db)

@@ -5,6 +5,7 @@ import Testing
 import Vapor
 import VaporTesting
 @testable import App
+import StewardSQLite
 
 private func me(_ app: Application, _ headers: HTTPHeaders) async throws -> TestingHTTPResponse {
     try await app.testing().sendRequest(.GET, "/api/v1/auth/me", headers: headers)

@@ -23,7 +23,7 @@ struct ActivityRecorderTests {
     func sequences() async throws {
         try await withTestApp { app in
             for index in 1...5 {
-                let result = try await app.activityRecorder.record(audit: audit("thing.changed"), event: event("thing.changed"), on: app.db)
+                let result = try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("thing.changed"), event: event("thing.changed"), on: db) }
                 #expect(result.auditSeq == Int64(index))
                 #expect(result.eventSeq == Int64(index))
             }
@@ -41,9 +41,9 @@ struct ActivityRecorderTests {
     @Test("A rolled-back transaction leaves neither audit entry nor event, and no gap in seq")
     func rollbackLeavesNothing() async throws {
         try await withTestApp { app in
-            try await app.activityRecorder.record(audit: audit("first"), event: event("first"), on: app.db)
+            try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("first"), event: event("first"), on: db) }
             await #expect(throws: Rollback.self) {
-                try await app.db.transaction { db in
+                try await app.writeTransaction { db in
                     try await app.activityRecorder.record(audit: self.audit("doomed"), event: self.event("doomed"), on: db)
                     throw Rollback()
                 }
@@ -51,7 +51,7 @@ struct ActivityRecorderTests {
             #expect(try await AuditLog.query(on: app.db).filter(\.$action == "doomed").count() == 0)
             #expect(try await Event.query(on: app.db).filter(\.$type == "doomed").count() == 0)
 
-            let next = try await app.activityRecorder.record(audit: audit("second"), event: event("second"), on: app.db)
+            let next = try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("second"), event: event("second"), on: db) }
             #expect(next.auditSeq == 2)
             #expect(next.eventSeq == 2)
             #expect(try await AuditChain.verify(on: app.db).isIntact)
@@ -65,10 +65,12 @@ struct ActivityRecorderTests {
                 for worker in 0..<8 {
                     group.addTask {
                         for item in 0..<10 {
-                            try await app.activityRecorder.record(
-                                audit: AuditRecord(action: "w\(worker).\(item)", actorID: nil, actorType: .system),
-                                event: EventRecord(type: "w.\(worker)", actorID: nil, resourceType: "w", resourceID: "\(item)"),
-                                on: app.db)
+                            try await app.writeTransaction { db in
+                                try await app.activityRecorder.record(
+                                    audit: AuditRecord(action: "w\(worker).\(item)", actorID: nil, actorType: .system),
+                                    event: EventRecord(type: "w.\(worker)", actorID: nil, resourceType: "w", resourceID: "\(item)"),
+                                    on: db)
+                            }
                         }
                     }
                 }
@@ -86,7 +88,7 @@ struct ActivityRecorderTests {
     func tamperedContent() async throws {
         try await withTestApp { app in
             for index in 1...6 {
-                try await app.activityRecorder.record(audit: audit("action.\(index)", details: ["index": .number(Double(index))]), on: app.db)
+                try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("action.\(index)", details: ["index": .number(Double(index))]), on: db) }
             }
             #expect(try await AuditChain.verify(on: app.db).isIntact)
 
@@ -100,10 +102,9 @@ struct ActivityRecorderTests {
     @Test("The database itself refuses UPDATE on audit entries")
     func immutable() async throws {
         try await withTestApp { app in
-            try await app.activityRecorder.record(audit: audit("original"), on: app.db)
-            let sql = app.db as! any SQLDatabase
+            try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("original"), on: db) }
             await #expect(throws: (any Error).self) {
-                try await sql.raw("UPDATE audit_logs SET action = 'rewritten'").run()
+                try await app.writeStatements { sql in try await sql.raw("UPDATE audit_logs SET action = 'rewritten'").run() }
             }
             #expect(try await AuditLog.query(on: app.db).first()?.action == "original")
         }
@@ -114,9 +115,9 @@ struct ActivityRecorderTests {
         try await withTestApp(environment: ["STEWARD_AUDIT_RETENTION_DAYS": "30"]) { app in
             let clock = TestClock()
             app.wallClock = clock
-            for index in 1...5 { try await app.activityRecorder.record(audit: audit("old.\(index)"), on: app.db) }
+            for index in 1...5 { try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("old.\(index)"), on: db) } }
             clock.advance(by: 40 * 86_400)
-            for index in 1...3 { try await app.activityRecorder.record(audit: audit("new.\(index)"), on: app.db) }
+            for index in 1...3 { try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("new.\(index)"), on: db) } }
 
             #expect(try await AuditLogService(app: app).applyRetention() == 5)
             let remaining = try await AuditLog.query(on: app.db).sort(\.$seq).all().map(\.action)
@@ -132,7 +133,7 @@ struct ActivityRecorderTests {
     func deletedEntries() async throws {
         try await withTestApp { app in
             for index in 1...5 {
-                try await app.activityRecorder.record(audit: audit("action.\(index)"), on: app.db)
+                try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("action.\(index)"), on: db) }
             }
             try await tamper(app, "DELETE FROM audit_logs WHERE seq = 5")
             #expect(try await AuditChain.verify(on: app.db).firstBroken?.seq == 5)
@@ -145,7 +146,7 @@ struct ActivityRecorderTests {
     @Test("Details are stored as canonical JSON and never reordered")
     func canonicalDetails() async throws {
         try await withTestApp { app in
-            try await app.activityRecorder.record(audit: audit("x", details: ["b": 2, "a": "é \"quoted\"", "c": [true, nil]]), on: app.db)
+            try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("x", details: ["b": 2, "a": "é \"quoted\"", "c": [true, nil]]), on: db) }
             let log = try #require(try await AuditLog.query(on: app.db).first())
             #expect(log.details == #"{"a":"é \"quoted\"","b":2,"c":[true,null]}"#)
         }

@@ -220,8 +220,10 @@ struct SkillControllerTests {
             #expect(try await send(app, .POST, "/api/v1/executions", token: developer, json: #"{"skillId": "translate", "input": {}}"#).status == .accepted)
             #expect(try await send(app, .PATCH, "/api/v1/skills/translate", token: developer, json: #"{"tags": ["words"]}"#).status == .ok)
             #expect(try await slugs("q=words") == ["translate"])
-            if let sql = app.db as? any SQLDatabase, sql.dialect.name == "sqlite" {
-                try await sql.raw("INSERT INTO skills_fts(skills_fts, rank) VALUES ('integrity-check', 1)").run()
+            if !TestDatabase.isPostgres {
+                try await app.writeStatements { sql in
+                    try await sql.raw("INSERT INTO skills_fts(skills_fts, rank) VALUES ('integrity-check', 1)").run()
+                }
             }
             #expect(try await send(app, .DELETE, "/api/v1/skills/pdf-summary", token: developer).status == .noContent)
             #expect(try await slugs("q=pdf") == [])

@@ -174,7 +174,7 @@ struct ExecutionTests {
 
             let skill = try await SkillService(app: app).find("echo")
             skill.enabled = false
-            try await skill.save(on: app.db)
+            try await app.writeTransaction { db in try await skill.save(on: db) }
             #expect(try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {}}"#).status == .conflict)
 
             try await makeUser(app, email: "looker@example.com")
@@ -509,7 +509,8 @@ struct ExecutionTests {
             #expect(try await accepted() == false)
 
             // A queued execution deleted (as a deleted account's are) no longer counts either.
-            try await Execution.query(on: app.db).filter(\.$status == .queued).limit(1).all().first?.delete(on: app.db)
+            let queued = try #require(try await Execution.query(on: app.db).filter(\.$status == .queued).first())
+            try await app.writeTransaction { db in try await queued.delete(on: db) }
             try await countsAgree("one deleted")
             #expect(try await accepted())
             try await countsAgree("at the end")
@@ -560,7 +561,7 @@ struct JobQueueTests {
             let sql = app.db as! any SQLDatabase
             // Enqueue in bulk: one transaction per 500 jobs.
             for _ in 0..<4 {
-                try await app.db.transaction { db in
+                try await app.writeTransaction { db in
                     for _ in 0..<500 { try await JobQueue(app: app).enqueue(kind: "test.unknown", payload: [:], on: db) }
                 }
             }
@@ -767,7 +768,7 @@ struct JobQueueTests {
             // Make the rerun quick.
             let stored = try #require(try await Execution.find(execution.id, on: second.db))
             stored.input = #"{"seconds":0}"#
-            try await stored.save(on: second.db)
+            try await second.writeTransaction { db in try await stored.save(on: db) }
             try await drainJobs(second)
             #expect(try await Execution.find(execution.id, on: second.db)?.status == .succeeded)
         } catch {
@@ -844,11 +845,12 @@ struct IdempotencyTests {
             let (_, clock) = app.useTestDoubles()
             let token = try await executor(app)
             let user = try await UserAdminService(app: app).find(email: "runner@example.com")
-            let sql = app.db as! any SQLDatabase
-            try await sql.raw("""
-                INSERT INTO idempotency_keys (id, user_id, key, request_hash, created_at, expires_at)
-                VALUES (\(bind: UUID()), \(bind: user.id!), 'busy', 'x', \(bind: clock.now()), \(bind: clock.now().addingTimeInterval(86_400)))
-                """).run()
+            try await app.writeStatements { sql in
+                try await sql.raw("""
+                    INSERT INTO idempotency_keys (id, user_id, key, request_hash, created_at, expires_at)
+                    VALUES (\(bind: UUID()), \(bind: user.id!), 'busy', 'x', \(bind: clock.now()), \(bind: clock.now().addingTimeInterval(86_400)))
+                    """).run()
+            }
             #expect(try await post(app, token: token, key: "busy", body: #"{"skillId": "echo", "input": {}}"#).status == .conflict)
             clock.advance(by: 86_401)
             let fresh = try await login(app, email: "runner@example.com").accessToken
@@ -874,7 +876,7 @@ struct JobNotificationTests {
             #expect(b.jobSignal.current != before, "the listener did not connect")
 
             let connected = b.jobSignal.current
-            _ = try await a.db.transaction { db in
+            _ = try await a.writeTransaction { db in
                 try await JobQueue(app: a).enqueue(kind: "test.wake", payload: [:], on: db)
             }
             for _ in 0..<60 where b.jobSignal.current == connected { try await Task.sleep(for: .milliseconds(50)) }
@@ -883,7 +885,7 @@ struct JobNotificationTests {
             // A rolled-back enqueue notifies no one.
             let quiet = b.jobSignal.current
             struct Abort: Error {}
-            try? await a.db.transaction { db in
+            try? await a.writeTransaction { db in
                 try await JobQueue(app: a).enqueue(kind: "test.wake", payload: [:], on: db)
                 throw Abort()
             }

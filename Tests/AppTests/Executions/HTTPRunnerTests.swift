@@ -175,7 +175,7 @@ struct HTTPRunnerTests {
             #expect(try await report(10, with: callback) == .conflict, "not running yet")
             let stored = try #require(try await Execution.find(execution.id, on: app.db))
             stored.status = .running
-            try await stored.save(on: app.db)
+            try await app.writeTransaction { db in try await stored.save(on: db) }
             #expect(try await report(40, with: wrong) == .unauthorized)
             #expect(try await report(40, with: token) == .unauthorized)
             #expect(try await report(40, with: callback) == .accepted)

@@ -118,7 +118,7 @@ struct LoginTests {
             let user = try await makeUser(app, email: "suspend@example.com")
             let pair = try await login(app, email: "suspend@example.com")
             user.status = .suspended
-            try await user.save(on: app.db)
+            try await app.writeTransaction { db in try await user.save(on: db) }
             try await app.testing().test(.GET, "/api/v1/auth/me", headers: bearer(pair.accessToken)) { res throws in
                 #expect(res.status == .unauthorized)
                 #expect(try res.problem().code == "token_revoked")

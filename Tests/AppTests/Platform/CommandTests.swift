@@ -70,7 +70,7 @@ struct CommandTests {
     func databaseBackup() async throws {
         try await withTestApp { app in
             for index in 0..<50 {
-                try await app.activityRecorder.record(event: EventRecord(type: "row", actorID: nil, resourceType: "row", resourceID: "\(index)"), on: app.db)
+                try await app.writeTransaction { db in try await app.activityRecorder.record(event: EventRecord(type: "row", actorID: nil, resourceType: "row", resourceID: "\(index)"), on: db) }
             }
             let directory = try TemporaryDirectory()
             defer { directory.remove() }
@@ -104,7 +104,7 @@ struct CommandTests {
     func auditVerify() async throws {
         try await withTestApp { app in
             for index in 1...4 {
-                try await app.activityRecorder.record(audit: AuditRecord(action: "a.\(index)", actorID: nil, actorType: .system), on: app.db)
+                try await app.writeTransaction { db in try await app.activityRecorder.record(audit: AuditRecord(action: "a.\(index)", actorID: nil, actorType: .system), on: db) }
             }
             #expect(try await app.runCommand(["audit", "verify"]).contains("audit chain intact: 4 entries"))
 

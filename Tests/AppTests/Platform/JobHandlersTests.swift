@@ -38,7 +38,7 @@ struct JobHandlersTests {
             #expect(seen.withLockedValue { $0 } == ["ran 7", "retrying"])
             let job = try #require(try await Job.find(first.id, on: app.db))
             job.runAt = Date(timeIntervalSince1970: 0)
-            try await job.save(on: app.db)
+            try await app.writeTransaction { db in try await job.save(on: db) }
             let second = try #require(try await JobQueue(app: app).claim(worker: "test"))
             await JobRunner(app: app).run(second)
             #expect(seen.withLockedValue { $0 } == ["ran 7", "retrying", "ran 7"])

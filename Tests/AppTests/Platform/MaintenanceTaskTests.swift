@@ -18,10 +18,11 @@ struct MaintenanceTaskTests {
             try await makeUser(app, email: "old@example.com")
             _ = try await login(app, email: "old@example.com")
             _ = try await login(app, email: "old@example.com")
-            let sql = app.db as! any SQLDatabase
             let sessions = try await UserSession.query(on: app.db).all()
             #expect(sessions.count == 2)
-            try await sql.raw("UPDATE sessions SET revoked_at = \(bind: clock.now().addingTimeInterval(-40 * 86_400)) WHERE id = \(bind: sessions[0].id!)").run()
+            try await app.writeStatements { sql in
+                try await sql.raw("UPDATE sessions SET revoked_at = \(bind: clock.now().addingTimeInterval(-40 * 86_400)) WHERE id = \(bind: sessions[0].id!)").run()
+            }
 
             let backups = app.appConfig.dataDirectory + "/backups"
             try FileManager.default.createDirectory(atPath: backups, withIntermediateDirectories: true)
@@ -31,10 +32,12 @@ struct MaintenanceTaskTests {
 
             clock.advance(by: 86_400)  // 2026-11-19T11:06:40Z: every task is due
             // A job that finished long ago, and one that finished just now.
-            let old = try await JobQueue(app: app).enqueue(kind: "test.old", payload: [:], on: app.db)
-            let recent = try await JobQueue(app: app).enqueue(kind: "test.recent", payload: [:], on: app.db)
-            try await sql.raw("UPDATE jobs SET status = 'succeeded', finished_at = \(bind: clock.now().addingTimeInterval(-10 * 86_400)) WHERE id = \(bind: old)").run()
-            try await sql.raw("UPDATE jobs SET status = 'succeeded', finished_at = \(bind: clock.now()) WHERE id = \(bind: recent)").run()
+            let old = try await app.writeTransaction { db in try await JobQueue(app: app).enqueue(kind: "test.old", payload: [:], on: db) }
+            let recent = try await app.writeTransaction { db in try await JobQueue(app: app).enqueue(kind: "test.recent", payload: [:], on: db) }
+            try await app.writeStatements { sql in
+                try await sql.raw("UPDATE jobs SET status = 'succeeded', finished_at = \(bind: clock.now().addingTimeInterval(-10 * 86_400)) WHERE id = \(bind: old)").run()
+                try await sql.raw("UPDATE jobs SET status = 'succeeded', finished_at = \(bind: clock.now()) WHERE id = \(bind: recent)").run()
+            }
 
             var expected: Set<String> = ["sessions.cleanup", "tokens.cleanup", "jobs.cleanup", "audit.retention", "webhooks.history"]
             if !TestDatabase.isPostgres { expected.insert("sqlite.backup") }
@@ -46,7 +49,7 @@ struct MaintenanceTaskTests {
             #expect(left == [sessions[1].id], "the session revoked 40 days ago is gone, the live one stays")
             #expect(try await Job.find(old, on: app.db) == nil, "a job finished 10 days ago is gone")
             #expect(try await Job.find(recent, on: app.db) != nil)
-            let statuses = try await sql.raw("SELECT name, last_status FROM system_tasks").all().map {
+            let statuses = try await (app.db as! any SQLDatabase).raw("SELECT name, last_status FROM system_tasks").all().map {
                 (try $0.decode(column: "name", as: String.self), try $0.decode(column: "last_status", as: String?.self))
             }
             #expect(statuses.count == expected.count)

@@ -17,10 +17,12 @@ struct PersistenceTests {
         do {
             try await AdminBootstrap(app: first).ensureFirstAdmin()
             for index in 0..<200 {
-                let result = try await first.activityRecorder.record(
-                    audit: AuditRecord(action: "write.\(index)", actorID: nil, actorType: .system),
-                    event: EventRecord(type: "write", actorID: nil, resourceType: "row", resourceID: "\(index)"),
-                    on: first.db)
+                let result = try await first.writeTransaction { db in
+                    try await first.activityRecorder.record(
+                        audit: AuditRecord(action: "write.\(index)", actorID: nil, actorType: .system),
+                        event: EventRecord(type: "write", actorID: nil, resourceType: "row", resourceID: "\(index)"),
+                        on: db)
+                }
                 acknowledged.append(try #require(result.eventSeq))
             }
         } catch {
@@ -37,13 +39,37 @@ struct PersistenceTests {
             #expect(try await AuditChain.verify(on: second.db).isIntact)
             #expect(try await User.query(on: second.db).count() == 1)
             #expect(try await AdminBootstrap(app: second).ensureFirstAdmin() == .alreadyHasUsers)
-            let next = try await second.activityRecorder.record(event: EventRecord(type: "after", actorID: nil, resourceType: "row", resourceID: nil), on: second.db)
+            let next = try await second.writeTransaction { db in
+                try await second.activityRecorder.record(event: EventRecord(type: "after", actorID: nil, resourceType: "row", resourceID: nil), on: db)
+            }
             #expect(next.eventSeq == acknowledged.last! + 1)
         } catch {
             try? await second.asyncShutdown()
             throw error
         }
         try await second.asyncShutdown()
+    }
+
+    @Test("On SQLite the pool only reads: a write that skips the writer is caught, one through the writer is not",
+          .enabled(if: !TestDatabase.isPostgres))
+    func oneWriteDoor() async throws {
+        try await withTestApp { app in
+            let guardian = try #require(app.poolWriteGuard)
+            let user = try await makeUser(app, email: "door@example.com")
+            #expect(guardian.takeWrites().isEmpty, "registering a user wrote through the writer only")
+            try await (app.db as! any SQLDatabase).raw("UPDATE users SET full_name = 'side door' WHERE id = \(bind: user.id!)").run()
+            user.fullName = "side door again"
+            try await user.save(on: app.db)
+            let caught = guardian.takeWrites()
+            #expect(caught.count == 2)
+            #expect(caught.first?.hasPrefix("UPDATE users SET full_name") == true)
+            #expect(caught.last == "fluent update users")
+            try await app.writeTransaction { db in
+                user.fullName = "front door"
+                try await user.save(on: db)
+            }
+            #expect(guardian.takeWrites().isEmpty)
+        }
     }
 
     @Test("The SQLite file runs in WAL mode with synchronous=FULL and a busy timeout", .enabled(if: !TestDatabase.isPostgres))

@@ -58,11 +58,25 @@ func makeTestApp(
         if migrate {
             try await MigrationService(app: app).migrate()
         }
+        // One door for writes: from here on the SQLite pool only reads, and the test fails if it wrote.
+        if let poolWrites = app.poolWriteGuard {
+            poolWrites.arm()
+            app.lifecycle.use(PoolWriteCheck(poolWrites: poolWrites))
+        }
     } catch {
         try? await app.asyncShutdown()
         throw error
     }
     return app
+}
+
+/// At shutdown, records a test issue for each write the SQLite pool ran (a write that skipped the writer).
+private struct PoolWriteCheck: LifecycleHandler {
+    let poolWrites: PoolWriteGuard
+
+    func shutdownAsync(_ application: Application) async {
+        for write in poolWrites.takeWrites() { Issue.record("a write on the SQLite pool, outside the write door: \(write)") }
+    }
 }
 
 /// Runs `body` with a fresh app and database, then shuts down and cleans up.
@@ -135,11 +149,12 @@ extension Application {
 /// Changes the database behind the server's back, as someone with owner rights on it could: the immutability
 /// trigger is disabled first, so only the hash chain stands between the change and the audit trail.
 func tamper(_ app: Application, _ statement: SQLQueryString) async throws {
-    let sql = app.db as! any SQLDatabase
-    if TestDatabase.isPostgres {
-        try await sql.raw("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_immutable").run()
-    } else {
-        try await sql.raw("DROP TRIGGER IF EXISTS audit_logs_immutable").run()
+    try await app.writeStatements { sql in
+        if TestDatabase.isPostgres {
+            try await sql.raw("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_immutable").run()
+        } else {
+            try await sql.raw("DROP TRIGGER IF EXISTS audit_logs_immutable").run()
+        }
+        try await sql.raw(statement).run()
     }
-    try await sql.raw(statement).run()
 }

@@ -46,13 +46,13 @@ public struct MailOutbox: Sendable {
         var sent = 0
         for mail in due {
             // Claim it, so two instances never send the same mail.
-            let sql = app.db as! any SQLDatabase
             let claimUntil = now.addingTimeInterval(120)
-            let claimed = try await sql.raw("""
+            let id = mail.id!, attempts = mail.attempts
+            let claimed = try await app.writeStatements { sql in try await sql.raw("""
                 UPDATE mail_outbox SET next_attempt_at = \(bind: claimUntil), attempts = attempts + 1
-                WHERE id = \(bind: mail.id!) AND status = 'pending' AND attempts = \(bind: mail.attempts)
+                WHERE id = \(bind: id) AND status = 'pending' AND attempts = \(bind: attempts)
                 RETURNING id
-                """).first()
+                """).first() }
             guard claimed != nil else { continue }
             let attempt = mail.attempts + 1
             do {
@@ -68,7 +68,7 @@ public struct MailOutbox: Sendable {
                 mail.secret = nil
                 mail.attempts = attempt
                 mail.lastError = nil
-                try await mail.save(on: app.db)
+                try await app.writeTransaction { db in try await mail.save(on: db) }
                 sent += 1
             } catch {
                 mail.attempts = attempt
@@ -81,7 +81,7 @@ public struct MailOutbox: Sendable {
                     let delay = min(3600, 30 * pow(2, Double(attempt - 1)))
                     mail.nextAttemptAt = app.wallClock.now().addingTimeInterval(delay)
                 }
-                try await mail.save(on: app.db)
+                try await app.writeTransaction { db in try await mail.save(on: db) }
                 app.logger.warning("Mail to \(mail.toAddress) failed (attempt \(attempt)): \(mail.lastError ?? "")")
             }
         }

@@ -23,6 +23,9 @@ enum BackgroundWork {
         app.eventHub = EventHub(app: app, settings: StreamSettings(
             maxPerUser: config.maxStreamsPerUser, maxTotal: config.maxStreams, bufferEvents: config.streamBufferEvents))
         app.lifecycle.use(EventHubLifecycle())
+        // Committed: any event a write made is readable now, so live streams need not wait for their next look.
+        let hub = app.eventHub
+        app.commitListeners.add { hub.poke() }
         let scheduler = BackgroundLoop.scheduler()
         app.schedulerWorker = scheduler
         app.lifecycle.use(scheduler)

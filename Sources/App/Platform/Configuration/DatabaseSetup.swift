@@ -1,6 +1,7 @@
 import Fluent
 import FluentPostgresDriver
 import FluentSQLiteDriver
+import StewardSQLite
 import Vapor
 
 /// Connects Fluent to SQLite or PostgreSQL as the configuration says.
@@ -21,7 +22,11 @@ enum DatabaseSetup {
                 .file(path), connectionPoolTimeout: .seconds(Int64(config.dbConnectTimeoutSeconds)), sqlLogLevel: .trace)
             // Reads. Write transactions run on a connection of their own (`SQLiteWriter`, opened in
             // `openSQLiteWriter`), so reads on any loop go on beside them: WAL lets readers and the one writer work at once.
-            app.databases.use(instrumented(sqlite, app, config), as: .sqlite)
+            let poolWrites = PoolWriteGuard()
+            app.poolWriteGuard = poolWrites
+            var observer = queryObserver(app, config)
+            observer.poolWrites = poolWrites
+            app.databases.use(InstrumentedDatabaseConfiguration(base: sqlite.make(), observer: observer), as: .sqlite)
         case .postgres(let url):
             var postgres = try SQLPostgresConfiguration(url: url)
             postgres.coreConfiguration.options.connectTimeout = .seconds(Int64(config.dbConnectTimeoutSeconds))
@@ -52,12 +57,15 @@ enum DatabaseSetup {
     /// read connections; closes them when the app shuts down (after the workers and loops that write, whose handlers are registered later).
     static func openSQLiteWriter(_ app: Application, _ config: AppConfig) async throws {
         guard case .sqlite(let path) = config.database else { return }
-        let gate = WriteGate()
-        app.sqliteWriteGate = gate
-        app.sqliteWriter = try await SQLiteWriter.open(
+        let writer = try await SQLiteWriter.open(
             path: path, busyTimeoutMilliseconds: config.sqliteBusyTimeoutMilliseconds, synchronous: config.sqliteSynchronous.rawValue,
             configuration: app.databases.configuration(for: .sqlite)!, logger: app.logger,
-            pageSizeLimit: app.fluent.pagination.pageSizeLimit, observer: queryObserver(app, config), gate: gate)
+            pageSizeLimit: app.fluent.pagination.pageSizeLimit, observer: queryObserver(app, config), gate: WriteGate())
+        // The audit chain's and the event log's heads, kept in memory for each batch.
+        writer.addBatchParticipant { LedgerHeadCache() }
+        let listeners = app.commitListeners
+        writer.afterCommit { listeners.committed() }
+        app.sqliteWriter = writer
         // One per thread that may read at once: the event loops, and a few more for tasks running elsewhere.
         app.sqliteReaders = SQLiteReaders(path: path, limit: System.coreCount + 4, observer: queryObserver(app, config), logger: app.logger)
         app.lifecycle.use(SQLiteWriterLifecycle())

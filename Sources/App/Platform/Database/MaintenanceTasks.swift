@@ -1,8 +1,9 @@
 import Fluent
 import Foundation
 import SQLKit
-import Vapor
 import StewardFormats
+import StewardSQLite
+import Vapor
 
 /// The built-in maintenance tasks, run by the scheduler on UTC cron expressions through the job queue: session,
 /// token and finished-job cleanup, audit retention, webhook history retention, and (on SQLite) a nightly backup
@@ -30,8 +31,7 @@ struct MaintenanceTasks: Sendable {
         var tasks = [
             Task(name: "sessions.cleanup", cron: "17 * * * *") { app in
                 let cutoff = app.wallClock.now().addingTimeInterval(-endedRetention)
-                let sql = app.db as! any SQLDatabase
-                let removed = try await app.withWriteGate {
+                let removed = try await app.writeStatements { sql in
                     try await sql.raw("""
                         DELETE FROM sessions WHERE expires_at < \(bind: cutoff) OR idle_expires_at < \(bind: cutoff) OR revoked_at < \(bind: cutoff)
                         RETURNING id
@@ -42,9 +42,8 @@ struct MaintenanceTasks: Sendable {
             Task(name: "tokens.cleanup", cron: "23 * * * *") { app in
                 let now = app.wallClock.now()
                 let cutoff = now.addingTimeInterval(-endedRetention)
-                let sql = app.db as! any SQLDatabase
-                var removed = 0
-                try await app.withWriteGate {
+                let removed = try await app.writeStatements { sql in
+                    var removed = 0
                     for statement: SQLQueryString in [
                         "DELETE FROM one_time_tokens WHERE expires_at < \(bind: cutoff) RETURNING id",
                         "DELETE FROM mfa_challenges WHERE expires_at < \(bind: cutoff) RETURNING id",
@@ -52,6 +51,7 @@ struct MaintenanceTasks: Sendable {
                     ] {
                         removed += try await sql.raw(statement).all().count
                     }
+                    return removed
                 }
                 try await StreamTickets.pruneExpired(app: app)
                 try await DatabaseRateLimitStore.prune(app: app)
@@ -59,8 +59,7 @@ struct MaintenanceTasks: Sendable {
             },
             Task(name: "jobs.cleanup", cron: "41 * * * *") { app in
                 let cutoff = app.wallClock.now().addingTimeInterval(-jobRetention)
-                let sql = app.db as! any SQLDatabase
-                let removed = try await app.withWriteGate {
+                let removed = try await app.writeStatements { sql in
                     try await sql.raw("""
                         DELETE FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < \(bind: cutoff) RETURNING id
                         """).all().count
@@ -72,8 +71,7 @@ struct MaintenanceTasks: Sendable {
             },
             Task(name: "webhooks.history", cron: "30 3 * * *") { app in
                 let cutoff = app.wallClock.now().addingTimeInterval(-TimeInterval(app.appConfig.webhookHistoryDays) * 86_400)
-                let sql = app.db as! any SQLDatabase
-                let removed = try await app.withWriteGate {
+                let removed = try await app.writeStatements { sql in
                     try await sql.raw("DELETE FROM webhook_deliveries WHERE created_at < \(bind: cutoff) AND status != 'pending' RETURNING id").all().count
                 }
                 return "removed \(removed) webhook deliveries past history"
@@ -117,8 +115,9 @@ struct MaintenanceTasks: Sendable {
             let expression = try CronExpression(task.cron)
             guard let next = expression.next(after: now, in: utc) else { continue }
             guard let current = known[task.name], current.cron == task.cron else {
-                try await app.withWriteGate {
-                    if known[task.name] == nil {
+                let existing = known[task.name]
+                try await app.writeStatements { sql in
+                    if existing == nil {
                         try await sql.raw("""
                             INSERT INTO system_tasks (name, cron, next_run_at) VALUES (\(bind: task.name), \(bind: task.cron), \(bind: next))
                             ON CONFLICT (name) DO NOTHING

@@ -64,6 +64,10 @@ public struct MigrationService: Sendable {
     /// Applies every pending migration as one batch; returns their versions.
     @discardableResult
     public func migrate() async throws -> [String] {
+        try await migrating { try await migrateUnchecked() }
+    }
+
+    private func migrateUnchecked() async throws -> [String] {
         try await app.migrator.setupIfNeeded().get()
         let pending = try await app.migrator.previewPrepareBatch().get().map { $0.0.name }
         guard !pending.isEmpty else { return [] }
@@ -74,6 +78,10 @@ public struct MigrationService: Sendable {
     /// Reverts the last batch; returns the versions reverted.
     @discardableResult
     public func revertLastBatch() async throws -> [String] {
+        try await migrating { try await revertLastBatchUnchecked() }
+    }
+
+    private func revertLastBatchUnchecked() async throws -> [String] {
         try await app.migrator.setupIfNeeded().get()
         let names = try await app.migrator.previewRevertLastBatch().get().map { $0.0.name }
         guard !names.isEmpty else { return [] }
@@ -98,11 +106,20 @@ public struct MigrationService: Sendable {
         var reverted: [String] = []
         for state in states.reversed() where state.applied && state.position > targetPosition {
             let migration = registered[state.position - 1]
-            try await migration.revert(on: app.db).get()
-            try await MigrationLog.query(on: app.db).filter(\.$name == migration.name).delete()
+            try await migrating {
+                try await migration.revert(on: app.db).get()
+                try await MigrationLog.query(on: app.db).filter(\.$name == migration.name).delete()
+            }
             reverted.append(state.version)
         }
         return reverted
+    }
+
+    /// Migrations write through the pool (schema changes cannot run in the writer's batches); the one-door check
+    /// lets them.
+    private func migrating<T>(_ body: () async throws -> T) async throws -> T {
+        guard let poolWrites = app.poolWriteGuard else { return try await body() }
+        return try await poolWrites.migrating(body)
     }
 
     /// `0004_CreateUsers` for `App.CreateUsers`.

@@ -32,12 +32,14 @@ struct IdempotencyMiddleware: AsyncMiddleware {
         let sql = request.db as! any SQLDatabase
 
         // Reserve the key; a row that is there already answers for it.
-        try await sql.raw("DELETE FROM idempotency_keys WHERE user_id = \(bind: userID) AND key = \(bind: key) AND expires_at < \(bind: now)").run()
-        let reserved = try await sql.raw("""
-            INSERT INTO idempotency_keys (id, user_id, key, request_hash, created_at, expires_at)
-            VALUES (\(bind: UUID.pooledRandom()), \(bind: userID), \(bind: key), \(bind: hash), \(bind: now), \(bind: now.addingTimeInterval(Self.lifetime)))
-            ON CONFLICT (user_id, key) DO NOTHING RETURNING id
-            """).first()
+        let reserved = try await app.writeStatements { sql in
+            try await sql.raw("DELETE FROM idempotency_keys WHERE user_id = \(bind: userID) AND key = \(bind: key) AND expires_at < \(bind: now)").run()
+            return try await sql.raw("""
+                INSERT INTO idempotency_keys (id, user_id, key, request_hash, created_at, expires_at)
+                VALUES (\(bind: UUID.pooledRandom()), \(bind: userID), \(bind: key), \(bind: hash), \(bind: now), \(bind: now.addingTimeInterval(Self.lifetime)))
+                ON CONFLICT (user_id, key) DO NOTHING RETURNING id
+                """).first()
+        }
         if reserved == nil {
             guard let row = try await sql.raw("""
                 SELECT request_hash, response_status, response_body, response_type FROM idempotency_keys WHERE user_id = \(bind: userID) AND key = \(bind: key)
@@ -57,23 +59,28 @@ struct IdempotencyMiddleware: AsyncMiddleware {
         } catch {
             // Errors become problem responses further out; remember the 4xx ones like any other answer.
             let problem = ProblemMiddleware(maxBodySize: app.appConfig.maxBodySize).makeResponse(for: error, request: request)
-            try await remember(problem, key: key, userID: userID, on: sql)
+            try await remember(problem, key: key, userID: userID, app: app)
             return problem
         }
-        try await remember(response, key: key, userID: userID, on: sql)
+        try await remember(response, key: key, userID: userID, app: app)
         return response
     }
 
-    private func remember(_ response: Response, key: String, userID: UUID, on sql: any SQLDatabase) async throws {
+    private func remember(_ response: Response, key: String, userID: UUID, app: Application) async throws {
         let body = response.body.buffer.map { String(buffer: $0) } ?? response.body.string
         guard response.status.code < 500, (body?.utf8.count ?? 0) <= Self.largestRememberedBody else {
-            try await sql.raw("DELETE FROM idempotency_keys WHERE user_id = \(bind: userID) AND key = \(bind: key)").run()
+            try await app.writeStatements { sql in
+                try await sql.raw("DELETE FROM idempotency_keys WHERE user_id = \(bind: userID) AND key = \(bind: key)").run()
+            }
             return
         }
-        try await sql.raw("""
-            UPDATE idempotency_keys SET response_status = \(bind: Int(response.status.code)), response_body = \(bind: body ?? ""),
-                response_type = \(bind: response.headers.first(name: .contentType)) WHERE user_id = \(bind: userID) AND key = \(bind: key)
-            """).run()
+        let status = Int(response.status.code), type = response.headers.first(name: .contentType)
+        try await app.writeStatements { sql in
+            try await sql.raw("""
+                UPDATE idempotency_keys SET response_status = \(bind: status), response_body = \(bind: body ?? ""),
+                    response_type = \(bind: type) WHERE user_id = \(bind: userID) AND key = \(bind: key)
+                """).run()
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 import NIOHTTP1
 import SQLiteNIO
-import Vapor
 import StewardFormats
+import StewardSQLite
+import Vapor
 
 /// Turns every error into an RFC 9457 problem response; a 500 never shows internals.
 struct ProblemMiddleware: AsyncMiddleware {

@@ -1,8 +1,9 @@
 import Fluent
 import Foundation
 import SQLKit
-import Vapor
 import StewardFormats
+import StewardSQLite
+import Vapor
 
 /// A job a worker holds under a lease. Every write about it is fenced by `token`.
 struct ClaimedJob: Sendable {
@@ -93,12 +94,15 @@ struct JobQueue: Sendable {
 
     /// Extends the lease; false when the lease was lost (rescued, or the job finished elsewhere).
     func heartbeat(_ job: ClaimedJob, on db: (any Database)? = nil) async throws -> Bool {
-        let sql = (db ?? app.db) as! any SQLDatabase
         let expires = now.addingTimeInterval(TimeInterval(config.jobLeaseSeconds))
-        return try await sql.raw("""
-            UPDATE jobs SET lease_expires_at = \(bind: expires) WHERE id = \(bind: job.id) AND lease_token = \(bind: job.token) AND status = 'running'
-            RETURNING id
-            """).first() != nil
+        let extend: @Sendable (any SQLDatabase) async throws -> Bool = { sql in
+            try await sql.raw("""
+                UPDATE jobs SET lease_expires_at = \(bind: expires) WHERE id = \(bind: job.id) AND lease_token = \(bind: job.token) AND status = 'running'
+                RETURNING id
+                """).first() != nil
+        }
+        if let db { return try await extend(db as! any SQLDatabase) }
+        return try await app.writeStatements(extend)
     }
 
     private static let finish = FixedStatement("""

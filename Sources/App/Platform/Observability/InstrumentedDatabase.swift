@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import NIOCore
 import SQLKit
+import StewardSQLite
 import Vapor
 
 /// What the instrumented database reports to: query durations and the slow-query threshold.
@@ -9,6 +10,8 @@ struct QueryObserver: Sendable {
     let metrics: AppMetrics
     /// nil: slow queries are not logged (`STEWARD_SLOW_QUERY_MS=0`).
     let slowThreshold: Duration?
+    /// The SQLite pool's: told each statement, to check that the pool only reads.
+    var poolWrites: PoolWriteGuard? = nil
 
     /// Records one statement; over the threshold, logs a warning with its duration and redacted SQL.
     func finished(_ describe: @autoclosure () -> String, started: ContinuousClock.Instant, logger: Logger) {
@@ -20,6 +23,13 @@ struct QueryObserver: Sendable {
             "durationMs": .string(String(format: "%.1f", Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15)),
             "sql": .string(describe()),
         ])
+    }
+}
+
+extension QueryObserver: SQLStatementObserver {
+    /// A statement on one of the direct SQLite connections (the writer's, the readers').
+    func statementFinished(_ sql: String, started: ContinuousClock.Instant, logger: Logger) {
+        finished(InstrumentedDatabase.redacted(sql), started: started, logger: logger)
     }
 }
 
@@ -66,6 +76,7 @@ struct InstrumentedDatabase: Database, SQLDatabase {
     func execute(query: DatabaseQuery, onOutput: @escaping @Sendable (any DatabaseOutput) -> ()) -> EventLoopFuture<Void> {
         let started = ContinuousClock.now
         let observer = observer, logger = base.logger
+        observer.poolWrites?.check(query)
         return base.execute(query: query, onOutput: onOutput).always { _ in
             observer.finished(Self.describe(query), started: started, logger: logger)
         }
@@ -166,6 +177,7 @@ private struct TimedSQLDatabase: SQLDatabase {
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> ()) -> EventLoopFuture<Void> {
         let started = ContinuousClock.now
         let observer = observer, database = base
+        observer.poolWrites?.check { database.serialize(query).sql }
         return base.execute(sql: query, onRow).always { _ in
             observer.finished(InstrumentedDatabase.redacted(database.serialize(query).sql), started: started, logger: database.logger)
         }
@@ -173,6 +185,7 @@ private struct TimedSQLDatabase: SQLDatabase {
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> ()) async throws {
         let started = ContinuousClock.now
+        observer.poolWrites?.check { base.serialize(query).sql }
         defer { observer.finished(InstrumentedDatabase.redacted(base.serialize(query).sql), started: started, logger: base.logger) }
         try await base.execute(sql: query, onRow)
     }

@@ -3,8 +3,9 @@ import Fluent
 import Foundation
 import NIOConcurrencyHelpers
 import SQLKit
-import Vapor
 import StewardFormats
+import StewardSQLite
+import Vapor
 
 /// One limit: `limit` requests per `window` seconds, enforced with GCRA; a limit of 0 turns it off.
 public struct RateLimitPolicy: Sendable, Equatable {
@@ -107,10 +108,8 @@ struct DatabaseRateLimitStore: RateLimitStore {
     }
 
     static func prune(app: Application) async throws {
-        let sql = app.db as! any SQLDatabase
-        try await app.withWriteGate {
-            try await sql.raw("DELETE FROM rate_limits WHERE tat < \(bind: app.wallClock.now().timeIntervalSince1970)").run()
-        }
+        let cutoff = app.wallClock.now().timeIntervalSince1970
+        try await app.writeStatements { sql in try await sql.raw("DELETE FROM rate_limits WHERE tat < \(bind: cutoff)").run() }
     }
 }
 

@@ -1,6 +1,6 @@
-@testable import App
 import Foundation
 import SQLiteKit
+import StewardSQLite
 import Testing
 
 /// The hot statements bind their values through `RowValue` on the SQLite writer instead of the driver's encoder.

@@ -8,33 +8,33 @@ import VaporCSQLite
 import StewardFormats
 
 /// A SQLite error from a connection of our own (the writer's, or a reader's), with SQLite's extended result code.
-struct SQLiteDirectError: Error, CustomStringConvertible, DatabaseError {
-    let code: Int32
-    let message: String
+package struct SQLiteDirectError: Error, CustomStringConvertible, DatabaseError {
+    package let code: Int32
+    package let message: String
 
-    var primaryCode: Int32 { code & 0xff }
-    var description: String { "SQLite error \(code): \(message)" }
+    package var primaryCode: Int32 { code & 0xff }
+    package var description: String { "SQLite error \(code): \(message)" }
 
     /// The database stayed locked past the busy timeout.
-    var isBusy: Bool { primaryCode == SQLITE_BUSY || primaryCode == SQLITE_LOCKED }
+    package var isBusy: Bool { primaryCode == SQLITE_BUSY || primaryCode == SQLITE_LOCKED }
 
-    var isSyntaxError: Bool { primaryCode == SQLITE_ERROR && message.contains("syntax error") }
-    var isConstraintFailure: Bool { primaryCode == SQLITE_CONSTRAINT }
-    var isConnectionClosed: Bool { primaryCode == SQLITE_MISUSE }
+    package var isSyntaxError: Bool { primaryCode == SQLITE_ERROR && message.contains("syntax error") }
+    package var isConstraintFailure: Bool { primaryCode == SQLITE_CONSTRAINT }
+    package var isConnectionClosed: Bool { primaryCode == SQLITE_MISUSE }
 }
 
 private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
 /// One sqlite3 handle and its prepared statements, called directly (no thread pool). Not thread-safe: one
 /// thread at a time uses it (the writer's thread, or whoever holds a reader, see `SQLiteReaders`).
-final class DirectSQLiteConnection: @unchecked Sendable {
+package final class DirectSQLiteConnection: @unchecked Sendable {
     private var handle: OpaquePointer?
     private var statements: [String: Prepared] = [:]
     /// Statements are cached by SQL text; past this many (SQL with literals written in), the cache starts again.
     private let cacheLimit = 256
 
     /// `readOnly`: opened read-only, and `query_only` too, so nothing can write through it.
-    init(path: String, busyTimeoutMilliseconds: Int, readOnly: Bool = false) throws {
+    package init(path: String, busyTimeoutMilliseconds: Int, readOnly: Bool = false) throws {
         let access = readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_CREATE | SQLITE_OPEN_READWRITE
         let flags = access | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_URI | SQLITE_OPEN_EXRESCODE
         let opened = sqlite_nio_sqlite3_open_v2(path, &handle, flags, nil)
@@ -50,7 +50,7 @@ final class DirectSQLiteConnection: @unchecked Sendable {
 
     deinit { close() }
 
-    func close() {
+    package func close() {
         for prepared in statements.values { sqlite_nio_sqlite3_finalize(prepared.statement) }
         statements.removeAll()
         if let handle { sqlite_nio_sqlite3_close_v2(handle) }
@@ -87,7 +87,7 @@ final class DirectSQLiteConnection: @unchecked Sendable {
     }
 
     /// Prepares (or reuses), binds, steps to the end and hands each row over.
-    func execute(_ sql: String, _ binds: [SQLiteData], _ onRow: (any SQLRow) -> Void) throws {
+    package func execute(_ sql: String, _ binds: [SQLiteData], _ onRow: (any SQLRow) -> Void) throws {
         let prepared = try prepared(sql)
         let statement = prepared.statement
         // Reset ends the statement's read transaction. Bindings are not cleared: every run binds every parameter
@@ -165,8 +165,8 @@ final class DirectSQLiteConnection: @unchecked Sendable {
 }
 
 /// A result row, read the way SQLiteKit reads the driver's.
-struct DirectSQLiteRow: SQLRow {
-    final class Columns: Sendable {
+package struct DirectSQLiteRow: SQLRow {
+    package final class Columns: Sendable {
         let names: [String]
         let positions: [String: Int]
         init(names: [String]) {
@@ -177,18 +177,18 @@ struct DirectSQLiteRow: SQLRow {
 
     private static let decoder = SQLiteDataDecoder()
 
-    let columns: Columns
-    let values: [SQLiteData]
+    package let columns: Columns
+    package let values: [SQLiteData]
 
-    var allColumns: [String] { columns.names }
-    func contains(column: String) -> Bool { columns.positions[column] != nil }
+    package var allColumns: [String] { columns.names }
+    package func contains(column: String) -> Bool { columns.positions[column] != nil }
 
-    func decodeNil(column: String) throws -> Bool {
+    package func decodeNil(column: String) throws -> Bool {
         guard let position = columns.positions[column] else { return true }
         return values[position] == .null
     }
 
-    func decode<D: Decodable>(column: String, as type: D.Type) throws -> D {
+    package func decode<D: Decodable>(column: String, as type: D.Type) throws -> D {
         guard let position = columns.positions[column] else {
             throw DecodingError.keyNotFound(DirectSQLiteColumn(column), .init(codingPath: [], debugDescription: "No column \(column)."))
         }
@@ -197,9 +197,9 @@ struct DirectSQLiteRow: SQLRow {
 }
 
 private struct DirectSQLiteColumn: CodingKey {
-    var stringValue: String
-    var intValue: Int? { nil }
-    init(_ name: String) { stringValue = name }
-    init?(stringValue: String) { self.stringValue = stringValue }
-    init?(intValue: Int) { nil }
+    package var stringValue: String
+    package var intValue: Int? { nil }
+    package init(_ name: String) { stringValue = name }
+    package init?(stringValue: String) { self.stringValue = stringValue }
+    package init?(intValue: Int) { nil }
 }

@@ -4,7 +4,6 @@ import Logging
 import NIOConcurrencyHelpers
 import SQLiteKit
 import SQLKit
-import Vapor
 
 /// Read-only SQLite connections for the few small reads on every request's path (who the caller is, the skill to
 /// run, how many runs the caller has going), run synchronously on the thread that asks, with prepared statements
@@ -25,7 +24,7 @@ import Vapor
 /// SQLite can still make a reader retry, with short sleeps, while the writer resets the log at that very moment.
 /// Running these reads on a thread of their own instead was measured: it cost a third of `/me`'s throughput, and
 /// the start-latency tails seen under load come from the writer's commits, not from these reads.
-final class SQLiteReaders: Sendable {
+package final class SQLiteReaders: Sendable {
     private struct State {
         var idle: [DirectSQLiteConnection] = []
         var open = 0
@@ -34,12 +33,12 @@ final class SQLiteReaders: Sendable {
 
     private let path: String
     private let limit: Int
-    private let observer: QueryObserver?
+    private let observer: (any SQLStatementObserver)?
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
 
     /// `limit` 0 sends every read to the driver.
-    init(path: String, limit: Int, observer: QueryObserver?, logger: Logger) {
+    package init(path: String, limit: Int, observer: (any SQLStatementObserver)?, logger: Logger) {
         self.path = path
         self.limit = limit
         self.observer = observer
@@ -48,7 +47,7 @@ final class SQLiteReaders: Sendable {
 
     /// The rows of one read-only statement (`?` placeholders, SQLite's values), or nil when no connection was free
     /// or the database was busy: the caller then reads through the driver instead.
-    func read(_ sql: String, _ binds: [SQLiteData]) throws -> [DirectSQLiteRow]? {
+    package func read(_ sql: String, _ binds: [SQLiteData]) throws -> [DirectSQLiteRow]? {
         guard let connection = try checkOut() else { return nil }
         var rows: [DirectSQLiteRow] = []
         let started = ContinuousClock.now
@@ -62,7 +61,7 @@ final class SQLiteReaders: Sendable {
             throw error
         }
         checkIn(connection)
-        observer?.finished(InstrumentedDatabase.redacted(sql), started: started, logger: logger)
+        observer?.statementFinished(sql, started: started, logger: logger)
         return rows
     }
 
@@ -102,7 +101,7 @@ final class SQLiteReaders: Sendable {
     }
 
     /// Closes the idle connections; one still in use is closed when it comes back. Reads answer nil afterwards.
-    func close() {
+    package func close() {
         let idle = state.withLockedValue { state in
             state.closed = true
             defer { state.idle.removeAll() }
@@ -117,7 +116,7 @@ extension SQLiteReaders {
     /// A short read on a request's path (a row or a count by key or index): on SQLite through a direct reader when
     /// one is free and `db` is not inside a transaction, otherwise through `db`. `template` is SQL with one `?` per
     /// value and no other `?`; values are bound, never written into the text.
-    static func quickRead(_ template: String, _ values: [any Encodable & Sendable], readers: SQLiteReaders?,
+    package static func quickRead(_ template: String, _ values: [any Encodable & Sendable], readers: SQLiteReaders?,
                           on db: any Database) async throws -> [any SQLRow] {
         if !db.inTransaction, let readers {
             let encoder = SQLiteDataEncoder()
@@ -132,33 +131,20 @@ extension SQLiteReaders {
     }
 }
 
-extension Application {
-    /// `SQLiteReaders.quickRead` through this app's readers.
-    func quickRead(_ template: String, _ values: [any Encodable & Sendable], on db: any Database) async throws -> [any SQLRow] {
-        try await SQLiteReaders.quickRead(template, values, readers: sqliteReaders, on: db)
-    }
-
-    /// The one row of `M` whose `column` equals `value`, through `quickRead`, filled without reflection.
-    func quickFind<M: ListedProperties>(_ type: M.Type, where column: String, equals value: any Encodable & Sendable,
-                                        on db: any Database) async throws -> M? {
-        guard let row = try await quickRead("SELECT * FROM \(M.schema) WHERE \(column) = ? LIMIT 1", [value], on: db).first else {
-            return nil
-        }
-        let model = M()
-        try model.hydrate(from: SQLRowOutput(row: row))
-        return model
-    }
-}
-
 /// A SQL row as a Fluent model reads it: each field from the column of its name, after `prefix` (for a joined
 /// row whose columns were aliased).
-struct SQLRowOutput: DatabaseOutput {
-    let row: any SQLRow
-    var prefix = ""
+package struct SQLRowOutput: DatabaseOutput {
+    package let row: any SQLRow
+    package var prefix = ""
 
-    var description: String { "\(row)" }
-    func schema(_ schema: String) -> any DatabaseOutput { self }
-    func contains(_ key: FieldKey) -> Bool { row.contains(column: prefix + key.description) }
-    func decodeNil(_ key: FieldKey) throws -> Bool { try row.decodeNil(column: prefix + key.description) }
-    func decode<T: Decodable>(_ key: FieldKey, as type: T.Type) throws -> T { try row.decode(column: prefix + key.description, as: T.self) }
+    package init(row: any SQLRow, prefix: String = "") {
+        self.row = row
+        self.prefix = prefix
+    }
+
+    package var description: String { "\(row)" }
+    package func schema(_ schema: String) -> any DatabaseOutput { self }
+    package func contains(_ key: FieldKey) -> Bool { row.contains(column: prefix + key.description) }
+    package func decodeNil(_ key: FieldKey) throws -> Bool { try row.decodeNil(column: prefix + key.description) }
+    package func decode<T: Decodable>(_ key: FieldKey, as type: T.Type) throws -> T { try row.decode(column: prefix + key.description, as: T.self) }
 }

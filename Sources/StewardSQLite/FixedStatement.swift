@@ -8,23 +8,23 @@ import StewardFormats
 /// the text is cut at the placeholders and bound through SQLKit. SQLKit's builders and its serializer took longer
 /// than SQLite took to run these statements (6.6% of the server's CPU while creating and running executions for
 /// the inserts alone). The text must hold no `?` other than its placeholders.
-struct FixedStatement: Sendable {
+package struct FixedStatement: Sendable {
     /// The statement as SQLite takes it.
-    let sqlite: String
+    package let sqlite: String
     /// The text around the placeholders: one more piece than there are values.
     private let pieces: [String]
 
-    init(_ text: String) {
+    package init(_ text: String) {
         sqlite = text
         pieces = text.split(separator: "?", omittingEmptySubsequences: false).map(String.init)
     }
 
     /// `INSERT INTO table (columns) VALUES (?, …)`.
-    static func insert(into table: String, columns: [String]) -> FixedStatement {
+    package static func insert(into table: String, columns: [String]) -> FixedStatement {
         FixedStatement("INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES (\(repeatElement("?", count: columns.count).joined(separator: ", ")))")
     }
 
-    var placeholders: Int { pieces.count - 1 }
+    package var placeholders: Int { pieces.count - 1 }
 
     /// The statement for SQLKit, each value bound in its place.
     fileprivate func query(_ values: [any RowValue]) -> SQLQueryString {
@@ -41,46 +41,46 @@ struct FixedStatement: Sendable {
 /// driver's encoder would make it (`SQLiteDataConvertible`: text, integer, float, null), without the encoder's
 /// dynamic cast to that protocol and its one-off `Encoder` for an optional, which together cost more than the rest
 /// of the statement's preparation. Elsewhere (PostgreSQL) it is bound as the `Encodable` it is.
-protocol RowValue: Encodable, Sendable {
+package protocol RowValue: Encodable, Sendable {
     var sqliteValue: SQLiteData { get }
 }
 
 extension String: RowValue {
-    var sqliteValue: SQLiteData { .text(self) }
+    package var sqliteValue: SQLiteData { .text(self) }
 }
 
 extension Int: RowValue {
-    var sqliteValue: SQLiteData { .integer(self) }
+    package var sqliteValue: SQLiteData { .integer(self) }
 }
 
 extension Int64: RowValue {
-    var sqliteValue: SQLiteData { .integer(Int(self)) }
+    package var sqliteValue: SQLiteData { .integer(Int(self)) }
 }
 
 extension Double: RowValue {
-    var sqliteValue: SQLiteData { .float(self) }
+    package var sqliteValue: SQLiteData { .float(self) }
 }
 
 extension Bool: RowValue {
-    var sqliteValue: SQLiteData { .integer(self ? 1 : 0) }
+    package var sqliteValue: SQLiteData { .integer(self ? 1 : 0) }
 }
 
 extension Date: RowValue {
-    var sqliteValue: SQLiteData { .float(timeIntervalSince1970) }
+    package var sqliteValue: SQLiteData { .float(timeIntervalSince1970) }
 }
 
 extension UUID: RowValue {
     /// The same upper-case text as `sqliteData` (`UUIDSupport.swift`).
-    var sqliteValue: SQLiteData { .text(uppercasedString) }
+    package var sqliteValue: SQLiteData { .text(uppercasedString) }
 }
 
 extension Optional: RowValue where Wrapped: RowValue {
-    var sqliteValue: SQLiteData { self?.sqliteValue ?? .null }
+    package var sqliteValue: SQLiteData { self?.sqliteValue ?? .null }
 }
 
 extension SQLDatabase {
     /// Runs the statement, a value per placeholder; its rows (if it returns any) are dropped.
-    func run(_ statement: FixedStatement, _ values: [any RowValue]) async throws {
+    package func run(_ statement: FixedStatement, _ values: [any RowValue]) async throws {
         precondition(statement.placeholders == values.count, "one value per placeholder")
         if let direct = self as? any DirectSQLiteStatements {
             _ = try await direct.run(sqlite: statement.sqlite, values.map(\.sqliteValue), collect: false)
@@ -90,7 +90,7 @@ extension SQLDatabase {
     }
 
     /// Runs the statement and returns its rows.
-    func all(_ statement: FixedStatement, _ values: [any RowValue]) async throws -> [any SQLRow] {
+    package func all(_ statement: FixedStatement, _ values: [any RowValue]) async throws -> [any SQLRow] {
         precondition(statement.placeholders == values.count, "one value per placeholder")
         if let direct = self as? any DirectSQLiteStatements {
             return try await direct.run(sqlite: statement.sqlite, values.map(\.sqliteValue), collect: true)
@@ -99,13 +99,13 @@ extension SQLDatabase {
     }
 
     /// Runs the statement and returns its first row, if any.
-    func first(_ statement: FixedStatement, _ values: [any RowValue]) async throws -> (any SQLRow)? {
+    package func first(_ statement: FixedStatement, _ values: [any RowValue]) async throws -> (any SQLRow)? {
         try await all(statement, values).first
     }
 }
 
 /// A database that runs SQLite statement text (with `?` placeholders) as it is: the SQLite writer's.
-protocol DirectSQLiteStatements {
+package protocol DirectSQLiteStatements {
     /// Runs the statement; its rows when `collect` is set, none otherwise.
     func run(sqlite sql: String, _ values: [SQLiteData], collect: Bool) async throws -> [any SQLRow]
 }

@@ -2,7 +2,6 @@ import Foundation
 import SQLiteKit
 import StewardFormats
 import Testing
-@testable import App
 
 @Suite("UUID binding on SQLite")
 struct UUIDBindingTests {

@@ -1,0 +1,83 @@
+import Fluent
+import NIOConcurrencyHelpers
+import SQLKit
+import StewardSQLite
+import Vapor
+
+/// The one door for writes. Every change goes through `writeTransaction`, or `writeStatements` for statements that
+/// need no transaction of their own (claiming a job, a rate-limit counter, a clean-up delete). On SQLite both queue
+/// for the writer (`SQLiteWriter`: its thread, its connection, group commit); the driver's pool only reads, which
+/// `PoolWriteGuard` checks. On PostgreSQL both go to the pool.
+extension Application {
+    private struct SQLiteWriterKey: StorageKey { typealias Value = SQLiteWriter }
+
+    /// Set in `configure` for SQLite: the connection and thread that write transactions run on.
+    var sqliteWriter: SQLiteWriter? {
+        get { storage[SQLiteWriterKey.self] }
+        set { storage[SQLiteWriterKey.self] = newValue }
+    }
+
+    private struct SQLiteReadersKey: StorageKey { typealias Value = SQLiteReaders }
+
+    /// Set in `configure` for SQLite: direct read connections for the caller lookup on every request.
+    var sqliteReaders: SQLiteReaders? {
+        get { storage[SQLiteReadersKey.self] }
+        set { storage[SQLiteReadersKey.self] = newValue }
+    }
+
+    private struct CommitListenersKey: StorageKey { typealias Value = CommitListeners }
+
+    /// Told after each commit made through the door (the live-stream hub looks at the log at once).
+    var commitListeners: CommitListeners {
+        if let listeners = storage[CommitListenersKey.self] { return listeners }
+        let listeners = CommitListeners()
+        storage[CommitListenersKey.self] = listeners
+        return listeners
+    }
+
+    /// A write transaction: on SQLite queued behind other writers and run on the writer's own connection and thread
+    /// (reads stay on the driver's pool beside it); on PostgreSQL a transaction from the pool.
+    func writeTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
+        // The writer tells the listeners after each batch's commit.
+        if let writer = sqliteWriter { return try await writer.transaction(body) }
+        let result = try await db.transaction(body)
+        commitListeners.committed()
+        return result
+    }
+
+    /// A write statement or a few that need no transaction of their own, such as claiming a job: on SQLite they go
+    /// through the writer (committed with a batch of others), on PostgreSQL straight to the pool.
+    func writeStatements<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
+        guard let writer = sqliteWriter else { return try await body(db as! any SQLDatabase) }
+        return try await writer.statements(body)
+    }
+
+    /// `SQLiteReaders.quickRead` through this app's readers.
+    func quickRead(_ template: String, _ values: [any Encodable & Sendable], on db: any Database) async throws -> [any SQLRow] {
+        try await SQLiteReaders.quickRead(template, values, readers: sqliteReaders, on: db)
+    }
+
+    /// The one row of `M` whose `column` equals `value`, through `quickRead`, filled without reflection.
+    func quickFind<M: ListedProperties>(_ type: M.Type, where column: String, equals value: any Encodable & Sendable,
+                                        on db: any Database) async throws -> M? {
+        guard let row = try await quickRead("SELECT * FROM \(M.schema) WHERE \(column) = ? LIMIT 1", [value], on: db).first else {
+            return nil
+        }
+        let model = M()
+        try model.hydrate(from: SQLRowOutput(row: row))
+        return model
+    }
+}
+
+/// Actions run after a write commits, registered at boot.
+final class CommitListeners: Sendable {
+    private let actions = NIOLockedValueBox<[@Sendable () -> Void]>([])
+
+    func add(_ action: @escaping @Sendable () -> Void) {
+        actions.withLockedValue { $0.append(action) }
+    }
+
+    func committed() {
+        for action in actions.withLockedValue({ $0 }) { action() }
+    }
+}
