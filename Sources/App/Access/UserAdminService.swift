@@ -131,7 +131,7 @@ struct UserAdminService: Sendable {
         try await user.save(on: db)
         let userID = try user.requireID()
         if status != .active {
-            try await AuthService(app: app).revokeSessions(of: userID, except: nil, reason: "status_\(status.rawValue)",
+            try await SessionService(app: app).revokeSessions(of: userID, except: nil, reason: "status_\(status.rawValue)",
                                                            actorID: actor.id, origin: actor.origin, on: db)
         }
         if status == .deleted {
@@ -209,7 +209,7 @@ struct UserAdminService: Sendable {
         guard unknown.isEmpty else {
             throw HTTPProblem.validation([FieldProblem(field: "roles", message: "has unknown roles: \(unknown.sorted().joined(separator: ", "))")])
         }
-        let user = try await AuthService(app: app).register(
+        let user = try await AccountRegistration(app: app).register(
             RegisterRequest(email: email, username: username, password: password, fullName: fullName), origin: actor.origin)
         if !roles.isEmpty {
             _ = try await setRoles(try user.requireID(), roles: roles, actor: actor)

@@ -34,7 +34,7 @@ struct AuthController: RouteCollection {
         let body = try req.content.decode(RegisterRequest.self)
         let policies = req.application.rateLimitPolicies
         try await RateLimiter(app: req.application).check(req, [(policies.register, "ip:\(req.clientIP)")], onStoreFailure: .failClosed)
-        let user = try await AuthService(app: req.application).register(body, origin: req.origin)
+        let user = try await AccountRegistration(app: req.application).register(body, origin: req.origin)
         return try await UserResponse(user).encodeResponse(status: .created, for: req)
     }
 
@@ -53,7 +53,7 @@ struct AuthController: RouteCollection {
             try await RateLimiter(app: req.application).check(req, [
                 (policies.login, "ip:\(ip)|email:\(User.normalise(email: body.email))"), (policies.loginIP, "ip:\(ip)"),
             ], onStoreFailure: .failClosed)
-            switch try await AuthService(app: req.application).login(body, origin: req.origin) {
+            switch try await PasswordLogin(app: req.application).login(body, origin: req.origin) {
             case .mfaRequired(let token):
                 return (try await MFARequiredResponse(mfaRequired: true, mfaToken: token).encodeResponse(for: req), "mfa_required")
             case .signedIn(let issued):
@@ -88,7 +88,7 @@ struct AuthController: RouteCollection {
         let body = try req.content.decode(MFAVerifyRequest.self)
         return try await Self.counted(step: "mfa", req) {
             try await RateLimiter(app: req.application).check(req, [(req.application.rateLimitPolicies.mfa, "token:\(body.mfaToken)")], onStoreFailure: .failClosed)
-            let issued = try await AuthService(app: req.application).verifyMFA(body, origin: req.origin)
+            let issued = try await PasswordLogin(app: req.application).verifyMFA(body, origin: req.origin)
             return (try await respond(with: issued, req: req), "success")
         }
     }
@@ -96,13 +96,13 @@ struct AuthController: RouteCollection {
     @Sendable
     func refresh(req: Request) async throws -> TokenPairResponse {
         let body = try req.content.decode(RefreshRequest.self)
-        return try await AuthService(app: req.application).refresh(body.refreshToken, origin: req.origin)
+        return try await SessionService(app: req.application).refresh(body.refreshToken, origin: req.origin)
     }
 
     @Sendable
     func logout(req: Request) async throws -> Response {
         let caller = try req.caller
-        try await AuthService(app: req.application).logout(caller: caller, origin: req.origin)
+        try await SessionService(app: req.application).logout(caller: caller, origin: req.origin)
         let response = Response(status: .noContent)
         if caller.method == .cookie { Self.expireCookie(on: response) }
         return response
@@ -121,31 +121,31 @@ struct AuthController: RouteCollection {
         guard case .object(let fields) = try req.content.decode(JSONValue.self) else {
             throw HTTPProblem.validation([FieldProblem(field: "body", message: "must be a JSON object")])
         }
-        return UserResponse(try await AuthService(app: req.application).updateProfile(user: caller.user, fields: fields, origin: req.origin))
+        return UserResponse(try await AccountRegistration(app: req.application).updateProfile(user: caller.user, fields: fields, origin: req.origin))
     }
 
     @Sendable
     func changePassword(req: Request) async throws -> HTTPStatus {
         let body = try req.content.decode(ChangePasswordRequest.self)
-        try await AuthService(app: req.application).changePassword(body, caller: try req.caller, origin: req.origin)
+        try await AccountRecovery(app: req.application).changePassword(body, caller: try req.caller, origin: req.origin)
         return .noContent
     }
 
     @Sendable
     func sessions(req: Request) async throws -> ListResponse<SessionResponse> {
-        ListResponse(items: try await AuthService(app: req.application).sessions(of: try req.caller), nextCursor: nil)
+        ListResponse(items: try await SessionService(app: req.application).sessions(of: try req.caller), nextCursor: nil)
     }
 
     @Sendable
     func revokeSession(req: Request) async throws -> HTTPStatus {
         let id = try req.uuidParameter("id")
-        try await AuthService(app: req.application).revokeOwnSession(id: id, caller: try req.caller, origin: req.origin)
+        try await SessionService(app: req.application).revokeOwnSession(id: id, caller: try req.caller, origin: req.origin)
         return .noContent
     }
 
     @Sendable
     func revokeOtherSessions(req: Request) async throws -> HTTPStatus {
-        try await AuthService(app: req.application).revokeOtherSessions(caller: try req.caller, origin: req.origin)
+        try await SessionService(app: req.application).revokeOtherSessions(caller: try req.caller, origin: req.origin)
         return .noContent
     }
 
@@ -153,21 +153,21 @@ struct AuthController: RouteCollection {
     func requestPasswordReset(req: Request) async throws -> HTTPStatus {
         let body = try req.content.decode(PasswordResetRequest.self)
         try await Self.limitMail(req, email: body.email)
-        try await AuthService(app: req.application).requestPasswordReset(email: body.email, origin: req.origin)
+        try await AccountRecovery(app: req.application).requestPasswordReset(email: body.email, origin: req.origin)
         return .accepted
     }
 
     @Sendable
     func confirmPasswordReset(req: Request) async throws -> HTTPStatus {
         let body = try req.content.decode(PasswordResetConfirmRequest.self)
-        try await AuthService(app: req.application).confirmPasswordReset(body, origin: req.origin)
+        try await AccountRecovery(app: req.application).confirmPasswordReset(body, origin: req.origin)
         return .noContent
     }
 
     @Sendable
     func requestEmailVerification(req: Request) async throws -> HTTPStatus {
         try await Self.limitMail(req, email: try req.caller.user.email)
-        try await AuthService(app: req.application).requestEmailVerification(caller: try req.caller, origin: req.origin)
+        try await AccountRecovery(app: req.application).requestEmailVerification(caller: try req.caller, origin: req.origin)
         return .accepted
     }
 
@@ -182,26 +182,26 @@ struct AuthController: RouteCollection {
     @Sendable
     func confirmEmail(req: Request) async throws -> HTTPStatus {
         let body = try req.content.decode(VerifyEmailConfirmRequest.self)
-        try await AuthService(app: req.application).confirmEmailVerification(token: body.token, origin: req.origin)
+        try await AccountRecovery(app: req.application).confirmEmailVerification(token: body.token, origin: req.origin)
         return .noContent
     }
 
     @Sendable
     func enrollTOTP(req: Request) async throws -> TOTPEnrollResponse {
-        try await AuthService(app: req.application).enrollTOTP(caller: try req.caller, origin: req.origin)
+        try await TOTPEnrollment(app: req.application).enrollTOTP(caller: try req.caller, origin: req.origin)
     }
 
     @Sendable
     func activateTOTP(req: Request) async throws -> RecoveryCodesResponse {
         let body = try req.content.decode(TOTPActivateRequest.self)
-        let codes = try await AuthService(app: req.application).activateTOTP(code: body.code, caller: try req.caller, origin: req.origin)
+        let codes = try await TOTPEnrollment(app: req.application).activateTOTP(code: body.code, caller: try req.caller, origin: req.origin)
         return RecoveryCodesResponse(recoveryCodes: codes)
     }
 
     @Sendable
     func disableTOTP(req: Request) async throws -> HTTPStatus {
         let body = try req.content.decode(TOTPDisableRequest.self)
-        try await AuthService(app: req.application).disableTOTP(password: body.password, caller: try req.caller, origin: req.origin)
+        try await TOTPEnrollment(app: req.application).disableTOTP(password: body.password, caller: try req.caller, origin: req.origin)
         return .noContent
     }
 

@@ -39,7 +39,7 @@ extension Application {
 func makeUser(_ app: Application, email: String = "user-\(UUID().uuidString.prefix(8).lowercased())@example.com",
               username: String? = nil, password: String = strongPassword) async throws -> User {
     let name = username ?? "u" + String(UUID().uuidString.prefix(10)).lowercased().replacingOccurrences(of: "-", with: "")
-    return try await AuthService(app: app).register(
+    return try await AccountRegistration(app: app).register(
         RegisterRequest(email: email, username: name, password: password, fullName: "Test User"), origin: .system)
 }
 
