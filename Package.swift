@@ -81,6 +81,12 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
+            // Compiled into the binary as byte arrays (`PackageResources`), so the server stays one file.
+            // `Resources/openapi.yaml` is a link to the contract at the repository's root.
+            resources: [
+                .embedInCode("Resources/openapi.yaml"),
+                .embedInCode("Resources/common-passwords.txt"),
+            ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

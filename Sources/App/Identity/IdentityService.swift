@@ -22,7 +22,7 @@ extension IdentityService {
 
     /// An audit entry that goes with no other change (a refused login, say), in a write of its own.
     func auditAlone(_ record: AuditRecord) async throws {
-        try await app.writeTransaction { [recorder] db in try await recorder.record(audit: record, on: db) }
+        _ = try await app.writeTransaction { [recorder] db in try await recorder.record(audit: record, on: db) }
     }
 
     /// The time step of `code` if it is the user's current TOTP code and newer than the last one used.

@@ -6,7 +6,7 @@ public enum PasswordPolicy {
     public static let maximumLength = 128
 
     /// The 10,000 most common passwords (zxcvbn's ranked list, MIT), lower-cased.
-    static let common: Set<String> = Set(CommonPasswords.list.split(separator: "\n").map { $0.lowercased() })
+    static let common: Set<String> = Set(EmbeddedResources.commonPasswords.split(separator: "\n").map { $0.lowercased() })
 
     public static func problems(password: String, email: String?, username: String?, field: String = "password") -> [FieldProblem] {
         var problems: [FieldProblem] = []

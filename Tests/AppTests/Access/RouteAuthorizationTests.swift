@@ -49,7 +49,7 @@ func documentedAccessRules(in yaml: String) -> [DocumentedOperation] {
 struct RouteAuthorizationTests {
     @Test("Every /api/v1 operation declares who may call it")
     func everyOperationDeclaresAccess() {
-        let undeclared = documentedAccessRules(in: OpenAPIDocument.yaml)
+        let undeclared = documentedAccessRules(in: EmbeddedResources.openAPIDocument)
             .filter { $0.path.hasPrefix("/api/") && $0.requirement == nil }
         #expect(undeclared.isEmpty, "add x-required-permission to: \(undeclared)")
     }
@@ -65,7 +65,7 @@ struct RouteAuthorizationTests {
                 expiresAt: nil, owner: try await UserAdminService(app: app).find(email: "viewer@example.com"),
                 ownerGrants: Grants(roles: ["viewer"], permissions: viewerPermissions), actor: nil, origin: .system).key
 
-            let operations = documentedAccessRules(in: OpenAPIDocument.yaml).filter { $0.path.hasPrefix("/api/") }
+            let operations = documentedAccessRules(in: EmbeddedResources.openAPIDocument).filter { $0.path.hasPrefix("/api/") }
             #expect(operations.count >= 25)
             for operation in operations {
                 let requirement = try #require(operation.requirement, "\(operation) declares no access rule")

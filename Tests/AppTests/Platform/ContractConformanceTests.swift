@@ -96,7 +96,7 @@ struct ContractConformanceTests {
             "/api/v1/workflows/{id}": "workflow", "/api/v1/schedules/{id}": "schedule", "/api/v1/webhooks/{id}": "webhook",
             "/api/v1/api-keys/{id}": "apiKey",
         ]
-        return documentedOperations(in: OpenAPIDocument.yaml).filter { $0.hasPrefix("GET ") }.map { String($0.dropFirst(4)) }
+        return documentedOperations(in: EmbeddedResources.openAPIDocument).filter { $0.hasPrefix("GET ") }.map { String($0.dropFirst(4)) }
             .filter { !skipped.contains($0) }.sorted().map { path in
                 var filled = path
                 for (prefix, kind) in fills where filled.hasPrefix(prefix) {

@@ -11,6 +11,6 @@ struct OpenAPIController: RouteCollection {
         var headers = HTTPHeaders()
         headers.contentType = HTTPMediaType(type: "application", subType: "yaml", parameters: ["charset": "utf-8"])
         headers.replaceOrAdd(name: .cacheControl, value: "public, max-age=300")
-        return Response(status: .ok, headers: headers, body: .init(string: OpenAPIDocument.yaml))
+        return Response(status: .ok, headers: headers, body: .init(string: EmbeddedResources.openAPIDocument))
     }
 }
