@@ -39,7 +39,7 @@ private func fireJobs(_ app: Application, for id: UUID) async throws -> Int {
 
 /// Runs the queued `schedule.fire` jobs only, leaving the executions they start queued.
 private func runFireJobs(_ app: Application) async throws {
-    while let job = try await JobQueue(app: app).claim(worker: "test", skippingKind: ExecutionService.runKind) {
+    while let job = try await JobQueue(app: app).claim(worker: "test", skippingKinds: [ExecutionService.runKind]) {
         #expect(job.kind == ScheduleService.fireKind)
         await JobRunner(app: app).run(job)
     }

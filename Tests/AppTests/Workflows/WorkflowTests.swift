@@ -45,7 +45,7 @@ private func output(_ app: Application, _ run: WorkflowRunResponse, step: String
 
 /// Runs due jobs other than skill executions, leaving the executions queued.
 private func runAdvances(_ app: Application) async throws {
-    while let job = try await JobQueue(app: app).claim(worker: "test", skippingKind: ExecutionService.runKind) {
+    while let job = try await JobQueue(app: app).claim(worker: "test", skippingKinds: [ExecutionService.runKind]) {
         await JobRunner(app: app).run(job)
     }
 }

@@ -26,7 +26,8 @@ public final class Job: Model, @unchecked Sendable {
     @OptionalField(key: "lease_expires_at") public var leaseExpiresAt: Date?
     @OptionalField(key: "last_error") public var lastError: String?
     @OptionalField(key: "finished_at") public var finishedAt: Date?
-    /// For webhook deliveries, the endpoint; workers skip groups they cannot run now.
+    /// Jobs of one group can be held back together (webhook deliveries: the endpoint); workers skip groups they
+    /// cannot run now.
     @OptionalField(key: "group_key") public var groupKey: String?
 
     public init() {}

@@ -13,6 +13,8 @@ struct ClaimedJob: Sendable {
     var attempts: Int
     var maxAttempts: Int
     var token: UUID
+    /// Jobs of one group (a webhook endpoint, say) can be held back together (`claim(skipping:)`).
+    var groupKey: String?
 }
 
 /// The durable queue: jobs are rows, enqueued in the same transaction as the row they serve, claimed atomically
@@ -49,46 +51,47 @@ struct JobQueue: Sendable {
     }
 
     /// Claims the oldest due job, or nil. One statement, so two workers never claim the same job.
-    /// `skipping` names groups this worker cannot run now; `skippingKind` a kind it cannot take at all.
-    func claim(worker: String, skipping groups: [String] = [], skippingKind: String? = nil) async throws -> ClaimedJob? {
-        try await app.writeStatements { sql in try await claim(worker: worker, skipping: groups, skippingKind: skippingKind, on: sql) }
+    /// `skipping` names groups this worker cannot run now; `skippingKinds` kinds it cannot take at all.
+    func claim(worker: String, skipping groups: [String] = [], skippingKinds kinds: [String] = []) async throws -> ClaimedJob? {
+        try await app.writeStatements { sql in try await claim(worker: worker, skipping: groups, skippingKinds: kinds, on: sql) }
     }
 
     /// `claim`, inside `sql`'s transaction (see `FollowOnClaim`).
-    func claim(worker: String, skipping groups: [String] = [], skippingKind: String? = nil, on sql: any SQLDatabase) async throws -> ClaimedJob? {
+    func claim(worker: String, skipping groups: [String] = [], skippingKinds kinds: [String] = [], on sql: any SQLDatabase) async throws -> ClaimedJob? {
         let now = self.now
         let token = UUID.pooledRandom()
         let expires = now.addingTimeInterval(TimeInterval(config.jobLeaseSeconds))
-        let statement = Self.claimStatement(groups: groups.count, skippingKind: skippingKind != nil, postgres: sql.dialect.name == "postgresql")
-        let values: [any RowValue] = [worker, token, expires, now, now] + groups + (skippingKind.map { [$0] } ?? [])
+        let statement = Self.claimStatement(groups: groups.count, kinds: kinds.count, postgres: sql.dialect.name == "postgresql")
+        let values: [any RowValue] = [worker, token, expires, now, now] + groups + kinds
         guard let row = try await sql.first(statement, values) else { return nil }
         return ClaimedJob(
             id: try row.decode(column: "id", as: UUID.self), kind: try row.decode(column: "kind", as: String.self),
             payload: JSONValue.parse(try row.decode(column: "payload", as: String.self)),
             attempts: try row.decode(column: "attempts", as: Int.self), maxAttempts: try row.decode(column: "max_attempts", as: Int.self),
-            token: token)
+            token: token, groupKey: try row.decode(column: "group_key", as: String?.self))
     }
 
-    /// The claim: the oldest due job, not in one of `groups` groups, not of the kind skipped (when one is), locked
-    /// for this transaction (and skipped by others') on PostgreSQL. The statements without groups, the usual
-    /// ones, are made once.
-    private static func claimStatement(groups: Int, skippingKind: Bool, postgres: Bool) -> FixedStatement {
-        if groups == 0 { return claimStatements[(skippingKind ? 1 : 0) + (postgres ? 2 : 0)] }
-        return claimText(groups: groups, skippingKind: skippingKind, postgres: postgres)
+    /// The claim: the oldest due job, not in one of `groups` groups, not of one of `kinds` kinds, locked for this
+    /// transaction (and skipped by others') on PostgreSQL. The statements without groups and with at most one
+    /// kind skipped, the usual ones, are made once.
+    private static func claimStatement(groups: Int, kinds: Int, postgres: Bool) -> FixedStatement {
+        if groups == 0, kinds <= 1 { return claimStatements[kinds + (postgres ? 2 : 0)] }
+        return claimText(groups: groups, kinds: kinds, postgres: postgres)
     }
 
-    private static let claimStatements = [(false, false), (true, false), (false, true), (true, true)].map {
-        claimText(groups: 0, skippingKind: $0, postgres: $1)
+    private static let claimStatements = [(0, false), (1, false), (0, true), (1, true)].map {
+        claimText(groups: 0, kinds: $0, postgres: $1)
     }
 
-    private static func claimText(groups: Int, skippingKind: Bool, postgres: Bool) -> FixedStatement {
-        var filters = groups == 0 ? "" : " AND (group_key IS NULL OR group_key NOT IN (\(repeatElement("?", count: groups).joined(separator: ", "))))"
-        if skippingKind { filters += " AND kind != ?" }
+    private static func claimText(groups: Int, kinds: Int, postgres: Bool) -> FixedStatement {
+        func placeholders(_ count: Int) -> String { repeatElement("?", count: count).joined(separator: ", ") }
+        var filters = groups == 0 ? "" : " AND (group_key IS NULL OR group_key NOT IN (\(placeholders(groups))))"
+        if kinds > 0 { filters += " AND kind NOT IN (\(placeholders(kinds)))" }
         return FixedStatement("""
             UPDATE jobs SET status = 'running', lease_owner = ?, lease_token = ?, lease_expires_at = ?, attempts = attempts + 1, updated_at = ?
             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ?\(filters) ORDER BY run_at, created_at LIMIT 1\(postgres ? " FOR UPDATE SKIP LOCKED" : ""))
               AND status = 'queued'
-            RETURNING id, kind, payload, attempts, max_attempts
+            RETURNING id, kind, payload, attempts, max_attempts, group_key
             """)
     }
 
@@ -193,8 +196,8 @@ struct JobQueue: Sendable {
 /// A worker's offer to take its next job in the transaction that settles the one it is running, rather than in a
 /// write of its own afterwards: with SQLite's group commit, each job then waits for one commit instead of two.
 /// The worker loop hands it to the job (`JobContext.followOn`); an execution's settle claims inside its
-/// transaction, and hands the job over only once that transaction committed. Webhook deliveries are never taken
-/// this way (the loop admits those against per-endpoint limits).
+/// transaction, and hands the job over only once that transaction committed. Jobs of `.beside` kinds (webhook
+/// deliveries) are never taken this way: the loop admits those against their limits.
 final class FollowOnClaim: @unchecked Sendable {
     let worker: String
     /// False once the worker is stopping: it takes nothing more.

@@ -15,19 +15,17 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
     private var stopping = false
     private var activeLoops = 0
     private var inFlight: [UUID: ClaimedJob] = [:]
-    /// Deliveries admitted beside the loops, per endpoint (webhook id), so one slow endpoint holds no worker.
-    private var deliveriesPerEndpoint: [String: Int] = [:]
-    private var endpointSlots: [String: AsyncSemaphore] = [:]
-    private var deliveriesRunning = 0
+    /// Jobs admitted beside the loops (`JobAdmission.beside`): per kind, and per group of each kind with the
+    /// group's slots.
+    private var besideRunning: [String: Int] = [:]
+    private var besideGroups: [BesideGroup: (admitted: Int, slots: AsyncSemaphore)] = [:]
     /// Told once, at shutdown: wakes the rescue loop (which does not listen to enqueues).
     private let stopSignal = JobSignal()
-    /// At most this many deliveries talk to one endpoint at once; up to `deliveriesAdmittedPerEndpoint` in all are
-    /// admitted, the rest waiting their turn in memory with their database reads done, so the four slots never
-    /// wait for them. (8 admitted left the slots idle while deliveries read and settled: 236-296/s in the webhook
-    /// benchmark; 16: 368-403/s.)
-    static let deliveriesPerEndpointLimit = 4
-    static let deliveriesAdmittedPerEndpoint = 16
-    static let deliveriesLimit = 64
+
+    private struct BesideGroup: Hashable {
+        var kind: String
+        var group: String
+    }
     private let identity = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(6))"
 
     func start(_ app: Application, count: Int? = nil) {
@@ -59,19 +57,14 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
         while !isStopping {
             let seen = app.jobSignal.current
             do {
-                // Skip endpoints with a full queue in this process, and deliveries altogether at the global limit.
-                let (saturated, full) = lock.withLock { () -> ([String], Bool) in
-                    (deliveriesPerEndpoint.filter { $0.value >= Self.deliveriesAdmittedPerEndpoint }.map(\.key),
-                     deliveriesRunning >= Self.deliveriesLimit)
-                }
                 let claimed: ClaimedJob? = if let handed = next { handed } else {
-                    try await JobQueue(app: app).claim(worker: name, skipping: saturated, skippingKind: full ? WebhookService.deliverKind : nil)
+                    try await claimRoom(app, worker: name)
                 }
                 next = nil
                 if let job = claimed {
                     idle = .milliseconds(50)
-                    if job.kind == WebhookService.deliverKind {
-                        try await startDelivery(job, app)
+                    if case .beside(let perGroup, let admittedPerGroup, let total) = app.jobHandlers.handler(for: job.kind)?.admission {
+                        try await startBeside(job, app, perGroup: perGroup, admittedPerGroup: admittedPerGroup, total: total)
                         continue
                     }
                     lock.withLock { inFlight[job.id] = job }
@@ -92,20 +85,37 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
         if let next { try? await JobQueue(app: app).release(next) }
     }
 
-    /// Runs a webhook delivery beside the loops: at most 4 talk to one endpoint at once, up to 12 more wait their
-    /// turn in memory (their lease kept alive), and beyond that (or 64 in all) the job is handed back for a second
-    /// without losing an attempt, so a slow endpoint never holds up the others.
-    private func startDelivery(_ job: ClaimedJob, _ app: Application) async throws {
-        let endpoint = job.payload.object?["webhookId"]?.stringValue ?? "unknown"
+    /// Claims the oldest due job there is room for: groups of `.beside` kinds with all their places taken in this
+    /// process are skipped, and so are those kinds once they reach their total.
+    private func claimRoom(_ app: Application, worker: String) async throws -> ClaimedJob? {
+        let handlers = app.jobHandlers
+        let (saturated, full) = lock.withLock { () -> ([String], [String]) in
+            var saturated: [String] = []
+            for (key, state) in besideGroups {
+                if case .beside(_, let admitted, _) = handlers.handler(for: key.kind)?.admission, state.admitted >= admitted {
+                    saturated.append(key.group)
+                }
+            }
+            let full = besideRunning.filter { kind, running in
+                if case .beside(_, _, let total) = handlers.handler(for: kind)?.admission { return running >= total }
+                return false
+            }.map(\.key)
+            return (saturated, full)
+        }
+        return try await JobQueue(app: app).claim(worker: worker, skipping: saturated, skippingKinds: full)
+    }
+
+    /// Runs a job of a `.beside` kind in a task of its own (see `JobAdmission.beside`), or hands it back for a
+    /// second, its attempt not counted, when its group or its kind has no room left.
+    private func startBeside(_ job: ClaimedJob, _ app: Application, perGroup: Int, admittedPerGroup: Int, total: Int) async throws {
+        let key = BesideGroup(kind: job.kind, group: job.groupKey ?? "")
         let slots = lock.withLock { () -> AsyncSemaphore? in
-            guard (deliveriesPerEndpoint[endpoint] ?? 0) < Self.deliveriesAdmittedPerEndpoint, deliveriesRunning < Self.deliveriesLimit else { return nil }
-            deliveriesPerEndpoint[endpoint, default: 0] += 1
-            deliveriesRunning += 1
+            guard (besideGroups[key]?.admitted ?? 0) < admittedPerGroup, (besideRunning[job.kind] ?? 0) < total else { return nil }
+            let slots = besideGroups[key]?.slots ?? AsyncSemaphore(limit: perGroup)
+            besideGroups[key] = ((besideGroups[key]?.admitted ?? 0) + 1, slots)
+            besideRunning[job.kind, default: 0] += 1
             inFlight[job.id] = job
-            if let existing = endpointSlots[endpoint] { return existing }
-            let created = AsyncSemaphore(limit: Self.deliveriesPerEndpointLimit)
-            endpointSlots[endpoint] = created
-            return created
+            return slots
         }
         guard let slots else {
             try await JobQueue(app: app).release(job, after: 1)
@@ -114,15 +124,16 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
         Task {
             await JobRunner(app: app).run(job, context: JobContext(slots: slots))
             self.lock.withLock {
-                self.deliveriesPerEndpoint[endpoint, default: 1] -= 1
-                if self.deliveriesPerEndpoint[endpoint] == 0 {
-                    self.deliveriesPerEndpoint[endpoint] = nil
-                    self.endpointSlots[endpoint] = nil
+                if let state = self.besideGroups[key], state.admitted > 1 {
+                    self.besideGroups[key] = (state.admitted - 1, state.slots)
+                } else {
+                    self.besideGroups[key] = nil
                 }
-                self.deliveriesRunning -= 1
+                self.besideRunning[job.kind, default: 1] -= 1
+                if self.besideRunning[job.kind] == 0 { self.besideRunning[job.kind] = nil }
                 _ = self.inFlight.removeValue(forKey: job.id)
             }
-            // The endpoint has room again: idle loops may claim its next delivery now rather than after back-off.
+            // The group has room again: idle loops may claim its next job now rather than after back-off.
             app.jobSignal.notify()
         }
     }
@@ -166,10 +177,10 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
     private func waitForLoops(within limit: Duration) async -> Bool {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
-            if lock.withLock({ activeLoops == 0 && deliveriesRunning == 0 }) { return true }
+            if lock.withLock({ activeLoops == 0 && besideRunning.isEmpty }) { return true }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        return lock.withLock { activeLoops == 0 && deliveriesRunning == 0 }
+        return lock.withLock { activeLoops == 0 && besideRunning.isEmpty }
     }
 }
 
