@@ -49,6 +49,18 @@ struct SMTPMailerTests {
         #expect(server.received.isEmpty)
     }
 
+    @Test("Bytes sent in clear behind the STARTTLS 220 end the conversation: no credentials, no mail (RFC 3207 §4.2)")
+    func startTLSInjection() async throws {
+        let server = try await FakeSMTPServer(injectsAfterSTARTTLS: true)
+        defer { Task { await server.stop() } }
+        let error = await #expect(throws: MailError.self) {
+            try await SMTPMailer(settings: server.settings(), tls: server.clientTLS).send(mail())
+        }
+        #expect(error?.description.contains("STARTTLS injection") == true)
+        #expect(server.authenticationAttempts == 0)
+        #expect(server.received.isEmpty)
+    }
+
     @Test("A certificate the client does not trust stops the conversation before AUTH")
     func untrustedCertificate() async throws {
         let server = try await FakeSMTPServer()

@@ -25,6 +25,8 @@ final class FakeSMTPServer: @unchecked Sendable {
     private let channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
     private let serverContext: NIOSSLContext
     private let offersSTARTTLS: Bool
+    /// Sends a forged reply in clear right behind its STARTTLS `220`, as a man in the middle would.
+    private let injectsAfterSTARTTLS: Bool
     private let password: String
     private let lock = NSLock()
     private var stored: [Received] = []
@@ -34,8 +36,10 @@ final class FakeSMTPServer: @unchecked Sendable {
     var received: [Received] { lock.withLock { stored } }
     var authenticationAttempts: Int { lock.withLock { authAttempts } }
 
-    init(offersSTARTTLS: Bool = true, implicitTLS: Bool = false, password: String = "mail-secret") async throws {
+    init(offersSTARTTLS: Bool = true, implicitTLS: Bool = false, injectsAfterSTARTTLS: Bool = false,
+         password: String = "mail-secret") async throws {
         self.offersSTARTTLS = offersSTARTTLS && !implicitTLS
+        self.injectsAfterSTARTTLS = injectsAfterSTARTTLS
         self.password = password
         let key = P256.Signing.PrivateKey()
         let name = try DistinguishedName { CommonName("localhost") }
@@ -125,8 +129,9 @@ final class FakeSMTPServer: @unchecked Sendable {
                     // read as a plain SMTP line, and both sides waited until the mailer's 30 s timeout (seen once
                     // in CI, on "Wrong credentials").
                     let raw = connection.channel, context = serverContext
+                    let answer = injectsAfterSTARTTLS ? "220 go ahead\r\n250-forged\r\n250 AUTH PLAIN\r\n" : "220 go ahead\r\n"
                     try await raw.eventLoop.submit {
-                        raw.writeAndFlush(ByteBuffer(string: "220 go ahead\r\n"), promise: nil)
+                        raw.writeAndFlush(ByteBuffer(string: answer), promise: nil)
                         try raw.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context), position: .first)
                     }.get()
                     overTLS = true

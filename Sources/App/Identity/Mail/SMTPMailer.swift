@@ -83,7 +83,8 @@ private struct SMTPConversation: Sendable {
                     if implicitTLS {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: host))
                     }
-                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    try channel.pipeline.syncOperations.addHandler(SMTPChunkTagger(protected: implicitTLS))
+                    return try NIOAsyncChannel<SMTPChunk, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
         try await channel.executeThenClose { inbound, outbound in
@@ -104,11 +105,20 @@ private struct SMTPConversation: Sendable {
             if case .startTLS(let required) = settings.security {
                 if capabilities.contains("STARTTLS") {
                     _ = try await command("STARTTLS", expect: [220])
-                    // The handler is not Sendable: build and install it on the channel's own event loop.
+                    // RFC 3207 §4.2 and the STARTTLS injection CVEs: anything the server sent after its 220 arrived
+                    // in clear and must not be read as a reply of the protected session. Such bytes are either
+                    // left over from the 220's read or were read before the TLS handler went in (tagged so).
+                    guard replies.isDrained else {
+                        throw MailError.transport("the SMTP server sent data after its STARTTLS reply, before TLS began (possible STARTTLS injection); closing")
+                    }
+                    // The handler is not Sendable: build and install it on the channel's own event loop, and mark
+                    // every byte read from then on as protected, in the same turn.
                     let raw = channel.channel
                     try await raw.eventLoop.submit {
                         try raw.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: host), position: .first)
+                        try raw.pipeline.syncOperations.handler(type: SMTPChunkTagger.self).protected = true
                     }.get()
+                    replies.requireProtected = true
                     capabilities = try await command("EHLO \(heloName)", expect: [250]).capabilities
                 } else if required {
                     throw MailError.transport("the SMTP server does not offer STARTTLS; refusing to send credentials and mail in clear (add ?starttls=optional for a loopback relay)")
@@ -160,14 +170,39 @@ struct SMTPReply: Sendable {
     }
 }
 
+/// Bytes read from the server, and whether they were read through TLS.
+struct SMTPChunk: Sendable {
+    var bytes: ByteBuffer
+    var protected: Bool
+}
+
+/// Tags every read with whether TLS was in the pipeline when it was read; after STARTTLS the reader refuses
+/// any chunk read in clear.
+final class SMTPChunkTagger: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = SMTPChunk
+    var protected: Bool
+
+    init(protected: Bool) { self.protected = protected }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(wrapInboundOut(SMTPChunk(bytes: unwrapInboundIn(data), protected: protected)))
+    }
+}
+
 /// Splits the inbound byte stream into replies: `250-first`, `250-second`, `250 last`.
 struct SMTPReplyReader {
-    var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+    var iterator: NIOAsyncChannelInboundStream<SMTPChunk>.AsyncIterator
     private var pending = ""
+    /// Set once TLS is up: a chunk read in clear from then on is an injection, and ends the conversation.
+    var requireProtected = false
 
-    init(iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator) {
+    init(iterator: NIOAsyncChannelInboundStream<SMTPChunk>.AsyncIterator) {
         self.iterator = iterator
     }
+
+    /// Nothing read and not yet consumed.
+    var isDrained: Bool { pending.isEmpty }
 
     mutating func next() async throws -> SMTPReply {
         var lines: [String] = []
@@ -193,7 +228,10 @@ struct SMTPReplyReader {
             guard let chunk = try await iterator.next() else {
                 throw MailError.transport("SMTP server closed the connection")
             }
-            pending += String(buffer: chunk)
+            if requireProtected && !chunk.protected {
+                throw MailError.transport("the SMTP server sent data after its STARTTLS reply, before TLS began (possible STARTTLS injection); closing")
+            }
+            pending += String(buffer: chunk.bytes)
         }
     }
 }
