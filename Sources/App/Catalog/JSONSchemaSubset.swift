@@ -70,7 +70,9 @@ enum JSONSchemaSubset {
             }
         }
         if let pattern = keywords["pattern"] {
-            if case .string(let text) = pattern, text.count <= maximumPatternLength, (try? NSRegularExpression(pattern: text)) != nil {} else {
+            if case .string(let text) = pattern, text.count <= maximumPatternLength {
+                if let problem = SchemaPatterns.problem(in: text) { problems.append(FieldProblem(field: "\(path).pattern", message: problem)) }
+            } else {
                 problems.append(FieldProblem(field: "\(path).pattern", message: "must be a valid regular expression of at most \(maximumPatternLength) characters"))
             }
         }
@@ -79,8 +81,11 @@ enum JSONSchemaSubset {
 
     // MARK: - Validating an instance
 
-    /// Problems with `value` against `schema`, each naming the field (`input.address.city`).
-    static func validate(_ value: JSONValue, against schema: JSONValue, path: String = "input") -> [FieldProblem] {
+    /// Problems with `value` against `schema`, each naming the field (`input.address.city`). Patterns stop matching
+    /// at `deadline` (see `SchemaPatterns`); use `validateOffLoop` on a request's path.
+    static func validate(_ value: JSONValue, against schema: JSONValue, path: String = "input",
+                         deadline: ContinuousClock.Instant? = nil) -> [FieldProblem] {
+        let deadline = deadline ?? ContinuousClock.now + SchemaPatterns.matchingBudget
         guard case .object(let keywords) = schema else {
             if case .bool(false) = schema { return [FieldProblem(field: path, message: "is not allowed")] }
             return []
@@ -119,10 +124,15 @@ enum JSONSchemaSubset {
             if case .number(let maximum)? = keywords["maxLength"], Double(length) > maximum {
                 problems.append(FieldProblem(field: path, message: "must be at most \(format(maximum)) characters"))
             }
-            if case .string(let pattern)? = keywords["pattern"], let regex = try? NSRegularExpression(pattern: pattern) {
-                let range = NSRange(text.startIndex..., in: text)
-                if regex.firstMatch(in: text, range: range) == nil {
-                    problems.append(FieldProblem(field: path, message: "must match \(pattern)"))
+            if case .string(let pattern)? = keywords["pattern"], let regex = SchemaPatterns.compiled(pattern) {
+                if length > SchemaPatterns.maximumInputLength {
+                    problems.append(FieldProblem(field: path, message: "must be at most \(SchemaPatterns.maximumInputLength) characters to be matched against its pattern"))
+                } else {
+                    switch SchemaPatterns.match(regex, in: text, deadline: deadline) {
+                    case .match: break
+                    case .noMatch: problems.append(FieldProblem(field: path, message: "must match \(pattern)"))
+                    case .timedOut: problems.append(FieldProblem(field: path, message: "could not be matched against \(pattern) in time"))
+                    }
                 }
             }
         }
@@ -136,19 +146,19 @@ enum JSONSchemaSubset {
             }
             for (name, member) in members.sorted(by: { $0.key < $1.key }) {
                 if let schema = properties[name] {
-                    problems += validate(member, against: schema, path: "\(path).\(name)")
+                    problems += validate(member, against: schema, path: "\(path).\(name)", deadline: deadline)
                 } else if let additional = keywords["additionalProperties"] {
                     if case .bool(false) = additional {
                         problems.append(FieldProblem(field: "\(path).\(name)", message: "is not an allowed property"))
                     } else {
-                        problems += validate(member, against: additional, path: "\(path).\(name)")
+                        problems += validate(member, against: additional, path: "\(path).\(name)", deadline: deadline)
                     }
                 }
             }
         }
         if case .array(let elements) = value, let items = keywords["items"] {
             for (index, element) in elements.enumerated() {
-                problems += validate(element, against: items, path: "\(path)[\(index)]")
+                problems += validate(element, against: items, path: "\(path)[\(index)]", deadline: deadline)
             }
         }
         return problems

@@ -114,7 +114,7 @@ struct ExecutionService: Sendable {
     func prepare(skillReference: String, input: JSONValue, caller: AuthenticatedCaller, on db: any Database) async throws -> Execution {
         let skill = try await SkillService(app: app).find(skillReference, on: db)
         guard skill.enabled else { throw HTTPProblem.conflict("The skill '\(skill.slug)' is disabled.") }
-        let problems = JSONSchemaSubset.validate(input, against: skill.inputSchema)
+        let problems = try await JSONSchemaSubset.validateOffLoop(input, against: skill.inputSchema)
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         let userID = try caller.user.requireID()
 

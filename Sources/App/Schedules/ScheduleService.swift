@@ -160,7 +160,7 @@ struct ScheduleService: Sendable {
         if let input = draft.input { schedule.input = input.canonicalString() } else if creating { schedule.input = "{}" }
         if let skill {
             // The validator names fields from `input` down, as execution creation reports them.
-            problems += JSONSchemaSubset.validate(JSONValue.parse(schedule.input), against: skill.inputSchema)
+            problems += try await JSONSchemaSubset.validateOffLoop(JSONValue.parse(schedule.input), against: skill.inputSchema)
         }
         if let text = draft.cron {
             do {

@@ -280,6 +280,50 @@ struct SkillControllerTests {
     }
 }
 
+@Suite("Schema patterns")
+struct SchemaPatternTests {
+    @Test("Patterns that repeat a group holding an unbounded quantifier are refused at save; others pass", arguments: [
+        ("(a+)+$", true), ("(a*)*", true), ("^(?:ab+)*c$", true), ("((a)+)+", true), ("(a+){2,}", true), ("(x|y+)+?", true),
+        ("^[a-z]+$", false), ("(ab)+", false), ("(a|b)*", false), ("\\(a+\\)+", false), ("[(a+)]+", false), ("(a+){1,3}", false),
+        ("^\\d{3}-\\d{4}$", false),
+    ])
+    func nestedQuantifiers(pattern: String, refused: Bool) {
+        #expect(SchemaPatterns.hasNestedUnboundedQuantifier(pattern) == refused, "\(pattern)")
+    }
+
+    @Test("A backtracking pattern and a 10 KB input: the execution is refused as a 422 within 100 ms, saved before the check or not")
+    func hostilePatternIsBounded() async throws {
+        try await withTestApp { app in
+            let (developer, _) = try await actors(app)
+            // (a|aa)* passes the save check (no nested quantifier) but backtracks exponentially.
+            let saved = try await send(app, .POST, "/api/v1/skills", token: developer, json: #"{"slug": "fib", "name": "Fib", "inputSchema": {"properties": {"text": {"type": "string", "pattern": "^(a|aa)*$"}}}, "runner": {"type": "builtin", "name": "echo"}}"#)
+            #expect(saved.status == .created)
+            let refused = try await send(app, .POST, "/api/v1/skills", token: developer, json: #"{"slug": "nested", "name": "Nested", "inputSchema": {"properties": {"text": {"pattern": "(a+)+$"}}}, "runner": {"type": "builtin", "name": "echo"}}"#)
+            #expect(refused.status == .unprocessableEntity)
+            #expect(try refused.problem().errors?.first?.field == "inputSchema.properties.text.pattern")
+            // A skill saved before the check existed, with the textbook hostile pattern.
+            #expect(try await send(app, .POST, "/api/v1/skills", token: developer, json: #"{"slug": "legacy", "name": "Legacy", "runner": {"type": "builtin", "name": "echo"}}"#).status == .created)
+            try await app.writeStatements { sql in
+                try await sql.raw(#"UPDATE skills SET input_schema = '{"properties":{"text":{"pattern":"(a+)+$"}}}' WHERE slug = 'legacy'"#).run()
+            }
+            let hostile = String(repeating: "a", count: 10_000) + "!"
+            for (slug, pattern) in [("fib", "^(a|aa)*$"), ("legacy", "(a+)+$")] {
+                let started = ContinuousClock.now
+                let res = try await send(app, .POST, "/api/v1/executions", token: developer, json: #"{"skillId": "\#(slug)", "input": {"text": "\#(hostile)"}}"#)
+                let elapsed = ContinuousClock.now - started
+                #expect(res.status == .unprocessableEntity, "\(slug): \(res.status)")
+                #expect(try res.problem().errors?.first == FieldProblem(field: "input.text", message: "could not be matched against \(pattern) in time"))
+                #expect(elapsed < .milliseconds(100), "\(slug) took \(elapsed)")
+            }
+            // A string past the matching cap is refused without running the pattern; a short one still matches.
+            let long = String(repeating: "a", count: SchemaPatterns.maximumInputLength + 1)
+            let tooLong = try await send(app, .POST, "/api/v1/executions", token: developer, json: #"{"skillId": "fib", "input": {"text": "\#(long)"}}"#)
+            #expect(try tooLong.problem().errors?.first?.message.contains("at most 16384 characters") == true)
+            #expect(try await send(app, .POST, "/api/v1/executions", token: developer, json: #"{"skillId": "fib", "input": {"text": "aaaa"}}"#).status == .accepted)
+        }
+    }
+}
+
 @Suite("JSON Schema subset")
 struct JSONSchemaSubsetTests {
     private let schema: JSONValue = [
