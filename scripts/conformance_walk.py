@@ -170,6 +170,17 @@ for path, params in [("/api/v1/events", {}), ("/api/v1/events", {"types": "execu
     check(cursor is None, f"{path} {params} never ends")
     check(len(seen) == len(set(seen)), f"{path} {params} repeats items")
 
+# A backtracking pattern meets a 10 KB input: matching is bounded, so the refusal comes within 100 ms on a quiet
+# server (the Swift test checks the same refusal under the parallel suite's load, with a looser bound).
+call(admin, "POST", "/api/v1/skills", {"slug": "backtracking", "name": "Backtracking", "runner": {"type": "builtin", "name": "echo"},
+                                       "inputSchema": {"properties": {"text": {"type": "string", "pattern": "^(a|aa)*$"}}}}, expect=201)
+timings = []
+for _ in range(3):
+    started = time.monotonic()
+    call(admin, "POST", "/api/v1/executions", {"skillId": "backtracking", "input": {"text": "a" * 10_000 + "!"}}, expect=422)
+    timings.append(time.monotonic() - started)
+check(min(timings) < 0.1, f"a hostile pattern on a 10 KB input took {min(timings) * 1000:.0f} ms at best (limit 100 ms)")
+
 print(f"conformance walk: {calls} requests with real ids, {len(problems)} problem(s)")
 for problem in problems:
     print(" -", problem)

@@ -7,16 +7,52 @@ import NIOCore
 /// The writer's output is byte for byte what `JSONEncoder` with `[.sortedKeys, .withoutEscapingSlashes]` writes
 /// for the same value (`JSONTextTests` checks it against the encoder): keys in UTF-8 byte order; `"`, `\` and
 /// control characters escaped (`\b \f \n \r \t`, others as `\u00xx`), nothing else; whole numbers below 10^15 as
-/// integers, other numbers as Swift prints a `Double` without a trailing `.0`. Where the encoder refuses a value
-/// (a number that is not finite, nesting deeper than 512), the whole text is `null`, as it was.
+/// integers, other numbers as Swift prints a `Double` without a trailing `.0`. A value JSON text cannot hold (a
+/// number that is not finite) or that the parser would not read back (nesting deeper than 512) is an error: the
+/// writer never stands `null` in for data.
 package enum JSONText {
     package static let maximumDepth = 512
 
     // MARK: Writing
 
-    package static func canonical(_ value: JSONValue) -> String {
+    package static func canonical(_ value: JSONValue) throws(JSONTextError) -> String {
         var writer = Writer()
-        guard writer.write(value, depth: 0) else { return "null" }
+        guard writer.write(value, depth: 0) else {
+            throw value.exceedsNesting(maximumDepth - 1) ? .nestedTooDeeply : .notFinite
+        }
+        return String(decoding: writer.bytes, as: UTF8.self)
+    }
+
+    /// One string as JSON text, quoted and escaped.
+    package static func canonical(string: String) -> String {
+        var writer = Writer()
+        writer.write(string)
+        return String(decoding: writer.bytes, as: UTF8.self)
+    }
+
+    /// An array of strings, which can always be written.
+    package static func canonical(strings: [String]) -> String {
+        var writer = Writer()
+        writer.bytes.append(UInt8(ascii: "["))
+        for (index, string) in strings.enumerated() {
+            if index > 0 { writer.bytes.append(UInt8(ascii: ",")) }
+            writer.write(string)
+        }
+        writer.bytes.append(UInt8(ascii: "]"))
+        return String(decoding: writer.bytes, as: UTF8.self)
+    }
+
+    /// An object of strings, which can always be written.
+    package static func canonical(stringMap: [String: String]) -> String {
+        var writer = Writer()
+        writer.bytes.append(UInt8(ascii: "{"))
+        for (index, key) in stringMap.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }).enumerated() {
+            if index > 0 { writer.bytes.append(UInt8(ascii: ",")) }
+            writer.write(key)
+            writer.bytes.append(UInt8(ascii: ":"))
+            writer.write(stringMap[key]!)
+        }
+        writer.bytes.append(UInt8(ascii: "}"))
         return String(decoding: writer.bytes, as: UTF8.self)
     }
 

@@ -33,14 +33,38 @@ public enum JSONValue: Codable, Equatable, Sendable, Hashable {
     }
 
     /// Canonical text: keys sorted, no insignificant space; what the tables store and the audit chain hashes.
-    /// The same bytes `JSONEncoder.canonical` writes (see `JSONText`).
-    public func canonicalString() -> String {
-        JSONText.canonical(self)
+    /// The same bytes `JSONEncoder.canonical` writes (see `JSONText`). Throws for a number that is not finite or
+    /// nesting deeper than the parser reads (512 levels); it never writes `null` in their place.
+    public func canonicalString() throws(JSONTextError) -> String {
+        try JSONText.canonical(self)
+    }
+
+    /// Whether arrays and objects nest more than `limit` levels: a scalar has none, `[]` and `{}` one, `[[1]]` two.
+    /// Stops looking as soon as it knows.
+    public func exceedsNesting(_ limit: Int) -> Bool {
+        switch self {
+        case .array(let elements): limit < 1 || elements.contains { $0.exceedsNesting(limit - 1) }
+        case .object(let members): limit < 1 || members.values.contains { $0.exceedsNesting(limit - 1) }
+        default: false
+        }
     }
 
     /// Parses stored JSON text; text that is not JSON becomes a string value rather than an error.
     public static func parse(_ text: String) -> JSONValue {
         JSONText.parse(text) ?? .string(text)
+    }
+}
+
+/// Why a value has no JSON text.
+public enum JSONTextError: Error, Equatable, Sendable, CustomStringConvertible {
+    case notFinite
+    case nestedTooDeeply
+
+    public var description: String {
+        switch self {
+        case .notFinite: "a number that is not finite has no JSON text"
+        case .nestedTooDeeply: "nesting deeper than \(JSONText.maximumDepth) levels is not written"
+        }
     }
 }
 

@@ -46,40 +46,58 @@ struct JSONTextTests {
     }
 
     @Test("The canonical text is byte for byte what the JSON encoder wrote, for hostile strings, numbers and nesting")
-    func writerMatchesEncoder() {
+    func writerMatchesEncoder() throws {
         for string in Self.hostileStrings {
-            #expect(JSONValue.string(string).canonicalString() == Self.encoderText(.string(string)))
-            #expect(JSONValue.object([string: .string(string)]).canonicalString() == Self.encoderText(.object([string: .string(string)])))
+            #expect(try JSONValue.string(string).canonicalString() == Self.encoderText(.string(string)))
+            #expect(try JSONValue.object([string: .string(string)]).canonicalString() == Self.encoderText(.object([string: .string(string)])))
         }
         for number in Self.numbers {
-            #expect(JSONValue.number(number).canonicalString() == Self.encoderText(.number(number)), "\(number)")
+            #expect(try JSONValue.number(number).canonicalString() == Self.encoderText(.number(number)), "\(number)")
         }
         var random = SeededRandom(seed: 0x5354_4557)
         for _ in 0..<2_000 {
             let value = Self.randomValue(&random)
-            let text = value.canonicalString()
+            let text = try value.canonicalString()
             #expect(text == Self.encoderText(value))
             // What is written reads back as the same value.
             #expect(JSONValue.parse(text) == value)
         }
         // Keys in UTF-8 byte order, not alphabetical or case-insensitive.
-        #expect(JSONValue.object(["b": 1, "B": 2, "a": 3, "é": 4, "z": 5, "10": 6, "9": 7]).canonicalString()
+        #expect(try JSONValue.object(["b": 1, "B": 2, "a": 3, "é": 4, "z": 5, "10": 6, "9": 7]).canonicalString()
             == #"{"10":6,"9":7,"B":2,"a":3,"b":1,"z":5,"é":4}"#)
     }
 
-    @Test("Values the encoder refused still give null: numbers that are not finite, nesting deeper than 512")
-    func refusedValues() {
+    @Test("Values JSON cannot hold are errors, never null: numbers that are not finite, nesting deeper than the parser reads")
+    func refusedValues() throws {
         for value: JSONValue in [.number(.nan), .number(.infinity), ["ok": 1, "bad": .array([.number(-.infinity)])]] {
-            #expect(value.canonicalString() == "null")
-            #expect(Self.encoderText(value) == "null")
+            #expect(throws: JSONTextError.notFinite) { try value.canonicalString() }
         }
         var deep: JSONValue = 1
-        for _ in 0..<600 { deep = .array([deep]) }
-        #expect(deep.canonicalString() == Self.encoderText(deep))
+        for _ in 0..<512 { deep = .array([deep]) }
+        #expect(throws: JSONTextError.nestedTooDeeply) { try deep.canonicalString() }
+        #expect(throws: JSONTextError.nestedTooDeeply) { try JSONValue.object(["data": deep]).canonicalString() }
         var shallow: JSONValue = 1
-        for _ in 0..<500 { shallow = .array([shallow]) }
-        #expect(shallow.canonicalString() == Self.encoderText(shallow))
-        #expect(shallow.canonicalString() != "null")
+        for _ in 0..<511 { shallow = .array([shallow]) }
+        let text = try shallow.canonicalString()
+        #expect(text == Self.encoderText(shallow))
+        #expect(JSONText.parse(text) == shallow, "what is written, the parser reads back")
+    }
+
+    @Test("Nesting is counted in levels of arrays and objects")
+    func nesting() {
+        #expect(!JSONValue.number(1).exceedsNesting(0))
+        #expect(JSONValue.array([]).exceedsNesting(0))
+        #expect(!JSONValue.array([]).exceedsNesting(1))
+        var value: JSONValue = ["leaf": true]
+        for _ in 0..<63 { value = .array([value]) }
+        #expect(!value.exceedsNesting(64))
+        #expect(JSONValue.object(["x": value]).exceedsNesting(64))
+    }
+
+    @Test("Flat string arrays and maps write as the general writer does")
+    func flatWriters() throws {
+        #expect(JSONText.canonical(strings: ["a", "\"q\"", "é"]) == (try JSONValue.array(["a", "\"q\"", "é"]).canonicalString()))
+        #expect(JSONText.canonical(stringMap: ["b": "1", "B": "2", "a": "\n"]) == (try JSONValue.object(["b": "1", "B": "2", "a": "\n"]).canonicalString()))
     }
 
     @Test("The parser reads what the JSON decoder read, and turns what it refused into a string value")

@@ -178,7 +178,7 @@ public struct ActivityRecorder: Sendable {
             id: UUID.timeOrdered(), seq: seq, at: at, actorID: record.actorID, actorType: record.actorType.rawValue,
             action: record.action, resourceType: record.resourceType, resourceID: record.resourceID,
             outcome: record.outcome.rawValue, ipAddress: record.origin.ipAddress, userAgent: record.origin.userAgent,
-            requestID: record.origin.requestID, details: record.details.canonicalString()
+            requestID: record.origin.requestID, details: try record.details.canonicalString()
         )
         let hash = AuditChain.hash(of: entry, previous: previous)
         try await sql.run(auditInsert, [
@@ -190,7 +190,7 @@ public struct ActivityRecorder: Sendable {
 
     private static func appendEvent(_ record: EventRecord, at: Date, seq: Int64, on sql: any SQLDatabase) async throws -> (Int64, UUID) {
         let id = UUID.timeOrdered()
-        try await sql.run(eventInsert, [id, seq, at, record.type, record.actorID, record.resourceType, record.resourceID, record.data.canonicalString()])
+        try await sql.run(eventInsert, [id, seq, at, record.type, record.actorID, record.resourceType, record.resourceID, try record.data.canonicalString()])
         return (seq, id)
     }
 }

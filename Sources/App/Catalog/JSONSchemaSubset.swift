@@ -103,10 +103,10 @@ enum JSONSchemaSubset {
             }
         }
         if let options = keywords["enum"], case .array(let values) = options, !values.contains(value) {
-            problems.append(FieldProblem(field: path, message: "must be one of \(values.map { $0.canonicalString() }.joined(separator: ", "))"))
+            problems.append(FieldProblem(field: path, message: "must be one of \(values.map { (try? $0.canonicalString()) ?? "?" }.joined(separator: ", "))"))
         }
         if let constant = keywords["const"], constant != value {
-            problems.append(FieldProblem(field: path, message: "must be \(constant.canonicalString())"))
+            problems.append(FieldProblem(field: path, message: "must be \((try? constant.canonicalString()) ?? "?")"))
         }
         if case .number(let number) = value {
             if case .number(let minimum)? = keywords["minimum"], number < minimum {

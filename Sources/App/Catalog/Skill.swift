@@ -31,18 +31,16 @@ public final class Skill: Model, @unchecked Sendable {
 
     var tags: [String] {
         get { (try? JSONDecoder().decode([String].self, from: Data(tagsJSON.utf8))) ?? [] }
-        set { tagsJSON = JSONValue.array(newValue.map { .string($0) }).canonicalString() }
+        set { tagsJSON = JSONText.canonical(strings: newValue) }
     }
 
-    var inputSchema: JSONValue {
-        get { JSONValue.parse(inputSchemaJSON) }
-        set { inputSchemaJSON = newValue.canonicalString() }
-    }
+    var inputSchema: JSONValue { JSONValue.parse(inputSchemaJSON) }
 
-    var runner: JSONValue {
-        get { JSONValue.parse(runnerJSON) }
-        set { runnerJSON = newValue.canonicalString() }
-    }
+    var runner: JSONValue { JSONValue.parse(runnerJSON) }
+
+    func store(inputSchema: JSONValue) throws { inputSchemaJSON = try inputSchema.canonicalString() }
+
+    func store(runner: JSONValue) throws { runnerJSON = try runner.canonicalString() }
 }
 
 /// A user's favourite skill.

@@ -168,8 +168,8 @@ struct SkillService: Sendable {
         skill.description = draft.description ?? ""
         skill.category = draft.category?.trimmingCharacters(in: .whitespaces) ?? "general"
         skill.tags = Self.normalised(tags: draft.tags ?? [])
-        skill.inputSchema = draft.inputSchema ?? ["type": "object"]
-        skill.runner = draft.runner!
+        try skill.store(inputSchema: draft.inputSchema ?? ["type": "object"])
+        try skill.store(runner: draft.runner!)
         skill.enabled = draft.enabled ?? true
         skill.version = 1
         skill.executionCount = 0
@@ -198,8 +198,8 @@ struct SkillService: Sendable {
         if let description = draft.description { skill.description = description; changed.append("description") }
         if let category = draft.category { skill.category = category.trimmingCharacters(in: .whitespaces); changed.append("category") }
         if let tags = draft.tags { skill.tags = Self.normalised(tags: tags); changed.append("tags") }
-        if let schema = draft.inputSchema { skill.inputSchema = schema; changed.append("inputSchema") }
-        if let runner = draft.runner { skill.runner = runner; changed.append("runner") }
+        if let schema = draft.inputSchema { try skill.store(inputSchema: schema); changed.append("inputSchema") }
+        if let runner = draft.runner { try skill.store(runner: runner); changed.append("runner") }
         if let enabled = draft.enabled { skill.enabled = enabled; changed.append("enabled") }
         guard !changed.isEmpty else { return skill }
         skill.version += 1
@@ -325,7 +325,7 @@ struct SkillService: Sendable {
 
     /// Matches one tag inside the stored canonical JSON array, literally.
     static func tagPattern(_ tag: String) -> String {
-        let encoded = JSONValue.string(tag.lowercased()).canonicalString()
+        let encoded = JSONText.canonical(string: tag.lowercased())
         return "%" + UserAdminService.escapeLike(Substring(encoded)) + "%"
     }
 

@@ -50,7 +50,7 @@ struct ExecutionController: RouteCollection {
         let execution = try await ExecutionService(app: req.application).create(
             skillReference: body.skillId, input: body.input ?? [:], caller: try req.caller, origin: req.origin)
         // The body is the event data's text (`ExecutionResponse.json`): the fields `APIJSON` writes, keys sorted.
-        let response = Response(status: .accepted, body: .init(string: ExecutionResponse(execution).json.canonicalString()))
+        let response = Response(status: .accepted, body: .init(string: try ExecutionResponse(execution).json.canonicalString()))
         response.headers.contentType = .json
         response.headers.replaceOrAdd(name: .location, value: "/api/v1/executions/\(execution.id!.lowercasedString)")
         return response

@@ -152,10 +152,15 @@ struct ExecutionJobs: Sendable {
             await start.flush()
             throw error
         }
+        let settled: RunOutcome = if case .succeeded(let output) = outcome, output.exceedsNesting(JSONLimits.maximumNesting) {
+            .failed("the output is nested more than \(JSONLimits.maximumNesting) levels deep")
+        } else {
+            outcome
+        }
         try await settle(job, execution, skill: skill, start: start) { db in
-            switch outcome {
+            switch settled {
             case .succeeded(let output):
-                execution.output = output.canonicalString()
+                execution.output = try output.canonicalString()
                 execution.progress = 100
                 try await service.transition(execution, to: .succeeded, message: "succeeded", on: db)
             case .failed(let reason):

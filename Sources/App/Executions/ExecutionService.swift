@@ -114,6 +114,7 @@ struct ExecutionService: Sendable {
     func prepare(skillReference: String, input: JSONValue, caller: AuthenticatedCaller, on db: any Database) async throws -> Execution {
         let skill = try await SkillService(app: app).find(skillReference, on: db)
         guard skill.enabled else { throw HTTPProblem.conflict("The skill '\(skill.slug)' is disabled.") }
+        if let problem = JSONLimits.nestingProblem(input, field: "input") { throw HTTPProblem.validation([problem]) }
         let problems = try await JSONSchemaSubset.validateOffLoop(input, against: skill.inputSchema)
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         let userID = try caller.user.requireID()
@@ -124,7 +125,7 @@ struct ExecutionService: Sendable {
         execution.$user.id = userID
         execution.status = .queued
         execution.progress = 0
-        execution.input = input.canonicalString()
+        execution.input = try input.canonicalString()
         execution.parsedInput = input
         execution.attempt = 0
         execution.cancelRequested = false

@@ -128,8 +128,11 @@ struct WebSocketStream {
 
     /// Applies one client message; returns the new cursor (events at or below it are not sent again).
     private func handle(_ text: String, cursor: Int64) async throws -> Int64 {
-        guard let message = try? JSONDecoder().decode(ClientMessage.self, from: Data(text.utf8)) else {
-            try await ws.send(Self.control(["op": "error", "message": "Messages are JSON objects such as {\"op\":\"subscribe\",\"types\":[\"execution.*\"]}."]))
+        // Read as request bodies are: the strict reader first, the nesting limit, then the message's shape.
+        guard let value = JSONText.parse(text), !value.exceedsNesting(JSONLimits.maximumNesting),
+              let message = try? JSONDecoder().decode(ClientMessage.self, from: Data(text.utf8))
+        else {
+            try await ws.send(Self.control(["op": "error", "message": .string("Messages are JSON objects nested at most \(JSONLimits.maximumNesting) levels, such as {\"op\":\"subscribe\",\"types\":[\"execution.*\"]}.")]))
             return cursor
         }
         switch message.op {
@@ -166,8 +169,9 @@ struct WebSocketStream {
         }
     }
 
+    /// A control message: flat members, so it always has JSON text.
     static func control(_ object: [String: JSONValue]) -> String {
-        JSONValue.object(object).canonicalString()
+        (try? JSONValue.object(object).canonicalString()) ?? #"{"op":"error","message":"unwritable"}"#
     }
 }
 

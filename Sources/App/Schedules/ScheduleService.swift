@@ -157,7 +157,12 @@ struct ScheduleService: Sendable {
         } else if !creating, draft.workflowID == nil, schedule.targetType == .skill {
             skill = try await Skill.find(schedule.targetID, on: reads)
         }
-        if let input = draft.input { schedule.input = input.canonicalString() } else if creating { schedule.input = "{}" }
+        if let input = draft.input {
+            if let problem = JSONLimits.nestingProblem(input, field: "input") { throw HTTPProblem.validation([problem]) }
+            schedule.input = try input.canonicalString()
+        } else if creating {
+            schedule.input = "{}"
+        }
         if let skill {
             // The validator names fields from `input` down, as execution creation reports them.
             problems += try await JSONSchemaSubset.validateOffLoop(JSONValue.parse(schedule.input), against: skill.inputSchema)

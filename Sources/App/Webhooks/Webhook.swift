@@ -33,12 +33,12 @@ public final class Webhook: Model, @unchecked Sendable {
 
     var events: [String] {
         get { (try? JSONDecoder().decode([String].self, from: Data(eventsJSON.utf8))) ?? [] }
-        set { eventsJSON = JSONValue.array(newValue.map { .string($0) }).canonicalString() }
+        set { eventsJSON = JSONText.canonical(strings: newValue) }
     }
 
     var headers: [String: String] {
         get { (try? JSONDecoder().decode([String: String].self, from: Data(headersJSON.utf8))) ?? [:] }
-        set { headersJSON = JSONValue.object(newValue.mapValues { .string($0) }).canonicalString() }
+        set { headersJSON = JSONText.canonical(stringMap: newValue) }
     }
 
     /// True when this subscription wants events of `type`.

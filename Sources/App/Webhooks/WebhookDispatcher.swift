@@ -47,10 +47,17 @@ struct WebhookDispatcher: Sendable {
                 """).first()
             guard advanced != nil else { return 0 }
             for event in events {
+                // Event data is at most 64 levels deep (`JSONLimits`), so its envelope can always be written; were
+                // one not, it is skipped and logged rather than stall delivery for every later event.
+                let payload: String
+                do { payload = try Self.payload(of: event) } catch {
+                    app.logger.error("Event \(event.seq) has no webhook payload: \(error)")
+                    continue
+                }
                 for hook in hooks where hook.wants(event.type) {
                     guard EventVisibility.may(hook.$user.id, grants: grants[hook.$user.id] ?? .none, see: event) else { continue }
                     _ = try await WebhookService(app: app).enqueueDelivery(
-                        hook: hook, eventID: try event.requireID(), eventType: event.type, payload: Self.payload(of: event), on: db)
+                        hook: hook, eventID: try event.requireID(), eventType: event.type, payload: payload, on: db)
                 }
             }
             return events.count
@@ -58,7 +65,7 @@ struct WebhookDispatcher: Sendable {
     }
 
     /// `{type, timestamp, data}`, where data holds the envelope fields plus the event's own data.
-    static func payload(of event: Event) -> String {
+    static func payload(of event: Event) throws -> String {
         var data: [String: JSONValue] = [:]
         if case .object(let own) = JSONValue.parse(event.data) { data = own }
         data["eventId"] = .string(event.id!.lowercasedString)
@@ -67,7 +74,7 @@ struct WebhookDispatcher: Sendable {
         data["resourceId"] = event.resourceID.map { .string($0) } ?? .null
         data["actorId"] = event.actorID.map { .string($0.lowercasedString) } ?? .null
         let envelope: JSONValue = ["type": .string(event.type), "timestamp": .string(RFC3339.string(from: event.at)), "data": .object(data)]
-        return envelope.canonicalString()
+        return try envelope.canonicalString()
     }
 }
 

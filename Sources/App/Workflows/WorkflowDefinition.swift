@@ -181,7 +181,7 @@ enum WorkflowDefinition {
             var result = text
             for reference in references {
                 let found = try lookup(reference, in: context)
-                let replacement: String = if case .string(let string) = found { string } else { found.canonicalString() }
+                let replacement: String = if case .string(let string) = found { string } else { try found.canonicalString() }
                 result = result.replacingOccurrences(of: "${\(reference)}", with: replacement)
             }
             return .string(result)

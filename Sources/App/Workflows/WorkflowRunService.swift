@@ -86,6 +86,7 @@ struct WorkflowRunService: Sendable {
         let workflow = try await WorkflowService(app: app).find(reference)
         guard workflow.enabled else { throw HTTPProblem.conflict("The workflow '\(workflow.slug)' is disabled.") }
         guard case .object = input else { throw HTTPProblem.validation([FieldProblem(field: "input", message: "must be a JSON object")]) }
+        if let problem = JSONLimits.nestingProblem(input, field: "input") { throw HTTPProblem.validation([problem]) }
         let run = WorkflowRun()
         run.id = UUID.timeOrdered()
         run.$workflow.id = try workflow.requireID()
@@ -93,7 +94,7 @@ struct WorkflowRunService: Sendable {
         run.$user.id = try caller.user.requireID()
         run.status = .queued
         run.progress = 0
-        run.input = input.canonicalString()
+        run.input = try input.canonicalString()
         run.stepsJSON = workflow.stepsJSON
         run.createdAt = now
         let steps = workflow.steps.enumerated().map { index, step in

@@ -24,7 +24,7 @@ final class FakeRunnerServer: @unchecked Sendable {
             let body = try req.content.decode(JSONValue.self)
             self.store("ok", body, host: req.headers.first(name: .host))
             let answer: JSONValue = ["done": true, "got": body.object?["input"] ?? .null]
-            return Response(status: .ok, headers: ["Content-Type": "application/json"], body: .init(string: answer.canonicalString()))
+            return Response(status: .ok, headers: ["Content-Type": "application/json"], body: .init(string: try answer.canonicalString()))
         }
         app.post("client-error") { _ async throws -> Response in Response(status: .badRequest, body: "no such customer") }
         app.post("server-error") { [self] req async throws -> Response in
@@ -37,6 +37,10 @@ final class FakeRunnerServer: @unchecked Sendable {
             return response
         }
         app.post("big") { _ async throws -> Response in Response(status: .ok, body: .init(string: "\"" + String(repeating: "x", count: 2 << 20) + "\"")) }
+        app.post("deep") { _ async throws -> Response in
+            let deep = #"{"a": "# + String(repeating: "[", count: 64) + "1" + String(repeating: "]", count: 64) + "}"
+            return Response(status: .ok, headers: ["Content-Type": "application/json"], body: .init(string: deep))
+        }
         app.post("undo") { [self] req async throws -> HTTPStatus in
             self.store("undo", try req.content.decode(JSONValue.self), host: nil)
             return .ok
@@ -194,12 +198,13 @@ struct HTTPRunnerTests {
         }
     }
 
-    @Test("4xx and redirects fail at once; 5xx is retried, then fails; oversized answers fail")
+    @Test("4xx and redirects fail at once; 5xx is retried, then fails; oversized answers and answers nested over 64 levels fail")
     func failures() async throws {
         let server = try await FakeRunnerServer()
         do {
             for (path, expectedError, attempts) in [("client-error", "answered 400: no such customer", 1), ("redirect", "redirects are not followed", 1),
-                                                    ("big", "larger than 1 MiB", 1), ("server-error", "answered 503", 3)] {
+                                                    ("big", "larger than 1 MiB", 1), ("deep", "output is nested more than 64 levels deep", 1),
+                                                    ("server-error", "answered 503", 3)] {
                 try await withTestApp(environment: ["STEWARD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"]) { app in
                     let (_, clock) = app.useTestDoubles()
                     let token = try await httpSkill(app, url: "http://127.0.0.1:\(server.port)/\(path)")

@@ -376,7 +376,7 @@ struct SSETests {
 
 @Suite("Realtime: WebSocket")
 struct WebSocketTests {
-    @Test("subscribe with after replays then goes live; unsubscribe stops events; bad messages get an error")
+    @Test("subscribe with after replays then goes live; unsubscribe stops events; bad or too deeply nested messages get an error")
     func subscribeProtocol() async throws {
         try await withTestApp { app in
             app.useTestDoubles()
@@ -400,6 +400,11 @@ struct WebSocketTests {
                 #expect(error["op"] == "error", "no event arrives after unsubscribe; the next frame is the error")
                 try await ws.send(#"{"op":"subscribe","types":["DROP TABLE"]}"#)
                 #expect(try await ws.next()?["op"] == "error")
+                // Read as request bodies are: a message nested past 64 levels is refused, whatever it asks for.
+                let deep = String(repeating: "[", count: 64) + "1" + String(repeating: "]", count: 64)
+                try await ws.send(#"{"op":"subscribe","types":["execution.*"],"extra":\#(deep)}"#)
+                let refused = try #require(try await ws.next())
+                #expect(refused["op"] == "error" && refused["message"]?.stringValue?.contains("64 levels") == true, "\(refused)")
                 await ws.close()
             }
         }

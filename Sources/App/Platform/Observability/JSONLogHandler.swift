@@ -44,7 +44,10 @@ public struct JSONLogHandler: LogHandler {
         for (key, value) in merged where object[key] == nil {
             object[key] = Self.convert(value)
         }
-        write(JSONValue.object(object).canonicalString())
+        // Metadata is the program's own, but a value JSON cannot hold must not lose the line.
+        write((try? JSONValue.object(object).canonicalString())
+            ?? JSONText.canonical(stringMap: ["ts": Self.timestamp(), "level": level.rawValue, "message": message.description,
+                                               "label": label, "error": "metadata could not be written as JSON"]))
     }
 
     private static func convert(_ value: Logger.Metadata.Value) -> JSONValue {
