@@ -365,6 +365,12 @@ struct OutboundGuardTests {
         "http://[::1]/", "http://[fd00::1]/", "http://[fe80::1]/", "http://[::ffff:127.0.0.1]/", "http://[::]/",
         "http://2130706433/", "http://0x7f.1/", "http://127.1/", "http://0177.0.0.1/", "http://localhost/",
         "http://app.localhost/", "ftp://example.com/", "http://user:pw@example.com/", "file:///etc/passwd",
+        // IPv6 forms that carry a private or special IPv4 address: IPv4-compatible, IPv4-mapped, NAT64, 6to4, and
+        // Teredo (client address inverted in the last 32 bits: ~f5ff:fffe is 10.0.0.1; server 127.0.0.1).
+        "http://[::127.0.0.1]/", "http://[::10.0.0.1]/", "http://[::a9fe:a9fe]/", "http://[::ffff:10.0.0.1]/",
+        "http://[::ffff:169.254.169.254]/", "http://[64:ff9b::10.0.0.1]/", "http://[64:ff9b::7f00:1]/",
+        "http://[2002:7f00:1::]/", "http://[2002:a9fe:a9fe::1]/", "http://[2002:c0a8:101::1]/",
+        "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/", "http://[2001:0:7f00:1:8000:63bf:a247:27dd]/",
     ])
     func refused(url: String) {
         #expect(OutboundGuard(allowed: [], httpsOnly: false).refusal(for: url) != nil, "\(url) was allowed")
@@ -376,6 +382,14 @@ struct OutboundGuardTests {
         #expect(open.refusal(for: "https://example.com/hook") == nil)
         #expect(open.refusal(for: "http://93.184.216.34:8080/x") == nil)
         #expect(open.refusal(for: "https://[2606:4700::1]/") == nil)
+        // The same forms carrying a public address (93.184.216.34) are judged by it, and pass.
+        for url in ["http://[::ffff:93.184.216.34]/", "http://[64:ff9b::5db8:d822]/", "http://[2002:5db8:d822::1]/",
+                    "http://[2001:0:4136:e378:8000:63bf:a247:27dd]/"] {
+            #expect(open.refusal(for: url) == nil, "\(url) was refused")
+        }
+        // Other special IPv6 blocks stay refused whatever they look like inside.
+        #expect(open.refusal(for: "http://[64:ff9b:1::5db8:d822]/") != nil)
+        #expect(open.refusal(for: "http://[2001:db8::5db8:d822]/") != nil)
         let local = OutboundGuard(allowed: ["127.0.0.1", "10.0.0.0/8", "localhost"], httpsOnly: false)
         #expect(local.refusal(for: "http://127.0.0.1:9000/") == nil)
         #expect(local.refusal(for: "http://10.20.30.40/") == nil)
@@ -383,6 +397,8 @@ struct OutboundGuardTests {
         #expect(local.refusal(for: "http://127.1/") != nil)
         #expect(local.refusal(for: "http://2130706433/") != nil)
         #expect(local.refusal(for: "http://192.168.0.1/") != nil)
+        #expect(local.refusal(for: "http://[::ffff:127.0.0.1]/") == nil, "the allow-list opens an address in any form")
+        #expect(local.refusal(for: "http://[::ffff:192.168.0.1]/") != nil)
         #expect(OutboundGuard(allowed: [], httpsOnly: true).refusal(for: "http://example.com/") != nil)
     }
 }

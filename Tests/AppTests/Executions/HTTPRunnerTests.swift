@@ -262,6 +262,31 @@ struct HTTPRunnerTests {
         await server.stop()
     }
 
+    @Test("Kept outbound clients are bounded: past the capacity the least recently used idle one is closed, and a host reached again gets a new one")
+    func clientCacheBound() async throws {
+        let server = try await FakeRunnerServer()
+        let clients = OutboundClients(capacity: 2)
+        let hosts = ["a.example.com", "b.example.com", "c.example.com", "d.example.com"]
+        let outbound = OutboundHTTP(guardrail: OutboundGuard(allowed: ["127.0.0.1"], httpsOnly: false),
+                                    resolver: TableResolver(table: Dictionary(uniqueKeysWithValues: hosts.map { ($0, ["127.0.0.1"]) })),
+                                    userAgent: "test", clients: clients)
+        do {
+            for host in hosts + [hosts[0]] {
+                let answer = try await outbound.post("http://\(host):\(server.port)/ok", json: ["input": .string(host)], headers: [:], timeout: 5)
+                #expect(answer.status == 200, "\(host)")
+                #expect(server.lastHost?.hasPrefix(host) == true)
+                #expect(clients.count <= 2, "after \(host): \(clients.count) clients kept")
+            }
+            #expect(server.received("ok").count == 5)
+        } catch {
+            await clients.shutdownAsync(server.app)
+            await server.stop()
+            throw error
+        }
+        await clients.shutdownAsync(server.app)
+        await server.stop()
+    }
+
     @Test("Rollback POSTs to the undoUrl")
     func undo() async throws {
         let server = try await FakeRunnerServer()

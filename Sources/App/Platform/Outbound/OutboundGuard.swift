@@ -35,14 +35,19 @@ struct OutboundGuard: Sendable {
         return nil
     }
 
-    /// True for special-purpose addresses that the allow-list does not open.
+    /// True for special-purpose addresses that the allow-list does not open. An IPv6 address that carries IPv4
+    /// addresses (see `IPAddress.embeddedIPv4`) is judged by those: it is forbidden when any of them is.
     func isForbidden(address: IPAddress) -> Bool {
-        guard address.isSpecialPurpose else { return false }
-        for entry in allowed {
-            if let cidr = CIDR(entry), cidr.contains(address) { return false }
-            if let exact = IPAddress(entry), exact == address { return false }
+        if isAllowListed(address) { return false }
+        if let embedded = address.embeddedIPv4 { return embedded.contains { isForbidden(address: $0) } }
+        return address.isSpecialPurpose
+    }
+
+    private func isAllowListed(_ address: IPAddress) -> Bool {
+        allowed.contains { entry in
+            if let cidr = CIDR(entry), cidr.contains(address) { return true }
+            return IPAddress(entry) == address
         }
-        return true
     }
 
     /// Digits-only hosts, hex or octal parts, or fewer than four parts: forms that resolvers read as IPv4.
@@ -85,15 +90,35 @@ struct IPAddress: Equatable, Sendable {
     var isIPv4: Bool { bytes.count == 4 }
 
     /// Loopback, private, link-local, CGNAT, unspecified, multicast, broadcast, documentation, benchmarking,
-    /// reserved, IPv6 unique-local and link-local, and IPv4-mapped or -translated forms of any of those.
+    /// reserved, IPv6 unique-local and link-local; an IPv6 address that carries IPv4 addresses is special when any
+    /// of them is.
     var isSpecialPurpose: Bool {
         if isIPv4 {
             return Self.specialIPv4.contains { $0.contains(self) }
         }
-        // IPv4-mapped (::ffff:a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) carry an IPv4 address: refuse them outright.
-        if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff { return true }
+        if let embedded = embeddedIPv4 { return embedded.contains(where: \.isSpecialPurpose) }
         return Self.specialIPv6.contains { $0.contains(self) }
     }
+
+    /// The IPv4 addresses an IPv6 address leads to, for the forms that carry them:
+    /// IPv4-compatible `::a.b.c.d` (`::/96`, so `::` and `::1` too), IPv4-mapped `::ffff:a.b.c.d`, NAT64
+    /// `64:ff9b::a.b.c.d` (RFC 6052), 6to4 `2002:AABB:CCDD::/48` (RFC 3056), and Teredo `2001:0::/32`, which
+    /// carries its server's address and its client's, the latter with every bit inverted (RFC 4380 §4).
+    /// Nil for IPv4 addresses and other IPv6 addresses.
+    var embeddedIPv4: [IPAddress]? {
+        guard bytes.count == 16 else { return nil }
+        let last = IPAddress(bytes: Array(bytes[12..<16]))
+        if bytes[0..<12].allSatisfy({ $0 == 0 }) { return [last] }
+        if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xff, bytes[11] == 0xff { return [last] }
+        if Self.nat64.contains(self) { return [last] }
+        if bytes[0] == 0x20, bytes[1] == 0x02 { return [IPAddress(bytes: Array(bytes[2..<6]))] }
+        if bytes[0] == 0x20, bytes[1] == 0x01, bytes[2] == 0, bytes[3] == 0 {
+            return [IPAddress(bytes: Array(bytes[4..<8])), IPAddress(bytes: bytes[12..<16].map { ~$0 })]
+        }
+        return nil
+    }
+
+    private static let nat64 = CIDR("64:ff9b::/96")!
 
     static let specialIPv4: [CIDR] = ([
         "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24",
@@ -102,8 +127,9 @@ struct IPAddress: Equatable, Sendable {
     ] as [String]).compactMap(CIDR.init)
 
     static let specialIPv6: [CIDR] = ([
-        "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32",
-        "2002::/16", "fc00::/7", "fe80::/10", "ff00::/8",
+        // The forms that carry IPv4 addresses (::/96, ::ffff:0:0/96, 64:ff9b::/96, 2002::/16 and Teredo's
+        // 2001::/32) are judged by those addresses before this list is read.
+        "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8",
     ] as [String]).compactMap(CIDR.init)
 }
 

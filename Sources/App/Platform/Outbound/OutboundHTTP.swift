@@ -109,15 +109,22 @@ struct OutboundHTTP: Sendable {
             pinned = first.text
         }
 
-        let ephemeral = clients == nil ? OutboundClients.makeClient(host: host, pinned: pinned) : nil
-        defer { if let ephemeral { Task { try? await ephemeral.shutdown() } } }
-        let client = ephemeral ?? clients!.client(host: host, pinned: pinned)
-
         var request = HTTPClientRequest(url: urlString)
         request.method = .POST
         for (name, value) in extra { request.headers.replaceOrAdd(name: name, value: value) }
         request.headers.replaceOrAdd(name: "User-Agent", value: userAgent)
         request.body = .bytes(ByteBuffer(string: body))
+        guard let clients else {
+            let ephemeral = OutboundClients.makeClient(host: host, pinned: pinned)
+            defer { Task { try? await ephemeral.shutdown() } }
+            return try await Self.execute(request, on: ephemeral, timeout: timeout)
+        }
+        return try await clients.withClient(host: host, pinned: pinned) { client in
+            try await Self.execute(request, on: client, timeout: timeout)
+        }
+    }
+
+    private static func execute(_ request: HTTPClientRequest, on client: HTTPClient, timeout: TimeInterval) async throws -> OutboundResponse {
         let response = try await client.execute(request, timeout: .seconds(Int64(timeout)))
         do {
             let answer = try await response.body.collect(upTo: Self.largestResponse)
@@ -130,9 +137,24 @@ struct OutboundHTTP: Sendable {
 
 /// HTTP clients for outbound requests, one per host and checked address, so connections are reused; the
 /// address stays part of the key, so a client never connects anywhere that was not checked.
+///
+/// At most `capacity` clients are kept: past it, the least recently used client that no request is using is shut
+/// down (webhook endpoints and HTTP skills can name any number of hosts over a process's life).
 final class OutboundClients: LifecycleHandler, @unchecked Sendable {
+    private struct Entry {
+        let client: HTTPClient
+        var inUse = 0
+        var lastUsed: UInt64
+    }
+
+    let capacity: Int
     private let lock = NSLock()
-    private var clients: [String: HTTPClient] = [:]
+    private var entries: [String: Entry] = [:]
+    private var tick: UInt64 = 0
+
+    init(capacity: Int = 256) {
+        self.capacity = max(1, capacity)
+    }
 
     static func makeClient(host: String, pinned: String) -> HTTPClient {
         var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10)))
@@ -140,20 +162,50 @@ final class OutboundClients: LifecycleHandler, @unchecked Sendable {
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
-    func client(host: String, pinned: String) -> HTTPClient {
-        lock.withLock {
-            let key = host + "|" + pinned
-            if let existing = clients[key] { return existing }
-            let client = Self.makeClient(host: host, pinned: pinned)
-            clients[key] = client
-            return client
+    /// How many clients are kept now.
+    var count: Int { lock.withLock { entries.count } }
+
+    /// Runs `body` with the client for `host` at `pinned`, made if needed; the client is not evicted meanwhile.
+    func withClient<T: Sendable>(host: String, pinned: String, _ body: (HTTPClient) async throws -> T) async throws -> T {
+        let key = host + "|" + pinned
+        let client = lock.withLock { () -> HTTPClient in
+            tick += 1
+            if var entry = entries[key] {
+                entry.inUse += 1
+                entry.lastUsed = tick
+                entries[key] = entry
+                return entry.client
+            }
+            let entry = Entry(client: Self.makeClient(host: host, pinned: pinned), inUse: 1, lastUsed: tick)
+            entries[key] = entry
+            return entry.client
         }
+        defer {
+            let evicted = lock.withLock { () -> [HTTPClient] in
+                entries[key]?.inUse -= 1
+                return evictIdle()
+            }
+            if !evicted.isEmpty { Task { for client in evicted { try? await client.shutdown() } } }
+        }
+        return try await body(client)
+    }
+
+    /// Removes idle clients, least recently used first, until at most `capacity` remain. Called under the lock.
+    private func evictIdle() -> [HTTPClient] {
+        guard entries.count > capacity else { return [] }
+        let idle = entries.filter { $0.value.inUse == 0 }.sorted { $0.value.lastUsed < $1.value.lastUsed }
+        var evicted: [HTTPClient] = []
+        for (key, entry) in idle.prefix(entries.count - capacity) {
+            entries[key] = nil
+            evicted.append(entry.client)
+        }
+        return evicted
     }
 
     func shutdownAsync(_ application: Application) async {
         let all = lock.withLock { () -> [HTTPClient] in
-            defer { clients.removeAll() }
-            return Array(clients.values)
+            defer { entries.removeAll() }
+            return entries.values.map(\.client)
         }
         for client in all { try? await client.shutdown() }
     }
