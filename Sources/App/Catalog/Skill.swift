@@ -36,11 +36,25 @@ public final class Skill: Model, @unchecked Sendable {
 
     var inputSchema: JSONValue { JSONValue.parse(inputSchemaJSON) }
 
+    /// The runner settings as stored: an http runner's header values are sealed (see `store(runner:sealing:)`).
     var runner: JSONValue { JSONValue.parse(runnerJSON) }
 
     func store(inputSchema: JSONValue) throws { inputSchemaJSON = try inputSchema.canonicalString() }
 
-    func store(runner: JSONValue) throws { runnerJSON = try runner.canonicalString() }
+    /// Stores the runner settings with each header value sealed: they often carry the remote skill's API key.
+    func store(runner: JSONValue, sealing box: SecretBox) throws {
+        runnerJSON = try Self.mappingHeaderValues(of: runner) { try box.seal($0) }.canonicalString()
+    }
+
+    /// `runner` with `transform` applied to every string value of its `headers` object; anything else unchanged.
+    static func mappingHeaderValues(of runner: JSONValue, _ transform: (String) throws -> String) rethrows -> JSONValue {
+        guard case .object(var fields) = runner, case .object(let headers)? = fields["headers"] else { return runner }
+        fields["headers"] = .object(try headers.mapValues { value in
+            guard case .string(let text) = value else { return value }
+            return .string(try transform(text))
+        })
+        return .object(fields)
+    }
 }
 
 /// A user's favourite skill.

@@ -169,7 +169,7 @@ struct SkillService: Sendable {
         skill.category = draft.category?.trimmingCharacters(in: .whitespaces) ?? "general"
         skill.tags = Self.normalised(tags: draft.tags ?? [])
         try skill.store(inputSchema: draft.inputSchema ?? ["type": "object"])
-        try skill.store(runner: draft.runner!)
+        try skill.store(runner: draft.runner!, sealing: app.secretBox)
         skill.enabled = draft.enabled ?? true
         skill.version = 1
         skill.executionCount = 0
@@ -199,7 +199,7 @@ struct SkillService: Sendable {
         if let category = draft.category { skill.category = category.trimmingCharacters(in: .whitespaces); changed.append("category") }
         if let tags = draft.tags { skill.tags = Self.normalised(tags: tags); changed.append("tags") }
         if let schema = draft.inputSchema { try skill.store(inputSchema: schema); changed.append("inputSchema") }
-        if let runner = draft.runner { try skill.store(runner: runner); changed.append("runner") }
+        if let runner = draft.runner { try skill.store(runner: runner, sealing: app.secretBox); changed.append("runner") }
         if let enabled = draft.enabled { skill.enabled = enabled; changed.append("enabled") }
         guard !changed.isEmpty else { return skill }
         skill.version += 1

@@ -408,7 +408,7 @@ extension Application {
         get {
             storage[RegistryKey.self] ?? RunnerRegistry(
                 builtins: RunnerRegistry.standardBuiltins,
-                http: HTTPRunner(client: outboundHTTP, publicURL: appConfig.publicURL, callbackKey: keyMaterial.callbackKey))
+                http: HTTPRunner(client: outboundHTTP, publicURL: appConfig.publicURL, callbackKey: keyMaterial.callbackKey, secretBox: keyMaterial.secretBox))
         }
         set { storage[RegistryKey.self] = newValue }
     }

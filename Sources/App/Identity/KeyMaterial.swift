@@ -28,7 +28,8 @@ struct KeyMaterial: Sendable {
 
     static func load(_ app: Application, _ config: AppConfig) async throws -> KeyMaterial {
         let encryption = try encryptionKey(config)
-        let secretBox = SecretBox(key: SymmetricKey(data: encryption))
+        let previous = config.previousEncryptionKeys.compactMap { Data(base64Encoded: $0) }.map { SymmetricKey(data: $0) }
+        let secretBox = SecretBox(key: SymmetricKey(data: encryption), previous: previous)
         let callbackKey = SymmetricKey(data: Data(SHA256.hash(data: Data("steward-callback-key".utf8) + encryption)))
         switch config.jwtAlgorithm {
         case .hs256:

@@ -1,8 +1,9 @@
 import Fluent
 
 /// Every migration in the order it is applied. Append only; never rename a type (Fluent tracks them by name).
+/// `box` is the at-rest encryption: migrations that seal stored values use it.
 enum AppMigrations {
-    static let all: [any Migration] = [
+    static func all(sealing box: SecretBox) -> [any Migration] { [
         CreateLedgerHeads(),
         CreateAuditLogs(),
         CreateEvents(),
@@ -26,5 +27,6 @@ enum AppMigrations {
         AddExecutionActiveIndex(),
         NarrowSkillSearchTrigger(),
         CountActiveExecutions(),
-    ]
+        SealHeaderValues(box: box),
+    ] }
 }

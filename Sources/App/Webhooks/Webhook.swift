@@ -36,9 +36,18 @@ public final class Webhook: Model, @unchecked Sendable {
         set { eventsJSON = JSONText.canonical(strings: newValue) }
     }
 
-    var headers: [String: String] {
-        get { (try? JSONDecoder().decode([String: String].self, from: Data(headersJSON.utf8))) ?? [:] }
-        set { headersJSON = JSONText.canonical(stringMap: newValue) }
+    /// The extra headers as stored: names in the clear, each value sealed (they often carry API keys).
+    var sealedHeaders: [String: String] {
+        JSONText.parse(headersJSON)?.object?.compactMapValues(\.stringValue) ?? [:]
+    }
+
+    /// The extra headers to send, their values opened.
+    func headers(opening box: SecretBox) throws -> [String: String] {
+        try box.open(values: sealedHeaders)
+    }
+
+    func setHeaders(_ headers: [String: String], sealing box: SecretBox) throws {
+        headersJSON = JSONText.canonical(stringMap: try box.seal(values: headers))
     }
 
     /// True when this subscription wants events of `type`.

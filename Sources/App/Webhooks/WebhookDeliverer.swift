@@ -55,7 +55,7 @@ struct WebhookDeliverer: Sendable {
            let signature = WebhookSignature.sign(secret: try app.secretBox.open(previous), id: messageID, timestamp: timestamp, body: delivery.payload) {
             signatures.append(signature)
         }
-        var headers = hook.headers
+        var headers = try hook.headers(opening: app.secretBox)
         headers["webhook-id"] = messageID
         headers["webhook-timestamp"] = String(timestamp)
         headers["webhook-signature"] = signatures.joined(separator: " ")

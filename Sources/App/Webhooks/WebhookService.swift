@@ -25,7 +25,7 @@ struct WebhookResponse: Content {
         url = hook.url
         events = hook.events
         description = hook.descriptionText
-        headers = hook.headers.mapValues { _ in "[redacted]" }
+        headers = hook.sealedHeaders.mapValues { _ in "[redacted]" }
         enabled = hook.enabled
         disabledReason = hook.disabledReason
         createdAt = hook.createdAt
@@ -169,7 +169,7 @@ struct WebhookService: Sendable {
         hook.url = draft.url!
         hook.events = draft.events!
         hook.descriptionText = draft.description ?? nil
-        hook.headers = draft.headers ?? [:]
+        try hook.setHeaders(draft.headers ?? [:], sealing: app.secretBox)
         hook.sealedSecret = try app.secretBox.seal(secret)
         hook.enabled = draft.enabled ?? true
         hook.createdAt = now
@@ -199,7 +199,7 @@ struct WebhookService: Sendable {
         if let url = draft.url { hook.url = url }
         if let events = draft.events { hook.events = events }
         if let description = draft.description { hook.descriptionText = description }
-        if let headers = draft.headers { hook.headers = headers }
+        if let headers = draft.headers { try hook.setHeaders(headers, sealing: app.secretBox) }
         if let enabled = draft.enabled {
             hook.enabled = enabled
             if enabled { hook.disabledReason = nil; hook.failingSince = nil }

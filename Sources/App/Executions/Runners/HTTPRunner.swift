@@ -10,6 +10,8 @@ struct HTTPRunner: SkillRunner {
     let client: OutboundHTTP
     let publicURL: String
     let callbackKey: SymmetricKey
+    /// Opens the sealed header values the skill stores.
+    let secretBox: SecretBox
 
     func run(_ context: RunContext) async throws -> RunOutcome {
         guard case .object(let settings) = context.settings, case .string(let url)? = settings["url"] else {
@@ -21,9 +23,15 @@ struct HTTPRunner: SkillRunner {
             "callbackUrl": .string("\(publicURL)/api/v1/executions/\(context.executionID.lowercasedString)/progress"),
             "callbackToken": .string(Self.callbackToken(for: context.executionID, key: callbackKey)),
         ]
+        let headers: [String: String]
+        do {
+            headers = try self.headers(settings)
+        } catch {
+            return .failed("the skill's header values cannot be opened: \(error)")
+        }
         let response: OutboundResponse
         do {
-            response = try await client.post(url, json: body, headers: Self.headers(settings), timeout: Self.timeout(settings))
+            response = try await client.post(url, json: body, headers: headers, timeout: Self.timeout(settings))
         } catch let error as OutboundError {
             switch error {
             case .blocked, .tooLarge: return .failed(error.description)
@@ -52,7 +60,7 @@ struct HTTPRunner: SkillRunner {
             return "the skill has no undoUrl; nothing to undo"
         }
         let body: JSONValue = ["executionId": .string(context.executionID.lowercasedString), "input": context.input, "output": output ?? .null]
-        let response = try await client.post(url, json: body, headers: Self.headers(settings), timeout: Self.timeout(settings))
+        let response = try await client.post(url, json: body, headers: try headers(settings), timeout: Self.timeout(settings))
         guard (200..<300).contains(response.status) else {
             throw RunnerUnavailable(status: response.status, detail: Self.snippet(response.body))
         }
@@ -65,9 +73,9 @@ struct HTTPRunner: SkillRunner {
         return SecureToken.base64URL(Data(mac))
     }
 
-    private static func headers(_ settings: [String: JSONValue]) -> [String: String] {
+    private func headers(_ settings: [String: JSONValue]) throws -> [String: String] {
         guard case .object(let map)? = settings["headers"] else { return [:] }
-        return map.compactMapValues { $0.stringValue }
+        return try secretBox.open(values: map.compactMapValues { $0.stringValue })
     }
 
     private static func timeout(_ settings: [String: JSONValue]) -> TimeInterval {

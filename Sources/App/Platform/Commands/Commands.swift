@@ -14,6 +14,7 @@ enum Commands {
         app.asyncCommands.use(APIKeyCommandGroup(), as: "apikey")
         app.asyncCommands.use(SeedCommand(), as: "seed")
         app.asyncCommands.use(ScheduleCommandGroup(), as: "schedule")
+        app.asyncCommands.use(KeysCommandGroup(), as: "keys")
     }
 }
 

@@ -74,6 +74,8 @@ public struct AppConfig: Sendable {
     public var mail: MailTransport
     public var mailFrom: String
     public var encryptionKey: String?
+    /// Earlier encryption keys, still accepted for opening values while `steward keys rotate-encryption` re-seals them.
+    public var previousEncryptionKeys: [String]
     public var maxAPIKeysPerUser: Int
     public var auditRetentionDays: Int
     public var outboundAllowedHosts: [String]
@@ -165,7 +167,8 @@ extension AppConfig {
         .init(name: "STEWARD_RATE_LIMIT_STORE", defaultValue: "memory", meaning: "memory (one instance) or database (shared by every instance on one database; one atomic statement per decision)."),
         .init(name: "STEWARD_TRUSTED_PROXIES", defaultValue: "(empty: forwarding headers are ignored)", meaning: "Comma-separated CIDRs of reverse proxies whose X-Forwarded-For / Forwarded headers name the client IP."),
     ] + rateLimitVariables.map { .init(name: $0.variable, defaultValue: $0.fallback, meaning: $0.meaning + " N/s, N/min, N/hour or N/day; 0 turns it off.") } + [
-        .init(name: "STEWARD_ENCRYPTION_KEY", defaultValue: "(unset: generated into the data directory)", meaning: "Base64 of 32 bytes; encrypts TOTP secrets and other secrets at rest (AES-GCM)."),
+        .init(name: "STEWARD_ENCRYPTION_KEY", defaultValue: "(unset: generated into the data directory)", meaning: "Base64 of 32 bytes; encrypts TOTP secrets, webhook secrets, HTTP-runner and webhook header values and other secrets at rest (AES-GCM)."),
+        .init(name: "STEWARD_ENCRYPTION_PREVIOUS_KEYS", defaultValue: "(empty)", meaning: "Comma-separated earlier encryption keys (base64 of 32 bytes), accepted for reading only, while steward keys rotate-encryption re-seals every value under the current key."),
     ]
 
     /// Loads the configuration from the process environment layered over `.env` in the working directory.
@@ -218,6 +221,7 @@ extension AppConfig {
         let mail = reader.mailTransport("STEWARD_MAIL")
         let mailFrom = reader.string("STEWARD_MAIL_FROM", default: "Steward <no-reply@steward.local>")
         let encryptionKey = reader.base64Key("STEWARD_ENCRYPTION_KEY", bytes: 32)
+        let previousEncryptionKeys = reader.base64Keys("STEWARD_ENCRYPTION_PREVIOUS_KEYS", bytes: 32)
         let maxAPIKeys = reader.int("STEWARD_MAX_API_KEYS_PER_USER", default: 25, range: 1...10_000)
         let auditRetention = reader.int("STEWARD_AUDIT_RETENTION_DAYS", default: 365, range: 0...36_500)
         let outboundAllowed = reader.list("STEWARD_WEBHOOK_ALLOWED_HOSTS")
@@ -281,7 +285,7 @@ extension AppConfig {
             jwtAlgorithm: jwtAlgorithm, jwtSecret: jwtSecret, jwtKeyFile: jwtKeyFile, jwtPreviousKeyFiles: jwtPreviousKeyFiles,
             jwtIssuer: jwtIssuer, jwtAudience: jwtAudience, accessTokenTTLSeconds: accessTTL, refreshTokenTTLSeconds: refreshTTL,
             sessionIdleTimeoutSeconds: idle, sessionAbsoluteTimeoutSeconds: absolute, lockoutThreshold: lockoutThreshold,
-            lockoutMinutes: lockoutMinutes, mail: mail, mailFrom: mailFrom, encryptionKey: encryptionKey,
+            lockoutMinutes: lockoutMinutes, mail: mail, mailFrom: mailFrom, encryptionKey: encryptionKey, previousEncryptionKeys: previousEncryptionKeys,
             maxAPIKeysPerUser: maxAPIKeys, auditRetentionDays: auditRetention,
             outboundAllowedHosts: outboundAllowed, outboundHTTPSOnly: outboundHTTPSOnly,
             workers: workers, jobLeaseSeconds: leaseSeconds, jobHeartbeatSeconds: heartbeatSeconds,
@@ -425,6 +429,16 @@ struct EnvironmentReader {
             return nil
         }
         return value
+    }
+
+    mutating func base64Keys(_ name: String, bytes: Int) -> [String] {
+        list(name).filter { value in
+            guard let data = Data(base64Encoded: value), data.count == bytes else {
+                problems.append("\(name): every entry must be the base64 of exactly \(bytes) bytes")
+                return false
+            }
+            return true
+        }
     }
 
     mutating func database(_ name: String, dataDirectory: String) -> AppConfig.DatabaseKind {
