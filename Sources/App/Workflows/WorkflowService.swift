@@ -128,6 +128,7 @@ struct WorkflowService: Sendable {
 
     func update(_ reference: String, draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Workflow {
         let workflow = try await find(reference)
+        try ensureMayChange(workflow, caller: caller)
         try await apply(draft, to: workflow, creating: false)
         workflow.version += 1
         workflow.updatedAt = now
@@ -144,12 +145,21 @@ struct WorkflowService: Sendable {
 
     func delete(_ reference: String, caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
         let workflow = try await find(reference)
+        try ensureMayChange(workflow, caller: caller)
         let id = try workflow.requireID()
         let active = try await WorkflowRun.query(on: reads).filter(\.$workflow.$id == id).filter(\.$status ~~ [.queued, .running]).count()
         guard active == 0 else { throw HTTPProblem.conflict("The workflow has \(active) run(s) in progress; cancel them first.") }
         try await app.writeTransaction { db in
             try await record("workflow.deleted", workflow, caller: caller, origin: origin, on: db)
             try await workflow.delete(on: db)
+        }
+    }
+
+    /// Workflows are shared like skills: everyone with workflows:read sees them all, and only the creator or an admin
+    /// may change or delete one (a workflow with no recorded creator, only an admin).
+    private func ensureMayChange(_ workflow: Workflow, caller: AuthenticatedCaller) throws {
+        guard caller.seesEveryOwner || (workflow.createdBy != nil && workflow.createdBy == caller.user.id) else {
+            throw AccessError.notYours("Only the workflow's creator or an admin may change it.")
         }
     }
 

@@ -215,6 +215,24 @@ struct WorkflowTests {
         }
     }
 
+    @Test("Only the creator or an admin may change or delete a workflow; another developer gets 403 and nothing changes")
+    func ownership() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let owner = try await developer(app)
+            let created = try await createWorkflow(app, owner, diamond)
+            let other = try await developer(app, "other-dev@example.com")
+            #expect(try await send(app, .PATCH, "/api/v1/workflows/greet", token: other, json: #"{"name": "Mine now"}"#).status == .forbidden)
+            #expect(try await send(app, .DELETE, "/api/v1/workflows/greet", token: other).status == .forbidden)
+            let unchanged = try (try await send(app, .GET, "/api/v1/workflows/greet", token: other)).content.decode(WorkflowResponse.self)
+            #expect(unchanged.name == created.name && unchanged.version == created.version)
+            #expect(try await send(app, .PATCH, "/api/v1/workflows/greet", token: owner, json: #"{"name": "Owner edit"}"#).status == .ok)
+            let admin = try await adminToken(app)
+            #expect(try await send(app, .PATCH, "/api/v1/workflows/greet", token: admin, json: #"{"name": "Admin edit"}"#).status == .ok)
+            #expect(try await send(app, .DELETE, "/api/v1/workflows/greet", token: admin).status == .noContent)
+        }
+    }
+
     @Test("A run interrupted by a crash resumes where it stopped after a restart on the same file database")
     func crashResume() async throws {
         let directory = try TemporaryDirectory()
