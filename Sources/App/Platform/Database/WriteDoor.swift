@@ -38,6 +38,8 @@ extension Application {
     /// A write transaction: on SQLite queued behind other writers and run on the writer's own connection and thread
     /// (reads stay on the driver's pool beside it); on PostgreSQL a transaction from the pool.
     func writeTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
+        try WriteNesting.refuseInsideWrite()
+        let body = WriteNesting.marked(body)
         // The writer tells the listeners after each batch's commit.
         if let writer = sqliteWriter { return try await writer.transaction(body) }
         let result = try await db.transaction(body)
@@ -48,6 +50,8 @@ extension Application {
     /// A write statement or a few that need no transaction of their own, such as claiming a job: on SQLite they go
     /// through the writer (committed with a batch of others), on PostgreSQL straight to the pool.
     func writeStatements<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
+        try WriteNesting.refuseInsideWrite()
+        let body = WriteNesting.marked(body)
         guard let writer = sqliteWriter else { return try await body(db as! any SQLDatabase) }
         return try await writer.statements(body)
     }
@@ -66,6 +70,28 @@ extension Application {
         let model = M()
         try model.hydrate(from: SQLRowOutput(row: row))
         return model
+    }
+}
+
+/// A write started from inside another write's body would, on SQLite, queue behind the batch that is running it
+/// and wait for itself forever (on PostgreSQL it would commit apart from the transaction around it). Every body
+/// runs marked, in debug and release alike, and the door refuses a write from a marked task at once.
+enum WriteNesting {
+    @TaskLocal static var insideWrite = false
+
+    static func refuseInsideWrite() throws {
+        if insideWrite { throw NestedWriteError() }
+    }
+
+    static func marked<D: Sendable, T: Sendable>(_ body: @escaping @Sendable (D) async throws -> T) -> @Sendable (D) async throws -> T {
+        { database in try await $insideWrite.withValue(true) { try await body(database) } }
+    }
+}
+
+/// A programming error: see `WriteNesting`.
+struct NestedWriteError: Error, CustomStringConvertible {
+    var description: String {
+        "a write was started inside another write's body, where it would wait for itself; write through the body's own database, or after it returns"
     }
 }
 
