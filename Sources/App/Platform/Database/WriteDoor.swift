@@ -1,5 +1,6 @@
 import Fluent
 import NIOConcurrencyHelpers
+import PostgresNIO
 import SQLKit
 import StewardSQLite
 import Vapor
@@ -42,7 +43,7 @@ extension Application {
         let body = WriteNesting.marked(body)
         // The writer tells the listeners after each batch's commit.
         if let writer = sqliteWriter { return try await writer.transaction(body) }
-        let result = try await db.transaction(body)
+        let result = try await WriteConflict.translating { try await db.transaction(body) }
         commitListeners.committed()
         return result
     }
@@ -52,7 +53,7 @@ extension Application {
     func writeStatements<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
         try WriteNesting.refuseInsideWrite()
         let body = WriteNesting.marked(body)
-        guard let writer = sqliteWriter else { return try await body(db as! any SQLDatabase) }
+        guard let writer = sqliteWriter else { return try await WriteConflict.translating { try await body(db as! any SQLDatabase) } }
         return try await writer.statements(body)
     }
 
@@ -85,6 +86,31 @@ enum WriteNesting {
 
     static func marked<D: Sendable, T: Sendable>(_ body: @escaping @Sendable (D) async throws -> T) -> @Sendable (D) async throws -> T {
         { database in try await $insideWrite.withValue(true) { try await body(database) } }
+    }
+}
+
+/// PostgreSQL ends a transaction that lost a serialization check (SQLSTATE 40001) or was chosen to break a deadlock
+/// (40P01) by rolling it back: nothing of it was written, and the same request sent again usually succeeds. Such
+/// a failure answers 503 `write_conflict` with `Retry-After`, not 500.
+///
+/// The door does not re-run the body itself: Fluent models keep the state a rolled-back body gave them (a model
+/// created in it counts as existing), so a second run could turn an insert into an update of a row that is not
+/// there and lose the write without an error.
+struct WriteConflict: ProblemError {
+    var sqlState: String
+
+    var status: HTTPResponseStatus { .serviceUnavailable }
+    var code: String { "write_conflict" }
+    var reason: String { "The change collided with another one and was not made; send it again." }
+    var headers: HTTPHeaders { ["Retry-After": "1"] }
+
+    static func translating<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as PSQLError {
+            if let state = error.serverInfo?[.sqlState], state == "40001" || state == "40P01" { throw WriteConflict(sqlState: state) }
+            throw error
+        }
     }
 }
 
