@@ -97,15 +97,14 @@ public struct ActivityRecorder: Sendable {
     static let eventChannel = "steward_events"
 
     let clock: any WallClock
+    /// Keys the audit chain (see `AuditChain`).
+    let chainKey: SymmetricKey
     /// Told each new event's `seq` (inside the transaction): the live-stream hub of this process.
     let onEvent: (@Sendable (Int64) -> Void)?
 
-    public init(clock: any WallClock) {
-        self.init(clock: clock, onEvent: nil)
-    }
-
-    init(clock: any WallClock, onEvent: (@Sendable (Int64) -> Void)?) {
+    init(clock: any WallClock, chainKey: SymmetricKey, onEvent: (@Sendable (Int64) -> Void)? = nil) {
         self.clock = clock
+        self.chainKey = chainKey
         self.onEvent = onEvent
     }
 
@@ -120,7 +119,7 @@ public struct ActivityRecorder: Sendable {
             let cache = (db as? any WriteBatchDatabase)?.participant(LedgerHeadCache.self)
             let heads = if let cache { try await cache.advance(names, on: sql) } else { try await Self.advance(names, on: sql) }
             if let audit, let head = heads[LedgerHead.audit] {
-                let (seq, hash) = try await Self.appendAudit(audit, at: at, head: head, on: sql)
+                let (seq, hash) = try await Self.appendAudit(audit, at: at, head: head, key: chainKey, on: sql)
                 if let cache {
                     cache.chain(LedgerHead.audit, to: hash)
                 } else {
@@ -171,7 +170,7 @@ public struct ActivityRecorder: Sendable {
         into: Event.schema, columns: ["id", "seq", "at", "type", "actor_id", "resource_type", "resource_id", "data"])
 
     /// Inserts the entry; returns its seq and hash, which the caller records as the chain's new head.
-    private static func appendAudit(_ record: AuditRecord, at: Date, head: (seq: Int64, lastHash: String),
+    private static func appendAudit(_ record: AuditRecord, at: Date, head: (seq: Int64, lastHash: String), key: SymmetricKey,
                                     on sql: any SQLDatabase) async throws -> (Int64, String) {
         let (seq, previous) = head
         let entry = AuditChain.Entry(
@@ -180,7 +179,7 @@ public struct ActivityRecorder: Sendable {
             outcome: record.outcome.rawValue, ipAddress: record.origin.ipAddress, userAgent: record.origin.userAgent,
             requestID: record.origin.requestID, details: try record.details.canonicalString()
         )
-        let hash = AuditChain.hash(of: entry, previous: previous)
+        let hash = AuditChain.hash(of: entry, previous: previous, key: key)
         try await sql.run(auditInsert, [
             entry.id, seq, at, entry.actorID, entry.actorType, entry.action, entry.resourceType, entry.resourceID, entry.outcome,
             entry.ipAddress, entry.userAgent, entry.requestID, entry.details, previous, hash,
@@ -255,7 +254,11 @@ enum LedgerError: Error, CustomStringConvertible {
     }
 }
 
-/// The SHA-256 chain over audit entries: each hash covers the entry and the hash before it.
+/// The keyed chain over audit entries: each link is an HMAC-SHA256, under a key kept outside the database, of the
+/// entry and the link before it. Whoever can write to the database but lacks the key cannot recompute the chain
+/// after changing, inserting or deleting an entry; deleting the newest entries together with the head row, or a
+/// prefix together with the prune marker, still verifies, which is what signed checkpoints (`AuditCheckpoint`)
+/// are for.
 public enum AuditChain {
     public static let genesisHash = String(repeating: "0", count: 64)
 
@@ -300,7 +303,12 @@ public enum AuditChain {
         }
     }
 
-    static func hash(of entry: Entry, previous: String) -> String {
+    static func hash(of entry: Entry, previous: String, key: SymmetricKey) -> String {
+        Data(HMAC<SHA256>.authenticationCode(for: Data((previous + "\n" + entry.canonical).utf8), using: key)).hexString
+    }
+
+    /// The unkeyed link the chain used before `KeyAuditChain`; only that migration's revert writes it.
+    static func unkeyedHash(of entry: Entry, previous: String) -> String {
         SHA256.hash(data: Data((previous + "\n" + entry.canonical).utf8)).hexString
     }
 
@@ -317,7 +325,7 @@ public enum AuditChain {
     }
 
     /// Recomputes every link in `seq` order and reports the first that does not hold.
-    public static func verify(on database: any Database, batchSize: Int = 1000) async throws -> Verification {
+    static func verify(on database: any Database, key: SymmetricKey, batchSize: Int = 1000) async throws -> Verification {
         var previous = genesisHash
         var expectedSeq: Int64 = 1
         var checked = 0
@@ -343,7 +351,7 @@ public enum AuditChain {
                 if log.prevHash != previous {
                     return Verification(checked: checked, firstBroken: (log.seq, log.id, "prev_hash does not match the entry before it"))
                 }
-                let recomputed = hash(of: Entry(log), previous: previous)
+                let recomputed = hash(of: Entry(log), previous: previous, key: key)
                 if recomputed != log.hash {
                     return Verification(checked: checked, firstBroken: (log.seq, log.id, "content does not match its hash"))
                 }

@@ -1,7 +1,8 @@
 import Vapor
 import StewardFormats
 
-/// `GET /api/v1/audit-logs` (audit:read). There is no route that changes or deletes an entry.
+/// `GET /api/v1/audit-logs` and `GET /api/v1/audit/checkpoint` (audit:read). There is no route that changes or
+/// deletes an entry.
 struct AuditLogController: RouteCollection {
     /// An entry as the API shows it.
     struct Entry: Content {
@@ -38,6 +39,15 @@ struct AuditLogController: RouteCollection {
 
     func boot(routes: any RoutesBuilder) throws {
         routes.grouped("audit-logs").grouped(RequireCaller(), RequirePermission(.auditRead)).get(use: index)
+        routes.grouped("audit", "checkpoint").grouped(RequireCaller(), RequirePermission(.auditRead)).get(use: checkpoint)
+    }
+
+    /// The chain's head, signed with this instance's Ed25519 key (see `AuditCheckpoint`).
+    @Sendable
+    func checkpoint(req: Request) async throws -> Response {
+        let response = try await AuditCheckpoint.current(req.application).encodeResponse(for: req)
+        response.headers.replaceOrAdd(name: .cacheControl, value: "no-store")
+        return response
     }
 
     @Sendable

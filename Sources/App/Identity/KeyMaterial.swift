@@ -25,17 +25,23 @@ struct KeyMaterial: Sendable {
     var secretBox: SecretBox
     /// Signs HTTP-runner callback tokens; derived from the encryption key, so every instance agrees.
     var callbackKey: SymmetricKey
+    /// Keys the audit chain's HMAC; kept outside the database (STEWARD_AUDIT_KEY or the data directory).
+    var audit: AuditKeys
 
     static func load(_ app: Application, _ config: AppConfig) async throws -> KeyMaterial {
         let encryption = try encryptionKey(config)
         let previous = config.previousEncryptionKeys.compactMap { Data(base64Encoded: $0) }.map { SymmetricKey(data: $0) }
         let secretBox = SecretBox(key: SymmetricKey(data: encryption), previous: previous)
         let callbackKey = SymmetricKey(data: Data(SHA256.hash(data: Data("steward-callback-key".utf8) + encryption)))
+        let audit = AuditKeys(
+            chain: SymmetricKey(data: try key32(config.auditKey, file: "audit.key", variable: "STEWARD_AUDIT_KEY", config)),
+            checkpointSigner: try Curve25519.Signing.PrivateKey(
+                rawRepresentation: try key32(config.auditSigningKey, file: "audit-signing.key", variable: "STEWARD_AUDIT_SIGNING_KEY", config)))
         switch config.jwtAlgorithm {
         case .hs256:
             let secret = try config.jwtSecret ?? (try generatedFile(config, name: "jwt-secret") { SecureToken.generate(bytes: 48) })
             await app.jwt.keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
-            return KeyMaterial(algorithm: .hs256, signingKID: nil, verifyingKIDs: [], publishedKeys: [], secretBox: secretBox, callbackKey: callbackKey)
+            return KeyMaterial(algorithm: .hs256, signingKID: nil, verifyingKIDs: [], publishedKeys: [], secretBox: secretBox, callbackKey: callbackKey, audit: audit)
         case .es256:
             let pem: String
             if let file = config.jwtKeyFile {
@@ -60,7 +66,7 @@ struct KeyMaterial: Sendable {
                 await app.jwt.keys.add(ecdsa: publicKey, kid: JWKIdentifier(string: entry.kid))
             }
             return KeyMaterial(algorithm: .es256, signingKID: published[0].kid, verifyingKIDs: Set(published.map(\.kid)),
-                               publishedKeys: published, secretBox: secretBox, callbackKey: callbackKey)
+                               publishedKeys: published, secretBox: secretBox, callbackKey: callbackKey, audit: audit)
         }
     }
 
@@ -79,6 +85,18 @@ struct KeyMaterial: Sendable {
         })
         guard let data = Data(base64Encoded: encoded.trimmingCharacters(in: .whitespacesAndNewlines)), data.count == 32 else {
             throw KeyMaterialError.unusable("the encryption key in the data directory is not base64 of 32 bytes")
+        }
+        return data
+    }
+
+    /// 32 bytes: from the variable's base64 when set, else from (or generated into) `<data dir>/<file>`.
+    private static func key32(_ configured: String?, file: String, variable: String, _ config: AppConfig) throws -> Data {
+        let encoded = try configured ?? (try generatedFile(config, name: file) {
+            var generator = SystemRandomNumberGenerator()
+            return Data((0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }).base64EncodedString()
+        })
+        guard let data = Data(base64Encoded: encoded.trimmingCharacters(in: .whitespacesAndNewlines)), data.count == 32 else {
+            throw KeyMaterialError.unusable("\(variable) (or \(file) in the data directory) is not base64 of 32 bytes")
         }
         return data
     }
@@ -130,4 +148,16 @@ extension Application {
 
     /// Encrypts secrets at rest.
     public var secretBox: SecretBox { keyMaterial.secretBox }
+
+    /// Keys the audit chain and signs its checkpoints.
+    var auditKeys: AuditKeys { keyMaterial.audit }
+}
+
+/// The audit chain's HMAC key (shared by every instance on one database) and this instance's Ed25519 key for
+/// signing checkpoints.
+struct AuditKeys: Sendable {
+    var chain: SymmetricKey
+    var checkpointSigner: Curve25519.Signing.PrivateKey
+
+    var checkpointPublicKey: String { checkpointSigner.publicKey.rawRepresentation.base64EncodedString() }
 }

@@ -1,9 +1,9 @@
 import Fluent
 
 /// Every migration in the order it is applied. Append only; never rename a type (Fluent tracks them by name).
-/// `box` is the at-rest encryption: migrations that seal stored values use it.
+/// Migrations that seal stored values or link the audit chain take their keys from `keys`.
 enum AppMigrations {
-    static func all(sealing box: SecretBox) -> [any Migration] { [
+    static func all(_ keys: KeyMaterial) -> [any Migration] { [
         CreateLedgerHeads(),
         CreateAuditLogs(),
         CreateEvents(),
@@ -27,6 +27,7 @@ enum AppMigrations {
         AddExecutionActiveIndex(),
         NarrowSkillSearchTrigger(),
         CountActiveExecutions(),
-        SealHeaderValues(box: box),
+        SealHeaderValues(box: keys.secretBox),
+        KeyAuditChain(key: keys.audit.chain),
     ] }
 }

@@ -114,12 +114,12 @@ struct SkillControllerTests {
             // The refused ones took no number: events and audit entries stay gapless, and the chain holds.
             let seqs = try await Event.query(on: app.db).sort(\.$seq).all().map(\.seq)
             #expect(seqs == Array(1...Int64(seqs.count)))
-            #expect(try await AuditChain.verify(on: app.db).isIntact)
+            #expect(try await AuditChain.verify(on: app.db, key: app.auditKeys.chain).isIntact)
             // The batch stored the heads where it left them: the next write carries on from there.
             let next = #"{"slug": "batch-next", "name": "Batch next", "runner": {"type": "builtin", "name": "echo"}}"#
             #expect(try await send(app, .POST, "/api/v1/skills", token: developer, json: next).status == .created)
             #expect(try await Event.query(on: app.db).sort(\.$seq).all().map(\.seq) == Array(1...Int64(seqs.count + 1)))
-            #expect(try await AuditChain.verify(on: app.db).isIntact)
+            #expect(try await AuditChain.verify(on: app.db, key: app.auditKeys.chain).isIntact)
         }
     }
 

@@ -641,7 +641,7 @@ struct JobQueueTests {
             }
             let seqs = try await Event.query(on: app.db).sort(\.$seq).all().map(\.seq)
             #expect(seqs == Array(1...Int64(seqs.count)))
-            #expect(try await AuditChain.verify(on: app.db).isIntact)
+            #expect(try await AuditChain.verify(on: app.db, key: app.auditKeys.chain).isIntact)
         }
     }
 

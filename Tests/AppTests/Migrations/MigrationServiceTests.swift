@@ -10,9 +10,9 @@ struct MigrationServiceTests {
     func status() async throws {
         try await withTestApp { app in
             let states = try await MigrationService(app: app).status()
-            #expect(states.count == AppMigrations.all(sealing: app.secretBox).count)
+            #expect(states.count == AppMigrations.all(app.keyMaterial).count)
             #expect(states.allSatisfy { $0.applied && $0.appliedAt != nil && $0.batch == 1 })
-            #expect(states.map(\.position) == Array(1...AppMigrations.all(sealing: app.secretBox).count))
+            #expect(states.map(\.position) == Array(1...AppMigrations.all(app.keyMaterial).count))
             #expect(states.first?.version == "0001_CreateLedgerHeads")
         }
     }
@@ -33,7 +33,7 @@ struct MigrationServiceTests {
             #expect(try await tableExists("audit_logs", app) == true)
 
             let applied = try await service.migrate()
-            #expect(applied.count == AppMigrations.all(sealing: app.secretBox).count - 2)
+            #expect(applied.count == AppMigrations.all(app.keyMaterial).count - 2)
             let allApplied = try await service.status().allSatisfy { $0.applied }
             #expect(allApplied)
             #expect(try await tableExists("events", app) == true)
@@ -55,7 +55,7 @@ struct MigrationServiceTests {
             let reverted = try await service.revertLastBatch()
             #expect(reverted == [newest])
             let states = try await service.status()
-            #expect(states.filter(\.applied).count == AppMigrations.all(sealing: app.secretBox).count - 1)
+            #expect(states.filter(\.applied).count == AppMigrations.all(app.keyMaterial).count - 1)
         }
     }
 
@@ -66,7 +66,7 @@ struct MigrationServiceTests {
             try await service.revert(downTo: "0")
             #expect(try await service.status().allSatisfy { !$0.applied })
             #expect(try await tableExists("ledger_heads", app) == false)
-            #expect(try await service.migrate().count == AppMigrations.all(sealing: app.secretBox).count)
+            #expect(try await service.migrate().count == AppMigrations.all(app.keyMaterial).count)
         }
     }
 

@@ -14,7 +14,7 @@ struct CommandTests {
             let output = try await app.runCommand(["migrate", "status"])
             #expect(output.contains("applied  0001_CreateLedgerHeads"))
             #expect(output.contains("pending  0004_CreateUsers"))
-            #expect(output.contains("3 applied, \(AppMigrations.all(sealing: app.secretBox).count - 3) pending"))
+            #expect(output.contains("3 applied, \(AppMigrations.all(app.keyMaterial).count - 3) pending"))
             #expect(output.range(of: #"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z"#, options: .regularExpression) != nil)
         }
     }

@@ -23,7 +23,7 @@ struct HealthControllerTests {
                 #expect(body["status"] == "ok")
                 #expect(body["database"] == "ok")
                 #expect(body["pendingMigrations"] == 0)
-                #expect(body["schemaVersion"] == .string(MigrationState(position: AppMigrations.all(sealing: app.secretBox).count, name: AppMigrations.all(sealing: app.secretBox).last!.name, applied: true).version))
+                #expect(body["schemaVersion"] == .string(MigrationState(position: AppMigrations.all(app.keyMaterial).count, name: AppMigrations.all(app.keyMaterial).last!.name, applied: true).version))
             }
         }
     }
@@ -36,7 +36,7 @@ struct HealthControllerTests {
                 #expect(res.status == .serviceUnavailable)
                 let body = try res.json()
                 #expect(body["status"] == "unavailable")
-                #expect(body["pendingMigrations"] == .number(Double(AppMigrations.all(sealing: app.secretBox).count - 2)))
+                #expect(body["pendingMigrations"] == .number(Double(AppMigrations.all(app.keyMaterial).count - 2)))
                 #expect(body["schemaVersion"] == "0002_CreateAuditLogs")
             }
         }
@@ -47,7 +47,7 @@ struct HealthControllerTests {
         try await withTestApp(migrate: false) { app in
             try await app.testing().test(.GET, "/health/ready") { res throws in
                 #expect(res.status == .serviceUnavailable)
-                #expect(try res.json()["pendingMigrations"] == .number(Double(AppMigrations.all(sealing: app.secretBox).count)))
+                #expect(try res.json()["pendingMigrations"] == .number(Double(AppMigrations.all(app.keyMaterial).count)))
             }
         }
     }

@@ -36,7 +36,7 @@ struct PersistenceTests {
             let events = try await Event.query(on: second.db).filter(\.$type == "write").sort(\.$seq).all()
             #expect(events.map(\.seq) == acknowledged)
             #expect(events.map(\.resourceID) == (0..<200).map { "\($0)" })
-            #expect(try await AuditChain.verify(on: second.db).isIntact)
+            #expect(try await AuditChain.verify(on: second.db, key: second.auditKeys.chain).isIntact)
             #expect(try await User.query(on: second.db).count() == 1)
             #expect(try await AdminBootstrap(app: second).ensureFirstAdmin() == .alreadyHasUsers)
             let next = try await second.writeTransaction { db in

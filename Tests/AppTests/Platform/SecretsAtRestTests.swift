@@ -75,7 +75,7 @@ struct SecretsAtRestTests {
             app.useTestDoubles()
             _ = try await makeCredentials(app, port: 9)
             let reverted = try await MigrationService(app: app).revert(downTo: "0023_CountActiveExecutions")
-            #expect(reverted == ["0024_SealHeaderValues"])
+            #expect(reverted.contains("0024_SealHeaderValues"))
             let plain = try await storedHeaders(app)
             #expect(plain.contains("hook-key-123") && plain.contains("runner-key-456"), "\(plain)")
             try await MigrationService(app: app).migrate()

@@ -76,6 +76,10 @@ public struct AppConfig: Sendable {
     public var encryptionKey: String?
     /// Earlier encryption keys, still accepted for opening values while `steward keys rotate-encryption` re-seals them.
     public var previousEncryptionKeys: [String]
+    /// Base64 of 32 bytes keying the audit chain's HMAC; nil: generated into the data directory.
+    public var auditKey: String?
+    /// Base64 of the 32-byte Ed25519 seed that signs audit checkpoints; nil: generated into the data directory.
+    public var auditSigningKey: String?
     public var maxAPIKeysPerUser: Int
     public var auditRetentionDays: Int
     public var outboundAllowedHosts: [String]
@@ -168,6 +172,8 @@ extension AppConfig {
         .init(name: "STEWARD_TRUSTED_PROXIES", defaultValue: "(empty: forwarding headers are ignored)", meaning: "Comma-separated CIDRs of reverse proxies whose X-Forwarded-For / Forwarded headers name the client IP."),
     ] + rateLimitVariables.map { .init(name: $0.variable, defaultValue: $0.fallback, meaning: $0.meaning + " N/s, N/min, N/hour or N/day; 0 turns it off.") } + [
         .init(name: "STEWARD_ENCRYPTION_KEY", defaultValue: "(unset: generated into the data directory)", meaning: "Base64 of 32 bytes; encrypts TOTP secrets, webhook secrets, HTTP-runner and webhook header values and other secrets at rest (AES-GCM)."),
+        .init(name: "STEWARD_AUDIT_KEY", defaultValue: "(unset: generated into the data directory as audit.key)", meaning: "Base64 of 32 bytes; keys the audit chain's HMAC. Keep it outside the database; every instance on one database needs the same key."),
+        .init(name: "STEWARD_AUDIT_SIGNING_KEY", defaultValue: "(unset: generated into the data directory as audit-signing.key)", meaning: "Base64 of a 32-byte Ed25519 private key that signs audit checkpoints."),
         .init(name: "STEWARD_ENCRYPTION_PREVIOUS_KEYS", defaultValue: "(empty)", meaning: "Comma-separated earlier encryption keys (base64 of 32 bytes), accepted for reading only, while steward keys rotate-encryption re-seals every value under the current key."),
     ]
 
@@ -222,6 +228,8 @@ extension AppConfig {
         let mailFrom = reader.string("STEWARD_MAIL_FROM", default: "Steward <no-reply@steward.local>")
         let encryptionKey = reader.base64Key("STEWARD_ENCRYPTION_KEY", bytes: 32)
         let previousEncryptionKeys = reader.base64Keys("STEWARD_ENCRYPTION_PREVIOUS_KEYS", bytes: 32)
+        let auditKey = reader.base64Key("STEWARD_AUDIT_KEY", bytes: 32)
+        let auditSigningKey = reader.base64Key("STEWARD_AUDIT_SIGNING_KEY", bytes: 32)
         let maxAPIKeys = reader.int("STEWARD_MAX_API_KEYS_PER_USER", default: 25, range: 1...10_000)
         let auditRetention = reader.int("STEWARD_AUDIT_RETENTION_DAYS", default: 365, range: 0...36_500)
         let outboundAllowed = reader.list("STEWARD_WEBHOOK_ALLOWED_HOSTS")
@@ -285,7 +293,7 @@ extension AppConfig {
             jwtAlgorithm: jwtAlgorithm, jwtSecret: jwtSecret, jwtKeyFile: jwtKeyFile, jwtPreviousKeyFiles: jwtPreviousKeyFiles,
             jwtIssuer: jwtIssuer, jwtAudience: jwtAudience, accessTokenTTLSeconds: accessTTL, refreshTokenTTLSeconds: refreshTTL,
             sessionIdleTimeoutSeconds: idle, sessionAbsoluteTimeoutSeconds: absolute, lockoutThreshold: lockoutThreshold,
-            lockoutMinutes: lockoutMinutes, mail: mail, mailFrom: mailFrom, encryptionKey: encryptionKey, previousEncryptionKeys: previousEncryptionKeys,
+            lockoutMinutes: lockoutMinutes, mail: mail, mailFrom: mailFrom, encryptionKey: encryptionKey, previousEncryptionKeys: previousEncryptionKeys, auditKey: auditKey, auditSigningKey: auditSigningKey,
             maxAPIKeysPerUser: maxAPIKeys, auditRetentionDays: auditRetention,
             outboundAllowedHosts: outboundAllowed, outboundHTTPSOnly: outboundHTTPSOnly,
             workers: workers, jobLeaseSeconds: leaseSeconds, jobHeartbeatSeconds: heartbeatSeconds,

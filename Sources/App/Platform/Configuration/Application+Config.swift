@@ -14,7 +14,7 @@ extension Application {
 
     /// The recorder of audit entries and events, on this app's clock.
     public var activityRecorder: ActivityRecorder {
-        guard let hub = eventHubIfPresent else { return ActivityRecorder(clock: wallClock) }
-        return ActivityRecorder(clock: wallClock, onEvent: { seq in hub.expect(seq: seq) })
+        guard let hub = eventHubIfPresent else { return ActivityRecorder(clock: wallClock, chainKey: auditKeys.chain) }
+        return ActivityRecorder(clock: wallClock, chainKey: auditKeys.chain, onEvent: { seq in hub.expect(seq: seq) })
     }
 }

@@ -25,7 +25,7 @@ public struct MigrationService: Sendable {
         self.app = app
     }
 
-    private var registered: [any Migration] { AppMigrations.all(sealing: app.secretBox) }
+    private var registered: [any Migration] { AppMigrations.all(app.keyMaterial) }
 
     /// Every registered migration in order, with its applied state.
     public func status() async throws -> [MigrationState] {
