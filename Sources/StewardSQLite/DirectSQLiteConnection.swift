@@ -50,6 +50,10 @@ package final class DirectSQLiteConnection: @unchecked Sendable {
 
     deinit { close() }
 
+    /// True when no transaction is open: after SQLite rolled one back on its own (disk full, I/O error, out of
+    /// memory), or before BEGIN.
+    package var isAutocommit: Bool { handle.map { sqlite_nio_sqlite3_get_autocommit($0) != 0 } ?? true }
+
     package func close() {
         for prepared in statements.values { sqlite_nio_sqlite3_finalize(prepared.statement) }
         statements.removeAll()

@@ -26,6 +26,21 @@ import SQLKit
 /// `afterCommit`. The writer knows nothing of what either does.
 ///
 /// Each batch holds the write gate. Reads stay on the driver's pool, which (apart from migrations) never writes.
+/// What the writer refuses.
+package enum SQLiteWriterError: Error, CustomStringConvertible {
+    /// A statement was sent to the writer's connection from another thread.
+    case offWriterThread
+    /// SQLite rolled back the batch's transaction on its own (disk full, I/O error, out of memory).
+    case transactionLost
+
+    package var description: String {
+        switch self {
+        case .offWriterThread: "a statement reached the SQLite writer's connection off the writer's thread"
+        case .transactionLost: "SQLite rolled the write transaction back on its own (disk full, I/O error or out of memory); nothing in it was written"
+        }
+    }
+}
+
 package final class SQLiteWriter: Sendable {
     package let executor: SQLiteThread
     private let connection: DirectSQLiteConnection
@@ -34,6 +49,8 @@ package final class SQLiteWriter: Sendable {
     private let gate: WriteGate
     private let queue = WriteQueue()
     private let hooks = NIOLockedValueBox(Hooks())
+    /// Whether a batch's transaction should be open; read and written only on the writer's thread.
+    private let inBatch = NIOLockedValueBox(false)
 
     private struct Hooks {
         var participants: [@Sendable () -> any WriteBatchParticipant] = []
@@ -43,8 +60,10 @@ package final class SQLiteWriter: Sendable {
     package static let batchLimit = 64
 
     /// Opens the connection (on the writer's thread) with the same settings as the driver's connections.
-    package static func open(path: String, busyTimeoutMilliseconds: Int, synchronous: String, configuration: any DatabaseConfiguration,
-                     logger: Logger, pageSizeLimit: Int?, observer: (any SQLStatementObserver)?, gate: WriteGate) async throws -> SQLiteWriter {
+    /// `journalSizeLimit`: the bytes the WAL is cut back to after a checkpoint (`PRAGMA journal_size_limit`).
+    package static func open(path: String, busyTimeoutMilliseconds: Int, synchronous: String, journalSizeLimit: Int = 64 << 20,
+                     configuration: any DatabaseConfiguration, logger: Logger, pageSizeLimit: Int?,
+                     observer: (any SQLStatementObserver)?, gate: WriteGate) async throws -> SQLiteWriter {
         let executor = SQLiteThread()
         let context = DatabaseContext(configuration: configuration, logger: logger, eventLoop: executor.eventLoop, pageSizeLimit: pageSizeLimit)
         do {
@@ -53,7 +72,7 @@ package final class SQLiteWriter: Sendable {
                 // Savepoint and statement journals in memory: every write of a batch opens a savepoint, and these
                 // journals are thrown away at its release, so a temporary file only adds system calls.
                 for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = \(synchronous)", "PRAGMA foreign_keys = ON",
-                               "PRAGMA temp_store = MEMORY"] {
+                               "PRAGMA temp_store = MEMORY", "PRAGMA journal_size_limit = \(journalSizeLimit)"] {
                     try connection.execute(pragma, []) { _ in }
                 }
                 return connection
@@ -127,6 +146,8 @@ package final class SQLiteWriter: Sendable {
         } catch {
             return batch.forEach { $0.finish(error) }
         }
+        inBatch.withLockedValue { $0 = true }
+        defer { inBatch.withLockedValue { $0 = false } }
         var failures: [(any Error)?] = []
         for write in batch {
             do {
@@ -135,6 +156,8 @@ package final class SQLiteWriter: Sendable {
                     participants.forEach { $0.savepoint() }
                 }
                 try await write.perform(db)
+                // A body that swallowed the error of a statement SQLite answered by rolling back everything.
+                if connection.isAutocommit { throw SQLiteWriterError.transactionLost }
                 if savepoints { try run("RELEASE w", [], logger: logger) { _ in } }
                 failures.append(nil)
             } catch {
@@ -145,7 +168,8 @@ package final class SQLiteWriter: Sendable {
                     participants.forEach { $0.rolledBackToSavepoint() }
                     try run("RELEASE w", [], logger: logger) { _ in }
                 } catch let lost {
-                    // The transaction itself is gone: nothing in the batch was written.
+                    // The transaction itself is gone: nothing in the batch was written (statements after the loss
+                    // were refused, see `run`).
                     try? run("ROLLBACK", [], logger: logger) { _ in }
                     for (index, write) in batch.enumerated() {
                         write.finish(index < failures.count ? failures[index] ?? lost : lost)
@@ -158,6 +182,7 @@ package final class SQLiteWriter: Sendable {
             for participant in participants {
                 try participant.beforeCommit { sql, binds in try run(sql, binds, logger: logger) { _ in } }
             }
+            if connection.isAutocommit { throw SQLiteWriterError.transactionLost }
             try run("COMMIT", [], logger: logger) { _ in }
         } catch {
             try? run("ROLLBACK", [], logger: logger) { _ in }
@@ -183,10 +208,31 @@ package final class SQLiteWriter: Sendable {
         }
     }
 
+    /// Refuses to run anywhere but on the writer's thread (the connection is not thread-safe), and, inside a
+    /// batch, after SQLite rolled the batch's transaction back on its own: each statement would otherwise commit
+    /// alone while its caller is told the batch failed.
     package func run(_ sql: String, _ binds: [SQLiteData], logger: Logger, _ onRow: (any SQLRow) -> Void) throws {
+        guard executor.isCurrent else { throw SQLiteWriterError.offWriterThread }
+        if inBatch.withLockedValue({ $0 }), connection.isAutocommit, sql != "ROLLBACK" {
+            throw SQLiteWriterError.transactionLost
+        }
         let started = ContinuousClock.now
         defer { observer?.statementFinished(sql, started: started, logger: logger) }
         try connection.execute(sql, binds, onRow)
+    }
+
+    /// `PRAGMA wal_checkpoint(TRUNCATE)` between batches (it holds the write gate): copies the WAL into the
+    /// database and truncates it. Returns false when a reader kept it from finishing (it is tried again later).
+    package func checkpoint(logger: Logger) async throws -> Bool {
+        await gate.acquire()
+        defer { gate.release() }
+        return try await executor.run {
+            let busy = NIOLockedValueBox(0)
+            try self.run("PRAGMA wal_checkpoint(TRUNCATE)", [], logger: logger) { row in
+                busy.withLockedValue { $0 = (try? row.decode(column: "busy", as: Int.self)) ?? 0 }
+            }
+            return busy.withLockedValue { $0 } == 0
+        }
     }
 
     /// Closes the connection and ends the thread. Nothing may use the writer afterwards.

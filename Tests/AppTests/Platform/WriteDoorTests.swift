@@ -4,6 +4,7 @@ import SQLKit
 import Testing
 import Vapor
 @testable import App
+import StewardSQLite
 
 @Suite("Write door")
 struct WriteDoorTests {
@@ -93,5 +94,63 @@ actor AsyncBarrier {
             return
         }
         await withCheckedContinuation { waiting.append($0) }
+    }
+}
+
+@Suite("SQLite writer durability")
+struct SQLiteWriterDurabilityTests {
+    @Test("When SQLite rolls a batch's transaction back on its own and the body swallows the error, nothing after it commits alone and the caller hears of it",
+          .enabled(if: !TestDatabase.isPostgres))
+    func transactionLost() async throws {
+        try await withTestApp { app in
+            await #expect(throws: SQLiteWriterError.self) {
+                try await app.writeStatements { sql in
+                    try await sql.raw("INSERT INTO system_tasks (name, cron, next_run_at) VALUES ('lost-a', '@daily', \(bind: Date()))").run()
+                    // What SQLite does by itself on a full disk, an I/O error or out of memory.
+                    try await sql.raw("ROLLBACK").run()
+                    // A body that swallows errors and goes on.
+                    try? await sql.raw("INSERT INTO system_tasks (name, cron, next_run_at) VALUES ('lost-b', '@daily', \(bind: Date()))").run()
+                }
+            }
+            let rows = try await (app.db as! any SQLDatabase).raw("SELECT name FROM system_tasks WHERE name LIKE 'lost-%'").all()
+            #expect(rows.isEmpty, "no statement after the loss committed on its own")
+            try await app.writeStatements { sql in
+                try await sql.raw("INSERT INTO system_tasks (name, cron, next_run_at) VALUES ('after-loss', '@daily', \(bind: Date()))").run()
+            }
+            #expect(try await (app.db as! any SQLDatabase).raw("SELECT name FROM system_tasks WHERE name = 'after-loss'").all().count == 1)
+        }
+    }
+
+    @Test("The writer's connection refuses statements from any thread but its own", .enabled(if: !TestDatabase.isPostgres))
+    func writerThread() async throws {
+        try await withTestApp { app in
+            let writer = try #require(app.sqliteWriter)
+            #expect(throws: SQLiteWriterError.self) { try writer.run("SELECT 1", [], logger: app.logger) { _ in } }
+        }
+    }
+
+    @Test("Past STEWARD_SQLITE_WAL_LIMIT the WAL is checkpointed and truncated; its size is a gauge, and journal_size_limit is set",
+          .enabled(if: !TestDatabase.isPostgres))
+    func walLimit() async throws {
+        try await withTestApp(environment: ["STEWARD_SQLITE_WAL_LIMIT": "64kb"]) { app in
+            let limit = try await app.writeStatements { sql in
+                try await sql.raw("PRAGMA journal_size_limit").first()?.decode(column: "journal_size_limit", as: Int.self)
+            }
+            #expect(limit == 65_536)
+            let filler = String(repeating: "x", count: 4_000)
+            for index in 0..<60 {
+                try await app.writeStatements { sql in
+                    try await sql.raw("INSERT INTO system_tasks (name, cron, next_run_at, last_result) VALUES (\(bind: "wal-\(index)"), '@daily', \(bind: Date()), \(bind: filler))").run()
+                }
+            }
+            let before = try #require(SQLiteWAL.size(app))
+            #expect(before > 65_536, "the WAL grew to \(before) bytes")
+            let scraped = try await MetricsScrape().emit(app)
+            #expect(scraped.contains("steward_sqlite_wal_bytes \(before)"), "\(scraped.split(separator: "\n").filter { $0.contains("wal") })")
+            #expect(try await SQLiteWAL.checkpointIfLarge(app))
+            #expect(SQLiteWAL.size(app) == 0)
+            #expect(try await SQLiteWAL.checkpointIfLarge(app) == false, "under the limit nothing runs")
+            #expect(try await (app.db as! any SQLDatabase).raw("SELECT count(*) AS n FROM system_tasks WHERE name LIKE 'wal-%'").first()?.decode(column: "n", as: Int.self) == 60)
+        }
     }
 }

@@ -55,6 +55,8 @@ public struct AppConfig: Sendable {
     public var metricsToken: String?
     public var sqliteSynchronous: SQLiteSynchronous
     public var sqliteBusyTimeoutMilliseconds: Int
+    /// SQLite: WAL bytes past which a TRUNCATE checkpoint runs, and the size a checkpoint cuts the WAL back to.
+    public var sqliteWALLimitBytes: Int
     public var shutdownGraceSeconds: Int
     public var adminEmail: String
     public var adminPassword: String?
@@ -135,6 +137,7 @@ extension AppConfig {
         .init(name: "STEWARD_METRICS_TOKEN", defaultValue: "(unset: /metrics is open)", meaning: "When set (16-4096 characters), GET /metrics needs `Authorization: Bearer <token>`."),
         .init(name: "STEWARD_SQLITE_SYNCHRONOUS", defaultValue: "full", meaning: "SQLite durability: full (no acknowledged write is lost on power loss) or normal (faster; the last commits may be lost on power loss, never corrupted)."),
         .init(name: "STEWARD_SQLITE_BUSY_TIMEOUT_MS", defaultValue: "5000", meaning: "SQLite: how long a writer waits for the lock before failing."),
+        .init(name: "STEWARD_SQLITE_WAL_LIMIT", defaultValue: "64MB", meaning: "SQLite: past this size the WAL is checkpointed and truncated (checked every 30 s); also its journal_size_limit."),
         .init(name: "STEWARD_SHUTDOWN_GRACE_SECONDS", defaultValue: "25", meaning: "On SIGTERM, how long in-flight requests may take to finish."),
         .init(name: "STEWARD_ADMIN_EMAIL", defaultValue: "admin@steward.local", meaning: "Email of the first admin, created when the database has no user."),
         .init(name: "STEWARD_ADMIN_PASSWORD", defaultValue: "(unset: generated and printed once)", meaning: "Password of the first admin (8-128 characters)."),
@@ -207,6 +210,7 @@ extension AppConfig {
         let metricsToken = reader.optionalString("STEWARD_METRICS_TOKEN", lengths: 16...4096)
         let synchronous = reader.enumeration("STEWARD_SQLITE_SYNCHRONOUS", default: SQLiteSynchronous.full)
         let busyTimeout = reader.int("STEWARD_SQLITE_BUSY_TIMEOUT_MS", default: 5000, range: 0...600_000)
+        let walLimit = reader.byteCount("STEWARD_SQLITE_WAL_LIMIT", default: 64 << 20)
         let grace = reader.int("STEWARD_SHUTDOWN_GRACE_SECONDS", default: 25, range: 0...3600)
         let adminEmail = reader.email("STEWARD_ADMIN_EMAIL", default: "admin@steward.local")
         let adminPassword = reader.optionalString("STEWARD_ADMIN_PASSWORD", lengths: 8...128)
@@ -288,7 +292,7 @@ extension AppConfig {
             host: host, port: port, publicURL: publicURL, database: database, dataDirectory: dataDirectory,
             autoMigrate: autoMigrate, logLevel: logLevel, logFormat: logFormat, maxBodySize: maxBodySize,
             corsOrigins: corsOrigins, dbPoolMax: dbPoolMax, dbConnectTimeoutSeconds: dbConnectTimeout,
-            slowQueryMilliseconds: slowQuery, metricsToken: metricsToken, sqliteSynchronous: synchronous, sqliteBusyTimeoutMilliseconds: busyTimeout,
+            slowQueryMilliseconds: slowQuery, metricsToken: metricsToken, sqliteSynchronous: synchronous, sqliteBusyTimeoutMilliseconds: busyTimeout, sqliteWALLimitBytes: walLimit,
             shutdownGraceSeconds: grace, adminEmail: adminEmail, adminPassword: adminPassword, bcryptCost: bcryptCost,
             jwtAlgorithm: jwtAlgorithm, jwtSecret: jwtSecret, jwtKeyFile: jwtKeyFile, jwtPreviousKeyFiles: jwtPreviousKeyFiles,
             jwtIssuer: jwtIssuer, jwtAudience: jwtAudience, accessTokenTTLSeconds: accessTTL, refreshTokenTTLSeconds: refreshTTL,

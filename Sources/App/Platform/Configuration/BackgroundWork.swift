@@ -38,5 +38,6 @@ enum BackgroundWork {
         app.jobNotificationListener?.start(app)
         app.webhookDispatchWorker.start(app)
         app.schedulerWorker.start(app)
+        app.sqliteWALLoop?.start(app)
     }
 }

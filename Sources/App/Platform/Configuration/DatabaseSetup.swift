@@ -59,7 +59,7 @@ enum DatabaseSetup {
         guard case .sqlite(let path) = config.database else { return }
         let writer = try await SQLiteWriter.open(
             path: path, busyTimeoutMilliseconds: config.sqliteBusyTimeoutMilliseconds, synchronous: config.sqliteSynchronous.rawValue,
-            configuration: app.databases.configuration(for: .sqlite)!, logger: app.logger,
+            journalSizeLimit: config.sqliteWALLimitBytes, configuration: app.databases.configuration(for: .sqlite)!, logger: app.logger,
             pageSizeLimit: app.fluent.pagination.pageSizeLimit, observer: queryObserver(app, config), gate: WriteGate())
         // The audit chain's and the event log's heads, kept in memory for each batch.
         writer.addBatchParticipant { LedgerHeadCache() }
@@ -69,6 +69,12 @@ enum DatabaseSetup {
         // One per thread that may read at once: the event loops, and a few more for tasks running elsewhere.
         app.sqliteReaders = SQLiteReaders(path: path, limit: System.coreCount + 4, observer: queryObserver(app, config), logger: app.logger)
         app.lifecycle.use(SQLiteWriterLifecycle())
+        let wal = BackgroundLoop("SQLite WAL check", retryAfter: .seconds(30)) { app in
+            _ = try await SQLiteWAL.checkpointIfLarge(app)
+            return .seconds(30)
+        }
+        app.sqliteWALLoop = wal
+        app.lifecycle.use(wal)
     }
 
     /// SQLite keeps `synchronous` and `busy_timeout` per connection, and the driver pools exactly one connection
@@ -86,6 +92,36 @@ enum DatabaseSetup {
                 try await sql.raw("PRAGMA foreign_keys = ON").run()
             }
         }
+    }
+}
+
+/// The SQLite write-ahead log: its size, and a TRUNCATE checkpoint once it is past `STEWARD_SQLITE_WAL_LIMIT`.
+/// SQLite checkpoints by itself every 1,000 pages, but a checkpoint cannot finish while a reader holds an old
+/// snapshot, so under steady reads the file only grows; this one runs between batches and truncates it.
+enum SQLiteWAL {
+    /// Bytes in `<database>-wal`, or nil when not on SQLite.
+    static func size(_ app: Application) -> Int? {
+        guard case .sqlite(let path) = app.appConfig.database else { return nil }
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path + "-wal")
+        return (attributes?[.size] as? NSNumber)?.intValue ?? 0
+    }
+
+    /// Checkpoints when the WAL is past the limit; returns whether it did and the checkpoint completed.
+    static func checkpointIfLarge(_ app: Application) async throws -> Bool {
+        guard let writer = app.sqliteWriter, let bytes = size(app), bytes > app.appConfig.sqliteWALLimitBytes else { return false }
+        let complete = try await writer.checkpoint(logger: app.logger)
+        if !complete { app.logger.warning("SQLite WAL checkpoint could not finish (a reader holds an old snapshot); the WAL is \(bytes) bytes") }
+        return complete
+    }
+}
+
+extension Application {
+    private struct WALLoopKey: StorageKey { typealias Value = BackgroundLoop }
+
+    /// SQLite only: the loop that keeps the WAL in check.
+    var sqliteWALLoop: BackgroundLoop? {
+        get { storage[WALLoopKey.self] }
+        set { storage[WALLoopKey.self] = newValue }
     }
 }
 

@@ -44,7 +44,12 @@ final class MetricsScrape: Sendable {
         let depth = try await QueueFigures.depth(app.db)
         let streams = await app.eventHub.openStreams
         let process = ProcessStats.read()
+        let wal = SQLiteWAL.size(app)
         state.withLockedValue { state in
+            if let wal {
+                registry.makeGauge(descriptor: AppMetrics.descriptor("sqlite_wal", "bytes", "Size of the SQLite write-ahead log file."))
+                    .set(Double(wal))
+            }
             let gaugeName = AppMetrics.descriptor("job_queue_depth", "", "Jobs waiting (queued) or running, by kind.")
             var current: Set<String> = []
             for row in depth {
