@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Fluent
 import Foundation
 import SQLKit
@@ -124,5 +125,78 @@ struct CommandTests {
             #expect(try await app.runCommand(["migrate", "down", "--help"]).contains("--to"))
             #expect(try await app.runCommand(["db", "backup", "--help"]).contains("--out"))
         }
+    }
+}
+
+@Suite("Migrating beside a live server")
+struct LiveMigrationTests {
+    @Test("steward migrate from a second process beside a live SQLite server: requests before, during and after never answer 500, and cached statements keep working",
+          .enabled(if: !TestDatabase.isPostgres), .timeLimit(.minutes(2)))
+    func migrateFromSecondProcess() async throws {
+        let binary = FileManager.default.currentDirectoryPath + "/.build/debug/steward"
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "the steward binary is built with the tests (swift build --build-tests)")
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let secret = String(repeating: "live-migrate-", count: 4)
+        let app = try await makeTestApp(directory: directory, environment: ["STEWARD_JWT_SECRET": secret])
+        do {
+            // As after an upgrade: the newest migrations are pending while the server runs.
+            _ = try await MigrationService(app: app).revert(downTo: "0023_CountActiveExecutions")
+            let admin = try await adminToken(app)
+            let client = HTTPClient(eventLoopGroupProvider: .singleton)
+            do {
+                try await app.withLiveServer { port in
+                    let base = "http://127.0.0.1:\(port)/api/v1"
+                    var created = 0
+                    func round() async throws -> [UInt] {
+                        created += 1
+                        var statuses: [UInt] = []
+                        for (method, path, body) in [(HTTPMethod.GET, "/auth/me", nil), (.GET, "/skills?limit=5", nil),
+                                                     (.POST, "/skills", #"{"slug": "live-\#(created)", "name": "Live", "runner": {"type": "builtin", "name": "echo"}}"#)] {
+                            var request = HTTPClientRequest(url: base + path)
+                            request.method = method
+                            request.headers.add(name: "Authorization", value: "Bearer \(admin)")
+                            if let body {
+                                request.headers.add(name: "Content-Type", value: "application/json")
+                                request.body = .bytes(ByteBuffer(string: body))
+                            }
+                            let response = try await client.execute(request, timeout: .seconds(30))
+                            statuses.append(response.status.code)
+                            _ = try await response.body.collect(upTo: 1 << 20)
+                        }
+                        return statuses
+                    }
+                    var statuses = try await round()
+                    let process = Process()
+                    process.executableURL = URL(fileURLWithPath: binary)
+                    process.arguments = ["migrate"]
+                    process.environment = [
+                        "DATABASE_URL": "sqlite:\(directory.path)/steward.sqlite", "STEWARD_DATA_DIR": directory.path,
+                        "STEWARD_JWT_SECRET": secret, "STEWARD_LOG_LEVEL": "warning", "PATH": "/usr/bin:/bin",
+                    ]
+                    let output = Pipe()
+                    process.standardOutput = output
+                    process.standardError = output
+                    try process.run()
+                    while process.isRunning { statuses += try await round() }
+                    process.waitUntilExit()
+                    let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                    #expect(process.terminationStatus == 0, "\(printed)")
+                    for _ in 0..<3 { statuses += try await round() }
+                    #expect(statuses.allSatisfy { $0 < 500 }, "\(statuses)")
+                    #expect(statuses.suffix(9).allSatisfy { $0 < 300 }, "after the migration every request succeeds: \(statuses.suffix(9))")
+                    #expect(try await MigrationService(app: app).status().allSatisfy(\.applied))
+                    #expect(try await AuditChain.verify(on: app.db, key: app.auditKeys.chain).isIntact)
+                }
+            } catch {
+                try? await client.shutdown()
+                throw error
+            }
+            try await client.shutdown()
+        } catch {
+            try? await app.asyncShutdown()
+            throw error
+        }
+        try await app.asyncShutdown()
     }
 }
