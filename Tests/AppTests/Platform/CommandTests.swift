@@ -133,8 +133,7 @@ struct LiveMigrationTests {
     @Test("steward migrate from a second process beside a live SQLite server: requests before, during and after never answer 500, and cached statements keep working",
           .enabled(if: !TestDatabase.isPostgres), .timeLimit(.minutes(2)))
     func migrateFromSecondProcess() async throws {
-        let binary = FileManager.default.currentDirectoryPath + "/.build/debug/steward"
-        try #require(FileManager.default.isExecutableFile(atPath: binary), "the steward binary is built with the tests (swift build --build-tests)")
+        let binary = try stewardBinary()
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let secret = String(repeating: "live-migrate-", count: 4)

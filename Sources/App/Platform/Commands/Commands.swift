@@ -32,6 +32,7 @@ struct StewardServeCommand: AnyAsyncCommand {
 
     func run(using context: inout CommandContext) async throws {
         let app = context.application
+        ProcessLimits.raiseOpenFileLimit(logger: app.logger)
         let migrations = MigrationService(app: app)
         if app.appConfig.autoMigrate {
             let applied = try await migrations.migrate()
@@ -52,5 +53,23 @@ struct StewardServeCommand: AnyAsyncCommand {
     func outputHelp(using context: inout CommandContext) throws {
         context.console.output(help.consoleText())
         try wrapped.outputHelp(using: &context)
+    }
+}
+
+/// Limits of the serving process.
+enum ProcessLimits {
+    /// Raises the soft limit on open files to the hard one: a service manager's default soft limit (1,024 under
+    /// systemd) is soon reached by keep-alive connections, streams and database files, while the hard limit is
+    /// usually far higher.
+    static func raiseOpenFileLimit(logger: Logger) {
+        var limits = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limits) == 0, limits.rlim_cur < limits.rlim_max else { return }
+        let before = limits.rlim_cur
+        limits.rlim_cur = limits.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limits) == 0 {
+            logger.info("Raised the open-file limit from \(before) to \(limits.rlim_max)")
+        } else {
+            logger.warning("Could not raise the open-file limit from \(before) to \(limits.rlim_max)")
+        }
     }
 }

@@ -58,6 +58,8 @@ public struct AppConfig: Sendable {
     /// SQLite: WAL bytes past which a TRUNCATE checkpoint runs, and the size a checkpoint cuts the WAL back to.
     public var sqliteWALLimitBytes: Int
     public var shutdownGraceSeconds: Int
+    /// A connection with no byte read or written for this long is closed (idle keep-alive, a stalled head or body).
+    public var httpIdleTimeoutSeconds: Int
     public var adminEmail: String
     public var adminPassword: String?
     public var bcryptCost: Int
@@ -139,6 +141,7 @@ extension AppConfig {
         .init(name: "STEWARD_SQLITE_BUSY_TIMEOUT_MS", defaultValue: "5000", meaning: "SQLite: how long a writer waits for the lock before failing."),
         .init(name: "STEWARD_SQLITE_WAL_LIMIT", defaultValue: "64MB", meaning: "SQLite: past this size the WAL is checkpointed and truncated (checked every 30 s); also its journal_size_limit."),
         .init(name: "STEWARD_SHUTDOWN_GRACE_SECONDS", defaultValue: "25", meaning: "On SIGTERM, how long in-flight requests may take to finish."),
+        .init(name: "STEWARD_HTTP_IDLE_TIMEOUT_SECONDS", defaultValue: "60", meaning: "A connection that reads and writes nothing for this long is closed: an idle keep-alive connection, a stalled request head or body."),
         .init(name: "STEWARD_ADMIN_EMAIL", defaultValue: "admin@steward.local", meaning: "Email of the first admin, created when the database has no user."),
         .init(name: "STEWARD_ADMIN_PASSWORD", defaultValue: "(unset: generated and printed once)", meaning: "Password of the first admin (8-128 characters)."),
         .init(name: "STEWARD_BCRYPT_COST", defaultValue: "12", meaning: "bcrypt cost for password hashes (10-16; lower only in tests)."),
@@ -212,6 +215,7 @@ extension AppConfig {
         let busyTimeout = reader.int("STEWARD_SQLITE_BUSY_TIMEOUT_MS", default: 5000, range: 0...600_000)
         let walLimit = reader.byteCount("STEWARD_SQLITE_WAL_LIMIT", default: 64 << 20)
         let grace = reader.int("STEWARD_SHUTDOWN_GRACE_SECONDS", default: 25, range: 0...3600)
+        let idleTimeout = reader.int("STEWARD_HTTP_IDLE_TIMEOUT_SECONDS", default: 60, range: 1...3600)
         let adminEmail = reader.email("STEWARD_ADMIN_EMAIL", default: "admin@steward.local")
         let adminPassword = reader.optionalString("STEWARD_ADMIN_PASSWORD", lengths: 8...128)
         let bcryptCost = reader.int("STEWARD_BCRYPT_COST", default: 12, range: (allowLowBcryptCost ? 4 : 10)...16)
@@ -293,7 +297,7 @@ extension AppConfig {
             autoMigrate: autoMigrate, logLevel: logLevel, logFormat: logFormat, maxBodySize: maxBodySize,
             corsOrigins: corsOrigins, dbPoolMax: dbPoolMax, dbConnectTimeoutSeconds: dbConnectTimeout,
             slowQueryMilliseconds: slowQuery, metricsToken: metricsToken, sqliteSynchronous: synchronous, sqliteBusyTimeoutMilliseconds: busyTimeout, sqliteWALLimitBytes: walLimit,
-            shutdownGraceSeconds: grace, adminEmail: adminEmail, adminPassword: adminPassword, bcryptCost: bcryptCost,
+            shutdownGraceSeconds: grace, httpIdleTimeoutSeconds: idleTimeout, adminEmail: adminEmail, adminPassword: adminPassword, bcryptCost: bcryptCost,
             jwtAlgorithm: jwtAlgorithm, jwtSecret: jwtSecret, jwtKeyFile: jwtKeyFile, jwtPreviousKeyFiles: jwtPreviousKeyFiles,
             jwtIssuer: jwtIssuer, jwtAudience: jwtAudience, accessTokenTTLSeconds: accessTTL, refreshTokenTTLSeconds: refreshTTL,
             sessionIdleTimeoutSeconds: idle, sessionAbsoluteTimeoutSeconds: absolute, lockoutThreshold: lockoutThreshold,
