@@ -78,7 +78,8 @@ struct AccessTokens: Sendable {
         } catch {
             throw AuthError.invalidToken
         }
-        guard claims.iss.value == config.jwtIssuer, claims.aud.value.contains(config.jwtAudience) else {
+        guard claims.iss.value == config.jwtIssuer || config.jwtAcceptedLegacyIssuers.contains(claims.iss.value),
+              claims.aud.value.contains(config.jwtAudience) else {
             throw AuthError.invalidToken
         }
         cache.remember(token, claims)

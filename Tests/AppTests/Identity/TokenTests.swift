@@ -221,6 +221,43 @@ struct TokenTests {
         }
     }
 
+    @Test("A token signed by one instance passes on another with a different STEWARD_PUBLIC_URL; the issuer is not the URL")
+    func issuerAcrossInstances() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let secret = ["STEWARD_JWT_SECRET": String(repeating: "two-instances-", count: 4)]
+        let first = try await makeTestApp(directory: directory, environment: secret.merging(["STEWARD_PUBLIC_URL": "https://a.steward.test"]) { $1 })
+        let second: Application
+        do {
+            second = try await makeTestApp(directory: directory, environment: secret.merging(["STEWARD_PUBLIC_URL": "https://b.steward.test"]) { $1 },
+                                           freshDatabase: false)
+        } catch {
+            try? await first.asyncShutdown()
+            throw error
+        }
+        do {
+            #expect(first.appConfig.jwtIssuer == "steward" && second.appConfig.jwtIssuer == "steward")
+            let token = try await adminToken(first)
+            let me = try await second.testing().sendRequest(.GET, "/api/v1/auth/me", headers: ["Authorization": "Bearer \(token)"])
+            #expect(me.status == .ok, "\(me.body.string)")
+            // A token issued before, with the instance's public URL as issuer, still passes on that instance only.
+            let claims = try #require(second.verifiedTokens.claims(of: token), "remembered by the instance that checked it")
+            var legacy = claims
+            legacy.iss = .init(value: "https://b.steward.test")
+            var header = JWTHeader()
+            header.typ = "JWT"
+            let legacyToken = try await second.jwt.keys.sign(legacy, header: header)
+            #expect(try await meStatus(second, legacyToken).0 == .ok)
+            #expect(try await meStatus(first, legacyToken).0 == .unauthorized)
+        } catch {
+            try? await second.asyncShutdown()
+            try? await first.asyncShutdown()
+            throw error
+        }
+        try await second.asyncShutdown()
+        try await first.asyncShutdown()
+    }
+
     @Test("A token for another audience or issuer is refused")
     func wrongAudience() async throws {
         try await withTestApp { app in

@@ -68,6 +68,8 @@ public struct AppConfig: Sendable {
     public var jwtKeyFile: String?
     public var jwtPreviousKeyFiles: [String]
     public var jwtIssuer: String
+    /// Issuers also accepted: the public URL, which was the default issuer before, while STEWARD_JWT_ISSUER is unset.
+    public var jwtAcceptedLegacyIssuers: [String]
     public var jwtAudience: String
     public var accessTokenTTLSeconds: Int
     public var refreshTokenTTLSeconds: Int
@@ -149,7 +151,7 @@ extension AppConfig {
         .init(name: "STEWARD_JWT_SECRET", defaultValue: "(unset: generated into the data directory)", meaning: "HS256 secret, at least 32 bytes."),
         .init(name: "STEWARD_JWT_KEY_FILE", defaultValue: "(unset: generated into the data directory)", meaning: "ES256 signing key (PEM, P-256 private key)."),
         .init(name: "STEWARD_JWT_PREVIOUS_KEY_FILES", defaultValue: "(empty)", meaning: "ES256: comma-separated PEM keys (public or private) that still verify tokens during a key rotation."),
-        .init(name: "STEWARD_JWT_ISSUER", defaultValue: "STEWARD_PUBLIC_URL", meaning: "The `iss` claim of access tokens."),
+        .init(name: "STEWARD_JWT_ISSUER", defaultValue: "steward", meaning: "The `iss` claim of access tokens; the same on every instance."),
         .init(name: "STEWARD_JWT_AUDIENCE", defaultValue: "steward", meaning: "The `aud` claim of access tokens."),
         .init(name: "STEWARD_ACCESS_TOKEN_TTL", defaultValue: "900", meaning: "Access-token lifetime in seconds (60-86400)."),
         .init(name: "STEWARD_REFRESH_TOKEN_TTL", defaultValue: "604800", meaning: "Refresh-token lifetime in seconds (7 days)."),
@@ -224,7 +226,10 @@ extension AppConfig {
         let jwtSecret = reader.optionalString("STEWARD_JWT_SECRET", lengths: 32...4096)
         let jwtKeyFile = reader.optionalString("STEWARD_JWT_KEY_FILE", lengths: 1...4096)
         let jwtPreviousKeyFiles = reader.list("STEWARD_JWT_PREVIOUS_KEY_FILES")
-        let jwtIssuer = reader.string("STEWARD_JWT_ISSUER", default: publicURL)
+        // Not the public URL: instances behind one load balancer may each know a different one, and a token
+        // signed by one must pass on every other.
+        let jwtIssuer = reader.string("STEWARD_JWT_ISSUER", default: "steward")
+        let jwtIssuerConfigured = env["STEWARD_JWT_ISSUER"].map { !$0.isEmpty } ?? false
         let jwtAudience = reader.string("STEWARD_JWT_AUDIENCE", default: "steward")
         let accessTTL = reader.int("STEWARD_ACCESS_TOKEN_TTL", default: 900, range: 60...86_400)
         let refreshTTL = reader.int("STEWARD_REFRESH_TOKEN_TTL", default: 604_800, range: 300...31_536_000)
@@ -299,7 +304,7 @@ extension AppConfig {
             slowQueryMilliseconds: slowQuery, metricsToken: metricsToken, sqliteSynchronous: synchronous, sqliteBusyTimeoutMilliseconds: busyTimeout, sqliteWALLimitBytes: walLimit,
             shutdownGraceSeconds: grace, httpIdleTimeoutSeconds: idleTimeout, adminEmail: adminEmail, adminPassword: adminPassword, bcryptCost: bcryptCost,
             jwtAlgorithm: jwtAlgorithm, jwtSecret: jwtSecret, jwtKeyFile: jwtKeyFile, jwtPreviousKeyFiles: jwtPreviousKeyFiles,
-            jwtIssuer: jwtIssuer, jwtAudience: jwtAudience, accessTokenTTLSeconds: accessTTL, refreshTokenTTLSeconds: refreshTTL,
+            jwtIssuer: jwtIssuer, jwtAcceptedLegacyIssuers: jwtIssuerConfigured ? [] : [publicURL], jwtAudience: jwtAudience, accessTokenTTLSeconds: accessTTL, refreshTokenTTLSeconds: refreshTTL,
             sessionIdleTimeoutSeconds: idle, sessionAbsoluteTimeoutSeconds: absolute, lockoutThreshold: lockoutThreshold,
             lockoutMinutes: lockoutMinutes, mail: mail, mailFrom: mailFrom, encryptionKey: encryptionKey, previousEncryptionKeys: previousEncryptionKeys, auditKey: auditKey, auditSigningKey: auditSigningKey,
             maxAPIKeysPerUser: maxAPIKeys, auditRetentionDays: auditRetention,
