@@ -16,7 +16,7 @@ func stewardBinary() throws -> String {
 struct ConnectionLimitsTests {
     @Test("A connection that goes quiet is closed after STEWARD_HTTP_IDLE_TIMEOUT_SECONDS: a stalled head, a body short of its Content-Length, an idle keep-alive")
     func idleTimeout() async throws {
-        try await withTestApp(environment: ["STEWARD_HTTP_IDLE_TIMEOUT_SECONDS": "1"]) { app in
+        try await withTestApp(environment: ["STEWARD_HTTP_IDLE_TIMEOUT_SECONDS": "5"]) { app in
             try await app.withLiveServer { port in
                 let stalledHead = try await RawConnection.connect(port: port)
                 try await stalledHead.send(Array("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".utf8))
@@ -24,14 +24,14 @@ struct ConnectionLimitsTests {
                 try await shortBody.send(Array("POST /api/v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"a\":".utf8))
                 let keepAlive = try await RawConnection.connect(port: port)
                 try await keepAlive.send(Array("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8))
-                try await eventually(5, "the keep-alive answer") { keepAlive.text.contains("\r\n\r\n{") }
                 for connection in [stalledHead, shortBody, keepAlive] {
-                    try await connection.waitClosed(timeout: 5)
+                    try await connection.waitClosed(timeout: 20)
                 }
+                #expect(keepAlive.text.hasPrefix("HTTP/1.1 200"), "the keep-alive request was answered before its connection went quiet")
                 // The server goes on serving.
                 let fresh = try await RawConnection.connect(port: port)
                 try await fresh.send(Array("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8))
-                try await eventually(5, "an answer on a new connection") { fresh.text.hasPrefix("HTTP/1.1 200") }
+                try await eventually(10, "an answer on a new connection") { fresh.text.hasPrefix("HTTP/1.1 200") }
                 await fresh.close()
             }
         }

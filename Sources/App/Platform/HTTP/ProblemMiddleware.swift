@@ -2,6 +2,7 @@ import NIOHTTP1
 import SQLiteNIO
 import StewardFormats
 import StewardSQLite
+import PostgresNIO
 import Vapor
 
 /// Turns every error into an RFC 9457 problem response; a 500 never shows internals.
@@ -56,6 +57,11 @@ struct ProblemMiddleware: AsyncMiddleware {
             return (.serviceUnavailable, "unavailable", "The database is busy; retry shortly.", [], ["Retry-After": "1"])
         case let sqlite as SQLiteDirectError where sqlite.isBusy:
             return (.serviceUnavailable, "unavailable", "The database is busy; retry shortly.", [], ["Retry-After": "1"])
+        case let postgres as PSQLError where Self.isOutage(postgres):
+            // PostgreSQL is down, restarting or out of connections: the request did nothing, and may be sent again.
+            return (.serviceUnavailable, "unavailable", "The database cannot be reached; retry shortly.", [], ["Retry-After": "2"])
+        case is ConnectionPoolTimeoutError, is ConnectionPoolError:
+            return (.serviceUnavailable, "unavailable", "No database connection came free in time; retry shortly.", [], ["Retry-After": "2"])
         case is HTTPParserError:
             // The body could not be read to its end: most often the client closed the connection mid-body. That is
             // the client's doing, not a server error; no one is left to read this answer.
@@ -84,6 +90,20 @@ struct ProblemMiddleware: AsyncMiddleware {
             return (status, ProblemDetails.code(for: status), detail, [], status.code >= 500 ? [:] : abort.headers)
         default:
             return (.internalServerError, "internal", "An unexpected error occurred.", [], [:])
+        }
+    }
+
+    /// Connection failures, and the server's own refusals while it shuts down, starts or is full (SQLSTATE class
+    /// 08, 57P01-57P03, 53300). Errors of a statement (constraints, syntax) are not outages.
+    static func isOutage(_ error: PSQLError) -> Bool {
+        switch error.code {
+        case .connectionError, .serverClosedConnection, .uncleanShutdown, .poolClosed:
+            return true
+        case .server:
+            guard let state = error.serverInfo?[.sqlState] else { return false }
+            return state.hasPrefix("08") || ["57P01", "57P02", "57P03", "53300"].contains(state)
+        default:
+            return false
         }
     }
 
