@@ -36,6 +36,9 @@ public final class Execution: Model, @unchecked Sendable {
     @OptionalField(key: "duration_ms") public var durationMs: Int64?
     /// The job currently driving this execution (run or rollback).
     @OptionalField(key: "job_id") public var jobID: UUID?
+    /// The schedule that started it, and the occurrence it fired for (nil for a run-now).
+    @OptionalField(key: "schedule_id") public var scheduleID: UUID?
+    @OptionalField(key: "scheduled_for") public var scheduledFor: Date?
 
     /// `input` parsed, when this copy was made from the parsed value or has parsed it already (not stored; the
     /// input never changes once created). Each event and response shows the input, and parsing it again for each
@@ -78,6 +81,6 @@ public final class ExecutionHistoryEntry: Model, @unchecked Sendable {
 extension Execution: ListedProperties {
     package var listedProperties: [any AnyDatabaseProperty] {
         [$id, $queuedAt, $startedAt, $finishedAt, $skillID, $user, $status, $progress, $input, $output, $error, $attempt,
-         $cancelRequested, $durationMs, $jobID]
+         $cancelRequested, $durationMs, $jobID, $scheduleID, $scheduledFor]
     }
 }

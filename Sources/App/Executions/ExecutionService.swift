@@ -20,6 +20,8 @@ struct ExecutionResponse: Content, Equatable {
     var startedAt: Date?
     var finishedAt: Date?
     var durationMs: Int64?
+    var scheduleId: UUID?
+    var scheduledFor: Date?
 
     init(_ execution: Execution) {
         id = execution.id!
@@ -35,6 +37,8 @@ struct ExecutionResponse: Content, Equatable {
         startedAt = execution.startedAt
         finishedAt = execution.finishedAt
         durationMs = execution.durationMs
+        scheduleId = execution.scheduleID
+        scheduledFor = execution.scheduledFor
     }
 
     /// The object as event data: what `APIJSON` writes for it, built directly (it runs inside every transition's
@@ -49,6 +53,8 @@ struct ExecutionResponse: Content, Equatable {
             "startedAt": startedAt.map { .string(Self.timestamp($0)) } ?? .null,
             "finishedAt": finishedAt.map { .string(Self.timestamp($0)) } ?? .null,
             "durationMs": durationMs.map { .number(Double($0)) } ?? .null,
+            "scheduleId": scheduleId.map { .string($0.lowercasedString) } ?? .null,
+            "scheduledFor": scheduledFor.map { .string(Self.timestamp($0)) } ?? .null,
         ])
     }
 
@@ -71,8 +77,11 @@ struct ExecutionService: Sendable {
 
     // MARK: - Create
 
-    func create(skillReference: String, input: JSONValue, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Execution {
+    func create(skillReference: String, input: JSONValue, caller: AuthenticatedCaller, origin: RequestOrigin,
+                trigger: ScheduleTrigger? = nil) async throws -> Execution {
         let execution = try await prepare(skillReference: skillReference, input: input, caller: caller, on: reads)
+        execution.scheduleID = trigger?.scheduleID
+        execution.scheduledFor = trigger?.occurrence
         try await app.writeTransaction { db in
             try await checkCap(for: execution.$user.id, on: db)
             try await insert(execution, caller: caller, origin: origin, on: db)
@@ -136,7 +145,8 @@ struct ExecutionService: Sendable {
     private static let activeCount = FixedStatement("SELECT active FROM execution_active_counts WHERE user_id = ?")
     private static let rowInsert = FixedStatement.insert(
         into: Execution.schema,
-        columns: ["id", "queued_at", "skill_id", "user_id", "status", "progress", "input", "attempt", "cancel_requested", "job_id"])
+        columns: ["id", "queued_at", "skill_id", "user_id", "status", "progress", "input", "attempt", "cancel_requested", "job_id",
+                  "schedule_id", "scheduled_for"])
     private static let countRun = FixedStatement("UPDATE skills SET execution_count = execution_count + 1 WHERE id = ?")
 
     /// Writes a prepared execution with its job, history line, event and audit entry, inside the caller's transaction.
@@ -148,7 +158,7 @@ struct ExecutionService: Sendable {
         execution.jobID = try await JobQueue(app: app).enqueue(kind: Self.runKind, payload: ["executionId": .string(executionID.lowercasedString)], on: db)
         try await sql.run(Self.rowInsert, [
             executionID, execution.queuedAt, execution.skillID, execution.$user.id, execution.status.rawValue, execution.progress,
-            execution.input, execution.attempt, execution.cancelRequested, execution.jobID,
+            execution.input, execution.attempt, execution.cancelRequested, execution.jobID, execution.scheduleID, execution.scheduledFor,
         ])
         execution.$id.exists = true
         try await sql.run(Self.countRun, [execution.skillID])

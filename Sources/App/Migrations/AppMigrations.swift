@@ -29,5 +29,6 @@ enum AppMigrations {
         CountActiveExecutions(),
         SealHeaderValues(box: keys.secretBox),
         KeyAuditChain(key: keys.audit.chain),
+        AddScheduleTrigger(),
     ] }
 }

@@ -254,13 +254,16 @@ struct ScheduleService: Sendable {
         }
     }
 
-    private func startTarget(_ schedule: Schedule, as caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Started {
+    private func startTarget(_ schedule: Schedule, occurrence: Date?, as caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Started {
         let input = JSONValue.parse(schedule.input)
+        let trigger = ScheduleTrigger(scheduleID: try schedule.requireID(), occurrence: occurrence)
         switch schedule.targetType {
         case .skill:
-            return .execution(try await ExecutionService(app: app).create(skillReference: schedule.targetID.uuidString, input: input, caller: caller, origin: origin))
+            return .execution(try await ExecutionService(app: app).create(skillReference: schedule.targetID.uuidString, input: input, caller: caller,
+                                                                          origin: origin, trigger: trigger))
         case .workflow:
-            let (run, steps) = try await WorkflowRunService(app: app).start(schedule.targetID.uuidString, input: input, caller: caller, origin: origin)
+            let (run, steps) = try await WorkflowRunService(app: app).start(schedule.targetID.uuidString, input: input, caller: caller,
+                                                                            origin: origin, trigger: trigger)
             return .run(run, steps)
         }
     }
@@ -280,7 +283,7 @@ struct ScheduleService: Sendable {
         guard actor.user.status == .active, actor.can(.skillsExecute) else {
             throw HTTPProblem.conflict("The schedule's owner is not active or no longer has skills:execute.")
         }
-        let started = try await startTarget(schedule, as: actor, origin: origin)
+        let started = try await startTarget(schedule, occurrence: nil, as: actor, origin: origin)
         let scheduleID = try schedule.requireID()
         try await app.writeTransaction { db in try await noteFired(scheduleID, status: .started, error: nil, execution: started.id, on: db) }
         return started
@@ -388,7 +391,8 @@ struct ScheduleService: Sendable {
             failure = "the schedule's owner no longer has skills:execute"
         } else {
             do {
-                started = try await startTarget(schedule, as: caller, origin: .system)
+                let occurrence = job.payload.object?["occurrence"]?.stringValue.flatMap { ISO8601DateFormatter().date(from: $0) }
+                started = try await startTarget(schedule, occurrence: occurrence, as: caller, origin: .system)
             } catch let refusal as any AbortError where refusal.status.code < 500 {
                 // The skill or workflow was disabled or deleted, the input no longer fits, or the owner is at their cap: a
                 // lasting reason, recorded on the schedule rather than retried.
@@ -454,4 +458,11 @@ extension ScheduleService {
             try await ScheduleService(app: app).runFire(job)
         }
     }
+}
+
+/// What started an execution or a workflow run from a schedule: the schedule, and the occurrence it fired for
+/// (nil when someone ran it now).
+struct ScheduleTrigger: Sendable {
+    var scheduleID: UUID
+    var occurrence: Date?
 }

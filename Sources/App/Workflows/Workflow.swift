@@ -57,6 +57,9 @@ public final class WorkflowRun: Model, @unchecked Sendable {
     @Field(key: "input") public var input: String
     @Field(key: "steps") public var stepsJSON: String
     @OptionalField(key: "error") public var error: String?
+    /// The schedule that started it, and the occurrence it fired for (nil for a run-now).
+    @OptionalField(key: "schedule_id") public var scheduleID: UUID?
+    @OptionalField(key: "scheduled_for") public var scheduledFor: Date?
 
     public init() {}
 

@@ -37,6 +37,8 @@ struct WorkflowRunResponse: Content {
     var createdAt: Date
     var startedAt: Date?
     var finishedAt: Date?
+    var scheduleId: UUID?
+    var scheduledFor: Date?
     /// On the single-run answer.
     var history: [HistoryEntry]?
 
@@ -57,6 +59,8 @@ struct WorkflowRunResponse: Content {
         createdAt = run.createdAt
         startedAt = run.startedAt
         finishedAt = run.finishedAt
+        scheduleId = run.scheduleID
+        scheduledFor = run.scheduledFor
         self.history = history?.map { HistoryEntry(at: $0.at, action: $0.action, details: JSONValue.parse($0.details)) }
     }
 
@@ -82,7 +86,8 @@ struct WorkflowRunService: Sendable {
 
     // MARK: - Start and read
 
-    func start(_ reference: String, input: JSONValue, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> (WorkflowRun, [WorkflowRunStep]) {
+    func start(_ reference: String, input: JSONValue, caller: AuthenticatedCaller, origin: RequestOrigin,
+               trigger: ScheduleTrigger? = nil) async throws -> (WorkflowRun, [WorkflowRunStep]) {
         let workflow = try await WorkflowService(app: app).find(reference)
         guard workflow.enabled else { throw HTTPProblem.conflict("The workflow '\(workflow.slug)' is disabled.") }
         guard case .object = input else { throw HTTPProblem.validation([FieldProblem(field: "input", message: "must be a JSON object")]) }
@@ -97,6 +102,8 @@ struct WorkflowRunService: Sendable {
         run.input = try input.canonicalString()
         run.stepsJSON = workflow.stepsJSON
         run.createdAt = now
+        run.scheduleID = trigger?.scheduleID
+        run.scheduledFor = trigger?.occurrence
         let steps = workflow.steps.enumerated().map { index, step in
             let row = WorkflowRunStep()
             row.id = UUID.timeOrdered()

@@ -127,6 +127,10 @@ struct ScheduleTests {
             #expect(execution.status == "succeeded")
             #expect(execution.output == ["n": 7])
             #expect(execution.userId == schedule.userId, "it ran as the schedule's owner")
+            #expect(execution.scheduleId == schedule.id, "it names the schedule that started it")
+            #expect(execution.scheduledFor.map(iso.string(from:)) == "2026-11-18T11:10:00Z", "and the occurrence, not the firing time")
+            let direct = try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {}}"#)
+            #expect(direct.body.string.contains(#""scheduleId":null"#) && direct.body.string.contains(#""scheduledFor":null"#))
         }
     }
 
@@ -238,6 +242,7 @@ struct ScheduleTests {
             #expect(started.status == .accepted)
             let execution = try started.content.decode(ExecutionResponse.self)
             #expect(execution.input == ["r": true] && execution.status == "queued")
+            #expect(execution.scheduleId == schedule.id && execution.scheduledFor == nil, "run-now is no occurrence")
             let after = try await fetch(app, token, schedule.id)
             #expect(after.nextRunAt == schedule.nextRunAt)
             #expect(after.lastExecutionId == execution.id)

@@ -292,11 +292,14 @@ struct WorkflowTests {
             #expect(fired.lastExecutionId == nil && fired.lastStatus == "started")
             let run = try #require(try await WorkflowRun.find(runID, on: app.db))
             #expect(run.status == .succeeded && run.$user.id == schedule.userId)
+            let shown = try (try await send(app, .GET, "/api/v1/workflows/greet/runs/\(runID)", token: token)).content.decode(WorkflowRunResponse.self)
+            #expect(shown.scheduleId == schedule.id && shown.scheduledFor == schedule.nextRunAt, "the run names its schedule and occurrence")
 
             let now = try await send(app, .POST, "/api/v1/schedules/\(schedule.id)/run-now", token: token)
             #expect(now.status == .accepted)
             let manual = try now.content.decode(WorkflowRunResponse.self)
             #expect(manual.workflowId == workflow.id && manual.input == ["name": "lin", "numbers": [2]])
+            #expect(manual.scheduleId == schedule.id && manual.scheduledFor == nil)
         }
     }
 
