@@ -3,6 +3,7 @@ import Fluent
 import Foundation
 import NIOCore
 import NIOWebSocket
+import SQLKit
 import Testing
 import Vapor
 import VaporTesting
@@ -565,6 +566,38 @@ struct WebSocketTests {
 
 @Suite("Realtime: two instances on one PostgreSQL", .enabled(if: TestDatabase.isPostgres, "needs PostgreSQL (runs in the PostgreSQL leg)"))
 struct CrossInstanceTests {
+    @Test("STEWARD_DATABASE_LISTEN_URL sends the LISTEN connection to its own URL (around a transaction pooler) while queries use DATABASE_URL",
+          .enabled(if: TestDatabase.isPostgres), .timeLimit(.minutes(1)))
+    func separateListenURL() async throws {
+        let base = try #require(TestDatabase.postgresURL)
+        let role = "steward_listener"
+        // Another login role on the same server: its sessions are told apart from the pool's in pg_stat_activity.
+        try await withTestApp { setup in
+            try await (setup.db as! any SQLDatabase).raw("""
+                DO $$ BEGIN
+                  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'steward_listener') THEN
+                    CREATE ROLE steward_listener LOGIN PASSWORD 'listener-password';
+                  END IF;
+                END $$
+                """).run()
+        }
+        var components = try #require(URLComponents(string: base))
+        components.user = role
+        components.password = "listener-password"
+        let listenURL = try #require(components.string)
+        try await withTestApp(environment: ["STEWARD_DATABASE_LISTEN_URL": listenURL]) { app in
+            app.jobNotificationListener?.start(app)
+            defer { Task { await app.jobNotificationListener?.shutdownAsync(app) } }
+            let sql = app.db as! any SQLDatabase
+            try await eventually(20, "a LISTEN session of the listener role") {
+                let rows = try await sql.raw("SELECT query FROM pg_stat_activity WHERE usename = \(bind: role)").all()
+                return try rows.contains { try $0.decode(column: "query", as: String?.self)?.uppercased().hasPrefix("LISTEN") == true }
+            }
+            let poolRows = try await sql.raw("SELECT usename FROM pg_stat_activity WHERE pid = pg_backend_pid()").all()
+            #expect(try poolRows.first?.decode(column: "usename", as: String.self) == "steward", "queries still use DATABASE_URL")
+        }
+    }
+
     @Test("An event committed on instance A reaches a subscriber on instance B through LISTEN/NOTIFY; polling catches up without it")
     func crossInstanceDelivery() async throws {
         let directoryA = try TemporaryDirectory()

@@ -43,6 +43,8 @@ public struct AppConfig: Sendable {
     public var port: Int
     public var publicURL: String
     public var database: DatabaseKind
+    /// PostgreSQL: where the LISTEN connection goes, when queries go through a pooler that cannot carry LISTEN.
+    public var databaseListenURL: String?
     public var dataDirectory: String
     public var autoMigrate: Bool
     public var logLevel: Logger.Level
@@ -129,6 +131,7 @@ extension AppConfig {
         .init(name: "STEWARD_PORT", defaultValue: "8080", meaning: "TCP port of the HTTP server (1-65535)."),
         .init(name: "STEWARD_PUBLIC_URL", defaultValue: "http://<host>:<port>", meaning: "Base URL used in links the server hands out."),
         .init(name: "DATABASE_URL", defaultValue: "(unset: SQLite in the data directory)", meaning: "postgres://user:pass@host:port/db switches to PostgreSQL; sqlite:<path> names another SQLite file."),
+        .init(name: "STEWARD_DATABASE_LISTEN_URL", defaultValue: "(unset: DATABASE_URL)", meaning: "PostgreSQL: a direct connection URL for LISTEN/NOTIFY, when DATABASE_URL goes through PgBouncer in transaction mode."),
         .init(name: "STEWARD_DATA_DIR", defaultValue: "./data", meaning: "Directory for the SQLite file, generated keys and backups."),
         .init(name: "STEWARD_AUTO_MIGRATE", defaultValue: "true", meaning: "Apply pending migrations when `serve` starts."),
         .init(name: "STEWARD_LOG_LEVEL", defaultValue: "info", meaning: "trace, debug, info, notice, warning, error or critical."),
@@ -204,6 +207,7 @@ extension AppConfig {
         let dataDirectory = reader.string("STEWARD_DATA_DIR", default: "./data")
         let publicURL = reader.url("STEWARD_PUBLIC_URL", default: "http://\(host):\(port)")
         let database = reader.database("DATABASE_URL", dataDirectory: dataDirectory)
+        let databaseListenURL = reader.postgresURL("STEWARD_DATABASE_LISTEN_URL")
         let autoMigrate = reader.bool("STEWARD_AUTO_MIGRATE", default: true)
         let logLevel = reader.logLevel("STEWARD_LOG_LEVEL", default: .info)
         let logFormat = reader.enumeration("STEWARD_LOG_FORMAT", default: LogFormat.text)
@@ -298,7 +302,7 @@ extension AppConfig {
             throw ConfigurationError(problems: reader.problems)
         }
         return AppConfig(
-            host: host, port: port, publicURL: publicURL, database: database, dataDirectory: dataDirectory,
+            host: host, port: port, publicURL: publicURL, database: database, databaseListenURL: databaseListenURL, dataDirectory: dataDirectory,
             autoMigrate: autoMigrate, logLevel: logLevel, logFormat: logFormat, maxBodySize: maxBodySize,
             corsOrigins: corsOrigins, dbPoolMax: dbPoolMax, dbConnectTimeoutSeconds: dbConnectTimeout,
             slowQueryMilliseconds: slowQuery, metricsToken: metricsToken, sqliteSynchronous: synchronous, sqliteBusyTimeoutMilliseconds: busyTimeout, sqliteWALLimitBytes: walLimit,
@@ -460,6 +464,17 @@ struct EnvironmentReader {
             }
             return true
         }
+    }
+
+    mutating func postgresURL(_ name: String) -> String? {
+        guard let value = raw(name) else { return nil }
+        let lowered = value.lowercased()
+        guard lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://"),
+              let components = URLComponents(string: value), let host = components.host, !host.isEmpty else {
+            problems.append("\(name): not a valid postgres://user:pass@host:port/db URL")
+            return nil
+        }
+        return value
     }
 
     mutating func database(_ name: String, dataDirectory: String) -> AppConfig.DatabaseKind {

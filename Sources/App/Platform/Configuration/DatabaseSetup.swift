@@ -30,7 +30,13 @@ enum DatabaseSetup {
         case .postgres(let url):
             var postgres = try SQLPostgresConfiguration(url: url)
             postgres.coreConfiguration.options.connectTimeout = .seconds(Int64(config.dbConnectTimeoutSeconds))
-            let listener = JobNotificationListener(configuration: postgres.coreConfiguration)
+            // LISTEN needs a session of its own: through PgBouncer in transaction mode it must go around the pooler.
+            var listen = postgres.coreConfiguration
+            if let listenURL = config.databaseListenURL {
+                listen = try SQLPostgresConfiguration(url: listenURL).coreConfiguration
+                listen.options.connectTimeout = .seconds(Int64(config.dbConnectTimeoutSeconds))
+            }
+            let listener = JobNotificationListener(configuration: listen)
             app.jobNotificationListener = listener
             app.lifecycle.use(listener)
             let loops = max(1, System.coreCount)
