@@ -79,14 +79,7 @@ struct KeyMaterial: Sendable {
     }
 
     private static func encryptionKey(_ config: AppConfig) throws -> Data {
-        let encoded = try config.encryptionKey ?? (try generatedFile(config, name: "encryption.key") {
-            var generator = SystemRandomNumberGenerator()
-            return Data((0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }).base64EncodedString()
-        })
-        guard let data = Data(base64Encoded: encoded.trimmingCharacters(in: .whitespacesAndNewlines)), data.count == 32 else {
-            throw KeyMaterialError.unusable("the encryption key in the data directory is not base64 of 32 bytes")
-        }
-        return data
+        try key32(config.encryptionKey, file: "encryption.key", variable: "STEWARD_ENCRYPTION_KEY", config)
     }
 
     /// 32 bytes: from the variable's base64 when set, else from (or generated into) `<data dir>/<file>`.

@@ -12,6 +12,32 @@ func stewardBinary() throws -> String {
     return try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) }, "no steward binary next to the tests")
 }
 
+/// `steward serve` on a random port in a fresh data directory, behind `sh -c "<limits> && exec steward serve"`,
+/// once it answers `/health/live`. The caller terminates it.
+private func serveBinary(limits: String, directory: TemporaryDirectory) async throws -> (Process, Int) {
+    let binary = try stewardBinary()
+    let port = Int.random(in: 20_000...40_000)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/sh")
+    process.arguments = ["-c", "\(limits) && exec \"$0\" serve", binary]
+    process.environment = [
+        "STEWARD_DATA_DIR": directory.path, "STEWARD_PORT": String(port), "STEWARD_LOG_LEVEL": "warning",
+        "STEWARD_ADMIN_PASSWORD": "Bootstrap-Admin-Pass-1", "PATH": "/usr/bin:/bin",
+    ]
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    do {
+        try await eventually(30, "the server to answer /health/live") {
+            (try? await HTTPClient.shared.get(url: "http://127.0.0.1:\(port)/health/live").get().status) == .ok
+        }
+    } catch {
+        process.terminate()
+        throw error
+    }
+    return (process, port)
+}
+
 @Suite("Connection limits")
 struct ConnectionLimitsTests {
     @Test("A connection that goes quiet is closed after STEWARD_HTTP_IDLE_TIMEOUT_SECONDS: a stalled head, a body short of its Content-Length, an idle keep-alive")
@@ -42,26 +68,12 @@ struct ConnectionLimitsTests {
     func descriptorExhaustion() async throws {
         // The client side needs its descriptors too, beside the other tests running in this process.
         ProcessLimits.raiseOpenFileLimit(logger: Logger(label: "test"))
-        let binary = try stewardBinary()
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let port = Int.random(in: 20_000...40_000)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
         // Soft and hard limit 256 for this process: raising cannot help, so the connections below exhaust it.
-        process.arguments = ["-c", "ulimit -n 256 && exec \"$0\" serve", binary]
-        process.environment = [
-            "STEWARD_DATA_DIR": directory.path, "STEWARD_PORT": String(port), "STEWARD_LOG_LEVEL": "warning",
-            "STEWARD_ADMIN_PASSWORD": "Bootstrap-Admin-Pass-1", "PATH": "/usr/bin:/bin",
-        ]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let (process, port) = try await serveBinary(limits: "ulimit -n 256", directory: directory)
         defer { if process.isRunning { process.terminate() } }
         let client = HTTPClient.shared
-        try await eventually(30, "the server to answer /health/live") {
-            (try? await client.get(url: "http://127.0.0.1:\(port)/health/live").get().status) == .ok
-        }
         var connections: [RawConnection] = []
         for _ in 0..<300 {
             guard let connection = try? await RawConnection.connect(port: port) else { break }
@@ -79,24 +91,10 @@ struct ConnectionLimitsTests {
 
     @Test("A soft open-file limit below the hard one is raised at start")
     func softLimitRaised() async throws {
-        let binary = try stewardBinary()
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let port = Int.random(in: 20_000...40_000)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", "ulimit -S -n 256 && exec \"$0\" serve", binary]
-        process.environment = [
-            "STEWARD_DATA_DIR": directory.path, "STEWARD_PORT": String(port), "STEWARD_LOG_LEVEL": "warning",
-            "STEWARD_ADMIN_PASSWORD": "Bootstrap-Admin-Pass-1", "PATH": "/usr/bin:/bin",
-        ]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let (process, _) = try await serveBinary(limits: "ulimit -S -n 256", directory: directory)
         defer { if process.isRunning { process.terminate() } }
-        try await eventually(30, "the server to answer /health/live") {
-            (try? await HTTPClient.shared.get(url: "http://127.0.0.1:\(port)/health/live").get().status) == .ok
-        }
         let limits = try String(contentsOfFile: "/proc/\(process.processIdentifier)/limits", encoding: .utf8)
         let line = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") })
         let numbers = line.split(separator: " ").compactMap { Int($0) }
