@@ -1,6 +1,5 @@
 import Fluent
 import SQLKit
-import StewardFormats
 
 /// Seals the header values of HTTP-runner skills (`skills.runner.headers`) and webhooks (`webhooks.headers`) with
 /// the encryption key: they often carry API keys, and were stored in the clear. Header names stay readable.
@@ -20,14 +19,12 @@ struct SealHeaderValues: AsyncMigration {
         let sql = database as! any SQLDatabase
         for row in try await sql.raw("SELECT id, runner FROM skills WHERE runner LIKE '%\"headers\"%'").all() {
             let id = try row.decode(column: "id", as: UUID.self)
-            let runner = JSONValue.parse(try row.decode(column: "runner", as: String.self))
-            let rewritten = try Skill.mappingHeaderValues(of: runner, transform).canonicalString()
+            let rewritten = try EncryptionRotation.rewrite(try row.decode(column: "runner", as: String.self), shape: .runnerHeaders, transform)
             try await sql.raw("UPDATE skills SET runner = \(bind: rewritten) WHERE id = \(bind: id)").run()
         }
         for row in try await sql.raw("SELECT id, headers FROM webhooks WHERE headers <> '{}'").all() {
             let id = try row.decode(column: "id", as: UUID.self)
-            let headers = JSONText.parse(try row.decode(column: "headers", as: String.self))?.object?.compactMapValues(\.stringValue) ?? [:]
-            let rewritten = JSONText.canonical(stringMap: try headers.mapValues(transform))
+            let rewritten = try EncryptionRotation.rewrite(try row.decode(column: "headers", as: String.self), shape: .valueMap, transform)
             try await sql.raw("UPDATE webhooks SET headers = \(bind: rewritten) WHERE id = \(bind: id)").run()
         }
     }

@@ -259,10 +259,10 @@ struct ScheduleService: Sendable {
         let trigger = ScheduleTrigger(scheduleID: try schedule.requireID(), occurrence: occurrence)
         switch schedule.targetType {
         case .skill:
-            return .execution(try await ExecutionService(app: app).create(skillReference: schedule.targetID.uuidString, input: input, caller: caller,
+            return .execution(try await ExecutionService(app: app).create(skillReference: schedule.targetID.lowercasedString, input: input, caller: caller,
                                                                           origin: origin, trigger: trigger))
         case .workflow:
-            let (run, steps) = try await WorkflowRunService(app: app).start(schedule.targetID.uuidString, input: input, caller: caller,
+            let (run, steps) = try await WorkflowRunService(app: app).start(schedule.targetID.lowercasedString, input: input, caller: caller,
                                                                             origin: origin, trigger: trigger)
             return .run(run, steps)
         }

@@ -37,8 +37,11 @@ public final class Webhook: Model, @unchecked Sendable {
     }
 
     /// The extra headers as stored: names in the clear, each value sealed (they often carry API keys).
-    var sealedHeaders: [String: String] {
-        JSONText.parse(headersJSON)?.object?.compactMapValues(\.stringValue) ?? [:]
+    var sealedHeaders: [String: String] { Self.headerMap(headersJSON) }
+
+    /// The `headers` column's text as a map (values as stored).
+    static func headerMap(_ text: String) -> [String: String] {
+        JSONText.parse(text)?.object?.compactMapValues(\.stringValue) ?? [:]
     }
 
     /// The extra headers to send, their values opened.

@@ -82,17 +82,24 @@ struct EncryptionRotation: Sendable {
     }
 
     static func reseal(_ stored: String, shape: Column.Shape, box: SecretBox) throws -> String {
+        try rewrite(stored, shape: shape) { try box.seal(box.open($0)) }
+    }
+
+    /// The stored column text with `transform` applied to each sealed value in it (the whole text, each header
+    /// value, or each runner header value); text holding none comes back unchanged. Also used by the migration
+    /// that first sealed the header values.
+    static func rewrite(_ stored: String, shape: Column.Shape, _ transform: (String) throws -> String) throws -> String {
         switch shape {
         case .whole:
-            return try box.seal(box.open(stored))
+            return try transform(stored)
         case .valueMap:
-            let map = JSONText.parse(stored)?.object?.compactMapValues(\.stringValue) ?? [:]
+            let map = Webhook.headerMap(stored)
             guard !map.isEmpty else { return stored }
-            return JSONText.canonical(stringMap: try map.mapValues { try box.seal(box.open($0)) })
+            return JSONText.canonical(stringMap: try map.mapValues(transform))
         case .runnerHeaders:
             let runner = JSONValue.parse(stored)
             guard case .object(let fields) = runner, fields["headers"] != nil else { return stored }
-            return try Skill.mappingHeaderValues(of: runner) { try box.seal(box.open($0)) }.canonicalString()
+            return try Skill.mappingHeaderValues(of: runner, transform).canonicalString()
         }
     }
 }

@@ -13,11 +13,6 @@ public struct SecretBox: Sendable {
         self.previous = previous
     }
 
-    /// Whether `text` has the shape of a sealed value (it may still not open).
-    public static func isSealed(_ text: String) -> Bool {
-        text.hasPrefix("v1.")
-    }
-
     /// `v1.` + base64 of nonce, ciphertext and tag.
     public func seal(_ plaintext: String) throws -> String {
         let box = try AES.GCM.seal(Data(plaintext.utf8), using: key)
