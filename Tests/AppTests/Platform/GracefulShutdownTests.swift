@@ -12,7 +12,10 @@ struct GracefulShutdownTests {
     @Test("On shutdown a request already in flight finishes with its answer")
     func inFlightRequestFinishes() async throws {
         try await withTestApp { app in
+            // The handler says when it has the request, so shutdown starts with it in flight however loaded the machine is.
+            let (arrived, arrival) = AsyncStream<Void>.makeStream()
             app.get("test-probe", "slow") { _ async throws -> String in
+                arrival.yield()
                 try await Task.sleep(for: .milliseconds(800))
                 return "finished"
             }
@@ -22,7 +25,8 @@ struct GracefulShutdownTests {
             let response = Task {
                 try await app.client.get(URI(string: "http://127.0.0.1:\(port)/test-probe/slow"))
             }
-            try await Task.sleep(for: .milliseconds(200))
+            var iterator = arrived.makeAsyncIterator()
+            await iterator.next()
             await app.server.shutdown()
 
             let answer = try await response.value
