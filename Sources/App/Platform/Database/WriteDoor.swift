@@ -37,13 +37,14 @@ extension Application {
     }
 
     /// A write transaction: on SQLite queued behind other writers and run on the writer's own connection and thread
-    /// (reads stay on the driver's pool beside it); on PostgreSQL a transaction from the pool.
+    /// (reads stay on the driver's pool beside it); on PostgreSQL a transaction on a pooled connection that ends
+    /// when the connection does (`PostgresTransaction`).
     func writeTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
         try WriteNesting.refuseInsideWrite()
         let body = WriteNesting.marked(body)
         // The writer tells the listeners after each batch's commit.
         if let writer = sqliteWriter { return try await writer.transaction(body) }
-        let result = try await WriteConflict.translating { try await db.transaction(body) }
+        let result = try await WriteConflict.translating { try await PostgresTransaction.run(on: db, body) }
         commitListeners.committed()
         return result
     }

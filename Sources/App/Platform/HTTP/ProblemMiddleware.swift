@@ -97,7 +97,9 @@ struct ProblemMiddleware: AsyncMiddleware {
     /// 08, 57P01-57P03, 53300). Errors of a statement (constraints, syntax) are not outages.
     static func isOutage(_ error: PSQLError) -> Bool {
         switch error.code {
-        case .connectionError, .serverClosedConnection, .uncleanShutdown, .poolClosed:
+        case .connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown, .poolClosed:
+            // clientClosedConnection: a statement sent while the connection was closing, most often after the
+            // server ended the session (57P01 in a fast shutdown), so the statement never ran.
             return true
         case .server:
             guard let state = error.serverInfo?[.sqlState] else { return false }

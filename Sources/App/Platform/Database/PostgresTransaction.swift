@@ -1,0 +1,96 @@
+import Fluent
+import NIOConcurrencyHelpers
+import NIOCore
+import PostgresNIO
+import SQLKit
+import Vapor
+
+/// PostgreSQL write transactions that end when their connection ends.
+///
+/// PostgresNIO 1.33 hands a statement to its channel without a write promise. When the session has already been
+/// cut (a fast shutdown, a failover, `pg_terminate_backend`), the statement never reaches the connection's state
+/// machine and its answer never comes: the `ROLLBACK` that Fluent sends after the failed statement waits forever,
+/// with its pooled connection. Under load every restart of PostgreSQL left a few requests hanging, and the pool
+/// smaller by one connection each (issue 27's "request hung for more than 20 s").
+///
+/// So the door runs PostgreSQL transactions itself, on a connection pinned from the pool: `BEGIN`, the body,
+/// `COMMIT` (or `ROLLBACK`), each raced against the connection's close. A statement still unanswered `closeGrace`
+/// after the connection closed fails with `DatabaseConnectionCut` (503 `unavailable`), and the connection goes back
+/// to the pool, which drops it. The session's end rolled the transaction back already, unless `COMMIT` had reached
+/// the server: then the write may have landed, as with any commit whose answer is lost; the client learns that it
+/// must check or retry (with an `Idempotency-Key`).
+enum PostgresTransaction {
+    /// How long a statement may stay unanswered after its connection closed. A statement the connection knew of is
+    /// failed at the close itself; only the lost ones wait this long.
+    static let closeGrace: TimeAmount = .milliseconds(500)
+
+    static func run<T: Sendable>(on db: any Database, _ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
+        try await db.withConnection { pinned in
+            let connection = try await Self.connection(of: pinned)
+            let sql = pinned as! any SQLDatabase
+            try await Self.untilCut(connection) { try await sql.raw("BEGIN").run() }
+            do {
+                let result = try await Self.untilCut(connection) { try await body(pinned) }
+                try await Self.untilCut(connection) { try await sql.raw("COMMIT").run() }
+                return result
+            } catch {
+                // On a cut connection the server has already rolled back; the ROLLBACK only ends a live one.
+                if !connection.isClosed { try? await Self.untilCut(connection) { try await sql.raw("ROLLBACK").run() } }
+                throw error
+            }
+        }
+    }
+
+    /// The PostgresNIO connection under a database pinned by `withConnection`.
+    private static func connection(of pinned: any Database) async throws -> PostgresConnection {
+        let driver = (pinned as? InstrumentedDatabase)?.base ?? pinned
+        guard let postgres = driver as? any PostgresDatabase else {
+            preconditionFailure("PostgresTransaction needs a PostgreSQL database, got \(type(of: driver))")
+        }
+        return try await postgres.withConnection { $0.eventLoop.makeSucceededFuture($0) }.get()
+    }
+
+    /// `operation`'s outcome, or `DatabaseConnectionCut` once the connection has been closed for `closeGrace`
+    /// with `operation` still waiting. A waiting operation is left behind; it holds no pooled connection.
+    static func untilCut<R: Sendable>(_ connection: PostgresConnection, _ operation: @escaping @Sendable () async throws -> R) async throws -> R {
+        if connection.isClosed { throw DatabaseConnectionCut() }
+        let outcome = OnceContinuation<R>()
+        return try await withCheckedThrowingContinuation { continuation in
+            outcome.set(continuation)
+            Task {
+                do { outcome.resume(with: .success(try await operation())) } catch { outcome.resume(with: .failure(error)) }
+            }
+            let eventLoop = connection.eventLoop
+            connection.closeFuture.whenComplete { _ in
+                eventLoop.scheduleTask(in: closeGrace) { outcome.resume(with: .failure(DatabaseConnectionCut())) }
+            }
+        }
+    }
+}
+
+/// Resumes a continuation once, whichever of several racers comes first.
+private final class OnceContinuation<R: Sendable>: Sendable {
+    private let state = NIOLockedValueBox<(continuation: CheckedContinuation<R, any Error>?, done: Bool)>((nil, false))
+
+    func set(_ continuation: CheckedContinuation<R, any Error>) {
+        state.withLockedValue { $0.continuation = continuation }
+    }
+
+    func resume(with result: Result<R, any Error>) {
+        let continuation = state.withLockedValue { value -> CheckedContinuation<R, any Error>? in
+            guard !value.done else { return nil }
+            value.done = true
+            return value.continuation
+        }
+        continuation?.resume(with: result)
+    }
+}
+
+/// The database connection closed under a statement that never got its answer. Nothing of an unfinished
+/// transaction stays; the request may be sent again.
+struct DatabaseConnectionCut: ProblemError {
+    var status: HTTPResponseStatus { .serviceUnavailable }
+    var code: String { "unavailable" }
+    var reason: String { "The database connection was lost; retry shortly." }
+    var headers: HTTPHeaders { ["Retry-After": "2"] }
+}
