@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: build once, run the suite on SQLite, then on a throwaway PostgreSQL.
+# The README's test command: build once, run the suite on SQLite, then on a throwaway PostgreSQL, then the cluster
+# suite and the black-box checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,9 @@ STEWARD_BIN=.build/debug/steward scripts/webhook-interop.sh
 
 echo "==> suite on PostgreSQL"
 scripts/test-postgres.sh --skip-build
+
+echo "==> cluster: three instances on one PostgreSQL, with kill -9, a PostgreSQL restart, a cut LISTEN and PgBouncer"
+STEWARD_BIN=.build/debug/steward scripts/test-cluster.sh
 
 echo "==> contract conformance: a Python client's walk and schemathesis against openapi.yaml"
 STEWARD_BIN=.build/debug/steward scripts/test-conformance.sh

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOPosix
 import Testing
 import Vapor
 @testable import App
@@ -12,11 +13,20 @@ func stewardBinary() throws -> String {
     return try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) }, "no steward binary next to the tests")
 }
 
-/// `steward serve` on a random port in a fresh data directory, behind `sh -c "<limits> && exec steward serve"`,
+/// A loopback port nothing listens on now: the kernel picks it for a socket that is closed again at once. Better
+/// than a random number, which can fall on a port another test or process holds.
+func freeLoopbackPort() throws -> Int {
+    let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+    let channel = try bootstrap.bind(host: "127.0.0.1", port: 0).wait()
+    defer { try? channel.close().wait() }
+    return try #require(channel.localAddress?.port)
+}
+
+/// `steward serve` on a free port in a fresh data directory, behind `sh -c "<limits> && exec steward serve"`,
 /// once it answers `/health/live`. The caller terminates it.
 private func serveBinary(limits: String, directory: TemporaryDirectory) async throws -> (Process, Int) {
     let binary = try stewardBinary()
-    let port = Int.random(in: 20_000...40_000)
+    let port = try freeLoopbackPort()
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/bin/sh")
     process.arguments = ["-c", "\(limits) && exec \"$0\" serve", binary]

@@ -44,7 +44,7 @@ struct GracefulShutdownTests {
         let path = try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) }, "no steward binary next to the tests")
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let port = Int.random(in: 20_000...40_000)
+        let port = try freeLoopbackPort()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = ["serve"]
