@@ -10,7 +10,10 @@
 # Writes bench/results/<date>.json and regenerates the summary table in docs/benchmarks.md.
 # Environment: DURATION (wrk scenarios, default 10s), STEWARD_BIN (a prebuilt binary), SKIP (space-separated:
 # executions webhooks realtime) to leave out the long scenarios.
+# BENCH_DB=postgres runs the PostgreSQL benchmarks instead (bench/postgres.sh): the HTTP scenarios and execution
+# throughput on one instance and on two sharing one database.
 set -euo pipefail
+if [ "${BENCH_DB:-sqlite}" = postgres ]; then exec "$(dirname "$0")/postgres.sh"; fi
 source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-10s}
 SKIP=${SKIP:-}
