@@ -381,7 +381,7 @@ def check_kill(cluster):
     ids, others = create_executions(cluster.all, cluster.token, 200, ("wait", {"seconds": 1}))
     assert not others, f"creations refused: {others[:3]}"
     time.sleep(3)
-    running_on_c = int(psql("SELECT count(*) FROM executions WHERE status = 'running'")[0][0])
+    running_at_kill = int(psql("SELECT count(*) FROM executions WHERE status = 'running'")[0][0])
     cluster.c.kill9()
     started = time.monotonic()
     wait_final(ids, 200 / 8 + LEASE_SECONDS + 60)
@@ -390,7 +390,7 @@ def check_kill(cluster):
     assert not failed, f"{len(failed)} did not succeed: {[(i, seen[i]) for i in failed[:3]]}"
     took = time.monotonic() - started
     cluster.c.start()
-    return f"200 acknowledged, {running_on_c} running at the kill; all succeeded {took:.1f} s after it"
+    return f"200 acknowledged, {running_at_kill} running at the kill; all succeeded {took:.1f} s after it"
 
 
 def check_pgrestart(cluster):
