@@ -104,12 +104,7 @@ struct SecretsAtRestTests {
 
         // The new key alone cannot open what the old one sealed: the command says so and changes nothing.
         let alone = try await makeTestApp(directory: directory, environment: allowed.merging(["STEWARD_ENCRYPTION_KEY": key(2)]) { $1 }, freshDatabase: false)
-        do {
-            await #expect(throws: CommandFailure.self) { _ = try await alone.runCommand(["keys", "rotate-encryption"]) }
-        } catch {
-            try? await alone.asyncShutdown()
-            throw error
-        }
+        await #expect(throws: CommandFailure.self) { _ = try await alone.runCommand(["keys", "rotate-encryption"]) }
         try await alone.asyncShutdown()
 
         let rotating = try await makeTestApp(directory: directory, environment: allowed.merging(["STEWARD_ENCRYPTION_KEY": key(2), "STEWARD_ENCRYPTION_PREVIOUS_KEYS": key(1)]) { $1 },

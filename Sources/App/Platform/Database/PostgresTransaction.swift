@@ -13,30 +13,32 @@ import Vapor
 /// with its pooled connection. Under load every restart of PostgreSQL left a few requests hanging, and the pool
 /// smaller by one connection each (issue 27's "request hung for more than 20 s").
 ///
-/// So the door runs PostgreSQL transactions itself, on a connection pinned from the pool: `BEGIN`, the body,
-/// `COMMIT` (or `ROLLBACK`), each raced against the connection's close. A statement still unanswered `closeGrace`
-/// after the connection closed fails with `DatabaseConnectionCut` (503 `unavailable`), and the connection goes back
-/// to the pool, which drops it. The session's end rolled the transaction back already, unless `COMMIT` had reached
-/// the server: then the write may have landed, as with any commit whose answer is lost; the client learns that it
-/// must check or retry (with an `Idempotency-Key`).
+/// So the door runs PostgreSQL transactions itself, on a connection pinned from the pool: `BEGIN`, the body and
+/// `COMMIT` (or `ROLLBACK`), raced as one against the connection's close. A transaction still unanswered
+/// `closeGrace` after its connection closed fails with `DatabaseConnectionCut` (503 `unavailable`), and the
+/// connection goes back to the pool, which drops it. The session's end rolled the transaction back already, unless
+/// `COMMIT` had reached the server: then the write may have landed, as with any commit whose answer is lost; the
+/// client learns that it must check or retry (with an `Idempotency-Key`).
 enum PostgresTransaction {
-    /// How long a statement may stay unanswered after its connection closed. A statement the connection knew of is
-    /// failed at the close itself; only the lost ones wait this long.
+    /// How long a transaction may stay unanswered after its connection closed. A statement the connection knew of
+    /// is failed at the close itself; only the lost ones wait this long.
     static let closeGrace: TimeAmount = .milliseconds(500)
 
     static func run<T: Sendable>(on db: any Database, _ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
         try await db.withConnection { pinned in
             let connection = try await Self.connection(of: pinned)
             let sql = pinned as! any SQLDatabase
-            try await Self.untilCut(connection) { try await sql.raw("BEGIN").run() }
-            do {
-                let result = try await Self.untilCut(connection) { try await body(pinned) }
-                try await Self.untilCut(connection) { try await sql.raw("COMMIT").run() }
-                return result
-            } catch {
-                // On a cut connection the server has already rolled back; the ROLLBACK only ends a live one.
-                if !connection.isClosed { try? await Self.untilCut(connection) { try await sql.raw("ROLLBACK").run() } }
-                throw error
+            return try await Self.untilCut(connection) {
+                try await sql.raw("BEGIN").run()
+                do {
+                    let result = try await body(pinned)
+                    try await sql.raw("COMMIT").run()
+                    return result
+                } catch {
+                    // On a cut connection the server has already rolled back; the ROLLBACK only ends a live one.
+                    if !connection.isClosed { try? await sql.raw("ROLLBACK").run() }
+                    throw error
+                }
             }
         }
     }
@@ -57,14 +59,45 @@ enum PostgresTransaction {
         let outcome = OnceContinuation<R>()
         return try await withCheckedThrowingContinuation { continuation in
             outcome.set(continuation)
-            Task {
-                do { outcome.resume(with: .success(try await operation())) } catch { outcome.resume(with: .failure(error)) }
-            }
             let eventLoop = connection.eventLoop
-            connection.closeFuture.whenComplete { _ in
+            let stopWatching = CloseWatch.shared.watch(connection) {
                 eventLoop.scheduleTask(in: closeGrace) { outcome.resume(with: .failure(DatabaseConnectionCut())) }
             }
+            Task {
+                let result: Result<R, any Error>
+                do { result = .success(try await operation()) } catch { result = .failure(error) }
+                stopWatching()
+                outcome.resume(with: result)
+            }
         }
+    }
+}
+
+/// One `closeFuture` callback per connection, however many transactions it carries. A pooled connection lives as
+/// long as the process; a callback per transaction would pile up on it until it closed.
+private final class CloseWatch: Sendable {
+    static let shared = CloseWatch()
+
+    /// The waiters of every watched connection that is still open, by connection.
+    private let state = NIOLockedValueBox<(next: Int, waiters: [ObjectIdentifier: [Int: @Sendable () -> Void]])>((0, [:]))
+
+    /// Calls `onClose` when `connection` closes (at once if it has), unless the returned function is called first.
+    func watch(_ connection: PostgresConnection, onClose: @escaping @Sendable () -> Void) -> @Sendable () -> Void {
+        let key = ObjectIdentifier(connection)
+        let (id, first) = state.withLockedValue { state -> (Int, Bool) in
+            state.next += 1
+            let first = state.waiters[key] == nil
+            state.waiters[key, default: [:]][state.next] = onClose
+            return (state.next, first)
+        }
+        if first {
+            // The entry stays (empty between transactions) until the close, so this is registered once.
+            connection.closeFuture.whenComplete { [self] _ in
+                let waiting = state.withLockedValue { $0.waiters.removeValue(forKey: key) } ?? [:]
+                for onClose in waiting.values { onClose() }
+            }
+        }
+        return { [self] in state.withLockedValue { _ = $0.waiters[key]?.removeValue(forKey: id) } }
     }
 }
 
