@@ -7,7 +7,7 @@ contacted, and every wait is bounded. Each property prints PASS or FAIL with wha
 number of failures.
 
 Usage: scripts/cluster_check.py [--only NAME[,NAME...]]   (names: queue cron realtime revocation ratelimit
-idempotency kill pgrestart listen pgbouncer)
+idempotency kill sequencer pgrestart listen pgbouncer)
 """
 import base64
 import concurrent.futures as futures
@@ -131,6 +131,12 @@ def wait_until(seconds, what, condition, interval=0.2):
 def psql(sql):
     out = subprocess.run([PSQL, DATABASE_URL, "-XAtq", "-F", "\t", "-c", sql], check=True, capture_output=True, text=True, timeout=60)
     return [line.split("\t") for line in out.stdout.splitlines() if line]
+
+
+def wait_numbered(seconds=30):
+    """Waits until the sequencer has numbered every event and audit entry written so far."""
+    wait_until(seconds, "the sequencer to number every pending event and audit entry",
+               lambda: psql("SELECT (SELECT count(*) FROM pending_events) + (SELECT count(*) FROM pending_audit_logs)")[0][0] == "0")
 
 
 def login(instance, email=ADMIN[0], password=ADMIN[1]):
@@ -260,6 +266,7 @@ def check_queue(cluster):
     created = time.monotonic() - started
     wait_final(ids, 300)
     drained = time.monotonic() - started
+    wait_numbered()
     wanted = set(ids)
     counts = {}
     for resource, type_, n in psql("SELECT resource_id, type, count(*) FROM events WHERE type IN ('execution.running', 'execution.succeeded') GROUP BY 1, 2"):
@@ -297,6 +304,7 @@ def check_cron(cluster):
 def check_realtime(cluster):
     """An SSE client on B sees A's events in order without gaps, and resumes on C after B is killed."""
     types = "execution.succeeded"
+    wait_numbered()
     floor = int(psql("SELECT coalesce(max(seq), 0) FROM events")[0][0])
     stream = EventStream(cluster.b, cluster.token, types, last_event_id=floor)
     ids, others = create_executions([cluster.a], cluster.token, 60, ("echo", {"message": "realtime"}), workers=6)
@@ -393,6 +401,33 @@ def check_kill(cluster):
     return f"200 acknowledged, {running_at_kill} running at the kill; all succeeded {took:.1f} s after it"
 
 
+def check_sequencer(cluster):
+    """kill -9 of the instance holding the sequencer lease: another takes it over with the next term within the
+    lease time, numbers what was left pending, and the log stays gap-free with an intact audit chain."""
+    holder, term = psql("SELECT holder, term FROM leases WHERE name = 'ledger_sequencer'")[0]
+    pid = int(holder.split(":")[1])
+    victim = next((i for i in cluster.all if i.process and i.process.pid == pid), None)
+    assert victim, f"the lease holder {holder} is none of the instances"
+    others = [i for i in cluster.all if i is not victim]
+    victim.kill9()
+    killed = time.monotonic()
+    ids, refused = create_executions(others, cluster.token, 100, ("echo", {"message": "sequencer"}))
+    assert not refused, f"creations refused: {refused[:3]}"
+    wait_numbered(10 + 5)  # the lease (5 s) runs out, the next holder renews within a second, then one pass
+    took = time.monotonic() - killed
+    new_holder, new_term = psql("SELECT holder, term FROM leases WHERE name = 'ledger_sequencer'")[0]
+    assert new_holder != holder and int(new_term) > int(term), f"lease {holder} term {term} -> {new_holder} term {new_term}"
+    low, high, count = (int(x) for x in psql("SELECT min(seq), max(seq), count(*) FROM events")[0])
+    assert high - low + 1 == count, f"events {low}..{high} hold {count} rows: a gap"
+    queued = int(psql(f"SELECT count(*) FROM events WHERE type = 'execution.queued' AND resource_id IN ({','.join(repr(i) for i in ids)})")[0][0])
+    assert queued == len(ids), f"{queued} of {len(ids)} execution.queued events numbered"
+    verify = subprocess.run([BIN, "audit", "verify"], env=dict(SHARED_ENV, DATABASE_URL=DATABASE_URL, STEWARD_DATA_DIR=WORK),
+                            capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, f"audit verify: {verify.stdout} {verify.stderr}"
+    victim.start()
+    return f"term {term} -> {new_term}; everything numbered {took:.1f} s after the kill; {count} events without a gap; chain intact"
+
+
 def check_pgrestart(cluster):
     """PostgreSQL restarted under load: 503 with Retry-After, never 500 or a hang; recovery within 10 s."""
     stop = threading.Event()
@@ -470,6 +505,7 @@ def check_listen(cluster):
     status, hook, _ = request(cluster.a, "POST", "/api/v1/webhooks", {
         "url": f"http://127.0.0.1:{server.server_address[1]}/hook", "events": ["execution.succeeded"]}, cluster.token)
     assert status == 201, f"webhook: {status} {hook}"
+    wait_numbered()
     floor = int(psql("SELECT coalesce(max(seq), 0) FROM events")[0][0])
     stream = EventStream(cluster.b, cluster.token, "execution.succeeded", last_event_id=floor)
     terminated = psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'")
@@ -502,6 +538,7 @@ def check_pgbouncer(cluster):
     token = login(d)
     status, skill, _ = request(d, "POST", "/api/v1/skills", {"slug": "bounced", "name": "Bounced", "runner": {"type": "builtin", "name": "echo"}}, token)
     assert status == 201, f"skill through PgBouncer: {status} {skill}"
+    wait_numbered()
     floor = int(psql("SELECT coalesce(max(seq), 0) FROM events")[0][0])
     stream = EventStream(d, token, "execution.succeeded", last_event_id=floor)
     ids, others = create_executions([d, cluster.a], token, 40, ("bounced", {"message": "bouncer"}), workers=8)
@@ -518,7 +555,7 @@ def check_pgbouncer(cluster):
 
 CHECKS = [("revocation", check_revocation), ("ratelimit", check_ratelimit), ("idempotency", check_idempotency),
           ("queue", check_queue), ("realtime", check_realtime), ("cron", check_cron), ("kill", check_kill),
-          ("listen", check_listen), ("pgrestart", check_pgrestart), ("pgbouncer", check_pgbouncer)]
+          ("sequencer", check_sequencer), ("listen", check_listen), ("pgrestart", check_pgrestart), ("pgbouncer", check_pgbouncer)]
 
 
 def main():

@@ -83,23 +83,26 @@ public struct EventRecord: Sendable {
     }
 }
 
-/// What a write produced.
+/// What a write produced. On PostgreSQL the numbers come after the commit (`LedgerSequencer`), so both seqs are nil.
 public struct RecordedActivity: Sendable {
     public var auditSeq: Int64?
+    public var auditID: UUID?
     public var eventSeq: Int64?
     public var eventID: UUID?
 }
 
 /// The one writer of audit entries and events. Call it with the transaction that makes the change it describes,
-/// so the change, its audit entry and its event commit or roll back together.
+/// so the change, its audit entry and its event commit or roll back together. On SQLite it numbers them and links
+/// the chain itself (the single writer's batch holds the heads); on PostgreSQL it leaves them pending for
+/// `LedgerSequencer`.
 public struct ActivityRecorder: Sendable {
-    /// The PostgreSQL channel that carries each new event's `seq` to every instance (delivered only on commit).
+    /// The PostgreSQL channel that carries the last `seq` of each sequencer pass to every instance.
     static let eventChannel = "steward_events"
 
     let clock: any WallClock
     /// Keys the audit chain (see `AuditChain`).
     let chainKey: SymmetricKey
-    /// Told each new event's `seq` (inside the transaction): the live-stream hub of this process.
+    /// Told each new event's `seq` (inside the transaction, SQLite only): the live-stream hub of this process.
     let onEvent: (@Sendable (Int64) -> Void)?
 
     init(clock: any WallClock, chainKey: SymmetricKey, onEvent: (@Sendable (Int64) -> Void)? = nil) {
@@ -114,12 +117,14 @@ public struct ActivityRecorder: Sendable {
         let at = AuditChain.truncatedToMilliseconds(clock.now())
         return try await database.joiningTransaction { db in
             let sql = db as! any SQLDatabase
+            if sql.dialect.name == "postgresql" { return try await Self.leavePending(audit: audit, event: event, at: at, on: sql) }
             var result = RecordedActivity()
             let names = (audit == nil ? [] : [LedgerHead.audit]) + (event == nil ? [] : [LedgerHead.events])
             let cache = (db as? any WriteBatchDatabase)?.participant(LedgerHeadCache.self)
             let heads = if let cache { try await cache.advance(names, on: sql) } else { try await Self.advance(names, on: sql) }
             if let audit, let head = heads[LedgerHead.audit] {
-                let (seq, hash) = try await Self.appendAudit(audit, at: at, head: head, key: chainKey, on: sql)
+                let (seq, hash, id) = try await Self.appendAudit(audit, at: at, head: head, key: chainKey, on: sql)
+                result.auditID = id
                 if let cache {
                     cache.chain(LedgerHead.audit, to: hash)
                 } else {
@@ -131,13 +136,38 @@ public struct ActivityRecorder: Sendable {
                 let (seq, id) = try await Self.appendEvent(event, at: at, seq: head.seq, on: sql)
                 result.eventSeq = seq
                 result.eventID = id
-                if sql.dialect.name == "postgresql" {
-                    try await sql.raw("SELECT pg_notify(\(bind: Self.eventChannel), \(bind: String(seq)))").run()
-                }
                 onEvent?(seq)
             }
             return result
         }
+    }
+
+    private static let pendingAuditInsert = FixedStatement.insert(
+        into: "pending_audit_logs",
+        columns: ["id", "at", "actor_id", "actor_type", "action", "resource_type", "resource_id", "outcome", "ip_address",
+                  "user_agent", "request_id", "details"])
+    private static let pendingEventInsert = FixedStatement.insert(
+        into: "pending_events", columns: ["id", "at", "type", "actor_id", "resource_type", "resource_id", "data"])
+
+    /// PostgreSQL: leaves the entry and the event for `LedgerSequencer`, which numbers them after the commit. No row
+    /// is locked, so writers on every instance commit side by side. The sequencer's holder is woken after the commit.
+    private static func leavePending(audit: AuditRecord?, event: EventRecord?, at: Date, on sql: any SQLDatabase) async throws -> RecordedActivity {
+        var result = RecordedActivity()
+        if let audit {
+            let id = UUID.timeOrdered()
+            result.auditID = id
+            try await sql.run(pendingAuditInsert, [
+                id, at, audit.actorID, audit.actorType.rawValue, audit.action, audit.resourceType, audit.resourceID,
+                audit.outcome.rawValue, audit.origin.ipAddress, audit.origin.userAgent, audit.origin.requestID, try audit.details.canonicalString(),
+            ])
+        }
+        if let event {
+            let id = UUID.timeOrdered()
+            try await sql.run(pendingEventInsert, [id, at, event.type, event.actorID, event.resourceType, event.resourceID, try event.data.canonicalString()])
+            result.eventID = id
+        }
+        if audit != nil || event != nil { try await PostCommitNotifications.note(LedgerSequencer.channel, on: sql) }
+        return result
     }
 
     /// Takes the next number of each named ledger row; the rows stay locked until the transaction ends.
@@ -171,7 +201,7 @@ public struct ActivityRecorder: Sendable {
 
     /// Inserts the entry; returns its seq and hash, which the caller records as the chain's new head.
     private static func appendAudit(_ record: AuditRecord, at: Date, head: (seq: Int64, lastHash: String), key: SymmetricKey,
-                                    on sql: any SQLDatabase) async throws -> (Int64, String) {
+                                    on sql: any SQLDatabase) async throws -> (Int64, String, UUID) {
         let (seq, previous) = head
         let entry = AuditChain.Entry(
             id: UUID.timeOrdered(), seq: seq, at: at, actorID: record.actorID, actorType: record.actorType.rawValue,
@@ -184,7 +214,7 @@ public struct ActivityRecorder: Sendable {
             entry.id, seq, at, entry.actorID, entry.actorType, entry.action, entry.resourceType, entry.resourceID, entry.outcome,
             entry.ipAddress, entry.userAgent, entry.requestID, entry.details, previous, hash,
         ])
-        return (seq, hash)
+        return (seq, hash, entry.id)
     }
 
     private static func appendEvent(_ record: EventRecord, at: Date, seq: Int64, on sql: any SQLDatabase) async throws -> (Int64, UUID) {
@@ -332,14 +362,18 @@ public enum AuditChain {
         var lastSeq: Int64 = 0
         // Retention deletes a prefix of the chain and records its last link; the check starts there.
         let sql = database as! any SQLDatabase
+        // The head is read first and the walk stops at it: entries appended meanwhile are not mistaken for a gap.
+        let head = try await sql.raw("SELECT seq, last_hash FROM ledger_heads WHERE name = \(bind: LedgerHead.audit)").first()
+        let headSeq = try head?.decode(column: "seq", as: Int64.self)
         if let pruned = try await sql.raw("SELECT seq, last_hash FROM ledger_heads WHERE name = \(bind: LedgerHead.auditPruned)").first() {
             lastSeq = try pruned.decode(column: "seq", as: Int64.self)
             previous = try pruned.decode(column: "last_hash", as: String.self)
             expectedSeq = lastSeq + 1
         }
         while true {
-            let batch = try await AuditLog.query(on: database)
-                .filter(\.$seq > lastSeq)
+            var query = AuditLog.query(on: database).filter(\.$seq > lastSeq)
+            if let headSeq { query = query.filter(\.$seq <= headSeq) }
+            let batch = try await query
                 .sort(\.$seq, .ascending)
                 .limit(batchSize)
                 .all()
@@ -362,11 +396,16 @@ public enum AuditChain {
             }
         }
         // Deleting the newest entries leaves a valid-looking chain; the head row remembers how far it went.
-        if let head = try await sql.raw("SELECT seq, last_hash FROM ledger_heads WHERE name = \(bind: LedgerHead.audit)").first() {
-            let headSeq = try head.decode(column: "seq", as: Int64.self)
+        if let head, let headSeq {
             let headHash = try head.decode(column: "last_hash", as: String.self)
             if headSeq != lastSeq || headHash != previous {
                 return Verification(checked: checked, firstBroken: (lastSeq + 1, nil, "entries after \(lastSeq) are missing (the chain head is at \(headSeq))"))
+            }
+            // An entry past the head was not appended by the recorder (one statement: no append can slip between).
+            if let beyond = try await sql.raw("""
+                SELECT MIN(seq) AS seq FROM audit_logs WHERE seq > (SELECT seq FROM ledger_heads WHERE name = \(bind: LedgerHead.audit))
+                """).first()?.decode(column: "seq", as: Int64?.self) {
+                return Verification(checked: checked, firstBroken: (beyond, nil, "entry \(beyond) is beyond the chain head"))
             }
         }
         return Verification(checked: checked, firstBroken: nil)

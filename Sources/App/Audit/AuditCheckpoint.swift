@@ -24,7 +24,7 @@ struct AuditCheckpoint: Content, Equatable {
 
     /// The current head, signed.
     static func current(_ app: Application) async throws -> AuditCheckpoint {
-        let sql = app.db as! any SQLDatabase
+        let sql = try await app.settledLedger() as! any SQLDatabase
         guard let head = try await sql.raw("SELECT seq, last_hash FROM ledger_heads WHERE name = \(bind: LedgerHead.audit)").first() else {
             throw LedgerError.missingHead(LedgerHead.audit)
         }

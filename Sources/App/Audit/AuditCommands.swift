@@ -39,7 +39,7 @@ struct AuditVerifyCommand: AsyncCommand {
             }
             checkpoint = parsed
         }
-        let result = try await AuditChain.verify(on: app.db, key: app.auditKeys.chain)
+        let result = try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain)
         if let broken = result.firstBroken {
             let id = broken.id.map { " (id \($0.lowercasedString))" } ?? ""
             throw CommandFailure("audit chain broken at entry \(broken.seq)\(id): \(broken.reason); \(result.checked) entries before it are intact")

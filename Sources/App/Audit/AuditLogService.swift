@@ -21,7 +21,7 @@ struct AuditLogService: Sendable {
     }
 
     func list(filter: Filter, page: PageRequest) async throws -> ([AuditLog], String?) {
-        var query = AuditLog.query(on: reads)
+        var query = AuditLog.query(on: try await app.settledLedger())
         if let actorID = filter.actorID { query = query.filter(\.$actorID == actorID) }
         if let action = filter.action { query = query.filter(\.$action == action) }
         if let resourceType = filter.resourceType { query = query.filter(\.$resourceType == resourceType) }
@@ -40,6 +40,7 @@ struct AuditLogService: Sendable {
     /// `audit verify` still checks everything that remains; writes an entry saying what it removed.
     @discardableResult
     func applyRetention() async throws -> Int {
+        try await LedgerSequencer.settle(app)
         let days = app.appConfig.auditRetentionDays
         guard days > 0 else { return 0 }
         let cutoff = app.wallClock.now().addingTimeInterval(-TimeInterval(days) * 86_400)

@@ -26,6 +26,8 @@ struct EventController: RouteCollection {
         guard problems.isEmpty, let filter else { throw HTTPProblem.validation(problems) }
         let resourceID = filter.resourceID
         let filters = filter.types
+        // Everything committed before this request is numbered first (PostgreSQL), so a client sees its own writes.
+        try await LedgerSequencer.settle(req.application)
         var items: [EventResponse] = []
         var scanned = 0
         var last = after

@@ -30,5 +30,6 @@ enum AppMigrations {
         SealHeaderValues(box: keys.secretBox),
         KeyAuditChain(key: keys.audit.chain),
         AddScheduleTrigger(),
+        CreatePendingLedger(key: keys.audit.chain),
     ] }
 }

@@ -258,6 +258,8 @@ actor EventHub {
     func register(_ subscriber: StreamSubscriber) async throws -> Int64 {
         try check(subscriber)
         start()
+        // A stream starts after everything committed before it opened (PostgreSQL numbers after the commit).
+        try await LedgerSequencer.settle(app)
         if !positioned { try await catchUpPosition() }
         try check(subscriber)
         subscribers[subscriber.id] = subscriber

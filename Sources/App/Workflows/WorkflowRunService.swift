@@ -141,7 +141,7 @@ struct WorkflowRunService: Sendable {
         let (run, rows) = try await find(workflowReference, runID: runID, caller: caller)
         let ids = rows.compactMap(\.executionID)
         let executions = ids.isEmpty ? [] : try await Execution.query(on: reads).filter(\.$id ~~ ids).all()
-        let history = try await AuditLog.query(on: reads).filter(\.$resourceType == "workflow_run")
+        let history = try await AuditLog.query(on: try await app.settledLedger()).filter(\.$resourceType == "workflow_run")
             .filter(\.$resourceID == runID.lowercasedString).sort(\.$seq).all()
         return WorkflowRunResponse(run, steps: rows, executions: Dictionary(uniqueKeysWithValues: executions.map { ($0.id!, $0) }), history: history)
     }
@@ -210,6 +210,7 @@ struct WorkflowRunService: Sendable {
             return
         }
         // Completion order is the order of the executions' `execution.succeeded` events in the log.
+        try await LedgerSequencer.settle(app)
         let rows = try await steps(of: runID, on: reads).filter { $0.status == .succeeded }
         var order: [(WorkflowRunStep, Int64)] = []
         for row in rows {

@@ -241,7 +241,7 @@ struct UserAdministrationTests {
             #expect(res.status == .ok)
             #expect(try res.json()["status"] == "suspended")
             #expect(try await send(app, .GET, "/api/v1/auth/me", token: session).status == .unauthorized)
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "user.status_changed").count() == 1)
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "user.status_changed").count() == 1)
         }
     }
 
@@ -363,7 +363,7 @@ struct AuditLogAPITests {
             #expect(try await send(app, .GET, "/api/v1/audit-logs?from=yesterday", token: admin).status == .unprocessableEntity)
             #expect(try await send(app, .GET, "/api/v1/audit-logs?actorId=nope", token: admin).status == .unprocessableEntity)
 
-            let everything = try await AuditLog.query(on: app.db).all()
+            let everything = try await AuditLog.query(on: try await app.settledLedger()).all()
             for entry in everything {
                 let text = entry.details + (entry.userAgent ?? "")
                 for secret in [strongPassword, "Wrong-Password-1", "Bootstrap-Admin-Pass-1", token] {

@@ -16,8 +16,8 @@ struct AdminBootstrapTests {
             #expect(user.status == .active)
             #expect(try await PasswordHasher(cost: 4, threadPool: app.threadPool).verify("Correct-Horse-9", against: user.passwordHash))
             #expect(!user.passwordHash.contains("Correct-Horse-9"))
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "user.created").count() == 1)
-            #expect(try await Event.query(on: app.db).filter(\.$type == "user.created").count() == 1)
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "user.created").count() == 1)
+            #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == "user.created").count() == 1)
 
             #expect(try await AdminBootstrap(app: app).ensureFirstAdmin() == .alreadyHasUsers)
             #expect(try await User.query(on: app.db).count() == 1)

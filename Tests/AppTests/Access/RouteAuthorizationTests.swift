@@ -107,7 +107,7 @@ struct RouteAuthorizationTests {
                 }
             }
             // Denials are audited.
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "authz.denied").count() > 0)
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "authz.denied").count() > 0)
         }
     }
 }

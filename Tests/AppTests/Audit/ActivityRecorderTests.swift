@@ -25,13 +25,14 @@ struct ActivityRecorderTests {
         try await withTestApp { app in
             for index in 1...5 {
                 let result = try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("thing.changed"), event: event("thing.changed"), on: db) }
-                #expect(result.auditSeq == Int64(index))
-                #expect(result.eventSeq == Int64(index))
+                let seqs = try await app.numbered(result)
+                #expect(seqs.audit == Int64(index))
+                #expect(seqs.event == Int64(index))
             }
-            let events = try await Event.query(on: app.db).sort(\.$seq).all()
+            let events = try await Event.query(on: try await app.settledLedger()).sort(\.$seq).all()
             #expect(events.map(\.seq) == [1, 2, 3, 4, 5])
             #expect(JSONValue.parse(events[0].data) == ["n": 1])
-            let logs = try await AuditLog.query(on: app.db).sort(\.$seq).all()
+            let logs = try await AuditLog.query(on: try await app.settledLedger()).sort(\.$seq).all()
             #expect(logs.map(\.seq) == [1, 2, 3, 4, 5])
             #expect(logs[0].ipAddress == "203.0.113.9")
             #expect(logs[0].requestID == "req-1")
@@ -49,13 +50,14 @@ struct ActivityRecorderTests {
                     throw Rollback()
                 }
             }
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "doomed").count() == 0)
-            #expect(try await Event.query(on: app.db).filter(\.$type == "doomed").count() == 0)
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "doomed").count() == 0)
+            #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == "doomed").count() == 0)
 
             let next = try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("second"), event: event("second"), on: db) }
-            #expect(next.auditSeq == 2)
-            #expect(next.eventSeq == 2)
-            #expect(try await AuditChain.verify(on: app.db, key: app.auditKeys.chain).isIntact)
+            let seqs = try await app.numbered(next)
+            #expect(seqs.audit == 2)
+            #expect(seqs.event == 2)
+            #expect(try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain).isIntact)
         }
     }
 
@@ -77,9 +79,9 @@ struct ActivityRecorderTests {
                 }
                 try await group.waitForAll()
             }
-            let seqs = try await Event.query(on: app.db).sort(\.$seq).all().map(\.seq)
+            let seqs = try await Event.query(on: try await app.settledLedger()).sort(\.$seq).all().map(\.seq)
             #expect(seqs == Array(1...80))
-            let verification = try await AuditChain.verify(on: app.db, key: app.auditKeys.chain)
+            let verification = try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain)
             #expect(verification.isIntact)
             #expect(verification.checked == 80)
         }
@@ -91,10 +93,10 @@ struct ActivityRecorderTests {
             for index in 1...6 {
                 try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("action.\(index)", details: ["index": .number(Double(index))]), on: db) }
             }
-            #expect(try await AuditChain.verify(on: app.db, key: app.auditKeys.chain).isIntact)
+            #expect(try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain).isIntact)
 
             try await tamper(app, "UPDATE audit_logs SET outcome = 'failure' WHERE seq = 4")
-            let result = try await AuditChain.verify(on: app.db, key: app.auditKeys.chain)
+            let result = try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain)
             #expect(result.firstBroken?.seq == 4)
             #expect(result.checked == 3)
         }
@@ -111,13 +113,13 @@ struct ActivityRecorderTests {
             for link in [{ (entry: AuditChain.Entry, previous: String) in AuditChain.unkeyedHash(of: entry, previous: previous) },
                          { (entry: AuditChain.Entry, previous: String) in AuditChain.hash(of: entry, previous: previous, key: SymmetricKey(size: .bits256)) }] {
                 var previous = AuditChain.genesisHash
-                for log in try await AuditLog.query(on: app.db).sort(\.$seq).all() {
+                for log in try await AuditLog.query(on: try await app.settledLedger()).sort(\.$seq).all() {
                     let hash = link(AuditChain.Entry(log), previous)
                     try await tamper(app, "UPDATE audit_logs SET prev_hash = \(bind: previous), hash = \(bind: hash) WHERE seq = \(bind: log.seq)")
                     previous = hash
                 }
                 try await tamper(app, "UPDATE ledger_heads SET last_hash = \(bind: previous) WHERE name = 'audit'")
-                let result = try await AuditChain.verify(on: app.db, key: app.auditKeys.chain)
+                let result = try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain)
                 #expect(result.firstBroken?.seq == 1 && result.firstBroken?.reason == "content does not match its hash", "\(String(describing: result.firstBroken))")
             }
         }
@@ -130,7 +132,7 @@ struct ActivityRecorderTests {
             let res = try await app.testing().sendRequest(.GET, "/api/v1/audit/checkpoint", headers: ["Authorization": "Bearer \(admin)"])
             #expect(res.status == .ok && res.headers.first(name: .cacheControl) == "no-store")
             let checkpoint = try res.content.decode(AuditCheckpoint.self)
-            let newest = try #require(try await AuditLog.query(on: app.db).sort(\.$seq, .descending).first())
+            let newest = try #require(try await AuditLog.query(on: try await app.settledLedger()).sort(\.$seq, .descending).first())
             #expect(checkpoint.seq == newest.seq && checkpoint.hash == newest.hash)
             #expect(checkpoint.publicKey == app.auditKeys.checkpointPublicKey)
             let key = try Curve25519.Signing.PublicKey(rawRepresentation: try #require(Data(base64Encoded: checkpoint.publicKey)))
@@ -149,7 +151,7 @@ struct ActivityRecorderTests {
             #expect(try await app.runCommand(["audit", "verify", "--checkpoint", file]).contains("up to the checkpoint at entry \(checkpoint.seq) is unchanged"))
 
             // Cut the tail from the checkpoint's entry on and rewind the head: the chain alone still verifies.
-            let kept = try #require(try await AuditLog.query(on: app.db).filter(\.$seq == checkpoint.seq - 1).first())
+            let kept = try #require(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$seq == checkpoint.seq - 1).first())
             try await tamper(app, "DELETE FROM audit_logs WHERE seq >= \(bind: checkpoint.seq)")
             try await tamper(app, "UPDATE ledger_heads SET seq = \(bind: kept.seq), last_hash = \(bind: kept.hash) WHERE name = 'audit'")
             #expect(try await app.runCommand(["audit", "verify"]).contains("audit chain intact"))
@@ -180,14 +182,14 @@ struct ActivityRecorderTests {
                 try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("action.\(index)"), on: db) }
             }
             #expect(try await MigrationService(app: app).revert(downTo: "0024_SealHeaderValues").contains("0025_KeyAuditChain"))
-            #expect(try await AuditChain.verify(on: app.db, key: app.auditKeys.chain).firstBroken?.seq == 1, "unkeyed links fail the keyed check")
+            #expect(try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain).firstBroken?.seq == 1, "unkeyed links fail the keyed check")
             var previous = AuditChain.genesisHash
-            for log in try await AuditLog.query(on: app.db).sort(\.$seq).all() {
+            for log in try await AuditLog.query(on: try await app.settledLedger()).sort(\.$seq).all() {
                 #expect(log.prevHash == previous && log.hash == AuditChain.unkeyedHash(of: AuditChain.Entry(log), previous: previous))
                 previous = log.hash
             }
             try await MigrationService(app: app).migrate()
-            #expect(try await AuditChain.verify(on: app.db, key: app.auditKeys.chain).isIntact)
+            #expect(try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain).isIntact)
         }
     }
 
@@ -195,10 +197,11 @@ struct ActivityRecorderTests {
     func immutable() async throws {
         try await withTestApp { app in
             try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("original"), on: db) }
+            _ = try await app.settledLedger()
             await #expect(throws: (any Error).self) {
                 try await app.writeStatements { sql in try await sql.raw("UPDATE audit_logs SET action = 'rewritten'").run() }
             }
-            #expect(try await AuditLog.query(on: app.db).first()?.action == "original")
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).first()?.action == "original")
         }
     }
 
@@ -212,9 +215,9 @@ struct ActivityRecorderTests {
             for index in 1...3 { try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("new.\(index)"), on: db) } }
 
             #expect(try await AuditLogService(app: app).applyRetention() == 5)
-            let remaining = try await AuditLog.query(on: app.db).sort(\.$seq).all().map(\.action)
+            let remaining = try await AuditLog.query(on: try await app.settledLedger()).sort(\.$seq).all().map(\.action)
             #expect(remaining == ["new.1", "new.2", "new.3", "audit.retention"])
-            let verification = try await AuditChain.verify(on: app.db, key: app.auditKeys.chain)
+            let verification = try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain)
             #expect(verification.isIntact)
             #expect(verification.checked == 4)
             #expect(try await AuditLogService(app: app).applyRetention() == 0)
@@ -228,10 +231,10 @@ struct ActivityRecorderTests {
                 try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("action.\(index)"), on: db) }
             }
             try await tamper(app, "DELETE FROM audit_logs WHERE seq = 5")
-            #expect(try await AuditChain.verify(on: app.db, key: app.auditKeys.chain).firstBroken?.seq == 5)
+            #expect(try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain).firstBroken?.seq == 5)
 
             try await tamper(app, "DELETE FROM audit_logs WHERE seq = 2")
-            #expect(try await AuditChain.verify(on: app.db, key: app.auditKeys.chain).firstBroken?.seq == 3)
+            #expect(try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain).firstBroken?.seq == 3)
         }
     }
 
@@ -239,7 +242,7 @@ struct ActivityRecorderTests {
     func canonicalDetails() async throws {
         try await withTestApp { app in
             try await app.writeTransaction { db in try await app.activityRecorder.record(audit: audit("x", details: ["b": 2, "a": "é \"quoted\"", "c": [true, nil]]), on: db) }
-            let log = try #require(try await AuditLog.query(on: app.db).first())
+            let log = try #require(try await AuditLog.query(on: try await app.settledLedger()).first())
             #expect(log.details == #"{"a":"é \"quoted\"","b":2,"c":[true,null]}"#)
         }
     }

@@ -53,8 +53,8 @@ struct SkillControllerTests {
             #expect(try await send(app, .DELETE, "/api/v1/skills/\(skill.id)", token: developer).status == .noContent)
             #expect(try await send(app, .GET, "/api/v1/skills/\(skill.id)", token: viewer).status == .notFound)
             for type in ["skill.created", "skill.updated", "skill.deleted"] {
-                #expect(try await Event.query(on: app.db).filter(\.$type == type).count() == 1, "\(type)")
-                #expect(try await AuditLog.query(on: app.db).filter(\.$action == type).count() == 1, "\(type)")
+                #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == type).count() == 1, "\(type)")
+                #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == type).count() == 1, "\(type)")
             }
         }
     }
@@ -106,20 +106,20 @@ struct SkillControllerTests {
             #expect(statuses.filter { $0 == .created }.count == 8)
             #expect(statuses.filter { $0 == .conflict }.count == 4)
             #expect(statuses.filter { $0 == .unprocessableEntity }.count == 1)
-            #expect(try await Event.query(on: app.db).filter(\.$type == "batch.refused").count() == 0)
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "batch.refused").count() == 0)
+            #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == "batch.refused").count() == 0)
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "batch.refused").count() == 0)
             #expect(try await Skill.query(on: app.db).filter(\.$slug =~ "batch-").count() == 8)
-            #expect(try await Event.query(on: app.db).filter(\.$type == "skill.created").count() == 8)
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "skill.created").count() == 8)
+            #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == "skill.created").count() == 8)
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "skill.created").count() == 8)
             // The refused ones took no number: events and audit entries stay gapless, and the chain holds.
-            let seqs = try await Event.query(on: app.db).sort(\.$seq).all().map(\.seq)
+            let seqs = try await Event.query(on: try await app.settledLedger()).sort(\.$seq).all().map(\.seq)
             #expect(seqs == Array(1...Int64(seqs.count)))
-            #expect(try await AuditChain.verify(on: app.db, key: app.auditKeys.chain).isIntact)
+            #expect(try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain).isIntact)
             // The batch stored the heads where it left them: the next write carries on from there.
             let next = #"{"slug": "batch-next", "name": "Batch next", "runner": {"type": "builtin", "name": "echo"}}"#
             #expect(try await send(app, .POST, "/api/v1/skills", token: developer, json: next).status == .created)
-            #expect(try await Event.query(on: app.db).sort(\.$seq).all().map(\.seq) == Array(1...Int64(seqs.count + 1)))
-            #expect(try await AuditChain.verify(on: app.db, key: app.auditKeys.chain).isIntact)
+            #expect(try await Event.query(on: try await app.settledLedger()).sort(\.$seq).all().map(\.seq) == Array(1...Int64(seqs.count + 1)))
+            #expect(try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain).isIntact)
         }
     }
 

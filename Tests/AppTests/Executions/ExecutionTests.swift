@@ -88,17 +88,17 @@ struct ExecutionTests {
 
             let history = try (try await send(app, .GET, "/api/v1/executions/\(execution.id)/history", token: token)).content.decode(ListResponse<ExecutionController.HistoryEntry>.self)
             #expect(history.items.map(\.message) == ["queued", "started (attempt 1 of 3)", "echoed", "succeeded"])
-            let events = try await Event.query(on: app.db).filter(\.$resourceID == execution.id.uuidString.lowercased()).sort(\.$seq).all().map(\.type)
+            let events = try await Event.query(on: try await app.settledLedger()).filter(\.$resourceID == execution.id.uuidString.lowercased()).sort(\.$seq).all().map(\.type)
             #expect(events == ["execution.queued", "execution.running", "execution.progress", "execution.succeeded"])
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "execution.succeeded").count() == 1)
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "execution.succeeded").count() == 1)
             #expect(try await SkillService(app: app).find("echo").executionCount == 1)
 
             // Each transition's event carries the execution as the API shows it at that moment.
             let body = try JSONDecoder().decode(JSONValue.self, from: Data((try await send(app, .GET, "/api/v1/executions/\(execution.id)", token: token)).body.readableBytesView))
-            let succeeded = try #require(try await Event.query(on: app.db).filter(\.$resourceID == execution.id.uuidString.lowercased())
+            let succeeded = try #require(try await Event.query(on: try await app.settledLedger()).filter(\.$resourceID == execution.id.uuidString.lowercased())
                 .filter(\.$type == "execution.succeeded").first())
             #expect(JSONValue.parse(succeeded.data) == body)
-            let queued = try #require(try await Event.query(on: app.db).filter(\.$resourceID == execution.id.uuidString.lowercased())
+            let queued = try #require(try await Event.query(on: try await app.settledLedger()).filter(\.$resourceID == execution.id.uuidString.lowercased())
                 .filter(\.$type == "execution.queued").first())
             let queuedBody = try JSONDecoder().decode(JSONValue.self, from: Data(created.body.readableBytesView))
             #expect(JSONValue.parse(queued.data) == queuedBody)
@@ -332,7 +332,7 @@ struct ExecutionTests {
             let history = try (try await send(app, .GET, "/api/v1/executions/\(slow.id)/history", token: token)).content.decode(ListResponse<ExecutionController.HistoryEntry>.self)
             #expect(history.items.map(\.message) == ["queued", "started (attempt 1 of 3)"] + (1...10).map { "slept \($0 * 10)%" } + ["succeeded"])
             #expect(history.items.compactMap(\.progress) == (1...10).map { $0 * 10 })
-            let events = try await Event.query(on: app.db).filter(\.$resourceID == slow.id.uuidString.lowercased()).sort(\.$seq).all().map(\.type)
+            let events = try await Event.query(on: try await app.settledLedger()).filter(\.$resourceID == slow.id.uuidString.lowercased()).sort(\.$seq).all().map(\.type)
             #expect(events == ["execution.queued", "execution.running"] + Array(repeating: "execution.progress", count: 10) + ["execution.succeeded"])
 
             // A quick run: its start, progress and outcome are written together, in order.
@@ -382,7 +382,7 @@ struct ExecutionTests {
             #expect(try await send(app, .POST, "/api/v1/executions/\(execution.id)/rollback", token: token).status == .conflict)
             let history = try (try await send(app, .GET, "/api/v1/executions/\(execution.id)/history", token: token)).content.decode(ListResponse<ExecutionController.HistoryEntry>.self)
             #expect(history.items.contains { $0.message.hasPrefix("undo:") })
-            #expect(try await Event.query(on: app.db).filter(\.$type == "execution.rolled_back").count() == 1)
+            #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == "execution.rolled_back").count() == 1)
         }
     }
 
@@ -427,11 +427,11 @@ struct ExecutionTests {
             let executions = try await Execution.query(on: app.db).sort(\.$queuedAt).all()
             let jobs = executions.compactMap(\.jobID)
             #expect(jobs.count == 3 && jobs.allSatisfy(isVersion7) && jobs.map(\.uuidString) == jobs.map(\.uuidString).sorted())
-            let events = try await Event.query(on: app.db).filter(\.$resourceType == "execution").sort(\.$seq).all()
+            let events = try await Event.query(on: try await app.settledLedger()).filter(\.$resourceType == "execution").sort(\.$seq).all()
             #expect(events.count == 12 && events.allSatisfy { isVersion7($0.id!) })
             let history = try await ExecutionHistoryEntry.query(on: app.db).all()
             #expect(history.count == 12 && history.allSatisfy { isVersion7($0.id!) })
-            let audit = try await AuditLog.query(on: app.db).filter(\.$resourceType == "execution").all()
+            let audit = try await AuditLog.query(on: try await app.settledLedger()).filter(\.$resourceType == "execution").all()
             #expect(!audit.isEmpty && audit.allSatisfy { isVersion7($0.id!) })
         }
     }
@@ -466,7 +466,7 @@ struct ExecutionTests {
             #expect(statuses.filter { $0 == .tooManyRequests }.count == 13)
             #expect(try await Execution.query(on: app.db).count() == 3)
             #expect(try await Job.query(on: app.db).filter(\.$kind == ExecutionService.runKind).count() == 3)
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "execution.queued").count() == 3)
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "execution.queued").count() == 3)
             // Once they finish, the same user may start again.
             try await drainJobs(app)
             #expect(try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {}}"#).status == .accepted)
@@ -637,11 +637,11 @@ struct JobQueueTests {
             #expect(jobs.count == 400)
             #expect(jobs.allSatisfy { $0.status == .succeeded && $0.attempts == 1 }, "every job claimed exactly once")
             for type in ["execution.running", "execution.succeeded"] {
-                #expect(try await Event.query(on: app.db).filter(\.$type == type).count() == 400)
+                #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == type).count() == 400)
             }
-            let seqs = try await Event.query(on: app.db).sort(\.$seq).all().map(\.seq)
+            let seqs = try await Event.query(on: try await app.settledLedger()).sort(\.$seq).all().map(\.seq)
             #expect(seqs == Array(1...Int64(seqs.count)))
-            #expect(try await AuditChain.verify(on: app.db, key: app.auditKeys.chain).isIntact)
+            #expect(try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain).isIntact)
         }
     }
 

@@ -60,7 +60,7 @@ struct LoginTests {
             let a = try wrong.problem(), b = try unknown.problem()
             #expect(a.code == "invalid_credentials")
             #expect(a.code == b.code && a.title == b.title && a.detail == b.detail && a.type == b.type)
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "auth.login").filter(\.$outcome == "failure").count() == 2)
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "auth.login").filter(\.$outcome == "failure").count() == 2)
         }
     }
 
@@ -85,7 +85,7 @@ struct LoginTests {
 
             clock.advance(by: 301)
             #expect(try await attempt(app, email: "lock@example.com", password: strongPassword).status == .ok)
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "auth.lockout").count() == 1)
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "auth.lockout").count() == 1)
         }
     }
 

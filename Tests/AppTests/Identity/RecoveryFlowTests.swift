@@ -250,7 +250,7 @@ struct MFATests {
             })
             #expect(ok.status == .noContent)
             _ = try await login(app, email: "off@example.com")
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "auth.mfa_disabled").count() == 1)
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "auth.mfa_disabled").count() == 1)
         }
     }
 }

@@ -23,8 +23,8 @@ struct RegistrationTests {
                 #expect(body["passwordHash"] == nil)
                 #expect(!res.body.string.contains("$2"))
             }
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "auth.register").count() == 1)
-            #expect(try await Event.query(on: app.db).filter(\.$type == "user.created").count() == 1)
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "auth.register").count() == 1)
+            #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == "user.created").count() == 1)
         }
     }
 
@@ -152,7 +152,7 @@ struct RegistrationTests {
             let user = try #require(try await User.query(on: app.db).filter(\.$email == "patch@example.com").first())
             #expect(user.fullName == "New Name")
             #expect(user.status == .active)
-            #expect(try await Event.query(on: app.db).filter(\.$type == "user.updated").count() == 1)
+            #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == "user.updated").count() == 1)
         }
     }
 

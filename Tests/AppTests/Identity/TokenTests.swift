@@ -40,7 +40,7 @@ struct TokenTests {
             // The new token keeps rotating.
             let third = try await refresh(app, pair.refreshToken)
             #expect(third.status == .ok)
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "auth.refresh").count() == 2, "one entry per rotation, none for the grace repeat")
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "auth.refresh").count() == 2, "one entry per rotation, none for the grace repeat")
         }
     }
 
@@ -59,8 +59,8 @@ struct TokenTests {
 
             #expect(try await meStatus(app, pair.accessToken) == (.unauthorized, "token_revoked"))
             #expect(try await refresh(app, pair.refreshToken).status == .unauthorized)
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "auth.refresh_reuse").count() == 1)
-            #expect(try await Event.query(on: app.db).filter(\.$type == "session.revoked").count() == 1)
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "auth.refresh_reuse").count() == 1)
+            #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == "session.revoked").count() == 1)
         }
     }
 

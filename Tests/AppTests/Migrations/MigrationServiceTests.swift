@@ -39,7 +39,7 @@ struct MigrationServiceTests {
             #expect(try await tableExists("events", app) == true)
             // The recorder works on the rebuilt schema.
             let result = try await app.writeTransaction { db in try await app.activityRecorder.record(event: EventRecord(type: "test.event", actorID: nil, resourceType: "test", resourceID: nil), on: db) }
-            #expect(result.eventSeq == 1)
+            #expect(try await app.numbered(result).event == 1)
         }
     }
 

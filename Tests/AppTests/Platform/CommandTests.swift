@@ -185,7 +185,7 @@ struct LiveMigrationTests {
                     #expect(statuses.allSatisfy { $0 < 500 }, "\(statuses)")
                     #expect(statuses.suffix(9).allSatisfy { $0 < 300 }, "after the migration every request succeeds: \(statuses.suffix(9))")
                     #expect(try await MigrationService(app: app).status().allSatisfy(\.applied))
-                    #expect(try await AuditChain.verify(on: app.db, key: app.auditKeys.chain).isIntact)
+                    #expect(try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain).isIntact)
                 }
             } catch {
                 try? await client.shutdown()

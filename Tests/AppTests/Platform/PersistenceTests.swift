@@ -23,7 +23,7 @@ struct PersistenceTests {
                         event: EventRecord(type: "write", actorID: nil, resourceType: "row", resourceID: "\(index)"),
                         on: db)
                 }
-                acknowledged.append(try #require(result.eventSeq))
+                acknowledged.append(try #require(try await first.numbered(result).event))
             }
         } catch {
             try? await first.asyncShutdown()
@@ -33,16 +33,16 @@ struct PersistenceTests {
 
         let second = try await makeTestApp(directory: directory, freshDatabase: false)
         do {
-            let events = try await Event.query(on: second.db).filter(\.$type == "write").sort(\.$seq).all()
+            let events = try await Event.query(on: try await second.settledLedger()).filter(\.$type == "write").sort(\.$seq).all()
             #expect(events.map(\.seq) == acknowledged)
             #expect(events.map(\.resourceID) == (0..<200).map { "\($0)" })
-            #expect(try await AuditChain.verify(on: second.db, key: second.auditKeys.chain).isIntact)
+            #expect(try await AuditChain.verify(on: try await second.settledLedger(), key: second.auditKeys.chain).isIntact)
             #expect(try await User.query(on: second.db).count() == 1)
             #expect(try await AdminBootstrap(app: second).ensureFirstAdmin() == .alreadyHasUsers)
             let next = try await second.writeTransaction { db in
                 try await second.activityRecorder.record(event: EventRecord(type: "after", actorID: nil, resourceType: "row", resourceID: nil), on: db)
             }
-            #expect(next.eventSeq == acknowledged.last! + 1)
+            #expect(try await second.numbered(next).event == acknowledged.last! + 1)
         } catch {
             try? await second.asyncShutdown()
             throw error

@@ -55,6 +55,7 @@ struct SecretsAtRestTests {
                 #expect(try await send(app, .POST, "/api/v1/executions", token: admin, json: #"{"skillId": "remote", "input": {}}"#).status == .accepted)
                 for _ in 0..<3 {
                     try await drainJobs(app)
+                    _ = try await app.settledLedger()
                     try await WebhookDispatcher(app: app).dispatchBatch()
                 }
                 try await drainJobs(app)

@@ -97,11 +97,11 @@ struct ScheduleTests {
             let moved = try (try await send(app, .PATCH, "/api/v1/schedules/\(created.id)", token: token,
                                             json: #"{"enabled": true, "cron": "30 8 * * MON", "timezone": "America/New_York"}"#)).content.decode(ScheduleResponse.self)
             #expect(moved.nextRunAt.map(iso.string(from:)) == "2026-11-23T13:30:00Z", "Monday 08:30 EST")
-            #expect(try await AuditLog.query(on: app.db).filter(\.$action == "schedule.updated").count() == 2)
+            #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "schedule.updated").count() == 2)
 
             #expect(try await send(app, .DELETE, "/api/v1/schedules/\(created.id)", token: token).status == .noContent)
             #expect(try await send(app, .GET, "/api/v1/schedules/\(created.id)", token: token).status == .notFound)
-            #expect(try await Event.query(on: app.db).filter(\.$type == "schedule.deleted").count() == 1)
+            #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == "schedule.deleted").count() == 1)
         }
     }
 

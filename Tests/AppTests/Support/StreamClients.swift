@@ -64,7 +64,7 @@ extension Application {
         let record = EventRecord(type: type, actorID: owner, resourceType: resourceType, resourceID: resourceID, data: .object(payload))
         let recorder = activityRecorder
         let recorded = try await writeTransaction { db in try await recorder.record(event: record, on: db) }
-        return try #require(recorded.eventSeq)
+        return try #require(try await numbered(recorded).event)
     }
 }
 

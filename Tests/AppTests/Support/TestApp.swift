@@ -57,6 +57,8 @@ func makeTestApp(
         }
         if migrate {
             try await MigrationService(app: app).migrate()
+            // PostgreSQL: events and audit entries are numbered by the sequencer, as under `serve`.
+            app.ledgerSequencerLoop?.start(app)
         }
         // One door for writes: from here on the SQLite pool only reads, and the test fails if it wrote.
         if let poolWrites = app.poolWriteGuard {
@@ -149,6 +151,8 @@ extension Application {
 /// Changes the database behind the server's back, as someone with owner rights on it could: the immutability
 /// trigger is disabled first, so only the hash chain stands between the change and the audit trail.
 func tamper(_ app: Application, _ statement: SQLQueryString) async throws {
+    // What the attacker edits is the numbered chain.
+    _ = try await app.settledLedger()
     try await app.writeStatements { sql in
         if TestDatabase.isPostgres {
             try await sql.raw("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_immutable").run()
@@ -156,5 +160,16 @@ func tamper(_ app: Application, _ statement: SQLQueryString) async throws {
             try await sql.raw("DROP TRIGGER IF EXISTS audit_logs_immutable").run()
         }
         try await sql.raw(statement).run()
+    }
+}
+
+extension Application {
+    /// The seqs a recorded write got: known at once on SQLite, after the sequencer's pass on PostgreSQL.
+    func numbered(_ recorded: RecordedActivity) async throws -> (audit: Int64?, event: Int64?) {
+        let db = try await settledLedger()
+        var audit = recorded.auditSeq, event = recorded.eventSeq
+        if audit == nil, let id = recorded.auditID { audit = try await AuditLog.find(id, on: db)?.seq }
+        if event == nil, let id = recorded.eventID { event = try await Event.find(id, on: db)?.seq }
+        return (audit, event)
     }
 }

@@ -79,6 +79,7 @@ private func subscriber(_ app: Application, receiver: WebhookReceiver, events: S
 /// Dispatches new events and runs every due job, repeatedly, as the workers would.
 private func deliverAll(_ app: Application) async throws {
     for _ in 0..<5 {
+        _ = try await app.settledLedger()
         try await WebhookDispatcher(app: app).dispatchBatch()
         try await drainJobs(app)
     }
@@ -184,7 +185,7 @@ struct WebhookTests {
             try await withTestApp(environment: ["STEWARD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"]) { app in
                 app.useTestDoubles()
                 _ = try await SkillService(app: app).seedSamples()
-                let logged = try await EventHub.maxSeq(on: app.db)
+                let logged = try await EventHub.maxSeq(on: try await app.settledLedger())
                 #expect(logged > 0)
                 #expect(try await WebhookDispatcher(app: app).dispatchBatch() == Int(logged))
                 #expect(try await WebhookDispatcher(app: app).dispatchBatch() == 0)
@@ -243,7 +244,7 @@ struct WebhookTests {
                 #expect(!hook.enabled)
                 #expect(hook.disabledReason?.contains("410") == true)
                 #expect(try await metricValue(app, #"steward_webhook_deliveries_total{outcome="failed"}"#) == 1)
-                #expect(try await Event.query(on: app.db).filter(\.$type == "webhook.disabled").count() == 1)
+                #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == "webhook.disabled").count() == 1)
                 try await MailOutbox(app: app).deliverDue()
                 #expect(mailer.sent.contains { $0.subject.contains("disabled") })
             }
@@ -425,7 +426,7 @@ struct WebhookTests {
                 hook = try #require(try await Webhook.find(hookID, on: app.db))
                 #expect(!hook.enabled)
                 #expect(hook.disabledReason == "every delivery failed for 5 days")
-                #expect(try await Event.query(on: app.db).filter(\.$type == "webhook.disabled").count() == 1)
+                #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == "webhook.disabled").count() == 1)
                 try await MailOutbox(app: app).deliverDue()
                 #expect(mailer.sent.contains { $0.subject.contains("disabled") && $0.body.contains("5 days") })
             }

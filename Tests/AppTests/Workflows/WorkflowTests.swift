@@ -141,7 +141,7 @@ struct WorkflowTests {
             let startedTogether = try await ExecutionHistoryEntry.query(on: app.db).filter(\.$message == "queued").all()
                 .filter { [left, right].contains($0.$execution.id) }.map(\.at)
             #expect(Set(startedTogether).count == 1)
-            let types = try await Event.query(on: app.db).filter(\.$resourceType == "workflow_run").sort(\.$seq).all().map(\.type)
+            let types = try await Event.query(on: try await app.settledLedger()).filter(\.$resourceType == "workflow_run").sort(\.$seq).all().map(\.type)
             #expect(types == ["workflow.run.started", "workflow.run.succeeded"])
 
             let otherToken = try await developer(app, "other@example.com")
@@ -191,7 +191,7 @@ struct WorkflowTests {
             #expect(done.status == "failed")
             #expect(done.steps.map(\.status) == ["failed", "skipped", "failed", "succeeded"])
             #expect(done.error?.contains("step a failed: broken") == true)
-            #expect(try await Event.query(on: app.db).filter(\.$type == "workflow.run.failed").count() == 1)
+            #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == "workflow.run.failed").count() == 1)
         }
     }
 
@@ -323,7 +323,7 @@ struct WorkflowTests {
             #expect(undone.steps.allSatisfy { $0.status == "rolled_back" })
 
             // Completion order was start, left, right, join (the queue runs jobs in order): undo goes the other way.
-            let compensated = try await AuditLog.query(on: app.db).filter(\.$action == "workflow.run.compensated").sort(\.$seq).all()
+            let compensated = try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "workflow.run.compensated").sort(\.$seq).all()
                 .map { JSONValue.parse($0.details).object?["stepId"]?.stringValue ?? "" }
             #expect(compensated == ["join", "right", "left", "start"])
             #expect(undone.history?.map(\.action) == ["workflow.run.started", "workflow.run.succeeded", "workflow.run.rollback_requested",
@@ -336,7 +336,7 @@ struct WorkflowTests {
                 let history = try await ExecutionHistoryEntry.query(on: app.db).filter(\.$execution.$id == execution.id!).all().map(\.message)
                 #expect(history.contains { $0.hasPrefix("undo (workflow rollback)") })
             }
-            #expect(try await Event.query(on: app.db).filter(\.$type == "workflow.run.rolled_back").count() == 1)
+            #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == "workflow.run.rolled_back").count() == 1)
             #expect(try await send(app, .POST, "/api/v1/workflows/greet/runs/\(run.id)/rollback", token: token).status == .conflict, "once only")
         }
     }

@@ -36,6 +36,7 @@ enum BackgroundWork {
         app.mailOutboxWorker.start(app)
         app.jobWorkers.start(app)
         app.jobNotificationListener?.start(app)
+        app.ledgerSequencerLoop?.start(app)
         app.webhookDispatchWorker.start(app)
         app.schedulerWorker.start(app)
         app.sqliteWALLoop?.start(app)

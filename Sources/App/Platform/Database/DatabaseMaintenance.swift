@@ -49,7 +49,7 @@ public struct DatabaseMaintenance: Sendable {
         }
         let (pending, version) = try await MigrationService(app: app).pendingCount(on: app.db)
         checks.append(Check(name: "migrations", ok: pending == 0, detail: "schema \(version ?? "empty"), \(pending) pending"))
-        let chain = try await AuditChain.verify(on: app.db, key: app.auditKeys.chain)
+        let chain = try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain)
         checks.append(Check(name: "audit chain", ok: chain.isIntact,
                             detail: chain.firstBroken.map { "broken at entry \($0.seq): \($0.reason)" } ?? "\(chain.checked) entries intact"))
         return checks

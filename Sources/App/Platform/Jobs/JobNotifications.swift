@@ -4,10 +4,11 @@ import NIOCore
 import PostgresNIO
 import Vapor
 
-/// Wakes this instance's workers when another instance enqueues a job, and its event hub when another instance
-/// writes an event: PostgreSQL LISTEN/NOTIFY on a dedicated connection (never one from the pool). Enqueue sends
-/// `NOTIFY steward_jobs` and the event writer `NOTIFY steward_events, '<seq>'` in their transactions, so a
-/// notification arrives only if its change committed. A lost connection is re-established with back-off, and
+/// Wakes this instance's workers when another instance enqueues a job, its event hub when the sequencer numbers
+/// events, and its sequencer (when it holds the lease) when another instance leaves events or audit entries
+/// pending: PostgreSQL LISTEN/NOTIFY on a dedicated connection (never one from the pool). Writers owe
+/// `steward_jobs` and `steward_ledger` and send them after their commit (`PostCommitNotifications`); the
+/// sequencer sends `steward_events, '<last seq>'` in each pass. A lost connection is re-established with back-off, and
 /// each reconnect wakes the workers and the hub once to catch up on anything missed meanwhile.
 final class JobNotificationListener: LifecycleHandler, @unchecked Sendable {
     static let channel = "steward_jobs"
@@ -37,6 +38,12 @@ final class JobNotificationListener: LifecycleHandler, @unchecked Sendable {
                                 try await connection.listen(on: Self.channel) { notifications in
                                     app.jobSignal.notify()
                                     for try await _ in notifications { app.jobSignal.notify() }
+                                }
+                            }
+                            group.addTask {
+                                try await connection.listen(on: LedgerSequencer.channel) { notifications in
+                                    app.ledgerSequencerLoop?.signal.notify()
+                                    for try await _ in notifications { app.ledgerSequencerLoop?.signal.notify() }
                                 }
                             }
                             group.addTask {
