@@ -4,7 +4,10 @@
 # full_page_writes on, as SQLite runs with synchronous=FULL), sharing the cores with Steward and wrk:
 #   1. one instance: health, /auth/me, the skill list over 1,000 skills, skill creation, execution creation (echo),
 #      and end-to-end echo (a backlog of executions from the first accepted to the last succeeded);
-#   2. two instances on the same database: skill and execution creation driven against both at once, summed.
+#   2. two instances on the same database: skill and execution creation driven against both at once, summed;
+#   3. commit to SSE (bench/commit_to_sse.py): from a skill creation's 201 to its event on a stream, on the same
+#      instance, on the other instance, and on the other instance while both create skills under wrk;
+#   4. NOTIFY statements per execution, counted by pg_stat_statements over execution creation and the drain.
 # Writes bench/results/postgres-<time>.json and the "PostgreSQL" table in docs/benchmarks.md.
 # Environment: DURATION (default 10s), STEWARD_BIN (a prebuilt binary).
 set -euo pipefail
@@ -22,8 +25,9 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-pg_start "-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+pg_start "-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c shared_preload_libraries=pg_stat_statements"
 pg_psql postgres -qc "CREATE DATABASE bench" >/dev/null
+pg_psql bench -qc "CREATE EXTENSION pg_stat_statements" >/dev/null
 export DATABASE_URL=$(pg_url bench)
 export STEWARD_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export STEWARD_ENCRYPTION_KEY=$(head -c 32 /dev/urandom | base64)
@@ -73,9 +77,13 @@ run_wrk health -t2 -c32 -d"$DURATION" --latency "$A/health/live"
 run_wrk me -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/auth/me"
 run_wrk skillList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/skills?limit=20"
 run_wrk skillCreate -t2 -c32 -d"$DURATION" --latency -s "$bench_root/bench/skill_create.lua" "$A/api/v1/skills"
+python3 "$bench_root/bench/commit_to_sse.py" "$A" "$A" "$TOKEN" 300 > "$work/sseSame.json"
+echo "  commit to SSE, same instance: $(cat "$work/sseSame.json")" >&2
 # Executions are created with no worker running, then one instance's workers drain them: the end-to-end rate.
 stop "$a_pid"
 serve a STEWARD_WORKERS=0; A=$SERVED; a_pid=$SERVED_PID
+notifies() { "$PG_BIN/psql" "$DATABASE_URL" -XAtqc "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query ILIKE '%pg_notify%' OR query ILIKE 'NOTIFY%'"; }
+notifies_before=$(notifies)
 run_wrk executionCreate -t2 -c32 -d"$DURATION" --latency -s "$bench_root/bench/execution.lua" "$A/api/v1/executions"
 stop "$a_pid"
 PG_PSQL="$PG_BIN/psql" python3 - "$work/drain.json" <<'PY' &
@@ -94,15 +102,30 @@ drainer=$!
 serve a; A=$SERVED
 wait "$drainer"
 echo "  endToEnd: $(cat "$work/drain.json")" >&2
+python3 - "$work/drain.json" "$(notifies)" "$notifies_before" > "$work/notify.json" <<'PY'
+import json, sys
+drained, after, before = json.load(open(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
+print(json.dumps({"statements": after - before, "executions": drained["executions"],
+                  "perExecution": round((after - before) / max(1, drained["executions"]), 3)}))
+PY
+echo "  NOTIFY statements: $(cat "$work/notify.json")" >&2
 
 echo "==> two instances on the same database" >&2
 serve b; B=$SERVED
+python3 "$bench_root/bench/commit_to_sse.py" "$A" "$B" "$TOKEN" 300 > "$work/sseOther.json"
+echo "  commit to SSE, other instance: $(cat "$work/sseOther.json")" >&2
 for scenario in skillCreate:skill_create.lua:skills executionCreate:execution.lua:executions; do
   IFS=: read -r name script path <<< "$scenario"
   BENCH_SLUG_PREFIX=a wrk -t1 -c16 -d"$DURATION" --latency -s "$bench_root/bench/$script" "$A/api/v1/$path" > "$work/${name}Two-a.txt" &
   first=$!
+  probe=""
+  if [ "$name" = skillCreate ]; then
+    python3 "$bench_root/bench/commit_to_sse.py" "$A" "$B" "$TOKEN" 200 20 > "$work/sseLoaded.json" &
+    probe=$!
+  fi
   BENCH_SLUG_PREFIX=b wrk -t1 -c16 -d"$DURATION" --latency -s "$bench_root/bench/$script" "$B/api/v1/$path" > "$work/${name}Two-b.txt"
   wait "$first"
+  [ -z "$probe" ] || { wait "$probe"; echo "  commit to SSE under load: $(cat "$work/sseLoaded.json")" >&2; }
   python3 - "$(bench_wrk_json "$work/${name}Two-a.txt")" "$(bench_wrk_json "$work/${name}Two-b.txt")" > "$work/${name}Two.json" <<'PY'
 import json, sys
 a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
@@ -117,7 +140,8 @@ PG_VERSION=$("$PG_BIN/postgres" --version | awk '{print $3}') python3 - "$work" 
 import json, os, re, subprocess, sys, time
 work, out, doc, duration = sys.argv[1:5]
 load = lambda name: json.load(open(os.path.join(work, name + ".json")))
-names = ["health", "me", "skillList", "skillCreate", "executionCreate", "drain", "skillCreateTwo", "executionCreateTwo"]
+names = ["health", "me", "skillList", "skillCreate", "executionCreate", "drain", "skillCreateTwo", "executionCreateTwo",
+         "sseSame", "sseOther", "sseLoaded", "notify"]
 r = {name: load(name) for name in names}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -142,6 +166,13 @@ lines = [
     f"| end-to-end echo: {r['drain']['executions']:,} queued executions drained by one instance's 4 workers | {r['drain']['perSecond']:,} | | | | ≥ 400/s: {verdict(r['drain']['perSecond'] >= 400)} |",
     f"| POST /api/v1/skills on two instances at once (sum; each {r['skillCreateTwo']['perInstance']}) | {r['skillCreateTwo']['requestsPerSecond']:,} | | {r['skillCreateTwo']['p99Ms']} | {r['skillCreateTwo']['errors']} | ≥ one instance: {verdict(r['skillCreateTwo']['requestsPerSecond'] >= r['skillCreate']['requestsPerSecond'])} |",
     f"| POST /api/v1/executions on two instances at once (sum; each {r['executionCreateTwo']['perInstance']}) | {r['executionCreateTwo']['requestsPerSecond']:,} | | {r['executionCreateTwo']['p99Ms']} | {r['executionCreateTwo']['errors']} | ≥ one instance: {verdict(r['executionCreateTwo']['requestsPerSecond'] >= r['executionCreate']['requestsPerSecond'])} |",
+]
+sse = lambda name, label: f"| commit to SSE, {label} ({r[name]['count']} writes{', ' + str(r[name]['missing']) + ' never arrived' if r[name]['missing'] else ''}) | | {r[name]['p50Ms']} | {r[name]['p99Ms']} | | max {r[name]['maxMs']} ms |"
+lines += [
+    sse("sseSame", "same instance"),
+    sse("sseOther", "other instance"),
+    sse("sseLoaded", "other instance, both creating skills under wrk"),
+    f"| NOTIFY statements per execution (creation, run, outcome; {r['notify']['statements']:,} for {r['notify']['executions']:,}) | {r['notify']['perExecution']} | | | | O(1) |",
 ]
 table = "\n".join(lines)
 text = open(doc).read()

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The cluster suite: three `steward serve` instances on one throwaway PostgreSQL, driven by a Python client
 # (scripts/cluster_check.py) that checks the queue, cron, realtime, rate limits, idempotency and revocation across
-# instances, then injects faults: kill -9 of an instance, of the sequencer lease holder, a PostgreSQL restart, a
-# dropped LISTEN connection; and
-# runs the core flows through PgBouncer in transaction mode. Installs PostgreSQL and PgBouncer when missing.
+# instances, then injects faults: kill -9 of an instance and of the sequencer's lease holder, a PostgreSQL restart,
+# a dropped LISTEN connection; and runs the core flows through PgBouncer in transaction mode. Installs PostgreSQL and PgBouncer when missing.
 #
 # STEWARD_BIN names the binary (default: the debug build).
 set -euo pipefail

@@ -82,18 +82,40 @@ struct ExecutionService: Sendable {
         let execution = try await prepare(skillReference: skillReference, input: input, caller: caller, on: reads)
         execution.scheduleID = trigger?.scheduleID
         execution.scheduledFor = trigger?.occurrence
-        try await app.writeTransaction { db in
-            try await checkCap(for: execution.$user.id, on: db)
-            try await insert(execution, caller: caller, origin: origin, on: db)
+        do {
+            try await app.writeTransaction { db in
+                try await checkCap(for: execution.$user.id, exclusive: false, on: db)
+                try await insert(execution, caller: caller, origin: origin, on: db)
+            }
+        } catch is NearCap {
+            // Nothing was written: the body stopped before the insert, so running it again is safe.
+            try await app.writeTransaction { db in
+                try await checkCap(for: execution.$user.id, exclusive: true, on: db)
+                try await insert(execution, caller: caller, origin: origin, on: db)
+            }
         }
         return execution
     }
 
+    /// How many of one user's creates may be in flight at once on PostgreSQL, far from the cap.
+    static let capLanes = 8
+
+    /// A create that found its user too close to the cap for the shared path (PostgreSQL); retried exclusively.
+    private struct NearCap: Error {}
+
     /// Refuses a new execution when its user already has the cap's number queued or running. Runs in the create's
-    /// write transaction, so two creates at one below the cap cannot both pass: on SQLite the one writer runs them
-    /// one after the other; on PostgreSQL a transaction lock per user (`pg_advisory_xact_lock`) does, across
-    /// instances, until the first commits.
-    private func checkCap(for userID: UUID, on db: any Database) async throws {
+    /// write transaction, so concurrent creates can never pass the cap together. On SQLite the one writer runs
+    /// them one after the other.
+    ///
+    /// On PostgreSQL a create holds one of `capLanes` transaction locks of its user (`pg_advisory_xact_lock`)
+    /// until it commits, so at most that many are in flight, uncommitted and invisible to one another. Holding a
+    /// lane, a create counts the committed active executions: if even with every other lane's insert it stays
+    /// within the cap, it goes on, beside up to seven others of the same user, each waiting only for its own
+    /// commit. Otherwise it stops before inserting (`NearCap`) and runs again exclusively: it takes every lane, in
+    /// order, so it counts after every create in flight has committed, and no other create of the user runs until
+    /// it commits. A user far from the cap thus does not queue their creates one commit after another; one at the
+    /// cap is counted exactly.
+    private func checkCap(for userID: UUID, exclusive: Bool, on db: any Database) async throws {
         let cap = app.appConfig.maxConcurrentExecutionsPerUser
         let sql = db as! any SQLDatabase
         let active: Int
@@ -101,21 +123,41 @@ struct ExecutionService: Sendable {
             // The count its triggers keep (migration 0023).
             active = try await sql.first(Self.activeCount, [userID])?.decode(column: "active", as: Int.self) ?? 0
         } else {
-            try await sql.raw("SELECT pg_advisory_xact_lock(\(bind: Self.capLockKey(userID)))").run()
+            if exclusive {
+                for lane in 0..<Self.capLanes {
+                    try await sql.raw("SELECT pg_advisory_xact_lock(\(bind: Self.capLockKey(userID, lane: lane)))").run()
+                }
+            } else {
+                try await takeLane(of: userID, on: sql)
+            }
             // Counted, but only up to the cap: a create reads at most `cap` index entries whatever is in flight.
             active = try await sql.raw("""
                 SELECT count(*) AS active FROM (SELECT 1 FROM executions WHERE user_id = \(bind: userID) AND status IN ('queued', 'running') LIMIT \(bind: cap)) AS active
                 """).first()?.decode(column: "active", as: Int.self) ?? 0
+            if !exclusive, active + Self.capLanes > cap { throw NearCap() }
         }
         guard active < cap else { throw ExecutionError.tooManyActive(cap) }
     }
 
-    /// The advisory lock that serialises one user's creates on PostgreSQL: the last 64 (random) bits of the user's
-    /// id, in a space of its own (two users sharing a key only wait for each other).
-    static func capLockKey(_ userID: UUID) -> Int64 {
+    /// Takes a free lane of the user's if there is one (tried from a random one on), else waits for a random one.
+    private func takeLane(of userID: UUID, on sql: any SQLDatabase) async throws {
+        let first = Int.random(in: 0..<Self.capLanes)
+        let keys = (0..<Self.capLanes).map { Self.capLockKey(userID, lane: (first + $0) % Self.capLanes) }
+        // No ORDER BY: the scan tries the keys in the array's order and stops at the first it gets.
+        let tried = try await sql.raw("""
+            SELECT key FROM unnest(\(bind: keys)::bigint[]) AS key WHERE pg_try_advisory_xact_lock(key) LIMIT 1
+            """).first()
+        if tried == nil {
+            try await sql.raw("SELECT pg_advisory_xact_lock(\(bind: keys[0]))").run()
+        }
+    }
+
+    /// The advisory lock of one of a user's lanes on PostgreSQL: the last 64 (random) bits of the user's id, in a
+    /// space of its own, with the lane in the low bits (two users sharing a key only wait for each other).
+    static func capLockKey(_ userID: UUID, lane: Int = 0) -> Int64 {
         let bytes = userID.uuid
         let lastHalf = [bytes.8, bytes.9, bytes.10, bytes.11, bytes.12, bytes.13, bytes.14, bytes.15].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        return Int64(bitPattern: lastHalf ^ 0x5354_4557_4341_5031)  // "STEWCAP1"
+        return Int64(bitPattern: (lastHalf ^ 0x5354_4557_4341_5031) & ~UInt64(0xF) | UInt64(lane))  // "STEWCAP1"
     }
 
     /// Checks a run request (skill enabled, input valid) and builds the execution, unsaved. Reads through `db`,

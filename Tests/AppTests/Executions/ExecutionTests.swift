@@ -473,6 +473,65 @@ struct ExecutionTests {
         }
     }
 
+    @Test("60 concurrent creates against a cap of 20: exactly 20 are accepted, whether they raced far from the cap or at it")
+    func capUnderConcurrencyFarFromIt() async throws {
+        try await withTestApp(environment: ["STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER": "20", "STEWARD_WORKERS": "0"]) { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            let statuses = try await withThrowingTaskGroup(of: HTTPStatus.self) { group in
+                for _ in 0..<60 {
+                    group.addTask { try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {}}"#).status }
+                }
+                return try await group.reduce(into: [HTTPStatus]()) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == .accepted }.count == 20, "\(statuses.map(\.code))")
+            #expect(statuses.filter { $0 == .tooManyRequests }.count == 40)
+            #expect(try await Execution.query(on: app.db).count() == 20)
+        }
+    }
+
+    @Test("PostgreSQL: a user's create far from the cap does not wait for another one still committing; with every lane taken it waits, then goes on",
+          .enabled(if: TestDatabase.isPostgres))
+    func capLanesDoNotSerialiseCreates() async throws {
+        try await withTestApp(environment: ["STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER": "1000", "STEWARD_WORKERS": "0"]) { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            let userID = try await UserAdminService(app: app).find(email: "runner@example.com").requireID()
+            // Another create of the same user, holding `lanes` of its lanes in a transaction that has not committed.
+            func holding(_ lanes: Int, _ body: @escaping @Sendable () async throws -> Void) async throws {
+                let held = AsyncBarrier(parties: 2), release = AsyncBarrier(parties: 2)
+                let holder = Task {
+                    try await app.writeTransaction { db in
+                        for lane in 0..<lanes {
+                            try await (db as! any SQLDatabase).raw("SELECT pg_advisory_xact_lock(\(bind: ExecutionService.capLockKey(userID, lane: lane)))").run()
+                        }
+                        await held.arrive()
+                        await release.arrive()
+                    }
+                }
+                await held.arrive()
+                let outcome = await Task { try await body() }.result
+                await release.arrive()
+                try await holder.value
+                try outcome.get()
+            }
+            let create = { @Sendable in try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {}}"#).status }
+            try await holding(1) {
+                let first = Task { try await create() }
+                try await eventually(10, "a create beside one still committing") { try await Execution.query(on: app.db).count() == 1 }
+                #expect(try await first.value == .accepted)
+            }
+            try await holding(ExecutionService.capLanes) {
+                let blocked = Task { try await create() }
+                try await Task.sleep(for: .milliseconds(500))
+                let count = try await Execution.query(on: app.db).count()
+                #expect(count == 1, "it waits while every lane is taken")
+                _ = blocked
+            }
+            try await eventually(10, "the waiting create goes on once the lanes are free") { try await Execution.query(on: app.db).count() == 2 }
+        }
+    }
+
     @Test("The cap follows every way out of queued and running: cancel, success, failure, and a deleted execution")
     func capFollowsTransitions() async throws {
         try await withTestApp(environment: ["STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER": "3"]) { app in
