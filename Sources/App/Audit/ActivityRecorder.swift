@@ -166,7 +166,7 @@ public struct ActivityRecorder: Sendable {
             try await sql.run(pendingEventInsert, [id, at, event.type, event.actorID, event.resourceType, event.resourceID, try event.data.canonicalString()])
             result.eventID = id
         }
-        if audit != nil || event != nil { try await PostCommitNotifications.note(LedgerSequencer.channel, on: sql) }
+        if audit != nil || event != nil { try await AfterCommit.note(LedgerSequencer.channel, on: sql) }
         return result
     }
 

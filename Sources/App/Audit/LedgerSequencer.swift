@@ -30,7 +30,7 @@ enum LedgerSequencer {
     /// Rows per table moved in one pass.
     static let batchLimit = 500
     static let leaseName = "ledger_sequencer"
-    /// Writers' commits wake the lease holder through this channel (see `PostCommitNotifications`).
+    /// Writers' commits wake the lease holder through this channel (see `AfterCommit`).
     static let channel = "steward_ledger"
 
     struct Pass: Sendable {

@@ -189,7 +189,6 @@ struct ExecutionService: Sendable {
         into: Execution.schema,
         columns: ["id", "queued_at", "skill_id", "user_id", "status", "progress", "input", "attempt", "cancel_requested", "job_id",
                   "schedule_id", "scheduled_for"])
-    private static let countRun = FixedStatement("UPDATE skills SET execution_count = execution_count + 1 WHERE id = ?")
 
     /// Writes a prepared execution with its job, history line, event and audit entry, inside the caller's transaction.
     /// Plain SQL rather than Fluent's `create`: this runs behind SQLite's write gate on every execution, and model
@@ -203,7 +202,7 @@ struct ExecutionService: Sendable {
             execution.input, execution.attempt, execution.cancelRequested, execution.jobID, execution.scheduleID, execution.scheduledFor,
         ])
         execution.$id.exists = true
-        try await sql.run(Self.countRun, [execution.skillID])
+        try await AfterCommit.countRun(of: execution.skillID, on: sql)
         try await writeHistory(execution, level: "info", message: "queued", progress: nil, ordinal: 1, on: sql)
         try await recordActivity(execution, actor: caller.user.id, actorType: caller.actorType, origin: origin, on: db)
     }

@@ -91,7 +91,8 @@ struct ExecutionTests {
             let events = try await Event.query(on: try await app.settledLedger()).filter(\.$resourceID == execution.id.uuidString.lowercased()).sort(\.$seq).all().map(\.type)
             #expect(events == ["execution.queued", "execution.running", "execution.progress", "execution.succeeded"])
             #expect(try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "execution.succeeded").count() == 1)
-            #expect(try await SkillService(app: app).find("echo").executionCount == 1)
+            // On PostgreSQL the count is added just after the commit (`AfterCommit`).
+            try await eventually(5, "the skill's count") { try await SkillService(app: app).find("echo").executionCount == 1 }
 
             // Each transition's event carries the execution as the API shows it at that moment.
             let body = try JSONDecoder().decode(JSONValue.self, from: Data((try await send(app, .GET, "/api/v1/executions/\(execution.id)", token: token)).body.readableBytesView))

@@ -44,13 +44,14 @@ extension Application {
         let body = WriteNesting.marked(body)
         // The writer tells the listeners after each batch's commit.
         if let writer = sqliteWriter { return try await writer.transaction(body) }
-        let owed = PostCommitNotifications.Owed()
+        let owed = AfterCommit.Owed()
         let result = try await WriteConflict.translating {
-            try await PostCommitNotifications.$owed.withValue(owed) { try await PostgresTransaction.run(on: db, body) }
+            try await AfterCommit.$owed.withValue(owed) { try await PostgresTransaction.run(on: db, body) }
         }
         let channels = owed.channels.withLockedValue { $0 }
         if channels.contains(LedgerSequencer.channel) { ledgerSequencerLoop?.signal.notify() }
         notificationSender?.send(channels, app: self)
+        skillRunCounter?.add(owed.skillRuns.withLockedValue { $0 }, app: self)
         commitListeners.committed()
         return result
     }

@@ -7,7 +7,7 @@ import Vapor
 /// Wakes this instance's workers when another instance enqueues a job, its event hub when the sequencer numbers
 /// events, and its sequencer (when it holds the lease) when another instance leaves events or audit entries
 /// pending: PostgreSQL LISTEN/NOTIFY on a dedicated connection (never one from the pool). Writers owe
-/// `steward_jobs` and `steward_ledger` and send them after their commit (`PostCommitNotifications`); the
+/// `steward_jobs` and `steward_ledger` and send them after their commit (`AfterCommit`); the
 /// sequencer sends `steward_events, '<last seq>'` in each pass. A lost connection is re-established with back-off, and
 /// each reconnect wakes the workers and the hub once to catch up on anything missed meanwhile.
 final class JobNotificationListener: LifecycleHandler, @unchecked Sendable {

@@ -44,7 +44,7 @@ struct JobQueue: Sendable {
         ])
         // Other instances hear of it when the transaction commits (and not at all if it rolls back).
         if sql.dialect.name == "postgresql" {
-            try await PostCommitNotifications.note(JobNotificationListener.channel, on: sql)
+            try await AfterCommit.note(JobNotificationListener.channel, on: sql)
         }
         app.jobSignal.notify()
         return id
