@@ -533,6 +533,32 @@ struct ExecutionTests {
         }
     }
 
+    @Test("PostgreSQL: creating an execution does not wait for another create of the same skill to commit (the skill's count is added after the commit)",
+          .enabled(if: TestDatabase.isPostgres))
+    func skillRowIsNotHeldToCommit() async throws {
+        try await withTestApp(environment: ["STEWARD_WORKERS": "0"]) { app in
+            app.useTestDoubles()
+            let token = try await executor(app)
+            let locked = AsyncBarrier(parties: 2), release = AsyncBarrier(parties: 2)
+            // What an update of the skill's row in a create still committing holds.
+            let holder = Task {
+                try await app.writeTransaction { db in
+                    try await (db as! any SQLDatabase).raw("SELECT id FROM skills WHERE slug = 'echo' FOR NO KEY UPDATE").run()
+                    await locked.arrive()
+                    await release.arrive()
+                }
+            }
+            await locked.arrive()
+            let create = Task { try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {}}"#).status }
+            let created = await Task { try await eventually(10, "the create beside the held row") { try await Execution.query(on: app.db).count() == 1 } }.result
+            await release.arrive()
+            try await holder.value
+            try created.get()
+            #expect(try await create.value == .accepted)
+            try await eventually(5, "the count, after the commit") { try await SkillService(app: app).find("echo").executionCount == 1 }
+        }
+    }
+
     @Test("The cap follows every way out of queued and running: cancel, success, failure, and a deleted execution")
     func capFollowsTransitions() async throws {
         try await withTestApp(environment: ["STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER": "3"]) { app in

@@ -45,8 +45,9 @@ extension Application {
         // The writer tells the listeners after each batch's commit.
         if let writer = sqliteWriter { return try await writer.transaction(body) }
         let owed = AfterCommit.Owed()
+        // Bound inside the body: the pool runs it in a task of its own, which does not inherit task-local values.
         let result = try await WriteConflict.translating {
-            try await AfterCommit.$owed.withValue(owed) { try await PostgresTransaction.run(on: db, body) }
+            try await PostgresTransaction.run(on: db) { db in try await AfterCommit.$owed.withValue(owed) { try await body(db) } }
         }
         let channels = owed.channels.withLockedValue { $0 }
         if channels.contains(LedgerSequencer.channel) { ledgerSequencerLoop?.signal.notify() }
