@@ -3,6 +3,7 @@ import Fluent
 import Foundation
 import NIOConcurrencyHelpers
 import SQLKit
+import StewardFormats
 import Vapor
 
 /// Numbers events and audit entries on PostgreSQL after their writers commit.
@@ -184,7 +185,7 @@ final class LedgerSequencerLoop: LifecycleHandler, @unchecked Sendable {
     /// A pass without being woken, for writes whose wake-up was lost.
     static let idlePoll: Duration = .milliseconds(250)
 
-    let holder = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier):\(UUID().uuidString.prefix(8).lowercased())"
+    let holder = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier):\(UUID().lowercasedString.prefix(8))"
     let signal = JobSignal()
     private let lock = NSLock()
     private var task: Task<Void, Never>?

@@ -46,8 +46,7 @@ enum DatabaseSetup {
                 connectionPoolTimeout: .seconds(Int64(config.dbConnectTimeoutSeconds)),
                 encodingContext: .default, decodingContext: .default, sqlLogLevel: .trace)
             app.databases.use(instrumented(postgresFactory, app, config), as: .psql)
-            app.notificationSender = NotificationSender()
-            app.skillRunCounter = SkillRunCounter()
+            app.afterCommitSender = AfterCommitSender()
             // Registered after the databases (it gives up its lease on the way down) and before the loops that
             // write, so it stops after them and before the databases close.
             let sequencer = LedgerSequencerLoop()

@@ -1,6 +1,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 import SQLKit
+import StewardFormats
 import Vapor
 
 /// What a PostgreSQL write transaction leaves for after its commit: the notifications it owes other instances, and
@@ -13,7 +14,7 @@ import Vapor
 ///   be created one commit after another (measured: 17.7 ms of lock wait per create at 32 concurrent creates).
 ///
 /// So writers only note what they owe (`note`, `countRun`), and the door, after the commit, hands it to the
-/// process's senders (`NotificationSender`, `SkillRunCounter`), which send it from transactions of their own,
+/// process's `AfterCommitSender`, which sends it from transactions of its own,
 /// coalescing whatever is owed meanwhile: a burst of commits costs one `NOTIFY` per channel and one update per
 /// skill, not one per commit.
 ///
@@ -50,15 +51,23 @@ enum AfterCommit {
     }
 }
 
-/// Adds owed runs to skills' `execution_count`, one update per skill at a time, coalescing what is owed while one
-/// is in flight.
-final class SkillRunCounter: Sendable {
-    private let state = NIOLockedValueBox<(owed: [UUID: Int], sending: Bool)>(([:], false))
+/// Sends what committed transactions owe (`AfterCommit.Owed`): one round at a time, the notifications in one
+/// statement and one update per skill, coalescing whatever is owed while a round is in flight into the next.
+final class AfterCommitSender: Sendable {
+    private struct Pending {
+        var channels: Set<String> = []
+        var skillRuns: [UUID: Int] = [:]
+        var isEmpty: Bool { channels.isEmpty && skillRuns.isEmpty }
+    }
 
-    func add(_ runs: [UUID: Int], app: Application) {
-        guard !runs.isEmpty else { return }
+    private let state = NIOLockedValueBox<(pending: Pending, sending: Bool)>((Pending(), false))
+
+    func send(_ owed: AfterCommit.Owed, app: Application) {
+        let owed = Pending(channels: owed.channels.withLockedValue { $0 }, skillRuns: owed.skillRuns.withLockedValue { $0 })
+        guard !owed.isEmpty else { return }
         let start = state.withLockedValue { state -> Bool in
-            state.owed.merge(runs, uniquingKeysWith: +)
+            state.pending.channels.formUnion(owed.channels)
+            state.pending.skillRuns.merge(owed.skillRuns, uniquingKeysWith: +)
             if state.sending { return false }
             state.sending = true
             return true
@@ -66,72 +75,42 @@ final class SkillRunCounter: Sendable {
         guard start else { return }
         Task {
             while true {
-                let batch = state.withLockedValue { state -> [UUID: Int] in
-                    defer { state.owed = [:] }
-                    if state.owed.isEmpty { state.sending = false }
-                    return state.owed
+                let round = state.withLockedValue { state -> Pending in
+                    defer { state.pending = Pending() }
+                    if state.pending.isEmpty { state.sending = false }
+                    return state.pending
                 }
-                if batch.isEmpty { return }
-                let sql = app.db as! any SQLDatabase
-                for (skillID, runs) in batch.sorted(by: { $0.key.uuidString < $1.key.uuidString }) {
-                    do {
-                        try await sql.raw("UPDATE skills SET execution_count = execution_count + \(bind: runs) WHERE id = \(bind: skillID)").run()
-                    } catch {
-                        app.logger.warning("Could not add \(runs) runs to skill \(skillID)'s count: \(String(describing: error))")
-                    }
-                }
+                if round.isEmpty { return }
+                await Self.send(round, app: app)
+            }
+        }
+    }
+
+    private static func send(_ round: Pending, app: Application) async {
+        let sql = app.db as! any SQLDatabase
+        if !round.channels.isEmpty {
+            let calls = SQLList(round.channels.sorted().map { SQLFunction("pg_notify", args: SQLBind($0), SQLLiteral.string("")) })
+            do {
+                try await sql.select().column(calls).run()
+            } catch {
+                app.logger.debug("Could not notify \(round.channels.sorted()): \(String(describing: error)); listeners catch up on their next poll")
+            }
+        }
+        for (skillID, runs) in round.skillRuns {
+            do {
+                try await sql.raw("UPDATE skills SET execution_count = execution_count + \(bind: runs) WHERE id = \(bind: skillID)").run()
+            } catch {
+                app.logger.warning("Could not add \(runs) runs to skill \(skillID.lowercasedString)'s count: \(String(describing: error))")
             }
         }
     }
 }
 
 extension Application {
-    private struct RunCounterKey: StorageKey { typealias Value = SkillRunCounter }
+    private struct SenderKey: StorageKey { typealias Value = AfterCommitSender }
 
     /// Set in `configure` on PostgreSQL.
-    var skillRunCounter: SkillRunCounter? {
-        get { storage[RunCounterKey.self] }
-        set { storage[RunCounterKey.self] = newValue }
-    }
-}
-
-/// Sends owed notifications, one statement at a time, coalescing what is owed while one is in flight.
-final class NotificationSender: Sendable {
-    private let state = NIOLockedValueBox<(owed: Set<String>, sending: Bool)>(([], false))
-
-    func send(_ channels: Set<String>, app: Application) {
-        guard !channels.isEmpty else { return }
-        let start = state.withLockedValue { state -> Bool in
-            state.owed.formUnion(channels)
-            if state.sending { return false }
-            state.sending = true
-            return true
-        }
-        guard start else { return }
-        Task {
-            while true {
-                let batch = state.withLockedValue { state -> Set<String> in
-                    defer { state.owed = [] }
-                    if state.owed.isEmpty { state.sending = false }
-                    return state.owed
-                }
-                if batch.isEmpty { return }
-                let calls = SQLList(batch.sorted().map { SQLFunction("pg_notify", args: SQLBind($0), SQLLiteral.string("")) })
-                do {
-                    try await (app.db as! any SQLDatabase).select().column(calls).run()
-                } catch {
-                    app.logger.debug("Could not notify \(batch.sorted()): \(String(describing: error)); listeners catch up on their next poll")
-                }
-            }
-        }
-    }
-}
-
-extension Application {
-    private struct SenderKey: StorageKey { typealias Value = NotificationSender }
-
-    /// Set in `configure` on PostgreSQL.
-    var notificationSender: NotificationSender? {
+    var afterCommitSender: AfterCommitSender? {
         get { storage[SenderKey.self] }
         set { storage[SenderKey.self] = newValue }
     }

@@ -49,10 +49,8 @@ extension Application {
         let result = try await WriteConflict.translating {
             try await PostgresTransaction.run(on: db) { db in try await AfterCommit.$owed.withValue(owed) { try await body(db) } }
         }
-        let channels = owed.channels.withLockedValue { $0 }
-        if channels.contains(LedgerSequencer.channel) { ledgerSequencerLoop?.signal.notify() }
-        notificationSender?.send(channels, app: self)
-        skillRunCounter?.add(owed.skillRuns.withLockedValue { $0 }, app: self)
+        if owed.channels.withLockedValue({ $0.contains(LedgerSequencer.channel) }) { ledgerSequencerLoop?.signal.notify() }
+        afterCommitSender?.send(owed, app: self)
         commitListeners.committed()
         return result
     }
