@@ -559,6 +559,48 @@ struct ExecutionTests {
         }
     }
 
+    @Test("PostgreSQL: a graceful stop sends the run counts still owed before the databases close",
+          .enabled(if: TestDatabase.isPostgres))
+    func stopSendsWhatIsOwed() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let app = try await makeTestApp(directory: directory, environment: ["STEWARD_WORKERS": "0"])
+        let other = try await makeTestApp(directory: directory, environment: ["STEWARD_WORKERS": "0"], freshDatabase: false, migrate: false)
+        do {
+            app.useTestDoubles()
+            let token = try await executor(app)
+            // Another instance holds the skill's row, so the count owed by the create cannot be sent yet.
+            let locked = AsyncBarrier(parties: 2), release = AsyncBarrier(parties: 2)
+            let holder = Task {
+                try await other.writeTransaction { db in
+                    try await (db as! any SQLDatabase).raw("SELECT id FROM skills WHERE slug = 'echo' FOR NO KEY UPDATE").run()
+                    await locked.arrive()
+                    await release.arrive()
+                }
+            }
+            await locked.arrive()
+            #expect(try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "echo", "input": {}}"#).status == .accepted)
+            // A second count, owed while the first is still waiting to be sent.
+            try await eventually(5, "the first count waits on the row") {
+                try await (other.db as! any SQLDatabase).raw("SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                    .first()?.decode(column: "n", as: Int.self) == 1
+            }
+            #expect(try await send(app, .POST, "/api/v1/executions", token: token, json: #"{"skillId": "always-fails", "input": {}}"#).status == .accepted)
+            let stopping = Task { try await app.asyncShutdown() }
+            try await Task.sleep(for: .milliseconds(300))
+            await release.arrive()
+            try await holder.value
+            try await stopping.value
+            #expect(try await SkillService(app: other).find("echo").executionCount == 1, "the run counted although the stop began before it could be")
+            #expect(try await SkillService(app: other).find("always-fails").executionCount == 1, "the count owed behind it too")
+        } catch {
+            try? await app.asyncShutdown()
+            try? await other.asyncShutdown()
+            throw error
+        }
+        try await other.asyncShutdown()
+    }
+
     @Test("The cap follows every way out of queued and running: cancel, success, failure, and a deleted execution")
     func capFollowsTransitions() async throws {
         try await withTestApp(environment: ["STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER": "3"]) { app in

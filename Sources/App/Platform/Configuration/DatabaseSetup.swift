@@ -46,7 +46,9 @@ enum DatabaseSetup {
                 connectionPoolTimeout: .seconds(Int64(config.dbConnectTimeoutSeconds)),
                 encodingContext: .default, decodingContext: .default, sqlLogLevel: .trace)
             app.databases.use(instrumented(postgresFactory, app, config), as: .psql)
-            app.afterCommitSender = AfterCommitSender()
+            let sender = AfterCommitSender()
+            app.afterCommitSender = sender
+            app.lifecycle.use(sender)
             // Registered after the databases (it gives up its lease on the way down) and before the loops that
             // write, so it stops after them and before the databases close.
             let sequencer = LedgerSequencerLoop()

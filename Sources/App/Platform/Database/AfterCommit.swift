@@ -53,19 +53,25 @@ enum AfterCommit {
 
 /// Sends what committed transactions owe (`AfterCommit.Owed`): one round at a time, the notifications in one
 /// statement and one update per skill, coalescing whatever is owed while a round is in flight into the next.
-final class AfterCommitSender: Sendable {
+/// On the way down it sends what is still owed before the databases close (`shutdownAsync`).
+final class AfterCommitSender: LifecycleHandler, Sendable {
+    /// How long shutdown waits for what is owed, at most.
+    static let drainLimit: Duration = .seconds(10)
+
     private struct Pending {
         var channels: Set<String> = []
         var skillRuns: [UUID: Int] = [:]
         var isEmpty: Bool { channels.isEmpty && skillRuns.isEmpty }
     }
 
-    private let state = NIOLockedValueBox<(pending: Pending, sending: Bool)>((Pending(), false))
+    private let state = NIOLockedValueBox<(pending: Pending, sending: Bool, closed: Bool)>((Pending(), false, false))
 
     func send(_ owed: AfterCommit.Owed, app: Application) {
         let owed = Pending(channels: owed.channels.withLockedValue { $0 }, skillRuns: owed.skillRuns.withLockedValue { $0 })
         guard !owed.isEmpty else { return }
         let start = state.withLockedValue { state -> Bool in
+            // After the stop nothing may reach for the closed databases; what is owed then is lost as in a crash.
+            if state.closed { return false }
             state.pending.channels.formUnion(owed.channels)
             state.pending.skillRuns.merge(owed.skillRuns, uniquingKeysWith: +)
             if state.sending { return false }
@@ -77,13 +83,28 @@ final class AfterCommitSender: Sendable {
             while true {
                 let round = state.withLockedValue { state -> Pending in
                     defer { state.pending = Pending() }
-                    if state.pending.isEmpty { state.sending = false }
+                    if state.pending.isEmpty || state.closed { state.sending = false; return Pending() }
                     return state.pending
                 }
                 if round.isEmpty { return }
                 await Self.send(round, app: app)
             }
         }
+    }
+
+    /// Waits until every round owed so far is sent (or `drainLimit` has passed): a graceful stop loses no run count
+    /// and no notification. Registered after the databases and before the loops that write, so it runs after they
+    /// stopped and before the pools close.
+    func shutdownAsync(_ application: Application) async {
+        let deadline = ContinuousClock.now + Self.drainLimit
+        while state.withLockedValue({ $0.sending }) {
+            guard ContinuousClock.now < deadline else {
+                application.logger.warning("Stopped with notifications or run counts still owed after \(Self.drainLimit)")
+                break
+            }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        state.withLockedValue { $0.closed = true }
     }
 
     private static func send(_ round: Pending, app: Application) async {
