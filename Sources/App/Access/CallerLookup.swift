@@ -1,11 +1,13 @@
 import Fluent
 import Foundation
+import PostgresNIO
 import SQLKit
 import StewardSQLite
 
 /// Loads everything an authenticated request needs (the session or API key, its user, and the user's grants)
 /// in one query of one row, because it runs on every request. On SQLite the query runs on a direct read
-/// connection (`SQLiteReaders`) when it is free, otherwise (and on PostgreSQL) through the driver.
+/// connection (`SQLiteReaders`) when it is free, otherwise through the driver; on PostgreSQL as a statement
+/// prepared once per connection (`PreparedReads`), or through the driver where that does not apply.
 enum CallerLookup {
     /// What identifies the credential row.
     enum Key {
@@ -28,6 +30,45 @@ enum CallerLookup {
             case .sessionID(let id), .apiKeyID(let id): id
             case .cookieHash(let text), .apiKeyPrefix(let text): text
             }
+        }
+
+        /// The row by the kind's prepared statement on PostgreSQL; nil where that does not apply.
+        fileprivate func prepared(on db: InstrumentedDatabase) async throws -> [any SQLRow]? {
+            var bindings = PostgresBindings(capacity: 1)
+            switch self {
+            case .sessionID(let id):
+                bindings.append(id)
+                return try await db.preparedRows(Prepared.SessionByID.self, bindings)
+            case .cookieHash(let text):
+                bindings.append(text)
+                return try await db.preparedRows(Prepared.SessionByCookie.self, bindings)
+            case .apiKeyID(let id):
+                bindings.append(id)
+                return try await db.preparedRows(Prepared.KeyByID.self, bindings)
+            case .apiKeyPrefix(let text):
+                bindings.append(text)
+                return try await db.preparedRows(Prepared.KeyByPrefix.self, bindings)
+            }
+        }
+    }
+
+    /// The four statements as PostgreSQL prepares them.
+    enum Prepared {
+        enum SessionByID: FixedPostgresRead {
+            static let name = "caller_session_by_id"
+            static let sql = Kind.sessionByID.postgres + "$1"
+        }
+        enum SessionByCookie: FixedPostgresRead {
+            static let name = "caller_session_by_cookie"
+            static let sql = Kind.sessionByCookie.postgres + "$1"
+        }
+        enum KeyByID: FixedPostgresRead {
+            static let name = "caller_key_by_id"
+            static let sql = Kind.keyByID.postgres + "$1"
+        }
+        enum KeyByPrefix: FixedPostgresRead {
+            static let name = "caller_key_by_prefix"
+            static let sql = Kind.keyByPrefix.postgres + "$1"
         }
     }
 
@@ -52,6 +93,7 @@ enum CallerLookup {
     }
 
     private static func row(for key: Key, on db: any Database, readers: SQLiteReaders?) async throws -> (any SQLRow)? {
+        if let instrumented = db as? InstrumentedDatabase, let rows = try await key.prepared(on: instrumented) { return rows.first }
         let text = (db as! any SQLDatabase).dialect.name == "postgresql" ? key.kind.postgres : key.kind.sqlite
         return try await SQLiteReaders.quickRead(text + "?", [key.value], readers: readers, on: db).first
     }
@@ -64,6 +106,9 @@ enum CallerLookup {
             "id", "user_id", "ip_address", "user_agent", "created_at", "last_seen_at", "idle_expires_at", "expires_at",
             "revoked_at", "revoked_reason", "cookie_token_hash", "csrf_token_hash",
         ]
+        /// The user's columns by name, never `u.*`: a prepared statement's result type must not change when a
+        /// migration adds a column.
+        private static let userColumns = User().listedProperties.flatMap(\.keys).map { "u.\($0.description)" }.joined(separator: ", ")
         private static let keyColumns = [
             "id", "user_id", "name", "prefix", "key_hash", "scopes", "expires_at", "revoked_at", "last_used_at",
             "last_used_ip", "created_at",
@@ -81,7 +126,7 @@ enum CallerLookup {
             }
             let selected = columns.map { "c.\($0) AS c_\($0)" }.joined(separator: ", ")
             return """
-                SELECT u.*, \(selected), \
+                SELECT \(Self.userColumns), \(selected), \
                 (SELECT \(aggregate)(ur.role, ',') FROM user_roles ur WHERE ur.user_id = u.id) AS grant_roles, \
                 (SELECT \(aggregate)(rp.permission, ',') FROM user_roles ur JOIN role_permissions rp ON rp.role = ur.role \
                 WHERE ur.user_id = u.id) AS grant_permissions \

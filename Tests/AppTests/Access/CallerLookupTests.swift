@@ -1,5 +1,7 @@
 import Fluent
 import Foundation
+import PostgresNIO
+import SQLKit
 import SQLiteNIO
 import Testing
 import Vapor
@@ -130,6 +132,66 @@ struct CallerLookupTests {
             let logout = try await app.testing().sendRequest(.POST, "/api/v1/auth/logout", headers: bearer(pair.accessToken))
             #expect(logout.status == .noContent)
             #expect(try await me(app, bearer(pair.accessToken)).status == .unauthorized)
+        }
+    }
+
+    @Test("On PostgreSQL the lookup is a statement prepared once per connection, and answers as the unprepared one does",
+          .enabled(if: TestDatabase.isPostgres))
+    func preparedOnPostgres() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let user = try await makeUser(app, email: "prepared@example.com")
+            let token = try await login(app, email: "prepared@example.com").accessToken
+            let session = try #require(try await UserSession.query(on: app.db).filter(\.$user.$id == user.requireID()).first())
+            let instrumented = try #require(app.db as? InstrumentedDatabase)
+            let prepared = try #require(instrumented.preparedReads)
+            #expect(prepared.isEnabled)
+            for _ in 0..<3 { #expect(try await me(app, bearer(token)).status == .ok) }
+            let (found, missing, names) = try await instrumented.base.withConnection { connection in
+                var bindings = PostgresBindings()
+                bindings.append(try session.requireID())
+                var found: [any SQLRow]? = nil
+                for _ in 0..<2 {
+                    found = try await prepared.rows(CallerLookup.Prepared.SessionByID.self, bindings, on: connection, observer: instrumented.observer)
+                }
+                var other = PostgresBindings()
+                other.append(UUID())
+                let missing = try await prepared.rows(CallerLookup.Prepared.SessionByID.self, other, on: connection, observer: instrumented.observer)
+                let names = try await (connection as! any SQLDatabase).raw("SELECT name FROM pg_prepared_statements").all()
+                    .map { try $0.decode(column: "name", as: String.self) }
+                return (found, missing, names)
+            }
+            let row = try #require(found?.first)
+            #expect(try row.decode(column: "email", as: String.self) == "prepared@example.com")
+            #expect(try row.decode(column: "c_id", as: UUID.self) == session.id)
+            #expect(missing?.isEmpty == true, "no such session: no row")
+            #expect(names.filter { $0 == "steward_caller_session_by_id" }.count == 1, "prepared once on the connection: \(names)")
+            #expect(prepared.isEnabled)
+        }
+    }
+
+    @Test("A connection that refuses the prepared statement (as a pooler in transaction mode does) gets the answer unprepared, and preparing turns off",
+          .enabled(if: TestDatabase.isPostgres))
+    func preparedFallsBack() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let user = try await makeUser(app, email: "pooled@example.com")
+            let token = try await login(app, email: "pooled@example.com").accessToken
+            let session = try #require(try await UserSession.query(on: app.db).filter(\.$user.$id == user.requireID()).first())
+            let instrumented = try #require(app.db as? InstrumentedDatabase)
+            let prepared = try #require(instrumented.preparedReads)
+            let refused = try await instrumented.base.withConnection { connection in
+                // What a pooler does: this server connection already has the name, prepared by another client.
+                try await (connection as! any SQLDatabase).raw("PREPARE steward_caller_session_by_id(uuid) AS SELECT 1").run()
+                var bindings = PostgresBindings()
+                bindings.append(try session.requireID())
+                return try await prepared.rows(CallerLookup.Prepared.SessionByID.self, bindings, on: connection, observer: instrumented.observer)
+            }
+            #expect(refused == nil, "refused: the caller runs the statement unprepared")
+            #expect(!prepared.isEnabled, "the first refusal turns preparing off for the process")
+            let res = try await me(app, bearer(token))
+            #expect(res.status == .ok)
+            #expect(try res.content.decode(MeResponse.self).user.email == "pooled@example.com")
         }
     }
 }

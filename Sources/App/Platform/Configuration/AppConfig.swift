@@ -45,6 +45,8 @@ public struct AppConfig: Sendable {
     public var database: DatabaseKind
     /// PostgreSQL: where the LISTEN connection goes, when queries go through a pooler that cannot carry LISTEN.
     public var databaseListenURL: String?
+    /// PostgreSQL: the hot reads are prepared once per connection (off behind a pooler that cannot keep them).
+    public var databasePreparedStatements: Bool
     public var dataDirectory: String
     public var autoMigrate: Bool
     public var logLevel: Logger.Level
@@ -132,6 +134,7 @@ extension AppConfig {
         .init(name: "STEWARD_PUBLIC_URL", defaultValue: "http://<host>:<port>", meaning: "Base URL used in links the server hands out."),
         .init(name: "DATABASE_URL", defaultValue: "(unset: SQLite in the data directory)", meaning: "postgres://user:pass@host:port/db switches to PostgreSQL; sqlite:<path> names another SQLite file."),
         .init(name: "STEWARD_DATABASE_LISTEN_URL", defaultValue: "(unset: DATABASE_URL)", meaning: "PostgreSQL: a direct connection URL for LISTEN/NOTIFY, when DATABASE_URL goes through PgBouncer in transaction mode."),
+        .init(name: "STEWARD_DATABASE_PREPARED_STATEMENTS", defaultValue: "true", meaning: "PostgreSQL: prepare the per-request caller lookup once per connection; false behind a pooler in transaction mode that cannot keep prepared statements (PgBouncer before 1.21)."),
         .init(name: "STEWARD_DATA_DIR", defaultValue: "./data", meaning: "Directory for the SQLite file, generated keys and backups."),
         .init(name: "STEWARD_AUTO_MIGRATE", defaultValue: "true", meaning: "Apply pending migrations when `serve` starts."),
         .init(name: "STEWARD_LOG_LEVEL", defaultValue: "info", meaning: "trace, debug, info, notice, warning, error or critical."),
@@ -208,6 +211,7 @@ extension AppConfig {
         let publicURL = reader.url("STEWARD_PUBLIC_URL", default: "http://\(host):\(port)")
         let database = reader.database("DATABASE_URL", dataDirectory: dataDirectory)
         let databaseListenURL = reader.postgresURL("STEWARD_DATABASE_LISTEN_URL")
+        let databasePreparedStatements = reader.bool("STEWARD_DATABASE_PREPARED_STATEMENTS", default: true)
         let autoMigrate = reader.bool("STEWARD_AUTO_MIGRATE", default: true)
         let logLevel = reader.logLevel("STEWARD_LOG_LEVEL", default: .info)
         let logFormat = reader.enumeration("STEWARD_LOG_FORMAT", default: LogFormat.text)
@@ -302,7 +306,8 @@ extension AppConfig {
             throw ConfigurationError(problems: reader.problems)
         }
         return AppConfig(
-            host: host, port: port, publicURL: publicURL, database: database, databaseListenURL: databaseListenURL, dataDirectory: dataDirectory,
+            host: host, port: port, publicURL: publicURL, database: database, databaseListenURL: databaseListenURL,
+            databasePreparedStatements: databasePreparedStatements, dataDirectory: dataDirectory,
             autoMigrate: autoMigrate, logLevel: logLevel, logFormat: logFormat, maxBodySize: maxBodySize,
             corsOrigins: corsOrigins, dbPoolMax: dbPoolMax, dbConnectTimeoutSeconds: dbConnectTimeout,
             slowQueryMilliseconds: slowQuery, metricsToken: metricsToken, sqliteSynchronous: synchronous, sqliteBusyTimeoutMilliseconds: busyTimeout, sqliteWALLimitBytes: walLimit,

@@ -59,7 +59,8 @@ enum DatabaseSetup {
 
     /// Every statement is timed for `/metrics`, and logged when slower than `STEWARD_SLOW_QUERY_MS`.
     private static func instrumented(_ factory: DatabaseConfigurationFactory, _ app: Application, _ config: AppConfig) -> any DatabaseConfiguration {
-        return InstrumentedDatabaseConfiguration(base: factory.make(), observer: queryObserver(app, config))
+        InstrumentedDatabaseConfiguration(base: factory.make(), observer: queryObserver(app, config),
+                                          preparedReads: PreparedReads(enabled: config.databasePreparedStatements))
     }
 
     private static func queryObserver(_ app: Application, _ config: AppConfig) -> QueryObserver {

@@ -39,6 +39,8 @@ extension QueryObserver: SQLStatementObserver {
 struct InstrumentedDatabaseConfiguration: DatabaseConfiguration {
     var base: any DatabaseConfiguration
     let observer: QueryObserver
+    /// PostgreSQL: the hot reads prepared once per connection (nil on SQLite, whose readers prepare their own).
+    var preparedReads: PreparedReads? = nil
 
     var middleware: [any AnyModelMiddleware] {
         get { base.middleware }
@@ -46,16 +48,17 @@ struct InstrumentedDatabaseConfiguration: DatabaseConfiguration {
     }
 
     func makeDriver(for databases: Databases) -> any DatabaseDriver {
-        InstrumentedDatabaseDriver(base: base.makeDriver(for: databases), observer: observer)
+        InstrumentedDatabaseDriver(base: base.makeDriver(for: databases), observer: observer, preparedReads: preparedReads)
     }
 }
 
 struct InstrumentedDatabaseDriver: DatabaseDriver {
     let base: any DatabaseDriver
     let observer: QueryObserver
+    let preparedReads: PreparedReads?
 
     func makeDatabase(with context: DatabaseContext) -> any Database {
-        InstrumentedDatabase(base: base.makeDatabase(with: context), observer: observer)
+        InstrumentedDatabase(base: base.makeDatabase(with: context), observer: observer, preparedReads: preparedReads)
     }
 
     func shutdown() { base.shutdown() }
@@ -65,6 +68,7 @@ struct InstrumentedDatabaseDriver: DatabaseDriver {
 struct InstrumentedDatabase: Database, SQLDatabase {
     let base: any Database
     let observer: QueryObserver
+    var preparedReads: PreparedReads? = nil
 
     private var sql: any SQLDatabase { base as! any SQLDatabase }
 
@@ -91,13 +95,13 @@ struct InstrumentedDatabase: Database, SQLDatabase {
     }
 
     func transaction<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
-        let observer = observer
-        return base.transaction { inner in closure(InstrumentedDatabase(base: inner, observer: observer)) }
+        let observer = observer, preparedReads = preparedReads
+        return base.transaction { inner in closure(InstrumentedDatabase(base: inner, observer: observer, preparedReads: preparedReads)) }
     }
 
     func withConnection<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
-        let observer = observer
-        return base.withConnection { inner in closure(InstrumentedDatabase(base: inner, observer: observer)) }
+        let observer = observer, preparedReads = preparedReads
+        return base.withConnection { inner in closure(InstrumentedDatabase(base: inner, observer: observer, preparedReads: preparedReads)) }
     }
 
     // MARK: SQLDatabase
