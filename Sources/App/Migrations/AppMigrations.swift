@@ -31,5 +31,6 @@ enum AppMigrations {
         KeyAuditChain(key: keys.audit.chain),
         AddScheduleTrigger(),
         CreatePendingLedger(key: keys.audit.chain),
+        AddListOrderIndexes(),
     ] }
 }

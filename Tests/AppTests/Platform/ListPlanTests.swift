@@ -1,0 +1,106 @@
+import Fluent
+import FluentSQL
+import Foundation
+import NIOConcurrencyHelpers
+import SQLKit
+import Testing
+import Vapor
+@testable import App
+
+/// `EXPLAIN …` before the statement a query builder makes.
+private struct Explain: SQLExpression {
+    let prefix: String
+    let statement: any SQLExpression
+
+    func serialize(to serializer: inout SQLSerializer) {
+        serializer.write(prefix)
+        statement.serialize(to: &serializer)
+    }
+}
+
+/// Fluent's conversion of a query to SQL needs a delegate only for schema types, which a SELECT never uses.
+private struct SelectOnly: SQLConverterDelegate {
+    func customDataType(_ dataType: DatabaseSchema.DataType) -> (any SQLExpression)? { nil }
+}
+
+/// The plan's lines, from the database that would run the query. On PostgreSQL sequential scans and sorts are
+/// turned off for the statement, since with a few rows they are the cheapest plan whatever the indexes: a plan that
+/// still has one is a plan with no index for the list's order.
+private func plan<M: Model>(_ builder: QueryBuilder<M>, on db: any Database) async throws -> [String] {
+    var query = builder.query
+    // Fluent names the model's columns when the query runs; the plan is of the same statement.
+    query.fields = M.keys.map { .path([$0], schema: M.schema) }
+    let statement = SQLQueryConverter(delegate: SelectOnly()).convert(query)
+    let base = (db as? InstrumentedDatabase)?.base ?? db
+    return try await base.withConnection { connection in
+        let sql = connection as! any SQLDatabase
+        let lines = NIOLockedValueBox<[String]>([])
+        if sql.dialect.name == "postgresql" {
+            try await sql.raw("SET enable_seqscan = off").run()
+            try await sql.raw("SET enable_sort = off").run()
+            do {
+                try await sql.execute(sql: Explain(prefix: "EXPLAIN ", statement: statement)) { row in
+                    let line = (try? row.decode(column: "QUERY PLAN", as: String.self)) ?? ""
+                    lines.withLockedValue { $0.append(line) }
+                }
+            } catch {
+                try await sql.raw("RESET ALL").run()
+                throw error
+            }
+            try await sql.raw("RESET ALL").run()
+        } else {
+            try await sql.execute(sql: Explain(prefix: "EXPLAIN QUERY PLAN ", statement: statement)) { row in
+                let line = (try? row.decode(column: "detail", as: String.self)) ?? ""
+                lines.withLockedValue { $0.append(line) }
+            }
+        }
+        return lines.withLockedValue { $0 }
+    }
+}
+
+/// A plan that reads the page through an index in the list's order: no full scan of the table, no sort.
+private func expectIndexedOrder(_ lines: [String], _ list: String, table: String) {
+    let text = lines.joined(separator: "\n")
+    #expect(!text.contains("TEMP B-TREE") && !text.contains("Sort"), "\(list) sorts: \(text)")
+    #expect(!lines.contains { $0.hasSuffix("SCAN \(table)") } && !text.contains("Seq Scan"), "\(list) scans the table: \(text)")
+    #expect(text.contains("INDEX") || text.contains("Index"), "\(list) uses no index: \(text)")
+}
+
+@Suite("List query plans")
+struct ListPlanTests {
+    @Test("Every list reads its page through an index in its order, on the first page and after a cursor, with each filter")
+    func listsUseIndexes() async throws {
+        try await withTestApp { app in
+            let db = app.db
+            let cursor = App.PageRequest(cursor: .init(at: Date().timeIntervalSince1970, id: UUID()))
+            let first = App.PageRequest()
+            let someone = UUID()
+            func page<M: Model>(_ builder: QueryBuilder<M>, by date: FieldKey, _ page: App.PageRequest) -> QueryBuilder<M> where M.IDValue == UUID {
+                builder.newestFirstPage(by: date, page: page)
+            }
+            for request in [first, cursor] {
+                let after = request.cursor == nil ? "first page" : "after a cursor"
+                expectIndexedOrder(try await plan(page(Skill.query(on: db), by: "created_at", request), on: db), "skills, \(after)", table: "skills")
+                expectIndexedOrder(try await plan(page(Skill.query(on: db).filter("category", .equal, "finance"), by: "created_at", request), on: db),
+                                   "skills by category, \(after)", table: "skills")
+                expectIndexedOrder(try await plan(page(Execution.query(on: db), by: "queued_at", request), on: db),
+                                   "all executions, \(after)", table: "executions")
+                expectIndexedOrder(try await plan(page(Execution.query(on: db).filter("user_id", .equal, someone), by: "queued_at", request), on: db),
+                                   "a user's executions, \(after)", table: "executions")
+                expectIndexedOrder(try await plan(page(Execution.query(on: db).filter("status", .equal, "failed"), by: "queued_at", request), on: db),
+                                   "executions by status, \(after)", table: "executions")
+                expectIndexedOrder(try await plan(page(Execution.query(on: db).filter("skill_id", .equal, someone), by: "queued_at", request), on: db),
+                                   "executions of a skill, \(after)", table: "executions")
+                expectIndexedOrder(try await plan(page(User.query(on: db), by: "created_at", request), on: db), "users, \(after)", table: "users")
+                expectIndexedOrder(try await plan(page(Workflow.query(on: db), by: "created_at", request), on: db), "workflows, \(after)", table: "workflows")
+                expectIndexedOrder(try await plan(page(WorkflowRun.query(on: db).filter("workflow_id", .equal, someone), by: "created_at", request), on: db),
+                                   "a workflow's runs, \(after)", table: "workflow_runs")
+                expectIndexedOrder(try await plan(page(Schedule.query(on: db), by: "created_at", request), on: db), "schedules, \(after)", table: "schedules")
+                expectIndexedOrder(try await plan(page(Schedule.query(on: db).filter("user_id", .equal, someone), by: "created_at", request), on: db),
+                                   "a user's schedules, \(after)", table: "schedules")
+                expectIndexedOrder(try await plan(page(WebhookDelivery.query(on: db).filter("webhook_id", .equal, someone), by: "created_at", request), on: db),
+                                   "a webhook's deliveries, \(after)", table: "webhook_deliveries")
+            }
+        }
+    }
+}
