@@ -32,5 +32,6 @@ enum AppMigrations {
         AddScheduleTrigger(),
         CreatePendingLedger(key: keys.audit.chain),
         AddListOrderIndexes(),
+        AddAuditFilterIndexes(),
     ] }
 }

@@ -98,6 +98,17 @@ struct ListPlanTests {
                 expectIndexedOrder(try await plan(page(Schedule.query(on: db), by: "created_at", request), on: db), "schedules, \(after)", table: "schedules")
                 expectIndexedOrder(try await plan(page(Schedule.query(on: db).filter("user_id", .equal, someone), by: "created_at", request), on: db),
                                    "a user's schedules, \(after)", table: "schedules")
+                // The audit log pages by seq (AuditLogService.list), with each filter.
+                func audit(_ filter: (QueryBuilder<AuditLog>) -> QueryBuilder<AuditLog>) -> QueryBuilder<AuditLog> {
+                    var query = filter(AuditLog.query(on: db))
+                    if request.cursor != nil { query = query.filter("seq", .lessThan, Int64(1_000)) }
+                    return query.sort("seq", .descending).limit(request.limit + 1)
+                }
+                expectIndexedOrder(try await plan(audit { $0 }, on: db), "the audit log, \(after)", table: "audit_logs")
+                expectIndexedOrder(try await plan(audit { $0.filter("actor_id", .equal, someone) }, on: db), "the audit log by actor, \(after)", table: "audit_logs")
+                expectIndexedOrder(try await plan(audit { $0.filter("action", .equal, "skill.created") }, on: db), "the audit log by action, \(after)", table: "audit_logs")
+                expectIndexedOrder(try await plan(audit { $0.filter("resource_type", .equal, "skill").filter("resource_id", .equal, "x") }, on: db),
+                                   "the audit log by resource, \(after)", table: "audit_logs")
                 expectIndexedOrder(try await plan(page(WebhookDelivery.query(on: db).filter("webhook_id", .equal, someone), by: "created_at", request), on: db),
                                    "a webhook's deliveries, \(after)", table: "webhook_deliveries")
             }
