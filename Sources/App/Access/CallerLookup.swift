@@ -36,40 +36,22 @@ enum CallerLookup {
         fileprivate func prepared(on db: InstrumentedDatabase) async throws -> [any SQLRow]? {
             var bindings = PostgresBindings(capacity: 1)
             switch self {
-            case .sessionID(let id):
-                bindings.append(id)
-                return try await db.preparedRows(Prepared.SessionByID.self, bindings)
-            case .cookieHash(let text):
-                bindings.append(text)
-                return try await db.preparedRows(Prepared.SessionByCookie.self, bindings)
-            case .apiKeyID(let id):
-                bindings.append(id)
-                return try await db.preparedRows(Prepared.KeyByID.self, bindings)
-            case .apiKeyPrefix(let text):
-                bindings.append(text)
-                return try await db.preparedRows(Prepared.KeyByPrefix.self, bindings)
+            case .sessionID(let id), .apiKeyID(let id): bindings.append(id)
+            case .cookieHash(let text), .apiKeyPrefix(let text): bindings.append(text)
             }
+            return try await db.preparedRows(kind.prepared, bindings)
         }
     }
 
-    /// The four statements as PostgreSQL prepares them.
+    /// The four statements as PostgreSQL prepares them: each kind's text with its key as `$1`.
     enum Prepared {
-        enum SessionByID: FixedPostgresRead {
-            static let name = "caller_session_by_id"
-            static let sql = Kind.sessionByID.postgres + "$1"
+        protocol Read: FixedPostgresRead {
+            static var kind: Kind { get }
         }
-        enum SessionByCookie: FixedPostgresRead {
-            static let name = "caller_session_by_cookie"
-            static let sql = Kind.sessionByCookie.postgres + "$1"
-        }
-        enum KeyByID: FixedPostgresRead {
-            static let name = "caller_key_by_id"
-            static let sql = Kind.keyByID.postgres + "$1"
-        }
-        enum KeyByPrefix: FixedPostgresRead {
-            static let name = "caller_key_by_prefix"
-            static let sql = Kind.keyByPrefix.postgres + "$1"
-        }
+        enum SessionByID: Read { static let kind = Kind.sessionByID }
+        enum SessionByCookie: Read { static let kind = Kind.sessionByCookie }
+        enum KeyByID: Read { static let kind = Kind.keyByID }
+        enum KeyByPrefix: Read { static let kind = Kind.keyByPrefix }
     }
 
     /// The session, its user and grants; nil when the session does not exist.
@@ -99,8 +81,19 @@ enum CallerLookup {
     }
 
     /// The four lookups, each one statement whose text never changes (one cached prepared statement each).
-    fileprivate enum Kind: CaseIterable {
-        case sessionByID, sessionByCookie, keyByID, keyByPrefix
+    /// Each raw value names the kind's prepared statement on PostgreSQL (after `steward_`).
+    enum Kind: String, CaseIterable {
+        case sessionByID = "caller_session_by_id", sessionByCookie = "caller_session_by_cookie"
+        case keyByID = "caller_key_by_id", keyByPrefix = "caller_key_by_prefix"
+
+        var prepared: any Prepared.Read.Type {
+            switch self {
+            case .sessionByID: Prepared.SessionByID.self
+            case .sessionByCookie: Prepared.SessionByCookie.self
+            case .keyByID: Prepared.KeyByID.self
+            case .keyByPrefix: Prepared.KeyByPrefix.self
+            }
+        }
 
         private static let sessionColumns = [
             "id", "user_id", "ip_address", "user_agent", "created_at", "last_seen_at", "idle_expires_at", "expires_at",
@@ -151,4 +144,9 @@ enum CallerLookup {
         let permissions = Set(try list("grant_permissions").compactMap(Permission.init(rawValue:)))
         return Grants(roles: roles.sorted(), permissions: permissions)
     }
+}
+
+extension CallerLookup.Prepared.Read {
+    static var name: String { kind.rawValue }
+    static var sql: String { kind.postgres + "$1" }
 }

@@ -5,30 +5,18 @@ import SQLKit
 /// then sorted every matching entry by seq; with seq after the filter's columns it reads the page in order and stops.
 /// Each new index starts with the columns of the one it replaces.
 struct AddAuditFilterIndexes: AsyncMigration {
-    /// (name, columns, the index it replaces with its columns)
-    private static let indexes: [(String, [String], (String, [String]))] = [
-        ("audit_logs_actor_seq_idx", ["actor_id", "seq"], ("audit_logs_actor_idx", ["actor_id"])),
-        ("audit_logs_action_seq_idx", ["action", "seq"], ("audit_logs_action_idx", ["action"])),
-        ("audit_logs_resource_seq_idx", ["resource_type", "resource_id", "seq"], ("audit_logs_resource_idx", ["resource_type", "resource_id"])),
+    private static let indexes: [IndexChange] = [
+        .init("audit_logs_actor_seq_idx", on: AuditLog.schema, ["actor_id", "seq"], replacing: ("audit_logs_actor_idx", ["actor_id"])),
+        .init("audit_logs_action_seq_idx", on: AuditLog.schema, ["action", "seq"], replacing: ("audit_logs_action_idx", ["action"])),
+        .init("audit_logs_resource_seq_idx", on: AuditLog.schema, ["resource_type", "resource_id", "seq"],
+              replacing: ("audit_logs_resource_idx", ["resource_type", "resource_id"])),
     ]
 
     func prepare(on database: any Database) async throws {
-        let sql = database as! any SQLDatabase
-        for (name, columns, (old, _)) in Self.indexes {
-            var create = sql.create(index: name).on(AuditLog.schema)
-            for column in columns { create = create.column(column) }
-            try await create.run()
-            try await sql.drop(index: old).run()
-        }
+        try await IndexChange.apply(Self.indexes, on: database as! any SQLDatabase)
     }
 
     func revert(on database: any Database) async throws {
-        let sql = database as! any SQLDatabase
-        for (name, _, (old, columns)) in Self.indexes.reversed() {
-            var create = sql.create(index: old).on(AuditLog.schema)
-            for column in columns { create = create.column(column) }
-            try await create.run()
-            try await sql.drop(index: name).run()
-        }
+        try await IndexChange.undo(Self.indexes, on: database as! any SQLDatabase)
     }
 }

@@ -139,12 +139,7 @@ struct CallerLookupTests {
           .enabled(if: TestDatabase.isPostgres))
     func preparedOnPostgres() async throws {
         try await withTestApp { app in
-            app.useTestDoubles()
-            let user = try await makeUser(app, email: "prepared@example.com")
-            let token = try await login(app, email: "prepared@example.com").accessToken
-            let session = try #require(try await UserSession.query(on: app.db).filter(\.$user.$id == user.requireID()).first())
-            let instrumented = try #require(app.db as? InstrumentedDatabase)
-            let prepared = try #require(instrumented.preparedReads)
+            let (token, session, instrumented, prepared) = try await signedIn(app, email: "prepared@example.com")
             #expect(prepared.isEnabled)
             for _ in 0..<3 { #expect(try await me(app, bearer(token)).status == .ok) }
             let (found, missing, names) = try await instrumented.base.withConnection { connection in
@@ -174,12 +169,7 @@ struct CallerLookupTests {
           .enabled(if: TestDatabase.isPostgres))
     func preparedFallsBack() async throws {
         try await withTestApp { app in
-            app.useTestDoubles()
-            let user = try await makeUser(app, email: "pooled@example.com")
-            let token = try await login(app, email: "pooled@example.com").accessToken
-            let session = try #require(try await UserSession.query(on: app.db).filter(\.$user.$id == user.requireID()).first())
-            let instrumented = try #require(app.db as? InstrumentedDatabase)
-            let prepared = try #require(instrumented.preparedReads)
+            let (token, session, instrumented, prepared) = try await signedIn(app, email: "pooled@example.com")
             let refused = try await instrumented.base.withConnection { connection in
                 // What a pooler does: this server connection already has the name, prepared by another client.
                 try await (connection as! any SQLDatabase).raw("PREPARE steward_caller_session_by_id(uuid) AS SELECT 1").run()
@@ -194,6 +184,17 @@ struct CallerLookupTests {
             #expect(try res.content.decode(MeResponse.self).user.email == "pooled@example.com")
         }
     }
+}
+
+/// A signed-in user's token and session, and the app's database with its prepared reads (PostgreSQL).
+private func signedIn(_ app: Application, email: String) async throws
+    -> (token: String, session: UserSession, database: InstrumentedDatabase, prepared: PreparedReads) {
+    app.useTestDoubles()
+    let user = try await makeUser(app, email: email)
+    let token = try await login(app, email: email).accessToken
+    let session = try #require(try await UserSession.query(on: app.db).filter(\.$user.$id == user.requireID()).first())
+    let instrumented = try #require(app.db as? InstrumentedDatabase)
+    return (token, session, instrumented, try #require(instrumented.preparedReads))
 }
 
 private struct CreatedKey: Decodable {
