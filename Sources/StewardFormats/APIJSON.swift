@@ -9,10 +9,20 @@ import Foundation
 ///   required and `null`-able. Here a field is always written, as `null` when it has no value. A type that means to
 ///   leave a field out says so by not encoding it.
 ///
-/// Dates are RFC 3339 UTC to the second (`RFC3339`); `JSONValue` is written as `JSONText` writes it (keys sorted);
-/// strings and numbers as `JSONText` writes them. Other keys keep the order in which they were encoded.
+/// Dates are RFC 3339 UTC to the second (`RFC3339`); `JSONValue` is written as `JSONText` writes it (keys sorted),
+/// `StoredJSON` as the stored text it holds, strings and numbers as `JSONText` writes them. Other keys keep the order
+/// in which they were encoded.
 package enum APIJSON {
+    /// Written in one pass as it is encoded (`streamed`), or, for the rare value one pass cannot follow, through a
+    /// tree of the value that is then written.
     package static func encode<T: Encodable>(_ value: T, userInfo: [CodingUserInfoKey: any Sendable] = [:]) throws -> [UInt8] {
+        if let bytes = try streamed(value, userInfo: userInfo) { return bytes }
+        return try tree(value, userInfo: userInfo)
+    }
+
+    /// The tree encoding: the whole value as nodes first, then written. Kept as `encode`'s fallback, and to hold the
+    /// one-pass writer to the same bytes in tests.
+    package static func tree<T: Encodable>(_ value: T, userInfo: [CodingUserInfoKey: any Sendable] = [:]) throws -> [UInt8] {
         let encoder = TreeEncoder(codingPath: [], userInfo: userInfo)
         let node = try encoder.box(value)
         var writer = JSONText.Writer()
@@ -38,6 +48,8 @@ package enum APIJSON {
         case double(Double)
         case string(String)
         case json(JSONValue)
+        /// Stored canonical JSON text, written as it is.
+        case stored(String)
         case array(ArrayNode)
         case object(ObjectNode)
         /// What a `superEncoder()` encodes, read when the tree is written.
@@ -70,6 +82,7 @@ package enum APIJSON {
             // Counted from its own top: a stored value that `JSONText` read back (at most 512 levels) can always be
             // served, wherever a response embeds it.
             guard writer.write(value, depth: 0) else { throw invalid(value, path, "is nested too deeply or holds a number that is not finite") }
+        case .stored(let text): writer.bytes.append(contentsOf: text.utf8)
         case .array(let array):
             guard depth + 1 < JSONText.maximumDepth else { throw invalid(array.items, path, "is nested too deeply") }
             writer.bytes.append(UInt8(ascii: "["))
@@ -133,6 +146,7 @@ package enum APIJSON {
             case let id as UUID: return .string(id.lowercasedString)
             case let date as Date: return .string(RFC3339.string(from: date))
             case let json as JSONValue: return .json(json)
+            case let stored as StoredJSON: return .stored(stored.text)
             case let string as String: return .string(string)
             case let data as Data: return .string(data.base64EncodedString())
             case let url as URL: return .string(url.absoluteString)
@@ -145,7 +159,7 @@ package enum APIJSON {
         }
     }
 
-    fileprivate struct KeyedContainer<Key: CodingKey>: KeyedEncodingContainerProtocol {
+    fileprivate struct KeyedContainer<Key: CodingKey>: NullWritingContainer {
         let encoder: TreeEncoder
         let object: ObjectNode
         let codingPath: [any CodingKey]
@@ -167,27 +181,6 @@ package enum APIJSON {
         mutating func encode(_ value: UInt64, forKey key: Key) throws { object.set(key.stringValue, .uint(value)) }
         mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
             object.set(key.stringValue, try encoder.box(value, at: key))
-        }
-
-        // A missing value is written as null: the fields a response lists are always present.
-        mutating func encodeIfPresent(_ value: Bool?, forKey key: Key) throws { try encodeOrNull(value, key) }
-        mutating func encodeIfPresent(_ value: String?, forKey key: Key) throws { try encodeOrNull(value, key) }
-        mutating func encodeIfPresent(_ value: Double?, forKey key: Key) throws { try encodeOrNull(value, key) }
-        mutating func encodeIfPresent(_ value: Float?, forKey key: Key) throws { try encodeOrNull(value, key) }
-        mutating func encodeIfPresent(_ value: Int?, forKey key: Key) throws { try encodeOrNull(value, key) }
-        mutating func encodeIfPresent(_ value: Int8?, forKey key: Key) throws { try encodeOrNull(value, key) }
-        mutating func encodeIfPresent(_ value: Int16?, forKey key: Key) throws { try encodeOrNull(value, key) }
-        mutating func encodeIfPresent(_ value: Int32?, forKey key: Key) throws { try encodeOrNull(value, key) }
-        mutating func encodeIfPresent(_ value: Int64?, forKey key: Key) throws { try encodeOrNull(value, key) }
-        mutating func encodeIfPresent(_ value: UInt?, forKey key: Key) throws { try encodeOrNull(value, key) }
-        mutating func encodeIfPresent(_ value: UInt8?, forKey key: Key) throws { try encodeOrNull(value, key) }
-        mutating func encodeIfPresent(_ value: UInt16?, forKey key: Key) throws { try encodeOrNull(value, key) }
-        mutating func encodeIfPresent(_ value: UInt32?, forKey key: Key) throws { try encodeOrNull(value, key) }
-        mutating func encodeIfPresent(_ value: UInt64?, forKey key: Key) throws { try encodeOrNull(value, key) }
-        mutating func encodeIfPresent<T: Encodable>(_ value: T?, forKey key: Key) throws { try encodeOrNull(value, key) }
-
-        private mutating func encodeOrNull<T: Encodable>(_ value: T?, _ key: Key) throws {
-            if let value { try encode(value, forKey: key) } else { try encodeNil(forKey: key) }
         }
 
         mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key) -> KeyedEncodingContainer<NestedKey> {
@@ -274,5 +267,31 @@ package enum APIJSON {
         mutating func encode(_ value: UInt32) throws { encoder.node = .uint(UInt64(value)) }
         mutating func encode(_ value: UInt64) throws { encoder.node = .uint(value) }
         mutating func encode<T: Encodable>(_ value: T) throws { encoder.node = try encoder.box(value) }
+    }
+}
+
+/// A keyed container of `APIJSON`'s: an optional without a value is written as `null`, never left out (the fields
+/// a response lists are always present). Both of its encoders' keyed containers take these.
+protocol NullWritingContainer: KeyedEncodingContainerProtocol {}
+
+extension NullWritingContainer {
+    mutating func encodeIfPresent(_ value: Bool?, forKey key: Key) throws { try encodeOrNull(value, key) }
+    mutating func encodeIfPresent(_ value: String?, forKey key: Key) throws { try encodeOrNull(value, key) }
+    mutating func encodeIfPresent(_ value: Double?, forKey key: Key) throws { try encodeOrNull(value, key) }
+    mutating func encodeIfPresent(_ value: Float?, forKey key: Key) throws { try encodeOrNull(value, key) }
+    mutating func encodeIfPresent(_ value: Int?, forKey key: Key) throws { try encodeOrNull(value, key) }
+    mutating func encodeIfPresent(_ value: Int8?, forKey key: Key) throws { try encodeOrNull(value, key) }
+    mutating func encodeIfPresent(_ value: Int16?, forKey key: Key) throws { try encodeOrNull(value, key) }
+    mutating func encodeIfPresent(_ value: Int32?, forKey key: Key) throws { try encodeOrNull(value, key) }
+    mutating func encodeIfPresent(_ value: Int64?, forKey key: Key) throws { try encodeOrNull(value, key) }
+    mutating func encodeIfPresent(_ value: UInt?, forKey key: Key) throws { try encodeOrNull(value, key) }
+    mutating func encodeIfPresent(_ value: UInt8?, forKey key: Key) throws { try encodeOrNull(value, key) }
+    mutating func encodeIfPresent(_ value: UInt16?, forKey key: Key) throws { try encodeOrNull(value, key) }
+    mutating func encodeIfPresent(_ value: UInt32?, forKey key: Key) throws { try encodeOrNull(value, key) }
+    mutating func encodeIfPresent(_ value: UInt64?, forKey key: Key) throws { try encodeOrNull(value, key) }
+    mutating func encodeIfPresent<T: Encodable>(_ value: T?, forKey key: Key) throws { try encodeOrNull(value, key) }
+
+    private mutating func encodeOrNull<T: Encodable>(_ value: T?, _ key: Key) throws {
+        if let value { try encode(value, forKey: key) } else { try encodeNil(forKey: key) }
     }
 }

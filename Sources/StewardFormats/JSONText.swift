@@ -56,6 +56,22 @@ package enum JSONText {
         return String(decoding: writer.bytes, as: UTF8.self)
     }
 
+    /// Whether canonical JSON `text` (no insignificant space) may hold `key` as an object key at any depth: false
+    /// only when `"key":` appears nowhere in it. A byte search, for a reader that parses only when it must.
+    package static func mayHaveKey(_ key: String, in text: String) -> Bool {
+        let needle = Array(canonical(string: key).utf8) + [UInt8(ascii: ":")]
+        var text = text
+        return text.withUTF8 { bytes in
+            guard bytes.count >= needle.count else { return false }
+            for start in 0...(bytes.count - needle.count) where bytes[start] == needle[0] {
+                var index = 1
+                while index < needle.count, bytes[start + index] == needle[index] { index += 1 }
+                if index == needle.count { return true }
+            }
+            return false
+        }
+    }
+
     /// Appends JSON text to `bytes`; `APIJSON` writes API bodies with the same strings and numbers.
     struct Writer {
         var bytes: [UInt8] = []
@@ -111,6 +127,12 @@ package enum JSONText {
 
         mutating func write(_ string: String) {
             bytes.append(UInt8(ascii: "\""))
+            // Most strings need no escape: copied at once.
+            if !string.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+                bytes.append(contentsOf: string.utf8)
+                bytes.append(UInt8(ascii: "\""))
+                return
+            }
             for byte in string.utf8 {
                 switch byte {
                 case UInt8(ascii: "\""): bytes.append(contentsOf: [0x5C, 0x22])

@@ -5,10 +5,10 @@ import NIOConcurrencyHelpers
 import SQLiteKit
 import SQLKit
 
-/// Read-only SQLite connections for the few small reads on every request's path (who the caller is, the skill to
-/// run, how many runs the caller has going), run synchronously on the thread that asks, with prepared statements
-/// kept. Only reads of a row or a count by key or index belong here: anything that could take longer would hold
-/// up an event loop.
+/// Read-only SQLite connections for the small reads on a request's path (who the caller is, the skill to run, how
+/// many runs the caller has going, one page of a list), run synchronously on the thread that asks, with prepared
+/// statements kept. Only reads of a row or a count by key or index, or a page read through an index in its order
+/// (`listed(through:)`), belong here: anything that could take longer would hold up an event loop.
 ///
 /// Through the driver, a read goes to a thread pool and its answer comes back to an event loop: two thread
 /// switches, a statement prepared again each time, and the result copied into rows twice. For a primary-key read
@@ -144,7 +144,9 @@ package struct SQLRowOutput: DatabaseOutput {
 
     package var description: String { "\(row)" }
     package func schema(_ schema: String) -> any DatabaseOutput { self }
-    package func contains(_ key: FieldKey) -> Bool { row.contains(column: prefix + key.description) }
-    package func decodeNil(_ key: FieldKey) throws -> Bool { try row.decodeNil(column: prefix + key.description) }
-    package func decode<T: Decodable>(_ key: FieldKey, as type: T.Type) throws -> T { try row.decode(column: prefix + key.description, as: T.self) }
+    package func contains(_ key: FieldKey) -> Bool { row.contains(column: column(key)) }
+    package func decodeNil(_ key: FieldKey) throws -> Bool { try row.decodeNil(column: column(key)) }
+    package func decode<T: Decodable>(_ key: FieldKey, as type: T.Type) throws -> T { try row.decode(column: column(key), as: T.self) }
+
+    private func column(_ key: FieldKey) -> String { prefix.isEmpty ? key.description : prefix + key.description }
 }

@@ -66,4 +66,95 @@ struct APIJSONTests {
         #expect(try APIJSON.string([String]()) == "[]")
         #expect(try APIJSON.string("a\"b\n") == #""a\"b\n""#)
     }
+
+    /// Fills a nested container after writing a later key of its parent: one pass cannot follow it.
+    private struct Interleaved: Encodable {
+        private enum Keys: String, CodingKey { case box, after, inside }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: Keys.self)
+            var box = container.nestedContainer(keyedBy: Keys.self, forKey: .box)
+            try container.encode(1, forKey: .after)
+            try box.encode("late", forKey: .inside)
+        }
+    }
+
+    /// Gives one key twice: the tree keeps the last value.
+    private struct Repeated: Encodable {
+        private enum Keys: String, CodingKey { case a }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: Keys.self)
+            try container.encode(1, forKey: .a)
+            try container.encode(2, forKey: .a)
+        }
+    }
+
+    /// Encodes its parent's part through `superEncoder`, as classes that inherit `Codable` do.
+    private struct WithSuper: Encodable {
+        private enum Keys: String, CodingKey { case own }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: Keys.self)
+            try container.encode("x", forKey: .own)
+            try Inner(id: UUID(uuidString: "EA14DDD4-1FC9-4A5B-9C3D-0123456789AB")!, note: nil).encode(to: container.superEncoder())
+        }
+    }
+
+    /// Fills nested containers one after the other, as hand-written encoders usually do.
+    private struct Sequential: Encodable {
+        private enum Keys: String, CodingKey { case first, list, last }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: Keys.self)
+            var first = container.nestedContainer(keyedBy: Keys.self, forKey: .first)
+            try first.encode(true, forKey: .last)
+            var list = container.nestedUnkeyedContainer(forKey: .list)
+            try list.encode(1.5)
+            var inner = list.nestedUnkeyedContainer()
+            try inner.encodeNil()
+            try list.encode("s")
+            try container.encode(StoredJSON(canonical: #"{"a":[1,{"b":null}]}"#), forKey: .last)
+        }
+    }
+
+    private struct Nothing: Encodable {
+        func encode(to encoder: any Encoder) throws {}
+    }
+
+    @Test("One pass writes the tree's bytes; what it cannot follow goes to the tree, with the tree's result")
+    func onePass() throws {
+        let id = UUID(uuidString: "EA14DDD4-1FC9-4A5B-9C3D-0123456789AB")!
+        let sample = Sample(id: id, ids: [id, id], byName: ["a": id], optionalID: nil, missing: "m\u{1}\"", count: Int.max, ratio: -1e300,
+                            at: Date(timeIntervalSince1970: 0), payload: ["k": [true, .null, .number(1.25)]], inner: Inner(id: id, note: nil),
+                            inners: [])
+        func same<T: Encodable>(_ value: T, streamed expected: Bool, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let tree = String(decoding: try APIJSON.tree(value), as: UTF8.self)
+            #expect(String(decoding: try APIJSON.encode(value), as: UTF8.self) == tree, sourceLocation: sourceLocation)
+            let streamed = try APIJSON.streamed(value, userInfo: [:])
+            #expect((streamed != nil) == expected, "taken in one pass: \(streamed != nil)", sourceLocation: sourceLocation)
+            if let streamed { #expect(String(decoding: streamed, as: UTF8.self) == tree, sourceLocation: sourceLocation) }
+        }
+        try same(sample, streamed: true)
+        try same([sample, sample], streamed: true)
+        try same(Flattened(minutes: 2, figures: .init(count: 3, p50Ms: 0.5)), streamed: true)
+        try same(Sequential(), streamed: true)
+        try same(Nothing(), streamed: true)
+        try same([Nothing()], streamed: true)
+        try same(["x": [[String: Int]]()] as [String: [[String: Int]]], streamed: true)
+        try same(Interleaved(), streamed: false)
+        try same(Repeated(), streamed: false)
+        try same(WithSuper(), streamed: false)
+        #expect(try APIJSON.string(Sequential()) == #"{"first":{"last":true},"list":[1.5,[null],"s"],"last":{"a":[1,{"b":null}]}}"#)
+        #expect(try APIJSON.string(Interleaved()) == #"{"box":{"inside":"late"},"after":1}"#)
+        #expect(try APIJSON.string(Repeated()) == #"{"a":2}"#)
+        #expect(try APIJSON.string(Nothing()) == "{}")
+        // Refusals are the tree's, naming where.
+        #expect(throws: EncodingError.self) { try APIJSON.encode(Sample(id: id, ids: [], byName: [:], optionalID: nil, missing: nil, count: 0,
+                                                                       ratio: .infinity, at: Date(), payload: .null,
+                                                                       inner: Inner(id: id, note: nil), inners: [])) }
+        var deep: JSONValue = 1
+        for _ in 0..<600 { deep = [deep] }
+        #expect(throws: EncodingError.self) { try APIJSON.encode(["deep": deep]) }
+    }
 }

@@ -182,4 +182,14 @@ struct IDTextTests {
             #expect(RFC3339.string(from: date) == formatter.string(from: date), "\(date.timeIntervalSince1970)")
         }
     }
+
+    @Test("A key is found in canonical text at any depth, and not in a string value or a longer key")
+    func keySearch() {
+        #expect(JSONText.mayHaveKey("headers", in: #"{"headers":{"a":"b"},"type":"http"}"#))
+        #expect(JSONText.mayHaveKey("headers", in: #"{"body":{"headers":1}}"#))
+        #expect(!JSONText.mayHaveKey("headers", in: #"{"name":"echo","type":"builtin"}"#))
+        #expect(!JSONText.mayHaveKey("headers", in: #"{"note":"headers","xheaders":1}"#))
+        #expect(!JSONText.mayHaveKey("headers", in: #"{"note":"\"headers\":"}"#), "escaped quotes in a value")
+        #expect(!JSONText.mayHaveKey("headers", in: ""))
+    }
 }

@@ -3,6 +3,7 @@ import Foundation
 import SQLKit
 import Vapor
 import StewardFormats
+import StewardSQLite
 
 /// Creates, lists and revokes API keys. Non-admins see only their own keys; another owner's id is a 404.
 struct APIKeyService: Sendable {
@@ -76,7 +77,7 @@ struct APIKeyService: Sendable {
 
     /// The caller's keys (every key for admins), newest first.
     func list(caller: AuthenticatedCaller) async throws -> [APIKey] {
-        try await APIKey.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).all()
+        try await APIKey.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).listed()
     }
 
     /// Revokes a key; it fails on the very next request.

@@ -67,11 +67,7 @@ enum CallerLookup {
     private static func lookup<Credential: ListedProperties>(_ key: Key, on db: any Database, readers: SQLiteReaders?)
         async throws -> (Credential, User, Grants)? {
         guard let row = try await row(for: key, on: db, readers: readers) else { return nil }
-        let credential = Credential()
-        try credential.hydrate(from: SQLRowOutput(row: row, prefix: "c_"))
-        let user = User()
-        try user.hydrate(from: SQLRowOutput(row: row))
-        return (credential, user, try grants(from: row))
+        return (try Credential.read(from: row, prefix: "c_"), try User.read(from: row), try grants(from: row))
     }
 
     private static func row(for key: Key, on db: any Database, readers: SQLiteReaders?) async throws -> (any SQLRow)? {

@@ -4,6 +4,7 @@ import Foundation
 import SQLKit
 import Vapor
 import StewardFormats
+import StewardSQLite
 
 /// Administration of accounts: search, status, soft delete, roles and unlock. The CLI calls the same functions.
 /// The last active admin can never be demoted, disabled or deleted.
@@ -54,12 +55,13 @@ struct UserAdminService: Sendable {
         }
         if let status = filter.status { query = query.filter(\.$status == status) }
         if let role = filter.role {
-            let holders = try await UserRole.query(on: reads).filter(\.$role == role).all().map(\.$user.id)
+            let holders = try await UserRole.query(on: reads).filter(\.$role == role).listed().map(\.$user.id)
             query = query.filter(\.$id ~~ holders)
         }
-        let (pageUsers, next) = try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page)
+        let unfiltered = filter.q == nil && filter.status == nil && filter.role == nil
+        let (pageUsers, next) = try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page, through: unfiltered ? app.sqliteReaders : nil)
         var roles: [UUID: [String]] = [:]
-        for assignment in try await UserRole.query(on: reads).filter(\.$user.$id ~~ pageUsers.compactMap(\.id)).all() {
+        for assignment in try await UserRole.query(on: reads).filter(\.$user.$id ~~ pageUsers.compactMap(\.id)).listed() {
             roles[assignment.$user.id, default: []].append(assignment.role)
         }
         return (pageUsers.map { ($0, (roles[$0.id!] ?? []).sorted()) }, next)

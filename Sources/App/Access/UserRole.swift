@@ -1,5 +1,6 @@
 import Fluent
 import Foundation
+import StewardSQLite
 
 /// One role held by one user, with who gave it and when.
 public final class UserRole: Model, @unchecked Sendable {
@@ -17,4 +18,10 @@ public final class UserRole: Model, @unchecked Sendable {
     @Field(key: "role") public var role: String
 
     public init() {}
+}
+
+extension UserRole: ListedProperties {
+    package var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $assignedAt, $user, $assignedBy, $role]
+    }
 }

@@ -1,5 +1,6 @@
 import Fluent
 import Foundation
+import StewardSQLite
 
 /// One append-only audit entry; `hash` chains it to the entry before it.
 public final class AuditLog: Model, @unchecked Sendable {
@@ -27,4 +28,11 @@ public final class AuditLog: Model, @unchecked Sendable {
     @Field(key: "hash") public var hash: String
 
     public init() {}
+}
+
+extension AuditLog: ListedProperties {
+    package var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $seq, $at, $actorID, $actorType, $resourceType, $resourceID, $action, $outcome, $ipAddress,
+         $userAgent, $requestID, $details, $prevHash, $hash]
+    }
 }

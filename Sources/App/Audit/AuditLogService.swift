@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import SQLKit
 import Vapor
+import StewardSQLite
 
 /// Reads the audit log (newest first) and applies retention.
 struct AuditLogService: Sendable {
@@ -30,7 +31,13 @@ struct AuditLogService: Sendable {
         if let from = filter.from { query = query.filter(\.$at >= from) }
         if let to = filter.to { query = query.filter(\.$at <= to) }
         if let seq = page.cursor?.seq { query = query.filter(\.$seq < seq) }
-        let entries = try await query.sort(\.$seq, .descending).limit(page.limit + 1).all()
+        // The seq index, or one of (actor, seq), (action, seq), (resource type and id, seq), reads the page in order
+        // when at most one of those filters is given; anything else may scan, so it is read off the event loop.
+        let resource = filter.resourceType != nil || filter.resourceID != nil
+        let indexed = [filter.actorID != nil, filter.action != nil, resource].filter { $0 }.count <= 1
+            && (filter.resourceType != nil) == (filter.resourceID != nil)
+            && filter.outcome == nil && filter.from == nil && filter.to == nil
+        let entries = try await query.sort(\.$seq, .descending).limit(page.limit + 1).listed(through: indexed ? app.sqliteReaders : nil)
         let pageEntries = Array(entries.prefix(page.limit))
         let next = entries.count > page.limit ? pageEntries.last.map { PageRequest.encode(.init(seq: $0.seq)) } : nil
         return (pageEntries, next)

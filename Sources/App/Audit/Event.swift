@@ -1,5 +1,6 @@
 import Fluent
 import Foundation
+import StewardSQLite
 
 /// One state change in the event log; `seq` is strictly increasing and gap-free per database.
 public final class Event: Model, @unchecked Sendable {
@@ -20,4 +21,10 @@ public final class Event: Model, @unchecked Sendable {
     @Field(key: "data") public var data: String
 
     public init() {}
+}
+
+extension Event: ListedProperties {
+    package var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $seq, $at, $actorID, $resourceType, $resourceID, $type, $data]
+    }
 }

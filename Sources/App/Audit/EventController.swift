@@ -1,5 +1,6 @@
 import Fluent
 import Vapor
+import StewardSQLite
 
 /// `GET /api/v1/events`: the event log, oldest first, filtered to what the caller may read.
 struct EventController: RouteCollection {
@@ -35,7 +36,7 @@ struct EventController: RouteCollection {
         scan: while items.count < page.limit, scanned < Self.scanLimit {
             var query = Event.query(on: req.db).filter(\.$seq > last).sort(\.$seq).limit(min(500, Self.scanLimit - scanned))
             if let resourceID { query = query.filter(\.$resourceID == resourceID) }
-            let batch = try await query.all()
+            let batch = try await query.listed()
             if batch.isEmpty { reachedEnd = true; break }
             for event in batch {
                 scanned += 1

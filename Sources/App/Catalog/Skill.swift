@@ -30,7 +30,10 @@ public final class Skill: Model, @unchecked Sendable {
     public init() {}
 
     var tags: [String] {
-        get { (try? JSONDecoder().decode([String].self, from: Data(tagsJSON.utf8))) ?? [] }
+        get {
+            guard case .array(let values)? = JSONText.parse(tagsJSON) else { return [] }
+            return values.compactMap(\.stringValue)
+        }
         set { tagsJSON = JSONText.canonical(strings: newValue) }
     }
 
@@ -76,5 +79,11 @@ extension Skill: ListedProperties {
     package var listedProperties: [any AnyDatabaseProperty] {
         [$id, $createdAt, $updatedAt, $version, $createdBy, $slug, $name, $description, $category, $tagsJSON,
          $inputSchemaJSON, $runnerJSON, $enabled, $executionCount]
+    }
+}
+
+extension SkillFavorite: ListedProperties {
+    package var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $createdAt, $user, $skill]
     }
 }

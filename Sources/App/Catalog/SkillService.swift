@@ -281,7 +281,8 @@ struct SkillService: Sendable {
         var query = Skill.query(on: reads)
         if let category = filter.category { query = query.filter(\.$category == category) }
         if let tag = filter.tag { query = query.filter(.sql(embed: "tags LIKE \(bind: Self.tagPattern(tag)) ESCAPE '\\'")) }
-        return try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page)
+        // A tag is matched inside the stored array, which no index answers: that page is read off the event loop.
+        return try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page, through: filter.tag == nil ? app.sqliteReaders : nil)
     }
 
     /// Full-text search. The query is reduced to letter-and-digit tokens (each a prefix match, all required),
@@ -312,7 +313,7 @@ struct SkillService: Sendable {
                 LIMIT \(bind: page.limit + 1) OFFSET \(bind: offset)
                 """).all()
         }
-        let skills = try rows.map { try $0.decode(fluentModel: Skill.self) }
+        let skills = try rows.map { try Skill.read(from: $0) }
         let pageSkills = Array(skills.prefix(page.limit))
         let next = skills.count > page.limit ? PageRequest.encode(.init(o: offset + page.limit)) : nil
         return (pageSkills, next)
@@ -338,7 +339,7 @@ struct SkillService: Sendable {
             GROUP BY skill_id ORDER BY n DESC LIMIT \(bind: limit)
             """).all()
         let counts = try rows.map { (try $0.decode(column: "skill_id", as: UUID.self), try $0.decode(column: "n", as: Int.self)) }
-        let skills = try await Skill.query(on: reads).filter(\.$id ~~ counts.map(\.0)).all()
+        let skills = try await Skill.query(on: reads).filter(\.$id ~~ counts.map(\.0)).listed()
         let byID = Dictionary(uniqueKeysWithValues: skills.compactMap { skill in skill.id.map { ($0, skill) } })
         return counts.compactMap { id, count in byID[id].map { ($0, count) } }
             .sorted { $0.1 == $1.1 ? $0.0.executionCount > $1.0.executionCount : $0.1 > $1.1 }
@@ -366,8 +367,8 @@ struct SkillService: Sendable {
 
     func favorites(of caller: AuthenticatedCaller) async throws -> [Skill] {
         let ids = try await SkillFavorite.query(on: reads).filter(\.$user.$id == caller.user.requireID())
-            .sort(\.$createdAt, .descending).all().map(\.$skill.id)
-        let skills = try await Skill.query(on: reads).filter(\.$id ~~ ids).all()
+            .sort(\.$createdAt, .descending).listed().map(\.$skill.id)
+        let skills = try await Skill.query(on: reads).filter(\.$id ~~ ids).listed()
         let byID = Dictionary(uniqueKeysWithValues: skills.compactMap { skill in skill.id.map { ($0, skill) } })
         return ids.compactMap { byID[$0] }
     }

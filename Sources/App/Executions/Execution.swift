@@ -84,3 +84,9 @@ extension Execution: ListedProperties {
          $cancelRequested, $durationMs, $jobID, $scheduleID, $scheduledFor]
     }
 }
+
+extension ExecutionHistoryEntry: ListedProperties {
+    package var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $at, $execution, $ordinal, $level, $message, $progress]
+    }
+}

@@ -3,6 +3,7 @@ import Foundation
 import SQLKit
 import Vapor
 import StewardFormats
+import StewardSQLite
 
 /// A new session's credentials; `cookieToken` and `csrfToken` only in cookie mode.
 struct IssuedSession: Sendable {
@@ -153,7 +154,7 @@ struct SessionService: IdentityService {
             .filter(\.$expiresAt > now)
             .filter(\.$idleExpiresAt > now)
             .sort(\.$createdAt, .descending)
-            .all()
+            .listed()
         return sessions.map { session in
             SessionResponse(id: session.id!, ipAddress: session.ipAddress, userAgent: session.userAgent,
                             createdAt: session.createdAt, lastSeenAt: session.lastSeenAt,

@@ -147,7 +147,7 @@ actor EventHub {
                     return
                 }
                 let seen = wake.current
-                let events = try await Event.query(on: app.db).filter(\.$seq > lastSeq).sort(\.$seq).limit(500).all()
+                let events = try await Event.query(on: app.db).filter(\.$seq > lastSeq).sort(\.$seq).limit(500).listed()
                 if let last = events.last?.seq, last > lastSeq {
                     let batch = try events.filter { $0.seq > lastSeq }.map { try StreamEvent($0) }
                     deliver(batch)

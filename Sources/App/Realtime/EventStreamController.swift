@@ -3,6 +3,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import Vapor
+import StewardSQLite
 
 /// Live events: `GET /api/v1/events/stream` (Server-Sent Events), `GET /api/v1/ws` (WebSocket) and
 /// `POST /api/v1/ws/ticket`. Both transports replay what a client missed from the log, then go live from the
@@ -225,7 +226,7 @@ enum StreamReplay {
         while cursor < floor, subscriber.closeReason == nil {
             var query = Event.query(on: db).filter(\.$seq > cursor).filter(\.$seq <= floor).sort(\.$seq).limit(500)
             if let resourceID = filter.resourceID { query = query.filter(\.$resourceID == resourceID) }
-            let events = try await query.all()
+            let events = try await query.listed()
             guard !events.isEmpty else { break }
             let grants = subscriber.grants
             for event in events {

@@ -1,5 +1,6 @@
 import Fluent
 import Foundation
+import StewardSQLite
 
 /// A cron schedule that starts an execution of a skill as its owner.
 public final class Schedule: Model, @unchecked Sendable {
@@ -39,4 +40,11 @@ public final class Schedule: Model, @unchecked Sendable {
     @OptionalField(key: "last_execution_id") public var lastExecutionID: UUID?
 
     public init() {}
+}
+
+extension Schedule: ListedProperties {
+    package var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $createdAt, $updatedAt, $user, $name, $targetType, $targetID, $input, $cron, $timezone, $enabled,
+         $overlapPolicy, $catchUp, $nextRunAt, $lastRunAt, $lastStatus, $lastError, $lastExecutionID]
+    }
 }

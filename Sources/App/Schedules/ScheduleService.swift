@@ -219,7 +219,8 @@ struct ScheduleService: Sendable {
     }
 
     func list(page: PageRequest, caller: AuthenticatedCaller) async throws -> ([Schedule], String?) {
-        try await Schedule.query(on: reads).visible(to: caller, ownedThrough: \.$user).newestFirst(by: "created_at", { $0.createdAt }, page: page)
+        try await Schedule.query(on: reads).visible(to: caller, ownedThrough: \.$user)
+            .newestFirst(by: "created_at", { $0.createdAt }, page: page, through: app.sqliteReaders)
     }
 
     func update(_ id: UUID, draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Schedule {

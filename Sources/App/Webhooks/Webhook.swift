@@ -1,6 +1,7 @@
 import Fluent
 import Foundation
 import StewardFormats
+import StewardSQLite
 
 /// A webhook subscription: where to POST which events. The secret is stored AES-GCM encrypted.
 public final class Webhook: Model, @unchecked Sendable {
@@ -115,4 +116,24 @@ public final class WebhookAttempt: Model, @unchecked Sendable {
     @OptionalField(key: "response_body") public var responseBody: String?
 
     public init() {}
+}
+
+extension Webhook: ListedProperties {
+    package var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $createdAt, $updatedAt, $user, $url, $eventsJSON, $descriptionText, $headersJSON, $sealedSecret,
+         $sealedPreviousSecret, $previousSecretExpiresAt, $enabled, $disabledReason, $failingSince]
+    }
+}
+
+extension WebhookDelivery: ListedProperties {
+    package var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $createdAt, $updatedAt, $webhook, $eventID, $eventType, $payload, $status, $attempt,
+         $nextAttemptAt, $responseStatus, $durationMs, $error, $responseBody]
+    }
+}
+
+extension WebhookAttempt: ListedProperties {
+    package var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $at, $delivery, $attempt, $responseStatus, $durationMs, $error, $responseBody]
+    }
 }

@@ -189,7 +189,7 @@ struct WebhookService: Sendable {
     }
 
     func list(caller: AuthenticatedCaller) async throws -> [Webhook] {
-        try await Webhook.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).all()
+        try await Webhook.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).listed()
     }
 
     func update(_ id: UUID, draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Webhook {
@@ -252,8 +252,8 @@ struct WebhookService: Sendable {
     func deliveries(_ id: UUID, caller: AuthenticatedCaller, page: PageRequest) async throws -> ([DeliveryResponse], String?) {
         let hook = try await find(id, caller: caller)
         let query = WebhookDelivery.query(on: reads).filter(\.$webhook.$id == (try hook.requireID()))
-        let (items, next) = try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page)
-        let attempts = try await WebhookAttempt.query(on: reads).filter(\.$delivery.$id ~~ items.compactMap(\.id)).sort(\.$attempt).all()
+        let (items, next) = try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page, through: app.sqliteReaders)
+        let attempts = try await WebhookAttempt.query(on: reads).filter(\.$delivery.$id ~~ items.compactMap(\.id)).sort(\.$attempt).listed()
         let byDelivery = Dictionary(grouping: attempts, by: { $0.$delivery.id })
         return (items.map { DeliveryResponse($0, attempts: byDelivery[$0.id!] ?? []) }, next)
     }

@@ -1,5 +1,6 @@
 import Fluent
 import Foundation
+import StewardSQLite
 
 /// A workflow: a DAG of skill steps, stored as canonical JSON.
 public final class Workflow: Model, @unchecked Sendable {
@@ -104,5 +105,25 @@ extension JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return encoder
+    }
+}
+
+extension Workflow: ListedProperties {
+    package var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $createdAt, $updatedAt, $version, $createdBy, $slug, $name, $description, $enabled, $stepsJSON]
+    }
+}
+
+extension WorkflowRun: ListedProperties {
+    package var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $createdAt, $startedAt, $finishedAt, $workflow, $user, $workflowVersion, $status, $progress,
+         $input, $stepsJSON, $error, $scheduleID, $scheduledFor]
+    }
+}
+
+extension WorkflowRunStep: ListedProperties {
+    package var listedProperties: [any AnyDatabaseProperty] {
+        [$id, $startedAt, $completedAt, $run, $executionID, $stepID, $ordinal, $status, $attempts, $retryAt,
+         $error]
     }
 }

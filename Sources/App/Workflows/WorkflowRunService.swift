@@ -3,6 +3,7 @@ import Foundation
 import SQLKit
 import Vapor
 import StewardFormats
+import StewardSQLite
 
 /// A run as the API shows it.
 struct WorkflowRunResponse: Content {
@@ -140,9 +141,9 @@ struct WorkflowRunService: Sendable {
     func detail(_ workflowReference: String, runID: UUID, caller: AuthenticatedCaller) async throws -> WorkflowRunResponse {
         let (run, rows) = try await find(workflowReference, runID: runID, caller: caller)
         let ids = rows.compactMap(\.executionID)
-        let executions = ids.isEmpty ? [] : try await Execution.query(on: reads).filter(\.$id ~~ ids).all()
+        let executions = ids.isEmpty ? [] : try await Execution.query(on: reads).filter(\.$id ~~ ids).listed()
         let history = try await AuditLog.query(on: try await app.settledLedger()).filter(\.$resourceType == "workflow_run")
-            .filter(\.$resourceID == runID.lowercasedString).sort(\.$seq).all()
+            .filter(\.$resourceID == runID.lowercasedString).sort(\.$seq).listed()
         return WorkflowRunResponse(run, steps: rows, executions: Dictionary(uniqueKeysWithValues: executions.map { ($0.id!, $0) }), history: history)
     }
 
@@ -151,7 +152,7 @@ struct WorkflowRunService: Sendable {
         let (runs, next) = try await WorkflowRun.query(on: reads).visible(to: caller, ownedThrough: \.$user)
             .filter(\.$workflow.$id == workflow.requireID()).newestFirst(by: "created_at", { $0.createdAt }, page: page)
         let ids = runs.compactMap(\.id)
-        let rows = ids.isEmpty ? [] : try await WorkflowRunStep.query(on: reads).filter(\.$run.$id ~~ ids).all()
+        let rows = ids.isEmpty ? [] : try await WorkflowRunStep.query(on: reads).filter(\.$run.$id ~~ ids).listed()
         return (runs.map { run in WorkflowRunResponse(run, steps: rows.filter { $0.$run.id == run.id }) }, next)
     }
 

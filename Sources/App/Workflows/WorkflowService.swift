@@ -123,7 +123,7 @@ struct WorkflowService: Sendable {
     }
 
     func list(page: PageRequest) async throws -> ([Workflow], String?) {
-        try await Workflow.query(on: reads).newestFirst(by: "created_at", { $0.createdAt }, page: page)
+        try await Workflow.query(on: reads).newestFirst(by: "created_at", { $0.createdAt }, page: page, through: app.sqliteReaders)
     }
 
     func update(_ reference: String, draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Workflow {

@@ -63,15 +63,6 @@ struct CallerLookupTests {
         }
     }
 
-    @Test("Every stored field of the session, user, API key, skill and execution models is in their hand-written property lists")
-    func propertyListsAreComplete() {
-        #expect(Set(User().listedProperties.flatMap(\.keys)) == Set(User.keys))
-        #expect(Set(UserSession().listedProperties.flatMap(\.keys)) == Set(UserSession.keys))
-        #expect(Set(APIKey().listedProperties.flatMap(\.keys)) == Set(APIKey.keys))
-        #expect(Set(Skill().listedProperties.flatMap(\.keys)) == Set(Skill.keys))
-        #expect(Set(Execution().listedProperties.flatMap(\.keys)) == Set(Execution.keys))
-    }
-
     @Test("Bearer credentials are read as before: any case of the scheme, extra spaces; anything else is 401")
     func bearerForms() async throws {
         try await withTestApp { app in

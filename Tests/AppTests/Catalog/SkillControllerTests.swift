@@ -35,7 +35,7 @@ struct SkillControllerTests {
             #expect(created.status == .created)
             let skill = try created.content.decode(SkillResponse.self)
             #expect(skill.version == 1)
-            #expect(skill.tags == ["demo", "text"])
+            #expect(skill.tags.value == ["demo", "text"])
             #expect(skill.enabled)
 
             #expect(try await send(app, .GET, "/api/v1/skills/echo-text", token: viewer).status == .ok)

@@ -167,6 +167,34 @@ struct ContractConformanceTests {
         }
     }
 
+    @Test("With one of each resource made, the fast read of every list gives the same models as Fluent's own read")
+    func listedReadsMatch() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let call = Call(app: app, token: try await adminToken(app))
+            _ = try await makeWorld(app, call)
+            let db = try await app.settledLedger()
+            #expect(TestDatabase.isPostgres || app.sqliteReaders != nil, "SQLite reads lists on direct readers")
+            try await ListedReadTests.sameRows(User.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(UserSession.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(UserRole.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(APIKey.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(Skill.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(SkillFavorite.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(Execution.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(ExecutionHistoryEntry.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(Event.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(AuditLog.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(Webhook.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(WebhookDelivery.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(WebhookAttempt.self, on: db, readers: app.sqliteReaders, atLeast: 0)
+            try await ListedReadTests.sameRows(Workflow.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(WorkflowRun.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(WorkflowRunStep.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameRows(Schedule.self, on: db, readers: app.sqliteReaders)
+        }
+    }
+
     @Test("Every list route pages to its end, with and without filters, repeating no item")
     func pagingEnds() async throws {
         try await withTestApp { app in

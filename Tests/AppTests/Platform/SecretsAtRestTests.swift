@@ -51,6 +51,8 @@ struct SecretsAtRestTests {
                 #expect(stored.contains("X-Api-Key") && stored.contains("Authorization"), "names stay readable")
                 let shown = try await send(app, .GET, "/api/v1/skills/remote", token: admin)
                 #expect(shown.body.string.contains("[redacted]") && !shown.body.string.contains("runner-key-456"))
+                let listed = try await send(app, .GET, "/api/v1/skills", token: admin)
+                #expect(listed.body.string.contains(#""headers":{"X-Api-Key":"[redacted]"}"#), "the list redacts too: \(listed.body.string)")
 
                 #expect(try await send(app, .POST, "/api/v1/executions", token: admin, json: #"{"skillId": "remote", "input": {}}"#).status == .accepted)
                 for _ in 0..<3 {

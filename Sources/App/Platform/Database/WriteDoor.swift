@@ -75,9 +75,7 @@ extension Application {
         guard let row = try await quickRead("SELECT * FROM \(M.schema) WHERE \(column) = ? LIMIT 1", [value], on: db).first else {
             return nil
         }
-        let model = M()
-        try model.hydrate(from: SQLRowOutput(row: row))
-        return model
+        return try M.read(from: row)
     }
 }
 

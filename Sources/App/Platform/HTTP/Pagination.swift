@@ -2,6 +2,7 @@ import Fluent
 import Foundation
 import Vapor
 import StewardFormats
+import StewardSQLite
 
 /// `?limit=` (1-100, default 20) and `?cursor=` (opaque), validated: absurd values are 422, never 500.
 struct PageRequest: Sendable {
@@ -64,7 +65,11 @@ struct PageRequest: Sendable {
 extension QueryBuilder where Model.IDValue == UUID {
     /// One page, newest first by `date` with ties broken by id, after `page.cursor`; and the next page's cursor.
     func newestFirst(by date: FieldKey, _ value: (Model) -> Date?, page: PageRequest) async throws -> ([Model], String?) {
-        let rows = try await newestFirstPage(by: date, page: page).all()
+        Self.cut(try await newestFirstPage(by: date, page: page).all(), by: value, page: page)
+    }
+
+    /// The page of `rows` (one more than a page when another follows) and the cursor after it.
+    static func cut(_ rows: [Model], by value: (Model) -> Date?, page: PageRequest) -> ([Model], String?) {
         let items = Array(rows.prefix(page.limit))
         let next = rows.count > page.limit ? items.last.map {
             PageRequest.encode(.init(at: (value($0) ?? Date(timeIntervalSince1970: 0)).timeIntervalSince1970, id: $0.id))
@@ -86,5 +91,14 @@ extension QueryBuilder where Model.IDValue == UUID {
             }
         }
         return sort(date, .descending).sort(.id, .descending).limit(page.limit + 1)
+    }
+}
+
+extension QueryBuilder where Model.IDValue == UUID, Model: ListedProperties {
+    /// `newestFirst` through the fast read (`listed(through:)`), for every model that lists its properties. Pass
+    /// `readers` only when an index on (filters…, date, id) answers the query (see `listed(through:)`).
+    func newestFirst(by date: FieldKey, _ value: (Model) -> Date?, page: PageRequest,
+                     through readers: SQLiteReaders? = nil) async throws -> ([Model], String?) {
+        Self.cut(try await newestFirstPage(by: date, page: page).listed(through: readers), by: value, page: page)
     }
 }

@@ -1,0 +1,50 @@
+import Fluent
+import Foundation
+import Testing
+import Vapor
+@testable import App
+import StewardSQLite
+
+/// The fast read of every list (`listed()`, `read(from:)`) fills a model from its hand-written property list, not
+/// from Fluent's reflection. These tests hold the lists to the models and the reads to what Fluent reads.
+@Suite("Listed reads")
+struct ListedReadTests {
+    private static func complete<M: ListedProperties>(_: M.Type) -> Bool {
+        M().listedProperties.flatMap(\.keys).map(\.description).sorted() == M.keys.map(\.description).sorted()
+    }
+
+    @Test("Every stored field of each listed model is in its hand-written property list, once")
+    func propertyListsAreComplete() {
+        #expect(Self.complete(User.self))
+        #expect(Self.complete(UserSession.self))
+        #expect(Self.complete(UserRole.self))
+        #expect(Self.complete(APIKey.self))
+        #expect(Self.complete(Skill.self))
+        #expect(Self.complete(SkillFavorite.self))
+        #expect(Self.complete(Execution.self))
+        #expect(Self.complete(ExecutionHistoryEntry.self))
+        #expect(Self.complete(Event.self))
+        #expect(Self.complete(AuditLog.self))
+        #expect(Self.complete(Webhook.self))
+        #expect(Self.complete(WebhookDelivery.self))
+        #expect(Self.complete(WebhookAttempt.self))
+        #expect(Self.complete(Workflow.self))
+        #expect(Self.complete(WorkflowRun.self))
+        #expect(Self.complete(WorkflowRunStep.self))
+        #expect(Self.complete(Schedule.self))
+    }
+
+    /// The rows of `M` read each way (Fluent's `all()`, `listed()` through the driver, and on SQLite `listed` on a
+    /// direct reader), as Fluent's own JSON coding of the models: equal, field for field.
+    static func sameRows<M: ListedProperties>(_: M.Type, on db: any Database, readers: SQLiteReaders?, atLeast: Int = 1,
+                                             sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let fluent = try await M.query(on: db).sort(.id).all()
+        let listed = try await M.query(on: db).sort(.id).listed()
+        let direct = try await M.query(on: db).sort(.id).listed(through: readers)
+        #expect(fluent.count >= atLeast, "\(M.self): \(fluent.count) rows", sourceLocation: sourceLocation)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        #expect(try encoder.encode(listed) == encoder.encode(fluent), "\(M.self)", sourceLocation: sourceLocation)
+        #expect(try encoder.encode(direct) == encoder.encode(fluent), "\(M.self) on a direct reader", sourceLocation: sourceLocation)
+    }
+}
