@@ -32,30 +32,39 @@ struct EventController: RouteCollection {
         var items: [EventResponse] = []
         var scanned = 0
         var last = after
-        var reachedEnd = false
+        // Whether rows the same query would read remain after `last`; nil while not known.
+        var more: Bool?
+        // The seq index reads a batch in order (on a direct reader on SQLite); by resource it may scan.
+        let readers = resourceID == nil ? req.application.sqliteReaders : nil
+        // A page's worth first (plus one, to know whether more follow), then larger batches while little is visible.
+        var batchSize = page.limit + 1
         scan: while items.count < page.limit, scanned < Self.scanLimit {
-            var query = Event.query(on: req.db).filter(\.$seq > last).sort(\.$seq).limit(min(500, Self.scanLimit - scanned))
+            let asked = min(batchSize, Self.scanLimit - scanned)
+            batchSize = min(batchSize * 4, 500)
+            var query = Event.query(on: req.db).filter(\.$seq > last).sort(\.$seq).limit(asked)
             if let resourceID { query = query.filter(\.$resourceID == resourceID) }
-            let batch = try await query.listed()
-            if batch.isEmpty { reachedEnd = true; break }
-            for event in batch {
+            let batch = try await query.listed(through: readers)
+            for (index, event) in batch.enumerated() {
                 scanned += 1
                 last = event.seq
                 if Webhook.matches(filters: filters, type: event.type), EventVisibility.may(try caller.user.requireID(), grants: caller.grants, see: event) {
                     items.append(EventResponse(event))
-                    if items.count == page.limit { break scan }
+                    if items.count == page.limit {
+                        if index < batch.count - 1 { more = true }
+                        break scan
+                    }
                 }
             }
+            if batch.count < asked { more = false; break }
         }
         // The cursor is the last seq read (seen or not), so the next page goes on from there; there is a next page
         // only while rows the same query would read remain after it. A page is never handed the cursor it came with
         // unless it read nothing, and then it has none.
-        var more = false
-        if !reachedEnd {
-            var rest = Event.query(on: req.db).filter(\.$seq > last)
+        if more == nil {
+            var rest = Event.query(on: req.db).filter(\.$seq > last).limit(1)
             if let resourceID { rest = rest.filter(\.$resourceID == resourceID) }
-            more = try await rest.first() != nil
+            more = try await !rest.listed(through: readers).isEmpty
         }
-        return ListResponse(items: items, nextCursor: more ? PageRequest.encode(.init(seq: last)) : nil)
+        return ListResponse(items: items, nextCursor: more == true ? PageRequest.encode(.init(seq: last)) : nil)
     }
 }
