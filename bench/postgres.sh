@@ -3,7 +3,8 @@
 # a throwaway PostgreSQL cluster on this machine with its durable defaults (fsync, synchronous_commit and
 # full_page_writes on, as SQLite runs with synchronous=FULL), sharing the cores with Steward and wrk:
 #   1. one instance: health, /auth/me, the skill list over 1,000 skills, skill creation, execution creation (echo),
-#      and end-to-end echo (a backlog of executions from the first accepted to the last succeeded);
+#      and end-to-end echo (a backlog of executions from the first accepted to the last succeeded); then the reads
+#      over what that left: skill search, and the executions, audit and events lists;
 #   2. two instances on the same database: skill and execution creation driven against both at once, summed;
 #   3. commit to SSE (bench/commit_to_sse.py): from a skill creation's 201 to its event on a stream, on the same
 #      instance, on the other instance, and on the other instance while both create skills under wrk;
@@ -62,9 +63,11 @@ export STEWARD_BENCH_TOKEN=$TOKEN
 python3 - "$A" "$TOKEN" <<'PY'
 import concurrent.futures, json, sys, urllib.request
 url, token = sys.argv[1:3]
+words = ["invoice", "report", "deploy", "backup", "translate", "summarise", "resize", "notify", "scan", "archive"]
 def create(i):
-    body = {"slug": f"seed-{i}", "name": f"Seeded {i}", "description": f"Seeded skill {i}.", "category": "ops",
-            "tags": ["seed"], "runner": {"type": "builtin", "name": "echo"}, "inputSchema": {"type": "object"}}
+    body = {"slug": f"seed-{i}", "name": f"{words[i % 10].title()} {i}", "description": f"Seeded skill {i}: {words[i % 10]} and {words[(i * 7) % 10]}.",
+            "category": ["ops", "data", "media", "ai"][i % 4], "tags": [words[i % 10], "seed"],
+            "runner": {"type": "builtin", "name": "echo"}, "inputSchema": {"type": "object"}}
     request = urllib.request.Request(url + "/api/v1/skills", data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json", "Authorization": "Bearer " + token})
     urllib.request.urlopen(request, timeout=30).read()
@@ -102,6 +105,11 @@ drainer=$!
 serve a; A=$SERVED
 wait "$drainer"
 echo "  endToEnd: $(cat "$work/drain.json")" >&2
+# The reads, now that there are executions, audit entries and events to list.
+run_wrk skillSearch -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/skills?q=invoice%20report&limit=20"
+run_wrk executionList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/executions?limit=20"
+run_wrk auditList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/audit-logs?limit=20"
+run_wrk eventList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/events?limit=20"
 python3 - "$work/drain.json" "$(notifies)" "$notifies_before" > "$work/notify.json" <<'PY'
 import json, sys
 drained, after, before = json.load(open(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
@@ -140,7 +148,8 @@ PG_VERSION=$("$PG_BIN/postgres" --version | awk '{print $3}') python3 - "$work" 
 import json, os, re, subprocess, sys, time
 work, out, doc, duration = sys.argv[1:5]
 load = lambda name: json.load(open(os.path.join(work, name + ".json")))
-names = ["health", "me", "skillList", "skillCreate", "executionCreate", "drain", "skillCreateTwo", "executionCreateTwo",
+names = ["health", "me", "skillList", "skillSearch", "executionList", "auditList", "eventList", "skillCreate", "executionCreate", "drain",
+         "skillCreateTwo", "executionCreateTwo",
          "sseSame", "sseOther", "sseLoaded", "notify"]
 r = {name: load(name) for name in names}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
@@ -151,6 +160,10 @@ os.makedirs(os.path.dirname(out), exist_ok=True)
 json.dump(result, open(out, "w"), indent=2)
 verdict = lambda ok: "met" if ok else "**missed**"
 h = r["health"]["requestsPerSecond"] or 1
+def share(name, target):
+    """A read's target: a share of /me's rate in the same run."""
+    part = r[name]["requestsPerSecond"] / (r["me"]["requestsPerSecond"] or 1)
+    return f"≥ {target:.0%} of /me: {verdict(part >= target)} ({part:.0%})"
 row = lambda name, x, target="": f"| {name} | {x['requestsPerSecond']:,} | {x.get('p50Ms', '')} | {x['p99Ms']} | {x['errors']} | {target} |"
 lines = [
     f"Commit `{commit}`, {result['date']}. {cpu}, {os.cpu_count()} cores; PostgreSQL {result['postgres']} with fsync, synchronous_commit",
@@ -160,7 +173,11 @@ lines = [
     "|---|---|---|---|---|---|",
     row("GET /health/live", r["health"]),
     row("GET /api/v1/auth/me", r["me"], f"≥ 30% of health: {verdict(r['me']['requestsPerSecond'] / h >= 0.3)} ({r['me']['requestsPerSecond'] / h:.1%})"),
-    row("GET /api/v1/skills (1,000 skills, limit 20)", r["skillList"]),
+    row("GET /api/v1/skills (1,000 skills, limit 20)", r["skillList"], share("skillList", 0.5)),
+    row("GET /api/v1/skills?q=invoice report", r["skillSearch"], share("skillSearch", 0.4)),
+    row(f"GET /api/v1/executions ({r['drain']['executions']:,} executions, limit 20)", r["executionList"], share("executionList", 0.4)),
+    row("GET /api/v1/audit-logs (limit 20)", r["auditList"], share("auditList", 0.4)),
+    row("GET /api/v1/events (limit 20)", r["eventList"], share("eventList", 0.4)),
     row("POST /api/v1/skills", r["skillCreate"]),
     row("POST /api/v1/executions (echo, no workers)", r["executionCreate"], f"≥ 1,000/s: {verdict(r['executionCreate']['requestsPerSecond'] >= 1000)}"),
     f"| end-to-end echo: {r['drain']['executions']:,} queued executions drained by one instance's 4 workers | {r['drain']['perSecond']:,} | | | | ≥ 400/s: {verdict(r['drain']['perSecond'] >= 400)} |",

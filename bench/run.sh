@@ -2,8 +2,9 @@
 # The whole benchmark suite, on a release build and temporary SQLite databases (synchronous=FULL):
 #   1. cold start: process start until /health/ready answers 200, on an already-migrated database (target < 1 s),
 #      and idle RSS a few seconds after start (target < 60 MB);
-#   2. wrk scenarios on one seeded server: health, /auth/me, skill list, skill search, skill create, and the
-#      login storm with health p99 measured during it;
+#   2. wrk scenarios on one seeded server (1,000 skills, 1,000 executions): health, /auth/me, the skill list, skill
+#      search, the executions, audit and events lists, skill create, and the login storm with health p99 measured
+#      during it;
 #   3. the scenarios that wrk cannot express, by their own scripts: executions (create and end-to-end),
 #      webhook deliveries, realtime fan-out.
 # Every scenario records requests/s, p50/p99, errors and the server's peak RSS while it ran.
@@ -94,11 +95,15 @@ def create(i):
 with concurrent.futures.ThreadPoolExecutor(8) as pool:
     list(pool.map(create, range(1000)))
 PY
+bench_seed_executions "$BENCH_URL" "$TOKEN" 1000
 auth=(-H "Authorization: Bearer $TOKEN")
 scenario health -t2 -c32 -d"$DURATION" --latency "$BENCH_URL/health/live"
 scenario me -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/auth/me"
 scenario skillList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/skills?limit=20"
 scenario skillSearch -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/skills?q=invoice%20report&limit=20"
+scenario executionList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/executions?limit=20"
+scenario auditList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/audit-logs?limit=20"
+scenario eventList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/events?limit=20"
 scenario skillCreate -t2 -c32 -d"$DURATION" --latency -s "$bench_root/bench/skill_create.lua" "$BENCH_URL/api/v1/skills"
 # The storm runs longer than the measurement, so health is measured only while logins are in flight.
 wrk -t1 -c16 -d"$((seconds + 4))s" --timeout 10s --latency -s "$bench_root/bench/login.lua" "$BENCH_URL/api/v1/auth/login" > "$work/login.txt" &
@@ -137,7 +142,8 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip() != ""
 swift = subprocess.run(["swift", "--version"], capture_output=True, text=True).stdout.splitlines()
-wrk_scenarios = {name: load(name) for name in ["health", "me", "skillList", "skillSearch", "skillCreate", "loginStorm", "healthDuringLoginStorm"]}
+wrk_scenarios = {name: load(name) for name in ["health", "me", "skillList", "skillSearch", "executionList", "auditList", "eventList",
+                                               "skillCreate", "loginStorm", "healthDuringLoginStorm"]}
 result = {
     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit + ("+dirty" if dirty else ""),
     "machine": {"cpu": cpu, "cores": os.cpu_count(), "memoryGiB": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
@@ -155,6 +161,11 @@ def row(name, r, target=""):
 s = wrk_scenarios
 ratio = s["me"]["requestsPerSecond"] / s["health"]["requestsPerSecond"] if s["health"]["requestsPerSecond"] else 0
 verdict = lambda ok: "met" if ok else "**missed**"
+def share(name, target):
+    """A read's target: a share of /me's rate in the same run, and peak RSS under 120 MB."""
+    part = s[name]["requestsPerSecond"] / s["me"]["requestsPerSecond"] if s["me"]["requestsPerSecond"] else 0
+    rss_ok = s[name].get("peakRssKB", 0) * 1024 < 120_000_000
+    return f"≥ {target:.0%} of /me: {verdict(part >= target)} ({part:.0%}); RSS < 120 MB: {verdict(rss_ok)}"
 lines = [
     f"Commit `{result['commit']}`, {result['date']}. {cpu}, {os.cpu_count()} cores, Swift release build, SQLite `synchronous=FULL`;",
     f"wrk {duration} per scenario (2 threads, 32 connections unless noted) on the same cores. Raw: `bench/results/{os.path.basename(out)}`.",
@@ -163,8 +174,11 @@ lines = [
     "|---|---|---|---|---|---|---|",
     row("GET /health/live", s["health"]),
     row("GET /api/v1/auth/me", s["me"], f"≥ 40% of health: {verdict(ratio >= 0.4)} ({ratio:.0%})"),
-    row("GET /api/v1/skills (1,000 skills, limit 20)", s["skillList"]),
-    row("GET /api/v1/skills?q=invoice report", s["skillSearch"]),
+    row("GET /api/v1/skills (1,000 skills, limit 20)", s["skillList"], share("skillList", 0.5)),
+    row("GET /api/v1/skills?q=invoice report", s["skillSearch"], share("skillSearch", 0.4)),
+    row("GET /api/v1/executions (1,000 executions, limit 20)", s["executionList"], share("executionList", 0.4)),
+    row("GET /api/v1/audit-logs (limit 20)", s["auditList"], share("auditList", 0.4)),
+    row("GET /api/v1/events (limit 20)", s["eventList"], share("eventList", 0.4)),
     row("POST /api/v1/skills", s["skillCreate"]),
     row("POST /api/v1/auth/login, 16 connections, bcrypt 12", s["loginStorm"]),
     row("GET /health/live during the login storm (4 connections)", s["healthDuringLoginStorm"],
