@@ -46,11 +46,13 @@ extension APIJSON {
 
         /// Writes one value where the position for it has been made (after a key and colon, a comma, or at the top).
         func write<T: Encodable>(_ value: T, parent: StreamEncoder?, key: (any CodingKey)?) throws {
+            // The types spelled here are told apart by their metadata, which costs far less than a cast attempt per
+            // type; `unsafeBitCast` to the very type `T` is.
+            if T.self == String.self { return writer.write(unsafeBitCast(value, to: String.self)) }
+            if T.self == UUID.self { return writer.write(unsafeBitCast(value, to: UUID.self).lowercasedString) }
+            if T.self == Date.self { return writer.write(RFC3339.string(from: unsafeBitCast(value, to: Date.self))) }
+            if T.self == StoredJSON.self { return writer.bytes.append(contentsOf: unsafeBitCast(value, to: StoredJSON.self).text.utf8) }
             switch value {
-            case let string as String: writer.write(string)
-            case let id as UUID: writer.write(id.lowercasedString)
-            case let date as Date: writer.write(RFC3339.string(from: date))
-            case let stored as StoredJSON: writer.bytes.append(contentsOf: stored.text.utf8)
             case let json as JSONValue: guard writer.write(json, depth: 0) else { throw CannotFollow() }
             case let data as Data: writer.write(data.base64EncodedString())
             case let url as URL: writer.write(url.absoluteString)
@@ -84,12 +86,19 @@ extension APIJSON {
 
         /// Makes the position for the next member of container `id` (closing the finished containers inside it).
         func member(of id: Int, key: String?) throws {
-            guard let index = open.lastIndex(where: { $0.id == id }) else { throw CannotFollow() }
-            close(downTo: index + 1)
+            let index: Int
+            if let last = open.indices.last, open[last].id == id {
+                index = last
+            } else {
+                guard let found = open.lastIndex(where: { $0.id == id }) else { throw CannotFollow() }
+                index = found
+                close(downTo: index + 1)
+            }
             if open[index].count > 0 { writer.bytes.append(UInt8(ascii: ",")) }
             open[index].count += 1
             if let key {
                 if open[index].keys.contains(key) { throw CannotFollow() }
+                if open[index].keys.isEmpty { open[index].keys.reserveCapacity(16) }
                 open[index].keys.append(key)
                 writer.write(key)
                 writer.bytes.append(UInt8(ascii: ":"))

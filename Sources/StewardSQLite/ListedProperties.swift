@@ -45,6 +45,20 @@ extension ListedProperties {
 
 private let selectLists = NIOLockedValueBox<[ObjectIdentifier: String]>([:])
 
+/// A value read straight from one row of a model's table, with no model in between: a list's response item. The
+/// row holds every column of the model's property list, named by key. A list that answers with such values skips
+/// building a model per row (a Fluent model is one object per property) only to copy it into its response.
+package protocol RowReadable: Sendable {
+    init(row: any SQLRow) throws
+}
+
+extension SQLRow {
+    /// The column's value, or nil when it is NULL.
+    package func optional<T: Decodable>(_ column: String, as type: T.Type) throws -> T? {
+        try decodeNil(column: column) ? nil : decode(column: column, as: T.self)
+    }
+}
+
 extension QueryBuilder where Model: ListedProperties {
     /// The fast read of every list: what `all()` answers, without reflection. Fluent's `all()` walks the model's
     /// properties with `Mirror` to name the columns, to look for a soft-delete timestamp, and again for every row
@@ -57,6 +71,15 @@ extension QueryBuilder where Model: ListedProperties {
     /// that reads its rows through an index in its order and stops after a page (the list plan test asserts that
     /// for the lists), never for one that may scan: it would hold up the event loop for the whole scan.
     package func listed(through readers: SQLiteReaders? = nil) async throws -> [Model] {
+        try await selectedRows(through: readers).map { try Model.read(from: $0) }
+    }
+
+    /// The same read, each row read into a `Row` instead of a model.
+    package func listed<Row: RowReadable>(as: Row.Type, through readers: SQLiteReaders? = nil) async throws -> [Row] {
+        try await selectedRows(through: readers).map { try Row(row: $0) }
+    }
+
+    private func selectedRows(through readers: SQLiteReaders?) async throws -> [any SQLRow] {
         var query = self.query
         query.fields = [.custom(Model.selectList)]
         let sql = database as! any SQLDatabase
@@ -65,13 +88,11 @@ extension QueryBuilder where Model: ListedProperties {
             var serializer = SQLSerializer(database: sql)
             statement.serialize(to: &serializer)
             let encoder = SQLiteDataEncoder()
-            if let rows = try readers.read(serializer.sql, try serializer.binds.map { try encoder.encode($0) }) {
-                return try rows.map { try Model.read(from: $0) }
-            }
+            if let rows = try readers.read(serializer.sql, try serializer.binds.map { try encoder.encode($0) }) { return rows }
         }
         let rows = NIOLockedValueBox<[any SQLRow]>([])
         try await sql.execute(sql: statement) { row in rows.withLockedValue { $0.append(row) } }
-        return try rows.withLockedValue { $0 }.map { try Model.read(from: $0) }
+        return rows.withLockedValue { $0 }
     }
 }
 

@@ -1,11 +1,13 @@
-import Vapor
+import SQLKit
 import StewardFormats
+import StewardSQLite
+import Vapor
 
 /// `GET /api/v1/audit-logs` and `GET /api/v1/audit/checkpoint` (audit:read). There is no route that changes or
 /// deletes an entry.
 struct AuditLogController: RouteCollection {
-    /// An entry as the API shows it.
-    struct Entry: Content {
+    /// An entry as the API shows it; `details` is the stored canonical text, served as it is.
+    struct Entry: Content, RowReadable {
         var id: UUID
         var seq: Int64
         var at: Date
@@ -18,7 +20,7 @@ struct AuditLogController: RouteCollection {
         var ipAddress: String?
         var userAgent: String?
         var requestId: String?
-        var details: JSONValue
+        var details: StoredJSON
 
         init(_ log: AuditLog) {
             id = log.id!
@@ -33,7 +35,24 @@ struct AuditLogController: RouteCollection {
             ipAddress = log.ipAddress
             userAgent = log.userAgent
             requestId = log.requestID
-            details = JSONValue.parse(log.details)
+            details = StoredJSON(canonical: log.details)
+        }
+
+        /// An entry read straight from its row (the columns of `AuditLog`'s keys).
+        init(row: any SQLRow) throws {
+            id = try row.decode(column: "id", as: UUID.self)
+            seq = try row.decode(column: "seq", as: Int64.self)
+            at = try row.decode(column: "at", as: Date.self)
+            actorId = try row.optional("actor_id", as: UUID.self)
+            actorType = try row.decode(column: "actor_type", as: String.self)
+            action = try row.decode(column: "action", as: String.self)
+            resourceType = try row.optional("resource_type", as: String.self)
+            resourceId = try row.optional("resource_id", as: String.self)
+            outcome = try row.decode(column: "outcome", as: String.self)
+            ipAddress = try row.optional("ip_address", as: String.self)
+            userAgent = try row.optional("user_agent", as: String.self)
+            requestId = try row.optional("request_id", as: String.self)
+            details = StoredJSON(canonical: try row.decode(column: "details", as: String.self))
         }
     }
 
@@ -75,6 +94,6 @@ struct AuditLogController: RouteCollection {
         }
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         let (entries, next) = try await AuditLogService(app: req.application).list(filter: filter, page: page)
-        return ListResponse(items: entries.map(Entry.init), nextCursor: next)
+        return ListResponse(items: entries, nextCursor: next)
     }
 }

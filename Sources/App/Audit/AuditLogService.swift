@@ -21,7 +21,7 @@ struct AuditLogService: Sendable {
         var to: Date?
     }
 
-    func list(filter: Filter, page: PageRequest) async throws -> ([AuditLog], String?) {
+    func list(filter: Filter, page: PageRequest) async throws -> ([AuditLogController.Entry], String?) {
         var query = AuditLog.query(on: try await app.settledLedger())
         if let actorID = filter.actorID { query = query.filter(\.$actorID == actorID) }
         if let action = filter.action { query = query.filter(\.$action == action) }
@@ -37,7 +37,8 @@ struct AuditLogService: Sendable {
         let indexed = [filter.actorID != nil, filter.action != nil, resource].filter { $0 }.count <= 1
             && (filter.resourceType != nil) == (filter.resourceID != nil)
             && filter.outcome == nil && filter.from == nil && filter.to == nil
-        let entries = try await query.sort(\.$seq, .descending).limit(page.limit + 1).listed(through: indexed ? app.sqliteReaders : nil)
+        let entries = try await query.sort(\.$seq, .descending).limit(page.limit + 1)
+            .listed(as: AuditLogController.Entry.self, through: indexed ? app.sqliteReaders : nil)
         let pageEntries = Array(entries.prefix(page.limit))
         let next = entries.count > page.limit ? pageEntries.last.map { PageRequest.encode(.init(seq: $0.seq)) } : nil
         return (pageEntries, next)

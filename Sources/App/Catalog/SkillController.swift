@@ -27,7 +27,7 @@ struct SkillController: RouteCollection {
                                          category: req.query[String.self, at: "category"],
                                          tag: req.query[String.self, at: "tag"])
         let (skills, next) = try await SkillService(app: req.application).list(filter: filter, page: page)
-        return ListResponse(items: skills.map(SkillResponse.init), nextCursor: next)
+        return ListResponse(items: skills, nextCursor: next)
     }
 
     @Sendable

@@ -1,6 +1,8 @@
 import Foundation
 import Vapor
 import StewardFormats
+import SQLKit
+import StewardSQLite
 
 /// A skill as the API shows it. HTTP runner header values are redacted: they often carry credentials.
 /// `tags`, `inputSchema` and a runner without headers are the stored canonical text, served as it is.
@@ -43,5 +45,25 @@ struct SkillResponse: Content {
         guard JSONText.mayHaveKey("headers", in: text) else { return StoredJSON(canonical: text) }
         let runner = Skill.mappingHeaderValues(of: JSONValue.parse(text)) { _ in "[redacted]" }
         return (try? StoredJSON(runner)) ?? StoredJSON(canonical: text)
+    }
+}
+
+extension SkillResponse: RowReadable {
+    /// A skill as the API shows it, read straight from its row (the columns of `Skill`'s keys).
+    init(row: any SQLRow) throws {
+        id = try row.decode(column: "id", as: UUID.self)
+        slug = try row.decode(column: "slug", as: String.self)
+        name = try row.decode(column: "name", as: String.self)
+        description = try row.decode(column: "description", as: String.self)
+        category = try row.decode(column: "category", as: String.self)
+        tags = StoredJSON(canonical: try row.decode(column: "tags", as: String.self))
+        inputSchema = StoredJSON(canonical: try row.decode(column: "input_schema", as: String.self))
+        runner = Self.redacted(runner: try row.decode(column: "runner", as: String.self))
+        version = try row.decode(column: "version", as: Int.self)
+        enabled = try row.decode(column: "enabled", as: Bool.self)
+        createdBy = try row.optional("created_by", as: UUID.self)
+        createdAt = try row.decode(column: "created_at", as: Date.self)
+        updatedAt = try row.decode(column: "updated_at", as: Date.self)
+        executionCount = try row.decode(column: "execution_count", as: Int64.self)
     }
 }

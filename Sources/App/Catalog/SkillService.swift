@@ -274,7 +274,7 @@ struct SkillService: Sendable {
     }
 
     /// Lists skills: ranked by relevance when `q` is given, newest first otherwise.
-    func list(filter: Filter, page: PageRequest) async throws -> ([Skill], String?) {
+    func list(filter: Filter, page: PageRequest) async throws -> ([SkillResponse], String?) {
         if let q = filter.q, !q.trimmingCharacters(in: .whitespaces).isEmpty {
             return try await search(q, filter: filter, page: page)
         }
@@ -282,12 +282,13 @@ struct SkillService: Sendable {
         if let category = filter.category { query = query.filter(\.$category == category) }
         if let tag = filter.tag { query = query.filter(.sql(embed: "tags LIKE \(bind: Self.tagPattern(tag)) ESCAPE '\\'")) }
         // A tag is matched inside the stored array, which no index answers: that page is read off the event loop.
-        return try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page, through: filter.tag == nil ? app.sqliteReaders : nil)
+        return try await query.newestFirst(as: SkillResponse.self, by: "created_at", { ($0.createdAt, $0.id) }, page: page,
+                                           through: filter.tag == nil ? app.sqliteReaders : nil)
     }
 
     /// Full-text search. The query is reduced to letter-and-digit tokens (each a prefix match, all required),
     /// so quotes, `*`, `-` or SQL in `q` can never break the statement.
-    private func search(_ q: String, filter: Filter, page: PageRequest) async throws -> ([Skill], String?) {
+    private func search(_ q: String, filter: Filter, page: PageRequest) async throws -> ([SkillResponse], String?) {
         let tokens = Self.searchTokens(q)
         guard !tokens.isEmpty else { return ([], nil) }
         let offset = page.cursor?.o ?? 0
@@ -313,7 +314,7 @@ struct SkillService: Sendable {
                 LIMIT \(bind: page.limit + 1) OFFSET \(bind: offset)
                 """).all()
         }
-        let skills = try rows.map { try Skill.read(from: $0) }
+        let skills = try rows.map { try SkillResponse(row: $0) }
         let pageSkills = Array(skills.prefix(page.limit))
         let next = skills.count > page.limit ? PageRequest.encode(.init(o: offset + page.limit)) : nil
         return (pageSkills, next)

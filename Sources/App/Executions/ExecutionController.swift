@@ -83,7 +83,7 @@ struct ExecutionController: RouteCollection {
         }
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         let (executions, next) = try await ExecutionService(app: req.application).list(filter: filter, page: page, caller: try req.caller)
-        return ListResponse(items: executions.map(ExecutionResponse.init), nextCursor: next)
+        return ListResponse(items: executions, nextCursor: next)
     }
 
     @Sendable

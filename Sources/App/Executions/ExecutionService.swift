@@ -6,7 +6,7 @@ import StewardSQLite
 import Vapor
 
 /// An execution as the API shows it.
-struct ExecutionResponse: Content, Equatable {
+struct ExecutionResponse: Content, Equatable, RowReadable {
     var id: UUID
     var skillId: UUID
     var userId: UUID
@@ -39,6 +39,25 @@ struct ExecutionResponse: Content, Equatable {
         durationMs = execution.durationMs
         scheduleId = execution.scheduleID
         scheduledFor = execution.scheduledFor
+    }
+
+    /// An execution as the API shows it, read straight from its row (the columns of `Execution`'s keys).
+    init(row: any SQLRow) throws {
+        id = try row.decode(column: "id", as: UUID.self)
+        skillId = try row.decode(column: "skill_id", as: UUID.self)
+        userId = try row.decode(column: "user_id", as: UUID.self)
+        status = try row.decode(column: "status", as: String.self)
+        progress = try row.decode(column: "progress", as: Int.self)
+        input = JSONValue.parse(try row.decode(column: "input", as: String.self))
+        output = try row.optional("output", as: String.self).map(JSONValue.parse)
+        error = try row.optional("error", as: String.self)
+        attempt = try row.decode(column: "attempt", as: Int.self)
+        queuedAt = try row.decode(column: "queued_at", as: Date.self)
+        startedAt = try row.optional("started_at", as: Date.self)
+        finishedAt = try row.optional("finished_at", as: Date.self)
+        durationMs = try row.optional("duration_ms", as: Int64.self)
+        scheduleId = try row.optional("schedule_id", as: UUID.self)
+        scheduledFor = try row.optional("scheduled_for", as: Date.self)
     }
 
     /// The object as event data: what `APIJSON` writes for it, built directly (it runs inside every transition's
@@ -221,14 +240,15 @@ struct ExecutionService: Sendable {
         var skillID: UUID?
     }
 
-    func list(filter: Filter, page: PageRequest, caller: AuthenticatedCaller) async throws -> ([Execution], String?) {
+    func list(filter: Filter, page: PageRequest, caller: AuthenticatedCaller) async throws -> ([ExecutionResponse], String?) {
         var query = Execution.query(on: reads)
         var filters = 0
         if !caller.can(.executionsReadAll) { query = try query.visible(to: caller, ownedThrough: \.$user); filters += 1 }
         if let status = filter.status { query = query.filter(\.$status == status); filters += 1 }
         if let skillID = filter.skillID { query = query.filter(\.$skillID == skillID); filters += 1 }
         // One index per filter (user, status, skill): with two, the page may take a scan, read off the event loop.
-        return try await query.newestFirst(by: "queued_at", { $0.queuedAt }, page: page, through: filters <= 1 ? app.sqliteReaders : nil)
+        return try await query.newestFirst(as: ExecutionResponse.self, by: "queued_at", { ($0.queuedAt, $0.id) }, page: page,
+                                           through: filters <= 1 ? app.sqliteReaders : nil)
     }
 
     func history(_ id: UUID, caller: AuthenticatedCaller) async throws -> [ExecutionHistoryEntry] {

@@ -167,7 +167,7 @@ struct ContractConformanceTests {
         }
     }
 
-    @Test("With one of each resource made, the fast read of every list gives the same models as Fluent's own read")
+    @Test("With one of each resource made, the fast read of every list gives the same models and responses as Fluent's own read")
     func listedReadsMatch() async throws {
         try await withTestApp { app in
             app.useTestDoubles()
@@ -192,6 +192,11 @@ struct ContractConformanceTests {
             try await ListedReadTests.sameRows(WorkflowRun.self, on: db, readers: app.sqliteReaders)
             try await ListedReadTests.sameRows(WorkflowRunStep.self, on: db, readers: app.sqliteReaders)
             try await ListedReadTests.sameRows(Schedule.self, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameItems(Skill.self, as: SkillResponse.self, from: SkillResponse.init, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameItems(Execution.self, as: ExecutionResponse.self, from: ExecutionResponse.init, on: db,
+                                                readers: app.sqliteReaders)
+            try await ListedReadTests.sameItems(AuditLog.self, as: AuditLogController.Entry.self, from: AuditLogController.Entry.init, on: db,
+                                                readers: app.sqliteReaders)
         }
     }
 

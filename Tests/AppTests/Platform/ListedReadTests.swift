@@ -3,6 +3,7 @@ import Foundation
 import Testing
 import Vapor
 @testable import App
+import StewardFormats
 import StewardSQLite
 
 /// The fast read of every list (`listed()`, `read(from:)`) fills a model from its hand-written property list, not
@@ -46,5 +47,18 @@ struct ListedReadTests {
         encoder.outputFormatting = .sortedKeys
         #expect(try encoder.encode(listed) == encoder.encode(fluent), "\(M.self)", sourceLocation: sourceLocation)
         #expect(try encoder.encode(direct) == encoder.encode(fluent), "\(M.self) on a direct reader", sourceLocation: sourceLocation)
+    }
+
+    /// Each row of `M` read straight into `Row` (through the driver, and on SQLite on a direct reader) writes the
+    /// same JSON as the response made from the model.
+    static func sameItems<M: ListedProperties, Row: RowReadable & Encodable>(_: M.Type, as: Row.Type, from model: (M) -> Row,
+                                                                             on db: any Database, readers: SQLiteReaders?,
+                                                                             sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let expected = try await M.query(on: db).sort(.id).all().map(model)
+        #expect(!expected.isEmpty, "\(M.self) has rows", sourceLocation: sourceLocation)
+        for readers in [nil, readers] {
+            let items = try await M.query(on: db).sort(.id).listed(as: Row.self, through: readers)
+            #expect(try APIJSON.string(items) == APIJSON.string(expected), "\(Row.self), direct: \(readers != nil)", sourceLocation: sourceLocation)
+        }
     }
 }

@@ -65,16 +65,7 @@ struct PageRequest: Sendable {
 extension QueryBuilder where Model.IDValue == UUID {
     /// One page, newest first by `date` with ties broken by id, after `page.cursor`; and the next page's cursor.
     func newestFirst(by date: FieldKey, _ value: (Model) -> Date?, page: PageRequest) async throws -> ([Model], String?) {
-        Self.cut(try await newestFirstPage(by: date, page: page).all(), by: value, page: page)
-    }
-
-    /// The page of `rows` (one more than a page when another follows) and the cursor after it.
-    static func cut(_ rows: [Model], by value: (Model) -> Date?, page: PageRequest) -> ([Model], String?) {
-        let items = Array(rows.prefix(page.limit))
-        let next = rows.count > page.limit ? items.last.map {
-            PageRequest.encode(.init(at: (value($0) ?? Date(timeIntervalSince1970: 0)).timeIntervalSince1970, id: $0.id))
-        } : nil
-        return (items, next)
+        PageRequest.cut(try await newestFirstPage(by: date, page: page).all(), page: page) { (value($0), $0.id) }
     }
 
     /// The query of one page (and one row more, to tell whether another follows). The cursor's condition is one
@@ -99,6 +90,25 @@ extension QueryBuilder where Model.IDValue == UUID, Model: ListedProperties {
     /// `readers` only when an index on (filters…, date, id) answers the query (see `listed(through:)`).
     func newestFirst(by date: FieldKey, _ value: (Model) -> Date?, page: PageRequest,
                      through readers: SQLiteReaders? = nil) async throws -> ([Model], String?) {
-        Self.cut(try await newestFirstPage(by: date, page: page).listed(through: readers), by: value, page: page)
+        PageRequest.cut(try await newestFirstPage(by: date, page: page).listed(through: readers), page: page) { (value($0), $0.id) }
+    }
+
+    /// `newestFirst` with each row read straight into its response item; `position` gives an item's sort time and id.
+    func newestFirst<Row: RowReadable>(as: Row.Type, by date: FieldKey, _ position: (Row) -> (Date?, UUID?), page: PageRequest,
+                                       through readers: SQLiteReaders? = nil) async throws -> ([Row], String?) {
+        PageRequest.cut(try await newestFirstPage(by: date, page: page).listed(as: Row.self, through: readers), page: page, position)
+    }
+}
+
+extension PageRequest {
+    /// The page of `rows` (one more than a page when another follows) and the cursor after its last item, made of
+    /// the item's sort time and id.
+    static func cut<Item>(_ rows: [Item], page: PageRequest, _ position: (Item) -> (Date?, UUID?)) -> ([Item], String?) {
+        let items = Array(rows.prefix(page.limit))
+        let next = rows.count > page.limit ? items.last.map { item in
+            let (date, id) = position(item)
+            return PageRequest.encode(.init(at: (date ?? Date(timeIntervalSince1970: 0)).timeIntervalSince1970, id: id))
+        } : nil
+        return (items, next)
     }
 }
