@@ -29,6 +29,7 @@ struct EventController: RouteCollection {
         let filters = filter.types
         // Everything committed before this request is numbered first (PostgreSQL), so a client sees its own writes.
         try await LedgerSequencer.settle(req.application)
+        let userID = try caller.user.requireID()
         var items: [EventResponse] = []
         var scanned = 0
         var last = after
@@ -43,12 +44,14 @@ struct EventController: RouteCollection {
             batchSize = min(batchSize * 4, 500)
             var query = Event.query(on: req.db).filter(\.$seq > last).sort(\.$seq).limit(asked)
             if let resourceID { query = query.filter(\.$resourceID == resourceID) }
-            let batch = try await query.listed(through: readers)
+            let batch = try await query.listed(as: EventResponse.self, through: readers)
             for (index, event) in batch.enumerated() {
                 scanned += 1
                 last = event.seq
-                if Webhook.matches(filters: filters, type: event.type), EventVisibility.may(try caller.user.requireID(), grants: caller.grants, see: event) {
-                    items.append(EventResponse(event))
+                if Webhook.matches(filters: filters, type: event.type),
+                   EventVisibility.may(userID, grants: caller.grants, resourceType: event.resourceType,
+                                       owner: EventVisibility.owner(resourceType: event.resourceType, resourceID: event.resourceId, data: event.data.text)) {
+                    items.append(event)
                     if items.count == page.limit {
                         if index < batch.count - 1 { more = true }
                         break scan

@@ -1,9 +1,11 @@
 import Foundation
-import Vapor
+import SQLKit
 import StewardFormats
+import StewardSQLite
+import Vapor
 
 /// An event as `GET /api/v1/events`, SSE and WebSocket show it.
-struct EventResponse: Content, Sendable {
+struct EventResponse: Content, Sendable, RowReadable {
     var id: UUID
     var seq: Int64
     var type: String
@@ -11,7 +13,8 @@ struct EventResponse: Content, Sendable {
     var actorId: UUID?
     var resourceType: String
     var resourceId: String?
-    var data: JSONValue
+    /// As stored: canonical text, served as it is.
+    var data: StoredJSON
 
     init(_ event: Event) {
         id = event.id!
@@ -21,7 +24,19 @@ struct EventResponse: Content, Sendable {
         actorId = event.actorID
         resourceType = event.resourceType
         resourceId = event.resourceID
-        data = JSONValue.parse(event.data)
+        data = StoredJSON(canonical: event.data)
+    }
+
+    /// An event read straight from its row (the columns of `Event`'s keys).
+    init(row: any SQLRow) throws {
+        id = try row.decode(column: "id", as: UUID.self)
+        seq = try row.decode(column: "seq", as: Int64.self)
+        type = try row.decode(column: "type", as: String.self)
+        at = try row.decode(column: "at", as: Date.self)
+        actorId = try row.optional("actor_id", as: UUID.self)
+        resourceType = try row.decode(column: "resource_type", as: String.self)
+        resourceId = try row.optional("resource_id", as: String.self)
+        data = StoredJSON(canonical: try row.decode(column: "data", as: String.self))
     }
 }
 

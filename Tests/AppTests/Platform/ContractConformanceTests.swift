@@ -197,6 +197,7 @@ struct ContractConformanceTests {
                                                 readers: app.sqliteReaders)
             try await ListedReadTests.sameItems(AuditLog.self, as: AuditLogController.Entry.self, from: AuditLogController.Entry.init, on: db,
                                                 readers: app.sqliteReaders)
+            try await ListedReadTests.sameItems(Event.self, as: EventResponse.self, from: EventResponse.init, on: db, readers: app.sqliteReaders)
         }
     }
 
