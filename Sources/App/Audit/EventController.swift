@@ -35,8 +35,8 @@ struct EventController: RouteCollection {
         var last = after
         // Whether rows the same query would read remain after `last`; nil while not known.
         var more: Bool?
-        // The seq index reads a batch in order (on a direct reader on SQLite); by resource it may scan.
-        let readers = resourceID == nil ? req.application.sqliteReaders : nil
+        // The seq index, or (resource_id, seq) for one resource, reads a batch in order: on SQLite on a direct reader.
+        let readers = req.application.sqliteReaders
         // A page's worth first (plus one, to know whether more follow), then larger batches while little is visible.
         var batchSize = page.limit + 1
         scan: while items.count < page.limit, scanned < Self.scanLimit {

@@ -33,5 +33,6 @@ enum AppMigrations {
         CreatePendingLedger(key: keys.audit.chain),
         AddListOrderIndexes(),
         AddAuditFilterIndexes(),
+        AddEventResourceIndex(),
     ] }
 }

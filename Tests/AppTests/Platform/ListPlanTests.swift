@@ -58,9 +58,11 @@ private func plan<M: Model>(_ builder: QueryBuilder<M>, on db: any Database) asy
     }
 }
 
-/// A plan that reads the page through an index in the list's order: no full scan of the table, no sort.
-private func expectIndexedOrder(_ lines: [String], _ list: String, table: String) {
+/// A plan that reads the page through an index in the list's order: no full scan of the table, no sort; and through
+/// `index` when given (a filter that another index's order would only skip through).
+private func expectIndexedOrder(_ lines: [String], _ list: String, table: String, using index: String? = nil) {
     let text = lines.joined(separator: "\n")
+    if let index { #expect(text.contains(index), "\(list) does not read \(index): \(text)") }
     #expect(!text.contains("TEMP B-TREE") && !text.contains("Sort"), "\(list) sorts: \(text)")
     #expect(!lines.contains { $0.hasSuffix("SCAN \(table)") } && !text.contains("Seq Scan"), "\(list) scans the table: \(text)")
     #expect(text.contains("INDEX") || text.contains("Index"), "\(list) uses no index: \(text)")
@@ -111,6 +113,13 @@ struct ListPlanTests {
                                    "the audit log by resource, \(after)", table: "audit_logs")
                 expectIndexedOrder(try await plan(page(WebhookDelivery.query(on: db).filter("webhook_id", .equal, someone), by: "created_at", request), on: db),
                                    "a webhook's deliveries, \(after)", table: "webhook_deliveries")
+                // The event log pages oldest first by seq (EventController), whole or for one resource.
+                func events(_ filter: (QueryBuilder<Event>) -> QueryBuilder<Event>) -> QueryBuilder<Event> {
+                    filter(Event.query(on: db)).filter("seq", .greaterThan, Int64(request.cursor == nil ? 0 : 1_000)).sort("seq").limit(request.limit + 1)
+                }
+                expectIndexedOrder(try await plan(events { $0 }, on: db), "the event log, \(after)", table: "events")
+                expectIndexedOrder(try await plan(events { $0.filter("resource_id", .equal, "x") }, on: db), "the event log of a resource, \(after)",
+                                   table: "events", using: "events_resource_id_seq_idx")
             }
         }
     }
