@@ -53,6 +53,8 @@ extension APIJSON {
             if T.self == Date.self { return writer.write(RFC3339.string(from: unsafeBitCast(value, to: Date.self))) }
             if T.self == StoredJSON.self { return writer.bytes.append(contentsOf: unsafeBitCast(value, to: StoredJSON.self).text.utf8) }
             switch value {
+            case let writable as any APIJSONWritable:
+                guard open.count + 1 < JSONText.maximumDepth, writeSelf(writable) else { throw CannotFollow() }
             case let json as JSONValue: guard writer.write(json, depth: 0) else { throw CannotFollow() }
             case let data as Data: writer.write(data.base64EncodedString())
             case let url as URL: writer.write(url.absoluteString)
@@ -310,4 +312,65 @@ extension APIJSON.StreamSlot {
     mutating func encode(_ value: UInt16) throws { try slot(); stream.write(integer: value) }
     mutating func encode(_ value: UInt32) throws { try slot(); stream.write(integer: value) }
     mutating func encode(_ value: UInt64) throws { try slot(); stream.write(integer: value) }
+}
+
+/// A response item that writes its own fields, for the lists that send many of them: no `Codable` call per field.
+/// It keeps its `Encodable` conformance, which other encoders (and `APIJSON`'s tree) use; a test holds the two to
+/// the same bytes for each such type.
+package protocol APIJSONWritable: Encodable {
+    func write(to object: inout APIJSON.ObjectWriter)
+}
+
+extension APIJSON {
+    /// Writes one object's members straight into the response: each key (a literal with nothing to escape) and its
+    /// value, `null` for an absent one, as the encoder would.
+    package struct ObjectWriter {
+        fileprivate let stream: Stream
+        fileprivate var count = 0
+        /// Set when a value cannot be written here (a `JSONValue` too deep or with a number that is not finite).
+        fileprivate var refused = false
+
+        fileprivate init(stream: Stream) {
+            self.stream = stream
+        }
+
+        private mutating func key(_ key: StaticString) {
+            stream.writer.bytes.append(count == 0 ? UInt8(ascii: "{") : UInt8(ascii: ","))
+            count += 1
+            stream.writer.bytes.append(UInt8(ascii: "\""))
+            stream.writer.append(key)
+            stream.writer.append("\":")
+        }
+
+        package mutating func field(_ name: StaticString, _ value: String) { key(name); stream.writer.write(value) }
+        package mutating func field(_ name: StaticString, _ value: UUID) { key(name); stream.writer.write(value.lowercasedString) }
+        package mutating func field(_ name: StaticString, _ value: Date) { key(name); stream.writer.write(RFC3339.string(from: value)) }
+        package mutating func field(_ name: StaticString, _ value: Bool) { key(name); stream.writer.append(value ? "true" : "false") }
+        package mutating func field(_ name: StaticString, _ value: Int) { key(name); stream.write(integer: value) }
+        package mutating func field(_ name: StaticString, _ value: Int64) { key(name); stream.write(integer: value) }
+        package mutating func field(_ name: StaticString, _ value: StoredJSON) { key(name); stream.writer.bytes.append(contentsOf: value.text.utf8) }
+        package mutating func field(_ name: StaticString, _ value: JSONValue) {
+            key(name)
+            // Counted from its own top, as the tree counts an embedded `JSONValue`.
+            if !stream.writer.write(value, depth: 0) { refused = true }
+        }
+
+        package mutating func field(_ name: StaticString, _ value: String?) { if let value { field(name, value) } else { null(name) } }
+        package mutating func field(_ name: StaticString, _ value: UUID?) { if let value { field(name, value) } else { null(name) } }
+        package mutating func field(_ name: StaticString, _ value: Date?) { if let value { field(name, value) } else { null(name) } }
+        package mutating func field(_ name: StaticString, _ value: Int64?) { if let value { field(name, value) } else { null(name) } }
+        package mutating func field(_ name: StaticString, _ value: JSONValue?) { if let value { field(name, value) } else { null(name) } }
+
+        private mutating func null(_ name: StaticString) { key(name); stream.writer.append("null") }
+    }
+}
+
+extension APIJSON.Stream {
+    /// Writes a value that writes itself, in the position made for it; false when it refused a value.
+    func writeSelf(_ value: any APIJSONWritable) -> Bool {
+        var object = APIJSON.ObjectWriter(stream: self)
+        value.write(to: &object)
+        writer.append(object.count == 0 ? "{}" : "}")
+        return !object.refused
+    }
 }

@@ -157,4 +157,49 @@ struct APIJSONTests {
         for _ in 0..<600 { deep = [deep] }
         #expect(throws: EncodingError.self) { try APIJSON.encode(["deep": deep]) }
     }
+
+    /// Writes its own fields, in its `Codable` order.
+    private struct Writes: Codable, APIJSONWritable {
+        var id: UUID
+        var name: String
+        var note: String?
+        var count: Int
+        var total: Int64?
+        var on: Bool
+        var at: Date
+        var when: Date?
+        var payload: JSONValue
+        var stored: StoredJSON
+        var extra: JSONValue?
+
+        func write(to object: inout APIJSON.ObjectWriter) {
+            object.field("id", id)
+            object.field("name", name)
+            object.field("note", note)
+            object.field("count", count)
+            object.field("total", total)
+            object.field("on", on)
+            object.field("at", at)
+            object.field("when", when)
+            object.field("payload", payload)
+            object.field("stored", stored)
+            object.field("extra", extra)
+        }
+    }
+
+    @Test("A value that writes itself gives the bytes its Codable conformance gives; one it cannot write goes to the tree")
+    func writesItself() throws {
+        let id = UUID(uuidString: "EA14DDD4-1FC9-4A5B-9C3D-0123456789AB")!
+        let value = Writes(id: id, name: "a \"quoted\" name\n", note: nil, count: -7, total: 1 << 40, on: true, at: Date(timeIntervalSince1970: 1),
+                           when: nil, payload: ["b": [1, .null], "a": "x"], stored: StoredJSON(canonical: #"{"k":[true]}"#), extra: nil)
+        let tree = String(decoding: try APIJSON.tree([value, value]), as: UTF8.self)
+        #expect(try APIJSON.string([value, value]) == tree)
+        #expect(try APIJSON.streamed([value], userInfo: [:]) != nil, "written in one pass")
+        var deep: JSONValue = 1
+        for _ in 0..<600 { deep = [deep] }
+        var refused = value
+        refused.payload = deep
+        #expect(try APIJSON.streamed([refused], userInfo: [:]) == nil, "too deep for one pass: the tree decides")
+        #expect(throws: EncodingError.self) { try APIJSON.encode([refused]) }
+    }
 }

@@ -468,3 +468,24 @@ final class RunningExecutions: @unchecked Sendable {
     func remove(_ id: UUID) { lock.withLock { _ = tasks.removeValue(forKey: id) } }
     func cancel(_ id: UUID) { lock.withLock { tasks[id] }?.cancel() }
 }
+
+extension ExecutionResponse: APIJSONWritable {
+    /// The fields in `Codable`'s order, written without it (a test holds the two to the same bytes).
+    func write(to object: inout APIJSON.ObjectWriter) {
+        object.field("id", id)
+        object.field("skillId", skillId)
+        object.field("userId", userId)
+        object.field("status", status)
+        object.field("progress", progress)
+        object.field("input", input)
+        object.field("output", output)
+        object.field("error", error)
+        object.field("attempt", attempt)
+        object.field("queuedAt", queuedAt)
+        object.field("startedAt", startedAt)
+        object.field("finishedAt", finishedAt)
+        object.field("durationMs", durationMs)
+        object.field("scheduleId", scheduleId)
+        object.field("scheduledFor", scheduledFor)
+    }
+}

@@ -60,5 +60,10 @@ struct ListedReadTests {
             let items = try await M.query(on: db).sort(.id).listed(as: Row.self, through: readers)
             #expect(try APIJSON.string(items) == APIJSON.string(expected), "\(Row.self), direct: \(readers != nil)", sourceLocation: sourceLocation)
         }
+        // An item that writes itself writes what its `Codable` conformance encodes.
+        if Row.self is any APIJSONWritable.Type {
+            #expect(try APIJSON.string(expected) == String(decoding: try APIJSON.tree(expected), as: UTF8.self),
+                    "\(Row.self) writes itself as Codable encodes it", sourceLocation: sourceLocation)
+        }
     }
 }
