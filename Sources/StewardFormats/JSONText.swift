@@ -56,6 +56,13 @@ package enum JSONText {
         return String(decoding: writer.bytes, as: UTF8.self)
     }
 
+    /// The strings of a stored JSON array of strings (tags, event types, scopes), read with this parser; empty when
+    /// the text is not such an array, and anything else in it left out.
+    package static func strings(in text: String) -> [String] {
+        guard case .array(let values)? = parse(text) else { return [] }
+        return values.compactMap(\.stringValue)
+    }
+
     /// Whether canonical JSON `text` (no insignificant space) may hold `key` as an object key at any depth: false
     /// only when `"key":` appears nowhere in it. A byte search, for a reader that parses only when it must.
     package static func mayHaveKey(_ key: String, in text: String) -> Bool {

@@ -29,8 +29,7 @@ public final class APIKey: Model, @unchecked Sendable {
 
     public var scopes: Set<Permission> {
         get {
-            let names = (try? JSONDecoder().decode([String].self, from: Data(scopesJSON.utf8))) ?? []
-            return Set(names.compactMap(Permission.init(rawValue:)))
+            Set(JSONText.strings(in: scopesJSON).compactMap(Permission.init(rawValue:)))
         }
         set {
             scopesJSON = String(decoding: (try? JSONEncoder.canonical.encode(newValue.map(\.rawValue).sorted())) ?? Data("[]".utf8), as: UTF8.self)

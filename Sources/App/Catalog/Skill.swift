@@ -30,10 +30,7 @@ public final class Skill: Model, @unchecked Sendable {
     public init() {}
 
     var tags: [String] {
-        get {
-            guard case .array(let values)? = JSONText.parse(tagsJSON) else { return [] }
-            return values.compactMap(\.stringValue)
-        }
+        get { JSONText.strings(in: tagsJSON) }
         set { tagsJSON = JSONText.canonical(strings: newValue) }
     }
 

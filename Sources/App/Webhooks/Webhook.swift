@@ -33,7 +33,7 @@ public final class Webhook: Model, @unchecked Sendable {
     public init() {}
 
     var events: [String] {
-        get { (try? JSONDecoder().decode([String].self, from: Data(eventsJSON.utf8))) ?? [] }
+        get { JSONText.strings(in: eventsJSON) }
         set { eventsJSON = JSONText.canonical(strings: newValue) }
     }
 

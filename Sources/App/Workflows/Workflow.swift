@@ -25,7 +25,7 @@ public final class Workflow: Model, @unchecked Sendable {
     public init() {}
 
     var steps: [WorkflowStep] {
-        get { (try? JSONDecoder().decode([WorkflowStep].self, from: Data(stepsJSON.utf8))) ?? [] }
+        get { WorkflowStep.stored(stepsJSON) }
         set { stepsJSON = String(decoding: (try? JSONEncoder.sortedKeys.encode(newValue)) ?? Data("[]".utf8), as: UTF8.self) }
     }
 }
@@ -65,7 +65,7 @@ public final class WorkflowRun: Model, @unchecked Sendable {
     public init() {}
 
     var steps: [WorkflowStep] {
-        (try? JSONDecoder().decode([WorkflowStep].self, from: Data(stepsJSON.utf8))) ?? []
+        WorkflowStep.stored(stepsJSON)
     }
 }
 

@@ -19,6 +19,16 @@ struct WorkflowStep: Codable, Sendable, Equatable {
     var continueOnFailure: Bool
 }
 
+extension WorkflowStep {
+    /// One decoder for every stored step list, where each read made its own (a workflow list read one per row).
+    private static let decoder = JSONDecoder()
+
+    /// The steps as stored in a `steps` column; none when the text is not a step list.
+    static func stored(_ text: String) -> [WorkflowStep] {
+        (try? decoder.decode([WorkflowStep].self, from: Data(text.utf8))) ?? []
+    }
+}
+
 /// Reading, checking and ordering a workflow's steps, and resolving `${…}` references in step input.
 ///
 /// References: a string that is exactly `${input.a.b}` or `${steps.<id>.output.a.0.b}` is replaced by that value
