@@ -54,7 +54,7 @@ extension APIJSON {
             if T.self == StoredJSON.self { return writer.bytes.append(contentsOf: unsafeBitCast(value, to: StoredJSON.self).text.utf8) }
             switch value {
             case let writable as any APIJSONWritable:
-                guard open.count + 1 < JSONText.maximumDepth, writeSelf(writable) else { throw CannotFollow() }
+                guard open.count + 1 < JSONText.maximumDepth, try writeSelf(writable) else { throw CannotFollow() }
             case let json as JSONValue: guard writer.write(json, depth: 0) else { throw CannotFollow() }
             case let data as Data: writer.write(data.base64EncodedString())
             case let url as URL: writer.write(url.absoluteString)
@@ -318,7 +318,7 @@ extension APIJSON.StreamSlot {
 /// It keeps its `Encodable` conformance, which other encoders (and `APIJSON`'s tree) use; a test holds the two to
 /// the same bytes for each such type.
 package protocol APIJSONWritable: Encodable {
-    func write(to object: inout APIJSON.ObjectWriter)
+    func write(to object: inout APIJSON.ObjectWriter) throws
 }
 
 extension APIJSON {
@@ -355,6 +355,22 @@ extension APIJSON {
             if !stream.writer.write(value, depth: 0) { refused = true }
         }
 
+        package mutating func field(_ name: StaticString, _ value: [String]) {
+            key(name)
+            stream.writer.bytes.append(UInt8(ascii: "["))
+            for (index, string) in value.enumerated() {
+                if index > 0 { stream.writer.bytes.append(UInt8(ascii: ",")) }
+                stream.writer.write(string)
+            }
+            stream.writer.bytes.append(UInt8(ascii: "]"))
+        }
+
+        /// Any other value, through the encoder.
+        package mutating func field<T: Encodable>(_ name: StaticString, encoding value: T) throws {
+            key(name)
+            try stream.write(value, parent: nil, key: nil)
+        }
+
         package mutating func field(_ name: StaticString, _ value: String?) { if let value { field(name, value) } else { null(name) } }
         package mutating func field(_ name: StaticString, _ value: UUID?) { if let value { field(name, value) } else { null(name) } }
         package mutating func field(_ name: StaticString, _ value: Date?) { if let value { field(name, value) } else { null(name) } }
@@ -367,9 +383,9 @@ extension APIJSON {
 
 extension APIJSON.Stream {
     /// Writes a value that writes itself, in the position made for it; false when it refused a value.
-    func writeSelf(_ value: any APIJSONWritable) -> Bool {
+    func writeSelf(_ value: any APIJSONWritable) throws -> Bool {
         var object = APIJSON.ObjectWriter(stream: self)
-        value.write(to: &object)
+        try value.write(to: &object)
         writer.append(object.count == 0 ? "{}" : "}")
         return !object.refused
     }

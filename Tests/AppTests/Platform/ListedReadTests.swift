@@ -66,4 +66,11 @@ struct ListedReadTests {
                     "\(Row.self) writes itself as Codable encodes it", sourceLocation: sourceLocation)
         }
     }
+
+    /// Items that write themselves (`APIJSONWritable`) write the bytes their `Codable` conformance encodes.
+    static func writesAsCodable<T: Encodable>(_ items: [T], sourceLocation: SourceLocation = #_sourceLocation) throws {
+        #expect(!items.isEmpty, "\(T.self): some items", sourceLocation: sourceLocation)
+        #expect(T.self is any APIJSONWritable.Type, "\(T.self) writes itself", sourceLocation: sourceLocation)
+        #expect(try APIJSON.string(items) == String(decoding: try APIJSON.tree(items), as: UTF8.self), "\(T.self)", sourceLocation: sourceLocation)
+    }
 }
