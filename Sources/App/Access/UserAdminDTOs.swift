@@ -1,4 +1,6 @@
 import Foundation
+import SQLKit
+import StewardSQLite
 import StewardFormats
 import Vapor
 
@@ -34,6 +36,26 @@ struct AdminUserResponse: Content {
         lastLoginAt = user.lastLoginAt
         createdAt = user.createdAt
         updatedAt = user.updatedAt
+    }
+}
+
+extension AdminUserResponse: RowReadable {
+    /// A user read straight from its row (the columns of `User`'s keys), with no roles yet: the list adds them.
+    init(row: any SQLRow) throws {
+        id = try row.decode(column: "id", as: UUID.self)
+        email = try row.decode(column: "email", as: String.self)
+        username = try row.decode(column: "username", as: String.self)
+        fullName = try row.optional("full_name", as: String.self)
+        status = try row.decode(column: "status", as: String.self)
+        roles = []
+        emailVerifiedAt = try row.optional("email_verified_at", as: Date.self)
+        emailVerified = emailVerifiedAt != nil
+        mfaEnabled = try row.decode(column: "mfa_enabled", as: Bool.self)
+        failedLoginCount = try row.decode(column: "failed_login_count", as: Int.self)
+        lockedUntil = try row.optional("locked_until", as: Date.self)
+        lastLoginAt = try row.optional("last_login_at", as: Date.self)
+        createdAt = try row.optional("created_at", as: Date.self)
+        updatedAt = try row.optional("updated_at", as: Date.self)
     }
 }
 

@@ -42,7 +42,7 @@ struct UserAdminService: Sendable {
         var status: User.Status?
     }
 
-    func list(filter: Filter, page: PageRequest) async throws -> ([(User, [String])], String?) {
+    func list(filter: Filter, page: PageRequest) async throws -> ([AdminUserResponse], String?) {
         var query = User.query(on: reads)
         if let q = filter.q?.trimmingCharacters(in: .whitespaces), !q.isEmpty {
             let pattern = "%" + Self.escapeLike(q.lowercased().prefix(100)) + "%"
@@ -59,12 +59,15 @@ struct UserAdminService: Sendable {
             query = query.filter(\.$id ~~ holders)
         }
         let unfiltered = filter.q == nil && filter.status == nil && filter.role == nil
-        let (pageUsers, next) = try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page, through: unfiltered ? app.sqliteReaders : nil)
+        let (users, next) = try await query.newestFirst(as: AdminUserResponse.self, by: "created_at", { ($0.createdAt, $0.id) }, page: page,
+                                                        through: unfiltered ? app.sqliteReaders : nil)
+        var pageUsers = users
         var roles: [UUID: [String]] = [:]
-        for assignment in try await UserRole.query(on: reads).filter(\.$user.$id ~~ pageUsers.compactMap(\.id)).listed() {
+        for assignment in try await UserRole.query(on: reads).filter(\.$user.$id ~~ pageUsers.map(\.id)).listed() {
             roles[assignment.$user.id, default: []].append(assignment.role)
         }
-        return (pageUsers.map { ($0, (roles[$0.id!] ?? []).sorted()) }, next)
+        for index in pageUsers.indices { pageUsers[index].roles = (roles[pageUsers[index].id] ?? []).sorted() }
+        return (pageUsers, next)
     }
 
     func find(_ id: UUID) async throws -> (User, [String]) {

@@ -70,8 +70,8 @@ struct UserListCommand: AsyncCommand {
             filter.status = status
         }
         let (users, _) = try await UserAdminService(app: context.application).list(filter: filter, page: PageRequest(limit: 100))
-        for (user, roles) in users {
-            context.console.print("\(user.id!.lowercasedString)  \(user.email)  \(user.username)  \(user.status.rawValue)  \(roles.joined(separator: ","))")
+        for user in users {
+            context.console.print("\(user.id.lowercasedString)  \(user.email)  \(user.username)  \(user.status)  \(user.roles.joined(separator: ","))")
         }
         context.console.print("\(users.count) user(s)")
     }

@@ -34,7 +34,7 @@ struct UserController: RouteCollection {
             filter.status = status
         }
         let (users, next) = try await UserAdminService(app: req.application).list(filter: filter, page: page)
-        return ListResponse(items: users.map { AdminUserResponse($0.0, roles: $0.1) }, nextCursor: next)
+        return ListResponse(items: users, nextCursor: next)
     }
 
     @Sendable

@@ -198,6 +198,8 @@ struct ContractConformanceTests {
             try await ListedReadTests.sameItems(AuditLog.self, as: AuditLogController.Entry.self, from: AuditLogController.Entry.init, on: db,
                                                 readers: app.sqliteReaders)
             try await ListedReadTests.sameItems(Event.self, as: EventResponse.self, from: EventResponse.init, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameItems(User.self, as: AdminUserResponse.self, from: { AdminUserResponse($0, roles: []) }, on: db,
+                                                readers: app.sqliteReaders)
             try ListedReadTests.writesAsCodable(try await User.query(on: db).listed().map { AdminUserResponse($0, roles: ["admin", "viewer"]) })
             try ListedReadTests.writesAsCodable(try await Workflow.query(on: db).listed().map(WorkflowResponse.init))
             try ListedReadTests.writesAsCodable(try await Schedule.query(on: db).listed().map(ScheduleResponse.init))
