@@ -27,9 +27,14 @@ public final class APIKey: Model, @unchecked Sendable {
 
     public init() {}
 
+    /// The permissions a stored `scopes` column names; names no longer known are left out.
+    static func scopes(in text: String) -> Set<Permission> {
+        Set(JSONText.strings(in: text).compactMap(Permission.init(rawValue:)))
+    }
+
     public var scopes: Set<Permission> {
         get {
-            Set(JSONText.strings(in: scopesJSON).compactMap(Permission.init(rawValue:)))
+            Self.scopes(in: scopesJSON)
         }
         set {
             scopesJSON = String(decoding: (try? JSONEncoder.canonical.encode(newValue.map(\.rawValue).sorted())) ?? Data("[]".utf8), as: UTF8.self)

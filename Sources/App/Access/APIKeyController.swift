@@ -22,7 +22,7 @@ struct APIKeyController: RouteCollection {
     @Sendable
     func index(req: Request) async throws -> ListResponse<APIKeyResponse> {
         let keys = try await APIKeyService(app: req.application).list(caller: try req.caller)
-        return ListResponse(items: keys.map(APIKeyResponse.init), nextCursor: nil)
+        return ListResponse(items: keys, nextCursor: nil)
     }
 
     @Sendable

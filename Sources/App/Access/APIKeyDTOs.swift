@@ -1,4 +1,6 @@
 import Foundation
+import StewardSQLite
+import SQLKit
 import StewardFormats
 import Vapor
 
@@ -10,7 +12,7 @@ struct CreateAPIKeyRequest: Content {
 }
 
 /// A key without its secret.
-struct APIKeyResponse: Content {
+struct APIKeyResponse: Content, RowReadable {
     var id: UUID
     var userId: UUID
     var name: String
@@ -33,6 +35,20 @@ struct APIKeyResponse: Content {
         lastUsedAt = key.lastUsedAt
         lastUsedIp = key.lastUsedIP
         createdAt = key.createdAt
+    }
+
+    /// A key read straight from its row (the columns of `APIKey`'s keys).
+    init(row: any SQLRow) throws {
+        id = try row.decode(column: "id", as: UUID.self)
+        userId = try row.decode(column: "user_id", as: UUID.self)
+        name = try row.decode(column: "name", as: String.self)
+        prefix = try row.decode(column: "prefix", as: String.self)
+        scopes = APIKey.scopes(in: try row.decode(column: "scopes", as: String.self)).map(\.rawValue).sorted()
+        expiresAt = try row.optional("expires_at", as: Date.self)
+        revokedAt = try row.optional("revoked_at", as: Date.self)
+        lastUsedAt = try row.optional("last_used_at", as: Date.self)
+        lastUsedIp = try row.optional("last_used_ip", as: String.self)
+        createdAt = try row.decode(column: "created_at", as: Date.self)
     }
 }
 

@@ -76,8 +76,8 @@ struct APIKeyService: Sendable {
     }
 
     /// The caller's keys (every key for admins), newest first.
-    func list(caller: AuthenticatedCaller) async throws -> [APIKey] {
-        try await APIKey.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).listed()
+    func list(caller: AuthenticatedCaller) async throws -> [APIKeyResponse] {
+        try await APIKey.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).listed(as: APIKeyResponse.self)
     }
 
     /// Revokes a key; it fails on the very next request.

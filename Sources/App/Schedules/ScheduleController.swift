@@ -19,7 +19,7 @@ struct ScheduleController: RouteCollection {
     @Sendable
     func index(req: Request) async throws -> ListResponse<ScheduleResponse> {
         let (items, next) = try await ScheduleService(app: req.application).list(page: try PageRequest(from: req), caller: try req.caller)
-        return ListResponse(items: items.map(ScheduleResponse.init), nextCursor: next)
+        return ListResponse(items: items, nextCursor: next)
     }
 
     @Sendable

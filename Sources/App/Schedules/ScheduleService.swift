@@ -1,11 +1,12 @@
 import Fluent
+import StewardSQLite
 import Foundation
 import SQLKit
 import Vapor
 import StewardFormats
 
 /// A schedule as the API shows it.
-struct ScheduleResponse: Content {
+struct ScheduleResponse: Content, RowReadable {
     struct Target: Content {
         var skillId: UUID?
         var workflowId: UUID?
@@ -50,6 +51,31 @@ struct ScheduleResponse: Content {
         lastRunId = schedule.targetType == .workflow ? schedule.lastExecutionID : nil
         createdAt = schedule.createdAt
         updatedAt = schedule.updatedAt
+    }
+
+    /// A schedule read straight from its row (the columns of `Schedule`'s keys).
+    init(row: any SQLRow) throws {
+        id = try row.decode(column: "id", as: UUID.self)
+        userId = try row.decode(column: "user_id", as: UUID.self)
+        name = try row.decode(column: "name", as: String.self)
+        let targetID = try row.decode(column: "target_id", as: UUID.self)
+        let isSkill = try row.decode(column: "target_type", as: String.self) == Schedule.TargetType.skill.rawValue
+        target = isSkill ? Target(skillId: targetID) : Target(workflowId: targetID)
+        input = JSONValue.parse(try row.decode(column: "input", as: String.self))
+        cron = try row.decode(column: "cron", as: String.self)
+        timezone = try row.decode(column: "timezone", as: String.self)
+        enabled = try row.decode(column: "enabled", as: Bool.self)
+        overlapPolicy = try row.decode(column: "overlap_policy", as: String.self)
+        catchUp = try row.decode(column: "catch_up", as: String.self)
+        nextRunAt = try row.optional("next_run_at", as: Date.self)
+        lastRunAt = try row.optional("last_run_at", as: Date.self)
+        lastStatus = try row.optional("last_status", as: String.self)
+        lastError = try row.optional("last_error", as: String.self)
+        let last = try row.optional("last_execution_id", as: UUID.self)
+        lastExecutionId = isSkill ? last : nil
+        lastRunId = isSkill ? nil : last
+        createdAt = try row.decode(column: "created_at", as: Date.self)
+        updatedAt = try row.decode(column: "updated_at", as: Date.self)
     }
 }
 
@@ -218,9 +244,9 @@ struct ScheduleService: Sendable {
         return schedule
     }
 
-    func list(page: PageRequest, caller: AuthenticatedCaller) async throws -> ([Schedule], String?) {
+    func list(page: PageRequest, caller: AuthenticatedCaller) async throws -> ([ScheduleResponse], String?) {
         try await Schedule.query(on: reads).visible(to: caller, ownedThrough: \.$user)
-            .newestFirst(by: "created_at", { $0.createdAt }, page: page, through: app.sqliteReaders)
+            .newestFirst(as: ScheduleResponse.self, by: "created_at", { ($0.createdAt, $0.id) }, page: page, through: app.sqliteReaders)
     }
 
     func update(_ id: UUID, draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Schedule {

@@ -24,7 +24,7 @@ struct WebhookController: RouteCollection {
 
     @Sendable
     func index(req: Request) async throws -> ListResponse<WebhookResponse> {
-        ListResponse(items: try await WebhookService(app: req.application).list(caller: try req.caller).map { WebhookResponse($0) }, nextCursor: nil)
+        ListResponse(items: try await WebhookService(app: req.application).list(caller: try req.caller), nextCursor: nil)
     }
 
     @Sendable

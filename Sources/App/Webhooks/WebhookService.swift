@@ -6,7 +6,7 @@ import StewardSQLite
 import Vapor
 
 /// A subscription as the API shows it; the secret only once, at creation or rotation.
-struct WebhookResponse: Content {
+struct WebhookResponse: Content, RowReadable {
     var id: UUID
     var userId: UUID
     var url: String
@@ -31,6 +31,21 @@ struct WebhookResponse: Content {
         createdAt = hook.createdAt
         updatedAt = hook.updatedAt
         self.secret = secret
+    }
+
+    /// A webhook read straight from its row (the columns of `Webhook`'s keys), header values redacted, no secret.
+    init(row: any SQLRow) throws {
+        id = try row.decode(column: "id", as: UUID.self)
+        userId = try row.decode(column: "user_id", as: UUID.self)
+        url = try row.decode(column: "url", as: String.self)
+        events = JSONText.strings(in: try row.decode(column: "events", as: String.self))
+        description = try row.optional("description", as: String.self)
+        headers = Webhook.headerMap(try row.decode(column: "headers", as: String.self)).mapValues { _ in "[redacted]" }
+        enabled = try row.decode(column: "enabled", as: Bool.self)
+        disabledReason = try row.optional("disabled_reason", as: String.self)
+        createdAt = try row.decode(column: "created_at", as: Date.self)
+        updatedAt = try row.decode(column: "updated_at", as: Date.self)
+        secret = nil
     }
 }
 
@@ -188,8 +203,8 @@ struct WebhookService: Sendable {
         return hook
     }
 
-    func list(caller: AuthenticatedCaller) async throws -> [Webhook] {
-        try await Webhook.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).listed()
+    func list(caller: AuthenticatedCaller) async throws -> [WebhookResponse] {
+        try await Webhook.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).listed(as: WebhookResponse.self)
     }
 
     func update(_ id: UUID, draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Webhook {

@@ -24,7 +24,7 @@ struct WorkflowController: RouteCollection {
     @Sendable
     func index(req: Request) async throws -> ListResponse<WorkflowResponse> {
         let (items, next) = try await WorkflowService(app: req.application).list(page: try PageRequest(from: req))
-        return ListResponse(items: items.map(WorkflowResponse.init), nextCursor: next)
+        return ListResponse(items: items, nextCursor: next)
     }
 
     @Sendable

@@ -1,11 +1,12 @@
 import Fluent
+import StewardSQLite
 import Foundation
 import SQLKit
 import Vapor
 import StewardFormats
 
 /// A workflow as the API shows it.
-struct WorkflowResponse: Content {
+struct WorkflowResponse: Content, RowReadable {
     var id: UUID
     var slug: String
     var name: String
@@ -28,6 +29,20 @@ struct WorkflowResponse: Content {
         createdBy = workflow.createdBy
         createdAt = workflow.createdAt
         updatedAt = workflow.updatedAt
+    }
+
+    /// A workflow read straight from its row (the columns of `Workflow`'s keys).
+    init(row: any SQLRow) throws {
+        id = try row.decode(column: "id", as: UUID.self)
+        slug = try row.decode(column: "slug", as: String.self)
+        name = try row.decode(column: "name", as: String.self)
+        description = try row.decode(column: "description", as: String.self)
+        version = try row.decode(column: "version", as: Int.self)
+        enabled = try row.decode(column: "enabled", as: Bool.self)
+        steps = WorkflowStep.stored(try row.decode(column: "steps", as: String.self))
+        createdBy = try row.optional("created_by", as: UUID.self)
+        createdAt = try row.decode(column: "created_at", as: Date.self)
+        updatedAt = try row.decode(column: "updated_at", as: Date.self)
     }
 }
 
@@ -122,8 +137,9 @@ struct WorkflowService: Sendable {
         return found
     }
 
-    func list(page: PageRequest) async throws -> ([Workflow], String?) {
-        try await Workflow.query(on: reads).newestFirst(by: "created_at", { $0.createdAt }, page: page, through: app.sqliteReaders)
+    func list(page: PageRequest) async throws -> ([WorkflowResponse], String?) {
+        try await Workflow.query(on: reads).newestFirst(as: WorkflowResponse.self, by: "created_at", { ($0.createdAt, $0.id) }, page: page,
+                                                        through: app.sqliteReaders)
     }
 
     func update(_ reference: String, draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Workflow {

@@ -201,6 +201,10 @@ struct ContractConformanceTests {
             try await ListedReadTests.sameItems(User.self, as: AdminUserResponse.self, from: { AdminUserResponse($0, roles: []) }, on: db,
                                                 readers: app.sqliteReaders)
             try ListedReadTests.writesAsCodable(try await User.query(on: db).listed().map { AdminUserResponse($0, roles: ["admin", "viewer"]) })
+            try await ListedReadTests.sameItems(Workflow.self, as: WorkflowResponse.self, from: WorkflowResponse.init, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameItems(Schedule.self, as: ScheduleResponse.self, from: ScheduleResponse.init, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameItems(APIKey.self, as: APIKeyResponse.self, from: APIKeyResponse.init, on: db, readers: app.sqliteReaders)
+            try await ListedReadTests.sameItems(Webhook.self, as: WebhookResponse.self, from: { WebhookResponse($0) }, on: db, readers: app.sqliteReaders)
             try ListedReadTests.writesAsCodable(try await Workflow.query(on: db).listed().map(WorkflowResponse.init))
             try ListedReadTests.writesAsCodable(try await Schedule.query(on: db).listed().map(ScheduleResponse.init))
             try ListedReadTests.writesAsCodable(try await APIKey.query(on: db).listed().map(APIKeyResponse.init))
