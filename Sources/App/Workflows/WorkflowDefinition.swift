@@ -20,12 +20,36 @@ struct WorkflowStep: Codable, Sendable, Equatable {
 }
 
 extension WorkflowStep {
-    /// One decoder for every stored step list, where each read made its own (a workflow list read one per row).
+    /// For stored text that Steward's own reading below does not take (none that Steward writes).
     private static let decoder = JSONDecoder()
 
-    /// The steps as stored in a `steps` column; none when the text is not a step list.
+    /// The steps as stored in a `steps` column (what `JSONEncoder.sortedKeys` wrote); none when the text is not a
+    /// step list. Read with `JSONText`, as `Codable` would read them, and through Foundation's decoder only when a
+    /// step does not have the stored shape; a test holds the two readings to the same steps.
     static func stored(_ text: String) -> [WorkflowStep] {
-        (try? decoder.decode([WorkflowStep].self, from: Data(text.utf8))) ?? []
+        if case .array(let values)? = JSONText.parse(text) {
+            let steps = values.compactMap(WorkflowStep.init(stored:))
+            if steps.count == values.count { return steps }
+        }
+        return (try? decoder.decode([WorkflowStep].self, from: Data(text.utf8))) ?? []
+    }
+
+    /// One stored step, every field present and of its type; nil otherwise.
+    init?(stored value: JSONValue) {
+        guard let fields = value.object,
+              let id = fields["id"]?.stringValue,
+              let skillId = fields["skillId"]?.stringValue.flatMap(UUID.init(text:)),
+              let input = fields["input"],
+              case .array(let depends)? = fields["dependsOn"],
+              let retry = fields["retry"]?.object,
+              let maxAttempts = retry["maxAttempts"]?.intValue, let backoffSeconds = retry["backoffSeconds"]?.intValue,
+              let timeoutSeconds = fields["timeoutSeconds"]?.intValue,
+              case .bool(let continueOnFailure)? = fields["continueOnFailure"] else { return nil }
+        let dependsOn = depends.compactMap(\.stringValue)
+        guard dependsOn.count == depends.count else { return nil }
+        self.init(id: id, skillId: skillId, input: input, dependsOn: dependsOn,
+                  retry: Retry(maxAttempts: maxAttempts, backoffSeconds: backoffSeconds),
+                  timeoutSeconds: timeoutSeconds, continueOnFailure: continueOnFailure)
     }
 }
 

@@ -73,4 +73,21 @@ struct ListedReadTests {
         #expect(T.self is any APIJSONWritable.Type, "\(T.self) writes itself", sourceLocation: sourceLocation)
         #expect(try APIJSON.string(items) == String(decoding: try APIJSON.tree(items), as: UTF8.self), "\(T.self)", sourceLocation: sourceLocation)
     }
+
+    @Test("Stored workflow steps read by Steward's parser are the steps Foundation's decoder reads")
+    func storedSteps() throws {
+        let skill = UUID()
+        let steps = [
+            WorkflowStep(id: "fetch", skillId: skill, input: ["url": "https://example.com/a/b", "n": 3, "deep": [["x": .null], true, .number(2.5)]],
+                         dependsOn: [], retry: .init(maxAttempts: 1, backoffSeconds: 0), timeoutSeconds: 300, continueOnFailure: false),
+            WorkflowStep(id: "use \"it\"", skillId: skill, input: ["from": "${steps.fetch.output.items.0}", "é": "ü\n"],
+                         dependsOn: ["fetch"], retry: .init(maxAttempts: 5, backoffSeconds: 30), timeoutSeconds: 1, continueOnFailure: true),
+        ]
+        let text = String(decoding: try JSONEncoder.sortedKeys.encode(steps), as: UTF8.self)
+        #expect(WorkflowStep.stored(text) == (try JSONDecoder().decode([WorkflowStep].self, from: Data(text.utf8))))
+        #expect(WorkflowStep.stored(text) == steps)
+        guard case .array(let stored)? = JSONText.parse(text) else { Issue.record("not an array: \(text)"); return }
+        #expect(stored.compactMap(WorkflowStep.init(stored:)) == steps, "read by Steward's parser, not the fallback")
+        #expect(WorkflowStep.stored("[]").isEmpty && WorkflowStep.stored("not json").isEmpty && WorkflowStep.stored(#"[{"id":"x"}]"#).isEmpty)
+    }
 }
