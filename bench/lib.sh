@@ -119,3 +119,28 @@ with concurrent.futures.ThreadPoolExecutor(4) as pool:
     list(pool.map(run, range(count)))
 PY
 }
+
+# bench_seed_lists URL TOKEN: 100 workflows, 100 schedules and 100 more users (by sign-up), 25 API keys and 20
+# webhooks (to an address nothing is sent to: no event they subscribe to happens while the lists are measured).
+bench_seed_lists() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys, urllib.error, urllib.request
+url, token = sys.argv[1:3]
+def post(path, body, auth=True):
+    headers = {"Content-Type": "application/json"}
+    if auth: headers["Authorization"] = "Bearer " + token
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST", headers=headers)
+    try:
+        urllib.request.urlopen(request, timeout=30).read()
+    except urllib.error.HTTPError as error:
+        sys.exit(f"POST {path}: {error.code} {error.read()[:300]!r}")
+for i in range(100):
+    post("/api/v1/workflows", {"slug": f"flow-{i}", "name": f"Flow {i}", "steps": [{"id": "one", "skillId": "echo"}]})
+    post("/api/v1/schedules", {"name": f"nightly-{i}", "target": {"skillId": "echo"}, "cron": "@daily", "enabled": False})
+    post("/api/v1/auth/register", {"email": f"user{i}@example.com", "username": f"user{i}", "password": "Long-Enough-Pass-42"}, auth=False)
+for i in range(25):
+    post("/api/v1/api-keys", {"name": f"key-{i}", "scopes": ["skills:read"]})
+for i in range(20):
+    post("/api/v1/webhooks", {"url": f"https://hooks.example.com/{i}", "events": ["execution.*"]})
+PY
+}

@@ -2,9 +2,9 @@
 # The whole benchmark suite, on a release build and temporary SQLite databases (synchronous=FULL):
 #   1. cold start: process start until /health/ready answers 200, on an already-migrated database (target < 1 s),
 #      and idle RSS a few seconds after start (target < 60 MB);
-#   2. wrk scenarios on one seeded server (1,000 skills, 1,000 executions): health, /auth/me, the skill list, skill
-#      search, the executions, audit and events lists, skill create, and the login storm with health p99 measured
-#      during it;
+#   2. wrk scenarios on one seeded server (1,000 skills, 1,000 executions, 100 workflows, schedules and users, 25 API
+#      keys, 20 webhooks): health, /auth/me, the skill list, skill search, every other list, skill create, and the
+#      login storm with health p99 measured during it;
 #   3. the scenarios that wrk cannot express, by their own scripts: executions (create and end-to-end),
 #      webhook deliveries, realtime fan-out.
 # Every scenario records requests/s, p50/p99, errors and the server's peak RSS while it ran.
@@ -96,6 +96,7 @@ with concurrent.futures.ThreadPoolExecutor(8) as pool:
     list(pool.map(create, range(1000)))
 PY
 bench_seed_executions "$BENCH_URL" "$TOKEN" 1000
+bench_seed_lists "$BENCH_URL" "$TOKEN"
 auth=(-H "Authorization: Bearer $TOKEN")
 scenario health -t2 -c32 -d"$DURATION" --latency "$BENCH_URL/health/live"
 scenario me -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/auth/me"
@@ -104,6 +105,11 @@ scenario skillSearch -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/a
 scenario executionList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/executions?limit=20"
 scenario auditList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/audit-logs?limit=20"
 scenario eventList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/events?limit=20"
+scenario userList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/users?limit=20"
+scenario workflowList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/workflows?limit=20"
+scenario scheduleList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/schedules?limit=20"
+scenario apiKeyList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/api-keys"
+scenario webhookList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$BENCH_URL/api/v1/webhooks"
 scenario skillCreate -t2 -c32 -d"$DURATION" --latency -s "$bench_root/bench/skill_create.lua" "$BENCH_URL/api/v1/skills"
 # The storm runs longer than the measurement, so health is measured only while logins are in flight.
 wrk -t1 -c16 -d"$((seconds + 4))s" --timeout 10s --latency -s "$bench_root/bench/login.lua" "$BENCH_URL/api/v1/auth/login" > "$work/login.txt" &
@@ -143,6 +149,7 @@ commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=
 dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip() != ""
 swift = subprocess.run(["swift", "--version"], capture_output=True, text=True).stdout.splitlines()
 wrk_scenarios = {name: load(name) for name in ["health", "me", "skillList", "skillSearch", "executionList", "auditList", "eventList",
+                                               "userList", "workflowList", "scheduleList", "apiKeyList", "webhookList",
                                                "skillCreate", "loginStorm", "healthDuringLoginStorm"]}
 result = {
     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit + ("+dirty" if dirty else ""),
@@ -179,6 +186,11 @@ lines = [
     row("GET /api/v1/executions (1,000 executions, limit 20)", s["executionList"], share("executionList", 0.4)),
     row("GET /api/v1/audit-logs (limit 20)", s["auditList"], share("auditList", 0.4)),
     row("GET /api/v1/events (limit 20)", s["eventList"], share("eventList", 0.4)),
+    row("GET /api/v1/users (101 users, limit 20)", s["userList"], share("userList", 0.4)),
+    row("GET /api/v1/workflows (100 workflows, limit 20)", s["workflowList"], share("workflowList", 0.4)),
+    row("GET /api/v1/schedules (100 schedules, limit 20)", s["scheduleList"], share("scheduleList", 0.4)),
+    row("GET /api/v1/api-keys (25 keys, unpaged)", s["apiKeyList"], share("apiKeyList", 0.4)),
+    row("GET /api/v1/webhooks (20 webhooks, unpaged)", s["webhookList"], share("webhookList", 0.4)),
     row("POST /api/v1/skills", s["skillCreate"]),
     row("POST /api/v1/auth/login, 16 connections, bcrypt 12", s["loginStorm"]),
     row("GET /health/live during the login storm (4 connections)", s["healthDuringLoginStorm"],
