@@ -63,11 +63,6 @@ struct PageRequest: Sendable {
 }
 
 extension QueryBuilder where Model.IDValue == UUID {
-    /// One page, newest first by `date` with ties broken by id, after `page.cursor`; and the next page's cursor.
-    func newestFirst(by date: FieldKey, _ value: (Model) -> Date?, page: PageRequest) async throws -> ([Model], String?) {
-        PageRequest.cut(try await newestFirstPage(by: date, page: page).all(), page: page) { (value($0), $0.id) }
-    }
-
     /// The query of one page (and one row more, to tell whether another follows). The cursor's condition is one
     /// range on `date` and a filter, never an `OR` of two ranges, so an index on (filters…, date, id) reads the
     /// page in order and stops after it; a test asserts that plan for the main lists.
@@ -86,8 +81,9 @@ extension QueryBuilder where Model.IDValue == UUID {
 }
 
 extension QueryBuilder where Model.IDValue == UUID, Model: ListedProperties {
-    /// `newestFirst` through the fast read (`listed(through:)`), for every model that lists its properties. Pass
-    /// `readers` only when an index on (filters…, date, id) answers the query (see `listed(through:)`).
+    /// One page, newest first by `date` with ties broken by id, after `page.cursor`, read through the fast read
+    /// (`listed(through:)`); and the next page's cursor. Pass `readers` only when an index on (filters…, date, id)
+    /// answers the query (see `listed(through:)`).
     func newestFirst(by date: FieldKey, _ value: (Model) -> Date?, page: PageRequest,
                      through readers: SQLiteReaders? = nil) async throws -> ([Model], String?) {
         PageRequest.cut(try await newestFirstPage(by: date, page: page).listed(through: readers), page: page) { (value($0), $0.id) }
