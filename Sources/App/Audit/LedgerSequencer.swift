@@ -2,6 +2,7 @@ import Crypto
 import Fluent
 import Foundation
 import NIOConcurrencyHelpers
+import PostgresNIO
 import SQLKit
 import StewardFormats
 import Vapor
@@ -142,25 +143,58 @@ enum LedgerSequencer {
     /// read what is numbered. Does nothing on SQLite, which numbers inside the writer.
     static func settle(_ app: Application, timeout: Duration = .seconds(2)) async throws {
         guard app.sqliteWriter == nil, let sql = app.db as? any SQLDatabase, sql.dialect.name == "postgresql" else { return }
-        // Every transaction that committed before this statement has an id below its snapshot's xmax. Before
-        // migration 0027 there is nothing pending to wait for.
-        guard let row = try await sql.raw("""
-            SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS top, to_regclass('pending_audit_logs') IS NOT NULL AS ready
-            """).first(), try row.decode(column: "ready", as: Bool.self) else { return }
-        let top = try row.decode(column: "top", as: String.self)
+        // Before migration 0027 there is nothing pending to wait for. Once the tables exist they stay.
+        guard try await pendingTablesExist(app, sql) else { return }
+        // The common answer, nothing pending, in one round trip (prepared where that applies).
+        guard var state = try await pendingState(app, sql) else { return }
         let deadline = ContinuousClock.now + timeout
         while true {
-            let pending = try await sql.raw("""
-                SELECT EXISTS (SELECT 1 FROM pending_events WHERE tx < \(bind: top)::xid8)
-                    OR EXISTS (SELECT 1 FROM pending_audit_logs WHERE tx < \(bind: top)::xid8) AS pending
-                """).first()?.decode(column: "pending", as: Bool.self) ?? false
-            guard pending else { return }
+            guard state.pending else { return }
             guard ContinuousClock.now < deadline else {
                 app.logger.notice("Events and audit entries committed before a read are not numbered yet; an open transaction may hold the sequencer back")
                 return
             }
             if try await pass(app).moved == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            state.pending = try await sql.raw("""
+                SELECT EXISTS (SELECT 1 FROM pending_events WHERE tx < \(bind: state.top)::xid8)
+                    OR EXISTS (SELECT 1 FROM pending_audit_logs WHERE tx < \(bind: state.top)::xid8) AS pending
+                """).first()?.decode(column: "pending", as: Bool.self) ?? false
         }
+    }
+
+    /// Whether rows committed before this statement wait in the pending tables, and the statement's snapshot `xmax`:
+    /// every transaction that committed before it has an id below that. Both come from one snapshot.
+    enum PendingRead: FixedPostgresRead {
+        static let name = "ledger_pending"
+        static let sql = """
+            WITH s AS (SELECT pg_snapshot_xmax(pg_current_snapshot()) AS top)
+            SELECT s.top::text AS top,
+                   EXISTS (SELECT 1 FROM pending_events WHERE tx < s.top)
+                   OR EXISTS (SELECT 1 FROM pending_audit_logs WHERE tx < s.top) AS pending
+            FROM s
+            """
+    }
+
+    private static func pendingState(_ app: Application, _ sql: any SQLDatabase) async throws -> (top: String, pending: Bool)? {
+        let row: (any SQLRow)?
+        if let prepared = try await (app.db as? InstrumentedDatabase)?.preparedRows(PendingRead.self, PostgresBindings()) {
+            row = prepared.first
+        } else {
+            row = try await sql.raw(SQLQueryString(PendingRead.sql)).first()
+        }
+        guard let row else { return nil }
+        return (try row.decode(column: "top", as: String.self), try row.decode(column: "pending", as: Bool.self))
+    }
+
+    private struct PendingTablesKey: StorageKey { typealias Value = Bool }
+    private static let pendingTablesLock = NIOLock()
+
+    private static func pendingTablesExist(_ app: Application, _ sql: any SQLDatabase) async throws -> Bool {
+        if pendingTablesLock.withLock({ app.storage[PendingTablesKey.self] ?? false }) { return true }
+        let exists = try await sql.raw("SELECT to_regclass('pending_audit_logs') IS NOT NULL AS ready").first()?
+            .decode(column: "ready", as: Bool.self) ?? false
+        if exists { pendingTablesLock.withLock { app.storage[PendingTablesKey.self] = true } }
+        return exists
     }
 }
 

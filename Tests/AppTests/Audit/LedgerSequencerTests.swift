@@ -83,6 +83,32 @@ struct LedgerSequencerTests {
         }
     }
 
+    @Test("With no sequencer running, a read that settles numbers the writes committed before it itself, and finds nothing pending afterwards")
+    func settleNumbersWithoutTheLoop() async throws {
+        try await withTestApp { app in
+            let loop = try #require(app.ledgerSequencerLoop)
+            await loop.shutdownAsync(app)
+            let recorder = app.activityRecorder
+            var ids: [UUID] = []
+            for index in 0..<3 {
+                let recorded = try await app.writeTransaction { db in
+                    try await recorder.record(audit: audit("unsequenced.\(index)"), event: event("unsequenced"), on: db)
+                }
+                ids.append(try #require(recorded.eventID))
+            }
+            let sql = app.db as! any SQLDatabase
+            let waiting = try await sql.raw("SELECT count(*) AS n FROM pending_events").first()?.decode(column: "n", as: Int.self)
+            #expect(waiting == 3, "nobody numbered them yet")
+
+            let numbered = try await Event.query(on: try await app.settledLedger()).filter(\.$type == "unsequenced").sort(\.$seq).all()
+            #expect(numbered.map(\.id) == ids, "all three, in commit order")
+            let entries = try await AuditLog.query(on: app.db).filter(\.$action ~~ (0..<3).map { "unsequenced.\($0)" }).count()
+            #expect(entries == 3)
+            let left = try await sql.raw("SELECT count(*) AS n FROM pending_events").first()?.decode(column: "n", as: Int.self)
+            #expect(left == 0)
+        }
+    }
+
     @Test("One instance holds the sequencer lease; when it stops, another takes it over with the next term within the lease time and goes on numbering")
     func leaseFailover() async throws {
         let directoryA = try TemporaryDirectory()
