@@ -8,6 +8,9 @@ func routes(_ app: Application) throws {
     try app.register(collection: JWKSController())
     try app.register(collection: MetricsController())
 
+    // MCP (Streamable HTTP): its own authentication answers (401 with resource metadata) and JSON-RPC errors.
+    try app.register(collection: MCPController())
+
     // /api/v1: the authenticator reads credentials when present; each collection states what its routes need.
     let api = app.grouped("api", "v1").grouped(SessionAuthenticator(), GeneralRateLimitMiddleware(), IdempotencyMiddleware())
     try api.register(collection: AuthController())

@@ -15,6 +15,11 @@ public final class Execution: Model, @unchecked Sendable {
         var isFinished: Bool { [.succeeded, .failed, .cancelled, .rolledBack].contains(self) }
     }
 
+    /// Where an execution was asked for.
+    public enum Origin: String, CaseIterable, Sendable {
+        case api, mcp, schedule, workflow
+    }
+
     // managed
     @ID(key: .id) public var id: UUID?
     @Field(key: "queued_at") public var queuedAt: Date
@@ -39,6 +44,12 @@ public final class Execution: Model, @unchecked Sendable {
     /// The schedule that started it, and the occurrence it fired for (nil for a run-now).
     @OptionalField(key: "schedule_id") public var scheduleID: UUID?
     @OptionalField(key: "scheduled_for") public var scheduledFor: Date?
+    /// Where it was asked for (`Origin`), and for MCP the client's name and version, the session and the JSON-RPC id.
+    @Field(key: "origin") public var origin: String
+    @OptionalField(key: "client_name") public var clientName: String?
+    @OptionalField(key: "client_version") public var clientVersion: String?
+    @OptionalField(key: "mcp_session_id") public var mcpSessionID: UUID?
+    @OptionalField(key: "mcp_request_id") public var mcpRequestID: String?
 
     /// `input` parsed, when this copy was made from the parsed value or has parsed it already (not stored; the
     /// input never changes once created). Each event and response shows the input, and parsing it again for each
@@ -81,7 +92,7 @@ public final class ExecutionHistoryEntry: Model, @unchecked Sendable {
 extension Execution: ListedProperties {
     package var listedProperties: [any AnyDatabaseProperty] {
         [$id, $queuedAt, $startedAt, $finishedAt, $skillID, $user, $status, $progress, $input, $output, $error, $attempt,
-         $cancelRequested, $durationMs, $jobID, $scheduleID, $scheduledFor]
+         $cancelRequested, $durationMs, $jobID, $scheduleID, $scheduledFor, $origin, $clientName, $clientVersion, $mcpSessionID, $mcpRequestID]
     }
 }
 

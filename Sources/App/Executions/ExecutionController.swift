@@ -81,6 +81,16 @@ struct ExecutionController: RouteCollection {
         if let raw = req.query[String.self, at: "skillId"] {
             if let id = UUID(uuidString: raw) { filter.skillID = id } else { problems.append(FieldProblem(field: "skillId", message: "must be a UUID")) }
         }
+        if let raw = req.query[String.self, at: "origin"] {
+            if let origin = Execution.Origin(rawValue: raw) { filter.origin = origin } else {
+                problems.append(FieldProblem(field: "origin", message: "must be one of \(Execution.Origin.allCases.map(\.rawValue).joined(separator: ", "))"))
+            }
+        }
+        if let raw = req.query[String.self, at: "clientName"] {
+            if (1...200).contains(raw.utf8.count) { filter.clientName = raw } else {
+                problems.append(FieldProblem(field: "clientName", message: "must be 1 to 200 bytes"))
+            }
+        }
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         let (executions, next) = try await ExecutionService(app: req.application).list(filter: filter, page: page, caller: try req.caller)
         return ListResponse(items: executions, nextCursor: next)

@@ -22,6 +22,9 @@ struct ExecutionResponse: Content, Equatable, RowReadable {
     var durationMs: Int64?
     var scheduleId: UUID?
     var scheduledFor: Date?
+    var origin: String
+    var clientName: String?
+    var clientVersion: String?
 
     init(_ execution: Execution) {
         id = execution.id!
@@ -39,6 +42,9 @@ struct ExecutionResponse: Content, Equatable, RowReadable {
         durationMs = execution.durationMs
         scheduleId = execution.scheduleID
         scheduledFor = execution.scheduledFor
+        origin = execution.origin
+        clientName = execution.clientName
+        clientVersion = execution.clientVersion
     }
 
     /// An execution as the API shows it, read straight from its row (the columns of `Execution`'s keys).
@@ -58,6 +64,9 @@ struct ExecutionResponse: Content, Equatable, RowReadable {
         durationMs = try row.optional("duration_ms", as: Int64.self)
         scheduleId = try row.optional("schedule_id", as: UUID.self)
         scheduledFor = try row.optional("scheduled_for", as: Date.self)
+        origin = try row.decode(column: "origin", as: String.self)
+        clientName = try row.optional("client_name", as: String.self)
+        clientVersion = try row.optional("client_version", as: String.self)
     }
 
     /// The object as event data: what `APIJSON` writes for it, built directly (it runs inside every transition's
@@ -74,6 +83,9 @@ struct ExecutionResponse: Content, Equatable, RowReadable {
             "durationMs": durationMs.map { .number(Double($0)) } ?? .null,
             "scheduleId": scheduleId.map { .string($0.lowercasedString) } ?? .null,
             "scheduledFor": scheduledFor.map { .string(Self.timestamp($0)) } ?? .null,
+            "origin": .string(origin),
+            "clientName": clientName.map(JSONValue.string) ?? .null,
+            "clientVersion": clientVersion.map(JSONValue.string) ?? .null,
         ])
     }
 
@@ -96,11 +108,14 @@ struct ExecutionService: Sendable {
 
     // MARK: - Create
 
+    /// `adjust` fills what the caller knows of where the execution came from (an MCP call's client and id).
     func create(skillReference: String, input: JSONValue, caller: AuthenticatedCaller, origin: RequestOrigin,
-                trigger: ScheduleTrigger? = nil) async throws -> Execution {
+                trigger: ScheduleTrigger? = nil, adjust: (Execution) -> Void = { _ in }) async throws -> Execution {
         let execution = try await prepare(skillReference: skillReference, input: input, caller: caller, on: reads)
         execution.scheduleID = trigger?.scheduleID
         execution.scheduledFor = trigger?.occurrence
+        if trigger != nil { execution.origin = Execution.Origin.schedule.rawValue }
+        adjust(execution)
         do {
             try await app.writeTransaction { db in
                 try await checkCap(for: execution.$user.id, exclusive: false, on: db)
@@ -200,6 +215,7 @@ struct ExecutionService: Sendable {
         execution.attempt = 0
         execution.cancelRequested = false
         execution.queuedAt = now
+        execution.origin = Execution.Origin.api.rawValue
         return execution
     }
 
@@ -207,7 +223,7 @@ struct ExecutionService: Sendable {
     private static let rowInsert = FixedStatement.insert(
         into: Execution.schema,
         columns: ["id", "queued_at", "skill_id", "user_id", "status", "progress", "input", "attempt", "cancel_requested", "job_id",
-                  "schedule_id", "scheduled_for"])
+                  "schedule_id", "scheduled_for", "origin", "client_name", "client_version", "mcp_session_id", "mcp_request_id"])
 
     /// Writes a prepared execution with its job, history line, event and audit entry, inside the caller's transaction.
     /// Plain SQL rather than Fluent's `create`: this runs behind SQLite's write gate on every execution, and model
@@ -219,6 +235,7 @@ struct ExecutionService: Sendable {
         try await sql.run(Self.rowInsert, [
             executionID, execution.queuedAt, execution.skillID, execution.$user.id, execution.status.rawValue, execution.progress,
             execution.input, execution.attempt, execution.cancelRequested, execution.jobID, execution.scheduleID, execution.scheduledFor,
+            execution.origin, execution.clientName, execution.clientVersion, execution.mcpSessionID, execution.mcpRequestID,
         ])
         execution.$id.exists = true
         try await AfterCommit.countRun(of: execution.skillID, on: sql)
@@ -238,6 +255,9 @@ struct ExecutionService: Sendable {
     struct Filter: Sendable {
         var status: Execution.Status?
         var skillID: UUID?
+        var origin: Execution.Origin?
+        /// The MCP client's name, exactly.
+        var clientName: String?
     }
 
     func list(filter: Filter, page: PageRequest, caller: AuthenticatedCaller) async throws -> ([ExecutionResponse], String?) {
@@ -246,7 +266,9 @@ struct ExecutionService: Sendable {
         if !caller.can(.executionsReadAll) { query = try query.visible(to: caller, ownedThrough: \.$user); filters += 1 }
         if let status = filter.status { query = query.filter(\.$status == status); filters += 1 }
         if let skillID = filter.skillID { query = query.filter(\.$skillID == skillID); filters += 1 }
-        // One index per filter (user, status, skill): with two, the page may take a scan, read off the event loop.
+        if let origin = filter.origin { query = query.filter(\.$origin == origin.rawValue); filters += 1 }
+        if let clientName = filter.clientName { query = query.filter(\.$clientName == clientName); filters += 2 }
+        // One index per filter (user, status, skill, origin): with two, the page may take a scan, read off the event loop.
         return try await query.newestFirst(as: ExecutionResponse.self, by: "queued_at", { ($0.queuedAt, $0.id) }, page: page,
                                            through: filters <= 1 ? app.sqliteReaders : nil)
     }
@@ -487,5 +509,8 @@ extension ExecutionResponse: APIJSONWritable {
         object.field("durationMs", durationMs)
         object.field("scheduleId", scheduleId)
         object.field("scheduledFor", scheduledFor)
+        object.field("origin", origin)
+        object.field("clientName", clientName)
+        object.field("clientVersion", clientVersion)
     }
 }

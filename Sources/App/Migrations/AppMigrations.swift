@@ -34,5 +34,6 @@ enum AppMigrations {
         AddListOrderIndexes(),
         AddAuditFilterIndexes(),
         AddEventResourceIndex(),
+        CreateMCPSessions(),
     ] }
 }

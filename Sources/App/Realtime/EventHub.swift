@@ -68,6 +68,9 @@ actor EventHub {
     let app: Application
     private(set) var settings: StreamSettings
     private var subscribers: [UUID: StreamSubscriber] = [:]
+    /// Subscribers inside the server that follow one resource for a while (an MCP tool call waiting for its
+    /// execution): fed like streams, but not counted against the stream caps, which are for clients' connections.
+    private var watchers: [UUID: StreamSubscriber] = [:]
     private var perUser: [UUID: Int] = [:]
     /// The last `seq` offered to streams: every event up to it has been read.
     private var lastSeq: Int64 = 0
@@ -142,7 +145,7 @@ actor EventHub {
         while !Task.isCancelled, !closed {
             do {
                 // Nobody listens: nothing to read. The first stream to register looks up where the log is.
-                if subscribers.isEmpty {
+                if subscribers.isEmpty, watchers.isEmpty {
                     positioned = false
                     return
                 }
@@ -192,6 +195,7 @@ actor EventHub {
             }
         }
         lastSeq = last
+        for watcher in watchers.values { watcher.offer(batch) }
         for subscriber in subscribers.values {
             subscriber.offer(batch)
             // Too slow: it no longer counts against the caps, even while its connection is still being cut.
@@ -290,6 +294,22 @@ actor EventHub {
         remove(subscriber)
     }
 
+    /// Admits a watcher (no caps: each one belongs to a request in flight). Returns the `seq` after which every
+    /// event reaches it; the caller reads the state as of then itself.
+    func watch(_ watcher: StreamSubscriber) async throws -> Int64 {
+        guard !closed else { throw StreamError.shuttingDown }
+        start()
+        try await LedgerSequencer.settle(app)
+        if !positioned { try await catchUpPosition() }
+        guard !closed else { throw StreamError.shuttingDown }
+        watchers[watcher.id] = watcher
+        return lastSeq
+    }
+
+    func unwatch(_ watcher: StreamSubscriber) {
+        watchers[watcher.id] = nil
+    }
+
     private func remove(_ subscriber: StreamSubscriber) {
         guard subscribers.removeValue(forKey: subscriber.id) != nil else { return }
         let left = perUser[subscriber.userID, default: 1] - 1
@@ -302,7 +322,9 @@ actor EventHub {
         loop?.cancel()
         ticker?.cancel()
         for subscriber in subscribers.values { subscriber.close(.shutdown) }
+        for watcher in watchers.values { watcher.close(.shutdown) }
         subscribers.removeAll()
+        watchers.removeAll()
         perUser.removeAll()
         wake.notify()
         await loop?.value

@@ -384,6 +384,7 @@ struct WorkflowRunService: Sendable {
             let caller = AuthenticatedCaller(user: owner, session: nil, apiKey: nil, method: .schedule, grants: grants)
             guard owner.status == .active, caller.can(.skillsExecute) else { throw HTTPProblem.conflict("the run's owner may no longer run skills") }
             let execution = try await ExecutionService(app: app).prepare(skillReference: step.skillId.uuidString, input: input, caller: caller, on: db)
+            execution.origin = Execution.Origin.workflow.rawValue
             try await ExecutionService(app: app).insert(execution, caller: caller, origin: .system, on: db)
             row.executionID = execution.id
             row.status = .running

@@ -109,6 +109,8 @@ public struct AppConfig: Sendable {
     public var rateLimitStore: RateLimitStoreKind
     public var trustedProxies: [String]
     public var rateLimits: [String: RateLimitPolicy]
+    /// How long an MCP `tools/call` waits for its execution before answering with the execution id.
+    public var mcpCallTimeoutSeconds: Int
 }
 
 /// Every bad or missing variable found while loading, reported together.
@@ -277,6 +279,7 @@ extension AppConfig {
         let maxStreamsPerUser = reader.int("STEWARD_MAX_STREAMS_PER_USER", default: 10, range: 1...10_000)
         let maxStreams = reader.int("STEWARD_MAX_STREAMS", default: 5000, range: 1...1_000_000)
         let streamBuffer = reader.int("STEWARD_STREAM_BUFFER", default: 1000, range: 8...1_000_000)
+        let mcpCallTimeout = reader.int("STEWARD_MCP_CALL_TIMEOUT", default: 60, range: 1...3600)
         let rateLimitStore = reader.enumeration("STEWARD_RATE_LIMIT_STORE", default: RateLimitStoreKind.memory)
         let trustedProxies = reader.list("STEWARD_TRUSTED_PROXIES")
         for entry in trustedProxies where CIDR(entry) == nil {
@@ -322,7 +325,7 @@ extension AppConfig {
             jobMaxAttempts: jobMaxAttempts, maxConcurrentExecutionsPerUser: maxConcurrent,
             webhookHistoryDays: webhookHistoryDays, backupCron: backupCron, backupKeep: backupKeep, maxStreamsPerUser: maxStreamsPerUser, maxStreams: maxStreams,
             streamBufferEvents: streamBuffer, rateLimitStore: rateLimitStore, trustedProxies: trustedProxies,
-            rateLimits: rateLimits
+            rateLimits: rateLimits, mcpCallTimeoutSeconds: mcpCallTimeout
         )
     }
 }

@@ -92,6 +92,22 @@ final class AppMetrics: Sendable {
                   [("skill", skillLabels.label(for: skill)), ("outcome", outcome)], Self.workBuckets).record(duration)
     }
 
+    // MARK: MCP
+
+    /// One JSON-RPC message on the MCP endpoint, by method (known ones only) and outcome (`ok`, `error`).
+    func recordMCPRequest(method: String, outcome: String) {
+        let known = ["initialize", "notifications/initialized", "notifications/cancelled", "ping", "server/discover", "tools/list",
+                     "tools/call", "resources/list", "resources/templates/list", "resources/read"]
+        counter("mcp_requests", "MCP JSON-RPC messages by method and outcome.",
+                [("method", known.contains(method) ? method : "other"), ("outcome", outcome)]).increment()
+    }
+
+    /// A `tools/call` from its start to its answer, by outcome (the execution's status, `timeout`, `refused`…).
+    func recordMCPToolCall(outcome: String, duration: Duration) {
+        histogram("mcp_tool_call_duration", "MCP tool calls from request to answer, by outcome.", [("outcome", outcome)], Self.workBuckets)
+            .record(duration)
+    }
+
     private func histogram(_ name: String, _ help: String, _ labels: [(String, String)], _ buckets: [Duration]) -> DurationHistogram {
         let key = Self.key(name, labels)
         return histograms.withLockedValue { cache in

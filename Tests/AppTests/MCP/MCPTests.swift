@@ -1,0 +1,288 @@
+import Fluent
+import Foundation
+import Testing
+import Vapor
+import VaporTesting
+@testable import App
+import StewardFormats
+
+/// The MCP endpoint through the real HTTP stack: both protocol revisions, the catalogue per credential, tool calls
+/// that become executions, and the answers to bad input and bad credentials.
+@Suite("MCP server")
+struct MCPTests {
+    /// A user with `role`, the sample skills, and a bearer token.
+    private func user(_ app: Application, role: String = "executor", email: String = "agent@example.com") async throws -> String {
+        _ = try await SkillService(app: app).seedSamples()
+        try await makeUser(app, email: email)
+        _ = try await UserAdminService(app: app).setRoles(try await UserAdminService(app: app).find(email: email).requireID(), roles: [role], actor: .cli)
+        return try await login(app, email: email).accessToken
+    }
+
+    private func modernBody(_ method: String, id: Int = 1, params: [String: JSONValue] = [:], version: String = MCPVersion.modern) -> String {
+        var params = params
+        var meta: [String: JSONValue] = [:]
+        if case .object(let given)? = params["_meta"] { meta = given }
+        meta[MCPVersion.metaVersion] = .string(version)
+        meta[MCPVersion.metaCapabilities] = [:]
+        meta[MCPVersion.metaClientInfo] = ["name": "test-agent", "version": "1.2.3"]
+        params["_meta"] = .object(meta)
+        return try! JSONValue.object(["jsonrpc": "2.0", "id": .number(Double(id)), "method": .string(method), "params": .object(params)]).canonicalString()
+    }
+
+    /// A 2026-07-28 POST with its headers filled from the body.
+    private func modern(_ app: Application, _ token: String?, _ method: String, params: [String: JSONValue] = [:],
+                        headers extra: [String: String] = [:]) async throws -> TestingHTTPResponse {
+        var headers: HTTPHeaders = ["Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                                    "MCP-Protocol-Version": MCPVersion.modern, "Mcp-Method": method]
+        if let token { headers.add(name: .authorization, value: "Bearer \(token)") }
+        if case .string(let name)? = params["name"] ?? params["uri"] { headers.add(name: "Mcp-Name", value: name) }
+        for (name, value) in extra { headers.replaceOrAdd(name: name, value: value) }
+        // A JSON answer unless the test asks for a stream.
+        if extra["Accept"] == nil { headers.replaceOrAdd(name: .accept, value: "application/json") }
+        return try await app.testing().sendRequest(.POST, "/mcp", headers: headers, body: .init(string: modernBody(method, params: params)))
+    }
+
+    private func raw(_ app: Application, _ token: String?, body: String, headers extra: HTTPHeaders = [:]) async throws -> TestingHTTPResponse {
+        var headers: HTTPHeaders = ["Content-Type": "application/json", "Accept": "application/json"]
+        if let token { headers.add(name: .authorization, value: "Bearer \(token)") }
+        headers.add(contentsOf: extra)
+        return try await app.testing().sendRequest(.POST, "/mcp", headers: headers, body: .init(string: body))
+    }
+
+    private func json(_ response: TestingHTTPResponse) throws -> [String: JSONValue] {
+        guard case .object(let object)? = JSONText.parse(response.body) else { throw TestFailure("not a JSON object: \(response.body.string)") }
+        return object
+    }
+
+    private struct TestFailure: Error, CustomStringConvertible {
+        let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    private func result(_ response: TestingHTTPResponse) throws -> [String: JSONValue] {
+        guard case .object(let result)? = try json(response)["result"] else { throw TestFailure("no result: \(response.body.string)") }
+        return result
+    }
+
+    private func errorCode(_ response: TestingHTTPResponse) throws -> Int? {
+        guard case .object(let error)? = try json(response)["error"], case .number(let code)? = error["code"] else { return nil }
+        return Int(code)
+    }
+
+    private func toolNames(_ result: [String: JSONValue]) -> [String] {
+        guard case .array(let tools)? = result["tools"] else { return [] }
+        return tools.compactMap { tool in if case .object(let o) = tool, case .string(let name)? = o["name"] { name } else { nil } }
+    }
+
+    @Test("2026-07-28: discover, then the catalogue (built-ins first, skills by slug) and a call that runs an execution with origin mcp, recorded in the audit log")
+    func modernDiscoverListCall() async throws {
+        try await withTestApp { app in
+            let token = try await user(app)
+            app.jobWorkers.start(app, count: 2)
+
+            let discover = try await modern(app, token, "server/discover")
+            #expect(discover.status == .ok, "\(discover.body.string)")
+            let discovered = try result(discover)
+            #expect(discovered["resultType"] == "complete")
+            #expect(discovered["supportedVersions"] == .array(MCPVersion.all.map(JSONValue.string)))
+            #expect(discover.headers.first(name: "Mcp-Session-Id") == nil, "2026-07-28 has no sessions")
+
+            let list = try result(try await modern(app, token, "tools/list"))
+            let names = toolNames(list)
+            #expect(Array(names.prefix(4)) == ["steward_search_skills", "steward_get_execution", "steward_cancel_execution", "steward_rollback_execution"])
+            #expect(Array(names.dropFirst(4)) == ["add-numbers", "always-fails", "echo", "uppercase", "wait"])
+            #expect(list["cacheScope"] == "private")
+            #expect(list["ttlMs"] != nil)
+
+            let call = try await modern(app, token, "tools/call", params: ["name": "echo", "arguments": ["greeting": "hello"]])
+            #expect(call.status == .ok, "\(call.body.string)")
+            let called = try result(call)
+            #expect(called["isError"] == false)
+            #expect(called["structuredContent"] == ["greeting": "hello"])
+            guard case .array(let content)? = called["content"], case .object(let first)? = content.first else { throw TestFailure("no content") }
+            #expect(first["text"] == #"{"greeting":"hello"}"#)
+
+            let executions = try await Execution.query(on: app.db).filter(\.$origin == "mcp").all()
+            #expect(executions.count == 1)
+            #expect(executions.first?.clientName == "test-agent")
+            #expect(executions.first?.clientVersion == "1.2.3")
+            #expect(executions.first?.status == .succeeded)
+
+            let listed = try await app.testing().sendRequest(.GET, "/api/v1/executions?origin=mcp", headers: bearer(token))
+            #expect(listed.status == .ok)
+            #expect(listed.body.string.contains(#""origin":"mcp""#))
+            #expect(listed.body.string.contains(#""clientName":"test-agent""#))
+            let none = try await app.testing().sendRequest(.GET, "/api/v1/executions?origin=schedule", headers: bearer(token))
+            #expect(none.body.string.contains(#""items":[]"#))
+
+            let audit = try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "mcp.tools_call").all()
+            #expect(audit.count == 1)
+            guard case .object(let details) = JSONValue.parse(audit.first?.details ?? "") else { throw TestFailure("no details") }
+            #expect(details["tool"] == "echo")
+            #expect(details["outcome"] == "succeeded")
+            #expect(details["clientName"] == "test-agent")
+            #expect(details["argumentsSha256"] == .string(SecureToken.hash(#"{"greeting":"hello"}"#)))
+        }
+    }
+
+    @Test("A failing skill is a result with isError, not a JSON-RPC error; arguments that break the schema are one too")
+    func failingSkill() async throws {
+        try await withTestApp { app in
+            let token = try await user(app)
+            app.jobWorkers.start(app, count: 1)
+            let failed = try result(try await modern(app, token, "tools/call", params: ["name": "always-fails", "arguments": ["message": "boom"]]))
+            #expect(failed["isError"] == true)
+            guard case .array(let content)? = failed["content"], case .object(let first)? = content.first, case .string(let text)? = first["text"]
+            else { throw TestFailure("no content") }
+            #expect(text.contains("boom"))
+
+            let invalid = try result(try await modern(app, token, "tools/call", params: ["name": "wait", "arguments": ["seconds": "soon"]]))
+            #expect(invalid["isError"] == true)
+            #expect(try await Execution.query(on: app.db).filter(\.$skillID == (try await SkillService(app: app).find("wait")).requireID()).count() == 0,
+                    "nothing ran")
+
+            let unknown = try await modern(app, token, "tools/call", params: ["name": "no-such-tool"])
+            #expect(try errorCode(unknown) == -32602)
+        }
+    }
+
+    @Test("2025-11-25: initialize opens a session kept in the database; calls in it work; a retried call id runs once; DELETE ends it")
+    func legacySession() async throws {
+        try await withTestApp { app in
+            let token = try await user(app)
+            app.jobWorkers.start(app, count: 2)
+            let initialize = try await raw(app, token, body: """
+                {"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"legacy-agent","version":"0.9"}}}
+                """)
+            #expect(initialize.status == .ok, "\(initialize.body.string)")
+            #expect(try result(initialize)["protocolVersion"] == "2025-11-25")
+            let session = try #require(initialize.headers.first(name: "Mcp-Session-Id"))
+            let sessionHeaders: HTTPHeaders = ["Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"]
+            #expect(try await raw(app, token, body: #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, headers: sessionHeaders).status == .accepted)
+
+            let list = try await raw(app, token, body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, headers: sessionHeaders)
+            #expect(toolNames(try result(list)).contains("echo"))
+
+            let callBody = #"{"jsonrpc":"2.0","id":"call-7","method":"tools/call","params":{"name":"echo","arguments":{"n":7}}}"#
+            let first = try result(try await raw(app, token, body: callBody, headers: sessionHeaders))
+            #expect(first["structuredContent"] == ["n": 7])
+            let again = try result(try await raw(app, token, body: callBody, headers: sessionHeaders))
+            #expect(again["structuredContent"] == ["n": 7])
+            let made = try await Execution.query(on: app.db).filter(\.$origin == "mcp").all()
+            #expect(made.count == 1, "the same request id in the same session ran once")
+            #expect(made.first?.clientName == "legacy-agent")
+            #expect(made.first?.mcpRequestID == "s:call-7")
+
+            // Another credential of the same user does not get the session.
+            let otherToken = try await login(app, email: "agent@example.com").accessToken
+            let stolen = try await raw(app, otherToken, body: #"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#, headers: sessionHeaders)
+            #expect(stolen.status == .notFound)
+
+            let deleted = try await app.testing().sendRequest(.DELETE, "/mcp", headers: ["Authorization": "Bearer \(token)", "Mcp-Session-Id": session])
+            #expect(deleted.status == .noContent)
+            let after = try await raw(app, token, body: #"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#, headers: sessionHeaders)
+            #expect(after.status == .notFound)
+        }
+    }
+
+    @Test("No credential: 401 naming the resource metadata, which is served; a viewer sees no tools and may not call one (403 insufficient_scope)")
+    func credentials() async throws {
+        try await withTestApp { app in
+            let anonymous = try await modern(app, nil, "tools/list")
+            #expect(anonymous.status == .unauthorized)
+            let challenge = try #require(anonymous.headers.first(name: "WWW-Authenticate"))
+            #expect(challenge.contains(#"resource_metadata="http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp""#) ||
+                    challenge.contains("/.well-known/oauth-protected-resource/mcp\""))
+            let metadata = try await app.testing().sendRequest(.GET, "/.well-known/oauth-protected-resource/mcp")
+            #expect(metadata.status == .ok)
+            #expect(try json(metadata)["resource"].map { if case .string(let s) = $0 { s.hasSuffix("/mcp") } else { false } } == true)
+
+            let viewer = try await user(app, role: "viewer", email: "viewer@example.com")
+            #expect(toolNames(try result(try await modern(app, viewer, "tools/list"))).isEmpty)
+            let refused = try await modern(app, viewer, "tools/call", params: ["name": "echo"])
+            #expect(refused.status == .forbidden)
+            #expect(refused.headers.first(name: "WWW-Authenticate")?.contains(#"error="insufficient_scope", scope="skills:execute""#) == true)
+            #expect(try await Execution.query(on: app.db).count() == 0)
+        }
+    }
+
+    @Test("Another user's execution is not found as a resource; one's own is read with its history")
+    func resources() async throws {
+        try await withTestApp { app in
+            let owner = try await user(app)
+            app.jobWorkers.start(app, count: 1)
+            let called = try result(try await modern(app, owner, "tools/call", params: ["name": "echo", "arguments": ["a": 1]]))
+            guard case .object(let meta)? = called["_meta"], case .string(let executionID)? = meta["dev.steward/executionId"] else {
+                throw TestFailure("no execution id")
+            }
+            let uri = "steward://executions/\(executionID)"
+            let own = try result(try await modern(app, owner, "resources/read", params: ["uri": .string(uri)]))
+            guard case .array(let contents)? = own["contents"], case .object(let first)? = contents.first, case .string(let text)? = first["text"]
+            else { throw TestFailure("no contents") }
+            #expect(text.contains(#""status":"succeeded""#))
+            #expect(text.contains(#""history""#))
+
+            let other = try await user(app, email: "other@example.com")
+            let theirs = try await modern(app, other, "resources/read", params: ["uri": .string(uri)])
+            #expect(try errorCode(theirs) == -32602)
+            #expect(!theirs.body.string.contains("succeeded"))
+        }
+    }
+
+    @Test("Bad input gets the right JSON-RPC error and status, never a 500", arguments: [
+        ("not json", #"{"jsonrpc":"2.0","id":1,"#, [String: String](), 400, -32700),
+        ("batch", #"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#, [:], 400, -32600),
+        ("bad version", #"{"jsonrpc":"1.0","id":1,"method":"tools/list"}"#, [:], 400, -32600),
+        ("huge id", #"{"jsonrpc":"2.0","id":1e300,"method":"tools/list"}"#, [:], 400, -32600),
+        ("long id", #"{"jsonrpc":"2.0","id":""# + String(repeating: "x", count: 5000) + #"","method":"tools/list"}"#, [:], 400, -32600),
+        ("params not an object", #"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":[1]}"#, [:], 400, -32602),
+        ("no version at all", #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, [:], 400, -32600),
+        ("unsupported version", #"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2024-01-01","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+         ["MCP-Protocol-Version": "2024-01-01", "Mcp-Method": "tools/list"], 400, -32022),
+        ("header mismatch", #"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+         ["MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call"], 400, -32020),
+        ("missing capabilities", #"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+         ["MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list"], 400, -32602),
+        ("unknown method", #"{"jsonrpc":"2.0","id":1,"method":"tools/destroy","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+         ["MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/destroy"], 404, -32601),
+        ("unknown session", #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, ["Mcp-Session-Id": "not-a-session"], 404, -32600),
+    ])
+    func malformed(_ name: String, _ body: String, _ headers: [String: String], _ status: Int, _ code: Int) async throws {
+        try await withTestApp { app in
+            let token = try await user(app)
+            let response = try await raw(app, token, body: body, headers: HTTPHeaders(headers.map { ($0.key, $0.value) }))
+            #expect(response.status.code == UInt(status), "\(name): \(response.body.string)")
+            #expect(try errorCode(response) == code, "\(name)")
+        }
+    }
+
+    @Test("A request with an Origin that is not allowed gets 403; GET and DELETE without a session are 405 on 2026-07-28")
+    func originAndMethods() async throws {
+        try await withTestApp { app in
+            let token = try await user(app)
+            let hostile = try await modern(app, token, "tools/list", headers: ["Origin": "https://evil.example"])
+            #expect(hostile.status == .forbidden)
+            let get = try await app.testing().sendRequest(.GET, "/mcp", headers: bearer(token))
+            #expect(get.status == .methodNotAllowed)
+            #expect(get.headers.first(name: .allow) == "POST")
+        }
+    }
+
+    @Test("A call answered as a stream carries the wait skill's progress to its own stream, then the result")
+    func progressOnTheStream() async throws {
+        try await withTestApp { app in
+            let token = try await user(app)
+            app.jobWorkers.start(app, count: 1)
+            let response = try await modern(app, token, "tools/call",
+                                            params: ["name": "wait", "arguments": ["seconds": .number(1.5)], "_meta": ["progressToken": "p-1"]],
+                                            headers: ["Accept": "application/json, text/event-stream"])
+            #expect(response.headers.contentType?.subType == "event-stream")
+            let frames = response.body.string.components(separatedBy: "\n\n").filter { $0.hasPrefix("event: message") }
+            let progress = frames.filter { $0.contains("notifications/progress") }
+            #expect(!progress.isEmpty, "\(response.body.string)")
+            #expect(progress.allSatisfy { $0.contains(#""progressToken":"p-1""#) })
+            #expect(frames.last?.contains(#""isError":false"#) == true)
+        }
+    }
+}
+
