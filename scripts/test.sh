@@ -23,6 +23,9 @@ swift test --skip-build
 echo "==> webhook deliveries verified by the reference Python library"
 STEWARD_BIN=.build/debug/steward scripts/webhook-interop.sh
 
+echo "==> MCP: the official Python SDK lists and calls tools over both protocol revisions"
+STEWARD_BIN=.build/debug/steward scripts/mcp-interop.sh
+
 echo "==> suite on PostgreSQL"
 scripts/test-postgres.sh --skip-build
 
