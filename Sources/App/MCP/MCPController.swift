@@ -73,13 +73,24 @@ struct MCPController: RouteCollection {
             let requestID = message.id!
             if message.method == "tools/call" {
                 let call = try MCPToolCall(message.params, id: requestID, context: context)
-                if Self.acceptsStream(req) {
+                // 2026-07-28: a stream, since closing it is how a client cancels. 2025 sessions cancel with
+                // notifications/cancelled, so they get a stream only when they asked for progress (some clients,
+                // such as the Swift SDK on Linux, accept one but cannot read it).
+                if Self.acceptsStream(req), context.isModern || call.progressToken != nil {
                     app.metrics.recordMCPRequest(method: method, outcome: "ok")
                     return stream(call, id: requestID, context: context, req: req)
                 }
                 let result = try await call.run(send: nil)
                 app.metrics.recordMCPRequest(method: method, outcome: "ok")
                 return Self.json(JSONRPCResponse.result(requestID, result), status: .ok, session: context.sessionID)
+            }
+            if message.method == "subscriptions/listen" {
+                guard context.isModern else { throw JSONRPCError.methodNotFound(message.method) }
+                var wanted = false
+                if case .object(let filter)? = message.params["notifications"], filter["toolsListChanged"] == .bool(true) { wanted = true }
+                app.metrics.recordMCPRequest(method: method, outcome: "ok")
+                return try await listChangedStream(req: req, caller: caller, session: nil,
+                                                   subscription: (requestID, wanted), resumeAfter: nil)
             }
             let result = try await answer(message, context: context, req: req)
             app.metrics.recordMCPRequest(method: method, outcome: "ok")
@@ -278,10 +289,106 @@ struct MCPController: RouteCollection {
         return response
     }
 
+    /// Events after which the caller's tool list may differ: a skill created, changed or deleted, and the
+    /// caller's own account changed (roles, status).
+    private static let catalogueEvents = StreamFilter(types: ["skill.*", "user.updated"], resourceID: nil)
+
+    private static func changesCatalogue(_ event: StreamEvent, for userID: UUID) -> Bool {
+        event.type.hasPrefix("skill.") || (event.type == "user.updated" && event.resourceID == userID.lowercasedString)
+    }
+
+    /// An SSE stream of `notifications/tools/list_changed`: a 2025 session's GET stream (`session`), or a
+    /// 2026-07-28 `subscriptions/listen` (`subscription`: its request id, and whether the client asked for tool
+    /// changes), which first acknowledges and tags every notification with the subscription id.
+    private func listChangedStream(req: Request, caller: AuthenticatedCaller, session: UUID?, subscription: (id: JSONRPCID, tools: Bool)?,
+                                   resumeAfter: Int64?) async throws -> Response {
+        guard let credential = StreamCredential(caller) else { throw JSONRPCError(code: -32001, message: "No credential.", status: .unauthorized) }
+        let app = req.application
+        let hub = app.eventHub
+        let settings = await hub.settings
+        let userID = try caller.user.requireID()
+        let subscriber = StreamSubscriber(userID: userID, credential: credential, grants: caller.grants, filter: Self.catalogueEvents,
+                                          capacity: settings.bufferEvents)
+        let floor: Int64
+        do {
+            floor = try await hub.register(subscriber)
+        } catch let error as StreamError {
+            throw JSONRPCError(code: -32000, message: error.reason, status: error.status, headers: error.headers)
+        }
+        var headers = HTTPHeaders()
+        headers.contentType = HTTPMediaType(type: "text", subType: "event-stream", parameters: ["charset": "utf-8"])
+        headers.replaceOrAdd(name: .cacheControl, value: "no-cache")
+        headers.replaceOrAdd(name: "X-Accel-Buffering", value: "no")
+        if let session { headers.replaceOrAdd(name: "Mcp-Session-Id", value: session.lowercasedString) }
+        let response = Response(status: .ok, headers: headers)
+        let logger = req.logger
+        response.body = .init(asyncStream: { writer in
+            var meta: JSONValue? = nil
+            if let subscription { meta = [MCPVersion.metaSubscriptionID: subscription.id.json] }
+            func notification(_ method: String, _ params: [String: JSONValue], id: Int64?) -> ByteBuffer {
+                var params = params
+                if let meta { params["_meta"] = meta }
+                let line = id.map { "id: \($0)\n" } ?? ""
+                return ByteBuffer(string: "event: message\n\(line)data: \(JSONRPCResponse.notification(method, .object(params)))\n\n")
+            }
+            let sendsTools = subscription?.tools ?? true
+            var cursor = resumeAfter ?? floor
+            do {
+                if subscription != nil {
+                    let agreed: [String: JSONValue] = sendsTools ? ["toolsListChanged": true] : [:]
+                    try await writer.write(.buffer(notification("notifications/subscriptions/acknowledged", ["notifications": .object(agreed)], id: nil)))
+                } else {
+                    try await writer.write(.buffer(ByteBuffer(string: ":\n\n")))
+                }
+                if let resumeAfter, sendsTools {
+                    var missed: Int64?
+                    cursor = try await StreamReplay.replay(after: resumeAfter, upTo: floor, filter: Self.catalogueEvents, subscriber: subscriber, db: app.db) { event in
+                        if Self.changesCatalogue(event, for: userID) { missed = event.seq }
+                    }
+                    // What changed while the client was away: one notice is enough.
+                    if let missed { try await writer.write(.buffer(notification("notifications/tools/list_changed", [:], id: missed))) }
+                }
+                cursor = max(cursor, floor)
+                var lastBeat = ContinuousClock.now
+                for await item in subscriber.items {
+                    if subscriber.closeReason != nil { break }
+                    switch item {
+                    case .event(let event):
+                        guard event.seq > cursor else { continue }
+                        cursor = event.seq
+                        if sendsTools, Self.changesCatalogue(event, for: userID) {
+                            try await writer.write(.buffer(notification("notifications/tools/list_changed", [:], id: subscription == nil ? event.seq : nil)))
+                        }
+                    case .tick:
+                        subscriber.tickTaken()
+                        if ContinuousClock.now - lastBeat >= settings.heartbeat {
+                            lastBeat = .now
+                            try await writer.write(.buffer(ByteBuffer(string: ":\n\n")))
+                        }
+                    case .message:
+                        continue
+                    }
+                }
+                // Ended by the server (shutdown, a revoked credential): a 2026 subscription gets its closing result.
+                if let subscription {
+                    let result: JSONValue = ["resultType": "complete", "_meta": [MCPVersion.metaSubscriptionID: subscription.id.json]]
+                    try await writer.write(.buffer(ByteBuffer(string: "event: message\ndata: \(JSONRPCResponse.result(subscription.id, result))\n\n")))
+                }
+            } catch {
+                logger.debug("MCP notification stream ended: \(String(describing: error))")
+            }
+            subscriber.finish()
+            await hub.unregister(subscriber)
+            try? await writer.write(.end)
+        })
+        return response
+    }
+
     // MARK: GET and DELETE
 
-    /// 2025 sessions may open a stream for server messages; Steward sends none on it yet but keeps it open with
-    /// comments. 2026-07-28 has no GET.
+    /// A 2025 session's stream for server messages: `notifications/tools/list_changed` whenever the caller's
+    /// catalogue may have changed, each with the event's seq as its SSE id, so `Last-Event-ID` resumes from the
+    /// event log. 2026-07-28 has no GET (it has `subscriptions/listen`).
     @Sendable
     func get(req: Request) async throws -> Response {
         do {
@@ -295,22 +402,14 @@ struct MCPController: RouteCollection {
             }
             _ = try await MCPSessions.find(sessionID, caller: caller, app: req.application)
             guard Self.acceptsStream(req) else { throw JSONRPCError(code: -32600, message: "Accept text/event-stream.", status: .notAcceptable) }
-            var headers = HTTPHeaders()
-            headers.contentType = HTTPMediaType(type: "text", subType: "event-stream", parameters: ["charset": "utf-8"])
-            headers.replaceOrAdd(name: .cacheControl, value: "no-cache")
-            headers.replaceOrAdd(name: "X-Accel-Buffering", value: "no")
-            headers.replaceOrAdd(name: "Mcp-Session-Id", value: sessionID.lowercasedString)
-            let response = Response(status: .ok, headers: headers)
-            response.body = .init(asyncStream: { writer in
-                do {
-                    while true {
-                        try await writer.write(.buffer(ByteBuffer(string: ":\n\n")))
-                        try await Task.sleep(for: .seconds(15))
-                    }
-                } catch {
-                    try? await writer.write(.end)
+            var resumeAfter: Int64?
+            if let raw = req.headers.first(name: "Last-Event-ID") {
+                guard let value = Int64(raw.trimmingCharacters(in: .whitespaces)), value >= 0 else {
+                    throw JSONRPCError.invalidRequest("Last-Event-ID must be an event id this stream sent.")
                 }
-            })
+                resumeAfter = value
+            }
+            let response = try await listChangedStream(req: req, caller: caller, session: sessionID, subscription: nil, resumeAfter: resumeAfter)
             return response
         } catch let error as JSONRPCError {
             return Self.failure(error)

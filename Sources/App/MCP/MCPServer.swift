@@ -15,6 +15,7 @@ enum MCPVersion {
     static let metaCapabilities = "io.modelcontextprotocol/clientCapabilities"
     static let metaClientInfo = "io.modelcontextprotocol/clientInfo"
     static let metaServerInfo = "io.modelcontextprotocol/serverInfo"
+    static let metaSubscriptionID = "io.modelcontextprotocol/subscriptionId"
 }
 
 /// Who is asking, over which revision: everything a method needs besides its params.
@@ -64,7 +65,7 @@ enum MCPServer {
         """
 
     static func capabilities(modern: Bool) -> JSONValue {
-        modern ? ["tools": [:], "resources": [:]] : ["tools": ["listChanged": true], "resources": [:]]
+        ["tools": ["listChanged": true], "resources": [:]]
     }
 
     // MARK: Discovery

@@ -234,7 +234,7 @@ struct MCPTests {
         ("batch", #"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#, [:], 400, -32600),
         ("bad version", #"{"jsonrpc":"1.0","id":1,"method":"tools/list"}"#, [:], 400, -32600),
         ("huge id", #"{"jsonrpc":"2.0","id":1e300,"method":"tools/list"}"#, [:], 400, -32600),
-        ("long id", #"{"jsonrpc":"2.0","id":""# + String(repeating: "x", count: 5000) + #"","method":"tools/list"}"#, [:], 400, -32600),
+        ("long id", #"{"jsonrpc":"2.0","id":""# + String(repeating: "x", count: 300) + #"","method":"tools/list"}"#, [:], 400, -32600),
         ("params not an object", #"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":[1]}"#, [:], 400, -32602),
         ("no version at all", #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, [:], 400, -32600),
         ("unsupported version", #"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2024-01-01","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
@@ -284,5 +284,72 @@ struct MCPTests {
             #expect(frames.last?.contains(#""isError":false"#) == true)
         }
     }
-}
 
+    /// A skill created through the service, as an admin would.
+    private func createSkill(_ app: Application, slug: String) async throws {
+        let draft = try SkillService.draft(from: ["slug": .string(slug), "name": .string("Made \(slug)"), "description": "d", "category": "ops",
+                                                  "runner": ["type": "builtin", "name": "echo"], "inputSchema": ["type": "object"]])
+        _ = try await SkillService(app: app).create(draft, caller: nil, origin: .system)
+    }
+
+    @Test("2025-11-25: the session's GET stream says tools/list_changed when a skill is created, with the event's seq as its id; resuming with Last-Event-ID hears of a change made meanwhile")
+    func legacyListChanged() async throws {
+        try await withTestApp { app in
+            let token = try await user(app)
+            let initialize = try await raw(app, token, body: """
+                {"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}
+                """)
+            let session = try #require(initialize.headers.first(name: "Mcp-Session-Id"))
+            #expect(try result(initialize)["capabilities"] == ["tools": ["listChanged": true], "resources": [:]])
+            try await app.withLiveServer { port in
+                let headers = [("Authorization", "Bearer \(token)"), ("Mcp-Session-Id", session), ("Accept", "text/event-stream")]
+                let stream = try await SSEClient.open(port: port, path: "/mcp", headers: headers)
+                #expect(stream.status == .ok)
+                try await createSkill(app, slug: "fresh-tool")
+                let changed = try #require(try await stream.nextEvent())
+                #expect(changed.data.contains(#""method":"notifications/tools/list_changed""#))
+                let seen = try #require(changed.seq)
+                stream.close()
+
+                try await createSkill(app, slug: "made-while-away")
+                let resumed = try await SSEClient.open(port: port, path: "/mcp", headers: headers + [("Last-Event-ID", String(seen))])
+                let missed = try #require(try await resumed.nextEvent())
+                #expect(missed.data.contains("notifications/tools/list_changed"))
+                #expect((missed.seq ?? 0) > seen)
+                resumed.close()
+            }
+        }
+    }
+
+    @Test("2026-07-28: subscriptions/listen acknowledges first, then tags each tools/list_changed with the subscription id; without toolsListChanged it sends none")
+    func modernSubscription() async throws {
+        try await withTestApp { app in
+            let token = try await user(app)
+            try await app.withLiveServer { port in
+                func listen(_ id: Int, tools: Bool) async throws -> SSEClient {
+                    let body = modernBody("subscriptions/listen", id: id, params: ["notifications": ["toolsListChanged": .bool(tools)]])
+                    return try await SSEClient.open(port: port, path: "/mcp", headers: [
+                        ("Authorization", "Bearer \(token)"), ("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream"),
+                        ("MCP-Protocol-Version", MCPVersion.modern), ("Mcp-Method", "subscriptions/listen"),
+                    ], post: body)
+                }
+                let subscribed = try await listen(41, tools: true)
+                let silent = try await listen(42, tools: false)
+                let ack = try #require(try await subscribed.nextEvent())
+                #expect(ack.data.contains("notifications/subscriptions/acknowledged"))
+                #expect(ack.data.contains(#""io.modelcontextprotocol/subscriptionId":41"#))
+                #expect(ack.data.contains(#""toolsListChanged":true"#))
+                let silentAck = try #require(try await silent.nextEvent())
+                #expect(!silentAck.data.contains("toolsListChanged"))
+
+                try await createSkill(app, slug: "newer-tool")
+                let changed = try #require(try await subscribed.nextEvent())
+                #expect(changed.data.contains("notifications/tools/list_changed"))
+                #expect(changed.data.contains(#""io.modelcontextprotocol/subscriptionId":41"#))
+                await #expect(throws: TimedOut.self) { _ = try await silent.nextEvent(timeout: 1.5) }
+                subscribed.close()
+                silent.close()
+            }
+        }
+    }
+}

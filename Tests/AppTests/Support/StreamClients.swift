@@ -143,9 +143,14 @@ final class SSEClient: @unchecked Sendable {
     let ended = NIOLockedValueBox(false)
     let bodyText: NIOLockedValueBox<String>
 
-    static func open(port: Int, path: String = "/api/v1/events/stream", headers: [(String, String)], reading: Bool = true) async throws -> SSEClient {
+    static func open(port: Int, path: String = "/api/v1/events/stream", headers: [(String, String)], reading: Bool = true,
+                     post body: String? = nil) async throws -> SSEClient {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
         for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body {
+            request.method = .POST
+            request.body = .bytes(ByteBuffer(string: body))
+        }
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
         return SSEClient(response: response, reading: reading)
     }

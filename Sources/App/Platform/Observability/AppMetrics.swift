@@ -97,7 +97,7 @@ final class AppMetrics: Sendable {
     /// One JSON-RPC message on the MCP endpoint, by method (known ones only) and outcome (`ok`, `error`).
     func recordMCPRequest(method: String, outcome: String) {
         let known = ["initialize", "notifications/initialized", "notifications/cancelled", "ping", "server/discover", "tools/list",
-                     "tools/call", "resources/list", "resources/templates/list", "resources/read"]
+                     "tools/call", "resources/list", "resources/templates/list", "resources/read", "subscriptions/listen"]
         counter("mcp_requests", "MCP JSON-RPC messages by method and outcome.",
                 [("method", known.contains(method) ? method : "other"), ("outcome", outcome)]).increment()
     }
