@@ -376,6 +376,7 @@ extension APIJSON {
         package mutating func field(_ name: StaticString, _ value: Date?) { if let value { field(name, value) } else { null(name) } }
         package mutating func field(_ name: StaticString, _ value: Int64?) { if let value { field(name, value) } else { null(name) } }
         package mutating func field(_ name: StaticString, _ value: JSONValue?) { if let value { field(name, value) } else { null(name) } }
+        package mutating func field(_ name: StaticString, _ value: StoredJSON?) { if let value { field(name, value) } else { null(name) } }
 
         private mutating func null(_ name: StaticString) { key(name); stream.writer.append("null") }
     }

@@ -32,20 +32,23 @@ struct SkillController: RouteCollection {
 
     @Sendable
     func show(req: Request) async throws -> SkillResponse {
-        SkillResponse(try await SkillService(app: req.application).find(try reference(req)))
+        let service = SkillService(app: req.application)
+        return try await service.response(try await service.find(try reference(req)))
     }
 
     @Sendable
     func create(req: Request) async throws -> Response {
         let draft = try SkillService.draft(from: try req.jsonObject())
-        let skill = try await SkillService(app: req.application).create(draft, caller: try req.caller, origin: req.origin)
-        return try await SkillResponse(skill).encodeResponse(status: .created, for: req)
+        let service = SkillService(app: req.application)
+        let skill = try await service.create(draft, caller: try req.caller, origin: req.origin)
+        return try await service.response(skill).encodeResponse(status: .created, for: req)
     }
 
     @Sendable
     func update(req: Request) async throws -> SkillResponse {
         let draft = try SkillService.draft(from: try req.jsonObject())
-        return SkillResponse(try await SkillService(app: req.application).update(try reference(req), draft: draft, caller: try req.caller, origin: req.origin))
+        let service = SkillService(app: req.application)
+        return try await service.response(try await service.update(try reference(req), draft: draft, caller: try req.caller, origin: req.origin))
     }
 
     @Sendable
@@ -68,7 +71,8 @@ struct SkillController: RouteCollection {
 
     @Sendable
     func favorites(req: Request) async throws -> ListResponse<SkillResponse> {
-        ListResponse(items: try await SkillService(app: req.application).favorites(of: try req.caller).map(SkillResponse.init), nextCursor: nil)
+        let service = SkillService(app: req.application)
+        return ListResponse(items: try await service.withToolFields(try await service.favorites(of: try req.caller).map(SkillResponse.init)), nextCursor: nil)
     }
 
     /// A skill with its executions in the last 30 days.
@@ -80,8 +84,10 @@ struct SkillController: RouteCollection {
     @Sendable
     func popular(req: Request) async throws -> ListResponse<PopularSkill> {
         let page = try PageRequest(from: req)
-        let popular = try await SkillService(app: req.application).popular(limit: page.limit)
-        return ListResponse(items: popular.map { PopularSkill(skill: SkillResponse($0.0), executionsLast30Days: $0.1) }, nextCursor: nil)
+        let service = SkillService(app: req.application)
+        let popular = try await service.popular(limit: page.limit)
+        let skills = try await service.withToolFields(popular.map { SkillResponse($0.0) })
+        return ListResponse(items: zip(skills, popular).map { PopularSkill(skill: $0, executionsLast30Days: $1.1) }, nextCursor: nil)
     }
 
     @Sendable

@@ -21,6 +21,8 @@ struct SkillResponse: Content {
     var createdAt: Date
     var updatedAt: Date
     var executionCount: Int64
+    var outputSchema: StoredJSON?
+    var annotations: StoredJSON
 
     init(_ skill: Skill) {
         id = skill.id!
@@ -37,6 +39,8 @@ struct SkillResponse: Content {
         createdAt = skill.createdAt
         updatedAt = skill.updatedAt
         executionCount = skill.executionCount
+        outputSchema = nil
+        annotations = StoredJSON(canonical: "{}")
     }
 
     /// The stored runner with every header value replaced by `[redacted]`. A runner without a `headers` key
@@ -65,6 +69,14 @@ extension SkillResponse: RowReadable {
         createdAt = try row.decode(column: "created_at", as: Date.self)
         updatedAt = try row.decode(column: "updated_at", as: Date.self)
         executionCount = try row.decode(column: "execution_count", as: Int64.self)
+        outputSchema = nil
+        annotations = StoredJSON(canonical: "{}")
+    }
+
+    /// The output schema and annotations, which live apart from the skill's row (`SkillToolFieldStore`).
+    mutating func fill(_ fields: SkillToolFields) {
+        outputSchema = fields.outputSchema.map { StoredJSON(canonical: $0) }
+        annotations = StoredJSON(canonical: fields.annotations)
     }
 }
 
@@ -85,5 +97,7 @@ extension SkillResponse: APIJSONWritable {
         object.field("createdAt", createdAt)
         object.field("updatedAt", updatedAt)
         object.field("executionCount", executionCount)
+        object.field("outputSchema", outputSchema)
+        object.field("annotations", annotations)
     }
 }

@@ -33,11 +33,40 @@ struct SkillService: Sendable {
         var inputSchema: JSONValue?
         var runner: JSONValue?
         var enabled: Bool?
+        /// `.null` removes it.
+        var outputSchema: JSONValue?
+        var annotations: JSONValue?
+    }
+
+    static let annotationKeys = ["readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"]
+
+    /// The draft's output schema and annotations over `current`; nil when the draft sets neither.
+    static func toolFields(from draft: Draft, over current: SkillToolFields) throws -> SkillToolFields? {
+        guard draft.outputSchema != nil || draft.annotations != nil else { return nil }
+        var fields = current
+        if let schema = draft.outputSchema { fields.outputSchema = schema == .null ? nil : try schema.canonicalString() }
+        if let annotations = draft.annotations { fields.annotations = try annotations.canonicalString() }
+        return fields
+    }
+
+    /// Items with their output schemas and annotations filled in.
+    func withToolFields(_ items: [SkillResponse]) async throws -> [SkillResponse] {
+        guard !items.isEmpty else { return items }
+        let fields = try await app.skillToolFields.fields(for: items.map { ($0.id, $0.version) }, app: app)
+        return items.map { item in
+            var item = item
+            if let found = fields[item.id] { item.fill(found) }
+            return item
+        }
+    }
+
+    func response(_ skill: Skill) async throws -> SkillResponse {
+        try await withToolFields([SkillResponse(skill)])[0]
     }
 
     /// Reads a JSON object into a draft, refusing unknown fields and wrong types with one problem each.
     static func draft(from fields: [String: JSONValue]) throws -> Draft {
-        var reader = FieldReader(fields, allowed: ["slug", "name", "description", "category", "tags", "inputSchema", "runner", "enabled"], noun: "skill")
+        var reader = FieldReader(fields, allowed: ["slug", "name", "description", "category", "tags", "inputSchema", "runner", "enabled", "outputSchema", "annotations"], noun: "skill")
         var draft = Draft()
         draft.slug = reader.string("slug")
         draft.name = reader.string("name")
@@ -53,6 +82,8 @@ struct SkillService: Sendable {
         draft.inputSchema = fields["inputSchema"]
         draft.runner = fields["runner"]
         draft.enabled = reader.bool("enabled")
+        draft.outputSchema = fields["outputSchema"]
+        draft.annotations = fields["annotations"]
         try reader.finish()
         return draft
     }
@@ -90,6 +121,26 @@ struct SkillService: Sendable {
         }
         if let runner = draft.runner {
             problems += runnerProblems(runner)
+        }
+        if let schema = draft.outputSchema, schema != .null {
+            if case .object = schema {
+                problems += JSONSchemaSubset.problems(inSchema: schema, path: "outputSchema")
+            } else {
+                problems.append(FieldProblem(field: "outputSchema", message: "must be a JSON Schema object, or null for none"))
+            }
+        }
+        if let annotations = draft.annotations {
+            if case .object(let hints) = annotations {
+                for (key, value) in hints {
+                    if !Self.annotationKeys.contains(key) {
+                        problems.append(FieldProblem(field: "annotations.\(key)", message: "is not one of \(Self.annotationKeys.joined(separator: ", "))"))
+                    } else if case .bool = value {} else {
+                        problems.append(FieldProblem(field: "annotations.\(key)", message: "must be true or false"))
+                    }
+                }
+            } else {
+                problems.append(FieldProblem(field: "annotations", message: "must be an object of true/false hints"))
+            }
         }
         return problems
     }
@@ -171,6 +222,8 @@ struct SkillService: Sendable {
         try skill.store(inputSchema: draft.inputSchema ?? ["type": "object"])
         try skill.store(runner: draft.runner!, sealing: app.secretBox)
         skill.enabled = draft.enabled ?? true
+        let toolFields = try Self.toolFields(from: draft, over: .none)
+        if toolFields != nil, try await !app.skillToolFields.isReady(app) { throw SkillToolFieldStore.notMigrated }
         skill.version = 1
         skill.executionCount = 0
         skill.createdBy = caller?.user.id
@@ -179,6 +232,7 @@ struct SkillService: Sendable {
         do {
             try await app.writeTransaction { db in
                 try await skill.create(on: db)
+                if let toolFields { try await SkillToolFieldStore.write(toolFields, of: skill.requireID(), on: db) }
                 try await record("skill.created", skill: skill, caller: caller, origin: origin, details: ["slug": .string(skill.slug)], on: db)
             }
         } catch let error as any DatabaseError where error.isConstraintFailure {
@@ -201,13 +255,23 @@ struct SkillService: Sendable {
         if let schema = draft.inputSchema { try skill.store(inputSchema: schema); changed.append("inputSchema") }
         if let runner = draft.runner { try skill.store(runner: runner, sealing: app.secretBox); changed.append("runner") }
         if let enabled = draft.enabled { skill.enabled = enabled; changed.append("enabled") }
+        var newToolFields: SkillToolFields?
+        if draft.outputSchema != nil || draft.annotations != nil {
+            guard try await app.skillToolFields.isReady(app) else { throw SkillToolFieldStore.notMigrated }
+            let current = try await app.skillToolFields.fields(for: [(try skill.requireID(), skill.version)], app: app)[try skill.requireID()] ?? .none
+            newToolFields = try Self.toolFields(from: draft, over: current)
+            if draft.outputSchema != nil { changed.append("outputSchema") }
+            if draft.annotations != nil { changed.append("annotations") }
+        }
         guard !changed.isEmpty else { return skill }
+        let toolFields = newToolFields
         skill.version += 1
         skill.updatedAt = now
         let fields = changed
         do {
             try await app.writeTransaction { db in
                 try await skill.save(on: db)
+                if let toolFields { try await SkillToolFieldStore.write(toolFields, of: skill.requireID(), on: db) }
                 try await record("skill.updated", skill: skill, caller: caller, origin: origin,
                                  details: ["fields": .array(fields.map { .string($0) }), "version": .number(Double(skill.version))], on: db)
             }
@@ -282,8 +346,9 @@ struct SkillService: Sendable {
         if let category = filter.category { query = query.filter(\.$category == category) }
         if let tag = filter.tag { query = query.filter(.sql(embed: "tags LIKE \(bind: Self.tagPattern(tag)) ESCAPE '\\'")) }
         // A tag is matched inside the stored array, which no index answers: that page is read off the event loop.
-        return try await query.newestFirst(as: SkillResponse.self, by: "created_at", { ($0.createdAt, $0.id) }, page: page,
-                                           through: filter.tag == nil ? app.sqliteReaders : nil)
+        let (items, next) = try await query.newestFirst(as: SkillResponse.self, by: "created_at", { ($0.createdAt, $0.id) }, page: page,
+                                                        through: filter.tag == nil ? app.sqliteReaders : nil)
+        return (try await withToolFields(items), next)
     }
 
     /// Full-text search. The query is reduced to letter-and-digit tokens (each a prefix match, all required),
@@ -317,7 +382,7 @@ struct SkillService: Sendable {
         let skills = try rows.map { try SkillResponse(row: $0) }
         let pageSkills = Array(skills.prefix(page.limit))
         let next = skills.count > page.limit ? PageRequest.encode(.init(o: offset + page.limit)) : nil
-        return (pageSkills, next)
+        return (try await withToolFields(pageSkills), next)
     }
 
     static func searchTokens(_ q: String) -> [String] {

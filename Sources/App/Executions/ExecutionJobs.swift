@@ -152,11 +152,21 @@ struct ExecutionJobs: Sendable {
             await start.flush()
             throw error
         }
-        let settled: RunOutcome = if case .succeeded(let output) = outcome, output.exceedsNesting(JSONLimits.maximumNesting) {
+        var checked: RunOutcome = if case .succeeded(let output) = outcome, output.exceedsNesting(JSONLimits.maximumNesting) {
             .failed("the output is nested more than \(JSONLimits.maximumNesting) levels deep")
         } else {
             outcome
         }
+        // A skill that promises an output schema keeps the promise, or its run fails saying where it broke it.
+        if case .succeeded(let output) = checked,
+           let schemaText = try await app.skillToolFields.fields(for: [(try skill.requireID(), skill.version)], app: app)[try skill.requireID()]?.outputSchema {
+            let problems = try await JSONSchemaSubset.validateOffLoop(output, against: JSONValue.parse(schemaText), path: "output")
+            if !problems.isEmpty {
+                checked = .failed("the output does not match the skill's output schema: "
+                                  + problems.prefix(5).map { "\($0.field) \($0.message)" }.joined(separator: "; "))
+            }
+        }
+        let settled = checked
         try await settle(job, execution, skill: skill, start: start) { db in
             switch settled {
             case .succeeded(let output):

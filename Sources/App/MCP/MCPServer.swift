@@ -135,7 +135,7 @@ enum MCPServer {
             guard context.caller.can(.skillsRead) else { throw MCPAccess.insufficientScope(.skillsRead) }
             let slug = String(uri.dropFirst(skillPrefix.count))
             guard Slug.isValid(slug), let skill = try? await SkillService(app: context.app).find(slug) else { throw notFound }
-            text = try APIJSON.string(SkillResponse(skill))
+            text = try APIJSON.string(try await SkillService(app: context.app).response(skill))
         } else {
             throw notFound
         }

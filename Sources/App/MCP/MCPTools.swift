@@ -66,14 +66,21 @@ enum MCPTools {
     }
 
     /// A skill as a tool; nil when its input is not an object (MCP arguments always are).
-    static func json(_ skill: Skill) -> JSONValue? {
+    static func json(_ skill: Skill, fields: SkillToolFields = .none) -> JSONValue? {
         guard case .object(var schema) = skill.inputSchema else { return nil }
         switch schema["type"] {
         case nil: schema["type"] = "object"
         case .string("object")?: break
         default: return nil
         }
-        return ["name": .string(skill.slug), "title": .string(skill.name), "description": .string(skill.description), "inputSchema": .object(schema)]
+        var tool: [String: JSONValue] = ["name": .string(skill.slug), "title": .string(skill.name), "description": .string(skill.description),
+                                         "inputSchema": .object(schema)]
+        // MCP's outputSchema is an object schema; a skill whose output is another type shows it in the description only.
+        if let text = fields.outputSchema, case .object(let output) = JSONValue.parse(text), output["type"] == .string("object") {
+            tool["outputSchema"] = .object(output)
+        }
+        if case .object(let hints) = JSONValue.parse(fields.annotations), !hints.isEmpty { tool["annotations"] = .object(hints) }
+        return .object(tool)
     }
 
     /// One page of the catalogue. The cursor is the last slug of the previous page (built-ins come first, on the
@@ -96,7 +103,9 @@ enum MCPTools {
             var query = Skill.query(on: context.app.db).filter(\.$enabled == true).sort(\.$slug).limit(pageSize + 1)
             if let after { query = query.filter(\.$slug > after) }
             let skills = try await query.listed()
-            for skill in skills.prefix(pageSize) { if let tool = json(skill) { tools.append(tool) } }
+            let page = Array(skills.prefix(pageSize))
+            let fields = try await context.app.skillToolFields.fields(for: page.map { ($0.id!, $0.version) }, app: context.app)
+            for skill in page { if let tool = json(skill, fields: fields[skill.id!] ?? .none) { tools.append(tool) } }
             if skills.count > pageSize, let last = skills.prefix(pageSize).last {
                 next = Data(("s:" + last.slug).utf8).base64EncodedString()
             }

@@ -35,5 +35,6 @@ enum AppMigrations {
         AddAuditFilterIndexes(),
         AddEventResourceIndex(),
         CreateMCPSessions(),
+        AddSkillToolFields(),
     ] }
 }

@@ -285,6 +285,12 @@ struct MCPTests {
         }
     }
 
+    private func jsonHeaders(_ token: String) -> HTTPHeaders {
+        var headers = bearer(token)
+        headers.contentType = .json
+        return headers
+    }
+
     /// A skill created through the service, as an admin would.
     private func createSkill(_ app: Application, slug: String) async throws {
         let draft = try SkillService.draft(from: ["slug": .string(slug), "name": .string("Made \(slug)"), "description": "d", "category": "ops",
@@ -350,6 +356,47 @@ struct MCPTests {
                 subscribed.close()
                 silent.close()
             }
+        }
+    }
+
+    @Test("A skill's output schema and annotations are set through the skills API, shown on the tool, and enforced: an output that breaks the schema fails the run")
+    func outputSchemaAndAnnotations() async throws {
+        try await withTestApp { app in
+            let token = try await user(app)
+            let admin = try await adminToken(app)
+            app.jobWorkers.start(app, count: 1)
+            let bad = try await app.testing().sendRequest(.PATCH, "/api/v1/skills/echo", headers: jsonHeaders(admin),
+                                                          body: .init(string: #"{"annotations": {"readOnlyHint": "yes", "fastHint": true}, "outputSchema": 3}"#))
+            #expect(bad.status == .unprocessableEntity)
+            #expect(bad.body.string.contains("annotations.readOnlyHint") && bad.body.string.contains("annotations.fastHint") && bad.body.string.contains("outputSchema"))
+
+            let patched = try await app.testing().sendRequest(.PATCH, "/api/v1/skills/echo", headers: jsonHeaders(admin), body: .init(string: """
+                {"annotations": {"readOnlyHint": true, "idempotentHint": true},
+                 "outputSchema": {"type": "object", "required": ["greeting"], "properties": {"greeting": {"type": "string"}}}}
+                """))
+            #expect(patched.status == .ok, "\(patched.body.string)")
+            #expect(patched.body.string.contains(#""annotations":{"idempotentHint":true,"readOnlyHint":true}"#))
+            #expect(patched.body.string.contains(#""outputSchema":{"properties""#))
+            let listed = try await app.testing().sendRequest(.GET, "/api/v1/skills?limit=100", headers: bearer(admin))
+            #expect(listed.body.string.contains(#""idempotentHint":true"#), "lists carry the fields too")
+
+            let tools = try result(try await modern(app, token, "tools/list"))
+            guard case .array(let all)? = tools["tools"], case .object(let echo)? = all.first(where: { tool in
+                if case .object(let o) = tool { o["name"] == "echo" } else { false } }) else { throw TestFailure("no echo tool") }
+            #expect(echo["annotations"] == ["readOnlyHint": true, "idempotentHint": true])
+            #expect(echo["outputSchema"] != nil)
+
+            let kept = try result(try await modern(app, token, "tools/call", params: ["name": "echo", "arguments": ["greeting": "hi"]]))
+            #expect(kept["isError"] == false)
+            let broken = try result(try await modern(app, token, "tools/call", params: ["name": "echo", "arguments": ["other": 1]]))
+            #expect(broken["isError"] == true)
+            #expect(try await Execution.query(on: app.db).filter(\.$status == .failed).first()?.error?.contains("output.greeting") == true)
+
+            let cleared = try await app.testing().sendRequest(.PATCH, "/api/v1/skills/echo", headers: jsonHeaders(admin),
+                                                              body: .init(string: #"{"outputSchema": null}"#))
+            #expect(cleared.body.string.contains(#""outputSchema":null"#))
+            let again = try result(try await modern(app, token, "tools/call", params: ["name": "echo", "arguments": ["other": 1]]))
+            #expect(again["isError"] == false, "with the schema gone, any output passes")
         }
     }
 }

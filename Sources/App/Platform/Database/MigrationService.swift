@@ -86,6 +86,7 @@ public struct MigrationService: Sendable {
         let names = try await app.migrator.previewRevertLastBatch().get().map { $0.0.name }
         guard !names.isEmpty else { return [] }
         try await app.migrator.revertLastBatch().get()
+        app.skillToolFields.reset()
         return names.map(version(of:))
     }
 
@@ -112,6 +113,7 @@ public struct MigrationService: Sendable {
             }
             reverted.append(state.version)
         }
+        if !reverted.isEmpty { app.skillToolFields.reset() }
         return reverted
     }
 
