@@ -9,6 +9,8 @@ struct CreateAPIKeyRequest: Content {
     var name: String
     var scopes: [String]
     var expiresAt: Date?
+    /// MCP tools the key may see and call: tool names and `tag:<tag>`; nil for every tool its scopes allow.
+    var tools: [String]?
 }
 
 /// A key without its secret.
@@ -23,6 +25,7 @@ struct APIKeyResponse: Content, RowReadable {
     var lastUsedAt: Date?
     var lastUsedIp: String?
     var createdAt: Date
+    var tools: [String]?
 
     init(_ key: APIKey) {
         id = key.id!
@@ -61,6 +64,7 @@ struct CreatedAPIKeyResponse: Content {
     var scopes: [String]
     var expiresAt: Date?
     var createdAt: Date
+    var tools: [String]?
 }
 
 extension APIKeyResponse: APIJSONWritable {
@@ -76,5 +80,6 @@ extension APIKeyResponse: APIJSONWritable {
         object.field("lastUsedAt", lastUsedAt)
         object.field("lastUsedIp", lastUsedIp)
         object.field("createdAt", createdAt)
+        if let tools { object.field("tools", tools) } else { object.field("tools", Optional<String>.none) }
     }
 }

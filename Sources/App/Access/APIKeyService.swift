@@ -14,7 +14,7 @@ struct APIKeyService: Sendable {
     private var now: Date { app.wallClock.now() }
 
     /// Creates a key for `owner` whose scopes must be a subset of what the owner can do now.
-    func create(name rawName: String, scopes rawScopes: [String], expiresAt: Date?, owner: User, ownerGrants: Grants,
+    func create(name rawName: String, scopes rawScopes: [String], expiresAt: Date?, tools: [String]? = nil, owner: User, ownerGrants: Grants,
                 actor: AuthenticatedCaller?, origin: RequestOrigin) async throws -> CreatedAPIKeyResponse {
         let name = rawName.trimmingCharacters(in: .whitespacesAndNewlines)
         var problems: [FieldProblem] = []
@@ -27,7 +27,9 @@ struct APIKeyService: Sendable {
         }
         if rawScopes.isEmpty { problems.append(FieldProblem(field: "scopes", message: "must name at least one permission")) }
         if let expiresAt, expiresAt <= now { problems.append(FieldProblem(field: "expiresAt", message: "must be in the future")) }
+        if let tools { problems += APIKeyToolStore.problems(in: tools) }
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
+        if tools != nil, try await !app.apiKeyTools.isReady(app) { throw APIKeyToolStore.notMigrated }
 
         let scopes = Set(rawScopes.compactMap(Permission.init(rawValue:)))
         let beyond = scopes.subtracting(ownerGrants.permissions)
@@ -61,23 +63,32 @@ struct APIKeyService: Sendable {
                 throw HTTPProblem.conflict("You already have \(limit) API keys, the most allowed; revoke one first.")
             }
             try await key.create(on: db)
+            if let tools { try await APIKeyToolStore.write(tools, of: key.requireID(), on: db) }
             let id = key.id!.lowercasedString
             try await app.activityRecorder.record(
                 audit: AuditRecord(action: "apikey.created", actorID: actor?.user.id ?? ownerID, actorType: actor?.actorType ?? .system,
                                    resourceType: "api_key", resourceID: id, origin: origin,
                                    details: ["name": .string(name), "scopes": .array(scopes.sorted().map { .string($0.rawValue) }),
+                                             "tools": tools.map { .array($0.map(JSONValue.string)) } ?? .null,
                                              "ownerId": .string(ownerID.lowercasedString)]),
                 event: EventRecord(type: "apikey.created", actorID: actor?.user.id ?? ownerID, resourceType: "api_key", resourceID: id,
                                    data: ["name": .string(name), "prefix": .string(prefix), "userId": .string(ownerID.lowercasedString)]),
                 on: db)
         }
         return CreatedAPIKeyResponse(id: key.id!, name: name, prefix: prefix, key: secret, scopes: scopes.map(\.rawValue).sorted(),
-                                     expiresAt: expiresAt, createdAt: key.createdAt)
+                                     expiresAt: expiresAt, createdAt: key.createdAt, tools: tools)
     }
 
     /// The caller's keys (every key for admins), newest first.
     func list(caller: AuthenticatedCaller) async throws -> [APIKeyResponse] {
-        try await APIKey.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).listed(as: APIKeyResponse.self)
+        let keys = try await APIKey.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).listed(as: APIKeyResponse.self)
+        guard !keys.isEmpty else { return keys }
+        let tools = try await app.apiKeyTools.tools(of: keys.map(\.id), app: app)
+        return keys.map { key in
+            var key = key
+            key.tools = tools[key.id] ?? nil
+            return key
+        }
     }
 
     /// Revokes a key; it fails on the very next request.

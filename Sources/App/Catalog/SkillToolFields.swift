@@ -41,11 +41,7 @@ final class SkillToolFieldStore: Sendable {
 
     func isReady(_ app: Application) async throws -> Bool {
         if ready.withLockedValue({ $0 }) { return true }
-        let sql = app.db as! any SQLDatabase
-        let query: SQLQueryString = sql.dialect.name == "postgresql"
-            ? "SELECT count(*) AS n FROM pg_class WHERE relname = 'skill_tool_fields' AND relkind = 'r' AND pg_table_is_visible(oid)"
-            : "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'skill_tool_fields'"
-        let exists = try await sql.raw(query).first()?.decode(column: "n", as: Int.self) ?? 0 > 0
+        let exists = try await SchemaProbe.tableExists("skill_tool_fields", app: app)
         if exists { ready.withLockedValue { $0 = true } }
         return exists
     }

@@ -52,12 +52,14 @@ struct MCPToolCall: Sendable {
         var executionID: UUID?
         defer { context.app.metrics.recordMCPToolCall(outcome: outcome, duration: ContinuousClock.now - started) }
         let result: JSONValue
-        if let builtIn = MCPTools.builtIns.first(where: { $0.name == name }) {
+        let allowed = try await MCPTools.allowList(caller, app: context.app)
+        if let builtIn = MCPTools.builtIns.first(where: { $0.name == name }), MCPTools.allows(allowed, name: name) {
             guard caller.can(builtIn.permission) else { throw MCPAccess.insufficientScope(builtIn.permission) }
             (result, outcome) = try await runBuiltIn(builtIn)
         } else {
+            // A tool the key's allow-list hides is, to that key, no tool at all.
             guard Slug.isValid(name), let skill = try? await SkillService(app: context.app).find(name), skill.enabled,
-                  MCPTools.json(skill) != nil
+                  MCPTools.json(skill) != nil, MCPTools.allows(allowed, name: skill.slug, tags: skill.tags)
             else { throw JSONRPCError.invalidParams("Unknown tool: \(name)", data: ["name": .string(name)]) }
             (result, outcome, executionID) = try await runSkill(skill, send: send)
         }

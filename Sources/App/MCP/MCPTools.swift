@@ -49,6 +49,18 @@ enum MCPTools {
                 inputSchema: executionIDSchema, permission: .executionsWrite, readOnly: false),
     ]
 
+    /// The calling API key's tool allow-list; nil when it has none (or the caller is not a key).
+    static func allowList(_ caller: AuthenticatedCaller, app: Application) async throws -> [String]? {
+        guard let keyID = caller.apiKey?.id else { return nil }
+        return try await app.apiKeyTools.tools(of: [keyID], app: app)[keyID] ?? nil
+    }
+
+    /// Whether an allow-list lets a tool through: by its name, or by one of its tags (`tag:<tag>`).
+    static func allows(_ list: [String]?, name: String, tags: [String] = []) -> Bool {
+        guard let list else { return true }
+        return list.contains(name) || tags.contains { list.contains("tag:" + $0) }
+    }
+
     static func mayUseTools(_ caller: AuthenticatedCaller) -> Bool {
         caller.can(.skillsRead) && caller.can(.skillsExecute)
     }
@@ -99,13 +111,16 @@ enum MCPTools {
         var tools: [JSONValue] = []
         var next: String?
         if mayUseTools(context.caller) {
-            if after == nil { tools = builtIns(for: context.caller).map(json) }
+            let allowed = try await allowList(context.caller, app: context.app)
+            if after == nil { tools = builtIns(for: context.caller).filter { allows(allowed, name: $0.name) }.map(json) }
             var query = Skill.query(on: context.app.db).filter(\.$enabled == true).sort(\.$slug).limit(pageSize + 1)
             if let after { query = query.filter(\.$slug > after) }
             let skills = try await query.listed()
             let page = Array(skills.prefix(pageSize))
             let fields = try await context.app.skillToolFields.fields(for: page.map { ($0.id!, $0.version) }, app: context.app)
-            for skill in page { if let tool = json(skill, fields: fields[skill.id!] ?? .none) { tools.append(tool) } }
+            for skill in page where allows(allowed, name: skill.slug, tags: skill.tags) {
+                if let tool = json(skill, fields: fields[skill.id!] ?? .none) { tools.append(tool) }
+            }
             if skills.count > pageSize, let last = skills.prefix(pageSize).last {
                 next = Data(("s:" + last.slug).utf8).base64EncodedString()
             }

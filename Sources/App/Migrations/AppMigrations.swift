@@ -36,5 +36,6 @@ enum AppMigrations {
         AddEventResourceIndex(),
         CreateMCPSessions(),
         AddSkillToolFields(),
+        CreateAPIKeyTools(),
     ] }
 }

@@ -77,7 +77,9 @@ struct MCPTests {
     @Test("2026-07-28: discover, then the catalogue (built-ins first, skills by slug) and a call that runs an execution with origin mcp, recorded in the audit log")
     func modernDiscoverListCall() async throws {
         try await withTestApp { app in
-            let token = try await user(app)
+            _ = try await user(app)
+            // Making keys needs api-keys:manage, which executors lack.
+            let token = try await adminToken(app)
             app.jobWorkers.start(app, count: 2)
 
             let discover = try await modern(app, token, "server/discover")
@@ -128,7 +130,9 @@ struct MCPTests {
     @Test("A failing skill is a result with isError, not a JSON-RPC error; arguments that break the schema are one too")
     func failingSkill() async throws {
         try await withTestApp { app in
-            let token = try await user(app)
+            _ = try await user(app)
+            // Making keys needs api-keys:manage, which executors lack.
+            let token = try await adminToken(app)
             app.jobWorkers.start(app, count: 1)
             let failed = try result(try await modern(app, token, "tools/call", params: ["name": "always-fails", "arguments": ["message": "boom"]]))
             #expect(failed["isError"] == true)
@@ -149,7 +153,9 @@ struct MCPTests {
     @Test("2025-11-25: initialize opens a session kept in the database; calls in it work; a retried call id runs once; DELETE ends it")
     func legacySession() async throws {
         try await withTestApp { app in
-            let token = try await user(app)
+            _ = try await user(app)
+            // Making keys needs api-keys:manage, which executors lack.
+            let token = try await adminToken(app)
             app.jobWorkers.start(app, count: 2)
             let initialize = try await raw(app, token, body: """
                 {"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"legacy-agent","version":"0.9"}}}
@@ -249,7 +255,9 @@ struct MCPTests {
     ])
     func malformed(_ name: String, _ body: String, _ headers: [String: String], _ status: Int, _ code: Int) async throws {
         try await withTestApp { app in
-            let token = try await user(app)
+            _ = try await user(app)
+            // Making keys needs api-keys:manage, which executors lack.
+            let token = try await adminToken(app)
             let response = try await raw(app, token, body: body, headers: HTTPHeaders(headers.map { ($0.key, $0.value) }))
             #expect(response.status.code == UInt(status), "\(name): \(response.body.string)")
             #expect(try errorCode(response) == code, "\(name)")
@@ -259,7 +267,9 @@ struct MCPTests {
     @Test("A request with an Origin that is not allowed gets 403; GET and DELETE without a session are 405 on 2026-07-28")
     func originAndMethods() async throws {
         try await withTestApp { app in
-            let token = try await user(app)
+            _ = try await user(app)
+            // Making keys needs api-keys:manage, which executors lack.
+            let token = try await adminToken(app)
             let hostile = try await modern(app, token, "tools/list", headers: ["Origin": "https://evil.example"])
             #expect(hostile.status == .forbidden)
             let get = try await app.testing().sendRequest(.GET, "/mcp", headers: bearer(token))
@@ -271,7 +281,9 @@ struct MCPTests {
     @Test("A call answered as a stream carries the wait skill's progress to its own stream, then the result")
     func progressOnTheStream() async throws {
         try await withTestApp { app in
-            let token = try await user(app)
+            _ = try await user(app)
+            // Making keys needs api-keys:manage, which executors lack.
+            let token = try await adminToken(app)
             app.jobWorkers.start(app, count: 1)
             let response = try await modern(app, token, "tools/call",
                                             params: ["name": "wait", "arguments": ["seconds": .number(1.5)], "_meta": ["progressToken": "p-1"]],
@@ -301,7 +313,9 @@ struct MCPTests {
     @Test("2025-11-25: the session's GET stream says tools/list_changed when a skill is created, with the event's seq as its id; resuming with Last-Event-ID hears of a change made meanwhile")
     func legacyListChanged() async throws {
         try await withTestApp { app in
-            let token = try await user(app)
+            _ = try await user(app)
+            // Making keys needs api-keys:manage, which executors lack.
+            let token = try await adminToken(app)
             let initialize = try await raw(app, token, body: """
                 {"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}
                 """)
@@ -330,7 +344,9 @@ struct MCPTests {
     @Test("2026-07-28: subscriptions/listen acknowledges first, then tags each tools/list_changed with the subscription id; without toolsListChanged it sends none")
     func modernSubscription() async throws {
         try await withTestApp { app in
-            let token = try await user(app)
+            _ = try await user(app)
+            // Making keys needs api-keys:manage, which executors lack.
+            let token = try await adminToken(app)
             try await app.withLiveServer { port in
                 func listen(_ id: Int, tools: Bool) async throws -> SSEClient {
                     let body = modernBody("subscriptions/listen", id: id, params: ["notifications": ["toolsListChanged": .bool(tools)]])
@@ -362,7 +378,9 @@ struct MCPTests {
     @Test("A skill's output schema and annotations are set through the skills API, shown on the tool, and enforced: an output that breaks the schema fails the run")
     func outputSchemaAndAnnotations() async throws {
         try await withTestApp { app in
-            let token = try await user(app)
+            _ = try await user(app)
+            // Making keys needs api-keys:manage, which executors lack.
+            let token = try await adminToken(app)
             let admin = try await adminToken(app)
             app.jobWorkers.start(app, count: 1)
             let bad = try await app.testing().sendRequest(.PATCH, "/api/v1/skills/echo", headers: jsonHeaders(admin),
@@ -397,6 +415,38 @@ struct MCPTests {
             #expect(cleared.body.string.contains(#""outputSchema":null"#))
             let again = try result(try await modern(app, token, "tools/call", params: ["name": "echo", "arguments": ["other": 1]]))
             #expect(again["isError"] == false, "with the schema gone, any output passes")
+        }
+    }
+
+    @Test("An API key's tool allow-list (names and tag:) hides every other tool from list and call; bad entries are 422; the key list shows it")
+    func keyAllowList() async throws {
+        try await withTestApp { app in
+            _ = try await user(app)
+            // Making keys needs api-keys:manage, which executors lack.
+            let token = try await adminToken(app)
+            let bad = try await app.testing().sendRequest(.POST, "/api/v1/api-keys", headers: jsonHeaders(token),
+                                                          body: .init(string: #"{"name": "bad", "scopes": ["skills:read"], "tools": ["Not A Slug", "tag:"]}"#))
+            #expect(bad.status == .unprocessableEntity)
+            #expect(bad.body.string.contains("tools[0]") && bad.body.string.contains("tools[1]"))
+
+            let created = try await app.testing().sendRequest(.POST, "/api/v1/api-keys", headers: jsonHeaders(token), body: .init(string: """
+                {"name": "narrow", "scopes": ["skills:read", "skills:execute", "executions:read"], "tools": ["echo", "tag:math"]}
+                """))
+            #expect(created.status == .created, "\(created.body.string)")
+            guard case .string(let key)? = try json(created)["key"] else { throw TestFailure("no key") }
+            #expect(try json(created)["tools"] == ["echo", "tag:math"])
+            let keys = try await app.testing().sendRequest(.GET, "/api/v1/api-keys", headers: bearer(token))
+            #expect(keys.body.string.contains(#""tools":["echo","tag:math"]"#))
+
+            #expect(toolNames(try result(try await modern(app, key, "tools/list"))) == ["add-numbers", "echo"])
+            let hidden = try await modern(app, key, "tools/call", params: ["name": "uppercase", "arguments": ["text": "x"]])
+            #expect(try errorCode(hidden) == -32602)
+            let hiddenBuiltIn = try await modern(app, key, "tools/call", params: ["name": "steward_search_skills", "arguments": ["query": "echo"]])
+            #expect(try errorCode(hiddenBuiltIn) == -32602)
+            #expect(try await Execution.query(on: app.db).count() == 0)
+
+            // The user's own token, and a key without a list, still see everything.
+            #expect(toolNames(try result(try await modern(app, token, "tools/list"))).contains("uppercase"))
         }
     }
 }

@@ -87,6 +87,7 @@ public struct MigrationService: Sendable {
         guard !names.isEmpty else { return [] }
         try await app.migrator.revertLastBatch().get()
         app.skillToolFields.reset()
+        app.apiKeyTools.reset()
         return names.map(version(of:))
     }
 
@@ -113,7 +114,8 @@ public struct MigrationService: Sendable {
             }
             reverted.append(state.version)
         }
-        if !reverted.isEmpty { app.skillToolFields.reset() }
+        if !reverted.isEmpty { app.skillToolFields.reset()
+        app.apiKeyTools.reset() }
         return reverted
     }
 
