@@ -10,7 +10,8 @@ do {
     FileHandle.standardError.write(Data("steward: \(error)\n".utf8))
     exit(2)
 }
-LoggingSetup.bootstrap(config)
+// `steward mcp --stdio` speaks the protocol on standard output: its logs go to standard error.
+LoggingSetup.bootstrap(config, standardError: CommandLine.arguments.dropFirst().first == "mcp")
 ConcurrencySetup.runTasksOnEventLoops()
 
 let environment = try Environment.detect()

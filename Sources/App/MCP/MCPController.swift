@@ -208,20 +208,11 @@ struct MCPController: RouteCollection {
             let (name, clientVersion) = Self.clientInfo(message.params["clientInfo"])
             let session = try await MCPSessions.open(caller: context.caller, version: version, clientName: name, clientVersion: clientVersion, app: context.app)
             return Answer(value: MCPServer.initializeResult(version: version), session: session)
-        case "ping":
-            return Answer(value: context.finish([:]))
-        case "server/discover":
-            return Answer(value: MCPServer.discover(context))
-        case "tools/list":
-            return Answer(value: try await MCPTools.list(message.params, context))
-        case "resources/list":
-            return Answer(value: MCPServer.resources(context))
-        case "resources/templates/list":
-            return Answer(value: MCPServer.resourceTemplates(context))
-        case "resources/read":
-            return Answer(value: try await MCPServer.readResource(message.params, context))
         default:
-            throw JSONRPCError.methodNotFound(message.method, status: context.isModern ? .notFound : .ok)
+            guard let value = try await MCPServer.answer(message, context) else {
+                throw JSONRPCError.methodNotFound(message.method, status: context.isModern ? .notFound : .ok)
+            }
+            return Answer(value: value)
         }
     }
 

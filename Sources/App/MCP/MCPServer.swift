@@ -68,6 +68,19 @@ enum MCPServer {
         ["tools": ["listChanged": true], "resources": [:]]
     }
 
+    /// The answer to a method that needs nothing of its transport; nil for a method not handled here.
+    static func answer(_ message: JSONRPCMessage, _ context: MCPContext) async throws -> JSONValue? {
+        switch message.method {
+        case "ping": context.finish([:])
+        case "server/discover": discover(context)
+        case "tools/list": try await MCPTools.list(message.params, context)
+        case "resources/list": resources(context)
+        case "resources/templates/list": resourceTemplates(context)
+        case "resources/read": try await readResource(message.params, context)
+        default: nil
+        }
+    }
+
     // MARK: Discovery
 
     static func discover(_ context: MCPContext) -> JSONValue {

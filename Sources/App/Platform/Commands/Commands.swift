@@ -15,6 +15,7 @@ enum Commands {
         app.asyncCommands.use(SeedCommand(), as: "seed")
         app.asyncCommands.use(ScheduleCommandGroup(), as: "schedule")
         app.asyncCommands.use(KeysCommandGroup(), as: "keys")
+        app.asyncCommands.use(MCPStdioCommand(), as: "mcp")
     }
 }
 
