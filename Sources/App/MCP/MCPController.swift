@@ -244,10 +244,7 @@ struct MCPController: RouteCollection {
 
     /// A `tools/call` answered as an SSE stream: its progress, then its result. Closing the stream cancels the call.
     private func stream(_ call: MCPToolCall, id: JSONRPCID, context: MCPContext, req: Request) -> Response {
-        var headers = HTTPHeaders()
-        headers.contentType = HTTPMediaType(type: "text", subType: "event-stream", parameters: ["charset": "utf-8"])
-        headers.replaceOrAdd(name: .cacheControl, value: "no-cache")
-        headers.replaceOrAdd(name: "X-Accel-Buffering", value: "no")
+        var headers = HTTPHeaders.eventStream
         if let session = context.sessionID { headers.replaceOrAdd(name: "Mcp-Session-Id", value: session.lowercasedString) }
         let response = Response(status: .ok, headers: headers)
         let logger = req.logger
@@ -306,10 +303,7 @@ struct MCPController: RouteCollection {
         } catch let error as StreamError {
             throw JSONRPCError(code: -32000, message: error.reason, status: error.status, headers: error.headers)
         }
-        var headers = HTTPHeaders()
-        headers.contentType = HTTPMediaType(type: "text", subType: "event-stream", parameters: ["charset": "utf-8"])
-        headers.replaceOrAdd(name: .cacheControl, value: "no-cache")
-        headers.replaceOrAdd(name: "X-Accel-Buffering", value: "no")
+        var headers = HTTPHeaders.eventStream
         if let session { headers.replaceOrAdd(name: "Mcp-Session-Id", value: session.lowercasedString) }
         let response = Response(status: .ok, headers: headers)
         let logger = req.logger

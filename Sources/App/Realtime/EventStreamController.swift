@@ -58,11 +58,7 @@ struct EventStreamController: RouteCollection {
         let logger = req.logger
         let resumeAfter = after
 
-        var headers = HTTPHeaders()
-        headers.contentType = HTTPMediaType(type: "text", subType: "event-stream", parameters: ["charset": "utf-8"])
-        headers.replaceOrAdd(name: .cacheControl, value: "no-cache")
-        headers.replaceOrAdd(name: "X-Accel-Buffering", value: "no")
-        let response = Response(status: .ok, headers: headers)
+        let response = Response(status: .ok, headers: .eventStream)
         response.body = .init(asyncStream: { writer in
             let done = NIOLockedValueBox(false)
             // A stream closed by the server ends on its own; one stuck writing to a client that stopped reading
@@ -214,6 +210,17 @@ enum StreamAuthError: ProblemError {
 
     var headers: HTTPHeaders {
         self == .upgradeRequired ? ["Upgrade": "websocket", "Connection": "Upgrade"] : [:]
+    }
+}
+
+extension HTTPHeaders {
+    /// The headers of every SSE answer: the media type, no caching, and no buffering by a proxy in front (nginx).
+    static var eventStream: HTTPHeaders {
+        var headers = HTTPHeaders()
+        headers.contentType = HTTPMediaType(type: "text", subType: "event-stream", parameters: ["charset": "utf-8"])
+        headers.replaceOrAdd(name: .cacheControl, value: "no-cache")
+        headers.replaceOrAdd(name: "X-Accel-Buffering", value: "no")
+        return headers
     }
 }
 
