@@ -111,7 +111,14 @@ struct ExecutionService: Sendable {
     /// `adjust` fills what the caller knows of where the execution came from (an MCP call's client and id).
     func create(skillReference: String, input: JSONValue, caller: AuthenticatedCaller, origin: RequestOrigin,
                 trigger: ScheduleTrigger? = nil, adjust: (Execution) -> Void = { _ in }) async throws -> Execution {
-        let execution = try await prepare(skillReference: skillReference, input: input, caller: caller, on: reads)
+        try await create(skill: try await SkillService(app: app).find(skillReference, on: reads), input: input, caller: caller,
+                         origin: origin, trigger: trigger, adjust: adjust)
+    }
+
+    /// The same, for a skill the caller has read already.
+    func create(skill: Skill, input: JSONValue, caller: AuthenticatedCaller, origin: RequestOrigin,
+                trigger: ScheduleTrigger? = nil, adjust: (Execution) -> Void = { _ in }) async throws -> Execution {
+        let execution = try await prepare(skill: skill, input: input, caller: caller)
         execution.scheduleID = trigger?.scheduleID
         execution.scheduledFor = trigger?.occurrence
         if trigger != nil { execution.origin = Execution.Origin.schedule.rawValue }
@@ -197,7 +204,10 @@ struct ExecutionService: Sendable {
     /// Checks a run request (skill enabled, input valid) and builds the execution, unsaved. Reads through `db`,
     /// which may be a transaction's. The concurrency cap is checked by `create`, in its transaction.
     func prepare(skillReference: String, input: JSONValue, caller: AuthenticatedCaller, on db: any Database) async throws -> Execution {
-        let skill = try await SkillService(app: app).find(skillReference, on: db)
+        try await prepare(skill: try await SkillService(app: app).find(skillReference, on: db), input: input, caller: caller)
+    }
+
+    func prepare(skill: Skill, input: JSONValue, caller: AuthenticatedCaller) async throws -> Execution {
         guard skill.enabled else { throw HTTPProblem.conflict("The skill '\(skill.slug)' is disabled.") }
         if let problem = JSONLimits.nestingProblem(input, field: "input") { throw HTTPProblem.validation([problem]) }
         let problems = try await JSONSchemaSubset.validateOffLoop(input, against: skill.inputSchema)

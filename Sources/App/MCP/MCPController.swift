@@ -125,7 +125,7 @@ struct MCPController: RouteCollection {
         }
         // A 2025 session.
         if let sessionHeader {
-            guard let sessionID = UUID(uuidString: sessionHeader) else {
+            guard let sessionID = UUID(text: sessionHeader) else {
                 throw JSONRPCError(code: -32600, message: "The session does not exist; initialize a new one.", status: .notFound)
             }
             let session = try await MCPSessions.find(sessionID, caller: caller, app: app)
@@ -308,6 +308,7 @@ struct MCPController: RouteCollection {
         let response = Response(status: .ok, headers: headers)
         let logger = req.logger
         response.body = .init(asyncStream: { writer in
+            let done = EventStreamController.cutWhenStuck(subscriber, writer: writer, grace: settings.closeGrace)
             var meta: JSONValue? = nil
             if let subscription { meta = [MCPVersion.metaSubscriptionID: subscription.id.json] }
             func notification(_ method: String, _ params: [String: JSONValue], id: Int64?) -> ByteBuffer {
@@ -333,26 +334,12 @@ struct MCPController: RouteCollection {
                     // What changed while the client was away: one notice is enough.
                     if let missed { try await writer.write(.buffer(notification("notifications/tools/list_changed", [:], id: missed))) }
                 }
-                cursor = max(cursor, floor)
-                var lastBeat = ContinuousClock.now
-                for await item in subscriber.items {
-                    if subscriber.closeReason != nil { break }
-                    switch item {
-                    case .event(let event):
-                        guard event.seq > cursor else { continue }
-                        cursor = event.seq
-                        if sendsTools, Self.changesCatalogue(event, for: userID) {
-                            try await writer.write(.buffer(notification("notifications/tools/list_changed", [:], id: subscription == nil ? event.seq : nil)))
-                        }
-                    case .tick:
-                        subscriber.tickTaken()
-                        if ContinuousClock.now - lastBeat >= settings.heartbeat {
-                            lastBeat = .now
-                            try await writer.write(.buffer(ByteBuffer(string: ":\n\n")))
-                        }
-                    case .message:
-                        continue
+                _ = try await subscriber.follow(after: max(cursor, floor), heartbeat: settings.heartbeat) { event in
+                    if sendsTools, Self.changesCatalogue(event, for: userID) {
+                        try await writer.write(.buffer(notification("notifications/tools/list_changed", [:], id: subscription == nil ? event.seq : nil)))
                     }
+                } beat: {
+                    try await writer.write(.buffer(ByteBuffer(string: ":\n\n")))
                 }
                 // Ended by the server (shutdown, a revoked credential): a 2026 subscription gets its closing result.
                 if let subscription {
@@ -364,6 +351,7 @@ struct MCPController: RouteCollection {
             }
             subscriber.finish()
             await hub.unregister(subscriber)
+            done.withLockedValue { $0 = true }
             try? await writer.write(.end)
         })
         return response
@@ -382,7 +370,7 @@ struct MCPController: RouteCollection {
             guard let raw = req.headers.first(name: "Mcp-Session-Id") else {
                 return Self.methodNotAllowed()
             }
-            guard let sessionID = UUID(uuidString: raw) else {
+            guard let sessionID = UUID(text: raw) else {
                 throw JSONRPCError(code: -32600, message: "The session does not exist; initialize a new one.", status: .notFound)
             }
             _ = try await MCPSessions.find(sessionID, caller: caller, app: req.application)
@@ -408,7 +396,7 @@ struct MCPController: RouteCollection {
             try Self.checkOrigin(req)
             let caller = try Self.caller(req)
             guard let raw = req.headers.first(name: "Mcp-Session-Id") else { return Self.methodNotAllowed() }
-            guard let sessionID = UUID(uuidString: raw) else {
+            guard let sessionID = UUID(text: raw) else {
                 throw JSONRPCError(code: -32600, message: "The session does not exist.", status: .notFound)
             }
             try await MCPSessions.close(sessionID, caller: caller, app: req.application)

@@ -134,7 +134,7 @@ enum MCPServer {
         let text: String
         if uri.hasPrefix(executionPrefix) {
             guard context.caller.can(.executionsRead) else { throw MCPAccess.insufficientScope(.executionsRead) }
-            guard let id = UUID(uuidString: String(uri.dropFirst(executionPrefix.count))) else { throw notFound }
+            guard let id = UUID(text: String(uri.dropFirst(executionPrefix.count))) else { throw notFound }
             let service = ExecutionService(app: context.app)
             do {
                 let execution = try await service.find(id, caller: context.caller)

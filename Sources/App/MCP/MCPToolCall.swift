@@ -115,7 +115,7 @@ struct MCPToolCall: Sendable {
         let context = context, requestID = id.stored
         do {
             return try await ExecutionService(app: context.app).create(
-                skillReference: try skill.requireID().uuidString, input: .object(arguments), caller: context.caller, origin: context.origin
+                skill: skill, input: .object(arguments), caller: context.caller, origin: context.origin
             ) { execution in
                 execution.origin = Execution.Origin.mcp.rawValue
                 execution.clientName = context.clientName
@@ -260,7 +260,7 @@ struct MCPToolCall: Sendable {
                 return (context.finish(["content": [["type": "text", "text": .string((try? structured.canonicalString()) ?? "{}")]],
                                         "structuredContent": structured, "isError": false]), "succeeded")
             default:
-                guard case .string(let raw)? = arguments["executionId"], let executionID = UUID(uuidString: raw) else {
+                guard case .string(let raw)? = arguments["executionId"], let executionID = UUID(text: raw) else {
                     return (toolError("executionId must be an execution's id (a UUID)."), "invalid_arguments")
                 }
                 let service = ExecutionService(app: app)

@@ -60,15 +60,7 @@ struct EventStreamController: RouteCollection {
 
         let response = Response(status: .ok, headers: .eventStream)
         response.body = .init(asyncStream: { writer in
-            let done = NIOLockedValueBox(false)
-            // A stream closed by the server ends on its own; one stuck writing to a client that stopped reading
-            // is cut after a grace period.
-            subscriber.whenClosed { _ in
-                Task {
-                    try? await Task.sleep(for: settings.closeGrace)
-                    if done.withLockedValue({ !$0 }) { try? await writer.write(.error(StreamCut())) }
-                }
-            }
+            let done = Self.cutWhenStuck(subscriber, writer: writer, grace: settings.closeGrace)
             var cursor = resumeAfter ?? floor
             var failed = false
             do {
@@ -78,24 +70,10 @@ struct EventStreamController: RouteCollection {
                         try await writer.write(.buffer(Self.frame(event)))
                     }
                 }
-                cursor = max(cursor, floor)
-                var lastBeat = ContinuousClock.now
-                for await item in subscriber.items {
-                    if subscriber.closeReason != nil { break }
-                    switch item {
-                    case .event(let event):
-                        guard event.seq > cursor else { continue }
-                        try await writer.write(.buffer(Self.frame(event)))
-                        cursor = event.seq
-                    case .tick:
-                        subscriber.tickTaken()
-                        if ContinuousClock.now - lastBeat >= settings.heartbeat {
-                            lastBeat = .now
-                            try await writer.write(.buffer(ByteBuffer(string: ": heartbeat\n\n")))
-                        }
-                    case .message:
-                        continue
-                    }
+                cursor = try await subscriber.follow(after: max(cursor, floor), heartbeat: settings.heartbeat) { event in
+                    try await writer.write(.buffer(Self.frame(event)))
+                } beat: {
+                    try await writer.write(.buffer(ByteBuffer(string: ": heartbeat\n\n")))
                 }
                 if let reason = subscriber.closeReason {
                     try await writer.write(.buffer(Self.closingFrame(reason, lastSeq: cursor)))
@@ -110,6 +88,19 @@ struct EventStreamController: RouteCollection {
             if failed { try? await writer.write(.error(StreamCut())) } else { try? await writer.write(.end) }
         })
         return response
+    }
+
+    /// A stream closed by the server ends on its own; one stuck writing to a client that stopped reading is cut
+    /// after `grace`. The stream sets the returned flag once it has ended by itself.
+    static func cutWhenStuck(_ subscriber: StreamSubscriber, writer: any AsyncBodyStreamWriter, grace: Duration) -> NIOLockedValueBox<Bool> {
+        let done = NIOLockedValueBox(false)
+        subscriber.whenClosed { _ in
+            Task {
+                try? await Task.sleep(for: grace)
+                if done.withLockedValue({ !$0 }) { try? await writer.write(.error(StreamCut())) }
+            }
+        }
+        return done
     }
 
     /// `id:` is the seq, so a reconnecting EventSource sends it back as Last-Event-ID.

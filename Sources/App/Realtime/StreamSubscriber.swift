@@ -109,6 +109,32 @@ final class StreamSubscriber: @unchecked Sendable {
         hook?(reason)
     }
 
+    /// Feeds a server-sent stream until it closes: each event after `cursor` once, in `seq` order, and a heartbeat
+    /// whenever one is due on a tick. Returns the last `seq` passed on.
+    func follow(after cursor: Int64, heartbeat: Duration, event: (StreamEvent) async throws -> Void,
+                beat: () async throws -> Void) async throws -> Int64 {
+        var cursor = cursor
+        var lastBeat = ContinuousClock.now
+        for await item in items {
+            if closeReason != nil { break }
+            switch item {
+            case .event(let next):
+                guard next.seq > cursor else { continue }
+                try await event(next)
+                cursor = next.seq
+            case .tick:
+                tickTaken()
+                if ContinuousClock.now - lastBeat >= heartbeat {
+                    lastBeat = .now
+                    try await beat()
+                }
+            case .message:
+                continue
+            }
+        }
+        return cursor
+    }
+
     /// Ends the queue when the client went away (no reason to report).
     func finish() {
         continuation.finish()
