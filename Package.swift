@@ -88,6 +88,23 @@ let package = Package(
             resources: [
                 .embedInCode("Resources/openapi.yaml"),
                 .embedInCode("Resources/common-passwords.txt"),
+                // The web console (`/console`): plain HTML, CSS and JavaScript modules, no build step.
+                .embedInCode("Resources/console/index.html"),
+                .embedInCode("Resources/console/console.css"),
+                .embedInCode("Resources/console/icon.svg"),
+                .embedInCode("Resources/console/app.js"),
+                .embedInCode("Resources/console/api.js"),
+                .embedInCode("Resources/console/ui.js"),
+                .embedInCode("Resources/console/schema-form.js"),
+                .embedInCode("Resources/console/charts.js"),
+                .embedInCode("Resources/console/auth.js"),
+                .embedInCode("Resources/console/dashboard.js"),
+                .embedInCode("Resources/console/skills.js"),
+                .embedInCode("Resources/console/executions.js"),
+                .embedInCode("Resources/console/workflows.js"),
+                .embedInCode("Resources/console/schedules.js"),
+                .embedInCode("Resources/console/webhooks.js"),
+                .embedInCode("Resources/console/admin.js"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -10,6 +10,17 @@ bench_binary() {
   echo "$bench_root/.build/release/steward"
 }
 
+# bench_python_venv VENV PACKAGE VERSION: a virtual environment holding exactly that version of one PyPI package
+# (the foreign clients of the interop and browser checks), made or updated only when it is not there yet.
+bench_python_venv() {
+  local venv=$1 package=$2 version=$3
+  if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('$package') != '$version')" 2>/dev/null; then
+    echo "==> installing $package $version into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "$package==$version"
+  fi
+}
+
 bench_require_wrk() {
   command -v wrk >/dev/null && return
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -116,7 +116,8 @@ check(deliveries["items"], "the test delivery is listed")
 ids = {"user": pair["user"]["id"], "skill": skill["id"], "execution": execution["id"], "workflow": workflow["id"],
        "run": run["id"], "schedule": schedule["id"], "webhook": hook["id"], "delivery": deliveries["items"][0]["id"],
        "apiKey": key["id"]}
-fills = {"/api/v1/users/{id}": {"id": ids["user"]}, "/api/v1/skills/{skill}": {"skill": ids["skill"]},
+fills = {"/api/v1/users/{id}": {"id": ids["user"]}, "/api/v1/users/{id}/sessions": {"id": ids["user"]},
+         "/api/v1/schedules/preview": {"params": {"cron": "0 9 * * MON-FRI", "timezone": "Europe/Berlin"}}, "/api/v1/skills/{skill}": {"skill": ids["skill"]},
          "/api/v1/executions/{id}": {"id": ids["execution"]}, "/api/v1/executions/{id}/history": {"id": ids["execution"]},
          "/api/v1/workflows/{id}": {"id": ids["workflow"]}, "/api/v1/workflows/{id}/runs": {"id": ids["workflow"]},
          "/api/v1/workflows/{id}/runs/{runId}": {"id": ids["workflow"], "runId": ids["run"]},

@@ -8,11 +8,7 @@ source bench/lib.sh
 if [ -z "${STEWARD_BIN:-}" ] && [ -x .build/debug/steward ]; then export STEWARD_BIN=.build/debug/steward; fi
 MCP_VERSION=2.3.0
 VENV=.build/mcp-venv
-if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '$MCP_VERSION')" 2>/dev/null; then
-  echo "==> installing mcp $MCP_VERSION into $VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "mcp==$MCP_VERSION"
-fi
+bench_python_venv "$VENV" mcp "$MCP_VERSION"
 BIN=$(bench_binary)
 trap bench_stop_server EXIT
 BENCH_SEED=1 bench_start_server "$BIN"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: build once, run the suite on SQLite, then on a throwaway PostgreSQL, then the cluster
-# suite and the black-box checks.
+# The README's test command: build once, run the suite on SQLite, the interop checks and the console in a browser,
+# then the suite on a throwaway PostgreSQL, then the cluster suite and the contract checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +25,9 @@ STEWARD_BIN=.build/debug/steward scripts/webhook-interop.sh
 
 echo "==> MCP: the official Python SDK lists and calls tools over both protocol revisions"
 STEWARD_BIN=.build/debug/steward scripts/mcp-interop.sh
+
+echo "==> console: a real headless Chromium signs in, runs, cancels and audits through /console"
+STEWARD_BIN=.build/debug/steward scripts/test-console.sh
 
 echo "==> suite on PostgreSQL"
 scripts/test-postgres.sh --skip-build

@@ -14,6 +14,7 @@ public func configure(_ app: Application, config: AppConfig) async throws {
     try await DatabaseSetup.tuneSQLite(app, config)
     try await DatabaseSetup.openSQLiteWriter(app, config)
     app.verifiedTokens = VerifiedTokens()
+    app.auditVerifications = AuditVerifications()
     ExecutionJobs.register(in: app.jobHandlers)
     WorkflowRunService.register(in: app.jobHandlers, observing: app.executionOutcomeObservers)
     ScheduleService.register(in: app.jobHandlers)

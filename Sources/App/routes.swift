@@ -7,6 +7,8 @@ func routes(_ app: Application) throws {
     try app.register(collection: OpenAPIController())
     try app.register(collection: JWKSController())
     try app.register(collection: MetricsController())
+    // The web console: a page and its assets; everything it does goes through /api/v1 like any client.
+    try app.register(collection: ConsoleController())
 
     // MCP (Streamable HTTP): its own authentication answers (401 with resource metadata) and JSON-RPC errors.
     try app.register(collection: MCPController())

@@ -8,6 +8,7 @@ struct UserController: RouteCollection {
         let readers = users.grouped(RequirePermission(.usersRead))
         readers.get(use: index)
         readers.get(":id", use: show)
+        readers.get(":id", "sessions", use: sessions)
         let managers = users.grouped(RequirePermission(.usersManage))
         managers.patch(":id", use: update)
         managers.delete(":id", use: delete)
@@ -41,6 +42,16 @@ struct UserController: RouteCollection {
     func show(req: Request) async throws -> AdminUserResponse {
         let (user, roles) = try await UserAdminService(app: req.application).find(try req.uuidParameter("id"))
         return AdminUserResponse(user, roles: roles)
+    }
+
+    /// The user's live sessions (where and when they signed in), newest first; one page.
+    @Sendable
+    func sessions(req: Request) async throws -> ListResponse<SessionResponse> {
+        let (user, _) = try await UserAdminService(app: req.application).find(try req.uuidParameter("id"))
+        let caller = try req.caller
+        let items = try await SessionService(app: req.application).sessions(ofUser: try user.requireID(),
+                                                                           current: user.id == caller.user.id ? caller.session?.id : nil)
+        return ListResponse(items: items, nextCursor: nil)
     }
 
     @Sendable

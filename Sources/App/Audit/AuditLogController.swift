@@ -59,6 +59,22 @@ struct AuditLogController: RouteCollection {
     func boot(routes: any RoutesBuilder) throws {
         routes.grouped("audit-logs").grouped(RequireCaller(), RequirePermission(.auditRead)).get(use: index)
         routes.grouped("audit", "checkpoint").grouped(RequireCaller(), RequirePermission(.auditRead)).get(use: checkpoint)
+        routes.grouped("audit", "verify").grouped(RequireCaller(), RequirePermission(.auditRead)).get(use: verify)
+    }
+
+    /// Walks the whole keyed chain, as `steward audit verify` does, and names the first broken link.
+    @Sendable
+    func verify(req: Request) async throws -> Response {
+        let app = req.application
+        let result = try await app.auditVerifications.run {
+            try await AuditChain.verify(on: try await app.settledLedger(), key: app.auditKeys.chain)
+        }
+        let body = AuditVerificationResponse(
+            intact: result.isIntact, checked: result.checked, verifiedAt: app.wallClock.now(),
+            firstBroken: result.firstBroken.map { AuditVerificationResponse.Broken(seq: $0.seq, id: $0.id, reason: $0.reason) })
+        let response = try await body.encodeResponse(for: req)
+        response.headers.replaceOrAdd(name: .cacheControl, value: "no-store")
+        return response
     }
 
     /// The chain's head, signed with this instance's Ed25519 key (see `AuditCheckpoint`).
@@ -114,5 +130,44 @@ extension AuditLogController.Entry: APIJSONWritable {
         object.field("userAgent", userAgent)
         object.field("requestId", requestId)
         object.field("details", details)
+    }
+}
+
+/// The answer of `GET /api/v1/audit/verify`.
+struct AuditVerificationResponse: Content {
+    struct Broken: Content {
+        var seq: Int64
+        /// The entry's id, when the break is an entry (null when entries are missing).
+        var id: UUID?
+        var reason: String
+    }
+    var intact: Bool
+    /// Entries whose links hold, up to the first broken one.
+    var checked: Int
+    var verifiedAt: Date
+    var firstBroken: Broken?
+}
+
+/// One walk of the chain at a time per instance: requests that arrive while one runs share its result, so asking
+/// again and again costs one walk, not one each.
+actor AuditVerifications {
+    private var running: Task<AuditChain.Verification, any Error>?
+
+    func run(_ walk: @escaping @Sendable () async throws -> AuditChain.Verification) async throws -> AuditChain.Verification {
+        if let running { return try await running.value }
+        let task = Task { try await walk() }
+        running = task
+        defer { running = nil }
+        return try await task.value
+    }
+}
+
+extension Application {
+    private struct AuditVerificationsKey: StorageKey { typealias Value = AuditVerifications }
+
+    /// Set once at boot (`configure`).
+    var auditVerifications: AuditVerifications {
+        get { storage[AuditVerificationsKey.self]! }
+        set { storage[AuditVerificationsKey.self] = newValue }
     }
 }

@@ -91,6 +91,16 @@ struct ExecutionController: RouteCollection {
                 problems.append(FieldProblem(field: "clientName", message: "must be 1 to 200 bytes"))
             }
         }
+        // Queued at or after `from`, and before `to`: the date filter of the console's list.
+        let formatter = ISO8601DateFormatter()
+        for name in ["from", "to"] {
+            guard let raw = req.query[String.self, at: name] else { continue }
+            guard let date = formatter.date(from: raw) else {
+                problems.append(FieldProblem(field: name, message: "must be an RFC 3339 timestamp such as 2026-11-21T19:01:43Z"))
+                continue
+            }
+            if name == "from" { filter.from = date } else { filter.to = date }
+        }
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         let (executions, next) = try await ExecutionService(app: req.application).list(filter: filter, page: page, caller: try req.caller)
         return ListResponse(items: executions, nextCursor: next)

@@ -147,9 +147,14 @@ struct SessionService: IdentityService {
     }
 
     func sessions(of caller: AuthenticatedCaller) async throws -> [SessionResponse] {
+        try await sessions(ofUser: caller.user.requireID(), current: caller.session?.id)
+    }
+
+    /// A user's live sessions, newest first; `current` marks the one the asking request uses, if any.
+    func sessions(ofUser userID: UUID, current: UUID?) async throws -> [SessionResponse] {
         let now = self.now
         let sessions = try await UserSession.query(on: reads)
-            .filter(\.$user.$id == caller.user.requireID())
+            .filter(\.$user.$id == userID)
             .filter(\.$revokedAt == nil)
             .filter(\.$expiresAt > now)
             .filter(\.$idleExpiresAt > now)
@@ -158,7 +163,7 @@ struct SessionService: IdentityService {
         return sessions.map { session in
             SessionResponse(id: session.id!, ipAddress: session.ipAddress, userAgent: session.userAgent,
                             createdAt: session.createdAt, lastSeenAt: session.lastSeenAt,
-                            expiresAt: min(session.expiresAt, session.idleExpiresAt), current: session.id == caller.session?.id)
+                            expiresAt: min(session.expiresAt, session.idleExpiresAt), current: session.id == current)
         }
     }
 

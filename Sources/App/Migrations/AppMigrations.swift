@@ -37,5 +37,6 @@ enum AppMigrations {
         CreateMCPSessions(),
         AddSkillToolFields(),
         CreateAPIKeyTools(),
+        AddDeliveryStatusIndex(),
     ] }
 }

@@ -1,7 +1,7 @@
 import SQLKit
 
 /// A new index, and the narrower one it replaces (whose columns it starts with) if any: the shape of migrations
-/// that add or widen indexes (0028-0030). Those migrations run through it, so a change here changes what they do.
+/// that add or widen indexes (0028-0030, 0034). Those migrations run through it, so a change here changes what they do.
 struct IndexChange: Sendable {
     let name: String
     let table: String

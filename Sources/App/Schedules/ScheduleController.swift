@@ -8,6 +8,7 @@ struct ScheduleController: RouteCollection {
         let schedules = routes.grouped("schedules").grouped(RequireCaller())
         let readers = schedules.grouped(RequirePermission(.executionsRead))
         readers.get(use: index)
+        readers.get("preview", use: preview)
         readers.get(":id", use: show)
         let writers = schedules.grouped(RequirePermission(.skillsExecute))
         writers.post(use: create)
@@ -20,6 +21,34 @@ struct ScheduleController: RouteCollection {
     func index(req: Request) async throws -> ListResponse<ScheduleResponse> {
         let (items, next) = try await ScheduleService(app: req.application).list(page: try PageRequest(from: req), caller: try req.caller)
         return ListResponse(items: items, nextCursor: next)
+    }
+
+    /// `GET /api/v1/schedules/preview?cron=&timezone=&count=`: when an expression would fire next, before saving it.
+    @Sendable
+    func preview(req: Request) async throws -> SchedulePreview {
+        var problems: [FieldProblem] = []
+        let text = req.query[String.self, at: "cron"] ?? ""
+        var expression: CronExpression?
+        if text.isEmpty { problems.append(FieldProblem(field: "cron", message: "is required")) } else if text.utf8.count > 200 {
+            problems.append(FieldProblem(field: "cron", message: "must be at most 200 characters"))
+        } else {
+            do { expression = try CronExpression(text) } catch let error as CronError {
+                problems.append(FieldProblem(field: "cron", message: error.description))
+            }
+        }
+        let zoneName = req.query[String.self, at: "timezone"] ?? "UTC"
+        let zone = zoneName.utf8.count <= 64 ? TimeZone(identifier: zoneName) : nil
+        if zone == nil { problems.append(FieldProblem(field: "timezone", message: "must be an IANA time zone such as Europe/Berlin or UTC")) }
+        var count = 5
+        if let raw = req.query[String.self, at: "count"] {
+            if let value = Int(raw), (1...20).contains(value) { count = value } else {
+                problems.append(FieldProblem(field: "count", message: "must be an integer from 1 to 20"))
+            }
+        }
+        guard problems.isEmpty, let expression, let zone else { throw HTTPProblem.validation(problems) }
+        let next = expression.occurrences(after: req.application.wallClock.now(), in: zone, count: count)
+        guard !next.isEmpty else { throw HTTPProblem.validation([FieldProblem(field: "cron", message: "never fires (no such date in the next 8 years)")]) }
+        return SchedulePreview(cron: text.trimmingCharacters(in: .whitespaces), timezone: zoneName, next: next)
     }
 
     @Sendable
@@ -61,4 +90,12 @@ struct ScheduleController: RouteCollection {
             return response
         }
     }
+}
+
+/// The answer of `GET /api/v1/schedules/preview`.
+struct SchedulePreview: Content {
+    var cron: String
+    var timezone: String
+    /// The next fire times, oldest first, as instants.
+    var next: [Date]
 }

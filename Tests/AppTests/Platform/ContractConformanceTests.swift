@@ -105,6 +105,9 @@ struct ContractConformanceTests {
                 }
                 filled = filled.replacingOccurrences(of: "{runId}", with: world.ids["run"]!)
                     .replacingOccurrences(of: "{deliveryId}", with: world.ids["delivery"]!)
+                    .replacingOccurrences(of: "/users/{id}/", with: "/users/\(world.ids["user"]!)/")
+                // A route whose answer needs a query.
+                if filled == "/api/v1/schedules/preview" { filled += "?cron=0%209%20*%20*%20MON-FRI&timezone=Europe/Berlin" }
                 return filled
             }
     }
@@ -261,7 +264,8 @@ struct ContractConformanceTests {
 }
 
 extension JSONValue {
-    fileprivate var arrayValue: [JSONValue]? {
+    /// The items of a JSON array (for reading answers in tests).
+    var arrayValue: [JSONValue]? {
         if case .array(let items) = self { return items }
         return nil
     }

@@ -68,7 +68,8 @@ struct OpenAPIControllerTests {
             })
             let documented = documentedOperations(in: EmbeddedResources.openAPIDocument)
             #expect(!documented.isEmpty)
-            let undocumented = registered.subtracting(documented).sorted()
+            // The console's page and assets are not API: a browser's addresses, with a catch-all (ConsoleTests).
+            let undocumented = registered.subtracting(documented).filter { !$0.hasPrefix("GET /console") }.sorted()
             let phantom = documented.subtracting(registered).sorted()
             #expect(undocumented.isEmpty, "routes missing from openapi.yaml: \(undocumented)")
             #expect(phantom.isEmpty, "openapi.yaml lists routes that do not exist: \(phantom)")

@@ -11,7 +11,19 @@ struct AdminStatsController: RouteCollection {
     static let routesListed = 50
 
     func boot(routes: any RoutesBuilder) throws {
-        routes.grouped("admin", "stats").grouped(RequireCaller(), RequirePermission(.analyticsRead)).get(use: stats)
+        let admin = routes.grouped("admin").grouped(RequireCaller(), RequirePermission(.analyticsRead))
+        admin.get("stats", use: stats)
+        admin.get("about", use: about)
+    }
+
+    /// `GET /api/v1/admin/about`: what this instance runs, for the console's About page and for support.
+    @Sendable
+    func about(req: Request) async throws -> AboutResponse {
+        let app = req.application
+        let (pending, version) = try await MigrationService(app: app).pendingCount(on: req.db)
+        return AboutResponse(version: StewardVersion.current, database: app.appConfig.database.isPostgres ? "postgresql" : "sqlite",
+                             schemaVersion: version, pendingMigrations: pending, openapi: "/openapi.yaml", metrics: "/metrics",
+                             metricsProtected: app.appConfig.metricsToken != nil)
     }
 
     @Sendable
@@ -43,6 +55,18 @@ struct AdminStatsController: RouteCollection {
         let activeUsers = try await sql.raw("""
             SELECT count(DISTINCT user_id) AS n FROM sessions WHERE \(live) AND last_seen_at >= \(bind: since)
             """).first()?.decode(column: "n", as: Int.self) ?? 0
+        let dayAgo = now.addingTimeInterval(-86_400)
+        let hooks = try await sql.raw("""
+            SELECT count(*) AS total, coalesce(sum(CASE WHEN enabled THEN 0 ELSE 1 END), 0) AS disabled,
+                   coalesce(sum(CASE WHEN failing_since IS NOT NULL THEN 1 ELSE 0 END), 0) AS failing FROM webhooks
+            """).first()
+        // Each count reads its part of the (status, updated_at) index.
+        let failedDeliveries = try await sql.raw("""
+            SELECT count(*) AS n FROM webhook_deliveries WHERE status = 'failed' AND updated_at >= \(bind: dayAgo)
+            """).first()?.decode(column: "n", as: Int.self) ?? 0
+        let retrying = try await sql.raw("""
+            SELECT count(*) AS n FROM webhook_deliveries WHERE status = 'pending' AND attempt > 1
+            """).first()?.decode(column: "n", as: Int.self) ?? 0
         let users = try await sql.raw("SELECT count(*) AS total, coalesce(sum(CASE WHEN status = 'active' THEN 1 ELSE 0 END), 0) AS active FROM users")
             .first()
 
@@ -59,7 +83,11 @@ struct AdminStatsController: RouteCollection {
                              seenRecently: activeUsers),
             sessions: SessionStats(live: try sessions?.decode(column: "live", as: Int.self) ?? 0,
                                    seenRecently: try sessions?.decode(column: "recent", as: Int.self) ?? 0),
-            streams: await app.eventHub.openStreams)
+            streams: await app.eventHub.openStreams,
+            webhooks: WebhookStats(subscriptions: try hooks?.decode(column: "total", as: Int.self) ?? 0,
+                                   disabled: try hooks?.decode(column: "disabled", as: Int.self) ?? 0,
+                                   failing: try hooks?.decode(column: "failing", as: Int.self) ?? 0,
+                                   failedLast24h: failedDeliveries, retrying: retrying))
     }
 }
 
@@ -75,6 +103,34 @@ struct AdminStatsResponse: Content {
     var sessions: SessionStats
     /// Open SSE and WebSocket streams on this instance.
     var streams: Int
+    var webhooks: WebhookStats
+}
+
+/// Webhook subscriptions and deliveries, database-wide.
+struct WebhookStats: Content {
+    var subscriptions: Int
+    var disabled: Int
+    /// Subscriptions whose endpoint has been failing (they are disabled if it goes on).
+    var failing: Int
+    /// Deliveries that gave up in the last 24 hours.
+    var failedLast24h: Int
+    /// Deliveries waiting for another attempt.
+    var retrying: Int
+}
+
+/// The answer of `GET /api/v1/admin/about`.
+struct AboutResponse: Content {
+    var version: String
+    /// `sqlite` or `postgresql`.
+    var database: String
+    /// The newest applied migration.
+    var schemaVersion: String?
+    var pendingMigrations: Int
+    /// Where the contract and the metrics are served.
+    var openapi: String
+    var metrics: String
+    /// Whether /metrics asks for STEWARD_METRICS_TOKEN.
+    var metricsProtected: Bool
 }
 
 /// Counts, errors and latency percentiles of a set of requests.
