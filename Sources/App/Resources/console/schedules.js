@@ -100,7 +100,11 @@ export function schedulePage(main, params, ctx) {
       const now = h('button', { type: 'button', id: 'run-schedule-now' }, 'Run now');
       now.addEventListener('click', async () => {
         const started = await run(now, errors, () => api.post(`/schedules/${schedule.id}/run-now`));
-        if (started) load();
+        if (!started) return;
+        await load();
+        // The answer is the execution (skill target) or the workflow run it started.
+        const href = schedule.target.skillId ? `/console/executions/${started.id}` : `/console/workflows/${schedule.target.workflowId}/runs/${started.id}`;
+        area.querySelector('.page-header').after(h('p', { class: 'notice ok', role: 'status' }, 'Started: ', link(href, shortId(started.id), { id: 'started-link' })));
       });
       buttons.push(now, toggle, confirmButton('Delete', 'Confirm delete', async (button) => {
         const done = await run(button, errors, () => api.del(`/schedules/${schedule.id}`));

@@ -182,7 +182,11 @@ function control(schema, path, value, required, label) {
     return {
       element: field(required ? `${title} *` : title, input, hint),
       read() {
-        if (input.value === '' && !required) return undefined;
+        // An empty box is a missing value: refused here when the field is required, left out when it is not.
+        if (input.value === '') {
+          if (required && !(schema.minLength === 0)) throw invalid(path, 'is required');
+          return undefined;
+        }
         if (schema.minLength !== undefined && input.value.length < schema.minLength) throw invalid(path, `must be at least ${schema.minLength} characters`);
         return input.value;
       },

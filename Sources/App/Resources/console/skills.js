@@ -154,7 +154,8 @@ export function skillRunPage(main, params, ctx) {
     const form = schemaForm(skill.inputSchema, undefined);
     const errors = h('div', { class: 'form-errors' });
     const submit = h('button', { type: 'submit', id: 'start-run' }, 'Run');
-    const element = h('form', { class: 'stack' }, form.element, errors, submit);
+    // novalidate: the form's own checks name the field (input.target.host) in the problem, as the server would.
+    const element = h('form', { class: 'stack', novalidate: true }, form.element, errors, submit);
     element.addEventListener('submit', async (event) => {
       event.preventDefault();
       const execution = await run(submit, errors, async () => api.post('/executions', { skillId: skill.id, input: form.value() }));
