@@ -500,6 +500,36 @@ def main():
             driver.set_window_size(1280, 900)
         check("at 360 px wide nothing overflows and the menu opens from its button", narrow)
 
+        current = "contrast"
+        def contrast():
+            # WCAG contrast of text against the background it sits on, in the light and the dark scheme: 4.5:1 for
+            # text, on every kind of text the pages use (body, muted, links, buttons, badges, headers, problems).
+            script = """
+              const lum = (c) => { const [r, g, b] = c.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+                                   return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+              const rgb = (text) => (text.match(/[\\d.]+/g) || []).map(Number);
+              const background = (el) => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor);
+                                           if (c.length === 3 || c[3] > 0) return c.slice(0, 3); } return [255, 255, 255]; };
+              const worst = [];
+              for (const el of document.querySelectorAll('main p, main td, main th, main dt, main dd, main label, main a, main button, main .badge, main .muted, header.top a, header.top button, .problem, .notice')) {
+                if (!el.offsetParent || !el.textContent.trim()) continue;
+                const fg = rgb(getComputedStyle(el).color).slice(0, 3); const bg = background(el);
+                const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+                const ratio = (a + 0.05) / (b + 0.05);
+                if (ratio < 4.5) worst.push(`${el.tagName.toLowerCase()}.${el.className} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+              }
+              return worst;"""
+            try:
+                for scheme in ("light", "dark"):
+                    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+                    for path in ["/console", "/console/executions", f"/console/executions/{execution_id}", "/console/audit", "/console/users"]:
+                        c.go(path)
+                        low = driver.execute_script(script)
+                        assert not low, (scheme, path, low[:5])
+            finally:
+                driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        check("text contrast is at least 4.5:1 in the light and the dark scheme", contrast)
+
         current = "keyboard"
         def keyboard():
             c.go("/console/skills")
