@@ -73,11 +73,11 @@ def make_user(admin, email, role):
 
 # ---- the browser ----
 
-def browser(width=1280, height=900):
+def browser(width=1280, height=900, extra=()):
     options = webdriver.ChromeOptions()
     options.binary_location = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
     for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     f"--window-size={width},{height}", "--lang=en-US", "--no-first-run", "--disable-extensions"]:
+                     f"--window-size={width},{height}", "--lang=en-US", "--no-first-run", "--disable-extensions", *extra]:
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "OFF"})
     driver = webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")), options=options)
@@ -625,6 +625,21 @@ def main():
             except urllib.error.HTTPError as error:
                 assert error.code == 404
         check("unknown console addresses get the page; unknown assets get 404", not_found)
+
+        current = "plain http"
+        def plain_http():
+            # The same server under a name that is not localhost, over plain HTTP: not a secure context, so the
+            # Secure cookie would be dropped. The sign-in page says so instead of failing silently.
+            other = browser(extra=["--host-resolver-rules=MAP steward.test 127.0.0.1"])
+            try:
+                port = BASE.rsplit(":", 1)[1]
+                other.get(f"http://steward.test:{port}/console")
+                notice = WebDriverWait(other, 15).until(lambda d: d.find_elements(By.ID, "insecure-origin"))[0]
+                assert "HTTPS" in notice.text and f"localhost:{port}" in notice.text, notice.text
+            finally:
+                other.quit()
+            assert not driver.find_elements(By.ID, "insecure-origin"), "localhost is a secure context"
+        check("over plain HTTP from another host name, the sign-in page explains that the session cookie will not be kept", plain_http)
 
         current = "browser log"
         def clean_log():

@@ -14,8 +14,14 @@ function passwordStep(area, ctx) {
   const password = h('input', { type: 'password', name: 'password', autocomplete: 'current-password', required: true });
   const errors = h('div', { class: 'form-errors' });
   const submit = h('button', { type: 'submit' }, 'Sign in');
+  // The session cookie is `__Host-` and Secure: a browser keeps it only over HTTPS or on localhost. Say so before
+  // the user signs in for nothing.
+  const insecure = window.isSecureContext ? null : h('p', { class: 'notice error', role: 'alert', id: 'insecure-origin' },
+    `This page came over plain HTTP from ${location.host}. Browsers keep Steward's session cookie only over HTTPS or on localhost, `
+    + 'so a sign-in here would not last. Serve Steward behind HTTPS, or open the console as http://localhost:'
+    + `${location.port || '80'}/console on the server itself.`);
   const form = h('form', { class: 'stack', 'aria-labelledby': 'signin-title' },
-    h('h1', { id: 'signin-title' }, 'Sign in to Steward'),
+    h('h1', { id: 'signin-title' }, 'Sign in to Steward'), insecure,
     field('Email', email), field('Password', password), errors, submit);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
