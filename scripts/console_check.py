@@ -358,6 +358,8 @@ def main():
         assert status == 201, status
         def generated_form():
             c.go("/console/skills/console-form/run")
+            labels = driver.execute_script("return [...document.querySelectorAll('main form > .schema-form > .object > .field > label, main form > .schema-form > .object > fieldset > legend')].map(e => e.textContent)")
+            assert labels[:2] == ["name *", "target"], labels
             c.type("name *", "deploy")
             c.type("count", "3")
             c.field("loud").click()

@@ -105,7 +105,9 @@ function control(schema, path, value, required, label) {
   if (type === 'object') {
     const properties = schema.properties || {};
     const needed = new Set(schema.required || []);
-    const children = Object.entries(properties).map(([name, sub]) =>
+    // Stored schemas are canonical JSON (keys sorted), so the author's order is gone: required fields come first.
+    const ordered = Object.entries(properties).sort(([a], [b]) => Number(needed.has(b)) - Number(needed.has(a)));
+    const children = ordered.map(([name, sub]) =>
       [name, control(sub, `${path}.${name}`, value ? value[name] : undefined, needed.has(name), sub.title || name)]);
     const legend = path === 'input' ? null : h('legend', {}, title);
     const element = h(path === 'input' ? 'div' : 'fieldset', { class: 'object' }, legend, children.map(([, child]) => child.element));
