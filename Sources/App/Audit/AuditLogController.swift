@@ -101,13 +101,8 @@ struct AuditLogController: RouteCollection {
                 problems.append(FieldProblem(field: "outcome", message: "must be success or failure"))
             }
         }
-        let formatter = ISO8601DateFormatter()
-        for (name, assign) in [("from", { (date: Date) in filter.from = date }), ("to", { (date: Date) in filter.to = date })] {
-            guard let raw = req.query[String.self, at: name] else { continue }
-            if let date = formatter.date(from: raw) { assign(date) } else {
-                problems.append(FieldProblem(field: name, message: "must be an RFC 3339 timestamp such as 2026-11-21T19:01:43Z"))
-            }
-        }
+        filter.from = req.timestampQuery("from", problems: &problems)
+        filter.to = req.timestampQuery("to", problems: &problems)
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         let (entries, next) = try await AuditLogService(app: req.application).list(filter: filter, page: page)
         return ListResponse(items: entries, nextCursor: next)

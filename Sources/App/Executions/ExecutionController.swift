@@ -92,15 +92,8 @@ struct ExecutionController: RouteCollection {
             }
         }
         // Queued at or after `from`, and before `to`: the date filter of the console's list.
-        let formatter = ISO8601DateFormatter()
-        for name in ["from", "to"] {
-            guard let raw = req.query[String.self, at: name] else { continue }
-            guard let date = formatter.date(from: raw) else {
-                problems.append(FieldProblem(field: name, message: "must be an RFC 3339 timestamp such as 2026-11-21T19:01:43Z"))
-                continue
-            }
-            if name == "from" { filter.from = date } else { filter.to = date }
-        }
+        filter.from = req.timestampQuery("from", problems: &problems)
+        filter.to = req.timestampQuery("to", problems: &problems)
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         let (executions, next) = try await ExecutionService(app: req.application).list(filter: filter, page: page, caller: try req.caller)
         return ListResponse(items: executions, nextCursor: next)

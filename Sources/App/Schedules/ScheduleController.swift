@@ -27,18 +27,14 @@ struct ScheduleController: RouteCollection {
     @Sendable
     func preview(req: Request) async throws -> SchedulePreview {
         var problems: [FieldProblem] = []
+        // The expression's own parse refuses an empty or over-long one, naming the position.
         let text = req.query[String.self, at: "cron"] ?? ""
         var expression: CronExpression?
-        if text.isEmpty { problems.append(FieldProblem(field: "cron", message: "is required")) } else if text.utf8.count > 200 {
-            problems.append(FieldProblem(field: "cron", message: "must be at most 200 characters"))
-        } else {
-            do { expression = try CronExpression(text) } catch let error as CronError {
-                problems.append(FieldProblem(field: "cron", message: error.description))
-            }
+        if req.query[String.self, at: "cron"] == nil { problems.append(FieldProblem(field: "cron", message: "is required")) } else {
+            expression = ScheduleService.cron(text, problems: &problems)
         }
         let zoneName = req.query[String.self, at: "timezone"] ?? "UTC"
-        let zone = zoneName.utf8.count <= 64 ? TimeZone(identifier: zoneName) : nil
-        if zone == nil { problems.append(FieldProblem(field: "timezone", message: "must be an IANA time zone such as Europe/Berlin or UTC")) }
+        let zone = ScheduleService.timeZone(zoneName, problems: &problems)
         var count = 5
         if let raw = req.query[String.self, at: "count"] {
             if let value = Int(raw), (1...20).contains(value) { count = value } else {
@@ -47,7 +43,7 @@ struct ScheduleController: RouteCollection {
         }
         guard problems.isEmpty, let expression, let zone else { throw HTTPProblem.validation(problems) }
         let next = expression.occurrences(after: req.application.wallClock.now(), in: zone, count: count)
-        guard !next.isEmpty else { throw HTTPProblem.validation([FieldProblem(field: "cron", message: "never fires (no such date in the next 8 years)")]) }
+        guard !next.isEmpty else { throw HTTPProblem.validation([ScheduleService.neverFires]) }
         return SchedulePreview(cron: text.trimmingCharacters(in: .whitespaces), timezone: zoneName, next: next)
     }
 

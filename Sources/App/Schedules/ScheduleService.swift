@@ -99,6 +99,26 @@ struct ScheduleService: Sendable {
     private var reads: any Database { app.db }
     private var now: Date { app.wallClock.now() }
 
+    /// A cron expression as schedules take it, or nil with the field problem that names where it is wrong.
+    static func cron(_ text: String, problems: inout [FieldProblem]) -> CronExpression? {
+        do { return try CronExpression(text) } catch let error as CronError {
+            problems.append(FieldProblem(field: "cron", message: error.description))
+        } catch {
+            problems.append(FieldProblem(field: "cron", message: "is not a cron expression"))
+        }
+        return nil
+    }
+
+    /// An IANA time zone as schedules take it, or nil with the field problem.
+    static func timeZone(_ name: String, problems: inout [FieldProblem]) -> TimeZone? {
+        if name.count <= 64, let zone = TimeZone(identifier: name) { return zone }
+        problems.append(FieldProblem(field: "timezone", message: "must be an IANA time zone such as Europe/Berlin or UTC"))
+        return nil
+    }
+
+    /// An expression that matches no date soon enough to be a schedule (such as February 31st).
+    static let neverFires = FieldProblem(field: "cron", message: "never fires (no such date in the next 8 years)")
+
     // MARK: - Validation
 
     struct Draft: Sendable {
@@ -193,17 +213,11 @@ struct ScheduleService: Sendable {
             // The validator names fields from `input` down, as execution creation reports them.
             problems += try await JSONSchemaSubset.validateOffLoop(JSONValue.parse(schedule.input), against: skill.inputSchema)
         }
-        if let text = draft.cron {
-            do {
-                _ = try CronExpression(text)
-                schedule.cron = text.trimmingCharacters(in: .whitespaces)
-            } catch let error as CronError {
-                problems.append(FieldProblem(field: "cron", message: error.description))
-            }
+        if let text = draft.cron, Self.cron(text, problems: &problems) != nil {
+            schedule.cron = text.trimmingCharacters(in: .whitespaces)
         }
         if let zone = draft.timezone {
-            if zone.count <= 64, TimeZone(identifier: zone) != nil { schedule.timezone = zone }
-            else { problems.append(FieldProblem(field: "timezone", message: "must be an IANA time zone such as Europe/Berlin or UTC")) }
+            if Self.timeZone(zone, problems: &problems) != nil { schedule.timezone = zone }
         } else if creating {
             schedule.timezone = "UTC"
         }
@@ -215,7 +229,7 @@ struct ScheduleService: Sendable {
         // The next occurrence from now; a changed expression or zone, or re-enabling, starts afresh.
         if creating || draft.cron != nil || draft.timezone != nil || draft.enabled == true {
             let next = try CronExpression(schedule.cron).next(after: now, in: TimeZone(identifier: schedule.timezone)!)
-            guard next != nil else { throw HTTPProblem.validation([FieldProblem(field: "cron", message: "never fires (no such date in the next 8 years)")]) }
+            guard next != nil else { throw HTTPProblem.validation([Self.neverFires]) }
             schedule.nextRunAt = schedule.enabled ? next : nil
         }
         if !schedule.enabled { schedule.nextRunAt = nil }

@@ -8,4 +8,15 @@ extension Request {
         }
         return id
     }
+
+    /// An RFC 3339 timestamp in the query (the `from` and `to` of a list), nil when absent; anything else adds a
+    /// field problem naming the parameter.
+    func timestampQuery(_ name: String, problems: inout [FieldProblem]) -> Date? {
+        guard let raw = query[String.self, at: name] else { return nil }
+        guard let date = ISO8601DateFormatter().date(from: raw) else {
+            problems.append(FieldProblem(field: name, message: "must be an RFC 3339 timestamp such as 2026-11-21T19:01:43Z"))
+            return nil
+        }
+        return date
+    }
 }

@@ -2,7 +2,7 @@
 // schedule with pause, resume, run now and delete.
 import { api, query } from './api.js';
 import { h, clear, field, select, problemView, pageHeader, section, pagedTable, link, badge, jsonBlock, fmtTime, run,
-  confirmButton, shortId } from './ui.js';
+  confirmButton, shortId, parseJSON } from './ui.js';
 
 export function schedulesPage(main, params, ctx) {
   main.append(pageHeader('Schedules', ctx.can('skills:execute') ? link('/console/schedules/new', 'New schedule', { class: 'button' }) : null),
@@ -70,10 +70,7 @@ export function scheduleEditPage(main, params, ctx) {
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
       const created = await run(save, errors, async () => {
-        let body;
-        try { body = JSON.parse(input.value || '{}'); } catch (error) {
-          throw Object.assign(new Error(error.message), { title: 'Invalid JSON', detail: `The input is not valid JSON: ${error.message}` });
-        }
+        const body = parseJSON(input.value, 'The input') ?? {};
         const [kind, id] = target.value.split(':');
         return api.post('/schedules', {
           name: name.value.trim(), cron: cron.value.trim(), timezone: timezone.value.trim() || 'UTC', input: body,

@@ -1,7 +1,7 @@
 // A form generated from a skill's inputSchema (the JSON Schema subset Steward accepts): strings, numbers,
 // integers, booleans, enums, nested objects and arrays, with a raw JSON editor as the fallback for anything else.
 // And a check of a schema against that subset, so the editor can refuse before saving, as the server would.
-import { h, uid, field } from './ui.js';
+import { h, uid, field, parseJSON } from './ui.js';
 
 const KEYWORDS = new Set(['type', 'properties', 'required', 'items', 'enum', 'const', 'minimum', 'maximum', 'minLength',
   'maxLength', 'pattern', 'additionalProperties', '$schema', 'title', 'description', 'default', 'examples']);
@@ -84,9 +84,7 @@ export function schemaForm(schema, initial) {
     element,
     value() {
       if (useRaw || !built) {
-        try { return raw.value.trim() ? JSON.parse(raw.value) : {}; } catch (error) {
-          throw Object.assign(new Error(error.message), { title: 'Invalid JSON', detail: `The input is not valid JSON: ${error.message}` });
-        }
+        return parseJSON(raw.value, 'The input') ?? {};
       }
       return built.read();
     },

@@ -213,15 +213,12 @@ export function pagedTable({ columns, load, empty = 'Nothing here yet.', caption
   return h('div', { class: 'table-wrap' }, table, status, more);
 }
 
-/** Parses a JSON text field; a mistake becomes a problem naming the field. */
+/** Parses a JSON text field; a mistake becomes a problem (title and detail) naming the field. Empty is undefined. */
 export function parseJSON(text, fieldName) {
   try {
     return text.trim() === '' ? undefined : JSON.parse(text);
   } catch (error) {
-    const problem = new Error(`${fieldName} is not valid JSON: ${error.message}`);
-    problem.title = 'Invalid JSON';
-    problem.detail = `${fieldName} is not valid JSON: ${error.message}`;
-    throw problem;
+    throw Object.assign(new Error(error.message), { title: 'Invalid JSON', detail: `${fieldName} is not valid JSON: ${error.message}` });
   }
 }
 

@@ -1,7 +1,7 @@
 // Workflows: the list, one workflow drawn as a graph with its runs and a form to start one, and one run whose
 // graph colours each step by its state, live.
 import { api, follow, query } from './api.js';
-import { h, clear, field, problemView, pageHeader, section, pagedTable, link, badge, jsonBlock, fmtTime, run, ago, shortId } from './ui.js';
+import { h, clear, field, problemView, pageHeader, section, pagedTable, link, badge, jsonBlock, fmtTime, run, ago, shortId, parseJSON } from './ui.js';
 import { dagGraph } from './charts.js';
 
 const FINISHED = new Set(['succeeded', 'failed', 'cancelled', 'rolled_back']);
@@ -36,11 +36,7 @@ export function workflowPage(main, params, ctx) {
       form.addEventListener('submit', async (event) => {
         event.preventDefault();
         const started = await run(submit, errors, async () => {
-          let body;
-          try { body = JSON.parse(input.value || '{}'); } catch (error) {
-            throw Object.assign(new Error(error.message), { title: 'Invalid JSON', detail: `The input is not valid JSON: ${error.message}` });
-          }
-          return api.post(`/workflows/${workflow.id}/runs`, { input: body });
+          return api.post(`/workflows/${workflow.id}/runs`, { input: parseJSON(input.value, 'The input') ?? {} });
         });
         if (started) ctx.navigate(`/console/workflows/${workflow.id}/runs/${started.id}`);
       });
@@ -104,7 +100,7 @@ export function runPage(main, params, ctx) {
       section('Status', h('div', { class: 'progress-row' }, badge(current.status),
         h('progress', { max: 100, value: current.progress, 'aria-label': 'Progress' }), h('span', { id: 'run-progress-text', 'data-status': current.status }, `${current.progress}%`), live),
         current.error ? h('p', { class: 'error-text' }, current.error) : null),
-      section('Graph', h('div', { class: 'graph-wrap' }, dagGraph(workflow.steps.filter(() => true), {
+      section('Graph', h('div', { class: 'graph-wrap' }, dagGraph(workflow.steps, {
         states,
         href: (step) => { const s = byStep.get(step.id); return s && s.executionId ? `/console/executions/${s.executionId}` : null; },
       }))),
