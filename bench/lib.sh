@@ -37,9 +37,10 @@ if [ -z "${BENCH_RATE_LIMITS:-}" ]; then
 fi
 
 # bench_start_server BIN: starts it in the background on a fresh data directory; sets BENCH_PID, BENCH_URL, BENCH_DIR.
+# BENCH_PORT names the port (default: a free one).
 bench_start_server() {
   BENCH_DIR=$(mktemp -d /tmp/steward-bench.XXXXXX)
-  local port; port=$(bench_free_port)
+  local port=${BENCH_PORT:-}; [ -n "$port" ] || port=$(bench_free_port)
   BENCH_URL="http://127.0.0.1:$port"
   if [ -n "${BENCH_SEED:-}" ]; then
     STEWARD_DATA_DIR="$BENCH_DIR" STEWARD_LOG_LEVEL=warning "$1" migrate >/dev/null

@@ -122,7 +122,10 @@ fills = {"/api/v1/users/{id}": {"id": ids["user"]}, "/api/v1/users/{id}/sessions
          "/api/v1/workflows/{id}": {"id": ids["workflow"]}, "/api/v1/workflows/{id}/runs": {"id": ids["workflow"]},
          "/api/v1/workflows/{id}/runs/{runId}": {"id": ids["workflow"], "runId": ids["run"]},
          "/api/v1/schedules/{id}": {"id": ids["schedule"]}, "/api/v1/webhooks/{id}": {"id": ids["webhook"]},
-         "/api/v1/webhooks/{id}/deliveries": {"id": ids["webhook"]}}
+         "/api/v1/webhooks/{id}/deliveries": {"id": ids["webhook"]},
+         # No identity provider is configured here: both answer the documented 404 problem.
+         "/api/v1/auth/oauth/{provider}/start": {"provider": "corp", "params": {"redirect": "https://app.example/done"}},
+         "/api/v1/auth/oauth/{provider}/callback": {"provider": "corp", "params": {"state": "x", "code": "y"}}}
 skipped = {"/api/v1/events/stream", "/api/v1/ws"}
 
 # Every documented GET, with real ids, as the admin and as a viewer.
@@ -145,6 +148,8 @@ call(admin, "POST", "/api/v1/executions/{id}/rollback", id=ids["execution"])
 call(admin, "POST", "/api/v1/workflows/{id}/runs/{runId}/rollback", id=ids["workflow"], runId=ids["run"])
 call(admin, "POST", "/api/v1/users/{id}/unlock", id=ids["user"])
 call(admin, "POST", "/api/v1/ws/ticket", expect=201)
+call(None, "POST", "/api/v1/auth/oauth/exchange", {"code": "made-up", "cookie": False}, expect=400)
+call(admin, "DELETE", "/api/v1/auth/identities/{id}", expect=404, id="0b7a5d1e-3c1f-4e5a-9d7b-2f6e8c4a1b3d")
 
 # Ids keep their case across answers, and filters take them as they came.
 events = call(admin, "GET", "/api/v1/events", params={"resourceId": ids["execution"]}, expect=200)

@@ -17,6 +17,7 @@ import time
 import traceback
 import urllib.request
 
+from fake_oidc import FakeOIDC
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
@@ -178,6 +179,9 @@ def main():
     status, body = call("POST", "/api/v1/auth/mfa/totp/activate", {"code": totp(secret)}, mfa_token)
     assert status == 200, (status, body)
     # The code just used is spent; the browser signs in with the next step's code.
+
+    # The identity provider the server was configured with (scripts/test-console.sh).
+    idp = FakeOIDC(int(os.environ["FAKE_IDP_PORT"]))
 
     driver = browser()
     c = Check(driver)
@@ -643,13 +647,73 @@ def main():
             assert not driver.find_elements(By.ID, "insecure-origin"), "localhost is a secure context"
         check("over plain HTTP from another host name, the sign-in page explains that the session cookie will not be kept", plain_http)
 
+        current = "identity provider"
+        def provider_sign_in():
+            # A new person at the provider: the console's button goes there and back, and signs them up.
+            driver.get(BASE + "/console")
+            idp.next_person = {"sub": "1001", "email": "sso-user@corp.example", "email_verified": True, "name": "Sso User"}
+            button = c.find("#providers button[data-provider=corp]")
+            assert button.text == "Sign in with Corp SSO", button.text
+            button.click()
+            c.wait.until(lambda d: c.heading() == "Dashboard")
+            assert driver.current_url.rstrip("/").endswith("/console"), driver.current_url
+            cookies = {cookie["name"]: cookie for cookie in driver.get_cookies()}
+            assert "__Host-steward_session" in cookies and "__Host-steward_oauth" not in cookies, cookies
+            c.click("#account-link")
+            c.wait.until(lambda d: c.heading() == "My account")
+            c.wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "main tr[data-identity]"))
+            row = driver.find_element(By.CSS_SELECTOR, "main tr[data-identity]").text
+            assert "Corp SSO" in row and "sso-user@corp.example" in row, row
+            c.click("#sign-out")
+            c.wait.until(lambda d: c.heading() == "Sign in to Steward")
+        check("a provider's button signs a new person up and in, and their account lists the identity", provider_sign_in)
+
+        current = "identity provider, account exists"
+        def provider_account_exists():
+            # Someone at the provider with the email of an existing account is not linked to it by email.
+            idp.next_person = {"sub": "1002", "email": viewer_email, "email_verified": True, "name": "Not The Viewer"}
+            c.click("#providers button[data-provider=corp]")
+            c.wait.until(lambda d: c.heading() == "Sign-in did not finish")
+            problem = c.find(".problem").text
+            assert "already exists" in problem and "link" in problem, problem
+            c.click_text("button", "Back to sign-in")
+            c.wait.until(lambda d: c.heading() == "Sign in to Steward")
+        check("a provider identity whose email belongs to an account is refused, with what to do instead", provider_account_exists)
+
+        current = "identity provider, link"
+        def provider_link():
+            # The viewer links the same identity from their account, then signs in with it, then unlinks it.
+            c.type("Email", viewer_email)
+            c.type("Password", PASSWORD)
+            c.click("form button[type=submit]")
+            c.wait.until(lambda d: d.find_elements(By.ID, "account-link"))
+            c.click("#account-link")
+            c.wait.until(lambda d: c.heading() == "My account")
+            c.click("main button[data-link=corp]")
+            c.wait.until(lambda d: "Linked your corp identity" in (c.js_text("main .notice") or ""))
+            assert driver.current_url.endswith("/console/account"), driver.current_url
+            c.wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "main tr[data-identity]"))
+            c.click("#sign-out")
+            c.wait.until(lambda d: c.heading() == "Sign in to Steward")
+            c.click("#providers button[data-provider=corp]")
+            c.wait.until(lambda d: d.find_elements(By.ID, "account-link"))
+            c.click("#account-link")
+            c.wait.until(lambda d: c.heading() == "My account")
+            assert viewer_email in driver.find_element(By.CSS_SELECTOR, "main").text
+            c.click_text("button", "Unlink")
+            c.click_text("button", "Confirm unlink")
+            c.wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "main tr[data-identity]"))
+            c.click("#sign-out")
+            c.wait.until(lambda d: c.heading() == "Sign in to Steward")
+        check("a signed-in user links an identity, signs in with it, and unlinks it", provider_link)
+
         current = "browser log"
         def clean_log():
             errors = c.browser_errors()
             # Expected, and logged by Chromium as failed loads: the 401s of the first /auth/me and of the wrong-password,
             # locked and wrong-code attempts, the 422 of a bad cron preview and of the refused webhook endpoint.
             expected = [("/api/v1/auth/login -", "401"), ("/api/v1/auth/login -", "423"), ("/api/v1/auth/mfa/verify -", "401"),
-                        ("/api/v1/auth/me -", "401"), ("/api/v1/schedules/preview?", "422"), ("/api/v1/webhooks -", "422")]
+                        ("/api/v1/auth/me -", "401"), ("/api/v1/auth/oauth/exchange -", "409"), ("/api/v1/schedules/preview?", "422"), ("/api/v1/webhooks -", "422")]
             unexpected = [e for e in errors if not any(url in e and f"status of {code}" in e for url, code in expected)]
             assert not unexpected, unexpected
         check("no console errors and no CSP violations on any page", clean_log)

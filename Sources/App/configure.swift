@@ -15,6 +15,7 @@ public func configure(_ app: Application, config: AppConfig) async throws {
     try await DatabaseSetup.openSQLiteWriter(app, config)
     app.verifiedTokens = VerifiedTokens()
     app.auditVerifications = AuditVerifications()
+    app.oauthProviderDirectory = OAuthProviderDirectory(transport: app.providerTransport, clock: app.wallClock, logger: app.logger)
     ExecutionJobs.register(in: app.jobHandlers)
     WorkflowRunService.register(in: app.jobHandlers, observing: app.executionOutcomeObservers)
     ScheduleService.register(in: app.jobHandlers)

@@ -16,6 +16,7 @@ func routes(_ app: Application) throws {
     // /api/v1: the authenticator reads credentials when present; each collection states what its routes need.
     let api = app.grouped("api", "v1").grouped(SessionAuthenticator(), GeneralRateLimitMiddleware(), IdempotencyMiddleware())
     try api.register(collection: AuthController())
+    try api.register(collection: OAuthController())
 
     // Permission-gated
     try api.register(collection: APIKeyController())

@@ -57,13 +57,13 @@ struct AuthController: RouteCollection {
             case .mfaRequired(let token):
                 return (try await MFARequiredResponse(mfaRequired: true, mfaToken: token).encodeResponse(for: req), "mfa_required")
             case .signedIn(let issued):
-                return (try await respond(with: issued, req: req), "success")
+                return (try await Self.respond(with: issued, req: req), "success")
             }
         }
     }
 
     /// Runs one login step and counts its outcome for `/metrics` (`steward_logins_total{step,outcome}`).
-    private static func counted(step: String, _ req: Request, _ body: () async throws -> (Response, String)) async throws -> Response {
+    static func counted(step: String, _ req: Request, _ body: () async throws -> (Response, String)) async throws -> Response {
         let metrics = req.application.metrics
         do {
             let (response, outcome) = try await body()
@@ -89,7 +89,7 @@ struct AuthController: RouteCollection {
         return try await Self.counted(step: "mfa", req) {
             try await RateLimiter(app: req.application).check(req, [(req.application.rateLimitPolicies.mfa, "token:\(body.mfaToken)")], onStoreFailure: .failClosed)
             let issued = try await PasswordLogin(app: req.application).verifyMFA(body, origin: req.origin)
-            return (try await respond(with: issued, req: req), "success")
+            return (try await Self.respond(with: issued, req: req), "success")
         }
     }
 
@@ -206,7 +206,7 @@ struct AuthController: RouteCollection {
     }
 
     /// The token pair, plus the session cookie when the login asked for cookie mode.
-    private func respond(with issued: IssuedSession, req: Request) async throws -> Response {
+    static func respond(with issued: IssuedSession, req: Request) async throws -> Response {
         let response = try await issued.pair.encodeResponse(for: req)
         if let cookie = issued.cookieToken {
             response.cookies[SessionAuthenticator.cookieName] = HTTPCookies.Value(

@@ -27,7 +27,9 @@ public struct PasswordHasher: Sendable {
     }
 
     public func verify(_ password: String, against hash: String) async throws -> Bool {
-        try await threadPool.runIfActive { try Bcrypt.verify(Self.prehash(password), created: hash) }
+        // `User.noPassword` and anything else that is not a bcrypt hash matches nothing.
+        guard hash.hasPrefix("$2") else { return false }
+        return try await threadPool.runIfActive { try Bcrypt.verify(Self.prehash(password), created: hash) }
     }
 
     /// True when the stored hash was made at another cost than the configured one.

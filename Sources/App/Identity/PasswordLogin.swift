@@ -23,8 +23,9 @@ struct PasswordLogin: IdentityService {
 
         let user = key.isEmpty ? nil : try await User.query(on: reads).filter(\.$email == key).first()
         // An unknown email is checked against a dummy hash, so both failures take the same time.
+        // So does an account with no password (made through an identity provider).
         let hash: String
-        if let user { hash = user.passwordHash } else { hash = try await dummyHash() }
+        if let user, user.hasPassword { hash = user.passwordHash } else { hash = try await dummyHash() }
         let passwordMatches = try await hasher.verify(request.password, against: hash)
         guard let user, passwordMatches else {
             try await recordFailure(key: key, user: user, reason: user == nil ? "unknown_email" : "wrong_password", origin: origin)
@@ -39,23 +40,29 @@ struct PasswordLogin: IdentityService {
         if hasher.needsRehash(user.passwordHash) {
             user.passwordHash = try await hasher.hash(request.password)
         }
+        return try await complete(user: user, key: key, cookie: request.cookie ?? false, method: "password", origin: origin, saving: true)
+    }
+
+    /// The end of every first factor (a password, an identity provider): an MFA challenge when the account has
+    /// TOTP, else a session. `saving` writes the user's changed fields (a rehashed password) with it.
+    func complete(user: User, key: String, cookie: Bool, method: String, origin: RequestOrigin, saving: Bool = false) async throws -> LoginOutcome {
         if user.mfaEnabled {
             let challenge = MFAChallenge()
             challenge.$user.id = try user.requireID()
-            challenge.cookie = request.cookie ?? false
+            challenge.cookie = cookie
             let now = self.now
             let token = try await app.writeTransaction { db in
-                try await user.save(on: db)
+                if saving { try await user.save(on: db) }
                 let token = try await HashedTokens.issue(challenge, now: now, expiresAt: now.addingTimeInterval(Self.mfaChallengeLifetime), on: db)
                 try await recorder.record(audit: AuditRecord(
                     action: "auth.login", actorID: user.id, actorType: .user, resourceType: "user",
                     resourceID: user.id?.lowercasedString, outcome: .success, origin: origin,
-                    details: ["stage": "password", "mfaRequired": true]), on: db)
+                    details: ["stage": .string(method), "mfaRequired": true]), on: db)
                 return token
             }
             return .mfaRequired(mfaToken: token)
         }
-        return .signedIn(try await signIn(user: user, key: key, cookie: request.cookie ?? false, method: "password", origin: origin))
+        return .signedIn(try await signIn(user: user, key: key, cookie: cookie, method: method, origin: origin))
     }
 
     func verifyMFA(_ request: MFAVerifyRequest, origin: RequestOrigin) async throws -> IssuedSession {
@@ -124,7 +131,7 @@ struct PasswordLogin: IdentityService {
         }
     }
 
-    private func refuseIfLocked(key: String, origin: RequestOrigin) async throws {
+    func refuseIfLocked(key: String, origin: RequestOrigin) async throws {
         guard let throttle = try await LoginThrottle.find(key, on: reads), let until = throttle.lockedUntil, until > now else { return }
         try await auditAlone(failedLogin(key: key, user: nil, reason: "locked", origin: origin))
         throw AuthError.accountLocked(retryAfterSeconds: Int(until.timeIntervalSince(now).rounded(.up)))

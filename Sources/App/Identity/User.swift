@@ -43,6 +43,13 @@ public final class User: Model, @unchecked Sendable {
         self.mfaEnabled = false
     }
 
+    /// The stored hash of an account without a password (made through an identity provider): it matches no
+    /// password. The account can set one through the password-reset flow.
+    public static let noPassword = "!"
+
+    /// Whether a password can sign this account in.
+    public var hasPassword: Bool { passwordHash.hasPrefix("$2") }
+
     /// The one spelling of an email used for storage, uniqueness and lockout keys.
     public static func normalise(email: String) -> String {
         email.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()

@@ -38,5 +38,6 @@ enum AppMigrations {
         AddSkillToolFields(),
         CreateAPIKeyTools(),
         AddDeliveryStatusIndex(),
+        CreateOAuthIdentities(),
     ] }
 }

@@ -91,6 +91,8 @@ struct ContractConformanceTests {
             "/api/v1/ws", // WebSocket only
             "/metrics", "/openapi.yaml", // not JSON
             "/mcp", // a 2025 MCP session's stream (405 without one); the MCP tests cover it
+            // Browser redirects of a provider sign-in (302, no JSON); the identity-provider tests cover them.
+            "/api/v1/auth/oauth/{provider}/start", "/api/v1/auth/oauth/{provider}/callback",
         ]
         let fills: [String: String] = [
             "/api/v1/users/{id}": "user", "/api/v1/skills/{skill}": "skill", "/api/v1/executions/{id}": "execution",

@@ -111,6 +111,12 @@ public struct AppConfig: Sendable {
     public var rateLimits: [String: RateLimitPolicy]
     /// How long an MCP `tools/call` waits for its execution before answering with the execution id.
     public var mcpCallTimeoutSeconds: Int
+    /// Identity providers for sign-in (`STEWARD_OIDC_PROVIDERS`), in the order they were listed.
+    public var oauthProviders: [OAuthProviderConfig]
+    /// Where a finished identity-provider sign-in may return (exact URLs).
+    public var oauthRedirectURLs: [String]
+    /// Whether an unknown identity creates an account.
+    public var oauthSignup: Bool
 }
 
 /// Every bad or missing variable found while loading, reported together.
@@ -185,6 +191,17 @@ extension AppConfig {
         .init(name: "STEWARD_MAX_STREAMS", defaultValue: "5000", meaning: "Open event streams one instance holds in all."),
         .init(name: "STEWARD_STREAM_BUFFER", defaultValue: "1000", meaning: "Events queued for one stream before its client counts as too slow and is disconnected (it resumes from its last seq)."),
         .init(name: "STEWARD_RATE_LIMIT_STORE", defaultValue: "memory", meaning: "memory (one instance) or database (shared by every instance on one database; one atomic statement per decision)."),
+        .init(name: "STEWARD_OIDC_PROVIDERS", defaultValue: "(empty: passwords only)", meaning: "Comma-separated ids of identity providers for sign-in, such as google,corp; github is the GitHub preset. Each id needs the STEWARD_OIDC_<ID>_… variables below (<ID> upper-cased, - as _)."),
+        .init(name: "STEWARD_OIDC_<ID>_ISSUER", defaultValue: "(required, except for github)", meaning: "The provider's issuer URL (https; http only on loopback); discovery is read from <issuer>/.well-known/openid-configuration."),
+        .init(name: "STEWARD_OIDC_<ID>_CLIENT_ID", defaultValue: "(required)", meaning: "The client id Steward is registered under at the provider."),
+        .init(name: "STEWARD_OIDC_<ID>_CLIENT_SECRET", defaultValue: "(required)", meaning: "The client secret. Register <public URL>/api/v1/auth/oauth/<id>/callback as the redirect URI."),
+        .init(name: "STEWARD_OIDC_<ID>_SCOPES", defaultValue: "openid email profile", meaning: "Space-separated scopes to ask for (github: read:user user:email)."),
+        .init(name: "STEWARD_OIDC_<ID>_NAME", defaultValue: "(the id)", meaning: "The provider's name shown on the sign-in page."),
+        .init(name: "STEWARD_OIDC_GITHUB_AUTH_URL", defaultValue: "https://github.com/login/oauth/authorize", meaning: "GitHub preset: the authorization endpoint (GitHub Enterprise: https://<host>/login/oauth/authorize)."),
+        .init(name: "STEWARD_OIDC_GITHUB_TOKEN_URL", defaultValue: "https://github.com/login/oauth/access_token", meaning: "GitHub preset: the token endpoint."),
+        .init(name: "STEWARD_OIDC_GITHUB_API_URL", defaultValue: "https://api.github.com", meaning: "GitHub preset: the REST API (GitHub Enterprise: https://<host>/api/v3)."),
+        .init(name: "STEWARD_OAUTH_REDIRECT_URLS", defaultValue: "<public URL>/console/oauth", meaning: "Comma-separated URLs a finished identity-provider sign-in may return to, matched exactly (query excluded); anything else is refused."),
+        .init(name: "STEWARD_OAUTH_SIGNUP", defaultValue: "true", meaning: "Whether a sign-in with an unknown identity creates an account (with the default role)."),
         .init(name: "STEWARD_TRUSTED_PROXIES", defaultValue: "(empty: forwarding headers are ignored)", meaning: "Comma-separated CIDRs of reverse proxies whose X-Forwarded-For / Forwarded headers name the client IP."),
     ] + rateLimitVariables.map { .init(name: $0.variable, defaultValue: $0.fallback, meaning: $0.meaning + " N/s, N/min, N/hour or N/day; 0 turns it off.") } + [
         .init(name: "STEWARD_ENCRYPTION_KEY", defaultValue: "(unset: generated into the data directory)", meaning: "Base64 of 32 bytes; encrypts TOTP secrets, webhook secrets, HTTP-runner and webhook header values and other secrets at rest (AES-GCM)."),
@@ -305,6 +322,10 @@ extension AppConfig {
             reader.problems.append("STEWARD_CORS_ORIGINS: '\(origin)' is not an origin such as https://app.example.com")
         }
 
+        let oauthProviders = reader.oauthProviders()
+        let oauthRedirectURLs = reader.oauthRedirectURLs(publicURL: publicURL)
+        let oauthSignup = reader.bool("STEWARD_OAUTH_SIGNUP", default: true)
+
         guard reader.problems.isEmpty else {
             throw ConfigurationError(problems: reader.problems)
         }
@@ -325,7 +346,8 @@ extension AppConfig {
             jobMaxAttempts: jobMaxAttempts, maxConcurrentExecutionsPerUser: maxConcurrent,
             webhookHistoryDays: webhookHistoryDays, backupCron: backupCron, backupKeep: backupKeep, maxStreamsPerUser: maxStreamsPerUser, maxStreams: maxStreams,
             streamBufferEvents: streamBuffer, rateLimitStore: rateLimitStore, trustedProxies: trustedProxies,
-            rateLimits: rateLimits, mcpCallTimeoutSeconds: mcpCallTimeout
+            rateLimits: rateLimits, mcpCallTimeoutSeconds: mcpCallTimeout,
+            oauthProviders: oauthProviders, oauthRedirectURLs: oauthRedirectURLs, oauthSignup: oauthSignup
         )
     }
 }

@@ -47,6 +47,8 @@ struct MaintenanceTasks: Sendable {
                     for statement: SQLQueryString in [
                         "DELETE FROM one_time_tokens WHERE expires_at < \(bind: cutoff) RETURNING id",
                         "DELETE FROM mfa_challenges WHERE expires_at < \(bind: cutoff) RETURNING id",
+                        "DELETE FROM oauth_states WHERE expires_at < \(bind: now) RETURNING id",
+                        "DELETE FROM oauth_login_codes WHERE expires_at < \(bind: now) RETURNING id",
                         "DELETE FROM idempotency_keys WHERE expires_at < \(bind: now) RETURNING user_id",
                     ] {
                         removed += try await sql.raw(statement).all().count

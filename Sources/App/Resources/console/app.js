@@ -35,6 +35,8 @@ const routes = [
   { path: 'audit', title: 'Audit log', perm: 'audit:read', render: auditPage, nav: true },
   { path: 'about', title: 'About', perm: 'analytics:read', render: aboutPage, nav: true },
   { path: 'account', title: 'My account', render: accountPage },
+  // Where an identity-provider link returns (a sign-in's return is handled before there is a session).
+  { path: 'oauth', title: 'My account', render: accountPage },
 ];
 
 const root = document.getElementById('app');

@@ -1,12 +1,59 @@
-// Sign in (password, then the MFA step when the account has it), and the signed-in user's own account: sessions
-// with revoke.
-import { api, setCSRF } from './api.js';
+// Sign in (password or an identity provider, then the MFA step when the account has it), and the signed-in user's
+// own account: sign-in methods (linked identities) and sessions, with revoke.
+import { api, setCSRF, query } from './api.js';
 import { h, clear, field, problemView, pageHeader, section, fmtTime, ago, confirmButton, run, notice } from './ui.js';
+
+// Where a provider sign-in (or link) comes back to: it must be one of STEWARD_OAUTH_REDIRECT_URLS, whose default
+// is <public URL>/console/oauth.
+const oauthReturn = () => `${location.origin}/console/oauth`;
 
 export function signInPage(main, ctx) {
   const area = h('div', { class: 'signin-box card' });
   main.append(area);
+  const back = new URLSearchParams(location.search);
+  if (location.pathname.replace(/\/+$/, '') === '/console/oauth' && back.get('code')) {
+    providerReturn(area, ctx, back.get('code'));
+    return;
+  }
   passwordStep(area, ctx);
+}
+
+// Back from a provider: trade the one-time code for the session (cookie mode), or show why not.
+async function providerReturn(area, ctx, code) {
+  history.replaceState(null, '', '/console/oauth');
+  const errors = h('div', { class: 'form-errors' });
+  const again = h('button', { type: 'button', class: 'secondary' }, 'Back to sign-in');
+  again.addEventListener('click', () => { history.replaceState(null, '', '/console'); passwordStep(area, ctx); });
+  clear(area, h('div', { class: 'stack' }, h('h1', { id: 'signin-title' }, 'Signing you in…'), errors));
+  const answer = await run(null, errors, () => api.post('/auth/oauth/exchange', { code, cookie: true }, { quietAuth: true }));
+  if (!answer) {
+    area.querySelector('h1').textContent = 'Sign-in did not finish';
+    errors.append(again);
+    return;
+  }
+  history.replaceState(null, '', '/console');
+  if (answer.mfaRequired) { mfaStep(area, ctx, answer.mfaToken); return; }
+  await finish(answer, ctx, errors);
+}
+
+// One button per configured identity provider, under the password form.
+async function providerButtons(where) {
+  let providers;
+  try {
+    providers = (await api.get('/auth/providers', { quietAuth: true })).items;
+  } catch {
+    return;
+  }
+  if (!providers.length) return;
+  where.replaceChildren(h('p', { class: 'muted' }, 'or'),
+    ...providers.map((provider) => {
+      const button = h('button', { type: 'button', class: 'secondary provider', 'data-provider': provider.id }, `Sign in with ${provider.name}`);
+      button.addEventListener('click', () => {
+        button.disabled = true;
+        location.assign(`/api/v1/auth/oauth/${encodeURIComponent(provider.id)}/start${query({ redirect: oauthReturn() })}`);
+      });
+      return button;
+    }));
 }
 
 function passwordStep(area, ctx) {
@@ -20,9 +67,11 @@ function passwordStep(area, ctx) {
     `This page came over plain HTTP from ${location.host}. Browsers keep Steward's session cookie only over HTTPS or on localhost, `
     + 'so a sign-in here would not last. Serve Steward behind HTTPS, or open the console as http://localhost:'
     + `${location.port || '80'}/console on the server itself.`);
+  const providers = h('div', { class: 'stack', id: 'providers' });
   const form = h('form', { class: 'stack', 'aria-labelledby': 'signin-title' },
     h('h1', { id: 'signin-title' }, 'Sign in to Steward'), insecure,
-    field('Email', email), field('Password', password), errors, submit);
+    field('Email', email), field('Password', password), errors, submit, providers);
+  providerButtons(providers);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const answer = await run(submit, errors, () => api.post('/auth/login', { email: email.value, password: password.value, cookie: true }, { quietAuth: true }));
@@ -73,15 +122,58 @@ async function finish(answer, ctx, errors) {
 export function accountPage(main, params, ctx) {
   const user = ctx.me.user;
   const sessions = h('div');
-  main.append(pageHeader('My account'),
+  const methods = h('div');
+  // Back from linking an identity (the provider returned to /console/oauth): say how it went.
+  const back = new URLSearchParams(location.search);
+  let outcome = null;
+  if (back.get('linked')) outcome = notice(`Linked your ${back.get('linked')} identity. You can now sign in with it.`, 'ok');
+  else if (back.get('error')) outcome = notice(back.get('error_description') || back.get('error'), 'error');
+  if (location.pathname.replace(/\/+$/, '') === '/console/oauth') history.replaceState(null, '', '/console/account');
+  main.append(pageHeader('My account'), outcome,
     section('Profile', h('dl', { class: 'facts' },
       h('dt', {}, 'Email'), h('dd', {}, user.email),
       h('dt', {}, 'Username'), h('dd', {}, user.username),
       h('dt', {}, 'Roles'), h('dd', {}, ctx.me.roles.join(', ') || '—'),
       h('dt', {}, 'Two-step verification'), h('dd', {}, user.mfaEnabled ? 'On' : 'Off'),
       h('dt', {}, 'Last sign-in'), h('dd', {}, fmtTime(user.lastLoginAt)))),
+    section('Sign-in methods', methods),
     section('My sessions', sessions));
+  loadMethods(methods);
   loadSessions(sessions, ctx);
+}
+
+// Linked identities, each with unlink (the server refuses the last way to sign in), and a link button per provider.
+async function loadMethods(area) {
+  try {
+    const [identities, providers] = await Promise.all([api.get('/auth/identities'), api.get('/auth/providers')]);
+    const errors = h('div');
+    const names = Object.fromEntries(providers.items.map((provider) => [provider.id, provider.name]));
+    const rows = identities.items.map((identity) => h('tr', { 'data-identity': identity.id },
+      h('td', { 'data-label': 'Provider' }, names[identity.provider] || identity.provider),
+      h('td', { 'data-label': 'Email' }, identity.email || '—'),
+      h('td', { 'data-label': 'Linked' }, fmtTime(identity.linkedAt)),
+      h('td', { 'data-label': 'Last used' }, identity.lastLoginAt ? ago(identity.lastLoginAt) : 'never'),
+      h('td', { 'data-label': 'Actions' }, confirmButton('Unlink', 'Confirm unlink', async (button) => {
+        const done = await run(button, errors, () => api.del(`/auth/identities/${identity.id}`));
+        if (done === undefined && errors.childElementCount) return;
+        loadMethods(area);
+      }))));
+    const linkButtons = providers.items.map((provider) => {
+      const button = h('button', { type: 'button', class: 'secondary', 'data-link': provider.id }, `Link ${provider.name}`);
+      button.addEventListener('click', async () => {
+        const answer = await run(button, errors, () => api.post(`/auth/oauth/${encodeURIComponent(provider.id)}/link`, { redirect: oauthReturn() }));
+        if (answer) location.assign(answer.authorizationUrl);
+      });
+      return button;
+    });
+    clear(area,
+      rows.length
+        ? h('table', {}, h('thead', {}, h('tr', {}, ['Provider', 'Email', 'Linked', 'Last used', ''].map((label) => h('th', { scope: 'col' }, label)))), h('tbody', {}, rows))
+        : h('p', { class: 'muted' }, providers.items.length ? 'No identity provider is linked to this account.' : 'Only passwords: no identity provider is configured.'),
+      linkButtons.length ? h('div', { class: 'row' }, linkButtons) : null, errors);
+  } catch (error) {
+    clear(area, problemView(error));
+  }
 }
 
 async function loadSessions(area, ctx) {
