@@ -65,10 +65,12 @@ struct SetRolesRequest: Content {
 }
 
 /// One role and what it allows.
-struct RoleResponse: Content {
+struct RoleResponse: Content, Equatable {
     var name: String
     var description: String
     var permissions: [String]
+    /// One of the five built-in roles, which cannot be changed or deleted.
+    var builtIn: Bool
 }
 
 extension AdminUserResponse: APIJSONWritable {

@@ -169,10 +169,7 @@ struct UserAdminService: Sendable {
     /// Replaces a user's roles.
     func setRoles(_ id: UUID, roles requested: [String], actor: Actor) async throws -> (User, [String]) {
         let roles = Set(requested)
-        let unknown = roles.subtracting(RoleCatalog.names)
-        guard unknown.isEmpty else {
-            throw HTTPProblem.validation([FieldProblem(field: "roles", message: "has unknown roles: \(unknown.sorted().prefix(5).joined(separator: ", ")); known: \(RoleCatalog.names.joined(separator: ", "))")])
-        }
+        try await RoleService(app: app).requireKnown(roles, field: "roles")
         let (user, current) = try await find(id)
         let userID = try user.requireID()
         try await app.writeTransaction { db in
@@ -211,10 +208,7 @@ struct UserAdminService: Sendable {
 
     /// Creates an account with the given roles (the CLI's `user create`).
     func create(email: String, username: String, password: String, fullName: String?, roles: [String], actor: Actor) async throws -> User {
-        let unknown = Set(roles).subtracting(RoleCatalog.names)
-        guard unknown.isEmpty else {
-            throw HTTPProblem.validation([FieldProblem(field: "roles", message: "has unknown roles: \(unknown.sorted().joined(separator: ", "))")])
-        }
+        try await RoleService(app: app).requireKnown(Set(roles), field: "roles")
         let user = try await AccountRegistration(app: app).register(
             RegisterRequest(email: email, username: username, password: password, fullName: fullName), origin: actor.origin)
         if !roles.isEmpty {

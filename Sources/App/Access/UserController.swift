@@ -23,9 +23,7 @@ struct UserController: RouteCollection {
         filter.q = req.query[String.self, at: "q"]
         if let q = filter.q, q.count > 500 { throw HTTPProblem.validation([FieldProblem(field: "q", message: "must be at most 500 characters")]) }
         if let role = req.query[String.self, at: "role"] {
-            guard RoleCatalog.names.contains(role) else {
-                throw HTTPProblem.validation([FieldProblem(field: "role", message: "must be one of \(RoleCatalog.names.joined(separator: ", "))")])
-            }
+            try await RoleService(app: req.application).requireKnown([role], field: "role")
             filter.role = role
         }
         if let raw = req.query[String.self, at: "status"] {
@@ -89,16 +87,44 @@ struct UserController: RouteCollection {
     }
 }
 
-/// `GET /api/v1/roles` (users:read): the fixed roles and their permissions.
+/// `/api/v1/roles`: the built-in roles and custom ones. Reading needs users:read; creating, changing and
+/// deleting custom roles needs roles:manage.
 struct RoleController: RouteCollection {
     func boot(routes: any RoutesBuilder) throws {
-        routes.grouped("roles").grouped(RequireCaller(), RequirePermission(.usersRead)).get(use: index)
+        let roles = routes.grouped("roles").grouped(RequireCaller())
+        roles.grouped(RequirePermission(.usersRead)).get(use: index)
+        let managers = roles.grouped(RequirePermission(.rolesManage))
+        managers.post(use: create)
+        managers.patch(":name", use: update)
+        managers.delete(":name", use: delete)
     }
 
     @Sendable
     func index(req: Request) async throws -> ListResponse<RoleResponse> {
-        ListResponse(items: RoleCatalog.roles.map { role in
-            RoleResponse(name: role.name, description: role.description, permissions: role.permissions.map(\.rawValue).sorted())
-        }, nextCursor: nil)
+        ListResponse(items: try await RoleService(app: req.application).all(), nextCursor: nil)
+    }
+
+    @Sendable
+    func create(req: Request) async throws -> Response {
+        let body = try req.content.decode(RoleCreateRequest.self)
+        let role = try await RoleService(app: req.application).create(body, caller: try req.caller, origin: req.origin)
+        return try await role.encodeResponse(status: .created, for: req)
+    }
+
+    @Sendable
+    func update(req: Request) async throws -> RoleResponse {
+        guard case .object(let fields) = try req.content.decode(JSONValue.self) else {
+            throw HTTPProblem.validation([FieldProblem(field: "body", message: "must be a JSON object")])
+        }
+        return try await RoleService(app: req.application).update(try req.parameters.require("name"), fields: fields,
+                                                                  caller: try req.caller, origin: req.origin)
+    }
+
+    @Sendable
+    func delete(req: Request) async throws -> HTTPStatus {
+        let reassign = try req.query.get(String?.self, at: "reassign")
+        try await RoleService(app: req.application).delete(try req.parameters.require("name"), reassign: reassign,
+                                                           caller: try req.caller, origin: req.origin)
+        return .noContent
     }
 }
