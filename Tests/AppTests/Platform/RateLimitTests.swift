@@ -32,6 +32,46 @@ struct RateLimitTests {
         #expect(RateLimitPolicy.parse(name: "x", "ten/min") == nil)
     }
 
+    @Test("Rates take any multiple of a unit as their window, up to 30 days")
+    func anyWindow() throws {
+        #expect(RateLimitPolicy.parse(name: "x", "100/15min") == RateLimitPolicy(name: "x", limit: 100, window: 900))
+        #expect(RateLimitPolicy.parse(name: "x", "5/2h") == RateLimitPolicy(name: "x", limit: 5, window: 7200))
+        #expect(RateLimitPolicy.parse(name: "x", "10/30s") == RateLimitPolicy(name: "x", limit: 10, window: 30))
+        #expect(RateLimitPolicy.parse(name: "x", "1000/7days") == RateLimitPolicy(name: "x", limit: 1000, window: 7 * 86_400))
+        for bad in ["10/0min", "10/31d", "10/15", "10/-5min", "10/1.5h", "10/min5", "10/15 parsecs"] {
+            #expect(RateLimitPolicy.parse(name: "x", bad) == nil, "\(bad)")
+        }
+        #expect(try AppConfig.parse(["STEWARD_RATE_LIMIT_API": "100/15min"]).rateLimits["api"]?.window == 900)
+        #expect(throws: ConfigurationError.self) { try AppConfig.parse(["STEWARD_RATE_LIMIT_GLOBAL": "lots"]) }
+        #expect(try AppConfig.parse([:]).rateLimits["global"]?.isOff == true)
+    }
+
+    @Test("The global limit caps every /api/v1 request together, names the global policy, and exempts sign-in and health")
+    func globalLimit() async throws {
+        try await withTestApp(environment: ["STEWARD_RATE_LIMIT_GLOBAL": "3/min", "STEWARD_RATE_LIMIT_API": "0", "STEWARD_RATE_LIMIT_ANONYMOUS": "0"]) { app in
+            app.useTestDoubles()
+            try await makeUser(app, email: "carol@example.com")
+            try await makeUser(app, email: "dave@example.com")
+            // Sign-in does not count and is never refused by the global cap.
+            let carol = try await login(app, email: "carol@example.com").accessToken
+            let dave = try await login(app, email: "dave@example.com").accessToken
+            #expect(try await app.testing().sendRequest(.GET, "/api/v1/auth/me", headers: bearer(carol)).status == .ok)
+            #expect(try await app.testing().sendRequest(.GET, "/api/v1/auth/me", headers: bearer(dave)).status == .ok)
+            #expect(try await app.testing().sendRequest(.GET, "/api/v1/skills").status == .unauthorized)
+            // Three requests from three callers used the whole service's budget.
+            let over = try await app.testing().sendRequest(.GET, "/api/v1/auth/me", headers: bearer(dave))
+            #expect(over.status == .tooManyRequests)
+            #expect(try over.problem().errors?.first?.field == "global")
+            #expect(over.headers.first(name: "RateLimit-Policy")?.contains("\"global\"") == true)
+            #expect(try await app.testing().sendRequest(.GET, "/api/v1/skills").status == .tooManyRequests)
+            _ = try await login(app, email: "carol@example.com")
+            #expect(try await app.testing().sendRequest(.GET, "/health/live").status == .ok)
+            // A minute later the budget is back.
+            (app.wallClock as! TestClock).advance(by: 61)
+            #expect(try await app.testing().sendRequest(.GET, "/api/v1/auth/me", headers: bearer(carol)).status == .ok)
+        }
+    }
+
     @Test("Login: per IP and email, then per IP; headers on every answer; 429 names the policy with Retry-After")
     func loginPolicies() async throws {
         try await withTestApp(environment: ["STEWARD_RATE_LIMIT_LOGIN": "3/min", "STEWARD_RATE_LIMIT_LOGIN_IP": "5/min"]) { app in

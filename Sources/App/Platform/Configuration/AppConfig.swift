@@ -37,6 +37,7 @@ public struct AppConfig: Sendable {
         ("STEWARD_RATE_LIMIT_API", "api", "600/min", "API requests per authenticated user or API key."),
         ("STEWARD_RATE_LIMIT_ANONYMOUS", "anonymous", "120/min", "API requests without credentials, per client IP."),
         ("STEWARD_RATE_LIMIT_EXECUTIONS", "executions", "60/min", "Executions created per user."),
+        ("STEWARD_RATE_LIMIT_GLOBAL", "global", "0", "All /api/v1 requests together (sign-in exempt; health and metrics are outside /api/v1). Shared by every instance with STEWARD_RATE_LIMIT_STORE=database, else per instance."),
     ]
 
     public var host: String
@@ -203,7 +204,7 @@ extension AppConfig {
         .init(name: "STEWARD_OAUTH_REDIRECT_URLS", defaultValue: "<public URL>/console/oauth", meaning: "Comma-separated URLs a finished identity-provider sign-in may return to, matched exactly (query excluded); anything else is refused."),
         .init(name: "STEWARD_OAUTH_SIGNUP", defaultValue: "true", meaning: "Whether a sign-in with an unknown identity creates an account (with the default role)."),
         .init(name: "STEWARD_TRUSTED_PROXIES", defaultValue: "(empty: forwarding headers are ignored)", meaning: "Comma-separated CIDRs of reverse proxies whose X-Forwarded-For / Forwarded headers name the client IP."),
-    ] + rateLimitVariables.map { .init(name: $0.variable, defaultValue: $0.fallback, meaning: $0.meaning + " N/s, N/min, N/hour or N/day; 0 turns it off.") } + [
+    ] + rateLimitVariables.map { .init(name: $0.variable, defaultValue: $0.fallback, meaning: $0.meaning + " N/s, N/min, N/hour or N/day, or a multiple such as N/15min; 0 turns it off.") } + [
         .init(name: "STEWARD_ENCRYPTION_KEY", defaultValue: "(unset: generated into the data directory)", meaning: "Base64 of 32 bytes; encrypts TOTP secrets, webhook secrets, HTTP-runner and webhook header values and other secrets at rest (AES-GCM)."),
         .init(name: "STEWARD_AUDIT_KEY", defaultValue: "(unset: generated into the data directory as audit.key)", meaning: "Base64 of 32 bytes; keys the audit chain's HMAC. Keep it outside the database; every instance on one database needs the same key."),
         .init(name: "STEWARD_AUDIT_SIGNING_KEY", defaultValue: "(unset: generated into the data directory as audit-signing.key)", meaning: "Base64 of a 32-byte Ed25519 private key that signs audit checkpoints."),
@@ -314,7 +315,7 @@ extension AppConfig {
             } else if let policy = RateLimitPolicy.parse(name: entry.policy, text) {
                 rateLimits[entry.policy] = policy
             } else {
-                reader.problems.append("\(entry.variable): '\(text)' is not a rate such as 10/min, 100/hour or 0")
+                reader.problems.append("\(entry.variable): '\(text)' is not a rate such as 10/min, 100/15min, 1000/hour or 0")
             }
         }
 

@@ -17,16 +17,20 @@ public struct RateLimitPolicy: Sendable, Equatable {
     /// GCRA's emission interval: the time one request "costs".
     var interval: Double { Double(window) / Double(limit) }
 
-    /// `10/min`, `30/minute`, `10/hour`, `100/s`, `5/day`, or `0` (off).
+    /// `10/min`, `30/minute`, `10/hour`, `100/s`, `5/day`, any multiple of a unit (`100/15min`, `5/2h`,
+    /// `10/30s`), or `0` (off). Windows run from one second to 30 days.
     static func parse(name: String, _ text: String) -> RateLimitPolicy? {
         let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
         if trimmed == "0" { return RateLimitPolicy(name: name, limit: 0, window: 60) }
         let parts = trimmed.split(separator: "/", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
         guard parts.count == 2, let limit = Int(parts[0]), (1...1_000_000).contains(limit) else { return nil }
-        let units: [String: Int] = ["s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
-                                    "h": 3600, "hour": 3600, "d": 86_400, "day": 86_400]
-        guard let window = units[parts[1]] else { return nil }
-        return RateLimitPolicy(name: name, limit: limit, window: window)
+        let units: [String: Int] = ["s": 1, "sec": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "minute": 60, "minutes": 60,
+                                    "h": 3600, "hour": 3600, "hours": 3600, "d": 86_400, "day": 86_400, "days": 86_400]
+        let digits = parts[1].prefix { $0.isASCII && $0.isNumber }
+        let count = digits.isEmpty ? 1 : Int(digits)
+        let unit = parts[1].dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
+        guard let count, count >= 1, let seconds = units[unit], count <= 30 * 86_400 / seconds else { return nil }
+        return RateLimitPolicy(name: name, limit: limit, window: count * seconds)
     }
 
     var description: String { isOff ? "off" : "\(limit) per \(window) s" }
@@ -164,6 +168,8 @@ struct RateLimitPolicies: Sendable {
     var apiUser: RateLimitPolicy
     var apiAnonymous: RateLimitPolicy
     var executions: RateLimitPolicy
+    /// Every `/api/v1` request together (sign-in exempt); off unless STEWARD_RATE_LIMIT_GLOBAL is set.
+    var global: RateLimitPolicy
 }
 
 /// Asks the configured store, records what it said for the response headers, and refuses over the limit.
@@ -212,7 +218,18 @@ struct GeneralRateLimitMiddleware: AsyncMiddleware {
         } else {
             try await RateLimiter(app: request.application).check(request, [(policies.apiAnonymous, "ip:\(request.clientIP)")], onStoreFailure: .failOpen)
         }
+        // The whole service's cap, counted after the caller's own limit (a caller refused there costs nothing here).
+        // Signing in stays possible at the cap, so that an operator can still get in.
+        if !policies.global.isOff, !Self.isSignIn(request.url.path) {
+            try await RateLimiter(app: request.application).check(request, [(policies.global, "global")], onStoreFailure: .failOpen)
+        }
         return try await next.respond(to: request)
+    }
+
+    static let signInPaths: Set<String> = ["/api/v1/auth/login", "/api/v1/auth/mfa/verify", "/api/v1/auth/refresh", "/api/v1/auth/providers"]
+
+    static func isSignIn(_ path: String) -> Bool {
+        signInPaths.contains(path) || path.hasPrefix("/api/v1/auth/oauth/")
     }
 }
 
