@@ -87,7 +87,7 @@ struct IDTokenVerifier: Sendable {
         guard iat <= time + Self.leeway else { throw OAuthError.invalidIDToken("it was issued in the future") }
         if let nbf = claims.nbf, time + Self.leeway < nbf { throw OAuthError.invalidIDToken("it is not valid yet") }
         guard let nonce = claims.nonce else { throw OAuthError.invalidIDToken("nonce is missing") }
-        guard SecureToken.hash(nonce) == SecureToken.hash(expectedNonce) else { throw OAuthError.invalidIDToken("nonce does not match this sign-in") }
+        guard SecureToken.constantTimeEquals(nonce, expectedNonce) else { throw OAuthError.invalidIDToken("nonce does not match this sign-in") }
 
         let email = claims.email.map { User.normalise(email: $0) }.flatMap { $0.isEmpty ? nil : $0 }
         return ProviderIdentity(subject: subject, email: email, emailVerified: email != nil && claims.emailVerified == true,

@@ -28,10 +28,7 @@ struct OAuthController: RouteCollection {
 
     @Sendable
     func start(req: Request) async throws -> Response {
-        let flow = OAuthSignIn(app: req.application)
-        let providerID = try req.parameters.require("provider")
-        _ = try flow.provider(providerID)
-        let started = try await flow.start(providerID: providerID, redirect: try req.query.get(String?.self, at: "redirect"),
+        let started = try await OAuthSignIn(app: req.application).start(providerID: try req.parameters.require("provider"), redirect: try req.query.get(String?.self, at: "redirect"),
                                            mode: .login, user: nil, origin: req.origin)
         let response = Self.found(started.authorizationURL)
         Self.setBinding(started.binding, on: response)
@@ -54,6 +51,7 @@ struct OAuthController: RouteCollection {
     func callback(req: Request) async throws -> Response {
         let providerID = try req.parameters.require("provider")
         let flow = OAuthSignIn(app: req.application)
+        // An unknown provider is a 404 before it counts against the limit.
         _ = try flow.provider(providerID)
         let policies = req.application.rateLimitPolicies
         try await RateLimiter(app: req.application).check(req, [(policies.loginIP, "ip:\(req.clientIP)")], onStoreFailure: .failClosed)

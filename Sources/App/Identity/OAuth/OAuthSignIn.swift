@@ -96,31 +96,19 @@ struct OAuthSignIn: IdentityService {
         let state = try await claimState(query["state"], provider: provider, binding: binding, origin: origin)
         let now = self.now
 
-        let identity: ProviderIdentity
         do {
-            identity = try await verifiedIdentity(provider: provider, query: query, state: state)
+            let identity = try await verifiedIdentity(provider: provider, query: query, state: state)
+            switch state.mode {
+            case .link:
+                let linked = try await link(identity, provider: provider, userID: state.userID, origin: origin)
+                return Self.append([("linked", provider.id), ("identity", linked.lowercasedString)], to: state.redirectURL)
+            case .login:
+                let code = try await login(identity, provider: provider, origin: origin)
+                return Self.append([("code", code)], to: state.redirectURL)
+            }
         } catch let error as OAuthError {
             try await auditFailure(provider: provider, reason: error.code, detail: error.reason, user: state.userID, origin: origin)
             return try await failureRedirect(error, state: state, provider: provider, now: now)
-        }
-
-        switch state.mode {
-        case .link:
-            do {
-                let linked = try await link(identity, provider: provider, userID: state.userID, origin: origin)
-                return Self.append([("linked", provider.id), ("identity", linked.lowercasedString)], to: state.redirectURL)
-            } catch let error as OAuthError {
-                try await auditFailure(provider: provider, reason: error.code, detail: error.reason, user: state.userID, origin: origin)
-                return try await failureRedirect(error, state: state, provider: provider, now: now)
-            }
-        case .login:
-            do {
-                let code = try await login(identity, provider: provider, origin: origin)
-                return Self.append([("code", code)], to: state.redirectURL)
-            } catch let error as OAuthError {
-                try await auditFailure(provider: provider, reason: error.code, detail: error.reason, user: nil, origin: origin)
-                return try await failureRedirect(error, state: state, provider: provider, now: now)
-            }
         }
     }
 
@@ -335,9 +323,9 @@ struct OAuthSignIn: IdentityService {
         var candidate = base
         for _ in 0..<8 {
             if try await User.query(on: reads).filter(\.$username == candidate).count() == 0 { return candidate }
-            candidate = base + "-" + String(SecureToken.generate(bytes: 4).lowercased().filter(\.isLetter).prefix(4) + String(Int.random(in: 100...999)))
+            candidate = base + "-" + SecureToken.generate(bytes: 3)
         }
-        return "user-" + UUID().uuidString.prefix(8).lowercased()
+        return "user-" + UUID().lowercasedString.prefix(8)
     }
 
     private func auditFailure(provider: OAuthProviderConfig, reason: String, detail: String, user: UUID?, origin: RequestOrigin) async throws {
@@ -390,8 +378,7 @@ struct OAuthSignIn: IdentityService {
             // Counted in the write, so two unlinks at once cannot remove the last two.
             let others = try await sql.raw("SELECT COUNT(*) AS n FROM oauth_identities WHERE user_id = \(bind: userID) AND id <> \(bind: id)")
                 .first()?.decode(column: "n", as: Int.self) ?? 0
-            let hasPassword = try await sql.raw("SELECT password_hash FROM users WHERE id = \(bind: userID)")
-                .first()?.decode(column: "password_hash", as: String.self).hasPrefix("$2") ?? false
+            let hasPassword = try await User.find(userID, on: db)?.hasPassword ?? false
             guard others > 0 || hasPassword else { return false }
             let deleted = try await sql.raw("DELETE FROM oauth_identities WHERE id = \(bind: id) RETURNING id").first()
             guard deleted != nil else { return true }
