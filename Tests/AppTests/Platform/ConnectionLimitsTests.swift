@@ -6,48 +6,6 @@ import Testing
 import Vapor
 @testable import App
 
-/// The steward executable built beside the tests (`swift build --build-tests`).
-func stewardBinary() throws -> String {
-    let candidates = [Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("steward").path,
-                      URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../../.build/debug/steward").standardized.path]
-    return try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) }, "no steward binary next to the tests")
-}
-
-/// A loopback port nothing listens on now: the kernel picks it for a socket that is closed again at once. Better
-/// than a random number, which can fall on a port another test or process holds.
-func freeLoopbackPort() throws -> Int {
-    let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-    let channel = try bootstrap.bind(host: "127.0.0.1", port: 0).wait()
-    defer { try? channel.close().wait() }
-    return try #require(channel.localAddress?.port)
-}
-
-/// `steward serve` on a free port in a fresh data directory, behind `sh -c "<limits> && exec steward serve"`,
-/// once it answers `/health/live`. The caller terminates it.
-private func serveBinary(limits: String, directory: TemporaryDirectory) async throws -> (Process, Int) {
-    let binary = try stewardBinary()
-    let port = try freeLoopbackPort()
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/bin/sh")
-    process.arguments = ["-c", "\(limits) && exec \"$0\" serve", binary]
-    process.environment = [
-        "STEWARD_DATA_DIR": directory.path, "STEWARD_PORT": String(port), "STEWARD_LOG_LEVEL": "warning",
-        "STEWARD_ADMIN_PASSWORD": "Bootstrap-Admin-Pass-1", "PATH": "/usr/bin:/bin",
-    ]
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    do {
-        try await eventually(30, "the server to answer /health/live") {
-            (try? await HTTPClient.shared.get(url: "http://127.0.0.1:\(port)/health/live").get().status) == .ok
-        }
-    } catch {
-        process.terminate()
-        throw error
-    }
-    return (process, port)
-}
-
 @Suite("Connection limits")
 struct ConnectionLimitsTests {
     @Test("A connection that goes quiet is closed after STEWARD_HTTP_IDLE_TIMEOUT_SECONDS: a stalled head, a body short of its Content-Length, an idle keep-alive")
@@ -81,7 +39,7 @@ struct ConnectionLimitsTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         // Soft and hard limit 256 for this process: raising cannot help, so the connections below exhaust it.
-        let (process, port) = try await serveBinary(limits: "ulimit -n 256", directory: directory)
+        let (process, port) = try await serveSteward(directory: directory, shell: "ulimit -n 256")
         defer { if process.isRunning { process.terminate() } }
         let client = HTTPClient.shared
         var connections: [RawConnection] = []
@@ -103,7 +61,7 @@ struct ConnectionLimitsTests {
     func softLimitRaised() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let (process, _) = try await serveBinary(limits: "ulimit -S -n 256", directory: directory)
+        let (process, _) = try await serveSteward(directory: directory, shell: "ulimit -S -n 256")
         defer { if process.isRunning { process.terminate() } }
         let limits = try String(contentsOfFile: "/proc/\(process.processIdentifier)/limits", encoding: .utf8)
         let line = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") })

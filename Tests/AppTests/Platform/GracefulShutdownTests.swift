@@ -37,31 +37,14 @@ struct GracefulShutdownTests {
 
     @Test("The steward binary stops on SIGTERM during a login storm and exits 0, not by a crash or the signal")
     func sigtermExitsCleanly() async throws {
-        // The executable is built beside the test bundle by `swift build --build-tests`.
-        let binary = Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("steward")
-        let candidates = [binary.path, URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../../../.build/debug/steward").standardized.path]
-        let path = try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) }, "no steward binary next to the tests")
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let port = try freeLoopbackPort()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = ["serve"]
-        process.environment = [
-            "STEWARD_DATA_DIR": directory.path, "STEWARD_PORT": String(port), "STEWARD_LOG_LEVEL": "warning",
-            "STEWARD_BCRYPT_COST": "12", "STEWARD_ADMIN_PASSWORD": "Bootstrap-Admin-Pass-1", "PATH": "/usr/bin:/bin",
-        ]
         let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
+        let (process, port) = try await serveSteward(directory: directory, environment: ["STEWARD_BCRYPT_COST": "12"],
+                                                     readyPath: "/health/ready", output: output)
         defer { if process.isRunning { process.terminate() } }
 
         let client = HTTPClient.shared
-        try await eventually(30, "the server to answer /health/ready") {
-            (try? await client.get(url: "http://127.0.0.1:\(port)/health/ready").get().status) == .ok
-        }
         let metrics = try await client.get(url: "http://127.0.0.1:\(port)/metrics").get()
         #expect(metrics.status == .ok)
 
