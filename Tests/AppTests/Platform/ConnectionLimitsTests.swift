@@ -39,8 +39,12 @@ struct ConnectionLimitsTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         // Soft and hard limit 256 for this process: raising cannot help, so the connections below exhaust it.
-        let (process, port) = try await serveSteward(directory: directory, shell: "ulimit -n 256")
+        let logPath = directory.path + "/serve.log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        let (process, port) = try await serveSteward(directory: directory, shell: "ulimit -n 256", output: log)
         defer { if process.isRunning { process.terminate() } }
+        func serverLog() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)).map { String($0.suffix(3000)) } ?? "" }
         let client = HTTPClient.shared
         var connections: [RawConnection] = []
         for _ in 0..<300 {
@@ -49,7 +53,8 @@ struct ConnectionLimitsTests {
         }
         #expect(connections.count > 256, "more connections than the server has descriptors")
         try await Task.sleep(for: .seconds(2))
-        #expect(process.isRunning, "the server is still running while out of descriptors")
+        #expect(process.isRunning, "the server is still running while out of descriptors: exit \(process.isRunning ? 0 : process.terminationStatus), log: \(serverLog())")
+        guard process.isRunning else { return }
         for connection in connections { await connection.close() }
         try await eventually(30, "the server to serve again") {
             (try? await client.get(url: "http://127.0.0.1:\(port)/health/live").get().status) == .ok

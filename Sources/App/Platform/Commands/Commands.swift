@@ -34,6 +34,7 @@ struct StewardServeCommand: AnyAsyncCommand {
     func run(using context: inout CommandContext) async throws {
         let app = context.application
         ProcessLimits.raiseOpenFileLimit(logger: app.logger)
+        await ProcessLimits.primeTimers()
         let migrations = MigrationService(app: app)
         if app.appConfig.autoMigrate {
             let applied = try await migrations.migrate()
@@ -71,6 +72,21 @@ enum ProcessLimits {
             logger.info("Raised the open-file limit from \(before) to \(limits.rlim_max)")
         } else {
             logger.warning("Could not raise the open-file limit from \(before) to \(limits.rlim_max)")
+        }
+    }
+
+    /// On Linux, Dispatch (which runs Swift concurrency's timers: `Task.sleep`, clocks, `asyncAfter`) opens its epoll,
+    /// eventfd and timerfd descriptors on first use, and kills the process (SIGILL) when it cannot, as when idle
+    /// connections have taken every descriptor. A first sleep on each clock while descriptors are to spare makes
+    /// them, so that exhaustion later only delays accepting (NIO backs off) instead of ending the server.
+    static func primeTimers() async {
+        try? await Task.sleep(for: .milliseconds(1))
+        try? await SuspendingClock().sleep(for: .milliseconds(1))
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(1)) { done.resume() }
+        }
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().asyncAfter(wallDeadline: .now() + .milliseconds(1)) { done.resume() }
         }
     }
 }
