@@ -125,7 +125,8 @@ fills = {"/api/v1/users/{id}": {"id": ids["user"]}, "/api/v1/users/{id}/sessions
          "/api/v1/webhooks/{id}/deliveries": {"id": ids["webhook"]},
          # No identity provider is configured here: both answer the documented 404 problem.
          "/api/v1/auth/oauth/{provider}/start": {"provider": "corp", "params": {"redirect": "https://app.example/done"}},
-         "/api/v1/auth/oauth/{provider}/callback": {"provider": "corp", "params": {"state": "x", "code": "y"}}}
+         "/api/v1/auth/oauth/{provider}/callback": {"provider": "corp", "params": {"state": "x", "code": "y"}},
+         "/api/v1/settings/{key}": {"key": "maintenance.message"}}
 skipped = {"/api/v1/events/stream", "/api/v1/ws"}
 
 # Every documented GET, with real ids, as the admin and as a viewer.
@@ -150,6 +151,11 @@ call(admin, "POST", "/api/v1/users/{id}/unlock", id=ids["user"])
 call(admin, "POST", "/api/v1/ws/ticket", expect=201)
 call(None, "POST", "/api/v1/auth/oauth/exchange", {"code": "made-up", "cookie": False}, expect=400)
 call(admin, "DELETE", "/api/v1/auth/identities/{id}", expect=404, id="0b7a5d1e-3c1f-4e5a-9d7b-2f6e8c4a1b3d")
+setting = call(admin, "PUT", "/api/v1/settings/{key}", {"value": "Walking"}, expect=200, key="maintenance.message")
+check(setting["source"] == "database" and setting["updatedBy"] == ids["user"], "a setting names who set it, by the user's id")
+check(call(None, "GET", "/api/v1/status", expect=200)["maintenanceMessage"] == "Walking", "the status shows the message")
+reset = call(admin, "DELETE", "/api/v1/settings/{key}", expect=200, key="maintenance.message")
+check(reset["value"] is None and reset["updatedAt"] is None and reset["source"] == "default", "a reset setting has its default, nulls written")
 
 # Ids keep their case across answers, and filters take them as they came.
 events = call(admin, "GET", "/api/v1/events", params={"resourceId": ids["execution"]}, expect=200)

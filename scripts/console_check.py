@@ -551,6 +551,26 @@ def main():
             c.wait.until(lambda d: c.heading() == "New skill")
         check("keyboard: a page focuses its heading, Tab reaches its action with a visible focus ring, Enter follows it", keyboard)
 
+        current = "maintenance"
+        def maintenance():
+            status, body = call("PUT", "/api/v1/settings/maintenance.message", {"value": "Upgrade at 18:00 UTC"}, admin)
+            assert status == 200, (status, body)
+            status, body = call("PUT", "/api/v1/settings/features.webhooks", {"value": False}, admin)
+            assert status == 200, (status, body)
+            try:
+                c.go("/console/skills")
+                c.wait.until(lambda d: "Upgrade at 18:00 UTC" in (c.js_text("#maintenance") or ""))
+                links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#nav-list a")]
+                assert "Webhooks" not in links and "Skills" in links, links
+            finally:
+                call("DELETE", "/api/v1/settings/maintenance.message", None, admin)
+                call("DELETE", "/api/v1/settings/features.webhooks", None, admin)
+            c.go("/console/executions")
+            c.wait.until(lambda d: not driver.find_elements(By.ID, "maintenance"))
+            links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#nav-list a")]
+            assert "Webhooks" in links, links
+        check("the maintenance message shows above every page, and a feature switched off leaves the menu", maintenance)
+
         current = "sign out"
         def sign_out():
             cookie = driver.get_cookie("__Host-steward_session")["value"]

@@ -5,6 +5,7 @@ import Vapor
 /// Boots the application: each line is one step.
 public func configure(_ app: Application, config: AppConfig) async throws {
     app.appConfig = config
+    app.runtimeSettings = RuntimeSettings(config: config)
     app.logger.logLevel = config.logLevel
     ThreadPools.configure(app)
     app.metrics = AppMetrics()

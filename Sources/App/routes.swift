@@ -14,7 +14,7 @@ func routes(_ app: Application) throws {
     try app.register(collection: MCPController())
 
     // /api/v1: the authenticator reads credentials when present; each collection states what its routes need.
-    let api = app.grouped("api", "v1").grouped(SessionAuthenticator(), GeneralRateLimitMiddleware(), IdempotencyMiddleware())
+    let api = app.grouped("api", "v1").grouped(ReadOnlyMiddleware(), SessionAuthenticator(), GeneralRateLimitMiddleware(), IdempotencyMiddleware())
     try api.register(collection: AuthController())
     try api.register(collection: OAuthController())
 
@@ -31,4 +31,5 @@ func routes(_ app: Application) throws {
     try api.register(collection: WorkflowController())
     try api.register(collection: ScheduleController())
     try api.register(collection: AdminStatsController())
+    try api.register(collection: SettingsController())
 }

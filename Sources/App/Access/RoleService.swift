@@ -113,6 +113,9 @@ struct RoleService: Sendable {
     func delete(_ name: String, reassign: String?, caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
         guard try await names().contains(name) else { throw HTTPProblem.notFound("No role has this name.") }
         guard !RoleCatalog.names.contains(name) else { throw HTTPProblem.conflict("\(name) is a built-in role; built-in roles cannot be deleted.") }
+        guard app.settings.defaultRole != name else {
+            throw HTTPProblem.conflict("\(name) is the role new accounts get (setting accounts.defaultRole); make another role the default first.")
+        }
         if let reassign {
             guard reassign != name else { throw HTTPProblem.validation([FieldProblem(field: "reassign", message: "must name another role")]) }
             try await requireKnown([reassign], field: "reassign")

@@ -215,7 +215,7 @@ struct ExecutionJobs: Sendable {
             // Every change ends in a transition, which writes the whole row.
             try await change(db)
             guard let followOn, followOn.wanted else { return nil }
-            return try await queue.claim(worker: followOn.worker, skippingKinds: app.jobHandlers.besideKinds, on: db as! any SQLDatabase)
+            return try await queue.claim(worker: followOn.worker, skippingKinds: app.jobHandlers.besideKinds + app.jobHandlers.pausedKinds(app.settings.disabledFeatures), on: db as! any SQLDatabase)
         }
         followOn?.offer(next)
         if let skill, execution.status.isFinished, execution.status != .rolledBack, let milliseconds = execution.durationMs {

@@ -157,7 +157,7 @@ struct ExecutionService: Sendable {
     /// it commits. A user far from the cap thus does not queue their creates one commit after another; one at the
     /// cap is counted exactly.
     private func checkCap(for userID: UUID, exclusive: Bool, on db: any Database) async throws {
-        let cap = app.appConfig.maxConcurrentExecutionsPerUser
+        let cap = app.settings.maxConcurrentExecutionsPerUser
         let sql = db as! any SQLDatabase
         let active: Int
         if sql.dialect.name == "sqlite" {

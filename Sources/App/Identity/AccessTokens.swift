@@ -37,7 +37,7 @@ struct AccessTokens: Sendable {
             aud: AudienceClaim(value: [config.jwtAudience]),
             iat: IssuedAtClaim(value: now),
             nbf: NotBeforeClaim(value: now),
-            exp: ExpirationClaim(value: now.addingTimeInterval(TimeInterval(config.accessTokenTTLSeconds))),
+            exp: ExpirationClaim(value: now.addingTimeInterval(TimeInterval(app.settings.accessTokenTTLSeconds))),
             jti: IDClaim(value: UUID().lowercasedString),
             roles: roles
         )

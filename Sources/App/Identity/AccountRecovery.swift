@@ -21,7 +21,8 @@ struct AccountRecovery: IdentityService {
                 details: ["reason": "wrong_current_password"]))
             throw HTTPProblem.validation([FieldProblem(field: "currentPassword", message: "is incorrect")])
         }
-        let problems = PasswordPolicy.problems(password: request.newPassword, email: user.email, username: user.username, field: "newPassword")
+        let problems = PasswordPolicy.problems(password: request.newPassword, email: user.email, username: user.username, field: "newPassword",
+                                                minimumLength: app.settings.passwordMinLength)
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         if request.newPassword == request.currentPassword {
             throw HTTPProblem.validation([FieldProblem(field: "newPassword", message: "must differ from the current password")])
@@ -67,7 +68,8 @@ struct AccountRecovery: IdentityService {
 
     func confirmPasswordReset(_ request: PasswordResetConfirmRequest, origin: RequestOrigin) async throws {
         let user = try await redeem(token: request.token, purpose: .passwordReset)
-        let problems = PasswordPolicy.problems(password: request.newPassword, email: user.email, username: user.username, field: "newPassword")
+        let problems = PasswordPolicy.problems(password: request.newPassword, email: user.email, username: user.username, field: "newPassword",
+                                                minimumLength: app.settings.passwordMinLength)
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
         let hash = try await hasher.hash(request.newPassword)
         try await app.writeTransaction { db in

@@ -14,16 +14,18 @@ struct AccountRegistration: IdentityService {
         let username = request.username.trimmingCharacters(in: .whitespaces)
         let fullName = request.fullName?.trimmingCharacters(in: .whitespacesAndNewlines)
         var problems = AccountValidation.email(email) + AccountValidation.username(username) + AccountValidation.fullName(fullName)
-        problems += PasswordPolicy.problems(password: request.password, email: email, username: username)
+        problems += PasswordPolicy.problems(password: request.password, email: email, username: username,
+                                           minimumLength: app.settings.passwordMinLength)
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
 
         try await ensureUnique(email: email, username: username, except: nil)
         let hash = try await hasher.hash(request.password)
         let user = User(email: email, username: username, fullName: fullName?.isEmpty == true ? nil : fullName, passwordHash: hash)
         do {
+            let defaultRole = app.settings.defaultRole
             try await app.writeTransaction { db in
                 try await user.create(on: db)
-                try await UserRole.assign(RoleCatalog.defaultRole, to: user.requireID(), by: nil, at: now, on: db)
+                try await UserRole.assign(defaultRole, to: user.requireID(), by: nil, at: now, on: db)
                 let id = try user.requireID().lowercasedString
                 try await recorder.record(
                     audit: AuditRecord(action: "auth.register", actorID: user.id, actorType: .user, resourceType: "user",

@@ -8,7 +8,7 @@ struct AuthController: RouteCollection {
         routes.grouped("auth").grouped(RequireCaller()).get("me", use: me)
 
         let auth = routes.grouped("auth").grouped(RequireInteractiveSession())
-        auth.post("register", use: register)
+        auth.grouped(FeatureGate(.registration)).post("register", use: register)
         auth.post("login", use: login)
         auth.post("mfa", "verify", use: verifyMFA)
         auth.post("refresh", use: refresh)

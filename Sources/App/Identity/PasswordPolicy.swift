@@ -8,10 +8,13 @@ public enum PasswordPolicy {
     /// The 10,000 most common passwords (zxcvbn's ranked list, MIT), lower-cased.
     static let common: Set<String> = Set(EmbeddedResources.commonPasswords.split(separator: "\n").map { $0.lowercased() })
 
-    public static func problems(password: String, email: String?, username: String?, field: String = "password") -> [FieldProblem] {
+    /// `minimumLength` is the `accounts.passwordMinLength` setting, never below 8.
+    public static func problems(password: String, email: String?, username: String?, field: String = "password",
+                                minimumLength: Int = minimumLength) -> [FieldProblem] {
         var problems: [FieldProblem] = []
-        if password.count < minimumLength {
-            problems.append(FieldProblem(field: field, message: "must be at least \(minimumLength) characters"))
+        let shortest = max(minimumLength, Self.minimumLength)
+        if password.count < shortest {
+            problems.append(FieldProblem(field: field, message: "must be at least \(shortest) characters"))
         }
         if password.count > maximumLength {
             problems.append(FieldProblem(field: field, message: "must be at most \(maximumLength) characters"))

@@ -31,8 +31,8 @@ struct SessionService: IdentityService {
         session.userAgent = origin.userAgent
         session.createdAt = now
         session.lastSeenAt = now
-        session.idleExpiresAt = now.addingTimeInterval(TimeInterval(config.sessionIdleTimeoutSeconds))
-        session.expiresAt = now.addingTimeInterval(TimeInterval(config.sessionAbsoluteTimeoutSeconds))
+        session.idleExpiresAt = now.addingTimeInterval(TimeInterval(app.settings.sessionIdleTimeoutSeconds))
+        session.expiresAt = now.addingTimeInterval(TimeInterval(app.settings.sessionAbsoluteTimeoutSeconds))
         var cookieToken: String?
         var csrfToken: String?
         if cookie {
@@ -57,7 +57,7 @@ struct SessionService: IdentityService {
         let roles = try await UserRole.grants(of: user.requireID(), on: db).roles
         let access = try await tokens.issue(userID: user.requireID(), sessionID: session.requireID(), roles: roles, now: now)
         return TokenPairResponse(accessToken: access, refreshToken: refresh, tokenType: "Bearer",
-                                 expiresIn: config.accessTokenTTLSeconds, user: UserResponse(user))
+                                 expiresIn: app.settings.accessTokenTTLSeconds, user: UserResponse(user))
     }
 
     private enum RefreshResult: Sendable {
@@ -87,7 +87,7 @@ struct SessionService: IdentityService {
                 token.gracePayload = try app.secretBox.seal(try APIJSON.string(pair))
                 try await token.save(on: db)
                 session.lastSeenAt = now
-                session.idleExpiresAt = min(now.addingTimeInterval(TimeInterval(config.sessionIdleTimeoutSeconds)), session.expiresAt)
+                session.idleExpiresAt = min(now.addingTimeInterval(TimeInterval(app.settings.sessionIdleTimeoutSeconds)), session.expiresAt)
                 try await session.save(on: db)
                 try await recorder.record(audit: AuditRecord(
                     action: "auth.refresh", actorID: user.id, actorType: .user, resourceType: "session",

@@ -20,7 +20,7 @@ struct MCPController: RouteCollection {
     static let resourceMetadataPath = "/.well-known/oauth-protected-resource/mcp"
 
     func boot(routes: any RoutesBuilder) throws {
-        let mcp = routes.grouped("mcp").grouped(SessionAuthenticator())
+        let mcp = routes.grouped(FeatureGate(.mcp)).grouped("mcp").grouped(SessionAuthenticator())
         mcp.on(.POST, body: .collect(maxSize: nil), use: post)
         mcp.get(use: get)
         mcp.delete(use: delete)

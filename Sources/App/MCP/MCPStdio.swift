@@ -29,7 +29,10 @@ struct MCPStdioCommand: AsyncCommand {
         if try await MigrationService(app: app).pendingCount(on: app.db).pending > 0 {
             throw CommandFailure("migrations are pending; run `steward migrate` first")
         }
+        await app.runtimeSettings.load(app)
+        guard app.settings.isEnabled(.mcp) else { throw CommandFailure(FeatureDisabled(feature: .mcp).reason) }
         let caller = try await MCPStdio.caller(apiKey: raw, app: app)
+        app.settingsWatcher.start(app)
         app.jobWorkers.start(app)
         app.jobNotificationListener?.start(app)
         app.ledgerSequencerLoop?.start(app)

@@ -74,7 +74,11 @@ struct MCPToolCall: Sendable {
         let service = ExecutionService(app: app)
         let execution: Execution
         do {
-            if let existing = try await existingCall() { execution = existing } else { execution = try await create(skill) }
+            if let existing = try await existingCall() { execution = existing } else {
+                // Read-only mode: no new execution (a retried call still follows the one it made).
+                if app.settings.readOnly { return (toolError(ReadOnlyRefusal().reason), "read_only", nil) }
+                execution = try await create(skill)
+            }
         } catch let problem as HTTPProblem where problem.status == .unprocessableEntity {
             let lines = problem.fieldProblems.map { "\($0.field) \($0.message)" }
             return (toolError("The arguments do not match the tool's input schema: " + lines.joined(separator: "; "),
@@ -265,6 +269,7 @@ struct MCPToolCall: Sendable {
                 }
                 let service = ExecutionService(app: app)
                 let execution: Execution
+                if app.settings.readOnly, tool.name != "steward_get_execution" { return (toolError(ReadOnlyRefusal().reason), "read_only") }
                 switch tool.name {
                 case "steward_cancel_execution": execution = try await service.cancel(executionID, caller: caller, origin: context.origin)
                 case "steward_rollback_execution": execution = try await service.rollback(executionID, caller: caller, origin: context.origin)

@@ -39,5 +39,6 @@ enum AppMigrations {
         CreateAPIKeyTools(),
         AddDeliveryStatusIndex(),
         CreateOAuthIdentities(),
+        CreateSettings(),
     ] }
 }

@@ -5,7 +5,7 @@ import StewardFormats
 /// and running one needs skills:execute. Owner-scoped: another user's schedule is 404 (admins see all).
 struct ScheduleController: RouteCollection {
     func boot(routes: any RoutesBuilder) throws {
-        let schedules = routes.grouped("schedules").grouped(RequireCaller())
+        let schedules = routes.grouped(FeatureGate(.schedules)).grouped("schedules").grouped(RequireCaller())
         let readers = schedules.grouped(RequirePermission(.executionsRead))
         readers.get(use: index)
         readers.get("preview", use: preview)

@@ -471,7 +471,8 @@ extension BackgroundLoop {
     /// Looks for due schedules and maintenance tasks every second while the server runs.
     static func scheduler() -> BackgroundLoop {
         BackgroundLoop("Scheduler pass", retryAfter: .seconds(1)) { app in
-            try await ScheduleService(app: app).fireDue()
+            // Switched off, no schedule fires; switched on again, the missed fires are handled as after downtime.
+            if app.settings.isEnabled(.schedules) { try await ScheduleService(app: app).fireDue() }
             try await MaintenanceTasks(app: app).fireDue()
             return .seconds(1)
         }
@@ -491,7 +492,7 @@ extension Application {
 extension ScheduleService {
     /// Registers the `schedule.fire` handler.
     static func register(in handlers: JobHandlers) {
-        handlers.register(fireKind, FireHandler())
+        handlers.register(fireKind, FireHandler(), pausedWith: .schedules)
     }
 
     struct FireHandler: JobHandler {

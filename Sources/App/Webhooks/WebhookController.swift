@@ -3,7 +3,7 @@ import Vapor
 /// `/api/v1/webhooks` (webhooks:manage): subscriptions, secrets, test pings and delivery history.
 struct WebhookController: RouteCollection {
     func boot(routes: any RoutesBuilder) throws {
-        let hooks = routes.grouped("webhooks").grouped(RequireCaller(), RequirePermission(.webhooksManage))
+        let hooks = routes.grouped(FeatureGate(.webhooks)).grouped("webhooks").grouped(RequireCaller(), RequirePermission(.webhooksManage))
         hooks.post(use: create)
         hooks.get(use: index)
         hooks.get(":id", use: show)

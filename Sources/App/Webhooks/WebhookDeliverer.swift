@@ -184,7 +184,7 @@ extension WebhookDeliverer {
     /// (8 admitted per endpoint left the slots idle while deliveries read and settled: 236-296/s in the webhook
     /// benchmark; 16: 368-403/s.)
     static func register(in handlers: JobHandlers) {
-        handlers.register(WebhookService.deliverKind, Handler())
+        handlers.register(WebhookService.deliverKind, Handler(), pausedWith: .webhooks)
     }
 
     struct Handler: JobHandler {

@@ -5,7 +5,7 @@ import StewardFormats
 /// to start, cancel or roll back one; runs are owner-scoped like executions).
 struct WorkflowController: RouteCollection {
     func boot(routes: any RoutesBuilder) throws {
-        let workflows = routes.grouped("workflows").grouped(RequireCaller())
+        let workflows = routes.grouped(FeatureGate(.workflows)).grouped("workflows").grouped(RequireCaller())
         let readers = workflows.grouped(RequirePermission(.workflowsRead))
         readers.get(use: index)
         readers.get(":id", use: show)

@@ -425,8 +425,8 @@ extension WorkflowRunService {
     /// Registers the `workflow.advance` and `workflow.rollback` handlers, and wakes a run when one of its step
     /// executions finishes.
     static func register(in handlers: JobHandlers, observing executions: ExecutionOutcomeObservers) {
-        handlers.register(advanceKind, AdvanceHandler())
-        handlers.register(rollbackKind, RollbackHandler())
+        handlers.register(advanceKind, AdvanceHandler(), pausedWith: .workflows)
+        handlers.register(rollbackKind, RollbackHandler(), pausedWith: .workflows)
         executions.add { execution, app, db in try await executionFinished(execution, app: app, on: db) }
     }
 

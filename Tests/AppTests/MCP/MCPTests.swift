@@ -150,6 +150,28 @@ struct MCPTests {
         }
     }
 
+    @Test("In read-only mode a tool call that would start an execution answers a tool error and starts nothing; with features.mcp off /mcp is 404")
+    func readOnlyAndSwitchedOff() async throws {
+        try await withTestApp { app in
+            _ = try await user(app)
+            let token = try await adminToken(app)
+            _ = try await SettingsService(app: app).set("maintenance.readOnly", to: .bool(true), actor: .cli)
+            let refused = try result(try await modern(app, token, "tools/call", params: ["name": "echo", "arguments": ["x": 1]]))
+            #expect(refused["isError"] == true)
+            guard case .array(let content)? = refused["content"], case .object(let first)? = content.first, case .string(let text)? = first["text"]
+            else { throw TestFailure("no content") }
+            #expect(text.contains("read-only"))
+            #expect(try await Execution.query(on: app.db).count() == 0, "nothing was queued")
+            #expect(toolNames(try result(try await modern(app, token, "tools/list"))).contains("echo"), "listing still works")
+
+            _ = try await SettingsService(app: app).set("maintenance.readOnly", to: .bool(false), actor: .cli)
+            _ = try await SettingsService(app: app).set("features.mcp", to: .bool(false), actor: .cli)
+            let off = try await modern(app, token, "tools/list")
+            #expect(off.status == .notFound)
+            #expect(off.body.string.contains("feature_disabled"))
+        }
+    }
+
     @Test("2025-11-25: initialize opens a session kept in the database; calls in it work; a retried call id runs once; DELETE ends it")
     func legacySession() async throws {
         try await withTestApp { app in

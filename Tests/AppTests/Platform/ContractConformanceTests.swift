@@ -108,6 +108,7 @@ struct ContractConformanceTests {
                 filled = filled.replacingOccurrences(of: "{runId}", with: world.ids["run"]!)
                     .replacingOccurrences(of: "{deliveryId}", with: world.ids["delivery"]!)
                     .replacingOccurrences(of: "/users/{id}/", with: "/users/\(world.ids["user"]!)/")
+                    .replacingOccurrences(of: "/settings/{key}", with: "/settings/maintenance.message")
                 // A route whose answer needs a query.
                 if filled == "/api/v1/schedules/preview" { filled += "?cron=0%209%20*%20*%20MON-FRI&timezone=Europe/Berlin" }
                 return filled

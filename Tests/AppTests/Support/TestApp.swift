@@ -57,6 +57,7 @@ func makeTestApp(
         }
         if migrate {
             try await MigrationService(app: app).migrate()
+            await app.runtimeSettings.load(app)
             // PostgreSQL: events and audit entries are numbered by the sequencer, as under `serve`.
             app.ledgerSequencerLoop?.start(app)
         }

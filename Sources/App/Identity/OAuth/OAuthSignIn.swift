@@ -251,11 +251,12 @@ struct OAuthSignIn: IdentityService {
         }
         let user = User(email: email, username: username, fullName: fullName, passwordHash: User.noPassword)
         user.emailVerifiedAt = identity.emailVerified ? now : nil
+        let defaultRole = app.settings.defaultRole
         do {
             return try await app.writeTransaction { db in
                 try await user.create(on: db)
                 let userID = try user.requireID()
-                try await UserRole.assign(RoleCatalog.defaultRole, to: userID, by: nil, at: now, on: db)
+                try await UserRole.assign(defaultRole, to: userID, by: nil, at: now, on: db)
                 try await newIdentity(identity, provider: provider, user: userID, now: now, lastLogin: now).create(on: db)
                 let id = userID.lowercasedString
                 let shown: JSONValue = ["email": .string(email), "username": .string(username)]

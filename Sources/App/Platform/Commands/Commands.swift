@@ -1,6 +1,6 @@
 import Vapor
 
-/// The `steward` command line: Vapor's `serve` (wrapped), plus `migrate`, `db`, `audit`, `user`, `apikey`, `seed` and `schedule`.
+/// The `steward` command line: Vapor's `serve` (wrapped), plus `migrate`, `db`, `audit`, `user`, `apikey`, `seed`, `schedule`, `keys`, `mcp` and `settings`.
 enum Commands {
     static func register(in app: Application) {
         if let serve = app.asyncCommands.commands["serve"] {
@@ -16,6 +16,7 @@ enum Commands {
         app.asyncCommands.use(ScheduleCommandGroup(), as: "schedule")
         app.asyncCommands.use(KeysCommandGroup(), as: "keys")
         app.asyncCommands.use(MCPStdioCommand(), as: "mcp")
+        app.asyncCommands.use(SettingsCommandGroup(), as: "settings")
     }
 }
 
@@ -48,6 +49,7 @@ struct StewardServeCommand: AnyAsyncCommand {
         if try await migrations.pendingCount(on: app.db).pending == 0 {
             try await AdminBootstrap(app: app).ensureFirstAdmin()
         }
+        await app.runtimeSettings.load(app)
         BackgroundWork.start(app)
         try await wrapped.run(using: &context)
     }

@@ -118,6 +118,9 @@ public struct AppConfig: Sendable {
     public var oauthRedirectURLs: [String]
     /// Whether an unknown identity creates an account.
     public var oauthSignup: Bool
+    /// The documented variables given a value (environment or `.env`): a runtime setting whose default comes from
+    /// one of them shows `environment` as its source.
+    public var explicitlySet: Set<String>
 }
 
 /// Every bad or missing variable found while loading, reported together.
@@ -348,7 +351,8 @@ extension AppConfig {
             webhookHistoryDays: webhookHistoryDays, backupCron: backupCron, backupKeep: backupKeep, maxStreamsPerUser: maxStreamsPerUser, maxStreams: maxStreams,
             streamBufferEvents: streamBuffer, rateLimitStore: rateLimitStore, trustedProxies: trustedProxies,
             rateLimits: rateLimits, mcpCallTimeoutSeconds: mcpCallTimeout,
-            oauthProviders: oauthProviders, oauthRedirectURLs: oauthRedirectURLs, oauthSignup: oauthSignup
+            oauthProviders: oauthProviders, oauthRedirectURLs: oauthRedirectURLs, oauthSignup: oauthSignup,
+            explicitlySet: Set(env.filter { $0.key.hasPrefix("STEWARD_") && !$0.value.trimmingCharacters(in: .whitespaces).isEmpty }.keys)
         )
     }
 }

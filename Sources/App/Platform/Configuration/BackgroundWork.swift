@@ -29,10 +29,14 @@ enum BackgroundWork {
         let scheduler = BackgroundLoop.scheduler()
         app.schedulerWorker = scheduler
         app.lifecycle.use(scheduler)
+        let watcher = BackgroundLoop.settingsWatcher()
+        app.settingsWatcher = watcher
+        app.lifecycle.use(watcher)
     }
 
     /// Starts the loops that only a serving process runs.
     static func start(_ app: Application) {
+        app.settingsWatcher.start(app)
         app.mailOutboxWorker.start(app)
         app.jobWorkers.start(app)
         app.jobNotificationListener?.start(app)

@@ -29,11 +29,6 @@ enum HTTPSetup {
         ContentConfiguration.global = content
 
         app.trustedProxies = config.trustedProxies.compactMap(CIDR.init)
-        app.rateLimitPolicies = RateLimitPolicies(
-            login: config.rateLimits["login"]!, loginIP: config.rateLimits["login_ip"]!, register: config.rateLimits["register"]!,
-            mailEmail: config.rateLimits["mail"]!, mailIP: config.rateLimits["mail_ip"]!, mfa: config.rateLimits["mfa"]!,
-            apiUser: config.rateLimits["api"]!, apiAnonymous: config.rateLimits["anonymous"]!, executions: config.rateLimits["executions"]!,
-            global: config.rateLimits["global"]!)
         app.rateLimitStore = config.rateLimitStore == .database ? DatabaseRateLimitStore(app: app) : MemoryRateLimitStore()
         app.requestStats = RequestStats()
         app.metricsScrape = MetricsScrape()

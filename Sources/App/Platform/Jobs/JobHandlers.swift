@@ -48,13 +48,22 @@ extension JobHandler {
 final class JobHandlers: @unchecked Sendable {
     private let lock = NSLock()
     private var handlers: [String: any JobHandler] = [:]
+    private var features: [String: Feature] = [:]
 
-    /// Registers `handler` for `kind`; a kind has one handler.
-    func register(_ kind: String, _ handler: any JobHandler) {
+    /// Registers `handler` for `kind`; a kind has one handler. While `feature` is switched off, no worker takes
+    /// the kind's jobs: they wait in the queue, and run once it is on again.
+    func register(_ kind: String, _ handler: any JobHandler, pausedWith feature: Feature? = nil) {
         lock.withLock {
             precondition(handlers[kind] == nil, "job kind \(kind) is registered twice")
             handlers[kind] = handler
+            features[kind] = feature
         }
+    }
+
+    /// The kinds paused while `disabled` are switched off.
+    func pausedKinds(_ disabled: Set<Feature>) -> [String] {
+        guard !disabled.isEmpty else { return [] }
+        return lock.withLock { features.filter { disabled.contains($0.value) }.keys.sorted() }
     }
 
     func handler(for kind: String) -> (any JobHandler)? {

@@ -58,6 +58,15 @@ final class JobNotificationListener: LifecycleHandler, @unchecked Sendable {
                                     }
                                 }
                             }
+                            group.addTask {
+                                try await connection.listen(on: RuntimeSettings.channel) { notifications in
+                                    for try await _ in notifications {
+                                        do { try await app.runtimeSettings.reload(from: app.db, logger: app.logger) } catch {
+                                            app.logger.warning("Settings not re-read after a change: \(String(describing: error))")
+                                        }
+                                    }
+                                }
+                            }
                             delay = .milliseconds(200)
                             try await group.next()
                             group.cancelAll()

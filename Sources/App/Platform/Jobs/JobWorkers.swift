@@ -102,7 +102,8 @@ final class JobWorkers: LifecycleHandler, @unchecked Sendable {
             }.map(\.key)
             return (saturated, full)
         }
-        return try await JobQueue(app: app).claim(worker: worker, skipping: saturated, skippingKinds: full)
+        return try await JobQueue(app: app).claim(worker: worker, skipping: saturated,
+                                                  skippingKinds: full + handlers.pausedKinds(app.settings.disabledFeatures))
     }
 
     /// Runs a job of a `.beside` kind in a task of its own (see `JobAdmission.beside`), or hands it back for a

@@ -12,7 +12,7 @@ struct AdminStatsController: RouteCollection {
 
     func boot(routes: any RoutesBuilder) throws {
         let admin = routes.grouped("admin").grouped(RequireCaller(), RequirePermission(.analyticsRead))
-        admin.get("stats", use: stats)
+        admin.grouped(FeatureGate(.analytics)).get("stats", use: stats)
         admin.get("about", use: about)
     }
 

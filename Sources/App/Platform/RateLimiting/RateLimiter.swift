@@ -276,7 +276,6 @@ extension Request {
 
 extension Application {
     private struct StoreKey: StorageKey { typealias Value = any RateLimitStore }
-    private struct PoliciesKey: StorageKey { typealias Value = RateLimitPolicies }
     private struct ProxiesKey: StorageKey { typealias Value = [CIDR] }
 
     var rateLimitStore: any RateLimitStore {
@@ -284,10 +283,8 @@ extension Application {
         set { storage[StoreKey.self] = newValue }
     }
 
-    var rateLimitPolicies: RateLimitPolicies {
-        get { storage[PoliciesKey.self]! }
-        set { storage[PoliciesKey.self] = newValue }
-    }
+    /// The rate-limit settings now (`rateLimits.*`, defaults from the STEWARD_RATE_LIMIT_* variables).
+    var rateLimitPolicies: RateLimitPolicies { settings.rateLimits }
 
     var trustedProxies: [CIDR] {
         get { storage[ProxiesKey.self] ?? [] }

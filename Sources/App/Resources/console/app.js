@@ -21,13 +21,13 @@ const routes = [
   { path: 'skills/:skill', title: 'Skill', perm: 'skills:read', render: skillPage },
   { path: 'executions', title: 'Executions', perm: 'executions:read', render: executionsPage, nav: true },
   { path: 'executions/:id', title: 'Execution', perm: 'executions:read', render: executionPage },
-  { path: 'workflows', title: 'Workflows', perm: 'workflows:read', render: workflowsPage, nav: true },
+  { path: 'workflows', title: 'Workflows', perm: 'workflows:read', feature: 'workflows', render: workflowsPage, nav: true },
   { path: 'workflows/:id/runs/:runId', title: 'Workflow run', perm: 'workflows:read', render: runPage },
   { path: 'workflows/:id', title: 'Workflow', perm: 'workflows:read', render: workflowPage },
-  { path: 'schedules', title: 'Schedules', perm: 'executions:read', render: schedulesPage, nav: true },
+  { path: 'schedules', title: 'Schedules', perm: 'executions:read', feature: 'schedules', render: schedulesPage, nav: true },
   { path: 'schedules/new', title: 'New schedule', perm: 'skills:execute', render: scheduleEditPage },
   { path: 'schedules/:id', title: 'Schedule', perm: 'executions:read', render: schedulePage },
-  { path: 'webhooks', title: 'Webhooks', perm: 'webhooks:manage', render: webhooksPage, nav: true },
+  { path: 'webhooks', title: 'Webhooks', perm: 'webhooks:manage', feature: 'webhooks', render: webhooksPage, nav: true },
   { path: 'webhooks/:id', title: 'Webhook', perm: 'webhooks:manage', render: webhookPage },
   { path: 'users', title: 'Users', perm: 'users:read', render: usersPage, nav: true },
   { path: 'users/:id', title: 'User', perm: 'users:read', render: userPage },
@@ -42,6 +42,33 @@ const routes = [
 const root = document.getElementById('app');
 let me = null;
 let cleanup = null;
+// GET /status: the maintenance message, read-only mode and the feature switches, re-read on every page.
+let status = { readOnly: false, maintenanceMessage: null, features: {} };
+
+let shownRoute = null;
+
+async function refreshStatus() {
+  const before = JSON.stringify(status.features);
+  try { status = await api.get('/status', { quietAuth: true }); } catch { /* keep the last one known */ }
+  showStatus();
+  // A feature switched on or off since the menu was drawn: draw it again.
+  const header = root.querySelector('header.top');
+  if (me && header && JSON.stringify(status.features) !== before) header.replaceWith(navigation(shownRoute));
+}
+
+// A banner above every page, the sign-in page included, while there is a message or the server is read-only.
+function showStatus() {
+  const parts = [];
+  if (status.maintenanceMessage) parts.push(status.maintenanceMessage);
+  if (status.readOnly) parts.push('The server is in read-only mode: you can look around, but changes are refused until maintenance ends.');
+  let banner = document.getElementById('maintenance');
+  if (!parts.length) { if (banner) banner.remove(); return; }
+  if (!banner) {
+    banner = h('p', { id: 'maintenance', class: 'notice maintenance', role: 'status' });
+    root.prepend(banner);
+  }
+  banner.textContent = parts.join(' ');
+}
 
 const ctx = {
   get me() { return me; },
@@ -84,7 +111,7 @@ function match(pathname) {
 
 function navigation(current) {
   const menu = h('ul', { id: 'nav-list' },
-    routes.filter((route) => route.nav && ctx.can(route.perm)).map((route) => {
+    routes.filter((route) => route.nav && ctx.can(route.perm) && status.features[route.feature] !== false).map((route) => {
       const href = route.path ? `/console/${route.path}` : '/console';
       const active = current && (current === route || (route.path && current.path.startsWith(`${route.path}/`)));
       return h('li', {}, h('a', { href, 'aria-current': active ? 'page' : null }, route.title));
@@ -111,6 +138,7 @@ function navigation(current) {
 }
 
 function render() {
+  refreshStatus();
   if (cleanup) { try { cleanup(); } catch { /* a page's cleanup must not stop the next page */ } cleanup = null; }
   if (!me) {
     clear(root, h('main', { id: 'main', class: 'signin' }));
@@ -119,6 +147,7 @@ function render() {
     return;
   }
   const found = match(location.pathname);
+  shownRoute = found && found.route;
   const main = h('main', { id: 'main', tabindex: '-1' });
   clear(root, navigation(found && found.route), main);
   if (!found) {
