@@ -117,6 +117,7 @@ ids = {"user": pair["user"]["id"], "skill": skill["id"], "execution": execution[
        "run": run["id"], "schedule": schedule["id"], "webhook": hook["id"], "delivery": deliveries["items"][0]["id"],
        "apiKey": key["id"]}
 fills = {"/api/v1/users/{id}": {"id": ids["user"]}, "/api/v1/users/{id}/sessions": {"id": ids["user"]},
+         "/api/v1/users/{id}/usage": {"id": ids["user"]},
          "/api/v1/schedules/preview": {"params": {"cron": "0 9 * * MON-FRI", "timezone": "Europe/Berlin"}}, "/api/v1/skills/{skill}": {"skill": ids["skill"]},
          "/api/v1/executions/{id}": {"id": ids["execution"]}, "/api/v1/executions/{id}/history": {"id": ids["execution"]},
          "/api/v1/workflows/{id}": {"id": ids["workflow"]}, "/api/v1/workflows/{id}/runs": {"id": ids["workflow"]},
@@ -151,6 +152,10 @@ call(admin, "POST", "/api/v1/users/{id}/unlock", id=ids["user"])
 call(admin, "POST", "/api/v1/ws/ticket", expect=201)
 call(None, "POST", "/api/v1/auth/oauth/exchange", {"code": "made-up", "cookie": False}, expect=400)
 call(admin, "DELETE", "/api/v1/auth/identities/{id}", expect=404, id="0b7a5d1e-3c1f-4e5a-9d7b-2f6e8c4a1b3d")
+usage = call(admin, "GET", "/api/v1/users/{id}/usage", expect=200, id=ids["user"])
+check(usage["userId"] == ids["user"] and usage["executions"]["total"] >= 2, "usage names the user as the API does and counts the walk's executions")
+mine = call(admin, "GET", "/api/v1/executions", params={"userId": ids["user"].upper()}, expect=200)
+check(mine["items"] and all(item["userId"] == ids["user"] for item in mine["items"]), "the userId filter takes an upper-case id and answers in lower case")
 setting = call(admin, "PUT", "/api/v1/settings/{key}", {"value": "Walking"}, expect=200, key="maintenance.message")
 check(setting["source"] == "database" and setting["updatedBy"] == ids["user"], "a setting names who set it, by the user's id")
 check(call(None, "GET", "/api/v1/status", expect=200)["maintenanceMessage"] == "Walking", "the status shows the message")

@@ -9,6 +9,7 @@ struct UserController: RouteCollection {
         readers.get(use: index)
         readers.get(":id", use: show)
         readers.get(":id", "sessions", use: sessions)
+        readers.grouped(FeatureGate(.analytics)).get(":id", "usage", use: usage)
         let managers = users.grouped(RequirePermission(.usersManage))
         managers.patch(":id", use: update)
         managers.delete(":id", use: delete)
@@ -40,6 +41,14 @@ struct UserController: RouteCollection {
     func show(req: Request) async throws -> AdminUserResponse {
         let (user, roles) = try await UserAdminService(app: req.application).find(try req.uuidParameter("id"))
         return AdminUserResponse(user, roles: roles)
+    }
+
+    /// The user's executions, requests and deliveries over `from`..`to` (default: the last 30 days).
+    @Sendable
+    func usage(req: Request) async throws -> UsageResponse {
+        let (user, _) = try await UserAdminService(app: req.application).find(try req.uuidParameter("id"))
+        let service = UsageService(app: req.application)
+        return try await service.usage(of: try user.requireID(), in: try service.window(req))
     }
 
     /// The user's live sessions (where and when they signed in), newest first; one page.

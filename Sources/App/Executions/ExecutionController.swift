@@ -81,6 +81,9 @@ struct ExecutionController: RouteCollection {
         if let raw = req.query[String.self, at: "skillId"] {
             if let id = UUID(uuidString: raw) { filter.skillID = id } else { problems.append(FieldProblem(field: "skillId", message: "must be a UUID")) }
         }
+        if let raw = req.query[String.self, at: "userId"] {
+            if let id = UUID(uuidString: raw) { filter.userID = id } else { problems.append(FieldProblem(field: "userId", message: "must be a UUID")) }
+        }
         if let raw = req.query[String.self, at: "origin"] {
             if let origin = Execution.Origin(rawValue: raw) { filter.origin = origin } else {
                 problems.append(FieldProblem(field: "origin", message: "must be one of \(Execution.Origin.allCases.map(\.rawValue).joined(separator: ", "))"))

@@ -268,6 +268,8 @@ struct ExecutionService: Sendable {
         var origin: Execution.Origin?
         /// The MCP client's name, exactly.
         var clientName: String?
+        /// Whose executions (callers who may read all executions; others see only their own anyway).
+        var userID: UUID?
         /// Queued at or after.
         var from: Date?
         /// Queued before.
@@ -278,6 +280,10 @@ struct ExecutionService: Sendable {
         var query = Execution.query(on: reads)
         var filters = 0
         if !caller.can(.executionsReadAll) { query = try query.visible(to: caller, ownedThrough: \.$user); filters += 1 }
+        if let userID = filter.userID {
+            guard caller.can(.executionsReadAll) || userID == caller.user.id else { throw AccessError.missingPermission(.executionsReadAll) }
+            if caller.can(.executionsReadAll) { query = query.filter(\.$user.$id == userID); filters += 1 }
+        }
         if let status = filter.status { query = query.filter(\.$status == status); filters += 1 }
         if let skillID = filter.skillID { query = query.filter(\.$skillID == skillID); filters += 1 }
         if let origin = filter.origin { query = query.filter(\.$origin == origin.rawValue); filters += 1 }

@@ -4,8 +4,9 @@ import StewardFormats
 /// `/api/v1/auth`: accounts, logins, tokens, sessions, password reset, email verification and TOTP.
 struct AuthController: RouteCollection {
     func boot(routes: any RoutesBuilder) throws {
-        // API keys may call GET /auth/me and nothing else under /auth.
+        // API keys may call GET /auth/me and GET /auth/me/usage, and nothing else under /auth.
         routes.grouped("auth").grouped(RequireCaller()).get("me", use: me)
+        routes.grouped("auth").grouped(FeatureGate(.analytics), RequireCaller()).get("me", "usage", use: myUsage)
 
         let auth = routes.grouped("auth").grouped(RequireInteractiveSession())
         auth.grouped(FeatureGate(.registration)).post("register", use: register)
@@ -113,6 +114,13 @@ struct AuthController: RouteCollection {
         let caller = try req.caller
         return MeResponse(user: UserResponse(caller.user), roles: caller.grants.roles,
                           permissions: caller.grants.permissions.map(\.rawValue).sorted())
+    }
+
+    /// The caller's own usage (`GET /users/{id}/usage` for oneself, without users:read).
+    @Sendable
+    func myUsage(req: Request) async throws -> UsageResponse {
+        let service = UsageService(app: req.application)
+        return try await service.usage(of: try req.caller.user.requireID(), in: try service.window(req))
     }
 
     @Sendable

@@ -40,5 +40,6 @@ enum AppMigrations {
         AddDeliveryStatusIndex(),
         CreateOAuthIdentities(),
         CreateSettings(),
+        CreateUsageCounters(),
     ] }
 }

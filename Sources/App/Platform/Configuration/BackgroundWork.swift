@@ -29,6 +29,13 @@ enum BackgroundWork {
         let scheduler = BackgroundLoop.scheduler()
         app.schedulerWorker = scheduler
         app.lifecycle.use(scheduler)
+        // The counter flushes at shutdown after its loop has stopped (handlers stop in reverse order).
+        let counter = UsageCounter()
+        app.usageCounter = counter
+        app.lifecycle.use(counter)
+        let usageFlush = BackgroundLoop.usageFlush()
+        app.usageFlushLoop = usageFlush
+        app.lifecycle.use(usageFlush)
         let watcher = BackgroundLoop.settingsWatcher()
         app.settingsWatcher = watcher
         app.lifecycle.use(watcher)
@@ -37,6 +44,7 @@ enum BackgroundWork {
     /// Starts the loops that only a serving process runs.
     static func start(_ app: Application) {
         app.settingsWatcher.start(app)
+        app.usageFlushLoop.start(app)
         app.mailOutboxWorker.start(app)
         app.jobWorkers.start(app)
         app.jobNotificationListener?.start(app)
