@@ -35,9 +35,9 @@ public struct AdminBootstrap: Sendable {
                 try await UserRole.assign(RoleCatalog.admin, to: id, by: nil, at: app.wallClock.now(), on: db)
                 try await app.activityRecorder.record(
                     audit: AuditRecord(action: "user.created", actorID: nil, actorType: .system, resourceType: "user",
-                                       resourceID: id.lowercasedString, details: ["reason": "bootstrap", "email": .string(user.email)]),
+                                       resourceID: id.lowercasedString, details: ["reason": "bootstrap"]),
                     event: EventRecord(type: "user.created", actorID: nil, resourceType: "user",
-                                       resourceID: id.lowercasedString, data: ["email": .string(user.email), "username": "admin"]),
+                                       resourceID: id.lowercasedString, data: ["reason": "bootstrap"]),
                     on: db)
             }
         } catch let error as any DatabaseError where error.isConstraintFailure {

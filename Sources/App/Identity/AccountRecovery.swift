@@ -44,7 +44,7 @@ struct AccountRecovery: IdentityService {
         guard let user = try await User.query(on: reads).filter(\.$email == email).first(), user.status == .active else {
             try await auditAlone(AuditRecord(
                 action: "auth.password_reset_requested", actorID: nil, actorType: .user, resourceType: "user",
-                outcome: .failure, origin: origin, details: ["email": .string(String(email.prefix(254))), "reason": "no_active_account"]))
+                outcome: .failure, origin: origin, details: ["emailDigest": .string(app.auditKeys.emailDigest(email)), "reason": "no_active_account"]))
             return
         }
         try await app.writeTransaction { db in

@@ -29,9 +29,9 @@ struct AccountRegistration: IdentityService {
                 let id = try user.requireID().lowercasedString
                 try await recorder.record(
                     audit: AuditRecord(action: "auth.register", actorID: user.id, actorType: .user, resourceType: "user",
-                                       resourceID: id, origin: origin, details: ["email": .string(email), "username": .string(username)]),
+                                       resourceID: id, origin: origin, details: ["method": "password"]),
                     event: EventRecord(type: "user.created", actorID: user.id, resourceType: "user", resourceID: id,
-                                       data: ["email": .string(email), "username": .string(username)]),
+                                       data: ["method": "password"]),
                     on: db)
                 try await AccountRecovery(app: app).issueEmailVerification(for: user, on: db)
             }

@@ -153,4 +153,12 @@ struct AuditKeys: Sendable {
     var checkpointSigner: Curve25519.Signing.PrivateKey
 
     var checkpointPublicKey: String { checkpointSigner.publicKey.rawRepresentation.base64EncodedString() }
+
+    /// How the audit log names an email address that may belong to no account (a failed login, a lockout, a reset
+    /// asked for an unknown address): a keyed digest, so the log, which no one can rewrite, never holds the address
+    /// itself. The same address always gives the same digest under one audit key, so attempts can be correlated.
+    func emailDigest(_ normalisedEmail: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Data(("email-digest\n" + normalisedEmail).utf8), using: chain)
+        return Data(mac).prefix(16).hexString
+    }
 }

@@ -140,7 +140,7 @@ struct PasswordLogin: IdentityService {
     private func failedLogin(key: String, user: User?, reason: String, origin: RequestOrigin) -> AuditRecord {
         AuditRecord(action: "auth.login", actorID: user?.id, actorType: .user, resourceType: "user",
                     resourceID: user?.id?.lowercasedString, outcome: .failure, origin: origin,
-                    details: ["email": .string(key), "reason": .string(reason)])
+                    details: ["emailDigest": .string(app.auditKeys.emailDigest(key)), "reason": .string(reason)])
     }
 
     /// Counts a failure for `key` (atomically, whatever the number of instances) and locks it at the threshold.
@@ -175,7 +175,7 @@ struct PasswordLogin: IdentityService {
                 try await recorder.record(audit: AuditRecord(
                     action: "auth.lockout", actorID: user?.id, actorType: .system, resourceType: "user",
                     resourceID: user?.id?.lowercasedString, outcome: .success, origin: origin,
-                    details: ["email": .string(key), "minutes": .number(Double(config.lockoutMinutes))]), on: db)
+                    details: ["emailDigest": .string(app.auditKeys.emailDigest(key)), "minutes": .number(Double(config.lockoutMinutes))]), on: db)
             }
         }
     }

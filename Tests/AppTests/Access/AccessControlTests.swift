@@ -350,7 +350,7 @@ struct AuditLogAPITests {
             #expect(failures.status == .ok)
             let entries = try failures.content.decode(ListResponse<AuditLogController.Entry>.self).items
             #expect(entries.count == 1)
-            #expect(entries.first?.details.value == ["email": "audited@example.com", "reason": "wrong_password"])
+            #expect(entries.first?.details.value == ["emailDigest": .string(app.auditKeys.emailDigest("audited@example.com")), "reason": "wrong_password"])
             #expect(entries.first?.requestId != nil)
 
             let page = try (try await send(app, .GET, "/api/v1/audit-logs?limit=2", token: admin)).content.decode(ListResponse<AuditLogController.Entry>.self)

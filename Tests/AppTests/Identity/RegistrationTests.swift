@@ -28,6 +28,33 @@ struct RegistrationTests {
         }
     }
 
+    @Test("The audit log and the event log never hold an email address or a username: sign-up, failed logins, a lockout and a reset for an unknown address name it by a keyed digest or by the user's id")
+    func noPersonalDataInTheLogs() async throws {
+        try await withTestApp(environment: ["STEWARD_LOCKOUT_THRESHOLD": "3"]) { app in
+            let registered = try await app.testing().sendRequest(.POST, "/api/v1/auth/register", headers: ["Content-Type": "application/json"],
+                body: .init(string: #"{"email": "Private.Person@example.com", "username": "privateperson", "password": "Correct-Horse-Battery-9", "fullName": "Pat Private"}"#))
+            #expect(registered.status == .created)
+            for _ in 0..<3 {
+                _ = try await app.testing().sendRequest(.POST, "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
+                    body: .init(string: #"{"email": "private.person@example.com", "password": "Wrong-Password-1"}"#))
+            }
+            _ = try await app.testing().sendRequest(.POST, "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
+                body: .init(string: #"{"email": "nobody.here@example.com", "password": "Wrong-Password-1"}"#))
+            _ = try await app.testing().sendRequest(.POST, "/api/v1/auth/password-reset/request", headers: ["Content-Type": "application/json"],
+                body: .init(string: #"{"email": "nobody.here@example.com"}"#))
+            let db = try await app.settledLedger()
+            let audit = try await AuditLog.query(on: db).all()
+            let events = try await Event.query(on: db).all()
+            let text = (audit.map { $0.details + ($0.resourceID ?? "") } + events.map(\.data)).joined(separator: "\n").lowercased()
+            for personal in ["private.person@example.com", "privateperson", "pat private", "nobody.here@example.com"] {
+                #expect(!text.contains(personal), "\(personal) is in the logs")
+            }
+            #expect(audit.contains { $0.action == "auth.lockout" }, "the lockout was audited")
+            let digest = app.auditKeys.emailDigest("nobody.here@example.com")
+            #expect(audit.filter { $0.details.contains(digest) }.count == 2, "the unknown address's login and reset share one digest")
+        }
+    }
+
     @Test("A taken email (in any case) or username answers 409 conflict")
     func duplicates() async throws {
         try await withTestApp { app in

@@ -259,11 +259,10 @@ struct OAuthSignIn: IdentityService {
                 try await UserRole.assign(defaultRole, to: userID, by: nil, at: now, on: db)
                 try await newIdentity(identity, provider: provider, user: userID, now: now, lastLogin: now).create(on: db)
                 let id = userID.lowercasedString
-                let shown: JSONValue = ["email": .string(email), "username": .string(username)]
+                let shown: JSONValue = ["method": "identity_provider", "provider": .string(provider.id)]
                 try await recorder.record(
                     audit: AuditRecord(action: "auth.register", actorID: userID, actorType: .user, resourceType: "user",
-                                       resourceID: id, origin: origin,
-                                       details: ["email": .string(email), "username": .string(username), "provider": .string(provider.id)]),
+                                       resourceID: id, origin: origin, details: shown),
                     event: EventRecord(type: "user.created", actorID: userID, resourceType: "user", resourceID: id, data: shown),
                     on: db)
                 if !identity.emailVerified { try await AccountRecovery(app: app).issueEmailVerification(for: user, on: db) }
