@@ -198,7 +198,7 @@ struct UserAdminService: Sendable {
         user.lockedUntil = nil
         try await app.writeTransaction { db in
             try await user.save(on: db)
-            try await LoginThrottle.query(on: db).filter(\.$id == user.email).delete()
+            try await LoginThrottle.query(on: db).filter(\.$id == app.auditKeys.emailDigest(user.email)).delete()
             try await recorder.record(audit: AuditRecord(
                 action: "user.unlocked", actorID: actor.id, actorType: actor.type, resourceType: "user",
                 resourceID: user.id?.lowercasedString, origin: actor.origin), on: db)
@@ -218,7 +218,7 @@ struct UserAdminService: Sendable {
     }
 
     /// Refuses a change that would leave no active admin.
-    private func ensureNotLastAdmin(_ user: User, on db: any Database, change: String) async throws {
+    func ensureNotLastAdmin(_ user: User, on db: any Database, change: String) async throws {
         let userID = try user.requireID()
         let isAdmin = try await UserRole.query(on: db).filter(\.$user.$id == userID).filter(\.$role == RoleCatalog.admin).count() > 0
         guard isAdmin, user.status == .active else { return }
@@ -226,7 +226,7 @@ struct UserAdminService: Sendable {
         let otherActiveAdmins = try await User.query(on: db)
             .filter(\.$id ~~ adminIDs).filter(\.$id != userID).filter(\.$status == .active).count()
         guard otherActiveAdmins > 0 else {
-            throw HTTPProblem.conflict("This is the last active admin; it cannot be \(change == "demote" ? "demoted" : change == "disable" ? "disabled" : "deleted"). Make another user admin first.")
+            throw HTTPProblem.conflict("This is the last active admin; it cannot be \(change == "demote" ? "demoted" : change == "disable" ? "disabled" : change == "erase" ? "erased" : "deleted"). Make another user admin first.")
         }
     }
 

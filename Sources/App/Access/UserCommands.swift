@@ -1,12 +1,12 @@
 import Vapor
 import StewardFormats
 
-/// `steward user create|list|set-role|unlock|disable`: the same service functions as the admin API.
+/// `steward user create|list|set-role|unlock|disable|erase`: the same service functions as the admin API.
 struct UserCommandGroup: AsyncCommandGroup {
     var help: String { "Manage accounts." }
     var commands: [String: any AnyAsyncCommand] {
         ["create": UserCreateCommand(), "list": UserListCommand(), "set-role": UserSetRoleCommand(),
-         "unlock": UserUnlockCommand(), "disable": UserDisableCommand()]
+         "unlock": UserUnlockCommand(), "disable": UserDisableCommand(), "erase": UserEraseCommand()]
     }
 }
 
@@ -133,6 +133,33 @@ struct UserDisableCommand: AsyncCommand {
             let user = try await service.find(email: signature.email)
             _ = try await service.update(try user.requireID(), fields: ["status": "inactive"], actor: .cli)
             context.console.print("disabled \(user.email)")
+        } catch {
+            throw commandFailure(error)
+        }
+    }
+}
+
+struct UserEraseCommand: AsyncCommand {
+    struct Signature: CommandSignature {
+        @Argument(name: "email", help: "The user's email.") var email: String
+        @Option(name: "confirm", help: "The user's id, to confirm: erasure cannot be undone.") var confirm: String?
+        init() {}
+    }
+
+    var help: String { "Erase a user: their personal data goes, a tombstone keeps the id (STEWARD_ERASE_EXECUTIONS says what becomes of their executions)." }
+
+    func run(using context: CommandContext, signature: Signature) async throws {
+        do {
+            let service = UserAdminService(app: context.application)
+            let user = try await service.find(email: signature.email)
+            let id = try user.requireID()
+            guard signature.confirm != nil else {
+                throw CommandFailure("erasing \(user.email) cannot be undone; run again with --confirm \(id.lowercasedString)")
+            }
+            let erased = try await UserErasure(app: context.application).erase(id, confirmation: signature.confirm, actor: .cli)
+            context.console.print("erased \(id.lowercasedString) (executions: \(erased.executions), \(erased.executionsAffected); workflow runs: \(erased.workflowRunsAffected))")
+        } catch let failure as CommandFailure {
+            throw failure
         } catch {
             throw commandFailure(error)
         }

@@ -73,10 +73,16 @@ struct UserController: RouteCollection {
     }
 
     @Sendable
-    func delete(req: Request) async throws -> HTTPStatus {
+    func delete(req: Request) async throws -> Response {
         let actor = UserAdminService.Actor(try req.caller, origin: req.origin)
-        try await UserAdminService(app: req.application).delete(try req.uuidParameter("id"), actor: actor)
-        return .noContent
+        let id = try req.uuidParameter("id")
+        // ?erase=true: erasure, confirmed by X-Confirm-Erase naming the same id; otherwise a soft delete.
+        if try req.query.get(Bool?.self, at: "erase") == true {
+            let erased = try await UserErasure(app: req.application).erase(id, confirmation: req.headers.first(name: "X-Confirm-Erase"), actor: actor)
+            return try await erased.encodeResponse(for: req)
+        }
+        try await UserAdminService(app: req.application).delete(id, actor: actor)
+        return Response(status: .noContent)
     }
 
     @Sendable

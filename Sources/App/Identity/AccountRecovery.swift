@@ -78,7 +78,7 @@ struct AccountRecovery: IdentityService {
             user.failedLoginCount = 0
             user.lockedUntil = nil
             try await user.save(on: db)
-            try await LoginThrottle.query(on: db).filter(\.$id == user.email).delete()
+            try await LoginThrottle.query(on: db).filter(\.$id == app.auditKeys.emailDigest(user.email)).delete()
             try await SessionService(app: app).revokeSessions(of: user.requireID(), except: nil, reason: "password_reset", actorID: user.id, origin: origin, on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.password_reset", actorID: user.id, actorType: .user, resourceType: "user",

@@ -121,7 +121,7 @@ struct PasswordLogin: IdentityService {
         user.lockedUntil = nil
         return try await app.writeTransaction { db in
             try await user.save(on: db)
-            try await LoginThrottle.query(on: db).filter(\.$id == key).delete()
+            try await LoginThrottle.query(on: db).filter(\.$id == app.auditKeys.emailDigest(key)).delete()
             let issued = try await SessionService(app: app).openSession(for: user, cookie: cookie, origin: origin, on: db)
             try await recorder.record(audit: AuditRecord(
                 action: "auth.login", actorID: user.id, actorType: .user, resourceType: "session",
@@ -132,7 +132,7 @@ struct PasswordLogin: IdentityService {
     }
 
     func refuseIfLocked(key: String, origin: RequestOrigin) async throws {
-        guard let throttle = try await LoginThrottle.find(key, on: reads), let until = throttle.lockedUntil, until > now else { return }
+        guard let throttle = try await LoginThrottle.find(app.auditKeys.emailDigest(key), on: reads), let until = throttle.lockedUntil, until > now else { return }
         try await auditAlone(failedLogin(key: key, user: nil, reason: "locked", origin: origin))
         throw AuthError.accountLocked(retryAfterSeconds: Int(until.timeIntervalSince(now).rounded(.up)))
     }
@@ -148,22 +148,23 @@ struct PasswordLogin: IdentityService {
         let now = self.now
         let threshold = config.lockoutThreshold
         let lockUntil = now.addingTimeInterval(TimeInterval(config.lockoutMinutes * 60))
+        let throttleKey = app.auditKeys.emailDigest(key)
         try await app.writeTransaction { db in
             let sql = db as! any SQLDatabase
             try await sql.raw("""
-                INSERT INTO login_throttles (key, failed_count, locked_until, updated_at) VALUES (\(bind: key), 0, NULL, \(bind: now))
+                INSERT INTO login_throttles (key, failed_count, locked_until, updated_at) VALUES (\(bind: throttleKey), 0, NULL, \(bind: now))
                 ON CONFLICT (key) DO NOTHING
                 """).run()
             // A lock that has run out starts the count again.
-            try await sql.raw("UPDATE login_throttles SET failed_count = 0, locked_until = NULL WHERE key = \(bind: key) AND locked_until <= \(bind: now)").run()
+            try await sql.raw("UPDATE login_throttles SET failed_count = 0, locked_until = NULL WHERE key = \(bind: throttleKey) AND locked_until <= \(bind: now)").run()
             let row = try await sql.raw("""
                 UPDATE login_throttles SET failed_count = failed_count + 1, updated_at = \(bind: now)
-                WHERE key = \(bind: key) AND locked_until IS NULL RETURNING failed_count
+                WHERE key = \(bind: throttleKey) AND locked_until IS NULL RETURNING failed_count
                 """).first()
             let count = try row?.decode(column: "failed_count", as: Int.self) ?? 0
             let locks = count >= threshold
             if locks {
-                try await sql.raw("UPDATE login_throttles SET locked_until = \(bind: lockUntil), failed_count = 0 WHERE key = \(bind: key)").run()
+                try await sql.raw("UPDATE login_throttles SET locked_until = \(bind: lockUntil), failed_count = 0 WHERE key = \(bind: throttleKey)").run()
             }
             if let user {
                 user.failedLoginCount = locks ? 0 : count

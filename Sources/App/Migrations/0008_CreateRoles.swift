@@ -39,11 +39,12 @@ struct CreateRoles: AsyncMigration {
             }
         }
         // Accounts created before roles existed: the first one is the bootstrapped admin.
-        let users = try await User.query(on: database).sort(\.$createdAt, .ascending).all()
-        for (index, user) in users.enumerated() {
+        // Read with the columns of this point in the schema, not the model's (which later migrations extend).
+        let users = try await sql.raw("SELECT id FROM users ORDER BY created_at").all().map { try $0.decode(column: "id", as: UUID.self) }
+        for (index, userID) in users.enumerated() {
             let assignment = UserRole()
             assignment.id = UUID()
-            assignment.$user.id = try user.requireID()
+            assignment.$user.id = userID
             assignment.role = index == 0 ? RoleCatalog.admin : RoleCatalog.defaultRole
             assignment.assignedAt = Date()
             try await assignment.create(on: database)

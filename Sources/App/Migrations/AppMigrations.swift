@@ -41,5 +41,6 @@ enum AppMigrations {
         CreateOAuthIdentities(),
         CreateSettings(),
         CreateUsageCounters(),
+        AddUserErasedAt(),
     ] }
 }

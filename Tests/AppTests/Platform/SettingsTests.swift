@@ -208,6 +208,26 @@ struct SettingsTests {
         await receiver.stop()
     }
 
+    @Test("With schedules off the scheduler fires nothing; switched on, the due schedule fires")
+    func schedulesPauseAndResume() async throws {
+        try await withTestApp { app in
+            let (_, clock) = app.useTestDoubles()
+            let admin = try await adminToken(app)
+            _ = try await SkillService(app: app).seedSamples()
+            let created = try await send(app, .POST, "/api/v1/schedules", token: admin,
+                                         json: #"{"name": "Every 5", "target": {"skillId": "echo"}, "input": {}, "cron": "*/5 * * * *"}"#)
+            #expect(created.status == .created)
+            try await put(app, admin, "features.schedules", "false")
+            clock.advance(by: 600)
+            app.schedulerWorker.start(app)
+            try await Task.sleep(for: .seconds(2.5))
+            let fires: @Sendable () async throws -> Int = { try await Job.query(on: app.db).filter(\.$kind == ScheduleService.fireKind).count() }
+            #expect(try await fires() == 0, "nothing fires while schedules are off")
+            try await put(app, admin, "features.schedules", "true")
+            try await eventually(10, "the due schedule to fire") { try await fires() >= 1 }
+        }
+    }
+
     @Test("Read-only mode: unsafe requests get 503 read_only with Retry-After; reads, sign-in and settings work; the console's status shows the message")
     func readOnly() async throws {
         try await withTestApp { app in

@@ -25,6 +25,8 @@ public struct AppConfig: Sendable {
     }
     public enum SQLiteSynchronous: String, Sendable, CaseIterable { case full = "FULL", normal = "NORMAL" }
     public enum RateLimitStoreKind: String, Sendable, CaseIterable { case memory, database }
+    /// What erasing a user does to their executions and workflow runs.
+    public enum EraseExecutions: String, Sendable, CaseIterable { case anonymise, delete }
 
     /// The rate-limit policies: variable, policy name, default.
     static let rateLimitVariables: [(variable: String, policy: String, fallback: String, meaning: String)] = [
@@ -121,6 +123,7 @@ public struct AppConfig: Sendable {
     /// The documented variables given a value (environment or `.env`): a runtime setting whose default comes from
     /// one of them shows `environment` as its source.
     public var explicitlySet: Set<String>
+    public var eraseExecutions: EraseExecutions
 }
 
 /// Every bad or missing variable found while loading, reported together.
@@ -206,6 +209,7 @@ extension AppConfig {
         .init(name: "STEWARD_OIDC_GITHUB_API_URL", defaultValue: "https://api.github.com", meaning: "GitHub preset: the REST API (GitHub Enterprise: https://<host>/api/v3)."),
         .init(name: "STEWARD_OAUTH_REDIRECT_URLS", defaultValue: "<public URL>/console/oauth", meaning: "Comma-separated URLs a finished identity-provider sign-in may return to, matched exactly (query excluded); anything else is refused."),
         .init(name: "STEWARD_OAUTH_SIGNUP", defaultValue: "true", meaning: "Whether a sign-in with an unknown identity creates an account (with the default role)."),
+        .init(name: "STEWARD_ERASE_EXECUTIONS", defaultValue: "anonymise", meaning: "What erasing a user does to their executions and workflow runs: anonymise (kept, their input, output, errors and history messages cleared) or delete."),
         .init(name: "STEWARD_TRUSTED_PROXIES", defaultValue: "(empty: forwarding headers are ignored)", meaning: "Comma-separated CIDRs of reverse proxies whose X-Forwarded-For / Forwarded headers name the client IP."),
     ] + rateLimitVariables.map { .init(name: $0.variable, defaultValue: $0.fallback, meaning: $0.meaning + " N/s, N/min, N/hour or N/day, or a multiple such as N/15min; 0 turns it off.") } + [
         .init(name: "STEWARD_ENCRYPTION_KEY", defaultValue: "(unset: generated into the data directory)", meaning: "Base64 of 32 bytes; encrypts TOTP secrets, webhook secrets, HTTP-runner and webhook header values and other secrets at rest (AES-GCM)."),
@@ -329,6 +333,7 @@ extension AppConfig {
         let oauthProviders = reader.oauthProviders()
         let oauthRedirectURLs = reader.oauthRedirectURLs(publicURL: publicURL)
         let oauthSignup = reader.bool("STEWARD_OAUTH_SIGNUP", default: true)
+        let eraseExecutions = reader.enumeration("STEWARD_ERASE_EXECUTIONS", default: EraseExecutions.anonymise)
 
         guard reader.problems.isEmpty else {
             throw ConfigurationError(problems: reader.problems)
@@ -352,7 +357,8 @@ extension AppConfig {
             streamBufferEvents: streamBuffer, rateLimitStore: rateLimitStore, trustedProxies: trustedProxies,
             rateLimits: rateLimits, mcpCallTimeoutSeconds: mcpCallTimeout,
             oauthProviders: oauthProviders, oauthRedirectURLs: oauthRedirectURLs, oauthSignup: oauthSignup,
-            explicitlySet: Set(env.filter { $0.key.hasPrefix("STEWARD_") && !$0.value.trimmingCharacters(in: .whitespaces).isEmpty }.keys)
+            explicitlySet: Set(env.filter { $0.key.hasPrefix("STEWARD_") && !$0.value.trimmingCharacters(in: .whitespaces).isEmpty }.keys),
+            eraseExecutions: eraseExecutions
         )
     }
 }
