@@ -122,16 +122,9 @@ struct UsageService: Sendable {
         return UsageResponse(
             userId: userID, from: from, to: to,
             executions: .init(total: total, byStatus: byStatus, byOrigin: byOrigin, bySkill: bySkill,
-                              durationMs: .init(count: durations.count, p50: Self.percentile(durations, 50),
-                                                p95: Self.percentile(durations, 95), p99: Self.percentile(durations, 99))),
+                              durationMs: .init(count: durations.count, p50: ExecutionService.percentile(durations, 0.5),
+                                                p95: ExecutionService.percentile(durations, 0.95), p99: ExecutionService.percentile(durations, 0.99))),
             apiRequests: requests,
             webhookDeliveries: .init(total: deliveries.values.reduce(0, +), byStatus: deliveries))
-    }
-
-    /// The nearest-rank percentile of sorted values; nil for none.
-    static func percentile(_ sorted: [Int], _ p: Int) -> Int? {
-        guard !sorted.isEmpty else { return nil }
-        let rank = Int((Double(p) / 100 * Double(sorted.count)).rounded(.up))
-        return sorted[max(rank, 1) - 1]
     }
 }

@@ -158,8 +158,6 @@ struct UserEraseCommand: AsyncCommand {
             }
             let erased = try await UserErasure(app: context.application).erase(id, confirmation: signature.confirm, actor: .cli)
             context.console.print("erased \(id.lowercasedString) (executions: \(erased.executions), \(erased.executionsAffected); workflow runs: \(erased.workflowRunsAffected))")
-        } catch let failure as CommandFailure {
-            throw failure
         } catch {
             throw commandFailure(error)
         }

@@ -483,10 +483,17 @@ struct ExecutionService: Sendable {
         }
         let durations = bySkill.map { skillID, values -> Stats.SkillDurations in
             let sorted = values.sorted()
-            func percentile(_ p: Double) -> Int64 { sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)] }
+            func percentile(_ p: Double) -> Int64 { Self.percentile(sorted, p)! }
             return Stats.SkillDurations(skillId: skillID, count: sorted.count, p50Ms: percentile(0.5), p95Ms: percentile(0.95), p99Ms: percentile(0.99))
         }.sorted { $0.skillId.uuidString < $1.skillId.uuidString }
         return Stats(byStatus: byStatus, durations: durations)
+    }
+
+    /// The nearest-rank percentile (`p` in 0...1) of sorted durations; nil for none. Execution stats and per-user
+    /// usage both report it.
+    static func percentile<T>(_ sorted: [T], _ p: Double) -> T? {
+        guard !sorted.isEmpty else { return nil }
+        return sorted[min(sorted.count - 1, max(Int((Double(sorted.count) * p).rounded(.up)), 1) - 1)]
     }
 }
 

@@ -60,7 +60,7 @@ struct SettingsSetCommand: AsyncCommand {
     func run(using context: CommandContext, signature: Signature) async throws {
         let app = context.application
         await app.runtimeSettings.load(app)
-        let value = JSONText.parse(signature.value) ?? .string(signature.value)
+        let value = JSONValue.parse(signature.value)
         do {
             let setting = try await SettingsService(app: app).set(signature.key, to: value, actor: .cli, field: signature.key)
             context.console.print(describe(setting))

@@ -152,10 +152,10 @@ enum SettingsRegistry {
     /// A policy as a rate: `0`, or the limit over the largest unit that divides its window (`600/min`, `100/15min`).
     static func rateText(_ policy: RateLimitPolicy) -> String {
         if policy.isOff { return "0" }
-        for (seconds, unit) in [(86_400, "day"), (3600, "hour"), (60, "min"), (1, "s")] where policy.window % seconds == 0 {
-            let count = policy.window / seconds
-            return "\(policy.limit)/" + (count == 1 ? unit : "\(count)\(unit == "day" ? "d" : unit == "hour" ? "h" : unit)")
-        }
-        return "\(policy.limit)/\(policy.window)s"
+        // (seconds, the unit alone, the unit after a count); a second divides every window.
+        let units = [(86_400, "day", "d"), (3600, "hour", "h"), (60, "min", "min"), (1, "s", "s")]
+        let (seconds, alone, counted) = units.first { policy.window % $0.0 == 0 }!
+        let count = policy.window / seconds
+        return "\(policy.limit)/" + (count == 1 ? alone : "\(count)\(counted)")
     }
 }
