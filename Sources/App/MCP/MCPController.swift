@@ -248,7 +248,7 @@ struct MCPController: RouteCollection {
         if let session = context.sessionID { headers.replaceOrAdd(name: "Mcp-Session-Id", value: session.lowercasedString) }
         let response = Response(status: .ok, headers: headers)
         let logger = req.logger
-        response.body = .init(asyncStream: { writer in
+        response.stream({ writer in
             let send: MCPToolCall.Send = { text in
                 do {
                     let frame = text.isEmpty ? ":\n\n" : "event: message\ndata: \(text)\n\n"
@@ -307,7 +307,7 @@ struct MCPController: RouteCollection {
         if let session { headers.replaceOrAdd(name: "Mcp-Session-Id", value: session.lowercasedString) }
         let response = Response(status: .ok, headers: headers)
         let logger = req.logger
-        response.body = .init(asyncStream: { writer in
+        response.stream({ writer in
             let done = EventStreamController.cutWhenStuck(subscriber, writer: writer, grace: settings.closeGrace)
             var meta: JSONValue? = nil
             if let subscription { meta = [MCPVersion.metaSubscriptionID: subscription.id.json] }

@@ -59,7 +59,7 @@ struct EventStreamController: RouteCollection {
         let resumeAfter = after
 
         let response = Response(status: .ok, headers: .eventStream)
-        response.body = .init(asyncStream: { writer in
+        response.stream({ writer in
             let done = Self.cutWhenStuck(subscriber, writer: writer, grace: settings.closeGrace)
             var cursor = resumeAfter ?? floor
             var failed = false

@@ -20,7 +20,7 @@ struct GracefulShutdownTests {
                 return "finished"
             }
             try await app.server.start(address: .hostname("127.0.0.1", port: 0))
-            let port = try #require(app.http.server.shared.localAddress?.port)
+            let port = try #require(app.stewardServer.localAddress?.port)
 
             let response = Task {
                 try await app.client.get(URI(string: "http://127.0.0.1:\(port)/test-probe/slow"))

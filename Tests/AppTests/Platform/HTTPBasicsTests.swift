@@ -27,7 +27,7 @@ private func registerProbeRoutes(_ app: Application) {
     }
 }
 
-private final class LogSink: @unchecked Sendable {
+final class LogSink: @unchecked Sendable {
     private let lock = NSLock()
     private var stored: [String] = []
     var lines: [String] { lock.withLock { stored } }

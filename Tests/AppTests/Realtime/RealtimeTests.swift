@@ -336,7 +336,7 @@ struct SSETests {
             app.useTestDoubles()
             let alice = try await person(app, "alice")
             try await app.server.start(address: .hostname("127.0.0.1", port: 0))
-            let port = try #require(app.http.server.shared.localAddress?.port)
+            let port = try #require(app.stewardServer.localAddress?.port)
             let stream = try await SSEClient.open(port: port, headers: auth(alice.token))
             let ws = try await WSClient.connect(port: port, headers: bearer(alice.token))
             try await eventually(2, "both streams open") { await app.eventHub.openStreams == 2 }

@@ -43,7 +43,7 @@ extension Application {
     /// Serves on a free loopback port for `body`; event streams are closed before the server stops.
     func withLiveServer(_ body: (Int) async throws -> Void) async throws {
         try await server.start(address: .hostname("127.0.0.1", port: 0))
-        let port = try #require(http.server.shared.localAddress?.port)
+        let port = try #require(stewardServer.localAddress?.port)
         do {
             try await body(port)
         } catch {
@@ -330,6 +330,11 @@ final class RawConnection: @unchecked Sendable {
 
     func send(_ bytes: [UInt8]) async throws {
         try await channel.writeAndFlush(ByteBuffer(bytes: bytes)).get()
+    }
+
+    /// Shuts the sending side (TCP FIN) and keeps reading.
+    func halfClose() async throws {
+        try await channel.close(mode: .output).get()
     }
 
     /// Opens a WebSocket by hand: the upgrade request, then nothing more unless the test sends it.

@@ -145,7 +145,9 @@ extension Application {
     /// Sends test requests over a real socket to a server on a free loopback port, so body limits,
     /// header parsing and streaming behave exactly as in production.
     func live() throws -> any TestingApplicationTester {
-        try testing(method: .running(hostname: "127.0.0.1", port: 0))
+        // A fixed free port rather than 0: VaporTesting asks Vapor's own server (which Steward does not run) for
+        // the port it was given, and starts and stops `app.server` (Steward's) around each request.
+        try testing(method: .running(hostname: "127.0.0.1", port: try freeLoopbackPort()))
     }
 }
 

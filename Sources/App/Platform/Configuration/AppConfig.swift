@@ -67,6 +67,13 @@ public struct AppConfig: Sendable {
     public var shutdownGraceSeconds: Int
     /// A connection with no byte read or written for this long is closed (idle keep-alive, a stalled head or body).
     public var httpIdleTimeoutSeconds: Int
+    /// A request head must arrive whole within this many seconds of its first byte (408 otherwise).
+    public var httpHeadTimeoutSeconds: Int
+    /// A request body may pause at most this long between two reads (408 otherwise).
+    public var httpBodyTimeoutSeconds: Int
+    /// Open connections the server keeps at most, in all and per client address (503 beyond).
+    public var httpMaxConnections: Int
+    public var httpMaxConnectionsPerAddress: Int
     public var adminEmail: String
     public var adminPassword: String?
     public var bcryptCost: Int
@@ -165,6 +172,10 @@ extension AppConfig {
         .init(name: "STEWARD_SQLITE_WAL_LIMIT", defaultValue: "64MB", meaning: "SQLite: past this size the WAL is checkpointed and truncated (checked every 30 s); also its journal_size_limit."),
         .init(name: "STEWARD_SHUTDOWN_GRACE_SECONDS", defaultValue: "25", meaning: "On SIGTERM, how long in-flight requests may take to finish."),
         .init(name: "STEWARD_HTTP_IDLE_TIMEOUT_SECONDS", defaultValue: "60", meaning: "A connection that reads and writes nothing for this long is closed: an idle keep-alive connection, a stalled request head or body."),
+        .init(name: "STEWARD_HTTP_HEAD_TIMEOUT_SECONDS", defaultValue: "10", meaning: "A request head (request line and headers) must arrive whole within this many seconds of its first byte; otherwise 408 and the connection is closed, however the bytes trickle in."),
+        .init(name: "STEWARD_HTTP_BODY_TIMEOUT_SECONDS", defaultValue: "30", meaning: "A request body may pause at most this many seconds between two reads; otherwise 408 and the connection is closed."),
+        .init(name: "STEWARD_HTTP_MAX_CONNECTIONS", defaultValue: "10000", meaning: "Open client connections in all; a connection beyond gets 503 `too_many_connections` and is closed."),
+        .init(name: "STEWARD_HTTP_MAX_CONNECTIONS_PER_ADDRESS", defaultValue: "256", meaning: "Open connections from one client address (STEWARD_TRUSTED_PROXIES are exempt); beyond, 503 `too_many_connections`."),
         .init(name: "STEWARD_ADMIN_EMAIL", defaultValue: "admin@steward.local", meaning: "Email of the first admin, created when the database has no user."),
         .init(name: "STEWARD_ADMIN_PASSWORD", defaultValue: "(unset: generated and printed once)", meaning: "Password of the first admin (8-128 characters)."),
         .init(name: "STEWARD_BCRYPT_COST", defaultValue: "12", meaning: "bcrypt cost for password hashes (10-16; lower only in tests)."),
@@ -253,6 +264,10 @@ extension AppConfig {
         let walLimit = reader.byteCount("STEWARD_SQLITE_WAL_LIMIT", default: 64 << 20)
         let grace = reader.int("STEWARD_SHUTDOWN_GRACE_SECONDS", default: 25, range: 0...3600)
         let idleTimeout = reader.int("STEWARD_HTTP_IDLE_TIMEOUT_SECONDS", default: 60, range: 1...3600)
+        let headTimeout = reader.int("STEWARD_HTTP_HEAD_TIMEOUT_SECONDS", default: 10, range: 1...600)
+        let bodyTimeout = reader.int("STEWARD_HTTP_BODY_TIMEOUT_SECONDS", default: 30, range: 1...3600)
+        let maxConnections = reader.int("STEWARD_HTTP_MAX_CONNECTIONS", default: 10_000, range: 1...1_000_000)
+        let maxPerAddress = reader.int("STEWARD_HTTP_MAX_CONNECTIONS_PER_ADDRESS", default: 256, range: 1...1_000_000)
         let adminEmail = reader.email("STEWARD_ADMIN_EMAIL", default: "admin@steward.local")
         let adminPassword = reader.optionalString("STEWARD_ADMIN_PASSWORD", lengths: 8...128)
         let bcryptCost = reader.int("STEWARD_BCRYPT_COST", default: 12, range: (allowLowBcryptCost ? 4 : 10)...16)
@@ -344,7 +359,8 @@ extension AppConfig {
             autoMigrate: autoMigrate, logLevel: logLevel, logFormat: logFormat, maxBodySize: maxBodySize,
             corsOrigins: corsOrigins, dbPoolMax: dbPoolMax, dbConnectTimeoutSeconds: dbConnectTimeout,
             slowQueryMilliseconds: slowQuery, metricsToken: metricsToken, sqliteSynchronous: synchronous, sqliteBusyTimeoutMilliseconds: busyTimeout, sqliteWALLimitBytes: walLimit,
-            shutdownGraceSeconds: grace, httpIdleTimeoutSeconds: idleTimeout, adminEmail: adminEmail, adminPassword: adminPassword, bcryptCost: bcryptCost,
+            shutdownGraceSeconds: grace, httpIdleTimeoutSeconds: idleTimeout, httpHeadTimeoutSeconds: headTimeout,
+            httpBodyTimeoutSeconds: bodyTimeout, httpMaxConnections: maxConnections, httpMaxConnectionsPerAddress: maxPerAddress, adminEmail: adminEmail, adminPassword: adminPassword, bcryptCost: bcryptCost,
             jwtAlgorithm: jwtAlgorithm, jwtSecret: jwtSecret, jwtKeyFile: jwtKeyFile, jwtPreviousKeyFiles: jwtPreviousKeyFiles,
             jwtIssuer: jwtIssuer, jwtAcceptedLegacyIssuers: jwtIssuerConfigured ? [] : [publicURL], jwtAudience: jwtAudience, accessTokenTTLSeconds: accessTTL, refreshTokenTTLSeconds: refreshTTL,
             sessionIdleTimeoutSeconds: idle, sessionAbsoluteTimeoutSeconds: absolute, lockoutThreshold: lockoutThreshold,

@@ -8,11 +8,9 @@ enum HTTPSetup {
         app.http.server.configuration.hostname = config.host
         app.http.server.configuration.port = config.port
         app.http.server.configuration.shutdownTimeout = .seconds(Int64(config.shutdownGraceSeconds))
-        app.http.server.configuration.serverName = nil
-        // Longer than the SSE heartbeat (15 s) and the WebSocket ping (20 s), so a quiet stream is never cut.
-        app.http.server.configuration.idleTimeout = .seconds(Int64(config.httpIdleTimeoutSeconds))
-        // Requests are measured by RequestContextMiddleware under route patterns, with status classes.
-        app.http.server.configuration.reportMetrics = false
+        // Steward's own server (`StewardHTTPServer`): connection limits, head and body deadlines, and answers to
+        // malformed requests, none of which Vapor's server has a place for. It reads the address above.
+        app.servers.use { app in app.stewardServer }
         app.routes.defaultMaxBodySize = ByteCount(value: config.maxBodySize)
         app.routes.caseInsensitive = false
 

@@ -1,0 +1,361 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import Vapor
+
+/// A connection's requests, one at a time (NIO's pipelining handler holds the next until this one is answered):
+/// the parts of a request into one Vapor `Request` with its body collected (up to `STEWARD_MAX_BODY_SIZE`, 413
+/// beyond, before anything is routed), `app.responder`'s `Response` back out, and keep-alive, HEAD, `Expect:
+/// 100-continue` and WebSocket upgrades. A parse error is answered by the guard (400, 414 or 431), after the answer
+/// under way if there is one.
+final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        case idle
+        case receiving(HTTPRequestHead, ByteBuffer?)
+        /// A body past the limit is being refused; its remaining parts are dropped.
+        case refusing
+        case responding(HTTPRequestHead)
+        case upgraded
+    }
+
+    private let app: Application
+    private let responder: any Responder
+    private let connectionGuard: ConnectionGuard
+    private let maxBodySize: Int
+    /// The encoder, decoder and pipelining handler, removed on an upgrade.
+    private let httpHandlers: [any RemovableChannelHandler]
+    private var state = State.idle
+    private var keepAlive = true
+    /// A parse error met while an answer was under way: answered once that answer is written.
+    private var pendingError: (HTTPResponseStatus, String, String)?
+
+    init(app: Application, responder: any Responder, connectionGuard: ConnectionGuard, maxBodySize: Int,
+         httpHandlers: [any RemovableChannelHandler]) {
+        self.app = app
+        self.responder = responder
+        self.connectionGuard = connectionGuard
+        self.maxBodySize = maxBodySize
+        self.httpHandlers = httpHandlers
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            connectionGuard.headReceived()
+            if let length = head.headers.first(name: .contentLength).flatMap(Int.init), length > maxBodySize {
+                state = .receiving(head, nil)
+                refuseBody()
+                return
+            }
+            if head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+            }
+            state = .receiving(head, nil)
+        case .body(var chunk):
+            guard case .receiving(let head, var body) = state else { return }
+            state = .idle
+            if (body?.readableBytes ?? 0) + chunk.readableBytes > maxBodySize {
+                refuseBody()
+                return
+            }
+            if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
+            state = .receiving(head, body)
+        case .end:
+            guard case .receiving(let head, let body) = state else { return }
+            connectionGuard.requestEnded()
+            state = .responding(head)
+            respond(to: head, body: body, context: context)
+        }
+    }
+
+    private func refuseBody() {
+        if case .receiving(let head, _) = state { report(head, status: 413, note: "body over the limit") }
+        state = .refusing
+        keepAlive = false
+        connectionGuard.answerAndClose(.payloadTooLarge, code: "payload_too_large",
+                                       detail: "The request body is larger than \(maxBodySize) bytes.")
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parseError = error as? HTTPParserError else {
+            app.logger.debug("Connection error: \(error)")
+            context.close(promise: nil)
+            return
+        }
+        let answer: (HTTPResponseStatus, String, String)
+        switch parseError {
+        case .headerOverflow:
+            answer = connectionGuard.overflowStatus
+        case .invalidEOFState:
+            answer = (.badRequest, "bad_request", "The connection ended inside a request.")
+            if case .receiving(let head, _) = state {
+                state = .idle
+                report(head, status: 400, note: "client closed the connection inside the request")
+            }
+        default:
+            answer = (.badRequest, "bad_request", "The request is not valid HTTP/1.1 (\(parseError)).")
+        }
+        keepAlive = false
+        if case .responding = state {
+            pendingError = answer
+        } else {
+            connectionGuard.answerAndClose(answer.0, code: answer.1, detail: answer.2)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is RequestTimedOut, case .receiving(let head, _) = state {
+            state = .idle
+            report(head, status: 408, note: "the body stopped arriving")
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .receiving(let head, _) = state {
+            state = .idle
+            report(head, status: 400, note: "client closed the connection inside the request")
+        }
+        context.fireChannelInactive()
+    }
+
+    /// Logs and counts a request answered (or abandoned) before it was routed, as `RequestContextMiddleware` does
+    /// for routed ones, under the route `(unmatched)`.
+    private func report(_ head: HTTPRequestHead, status: UInt, note: String) {
+        let id = head.headers.first(name: "X-Request-ID").flatMap { RequestContextMiddleware.isAcceptable($0) ? $0 : nil }
+            ?? UUID.pooledRandom().lowercasedString
+        app.metrics.recordRequest(method: head.method.rawValue, route: "(unmatched)", status: status, duration: .zero)
+        app.logger.info("\(head.method.rawValue) (unmatched) \(status): \(note)", metadata: [
+            "request-id": .string(id),
+            "method": .string(head.method.rawValue),
+            "route": "(unmatched)",
+            "status": .stringConvertible(status),
+        ])
+    }
+
+    // MARK: Answering
+
+    private func respond(to head: HTTPRequestHead, body: ByteBuffer?, context: ChannelHandlerContext) {
+        let request = Request(application: app, method: head.method, url: URI(path: head.uri), version: head.version,
+                              headersNoUpdate: head.headers, collectedBody: body, remoteAddress: context.channel.remoteAddress,
+                              logger: app.logger, byteBufferAllocator: context.channel.allocator, on: context.eventLoop)
+        let upgradeAsked = head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+        if upgradeAsked {
+            // The decoder stops at an upgrade request; what follows may be another protocol's bytes.
+            connectionGuard.passThrough()
+        }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        responder.respond(to: request).hop(to: context.eventLoop).whenComplete { result in
+            let (handler, context) = bound.value
+            switch result {
+            case .success(let response):
+                if upgradeAsked, response.status == .switchingProtocols, let upgrader = response.upgrader {
+                    handler.upgrade(response, upgrader: upgrader, request: request, head: head, context: context)
+                } else {
+                    // A refused upgrade leaves the decoder stopped: this answer is the connection's last.
+                    if upgradeAsked { handler.keepAlive = false }
+                    handler.write(response, for: head, context: context)
+                }
+            case .failure(let error):
+                // The middleware answers every error; this is only reached if a responder fails outside it.
+                handler.app.logger.error("Responder failed: \(String(reflecting: error))")
+                handler.write(Response(status: .internalServerError), for: head, context: context)
+            }
+        }
+    }
+
+    private func write(_ response: Response, for head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let status = response.status
+        var headers = response.headers
+        keepAlive = keepAlive && head.isKeepAlive && !connectionGuard.quiescing
+        let bodyless = head.method == .HEAD || status == .noContent || status == .notModified || status.code < 200
+        if status == .noContent || status.code < 200 {
+            headers.remove(name: .contentLength)
+            headers.remove(name: .transferEncoding)
+        }
+        headers.replaceOrAdd(name: .date, value: HTTPDate.now())
+
+        if !bodyless, response.body.buffer == nil, response.body.count != 0 {
+            let stream = response.storage[StreamedBodyKey.self]
+            if stream == nil || head.version.minor == 0 {
+                // A stream body Steward did not make (or an HTTP/1.0 client, which cannot take chunks): collected first.
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                response.body.collect(on: context.eventLoop).whenComplete { result in
+                    let (handler, context) = bound.value
+                    switch result {
+                    case .success(let buffer):
+                        var headers = headers
+                        headers.remove(name: .transferEncoding)
+                        headers.replaceOrAdd(name: .contentLength, value: String(buffer?.readableBytes ?? 0))
+                        handler.writeWhole(status: status, headers: headers, body: buffer, head: head, context: context)
+                    case .failure:
+                        context.close(promise: nil)
+                    }
+                }
+                return
+            }
+            headers.remove(name: .contentLength)
+            headers.replaceOrAdd(name: .connection, value: keepAlive ? "keep-alive" : "close")
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+            streamID &+= 1
+            streamEnded = false
+            let writer = ChannelBodyWriter(handler: self, context: context, id: streamID)
+            let body = stream!.write
+            Task {
+                do {
+                    try await body(writer)
+                    try? await writer.write(.end)
+                } catch {
+                    try? await writer.write(.error(error))
+                }
+            }
+            return
+        }
+        if !bodyless, let buffer = response.body.buffer {
+            headers.remove(name: .transferEncoding)
+            headers.replaceOrAdd(name: .contentLength, value: String(buffer.readableBytes))
+            writeWhole(status: status, headers: headers, body: buffer, head: head, context: context)
+        } else {
+            writeWhole(status: status, headers: headers, body: nil, head: head, context: context)
+        }
+    }
+
+    private func writeWhole(status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer?, head: HTTPRequestHead,
+                            context: ChannelHandlerContext) {
+        var headers = headers
+        headers.replaceOrAdd(name: .connection, value: keepAlive ? "keep-alive" : "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        if let body, body.readableBytes > 0 {
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            let (handler, context) = bound.value
+            handler.responseWritten(context: context)
+        }
+    }
+
+    fileprivate func responseWritten(context: ChannelHandlerContext) {
+        guard case .responding = state else { return }
+        state = .idle
+        connectionGuard.responseEnded()
+        if let (status, code, detail) = pendingError {
+            pendingError = nil
+            connectionGuard.answerAndClose(status, code: code, detail: detail)
+        } else if !keepAlive || connectionGuard.inputClosed {
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Streams
+
+    /// The stream being written; a writer of an earlier one (its task finishing late) writes nothing.
+    private var streamID = 0
+    private var streamEnded = false
+
+    fileprivate func streamWrite(_ result: BodyStreamResult, id: Int, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
+        guard id == streamID, !streamEnded else {
+            if case .buffer = result { return context.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
+            return context.eventLoop.makeSucceededVoidFuture()
+        }
+        switch result {
+        case .buffer(let buffer):
+            return context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))))
+        case .end:
+            streamEnded = true
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            return context.writeAndFlush(wrapOutboundOut(.end(nil))).always { _ in
+                let (handler, context) = bound.value
+                handler.responseWritten(context: context)
+            }
+        case .error:
+            // A stream cut short: the client must not take the part it has for the whole.
+            streamEnded = true
+            context.close(promise: nil)
+            return context.eventLoop.makeSucceededVoidFuture()
+        }
+    }
+
+    // MARK: Upgrades
+
+    private func upgrade(_ response: Response, upgrader: any Upgrader, request: Request, head: HTTPRequestHead,
+                         context: ChannelHandlerContext) {
+        state = .upgraded
+        let upgrading = NIOLoopBound((self, context, upgrader.applyUpgrade(req: request, res: response)), eventLoop: context.eventLoop)
+        let (_, _, protocolUpgrader) = upgrading.value
+        protocolUpgrader.buildUpgradeResponse(channel: context.channel, upgradeRequest: head, initialResponseHeaders: response.headers)
+            .flatMap { headers -> EventLoopFuture<Void> in
+                let (handler, context, _) = upgrading.value
+                var headers = headers
+                headers.replaceOrAdd(name: .date, value: HTTPDate.now())
+                return context.writeAndFlush(handler.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .switchingProtocols,
+                                                                                            headers: headers))))
+            }.flatMap { () -> EventLoopFuture<Void> in
+                // The decoder goes last: removing it hands the bytes it holds past the head to the new protocol.
+                let (handler, context, protocolUpgrader) = upgrading.value
+                let pipeline = context.pipeline.syncOperations
+                for http in handler.httpHandlers where !(http is ByteToMessageHandler<HTTPRequestDecoder>) {
+                    pipeline.removeHandler(http, promise: nil)
+                }
+                return protocolUpgrader.upgrade(context: context, upgradeRequest: head)
+            }.whenComplete { result in
+                let (handler, context, _) = upgrading.value
+                switch result {
+                case .success:
+                    let pipeline = context.pipeline.syncOperations
+                    pipeline.removeHandler(handler, promise: nil)
+                    for http in handler.httpHandlers where http is ByteToMessageHandler<HTTPRequestDecoder> {
+                        pipeline.removeHandler(http, promise: nil)
+                    }
+                case .failure(let error):
+                    handler.app.logger.debug("Upgrade failed: \(error)")
+                    context.close(promise: nil)
+                }
+            }
+    }
+}
+
+/// A streamed response body's writer onto the connection: each write waits until the bytes are handed to the
+/// socket, so a slow client slows the stream rather than filling memory.
+private struct ChannelBodyWriter: AsyncBodyStreamWriter {
+    let bound: NIOLoopBound<(HTTPConnectionHandler, ChannelHandlerContext)>
+    let eventLoop: any EventLoop
+    let id: Int
+
+    init(handler: HTTPConnectionHandler, context: ChannelHandlerContext, id: Int) {
+        bound = NIOLoopBound((handler, context), eventLoop: context.eventLoop)
+        eventLoop = context.eventLoop
+        self.id = id
+    }
+
+    func write(_ result: BodyStreamResult) async throws {
+        let bound = self.bound
+        let id = self.id
+        try await eventLoop.flatSubmit {
+            let (handler, context) = bound.value
+            return handler.streamWrite(result, id: id, context: context)
+        }.get()
+    }
+}
+
+/// A streamed response body that Steward's server writes as it comes (Vapor keeps a body's stream to itself).
+/// Set with `Response.stream(_:)`, which also sets the same stream as Vapor's body for in-process tests.
+struct StreamedBodyKey: StorageKey {
+    typealias Value = StreamedBody
+}
+
+struct StreamedBody: Sendable {
+    let write: @Sendable (any AsyncBodyStreamWriter) async throws -> Void
+}
+
+extension Response {
+    /// A body written by `write` as it goes (Server-Sent Events, MCP streams), chunked.
+    func stream(_ write: @escaping @Sendable (any AsyncBodyStreamWriter) async throws -> Void) {
+        body = .init(asyncStream: write)
+        storage[StreamedBodyKey.self] = StreamedBody(write: write)
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import NIOCore
+import Testing
+import StewardFormats
+import Vapor
+@testable import App
+
+/// Steward's own HTTP server (`StewardHTTPServer`) as a misbehaving client meets it: malformed requests, slow
+/// senders and too many connections, each over a real socket.
+@Suite("HTTP front")
+struct HTTPFrontTests {
+    /// The status line and the problem's code of what the server wrote, once it closed the connection.
+    private func answer(to bytes: [UInt8], port: Int, halfClose: Bool = false) async throws -> (status: String, code: String?, text: String) {
+        let connection = try await RawConnection.connect(port: port)
+        try? await connection.send(bytes)
+        if halfClose { try? await connection.halfClose() }
+        try await connection.waitClosed(timeout: 10)
+        let text = connection.text
+        let status = text.components(separatedBy: "\r\n").first ?? ""
+        let body = text.components(separatedBy: "\r\n\r\n").dropFirst().first ?? ""
+        let code = JSONValue.parse(body).object?["code"]?.stringValue
+        return (status, code, text)
+    }
+
+    @Test("Fifteen kinds of malformed request each get a 400, 414 or 431 problem, then the connection closes; the server goes on serving")
+    func malformedRequests() async throws {
+        try await withTestApp { app in
+            try await app.withLiveServer { port in
+                let long = String(repeating: "a", count: 100_000)
+                let cases: [(String, [UInt8], String, String)] = [
+                    ("Content-Length with chunked", Array("POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".utf8), "HTTP/1.1 400", "bad_request"),
+                    ("negative Content-Length", Array("POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".utf8), "HTTP/1.1 400", "bad_request"),
+                    ("20-digit Content-Length", Array("POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n".utf8), "HTTP/1.1 400", "bad_request"),
+                    ("a space in the path", Array("GET /health/ live HTTP/1.1\r\nHost: x\r\n\r\n".utf8), "HTTP/1.1 400", "bad_request"),
+                    ("raw invalid UTF-8 in the path", Array("GET /health/".utf8) + [0xFF, 0xFE] + Array(" HTTP/1.1\r\nHost: x\r\n\r\n".utf8), "HTTP/1.1 400", "bad_request"),
+                    ("an unknown method", Array("FROB /health/live HTTP/1.1\r\nHost: x\r\n\r\n".utf8), "HTTP/1.1 400", "bad_request"),
+                    ("a header without a colon", Array("GET /health/live HTTP/1.1\r\nHost x\r\n\r\n".utf8), "HTTP/1.1 400", "bad_request"),
+                    ("bare line feeds", Array("GET /health/live HTTP/1.1\nHost: x\n\n".utf8), "HTTP/1.1 400", "bad_request"),
+                    ("the HTTP/2 preface", Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8), "HTTP/1.1 400", "bad_request"),
+                    ("TLS bytes on the plain port", [0x16, 0x03, 0x01, 0x00, 0xF4, 0x01, 0x00, 0x00, 0xF0, 0x03, 0x03] + [UInt8](repeating: 0, count: 64), "HTTP/1.1 400", "bad_request"),
+                    ("a 100 KB request line", Array("GET /\(long)".utf8), "HTTP/1.1 414", "uri_too_long"),
+                    ("a 140 KB URL", Array("GET /\(long)\(String(repeating: "b", count: 40_000)) HTTP/1.1\r\nHost: x\r\n\r\n".utf8), "HTTP/1.1 414", "uri_too_long"),
+                    ("a 1 MB header", Array("GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "c", count: 1_000_000))\r\n\r\n".utf8), "HTTP/1.1 431", "headers_too_large"),
+                    ("a body declared past the limit", Array("POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999\r\n\r\n".utf8), "HTTP/1.1 413", "payload_too_large"),
+                    ("a connection ended inside the head", Array("GET /health/live HTTP/1.1\r\nHost: x\r\n".utf8), "HTTP/1.1 400", "bad_request"),
+                ]
+                for (name, bytes, status, code) in cases {
+                    let answer = try await answer(to: bytes, port: port, halfClose: name == "a connection ended inside the head")
+                    #expect(answer.status.hasPrefix(status), "\(name): \(answer.text.prefix(300))")
+                    #expect(answer.code == code, "\(name): \(answer.text.prefix(300))")
+                    #expect(answer.text.lowercased().contains("content-type: application/problem+json"), "\(name)")
+                }
+                let healthy = try await answer(to: Array("GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8), port: port)
+                #expect(healthy.status == "HTTP/1.1 200 OK")
+            }
+        }
+    }
+
+    @Test("A client that half-closes after a whole request still gets its answer, and then the connection closes")
+    func halfClose() async throws {
+        try await withTestApp { app in
+            try await app.withLiveServer { port in
+                let answer = try await answer(to: Array("GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n".utf8), port: port, halfClose: true)
+                #expect(answer.status == "HTTP/1.1 200 OK", "\(answer.text)")
+                #expect(answer.text.hasSuffix(#"{"status":"ok"}"#))
+            }
+        }
+    }
+
+    @Test("A head dribbled one byte at a time gets 408 at STEWARD_HTTP_HEAD_TIMEOUT_SECONDS, though every byte resets the idle timer")
+    func slowHead() async throws {
+        try await withTestApp(environment: ["STEWARD_HTTP_HEAD_TIMEOUT_SECONDS": "2", "STEWARD_HTTP_IDLE_TIMEOUT_SECONDS": "60"]) { app in
+            try await app.withLiveServer { port in
+                let connection = try await RawConnection.connect(port: port)
+                let started = ContinuousClock.now
+                let head = Array("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: \(String(repeating: "z", count: 40))\r\n\r\n".utf8)
+                for byte in head where connection.isOpen && connection.bytes.isEmpty {
+                    try? await connection.send([byte])
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                try await connection.waitClosed(timeout: 10)
+                let elapsed = ContinuousClock.now - started
+                #expect(connection.text.hasPrefix("HTTP/1.1 408"), "\(connection.text)")
+                #expect(connection.text.contains(#""code":"request_timeout""#))
+                #expect(elapsed < .seconds(5), "cut at the 2 s deadline, not after the whole head (\(elapsed))")
+            }
+        }
+    }
+
+    @Test("A body that stops short of its Content-Length gets 408 after STEWARD_HTTP_BODY_TIMEOUT_SECONDS, and is logged as such")
+    func stalledBody() async throws {
+        try await withTestApp(environment: ["STEWARD_HTTP_BODY_TIMEOUT_SECONDS": "2", "STEWARD_HTTP_IDLE_TIMEOUT_SECONDS": "60"]) { app in
+            let sink = LogSink()
+            var logger = Logger(label: "steward.test") { label in JSONLogHandler(label: label, write: { sink.append($0) }) }
+            logger.logLevel = .info
+            app.logger = logger
+            try await app.withLiveServer { port in
+                let connection = try await RawConnection.connect(port: port)
+                let started = ContinuousClock.now
+                try await connection.send(Array("POST /api/v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 40\r\nX-Request-ID: stalled-1\r\n\r\n{\"email\":".utf8))
+                try await connection.waitClosed(timeout: 10)
+                #expect(connection.text.hasPrefix("HTTP/1.1 408"), "\(connection.text)")
+                #expect(ContinuousClock.now - started < .seconds(5))
+            }
+            let line = try #require(sink.lines.map(JSONValue.parse).compactMap(\.object).first { $0["requestId"] == "stalled-1" })
+            #expect(line["status"]?.stringValue == "408", "\(line)")
+        }
+    }
+
+    @Test("Connections past the per-address limit get 503 too_many_connections with Retry-After; closing one lets the next in")
+    func perAddressLimit() async throws {
+        try await withTestApp(environment: ["STEWARD_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "3"]) { app in
+            try await app.withLiveServer { port in
+                var opened: [RawConnection] = []
+                for _ in 0..<3 { opened.append(try await RawConnection.connect(port: port)) }
+                let held = opened
+                let refused = try await answer(to: [], port: port)
+                #expect(refused.status == "HTTP/1.1 503 Service Unavailable", "\(refused.text)")
+                #expect(refused.code == "too_many_connections")
+                #expect(refused.text.contains("Retry-After: 1"))
+                // The held connections are served as usual.
+                try await held[0].send(Array("GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+                try await eventually(5, "an answer on a held connection") { held[0].text.hasPrefix("HTTP/1.1 200") }
+                await held[1].close()
+                try await eventually(5, "a new connection to be served") {
+                    let next = try await answer(to: Array("GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8), port: port)
+                    return next.status == "HTTP/1.1 200 OK"
+                }
+                for connection in held { await connection.close() }
+            }
+        }
+    }
+
+    @Test("The total limit holds for every address, and a trusted proxy is exempt from the per-address one")
+    func totalLimit() async throws {
+        try await withTestApp(environment: ["STEWARD_HTTP_MAX_CONNECTIONS": "4", "STEWARD_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "2",
+                                            "STEWARD_TRUSTED_PROXIES": "127.0.0.1/32"]) { app in
+            try await app.withLiveServer { port in
+                var held: [RawConnection] = []
+                for _ in 0..<4 { held.append(try await RawConnection.connect(port: port)) }
+                try await Task.sleep(for: .milliseconds(200))
+                #expect(held.allSatisfy { $0.isOpen && $0.bytes.isEmpty }, "four connections from the trusted proxy, past its per-address limit of 2")
+                let refused = try await answer(to: [], port: port)
+                #expect(refused.code == "too_many_connections", "\(refused.text)")
+                #expect(refused.text.contains("limit of 4 open connections"), "\(refused.text)")
+                for connection in held { await connection.close() }
+            }
+        }
+    }
+}
