@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Fluent
 import Foundation
 import SQLKit
@@ -77,6 +78,85 @@ struct WriteConflictTests {
         }
     }
 }
+
+@Suite("Requests that lose a write conflict")
+struct WriteConflictRetryTests {
+    @Test("A request whose transaction is chosen to break a real deadlock runs again and succeeds: one row, one retry",
+          .enabled(if: TestDatabase.isPostgres), .timeLimit(.minutes(1)))
+    func deadlockedRequestRetried() async throws {
+        try await withTestApp { app in
+            try await app.writeStatements { sql in
+                try await sql.raw("INSERT INTO system_tasks (name, cron, next_run_at) VALUES ('lock-a', '@daily', \(bind: Date())), ('lock-b', '@daily', \(bind: Date()))").run()
+            }
+            let firstLocks = AsyncBarrier(parties: 2)
+            let runs = NIOLockedValueBox(0)
+            // The route locks a then b; the test locks b then a, and asks for a later, so the route waits first and
+            // PostgreSQL's deadlock check (after deadlock_timeout) ends the route's transaction.
+            app.grouped(WriteConflictRetryMiddleware()).post("test-probe", "deadlock") { _ async throws -> Response in
+                let run = runs.withLockedValue { $0 += 1; return $0 }
+                try await app.writeTransaction { db in
+                    let sql = db as! any SQLDatabase
+                    try await sql.raw("UPDATE system_tasks SET last_status = 'route' WHERE name = 'lock-a'").run()
+                    if run == 1 { await firstLocks.arrive() }
+                    try await sql.raw("UPDATE system_tasks SET last_status = 'route' WHERE name = 'lock-b'").run()
+                    try await sql.raw("INSERT INTO system_tasks (name, cron, next_run_at) VALUES ('written-by-route', '@daily', \(bind: Date()))").run()
+                }
+                return Response(status: .created)
+            }
+            let other = Task {
+                try await app.writeTransaction { db in
+                    let sql = db as! any SQLDatabase
+                    try await sql.raw("UPDATE system_tasks SET last_status = 'test' WHERE name = 'lock-b'").run()
+                    await firstLocks.arrive()
+                    try await Task.sleep(for: .milliseconds(300))
+                    try await sql.raw("UPDATE system_tasks SET last_status = 'test' WHERE name = 'lock-a'").run()
+                }
+            }
+            try await app.live().test(.POST, "/test-probe/deadlock") { res in
+                #expect(res.status == .created, "\(res.body.string)")
+            }
+            try await other.value
+            #expect(runs.withLockedValue { $0 } == 2, "the route ran twice: the deadlock victim, then the retry")
+            let written = try await (app.db as! any SQLDatabase).raw("SELECT count(*) AS n FROM system_tasks WHERE name = 'written-by-route'").first(decoding: CountRow.self)
+            #expect(written?.n == 1)
+            #expect(try await metricValue(app, "steward_write_conflict_retries_total") == 1)
+        }
+    }
+
+    @Test("A run that already committed a write is not run again: its conflict answers 503 write_conflict; a run that never gets through stops after three attempts")
+    func retryOnlyWithoutEffects() async throws {
+        try await withTestApp { app in
+            let runs = NIOLockedValueBox([String: Int]())
+            let guarded = app.grouped(WriteConflictRetryMiddleware())
+            guarded.post("test-probe", "committed-then-conflict") { _ async throws -> Response in
+                runs.withLockedValue { $0["committed", default: 0] += 1 }
+                try await app.writeStatements { sql in
+                    try await sql.raw("INSERT INTO system_tasks (name, cron, next_run_at) VALUES (\(bind: "committed-\(UUID())"), '@daily', \(bind: Date()))").run()
+                }
+                // The second write loses: as PostgreSQL reports a serialization failure, rolled back whole.
+                try await app.writeTransaction { _ in throw WriteConflict(sqlState: "40001") }
+                return Response(status: .created)
+            }
+            guarded.post("test-probe", "always-conflict") { _ async throws -> Response in
+                runs.withLockedValue { $0["always", default: 0] += 1 }
+                try await app.writeTransaction { _ in throw WriteConflict(sqlState: "40P01") }
+                return Response(status: .created)
+            }
+            try await app.live().test(.POST, "/test-probe/committed-then-conflict") { res throws in
+                #expect(res.status == .serviceUnavailable)
+                #expect(try res.problem().code == "write_conflict")
+                #expect(res.headers.first(name: "Retry-After") == "1")
+            }
+            try await app.live().test(.POST, "/test-probe/always-conflict") { res throws in
+                #expect(res.status == .serviceUnavailable)
+                #expect(try res.problem().code == "write_conflict")
+            }
+            #expect(runs.withLockedValue { $0 } == ["committed": 1, "always": 3])
+        }
+    }
+}
+
+private struct CountRow: Decodable { var n: Int }
 
 /// Lets `parties` tasks wait for each other once.
 actor AsyncBarrier {

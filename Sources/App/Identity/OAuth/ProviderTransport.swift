@@ -46,6 +46,7 @@ struct HTTPProviderTransport: ProviderTransport {
         var request = request
         for (name, value) in headers { request.headers.replaceOrAdd(name: name, value: value) }
         request.headers.replaceOrAdd(name: "User-Agent", value: userAgent)
+        RequestEffects.note()
         let response = try await HTTPClient.shared.execute(request, timeout: Self.timeout)
         let body = try await response.body.collect(upTo: Self.largestResponse)
         return ProviderResponse(status: Int(response.status.code), body: body)

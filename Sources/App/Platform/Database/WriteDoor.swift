@@ -43,12 +43,17 @@ extension Application {
         try WriteNesting.refuseInsideWrite()
         let body = WriteNesting.marked(body)
         // The writer tells the listeners after each batch's commit.
-        if let writer = sqliteWriter { return try await writer.transaction(body) }
+        if let writer = sqliteWriter {
+            let result = try await writer.transaction(body)
+            RequestEffects.note()
+            return result
+        }
         let owed = AfterCommit.Owed()
         // Bound inside the body: the pool runs it in a task of its own, which does not inherit task-local values.
         let result = try await WriteConflict.translating {
             try await PostgresTransaction.run(on: db) { db in try await AfterCommit.$owed.withValue(owed) { try await body(db) } }
         }
+        RequestEffects.note()
         if owed.channels.withLockedValue({ $0.contains(LedgerSequencer.channel) }) { ledgerSequencerLoop?.signal.notify() }
         afterCommitSender?.send(owed, app: self)
         commitListeners.committed()
@@ -60,8 +65,14 @@ extension Application {
     func writeStatements<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
         try WriteNesting.refuseInsideWrite()
         let body = WriteNesting.marked(body)
-        guard let writer = sqliteWriter else { return try await WriteConflict.translating { try await body(db as! any SQLDatabase) } }
-        return try await writer.statements(body)
+        guard let writer = sqliteWriter else {
+            let result = try await WriteConflict.translating { try await body(db as! any SQLDatabase) }
+            RequestEffects.note()
+            return result
+        }
+        let result = try await writer.statements(body)
+        RequestEffects.note()
+        return result
     }
 
     /// `SQLiteReaders.quickRead` through this app's readers.
@@ -96,11 +107,12 @@ enum WriteNesting {
 
 /// PostgreSQL ends a transaction that lost a serialization check (SQLSTATE 40001) or was chosen to break a deadlock
 /// (40P01) by rolling it back: nothing of it was written, and the same request sent again usually succeeds. Such
-/// a failure answers 503 `write_conflict` with `Retry-After`, not 500.
+/// a failure answers 503 `write_conflict` with `Retry-After`, not 500, once `WriteConflictRetryMiddleware` has
+/// run the request again as often as it may.
 ///
 /// The door does not re-run the body itself: Fluent models keep the state a rolled-back body gave them (a model
 /// created in it counts as existing), so a second run could turn an insert into an update of a row that is not
-/// there and lose the write without an error.
+/// there and lose the write without an error. The middleware runs the whole handler again instead.
 struct WriteConflict: ProblemError {
     var sqlState: String
 

@@ -138,6 +138,11 @@ final class AppMetrics: Sendable {
         counter("rate_limit_refusals", "Requests refused with 429 by rate-limit policy.", [("policy", policy)]).increment()
     }
 
+    /// A request that lost a PostgreSQL write conflict and was run again (`WriteConflictRetryMiddleware`).
+    func writeConflictRetried() {
+        counter("write_conflict_retries", "Requests run again after a PostgreSQL write conflict.", []).increment()
+    }
+
     /// The database rate-limit store could not answer (the request went on, or got 503 on auth routes).
     func recordRateLimitStoreFailure() {
         counter("rate_limit_store_failures", "Rate-limit decisions the store could not make.", []).increment()

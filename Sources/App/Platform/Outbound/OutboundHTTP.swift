@@ -125,6 +125,7 @@ struct OutboundHTTP: Sendable {
     }
 
     private static func execute(_ request: HTTPClientRequest, on client: HTTPClient, timeout: TimeInterval) async throws -> OutboundResponse {
+        RequestEffects.note()
         let response = try await client.execute(request, timeout: .seconds(Int64(timeout)))
         do {
             let answer = try await response.body.collect(upTo: Self.largestResponse)
