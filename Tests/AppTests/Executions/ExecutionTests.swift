@@ -317,17 +317,18 @@ struct ExecutionTests {
             app.useTestDoubles()
             let token = try await executor(app)
             app.jobWorkers.start(app, count: 2)
-            // Reports every 40 ms: the first falls within the start's hold and is written with it, the rest on their own.
-            let slow = try await start(app, token, skill: "wait", input: #"{"seconds": 0.4}"#)
+            // Reports every 150 ms, past the start's hold: the start and each report are written on their own, while it runs.
+            // Long enough that a loaded machine (CI builds beside the suite) still polls inside the run.
+            let slow = try await start(app, token, skill: "wait", input: #"{"seconds": 1.5}"#)
             var seen: ExecutionResponse?
-            for _ in 0..<200 {
+            for _ in 0..<1000 {
                 let now = try await fetch(app, token, slow.id)
                 if now.status == "running", now.progress > 0, now.progress < 100 { seen = now; break }
                 if now.status == "succeeded" { break }
                 try await Task.sleep(for: .milliseconds(5))
             }
             #expect(seen != nil, "never seen running with progress before the end")
-            for _ in 0..<100 where try await fetch(app, token, slow.id).status != "succeeded" {
+            for _ in 0..<250 where try await fetch(app, token, slow.id).status != "succeeded" {
                 try await Task.sleep(for: .milliseconds(20))
             }
             let history = try (try await send(app, .GET, "/api/v1/executions/\(slow.id)/history", token: token)).content.decode(ListResponse<ExecutionController.HistoryEntry>.self)

@@ -86,7 +86,8 @@ final class StewardHTTPServer: Server, Sendable {
         let app = self.app
         let registry = self.registry
         let limits = ConnectionGuard.Limits(app.appConfig)
-        let responder = app.responder
+        // `current` builds the router once; `app.responder` itself would build it again for every request.
+        let responder = app.responder.current
         return ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
