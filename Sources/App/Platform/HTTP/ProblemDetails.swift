@@ -88,6 +88,12 @@ extension ProblemDetails {
         }
     }
 
+    /// The problem for `status` and `code`: its type URL and title follow from them.
+    init(status: HTTPResponseStatus, code: String, detail: String?, errors: [FieldProblem]? = nil, requestId: String?) {
+        self.init(type: "https://steward.dev/problems/\(code)", title: Self.title(for: status), status: Int(status.code),
+                  detail: detail, code: code, errors: errors, requestId: requestId)
+    }
+
     static func title(for status: HTTPResponseStatus) -> String {
         status.reasonPhrase.isEmpty ? "Error" : status.reasonPhrase
     }

@@ -26,15 +26,8 @@ struct ProblemMiddleware: AsyncMiddleware {
         if status.code >= 500 {
             request.logger.error("Unhandled error", metadata: ["error": "\(String(reflecting: error))"])
         }
-        let body = ProblemDetails(
-            type: "https://steward.dev/problems/\(code)",
-            title: ProblemDetails.title(for: status),
-            status: Int(status.code),
-            detail: detail,
-            code: code,
-            errors: fields.isEmpty ? nil : fields,
-            requestId: request.requestID
-        )
+        let body = ProblemDetails(status: status, code: code, detail: detail, errors: fields.isEmpty ? nil : fields,
+                                  requestId: request.requestID)
         var responseHeaders = headers
         responseHeaders.replaceOrAdd(name: .contentType, value: "application/problem+json; charset=utf-8")
         let response = Response(status: status, headers: responseHeaders)

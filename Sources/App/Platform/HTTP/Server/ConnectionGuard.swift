@@ -222,8 +222,7 @@ final class RefusedConnectionHandler: ChannelInboundHandler {
 enum RawProblem {
     static func response(_ status: HTTPResponseStatus, code: String, detail: String, headers: [(String, String)],
                          allocator: ByteBufferAllocator) -> ByteBuffer {
-        let problem = ProblemDetails(type: "https://steward.dev/problems/\(code)", title: ProblemDetails.title(for: status),
-                                     status: Int(status.code), detail: detail, code: code, errors: nil, requestId: nil)
+        let problem = ProblemDetails(status: status, code: code, detail: detail, requestId: nil)
         let body = (try? APIJSON.encode(problem)) ?? Array(#"{"status":\#(status.code),"code":"\#(code)"}"#.utf8)
         var text = "HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\n"
         text += "Content-Type: application/problem+json; charset=utf-8\r\n"

@@ -46,8 +46,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         case .head(let head):
             connectionGuard.headReceived()
             if let length = head.headers.first(name: .contentLength).flatMap(Int.init), length > maxBodySize {
-                state = .receiving(head, nil)
-                refuseBody()
+                refuseBody(head)
                 return
             }
             if head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
@@ -58,7 +57,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             guard case .receiving(let head, var body) = state else { return }
             state = .idle
             if (body?.readableBytes ?? 0) + chunk.readableBytes > maxBodySize {
-                refuseBody()
+                refuseBody(head)
                 return
             }
             if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
@@ -71,8 +70,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
-    private func refuseBody() {
-        if case .receiving(let head, _) = state { report(head, status: 413, note: "body over the limit") }
+    private func refuseBody(_ head: HTTPRequestHead) {
+        report(head, status: 413, note: "body over the limit")
         state = .refusing
         keepAlive = false
         connectionGuard.answerAndClose(.payloadTooLarge, code: "payload_too_large",

@@ -183,7 +183,6 @@ final class ConnectionRegistry: Sendable {
     private struct State {
         var channels: [ObjectIdentifier: any Channel] = [:]
         var perAddress: [String: Int] = [:]
-        var refused = 0
     }
 
     let maxTotal: Int
@@ -204,11 +203,9 @@ final class ConnectionRegistry: Sendable {
         let id = ObjectIdentifier(channel)
         let refusal: String? = state.withLockedValue { state in
             if state.channels.count >= maxTotal {
-                state.refused += 1
                 return "The server holds its limit of \(maxTotal) open connections; try again shortly."
             }
             if limited, state.perAddress[address, default: 0] >= maxPerAddress {
-                state.refused += 1
                 return "Your address holds its limit of \(maxPerAddress) open connections; close some or try again shortly."
             }
             state.channels[id] = channel
@@ -227,7 +224,4 @@ final class ConnectionRegistry: Sendable {
     }
 
     func openChannels() -> [any Channel] { state.withLockedValue { Array($0.channels.values) } }
-
-    var openCount: Int { state.withLockedValue { $0.channels.count } }
-    var refusedCount: Int { state.withLockedValue { $0.refused } }
 }
