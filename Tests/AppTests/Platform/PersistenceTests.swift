@@ -1,4 +1,5 @@
 import Fluent
+import FluentSQLiteDriver
 import Foundation
 import SQLKit
 import Testing
@@ -100,6 +101,33 @@ struct PersistenceTests {
         try await withTestApp(environment: ["STEWARD_SQLITE_SYNCHRONOUS": "normal"]) { app in
             let checks = try await DatabaseMaintenance(app: app).check()
             #expect(checks.first { $0.name == "synchronous" }?.detail == "NORMAL")
+        }
+    }
+
+    @Test("A read connection the SQLite driver opens after start gets synchronous, the busy timeout and foreign keys too",
+          .enabled(if: !TestDatabase.isPostgres))
+    func reopenedPoolConnection() async throws {
+        try await withTestApp(environment: ["STEWARD_SQLITE_SYNCHRONOUS": "normal", "STEWARD_SQLITE_BUSY_TIMEOUT_MS": "4321"]) { app in
+            for eventLoop in app.eventLoopGroup.makeIterator() {
+                let db = try #require(app.databases.database(logger: app.logger, on: eventLoop))
+                let sql = db as! any SQLDatabase
+                func settings() async throws -> [Int?] {
+                    [
+                        try await sql.raw("PRAGMA synchronous").first()?.decode(column: "synchronous", as: Int.self),
+                        try await sql.raw("PRAGMA busy_timeout").first()?.decode(column: "timeout", as: Int.self),
+                        try await sql.raw("PRAGMA foreign_keys").first()?.decode(column: "foreign_keys", as: Int.self),
+                    ]
+                }
+                #expect(try await settings() == [1, 4321, 1])
+                // Close the loop's connection underneath the pool, as a failed connection would be: the driver then
+                // opens a new one, with its own busy handler (no timeout) and SQLite's default synchronous (FULL).
+                try await db.withConnection { pinned in
+                    ((pinned as! InstrumentedDatabase).base as! any SQLiteDatabase).withConnection { $0.close() }
+                }.get()
+                #expect(try await settings() == [1, 4321, 1])
+                // Fluent's own queries go through the same door.
+                #expect(try await User.query(on: db).count() >= 0)
+            }
         }
     }
 }

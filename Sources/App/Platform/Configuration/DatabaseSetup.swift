@@ -26,7 +26,10 @@ enum DatabaseSetup {
             app.poolWriteGuard = poolWrites
             var observer = queryObserver(app, config)
             observer.poolWrites = poolWrites
-            app.databases.use(InstrumentedDatabaseConfiguration(base: sqlite.make(), observer: observer), as: .sqlite)
+            // The driver sets none of Steward's connection settings on the connections it opens; each gets them before use.
+            let poolSetup = SQLitePoolSetup(synchronous: config.sqliteSynchronous.rawValue,
+                                            busyTimeoutMilliseconds: config.sqliteBusyTimeoutMilliseconds, logger: app.logger)
+            app.databases.use(InstrumentedDatabaseConfiguration(base: sqlite.make(), observer: observer, poolSetup: poolSetup), as: .sqlite)
         case .postgres(let url):
             var postgres = try SQLPostgresConfiguration(url: url)
             postgres.coreConfiguration.options.connectTimeout = .seconds(Int64(config.dbConnectTimeoutSeconds))
@@ -90,23 +93,6 @@ enum DatabaseSetup {
         }
         app.sqliteWALLoop = wal
         app.lifecycle.use(wal)
-    }
-
-    /// SQLite keeps `synchronous` and `busy_timeout` per connection, and the driver pools exactly one connection
-    /// per event loop, so setting them once on each loop's connection covers every read connection the app uses.
-    /// (The writer's connection sets its own.)
-    static func tuneSQLite(_ app: Application, _ config: AppConfig) async throws {
-        guard case .sqlite = config.database else { return }
-        for eventLoop in app.eventLoopGroup.makeIterator() {
-            guard let db = app.databases.database(.sqlite, logger: app.logger, on: eventLoop) else { continue }
-            try await db.withConnection { connection in
-                let sql = connection as! any SQLDatabase
-                try await sql.raw("PRAGMA journal_mode = WAL").run()
-                try await sql.raw("PRAGMA synchronous = \(unsafeRaw: config.sqliteSynchronous.rawValue)").run()
-                try await sql.raw("PRAGMA busy_timeout = \(unsafeRaw: String(config.sqliteBusyTimeoutMilliseconds))").run()
-                try await sql.raw("PRAGMA foreign_keys = ON").run()
-            }
-        }
     }
 }
 

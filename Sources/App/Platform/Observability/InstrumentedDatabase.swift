@@ -41,6 +41,8 @@ struct InstrumentedDatabaseConfiguration: DatabaseConfiguration {
     let observer: QueryObserver
     /// PostgreSQL: the hot reads prepared once per connection (nil on SQLite, whose readers prepare their own).
     var preparedReads: PreparedReads? = nil
+    /// SQLite: the settings each pool connection gets before its first statement.
+    var poolSetup: SQLitePoolSetup? = nil
 
     var middleware: [any AnyModelMiddleware] {
         get { base.middleware }
@@ -48,7 +50,8 @@ struct InstrumentedDatabaseConfiguration: DatabaseConfiguration {
     }
 
     func makeDriver(for databases: Databases) -> any DatabaseDriver {
-        InstrumentedDatabaseDriver(base: base.makeDriver(for: databases), observer: observer, preparedReads: preparedReads)
+        InstrumentedDatabaseDriver(base: base.makeDriver(for: databases), observer: observer, preparedReads: preparedReads,
+                                   poolSetup: poolSetup)
     }
 }
 
@@ -56,9 +59,11 @@ struct InstrumentedDatabaseDriver: DatabaseDriver {
     let base: any DatabaseDriver
     let observer: QueryObserver
     let preparedReads: PreparedReads?
+    let poolSetup: SQLitePoolSetup?
 
     func makeDatabase(with context: DatabaseContext) -> any Database {
-        InstrumentedDatabase(base: base.makeDatabase(with: context), observer: observer, preparedReads: preparedReads)
+        InstrumentedDatabase(base: base.makeDatabase(with: context), observer: observer, preparedReads: preparedReads,
+                             poolSetup: poolSetup)
     }
 
     func shutdown() { base.shutdown() }
@@ -69,8 +74,25 @@ struct InstrumentedDatabase: Database, SQLDatabase {
     let base: any Database
     let observer: QueryObserver
     var preparedReads: PreparedReads? = nil
+    /// SQLite's pool (not a connection already pinned): each statement first pins a connection and has it set up.
+    var poolSetup: SQLitePoolSetup? = nil
 
     private var sql: any SQLDatabase { base as! any SQLDatabase }
+
+    /// Runs `body` on `base`, or, on SQLite's pool, on one connection of it that has the pool's settings.
+    private func onPrepared<T: Sendable>(_ body: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
+        guard let poolSetup else { return body(base) }
+        return base.withConnection { pinned in poolSetup.prepare(pinned).flatMap { body(pinned) } }
+    }
+
+    /// The same, for work that is async.
+    private func onPrepared<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
+        guard let poolSetup else { return try await body(base) }
+        return try await base.withConnection { pinned in
+            try await poolSetup.prepare(pinned).get()
+            return try await body(pinned)
+        }
+    }
 
     // MARK: Database
 
@@ -81,7 +103,7 @@ struct InstrumentedDatabase: Database, SQLDatabase {
         let started = ContinuousClock.now
         let observer = observer, logger = base.logger
         observer.poolWrites?.check(query)
-        return base.execute(query: query, onOutput: onOutput).always { _ in
+        return onPrepared { $0.execute(query: query, onOutput: onOutput) }.always { _ in
             observer.finished(Self.describe(query), started: started, logger: logger)
         }
     }
@@ -95,13 +117,22 @@ struct InstrumentedDatabase: Database, SQLDatabase {
     }
 
     func transaction<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
-        let observer = observer, preparedReads = preparedReads
-        return base.transaction { inner in closure(InstrumentedDatabase(base: inner, observer: observer, preparedReads: preparedReads)) }
+        let observer = observer, preparedReads = preparedReads, poolSetup = poolSetup
+        return base.transaction { inner in
+            Self.prepared(inner, poolSetup).flatMap { closure(InstrumentedDatabase(base: inner, observer: observer, preparedReads: preparedReads)) }
+        }
     }
 
     func withConnection<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
-        let observer = observer, preparedReads = preparedReads
-        return base.withConnection { inner in closure(InstrumentedDatabase(base: inner, observer: observer, preparedReads: preparedReads)) }
+        let observer = observer, preparedReads = preparedReads, poolSetup = poolSetup
+        return base.withConnection { inner in
+            Self.prepared(inner, poolSetup).flatMap { closure(InstrumentedDatabase(base: inner, observer: observer, preparedReads: preparedReads)) }
+        }
+    }
+
+    /// A connection just pinned from SQLite's pool, once it has the pool's settings.
+    private static func prepared(_ pinned: any Database, _ poolSetup: SQLitePoolSetup?) -> EventLoopFuture<Void> {
+        poolSetup?.prepare(pinned) ?? pinned.eventLoop.makeSucceededVoidFuture()
     }
 
     // MARK: SQLDatabase
@@ -113,18 +144,27 @@ struct InstrumentedDatabase: Database, SQLDatabase {
     var queryLogLevel: Logger.Level? { sql.queryLogLevel }
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> ()) -> EventLoopFuture<Void> {
-        TimedSQLDatabase(base: sql, observer: observer).execute(sql: query, onRow)
+        let observer = observer
+        return onPrepared { TimedSQLDatabase(base: $0 as! any SQLDatabase, observer: observer).execute(sql: query, onRow) }
     }
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> ()) async throws {
-        try await TimedSQLDatabase(base: sql, observer: observer).execute(sql: query, onRow)
+        let observer = observer
+        try await onPrepared { try await TimedSQLDatabase(base: $0 as! any SQLDatabase, observer: observer).execute(sql: query, onRow) }
     }
 
     func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         let observer = observer
-        return try await sql.withSession { inner in
-            try await closure(TimedSQLDatabase(base: inner, observer: observer))
+        guard let poolSetup else {
+            return try await sql.withSession { inner in try await closure(TimedSQLDatabase(base: inner, observer: observer)) }
         }
+        // SQLite's pool: the session is one connection, set up first.
+        let result = SessionResult<R>()
+        try await base.withConnection { pinned in
+            try await poolSetup.prepare(pinned).get()
+            result.value = try await closure(TimedSQLDatabase(base: pinned as! any SQLDatabase, observer: observer))
+        }
+        return result.value!
     }
 
     /// A Fluent query named by action and table: its SQL is built inside the driver, and its values stay out of logs.
@@ -165,6 +205,11 @@ struct InstrumentedDatabase: Database, SQLDatabase {
         }
         return output
     }
+}
+
+/// A session's answer, carried out of the pinned connection's closure (the answer need not be Sendable).
+private final class SessionResult<R>: @unchecked Sendable {
+    var value: R?
 }
 
 /// A SQLKit database whose statements are timed: the pool's, a transaction's or one session's connection.
