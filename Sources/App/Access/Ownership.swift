@@ -12,3 +12,10 @@ extension QueryBuilder {
         return filter(owner.appending(path: \ParentProperty<Model, User>.$id) == (try caller.user.requireID()))
     }
 }
+
+extension AuthenticatedCaller {
+    /// The same rule for a row already read: whether this caller sees a row owned by `ownerID`.
+    func sees(ownedBy ownerID: UUID) -> Bool {
+        seesEveryOwner || user.id == ownerID
+    }
+}

@@ -256,7 +256,9 @@ struct ExecutionService: Sendable {
     // MARK: - Read
 
     func find(_ id: UUID, caller: AuthenticatedCaller) async throws -> Execution {
-        guard let execution = try await Execution.query(on: reads).visible(to: caller, ownedThrough: \.$user).filter(\.$id == id).first() else {
+        // On every MCP call's and every poller's path: one prepared read by key, without query building or reflection.
+        guard let execution = try await app.quickFind(Execution.self, where: "id", equals: id, on: reads),
+              caller.sees(ownedBy: execution.$user.id) else {
             throw HTTPProblem.notFound("No such execution.")
         }
         return execution

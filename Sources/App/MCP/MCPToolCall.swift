@@ -145,14 +145,8 @@ struct MCPToolCall: Sendable {
                                        filter: StreamFilter(types: ["execution.*"], resourceID: executionID.lowercasedString),
                                        capacity: 256)
         let hub = app.eventHub
+        // The hub ticks its watchers about once a second.
         _ = try await hub.watch(watcher)
-        let ticker = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(1))
-                watcher.tick()
-            }
-        }
-        defer { ticker.cancel() }
         let deadline = ContinuousClock.now + .seconds(app.appConfig.mcpCallTimeoutSeconds)
         var lastProgress = -1
         var ticks = 0
@@ -171,6 +165,8 @@ struct MCPToolCall: Sendable {
                         }
                         continue
                     }
+                    // Events are "execution.<status>": only one that names a final status needs the row read again.
+                    guard Self.endsExecution(event.type) else { continue }
                     current = try await service.find(executionID, caller: caller)
                 case .tick:
                     watcher.tickTaken()
@@ -196,6 +192,12 @@ struct MCPToolCall: Sendable {
             await hub.unwatch(watcher)
             throw error
         }
+    }
+
+    /// Whether an execution event's type names a final status (`execution.succeeded`, `execution.failed`, …).
+    static func endsExecution(_ type: String) -> Bool {
+        guard type.hasPrefix("execution.") else { return false }
+        return Execution.Status(rawValue: String(type.dropFirst("execution.".count)))?.isFinished ?? false
     }
 
     /// `data.progress` and `data.message` of an `execution.progress` event's JSON.

@@ -132,6 +132,9 @@ actor EventHub {
 
     private func tickAll() async {
         for subscriber in subscribers.values { subscriber.tick() }
+        // Watchers tick on the same timer (an MCP call keeps its stream alive and looks at its execution on ticks):
+        // one timer for all, rather than a sleeping task per call.
+        for watcher in watchers.values { watcher.tick() }
         if ContinuousClock.now - lastRevalidation >= settings.revalidateEvery {
             lastRevalidation = .now
             let all = Array(subscribers.values)
@@ -150,7 +153,10 @@ actor EventHub {
                     return
                 }
                 let seen = wake.current
-                let events = try await Event.query(on: app.db).filter(\.$seq > lastSeq).sort(\.$seq).limit(500).listed()
+                // A page read through the seq index in its order, with one fixed statement: on SQLite a direct
+                // reader with the statement kept prepared, without a hop to the pool.
+                let events = try await app.quickRead("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT 500", [lastSeq], on: app.db)
+                    .map { try Event.read(from: $0) }
                 if let last = events.last?.seq, last > lastSeq {
                     let batch = try events.filter { $0.seq > lastSeq }.map { try StreamEvent($0) }
                     deliver(batch)

@@ -246,6 +246,9 @@ final class JobSignal: @unchecked Sendable {
 
     /// Returns at the first notification after `seen`, or after `timeout`.
     func wait(after seen: Int, timeout: Duration) async {
+        // Under load the notification has usually come already: return without arming a timer (each one is a
+        // task group, a Dispatch timer and its cancellation).
+        if lock.withLock({ generation != seen }) { return }
         let id = UUID.pooledRandom()
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
