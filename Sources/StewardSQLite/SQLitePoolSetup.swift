@@ -12,12 +12,23 @@ import SQLiteKit
 /// databases hand each connection here before using it (`prepare`); a connection not seen before gets the
 /// pragmas, then joins the list of those that have them.
 ///
-/// The list holds the connections themselves, not their addresses, so a new connection cannot pass for one that
-/// closed; closed ones are dropped whenever a new one joins. Checking a known one costs one lock.
+/// Pinning a connection for every statement would cost a task per statement (the driver's pinning is async), so
+/// the check before a statement is cheaper: the driver keeps at most one connection per event loop, so while the
+/// connection prepared on a loop is open, a statement on that loop can only run on it (`isReady`). Only when it
+/// has closed, or none was prepared there yet, is the next statement pinned to a connection and that connection
+/// prepared. Should a loop ever show a second open connection (a driver that pools more), every statement is
+/// pinned and checked from then on.
 package final class SQLitePoolSetup: Sendable {
+    private struct State {
+        /// The prepared connection of each event loop.
+        var byLoop: [ObjectIdentifier: SQLiteConnection] = [:]
+        /// A loop had two open connections: check every statement's connection.
+        var pinEveryStatement = false
+    }
+
     private let pragmas: [String]
     private let logger: Logger
-    private let prepared = NIOLockedValueBox<[SQLiteConnection]>([])
+    private let state = NIOLockedValueBox(State())
 
     package init(synchronous: String, busyTimeoutMilliseconds: Int, logger: Logger) {
         pragmas = [
@@ -28,6 +39,15 @@ package final class SQLitePoolSetup: Sendable {
         self.logger = logger
     }
 
+    /// Whether a statement on `eventLoop` may run without being pinned first: the loop's only connection has the
+    /// settings.
+    package func isReady(on eventLoop: any EventLoop) -> Bool {
+        state.withLockedValue { state in
+            guard !state.pinEveryStatement, let connection = state.byLoop[ObjectIdentifier(eventLoop)] else { return false }
+            return !connection.isClosed
+        }
+    }
+
     /// Makes sure the connection `database` is pinned to has the settings. `database` must be bound to one
     /// connection (inside `withConnection` or a transaction); anything that is not SQLite's passes unchanged.
     package func prepare(_ database: any Database) -> EventLoopFuture<Void> {
@@ -36,20 +56,21 @@ package final class SQLitePoolSetup: Sendable {
     }
 
     private func prepare(_ connection: SQLiteConnection) -> EventLoopFuture<Void> {
-        if prepared.withLockedValue({ $0.contains { $0 === connection } }) { return connection.eventLoop.makeSucceededVoidFuture() }
+        let loop = ObjectIdentifier(connection.eventLoop)
+        if state.withLockedValue({ $0.byLoop[loop] === connection }) { return connection.eventLoop.makeSucceededVoidFuture() }
         var done = connection.eventLoop.makeSucceededVoidFuture()
         for pragma in pragmas {
             done = done.flatMap { connection.query(pragma).map { _ in } }
         }
         return done.map {
-            self.prepared.withLockedValue { list in
-                list.removeAll { $0.isClosed }
-                list.append(connection)
+            let second = self.state.withLockedValue { state -> Bool in
+                let second = state.byLoop[loop].map { !$0.isClosed } ?? false
+                if second { state.pinEveryStatement = true }
+                state.byLoop[loop] = connection
+                return second
             }
+            if second { self.logger.warning("SQLite pool has two connections on one event loop: every statement is now checked") }
             self.logger.debug("SQLite pool connection set up", metadata: ["pragmas": .string(self.pragmas.joined(separator: "; "))])
         }
     }
-
-    /// How many open connections have the settings (for tests).
-    package var preparedCount: Int { prepared.withLockedValue { $0.filter { !$0.isClosed }.count } }
 }

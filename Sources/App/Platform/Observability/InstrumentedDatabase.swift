@@ -74,24 +74,16 @@ struct InstrumentedDatabase: Database, SQLDatabase {
     let base: any Database
     let observer: QueryObserver
     var preparedReads: PreparedReads? = nil
-    /// SQLite's pool (not a connection already pinned): each statement first pins a connection and has it set up.
+    /// SQLite's pool (not a connection already pinned): a statement on a loop whose connection is not known to have
+    /// the pool's settings first pins one and has it set up (`SQLitePoolSetup`).
     var poolSetup: SQLitePoolSetup? = nil
 
     private var sql: any SQLDatabase { base as! any SQLDatabase }
 
     /// Runs `body` on `base`, or, on SQLite's pool, on one connection of it that has the pool's settings.
     private func onPrepared<T: Sendable>(_ body: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
-        guard let poolSetup else { return body(base) }
+        guard let poolSetup, !poolSetup.isReady(on: base.eventLoop) else { return body(base) }
         return base.withConnection { pinned in poolSetup.prepare(pinned).flatMap { body(pinned) } }
-    }
-
-    /// The same, for work that is async.
-    private func onPrepared<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
-        guard let poolSetup else { return try await body(base) }
-        return try await base.withConnection { pinned in
-            try await poolSetup.prepare(pinned).get()
-            return try await body(pinned)
-        }
     }
 
     // MARK: Database
@@ -150,7 +142,13 @@ struct InstrumentedDatabase: Database, SQLDatabase {
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> ()) async throws {
         let observer = observer
-        try await onPrepared { try await TimedSQLDatabase(base: $0 as! any SQLDatabase, observer: observer).execute(sql: query, onRow) }
+        guard let poolSetup, !poolSetup.isReady(on: base.eventLoop) else {
+            return try await TimedSQLDatabase(base: sql, observer: observer).execute(sql: query, onRow)
+        }
+        try await base.withConnection { pinned in
+            try await poolSetup.prepare(pinned).get()
+            try await TimedSQLDatabase(base: pinned as! any SQLDatabase, observer: observer).execute(sql: query, onRow)
+        }
     }
 
     func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
