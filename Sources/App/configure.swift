@@ -12,6 +12,7 @@ public func configure(_ app: Application, config: AppConfig) async throws {
     try DatabaseSetup.configure(app, config)
     app.keyMaterial = try await KeyMaterial.load(app, config)
     app.migrations.add(AppMigrations.all(app.keyMaterial))
+    try await DatabaseSetup.openSQLitePool(app, config)
     try await DatabaseSetup.openSQLiteWriter(app, config)
     app.verifiedTokens = VerifiedTokens()
     app.auditVerifications = AuditVerifications()

@@ -77,6 +77,17 @@ enum ProcessLimits {
         }
     }
 
+    /// How many client connections the open-file limit leaves room for: the soft limit less a reserve for the
+    /// process's own descriptors (database files, outbound connections, and Dispatch, which kills the process when
+    /// its thread-pool monitor cannot open `/proc/self/task/…/stat` under load). The reserve is an eighth of the
+    /// limit, at least 96. nil when the limit is unknown or unlimited.
+    static func connectionBudget() -> Int? {
+        var limits = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limits) == 0, limits.rlim_cur != rlim_t.max else { return nil }
+        let soft = Int(clamping: limits.rlim_cur)
+        return max(1, soft - max(96, soft / 8))
+    }
+
     /// On Linux, Dispatch (which runs Swift concurrency's timers: `Task.sleep`, clocks, `asyncAfter`) opens its epoll,
     /// eventfd and timerfd descriptors on first use, and kills the process (SIGILL) when it cannot, as when idle
     /// connections have taken every descriptor. A first sleep on each clock while descriptors are to spare makes

@@ -174,7 +174,7 @@ extension AppConfig {
         .init(name: "STEWARD_HTTP_IDLE_TIMEOUT_SECONDS", defaultValue: "60", meaning: "A connection that reads and writes nothing for this long is closed: an idle keep-alive connection, a stalled request head or body."),
         .init(name: "STEWARD_HTTP_HEAD_TIMEOUT_SECONDS", defaultValue: "10", meaning: "A request head (request line and headers) must arrive whole within this many seconds of its first byte; otherwise 408 and the connection is closed, however the bytes trickle in."),
         .init(name: "STEWARD_HTTP_BODY_TIMEOUT_SECONDS", defaultValue: "30", meaning: "A request body may pause at most this many seconds between two reads; otherwise 408 and the connection is closed."),
-        .init(name: "STEWARD_HTTP_MAX_CONNECTIONS", defaultValue: "10000", meaning: "Open client connections in all; a connection beyond gets 503 `too_many_connections` and is closed."),
+        .init(name: "STEWARD_HTTP_MAX_CONNECTIONS", defaultValue: "10000", meaning: "Open client connections in all; a connection beyond gets 503 `too_many_connections` and is closed. Lowered at start to what the open-file limit leaves after a reserve for the process's own descriptors."),
         .init(name: "STEWARD_HTTP_MAX_CONNECTIONS_PER_ADDRESS", defaultValue: "256", meaning: "Open connections from one client address (STEWARD_TRUSTED_PROXIES are exempt); beyond, 503 `too_many_connections`."),
         .init(name: "STEWARD_ADMIN_EMAIL", defaultValue: "admin@steward.local", meaning: "Email of the first admin, created when the database has no user."),
         .init(name: "STEWARD_ADMIN_PASSWORD", defaultValue: "(unset: generated and printed once)", meaning: "Password of the first admin (8-128 characters)."),

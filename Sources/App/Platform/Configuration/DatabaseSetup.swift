@@ -71,6 +71,16 @@ enum DatabaseSetup {
         return QueryObserver(metrics: app.metrics, slowThreshold: threshold)
     }
 
+    /// SQLite: opens the pool's connection on every event loop now, each set up by `SQLitePoolSetup`, rather than on
+    /// first use: a server whose descriptors run out later (idle connections) then still has its read connections.
+    static func openSQLitePool(_ app: Application, _ config: AppConfig) async throws {
+        guard case .sqlite = config.database else { return }
+        for eventLoop in app.eventLoopGroup.makeIterator() {
+            guard let db = app.databases.database(.sqlite, logger: app.logger, on: eventLoop) else { continue }
+            try await db.withConnection { $0.eventLoop.makeSucceededVoidFuture() }.get()
+        }
+    }
+
     /// SQLite: opens the write transactions' connection, with the write gate in front of it, and sets up the direct
     /// read connections; closes them when the app shuts down (after the workers and loops that write, whose handlers are registered later).
     static func openSQLiteWriter(_ app: Application, _ config: AppConfig) async throws {

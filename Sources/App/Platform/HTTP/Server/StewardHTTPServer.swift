@@ -34,7 +34,13 @@ final class StewardHTTPServer: Server, Sendable {
         self.group = app.eventLoopGroup
         self.shutdownPromise = app.eventLoopGroup.any().makePromise(of: Void.self)
         let config = app.appConfig
-        self.registry = ConnectionRegistry(maxTotal: config.httpMaxConnections, maxPerAddress: config.httpMaxConnectionsPerAddress,
+        // Connections never take the descriptors the process needs for itself.
+        var maxTotal = config.httpMaxConnections
+        if let budget = ProcessLimits.connectionBudget(), budget < maxTotal {
+            app.logger.warning("STEWARD_HTTP_MAX_CONNECTIONS is \(maxTotal), but the open-file limit leaves room for \(budget) connections: using \(budget)")
+            maxTotal = budget
+        }
+        self.registry = ConnectionRegistry(maxTotal: maxTotal, maxPerAddress: config.httpMaxConnectionsPerAddress,
                                            exempt: app.trustedProxies)
     }
 
