@@ -9,8 +9,8 @@ import SQLiteKit
 /// SQLite keeps `synchronous`, `busy_timeout` and `foreign_keys` per connection, and the driver gives no hook for a
 /// connection it opens: it sets its own busy handler (which waits without limit) and `foreign_keys`, nothing else.
 /// It opens one connection per event loop on first use, and a new one whenever one was closed. So the pool's
-/// databases hand each connection here before using it (`prepare`); a connection not seen before gets the
-/// pragmas, then joins the list of those that have them.
+/// databases hand a pinned connection here before using it (`prepare`); one not seen before gets the pragmas and
+/// becomes its loop's known connection.
 ///
 /// Pinning a connection for every statement would cost a task per statement (the driver's pinning is async), so
 /// the check before a statement is cheaper: the driver keeps at most one connection per event loop, so while the

@@ -50,9 +50,7 @@ struct WriteConflictTests {
           .enabled(if: TestDatabase.isPostgres), .timeLimit(.minutes(1)))
     func deadlock() async throws {
         try await withTestApp { app in
-            try await app.writeStatements { sql in
-                try await sql.raw("INSERT INTO system_tasks (name, cron, next_run_at) VALUES ('lock-a', '@daily', \(bind: Date())), ('lock-b', '@daily', \(bind: Date()))").run()
-            }
+            try await insertLockRows(app)
             let firstLocks = AsyncBarrier(parties: 2)
             // Each locks one row, waits until the other holds its own, then asks for the other's: PostgreSQL breaks the cycle.
             let lock: @Sendable (String, String) async -> Result<Void, any Error> = { mine, theirs in
@@ -85,9 +83,7 @@ struct WriteConflictRetryTests {
           .enabled(if: TestDatabase.isPostgres), .timeLimit(.minutes(1)))
     func deadlockedRequestRetried() async throws {
         try await withTestApp { app in
-            try await app.writeStatements { sql in
-                try await sql.raw("INSERT INTO system_tasks (name, cron, next_run_at) VALUES ('lock-a', '@daily', \(bind: Date())), ('lock-b', '@daily', \(bind: Date()))").run()
-            }
+            try await insertLockRows(app)
             let firstLocks = AsyncBarrier(parties: 2)
             let runs = NIOLockedValueBox(0)
             // The route locks a then b; the test locks b then a, and asks for a later, so the route waits first and
@@ -232,5 +228,12 @@ struct SQLiteWriterDurabilityTests {
             #expect(try await SQLiteWAL.checkpointIfLarge(app) == false, "under the limit nothing runs")
             #expect(try await (app.db as! any SQLDatabase).raw("SELECT count(*) AS n FROM system_tasks WHERE name LIKE 'wal-%'").first()?.decode(column: "n", as: Int.self) == 60)
         }
+    }
+}
+
+/// Two rows, `lock-a` and `lock-b`, for tests that lock them in opposite orders to make PostgreSQL find a deadlock.
+private func insertLockRows(_ app: Application) async throws {
+    try await app.writeStatements { sql in
+        try await sql.raw("INSERT INTO system_tasks (name, cron, next_run_at) VALUES ('lock-a', '@daily', \(bind: Date())), ('lock-b', '@daily', \(bind: Date()))").run()
     }
 }
