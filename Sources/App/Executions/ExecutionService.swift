@@ -155,7 +155,9 @@ struct ExecutionService: Sendable {
     /// commit. Otherwise it stops before inserting (`NearCap`) and runs again exclusively: it takes every lane, in
     /// order, so it counts after every create in flight has committed, and no other create of the user runs until
     /// it commits. A user far from the cap thus does not queue their creates one commit after another; one at the
-    /// cap is counted exactly.
+    /// cap is counted exactly. The count is the sum of the user's rows in `execution_active_shards` (migration 0039),
+    /// which a trigger keeps: the create names its lane in `steward.cap_lane`, so its insert adds to its lane's row,
+    /// which no other transaction writes while it holds the lane.
     private func checkCap(for userID: UUID, exclusive: Bool, on db: any Database) async throws {
         let cap = app.settings.maxConcurrentExecutionsPerUser
         let sql = db as! any SQLDatabase
@@ -168,13 +170,11 @@ struct ExecutionService: Sendable {
                 for lane in 0..<Self.capLanes {
                     try await sql.raw("SELECT pg_advisory_xact_lock(\(bind: Self.capLockKey(userID, lane: lane)))").run()
                 }
+                try await sql.raw("SELECT set_config('steward.cap_lane', '0', true)").run()
             } else {
                 try await takeLane(of: userID, on: sql)
             }
-            // Counted, but only up to the cap: a create reads at most `cap` index entries whatever is in flight.
-            active = try await sql.raw("""
-                SELECT count(*) AS active FROM (SELECT 1 FROM executions WHERE user_id = \(bind: userID) AND status IN ('queued', 'running') LIMIT \(bind: cap)) AS active
-                """).first()?.decode(column: "active", as: Int.self) ?? 0
+            active = try await sql.first(Self.activeShardSum, [userID])?.decode(column: "active", as: Int.self) ?? 0
             if !exclusive, active + Self.capLanes > cap { throw NearCap() }
         }
         guard active < cap else { throw ExecutionError.tooManyActive(cap) }
@@ -184,12 +184,16 @@ struct ExecutionService: Sendable {
     private func takeLane(of userID: UUID, on sql: any SQLDatabase) async throws {
         let first = Int.random(in: 0..<Self.capLanes)
         let keys = (0..<Self.capLanes).map { Self.capLockKey(userID, lane: (first + $0) % Self.capLanes) }
-        // No ORDER BY: the scan tries the keys in the array's order and stops at the first it gets.
+        // No ORDER BY: the scan tries the keys in the array's order and stops at the first it gets. The lane taken
+        // (the key's low bits) is named for the count's trigger.
         let tried = try await sql.raw("""
-            SELECT key FROM unnest(\(bind: keys)::bigint[]) AS key WHERE pg_try_advisory_xact_lock(key) LIMIT 1
+            SELECT set_config('steward.cap_lane', (key & 15)::text, true) FROM unnest(\(bind: keys)::bigint[]) AS key
+            WHERE pg_try_advisory_xact_lock(key) LIMIT 1
             """).first()
         if tried == nil {
-            try await sql.raw("SELECT pg_advisory_xact_lock(\(bind: keys[0]))").run()
+            try await sql.raw("""
+                SELECT pg_advisory_xact_lock(\(bind: keys[0])), set_config('steward.cap_lane', \(bind: String(keys[0] & 15)), true)
+                """).run()
         }
     }
 
@@ -230,6 +234,7 @@ struct ExecutionService: Sendable {
     }
 
     private static let activeCount = FixedStatement("SELECT active FROM execution_active_counts WHERE user_id = ?")
+    private static let activeShardSum = FixedStatement("SELECT coalesce(sum(active), 0)::bigint AS active FROM execution_active_shards WHERE user_id = ?")
     private static let rowInsert = FixedStatement.insert(
         into: Execution.schema,
         columns: ["id", "queued_at", "skill_id", "user_id", "status", "progress", "input", "attempt", "cancel_requested", "job_id",

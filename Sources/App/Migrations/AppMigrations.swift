@@ -42,5 +42,6 @@ enum AppMigrations {
         CreateSettings(),
         CreateUsageCounters(),
         AddUserErasedAt(),
+        ShardActiveExecutionCounts(),
     ] }
 }
