@@ -13,27 +13,59 @@ package struct FixedStatement: Sendable {
     package let sqlite: String
     /// The text around the placeholders: one more piece than there are values.
     private let pieces: [String]
+    /// A plain insert whose only possible failure fails its whole transaction: it may be sent later, together with
+    /// others, where the database supports that (`StatementDeferring`).
+    package let isDeferrable: Bool
 
     package init(_ text: String) {
-        sqlite = text
-        pieces = text.split(separator: "?", omittingEmptySubsequences: false).map(String.init)
+        self.init(text, deferrable: false)
     }
 
-    /// `INSERT INTO table (columns) VALUES (?, …)`.
-    package static func insert(into table: String, columns: [String]) -> FixedStatement {
-        FixedStatement("INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES (\(repeatElement("?", count: columns.count).joined(separator: ", ")))")
+    private init(_ text: String, deferrable: Bool) {
+        sqlite = text
+        pieces = text.split(separator: "?", omittingEmptySubsequences: false).map(String.init)
+        isDeferrable = deferrable
+    }
+
+    /// `INSERT INTO table (columns) VALUES (?, …)`. `deferrable` for a row with a fresh key, which no caller
+    /// expects to fail on its own (see `isDeferrable`).
+    package static func insert(into table: String, columns: [String], deferrable: Bool = false) -> FixedStatement {
+        FixedStatement("INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES (\(repeatElement("?", count: columns.count).joined(separator: ", ")))",
+                       deferrable: deferrable)
+    }
+
+    /// Several statements as one, for PostgreSQL: each but the last a data-modifying `WITH` part, bound in order.
+    /// They all run on one snapshot, and constraints are checked at the end of the whole statement, so a row may
+    /// refer to another inserted in the same one; none may read what another writes.
+    package static func combined(_ statements: [(FixedStatement, [any RowValue])]) -> SQLQueryString {
+        precondition(!statements.isEmpty)
+        if statements.count == 1 { return statements[0].0.query(statements[0].1) }
+        var query = SQLQueryString("WITH ")
+        for (index, (statement, values)) in statements.dropLast().enumerated() {
+            query.appendInterpolation(unsafeRaw: index == 0 ? "s0 AS (" : ", s\(index) AS (")
+            statement.append(values, to: &query)
+            query.appendInterpolation(unsafeRaw: ")")
+        }
+        query.appendInterpolation(unsafeRaw: " ")
+        statements[statements.count - 1].0.append(statements[statements.count - 1].1, to: &query)
+        return query
     }
 
     package var placeholders: Int { pieces.count - 1 }
 
     /// The statement for SQLKit, each value bound in its place.
     fileprivate func query(_ values: [any RowValue]) -> SQLQueryString {
-        var query = SQLQueryString(pieces[0])
+        var query = SQLQueryString("")
+        append(values, to: &query)
+        return query
+    }
+
+    private func append(_ values: [any RowValue], to query: inout SQLQueryString) {
+        query.appendInterpolation(unsafeRaw: pieces[0])
         for (value, piece) in zip(values, pieces.dropFirst()) {
             query.appendInterpolation(bind: value)
             query.appendInterpolation(unsafeRaw: piece)
         }
-        return query
     }
 }
 
@@ -86,6 +118,7 @@ extension SQLDatabase {
             _ = try await direct.run(sqlite: statement.sqlite, values.map(\.sqliteValue), collect: false)
             return
         }
+        if statement.isDeferrable, let deferring = self as? any StatementDeferring, deferring.deferIfOpen(statement, values) { return }
         try await raw(statement.query(values)).run()
     }
 
@@ -102,6 +135,14 @@ extension SQLDatabase {
     package func first(_ statement: FixedStatement, _ values: [any RowValue]) async throws -> (any SQLRow)? {
         try await all(statement, values).first
     }
+}
+
+/// A database that may hold deferrable statements (`FixedStatement.isDeferrable`) and send them later, together
+/// (`FixedStatement.combined`), before its next statement of any kind: a PostgreSQL write transaction, where each
+/// statement is a round trip.
+package protocol StatementDeferring {
+    /// Takes the statement to send later, or returns false to have it run now.
+    func deferIfOpen(_ statement: FixedStatement, _ values: [any RowValue]) -> Bool
 }
 
 /// A database that runs SQLite statement text (with `?` placeholders) as it is: the SQLite writer's.

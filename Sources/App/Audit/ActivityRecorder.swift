@@ -145,9 +145,10 @@ public struct ActivityRecorder: Sendable {
     private static let pendingAuditInsert = FixedStatement.insert(
         into: "pending_audit_logs",
         columns: ["id", "at", "actor_id", "actor_type", "action", "resource_type", "resource_id", "outcome", "ip_address",
-                  "user_agent", "request_id", "details"])
+                  "user_agent", "request_id", "details"],
+        deferrable: true)
     private static let pendingEventInsert = FixedStatement.insert(
-        into: "pending_events", columns: ["id", "at", "type", "actor_id", "resource_type", "resource_id", "data"])
+        into: "pending_events", columns: ["id", "at", "type", "actor_id", "resource_type", "resource_id", "data"], deferrable: true)
 
     /// PostgreSQL: leaves the entry and the event for `LedgerSequencer`, which numbers them after the commit. No row
     /// is locked, so writers on every instance commit side by side. The sequencer's holder is woken after the commit.

@@ -238,7 +238,8 @@ struct ExecutionService: Sendable {
     private static let rowInsert = FixedStatement.insert(
         into: Execution.schema,
         columns: ["id", "queued_at", "skill_id", "user_id", "status", "progress", "input", "attempt", "cancel_requested", "job_id",
-                  "schedule_id", "scheduled_for", "origin", "client_name", "client_version", "mcp_session_id", "mcp_request_id"])
+                  "schedule_id", "scheduled_for", "origin", "client_name", "client_version", "mcp_session_id", "mcp_request_id"],
+        deferrable: true)
 
     /// Writes a prepared execution with its job, history line, event and audit entry, inside the caller's transaction.
     /// Plain SQL rather than Fluent's `create`: this runs behind SQLite's write gate on every execution, and model
@@ -422,7 +423,7 @@ struct ExecutionService: Sendable {
 
     /// A history line at the ordinal given, and one at the next after the execution's last.
     private static let historyInsert = FixedStatement.insert(
-        into: ExecutionHistoryEntry.schema, columns: ["id", "execution_id", "ordinal", "at", "level", "message", "progress"])
+        into: ExecutionHistoryEntry.schema, columns: ["id", "execution_id", "ordinal", "at", "level", "message", "progress"], deferrable: true)
     private static let historyAppend = FixedStatement("""
         INSERT INTO execution_history (id, execution_id, ordinal, at, level, message, progress) VALUES (?, ?, \
         (SELECT coalesce(max(ordinal), 0) + 1 FROM execution_history WHERE execution_id = ?), ?, ?, ?, ?)

@@ -42,6 +42,41 @@ struct WriteDoorTests {
             #expect(written)
         }
     }
+
+    @Test("PostgreSQL: deferrable inserts wait for the transaction's next statement; its own reads see them, the commit sends the rest, and one that fails rolls the whole transaction back",
+          .enabled(if: TestDatabase.isPostgres))
+    func deferredInserts() async throws {
+        try await withTestApp { app in
+            let task = FixedStatement.insert(into: "system_tasks", columns: ["name", "cron", "next_run_at"], deferrable: true)
+            func names(_ pattern: String) async throws -> [String] {
+                try await (app.db as! any SQLDatabase).raw("SELECT name FROM system_tasks WHERE name LIKE \(bind: pattern) ORDER BY name").all()
+                    .map { try $0.decode(column: "name", as: String.self) }
+            }
+            let seenInside = try await app.writeTransaction { db in
+                let sql = db as! any SQLDatabase
+                try await sql.run(task, ["deferred-a", "@daily", Date()])
+                let seen = try await sql.raw("SELECT count(*) AS n FROM system_tasks WHERE name = 'deferred-a'").first()?.decode(column: "n", as: Int.self)
+                // More than wait at once: the ones past the limit go out behind the others, in order.
+                for index in 0..<(DeferredStatements.limit + 4) { try await sql.run(task, [String(format: "deferred-n%02d", index), "@daily", Date()]) }
+                try await sql.run(task, ["deferred-z", "@daily", Date()])
+                return seen
+            }
+            #expect(seenInside == 1, "a read in the transaction sees the insert before it")
+            #expect(try await names("deferred-%").count == 2 + DeferredStatements.limit + 4, "the commit sent what still waited")
+
+            let acceptedAtTheCall = NIOLockedValueBox(false)
+            await #expect(throws: (any Error).self) {
+                try await app.writeTransaction { db in
+                    let sql = db as! any SQLDatabase
+                    try await sql.run(task, ["deferred-lost", "@daily", Date()])
+                    try await sql.run(task, ["deferred-a", "@daily", Date()])  // the name is taken
+                    acceptedAtTheCall.withLockedValue { $0 = true }
+                }
+            }
+            #expect(acceptedAtTheCall.withLockedValue { $0 }, "the failing insert was deferred to the commit")
+            #expect(try await names("deferred-lost").isEmpty, "nothing of the failed transaction stands")
+        }
+    }
 }
 
 @Suite("Write conflicts on PostgreSQL")

@@ -28,7 +28,8 @@ struct JobQueue: Sendable {
 
     private static let insert = FixedStatement.insert(
         into: Job.schema,
-        columns: ["id", "kind", "payload", "status", "run_at", "attempts", "max_attempts", "group_key", "created_at", "updated_at"])
+        columns: ["id", "kind", "payload", "status", "run_at", "attempts", "max_attempts", "group_key", "created_at", "updated_at"],
+        deferrable: true)
 
     /// Adds a job inside the caller's transaction and wakes this process's workers.
     @discardableResult

@@ -77,8 +77,23 @@ struct InstrumentedDatabase: Database, SQLDatabase {
     /// SQLite's pool (not a connection already pinned): a statement on a loop whose connection is not known to have
     /// the pool's settings first pins one and has it set up (`SQLitePoolSetup`).
     var poolSetup: SQLitePoolSetup? = nil
+    /// A PostgreSQL write transaction's connection (`PostgresTransaction`): deferrable inserts wait here and go out
+    /// as one statement before the next statement of any kind, the transaction's `COMMIT` included.
+    var deferred: DeferredStatements? = nil
 
     private var sql: any SQLDatabase { base as! any SQLDatabase }
+
+    /// Sends the deferred inserts, if any, as one statement.
+    private func flush() async throws {
+        guard let pending = deferred?.take() else { return }
+        try await TimedSQLDatabase(base: sql, observer: observer).execute(sql: FixedStatement.combined(pending)) { _ in }
+    }
+
+    /// `body` once the deferred inserts, if any, have gone out.
+    private func flushed<T>(_ body: @escaping @Sendable () -> EventLoopFuture<T>) -> EventLoopFuture<T> {
+        guard let pending = deferred?.take() else { return body() }
+        return TimedSQLDatabase(base: sql, observer: observer).execute(sql: FixedStatement.combined(pending)) { _ in }.flatMap { body() }
+    }
 
     /// Runs `body` on `base`, or, on SQLite's pool, on one connection of it that has the pool's settings.
     private func onPrepared<T: Sendable>(_ body: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
@@ -95,30 +110,40 @@ struct InstrumentedDatabase: Database, SQLDatabase {
         let started = ContinuousClock.now
         let observer = observer, logger = base.logger
         observer.poolWrites?.check(query)
-        return onPrepared { $0.execute(query: query, onOutput: onOutput) }.always { _ in
+        return flushed { self.onPrepared { $0.execute(query: query, onOutput: onOutput) } }.always { _ in
             observer.finished(Self.describe(query), started: started, logger: logger)
         }
     }
 
     func execute(schema: DatabaseSchema) -> EventLoopFuture<Void> {
-        base.execute(schema: schema)
+        let base = base
+        return flushed { base.execute(schema: schema) }
     }
 
     func execute(enum: DatabaseEnum) -> EventLoopFuture<Void> {
-        base.execute(enum: `enum`)
+        let base = base
+        return flushed { base.execute(enum: `enum`) }
     }
 
     func transaction<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
-        let observer = observer, preparedReads = preparedReads, poolSetup = poolSetup
-        return base.transaction { inner in
-            Self.prepared(inner, poolSetup).flatMap { closure(InstrumentedDatabase(base: inner, observer: observer, preparedReads: preparedReads)) }
+        let observer = observer, preparedReads = preparedReads, poolSetup = poolSetup, deferred = deferred, base = base
+        return flushed {
+            base.transaction { inner in
+                Self.prepared(inner, poolSetup).flatMap {
+                    closure(InstrumentedDatabase(base: inner, observer: observer, preparedReads: preparedReads, deferred: deferred))
+                }
+            }
         }
     }
 
     func withConnection<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
-        let observer = observer, preparedReads = preparedReads, poolSetup = poolSetup
-        return base.withConnection { inner in
-            Self.prepared(inner, poolSetup).flatMap { closure(InstrumentedDatabase(base: inner, observer: observer, preparedReads: preparedReads)) }
+        let observer = observer, preparedReads = preparedReads, poolSetup = poolSetup, deferred = deferred, base = base
+        return flushed {
+            base.withConnection { inner in
+                Self.prepared(inner, poolSetup).flatMap {
+                    closure(InstrumentedDatabase(base: inner, observer: observer, preparedReads: preparedReads, deferred: deferred))
+                }
+            }
         }
     }
 
@@ -137,11 +162,12 @@ struct InstrumentedDatabase: Database, SQLDatabase {
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> ()) -> EventLoopFuture<Void> {
         let observer = observer
-        return onPrepared { TimedSQLDatabase(base: $0 as! any SQLDatabase, observer: observer).execute(sql: query, onRow) }
+        return flushed { self.onPrepared { TimedSQLDatabase(base: $0 as! any SQLDatabase, observer: observer).execute(sql: query, onRow) } }
     }
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> ()) async throws {
         let observer = observer
+        try await flush()
         guard let poolSetup, !poolSetup.isReady(on: base.eventLoop) else {
             return try await TimedSQLDatabase(base: sql, observer: observer).execute(sql: query, onRow)
         }
@@ -153,6 +179,7 @@ struct InstrumentedDatabase: Database, SQLDatabase {
 
     func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         let observer = observer
+        try await flush()
         guard let poolSetup else {
             return try await sql.withSession { inner in try await closure(TimedSQLDatabase(base: inner, observer: observer)) }
         }
@@ -202,6 +229,12 @@ struct InstrumentedDatabase: Database, SQLDatabase {
             if output.count >= 1000 { return output + "…" }
         }
         return output
+    }
+}
+
+extension InstrumentedDatabase: StatementDeferring {
+    func deferIfOpen(_ statement: FixedStatement, _ values: [any RowValue]) -> Bool {
+        deferred?.add(statement, values) ?? false
     }
 }
 
