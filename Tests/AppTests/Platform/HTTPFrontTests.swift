@@ -111,16 +111,26 @@ struct HTTPFrontTests {
     func perAddressLimit() async throws {
         try await withTestApp(environment: ["STEWARD_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "3"]) { app in
             try await app.withLiveServer { port in
+                // Each is served before the next opens: connections are admitted on their own event loops, so
+                // without the wait a later one could be counted before an earlier one.
+                let request = Array("GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
                 var opened: [RawConnection] = []
-                for _ in 0..<3 { opened.append(try await RawConnection.connect(port: port)) }
+                for _ in 0..<3 {
+                    let connection = try await RawConnection.connect(port: port)
+                    try await connection.send(request)
+                    try await eventually(5, "an answer on a held connection") { connection.text.hasPrefix("HTTP/1.1 200") }
+                    opened.append(connection)
+                }
                 let held = opened
                 let refused = try await answer(to: [], port: port)
                 #expect(refused.status == "HTTP/1.1 503 Service Unavailable", "\(refused.text)")
                 #expect(refused.code == "too_many_connections")
                 #expect(refused.text.contains("Retry-After: 1"))
-                // The held connections are served as usual.
-                try await held[0].send(Array("GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
-                try await eventually(5, "an answer on a held connection") { held[0].text.hasPrefix("HTTP/1.1 200") }
+                // The held connections are still served as usual.
+                try await held[0].send(request)
+                try await eventually(5, "a second answer on a held connection") {
+                    held[0].text.components(separatedBy: "HTTP/1.1 200").count == 3
+                }
                 await held[1].close()
                 try await eventually(5, "a new connection to be served") {
                     let next = try await answer(to: Array("GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8), port: port)

@@ -364,8 +364,18 @@ final class RawConnection: @unchecked Sendable {
         return bytes
     }
 
+    /// Waits for the server to close the socket. Past `timeout` the test closes it itself and throws, so a
+    /// connection the server keeps open fails the test at the timeout rather than at the server's idle timeout.
     func waitClosed(timeout: Double) async throws {
-        try await within(timeout, "the server to close the connection") { try await self.channel.closeFuture.get() }
+        let gaveUp = NIOLockedValueBox(false)
+        let channel = self.channel
+        let deadline = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout * 1000))) {
+            gaveUp.withLockedValue { $0 = true }
+            channel.close(promise: nil)
+        }
+        try? await channel.closeFuture.get()
+        deadline.cancel()
+        if gaveUp.withLockedValue({ $0 }) { throw TimedOut(what: "the server to close the connection") }
     }
 
     func close() async {
