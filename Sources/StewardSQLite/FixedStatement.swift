@@ -16,22 +16,34 @@ package struct FixedStatement: Sendable {
     /// A plain insert whose only possible failure fails its whole transaction: it may be sent later, together with
     /// others, where the database supports that (`StatementDeferring`).
     package let isDeferrable: Bool
+    /// A deferrable insert's table.
+    package let target: String?
+    /// The table a deferrable insert reads (in a subquery): it is never sent together with an insert into that
+    /// table, which the parts of one statement cannot see.
+    package let reads: String?
 
     package init(_ text: String) {
-        self.init(text, deferrable: false)
+        self.init(text, deferrable: false, target: nil, reads: nil)
     }
 
-    private init(_ text: String, deferrable: Bool) {
+    /// A deferrable insert into `table` (see `isDeferrable`) that reads `reads`.
+    package init(_ text: String, deferrableInto table: String, reading reads: String) {
+        self.init(text, deferrable: true, target: table, reads: reads)
+    }
+
+    private init(_ text: String, deferrable: Bool, target: String?, reads: String?) {
         sqlite = text
         pieces = text.split(separator: "?", omittingEmptySubsequences: false).map(String.init)
         isDeferrable = deferrable
+        self.target = target
+        self.reads = reads
     }
 
     /// `INSERT INTO table (columns) VALUES (?, …)`. `deferrable` for a row with a fresh key, which no caller
     /// expects to fail on its own (see `isDeferrable`).
     package static func insert(into table: String, columns: [String], deferrable: Bool = false) -> FixedStatement {
         FixedStatement("INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES (\(repeatElement("?", count: columns.count).joined(separator: ", ")))",
-                       deferrable: deferrable)
+                       deferrable: deferrable, target: deferrable ? table : nil, reads: nil)
     }
 
     /// Several statements as one, for PostgreSQL: each but the last a data-modifying `WITH` part, bound in order.

@@ -427,7 +427,7 @@ struct ExecutionService: Sendable {
     private static let historyAppend = FixedStatement("""
         INSERT INTO execution_history (id, execution_id, ordinal, at, level, message, progress) VALUES (?, ?, \
         (SELECT coalesce(max(ordinal), 0) + 1 FROM execution_history WHERE execution_id = ?), ?, ?, ?, ?)
-        """)
+        """, deferrableInto: ExecutionHistoryEntry.schema, reading: ExecutionHistoryEntry.schema)
 
     private func writeHistory(_ execution: Execution, level: String, message: String, progress: Int?, ordinal: Int?,
                               on sql: any SQLDatabase) async throws {

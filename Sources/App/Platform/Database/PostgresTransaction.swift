@@ -150,10 +150,12 @@ final class DeferredStatements: Sendable {
 
     private let pending = NIOLockedValueBox<[(FixedStatement, [any RowValue])]>([])
 
-    /// Keeps the statement for later, or false when enough wait already.
+    /// Keeps the statement for later, or false when enough wait already, or when it reads a table a waiting one
+    /// inserts into (it runs at once, after them, and sees their rows).
     func add(_ statement: FixedStatement, _ values: [any RowValue]) -> Bool {
         pending.withLockedValue { pending in
             guard pending.count < Self.limit else { return false }
+            if let reads = statement.reads, pending.contains(where: { $0.0.target == reads }) { return false }
             pending.append((statement, values))
             return true
         }
