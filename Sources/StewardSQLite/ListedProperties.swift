@@ -50,6 +50,13 @@ private let selectLists = NIOLockedValueBox<[ObjectIdentifier: String]>([:])
 /// building a model per row (a Fluent model is one object per property) only to copy it into its response.
 package protocol RowReadable: Sendable {
     init(row: any SQLRow) throws
+    /// Columns the item reads besides the model's, each an aliased expression over the model's row (a correlated
+    /// subquery, say), selected in the same statement: none unless the item says so.
+    static var extraColumns: [any SQLExpression] { get }
+}
+
+extension RowReadable {
+    package static var extraColumns: [any SQLExpression] { [] }
 }
 
 extension SQLRow {
@@ -71,17 +78,17 @@ extension QueryBuilder where Model: ListedProperties {
     /// that reads its rows through an index in its order and stops after a page (the list plan test asserts that
     /// for the lists), never for one that may scan: it would hold up the event loop for the whole scan.
     package func listed(through readers: SQLiteReaders? = nil) async throws -> [Model] {
-        try await selectedRows(through: readers).map { try Model.read(from: $0) }
+        try await selectedRows(through: readers, adding: []).map { try Model.read(from: $0) }
     }
 
     /// The same read, each row read into a `Row` instead of a model.
     package func listed<Row: RowReadable>(as: Row.Type, through readers: SQLiteReaders? = nil) async throws -> [Row] {
-        try await selectedRows(through: readers).map { try Row(row: $0) }
+        try await selectedRows(through: readers, adding: Row.extraColumns).map { try Row(row: $0) }
     }
 
-    private func selectedRows(through readers: SQLiteReaders?) async throws -> [any SQLRow] {
+    private func selectedRows(through readers: SQLiteReaders?, adding extra: [any SQLExpression]) async throws -> [any SQLRow] {
         var query = self.query
-        query.fields = [.custom(Model.selectList)]
+        query.fields = [.custom(Model.selectList)] + extra.map { .custom($0) }
         let sql = database as! any SQLDatabase
         let statement = SQLQueryConverter(delegate: SelectConverter()).convert(query)
         if let readers, !database.inTransaction, sql.dialect.name == "sqlite" {

@@ -40,14 +40,16 @@ struct AdminUserResponse: Content {
 }
 
 extension AdminUserResponse: RowReadable {
-    /// A user read straight from its row (the columns of `User`'s keys), with no roles yet: the list adds them.
+    /// A user read straight from its row (the columns of `User`'s keys) and its roles, read in the same statement.
+    static var extraColumns: [any SQLExpression] { [UserRole.RolesColumn()] }
+
     init(row: any SQLRow) throws {
         id = try row.decode(column: "id", as: UUID.self)
         email = try row.decode(column: "email", as: String.self)
         username = try row.decode(column: "username", as: String.self)
         fullName = try row.optional("full_name", as: String.self)
         status = try row.decode(column: "status", as: String.self)
-        roles = []
+        roles = try UserRole.RolesColumn.roles(in: row)
         emailVerifiedAt = try row.optional("email_verified_at", as: Date.self)
         emailVerified = emailVerifiedAt != nil
         mfaEnabled = try row.decode(column: "mfa_enabled", as: Bool.self)

@@ -59,16 +59,10 @@ struct UserAdminService: Sendable {
             query = query.filter(\.$id ~~ holders)
         }
         let unfiltered = filter.q == nil && filter.status == nil && filter.role == nil
+        // Each item carries its roles (`AdminUserResponse.extraColumns`): one statement per page.
         let (users, next) = try await query.newestFirst(as: AdminUserResponse.self, by: "created_at", { ($0.createdAt, $0.id) }, page: page,
                                                         through: unfiltered ? app.sqliteReaders : nil)
-        var pageUsers = users
-        var roles: [UUID: [String]] = [:]
-        // The (user_id, role) unique index answers it: at most a page of users' roles, on a direct reader on SQLite.
-        for assignment in try await UserRole.query(on: reads).filter(\.$user.$id ~~ pageUsers.map(\.id)).listed(through: app.sqliteReaders) {
-            roles[assignment.$user.id, default: []].append(assignment.role)
-        }
-        for index in pageUsers.indices { pageUsers[index].roles = (roles[pageUsers[index].id] ?? []).sorted() }
-        return (pageUsers, next)
+        return (users, next)
     }
 
     func find(_ id: UUID) async throws -> (User, [String]) {

@@ -1,6 +1,7 @@
 import Fluent
 import Foundation
 import SQLKit
+import StewardSQLite
 
 /// What one user may do right now, read from the role tables.
 public struct Grants: Sendable, Equatable {
@@ -27,6 +28,22 @@ extension UserRole {
             }
         }
         return Grants(roles: roles.sorted(), permissions: permissions)
+    }
+
+    /// A user's roles, sorted, as one column of the user's own row: a subquery the (user_id, role) unique index
+    /// answers, so a page of users and their roles is one statement. Role names have no commas (`RoleService`).
+    struct RolesColumn: SQLExpression {
+        static let alias = "roles"
+
+        func serialize(to serializer: inout SQLSerializer) {
+            let aggregate = serializer.dialect.name == "postgresql" ? "string_agg(role, ',' ORDER BY role)" : "group_concat(role, ',')"
+            serializer.write("(SELECT \(aggregate) FROM user_roles WHERE user_roles.user_id = users.id) AS \(Self.alias)")
+        }
+
+        static func roles(in row: any SQLRow) throws -> [String] {
+            guard let list = try row.optional(alias, as: String.self) else { return [] }
+            return list.split(separator: ",").map(String.init).sorted()
+        }
     }
 
     /// Gives a user a role (no-op if they have it).

@@ -192,8 +192,19 @@ struct UserAdministrationTests {
         try await withTestApp { app in
             app.useTestDoubles()
             let admin = try await adminToken(app)
-            for index in 0..<5 { try await makeUser(app, email: "member\(index)@example.com", username: "member\(index)") }
+            var members: [User] = []
+            for index in 0..<5 { members.append(try await makeUser(app, email: "member\(index)@example.com", username: "member\(index)")) }
             try await makeUser(app, email: "odd_one%@example.com", username: "oddone")
+            let multi = try members[0].requireID().lowercasedString
+            #expect(try await send(app, .PUT, "/api/v1/users/\(multi)/roles", token: admin, json: #"{"roles": ["viewer", "executor", "developer"]}"#).status == .ok)
+
+            // Each item carries its own roles, sorted, read with the page.
+            let everyone = try (try await send(app, .GET, "/api/v1/users?limit=100", token: admin)).content.decode(ListResponse<AdminUserResponse>.self)
+            #expect(everyone.items.count == 7)
+            for item in everyone.items {
+                let expected = item.id.lowercasedString == multi ? ["developer", "executor", "viewer"] : item.username.hasPrefix("member") || item.username == "oddone" ? ["viewer"] : ["admin"]
+                #expect(item.roles == expected, "\(item.username) has \(item.roles)")
+            }
 
             let first = try await send(app, .GET, "/api/v1/users?limit=3&role=viewer", token: admin)
             #expect(first.status == .ok)
@@ -212,6 +223,9 @@ struct UserAdministrationTests {
             #expect(literal.items.map(\.username) == ["oddone"])
             let admins = try (try await send(app, .GET, "/api/v1/users?role=admin", token: admin)).content.decode(ListResponse<AdminUserResponse>.self)
             #expect(admins.items.count == 1)
+            #expect(admins.items.first?.roles == ["admin"])
+            let developers = try (try await send(app, .GET, "/api/v1/users?role=developer", token: admin)).content.decode(ListResponse<AdminUserResponse>.self)
+            #expect(developers.items.map(\.roles) == [["developer", "executor", "viewer"]], "a role filter still lists every role of the user")
 
             for query in ["limit=0", "limit=101", "limit=abc", "limit=-5", "cursor=garbage", "role=emperor", "status=asleep"] {
                 let res = try await send(app, .GET, "/api/v1/users?\(query)", token: admin)

@@ -26,10 +26,10 @@ private struct SelectOnly: SQLConverterDelegate {
 /// The plan's lines, from the database that would run the query. On PostgreSQL sequential scans and sorts are
 /// turned off for the statement, since with a few rows they are the cheapest plan whatever the indexes: a plan that
 /// still has one is a plan with no index for the list's order.
-private func plan<M: Model>(_ builder: QueryBuilder<M>, on db: any Database) async throws -> [String] {
+private func plan<M: Model>(_ builder: QueryBuilder<M>, adding extra: [any SQLExpression] = [], on db: any Database) async throws -> [String] {
     var query = builder.query
     // Fluent names the model's columns when the query runs; the plan is of the same statement.
-    query.fields = M.keys.map { .path([$0], schema: M.schema) }
+    query.fields = M.keys.map { .path([$0], schema: M.schema) } + extra.map { .custom($0) }
     let statement = SQLQueryConverter(delegate: SelectOnly()).convert(query)
     let base = (db as? InstrumentedDatabase)?.base ?? db
     return try await base.withConnection { connection in
@@ -93,7 +93,11 @@ struct ListPlanTests {
                                    "executions by status, \(after)", table: "executions")
                 expectIndexedOrder(try await plan(page(Execution.query(on: db).filter("skill_id", .equal, someone), by: "queued_at", request), on: db),
                                    "executions of a skill, \(after)", table: "executions")
-                expectIndexedOrder(try await plan(page(User.query(on: db), by: "created_at", request), on: db), "users, \(after)", table: "users")
+                // The users page reads each user's roles in the same statement, through the (user_id, role) index.
+                let users = try await plan(page(User.query(on: db), by: "created_at", request), adding: AdminUserResponse.extraColumns, on: db)
+                expectIndexedOrder(users, "users, \(after)", table: "users")
+                #expect(users.contains { $0.contains("user_roles") && ($0.contains("INDEX") || $0.contains("Index")) }
+                        && !users.contains { $0.hasSuffix("SCAN user_roles") }, "the roles subquery: \(users.joined(separator: "\n"))")
                 expectIndexedOrder(try await plan(page(Workflow.query(on: db), by: "created_at", request), on: db), "workflows, \(after)", table: "workflows")
                 expectIndexedOrder(try await plan(page(WorkflowRun.query(on: db).filter("workflow_id", .equal, someone), by: "created_at", request), on: db),
                                    "a workflow's runs, \(after)", table: "workflow_runs")
