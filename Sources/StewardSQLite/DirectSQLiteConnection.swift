@@ -197,21 +197,19 @@ package struct DirectSQLiteRow: SQLRow {
             throw DecodingError.keyNotFound(DirectSQLiteColumn(column), .init(codingPath: [], debugDescription: "No column \(column)."))
         }
         let value = values[position]
-        return try Self.converted(value, as: D.self) ?? Self.decoder.decode(D.self, from: value)
-    }
-
-    /// The column types of nearly every field, converted as `SQLiteDataDecoder` converts them (their
-    /// `SQLiteDataConvertible` initialisers) but without its protocol lookup per value, which was most of the cost of
-    /// reading a list's rows. Nil for any other type, or a value it cannot convert: the decoder then decides.
-    private static func converted<D>(_ value: SQLiteData, as type: D.Type) -> D? {
-        if D.self == String.self { return String(sqliteData: value) as? D }
-        if D.self == UUID.self { return UUID(sqliteData: value) as? D }
-        if D.self == Date.self { return Date(sqliteData: value) as? D }
-        if D.self == Int.self { return Int(sqliteData: value) as? D }
-        if D.self == Int64.self { return Int64(sqliteData: value) as? D }
-        if D.self == Bool.self { return Bool(sqliteData: value) as? D }
-        if D.self == Double.self { return Double(sqliteData: value) as? D }
-        return nil
+        // The column types of nearly every field, converted as `SQLiteDataDecoder` converts them (their
+        // `SQLiteDataConvertible` initialisers) but without its protocol lookup per value, which was most of the cost
+        // of reading a list's rows. Each value is handed back as `D` by a bit cast once `D` is known to be its type:
+        // an `as? D` cast, or an optional of `D`, costs a runtime type lookup per column of every row. Any other
+        // type, or a value these cannot convert, goes to the decoder.
+        if D.self == String.self, let text = String(sqliteData: value) { return unsafeBitCast(text, to: D.self) }
+        if D.self == UUID.self, let id = UUID(sqliteData: value) { return unsafeBitCast(id, to: D.self) }
+        if D.self == Date.self, let date = Date(sqliteData: value) { return unsafeBitCast(date, to: D.self) }
+        if D.self == Int.self, let number = Int(sqliteData: value) { return unsafeBitCast(number, to: D.self) }
+        if D.self == Int64.self, let number = Int64(sqliteData: value) { return unsafeBitCast(number, to: D.self) }
+        if D.self == Bool.self, let flag = Bool(sqliteData: value) { return unsafeBitCast(flag, to: D.self) }
+        if D.self == Double.self, let number = Double(sqliteData: value) { return unsafeBitCast(number, to: D.self) }
+        return try Self.decoder.decode(D.self, from: value)
     }
 }
 

@@ -47,8 +47,7 @@ struct PageRequest: Sendable {
         }
         cursor = nil
         if let raw = request.query[String.self, at: "cursor"], !raw.isEmpty {
-            if let data = AccessTokens.base64URLDecode(raw), raw.utf8.count <= 512,
-               let decoded = try? JSONDecoder().decode(Cursor.self, from: data) {
+            if let decoded = Self.decode(raw) {
                 cursor = decoded
             } else {
                 problems.append(FieldProblem(field: "cursor", message: "is not a cursor this API handed out"))
@@ -57,8 +56,21 @@ struct PageRequest: Sendable {
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
     }
 
+    /// A cursor `encode` handed out, or nil for anything else.
+    static func decode(_ raw: String) -> Cursor? {
+        guard raw.utf8.count <= 512, let data = AccessTokens.base64URLDecode(raw) else { return nil }
+        return try? JSONDecoder().decode(Cursor.self, from: data)
+    }
+
+    /// The cursor as base64url of its JSON, written by hand (every page that has a next one pays for it): the
+    /// same members `Cursor`'s `Codable` conformance reads back.
     static func encode(_ cursor: Cursor) -> String {
-        SecureToken.base64URL((try? JSONEncoder.canonical.encode(cursor)) ?? Data())
+        var members: [String] = []
+        if let at = cursor.at, at.isFinite { members.append("\"at\":\(at)") }
+        if let id = cursor.id { members.append("\"id\":\"\(id.lowercasedString)\"") }
+        if let o = cursor.o { members.append("\"o\":\(o)") }
+        if let seq = cursor.seq { members.append("\"seq\":\(seq)") }
+        return Base64URL.encode(Array(("{" + members.joined(separator: ",") + "}").utf8))
     }
 }
 
