@@ -9,8 +9,9 @@ package enum Base64URL {
         return String(unsafeUninitializedCapacity: (input.count * 4 + 2) / 3) { output in
             var written = 0
             var index = 0
+            // The first `count` six-bit digits of a 24-bit group, most significant first.
             func put(_ group: UInt32, _ count: Int) {
-                for shift in [18, 12, 6, 0].prefix(count) {
+                for shift in stride(from: 18, through: 24 - 6 * count, by: -6) {
                     output[written] = digits[Int(group >> UInt32(shift) & 63)]
                     written += 1
                 }

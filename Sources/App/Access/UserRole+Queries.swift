@@ -36,7 +36,8 @@ extension UserRole {
         static let alias = "roles"
 
         func serialize(to serializer: inout SQLSerializer) {
-            let aggregate = serializer.dialect.name == "postgresql" ? "string_agg(role, ',' ORDER BY role)" : "group_concat(role, ',')"
+            // Neither aggregate's order is relied on: `roles(in:)` sorts.
+            let aggregate = serializer.dialect.name == "postgresql" ? "string_agg(role, ',')" : "group_concat(role, ',')"
             serializer.write("(SELECT \(aggregate) FROM user_roles WHERE user_roles.user_id = users.id) AS \(Self.alias)")
         }
 
