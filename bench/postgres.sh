@@ -65,7 +65,7 @@ import concurrent.futures, json, sys, urllib.request
 url, token = sys.argv[1:3]
 words = ["invoice", "report", "deploy", "backup", "translate", "summarise", "resize", "notify", "scan", "archive"]
 def create(i):
-    body = {"slug": f"seed-{i}", "name": f"{words[i % 10].title()} {i}", "description": f"Seeded skill {i}: {words[i % 10]} and {words[(i * 7) % 10]}.",
+    body = {"slug": f"seed-{i}", "name": f"{words[i % 10].title()} {i}", "description": f"Seeded skill {i}: {words[i % 10]} and {words[(i * 3 + 1) % 10]}.",
             "category": ["ops", "data", "media", "ai"][i % 4], "tags": [words[i % 10], "seed"],
             "runner": {"type": "builtin", "name": "echo"}, "inputSchema": {"type": "object"}}
     request = urllib.request.Request(url + "/api/v1/skills", data=json.dumps(body).encode(), method="POST",

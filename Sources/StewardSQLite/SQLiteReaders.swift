@@ -2,6 +2,7 @@ import FluentKit
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
+import NIOPosix
 import SQLiteKit
 import SQLKit
 
@@ -128,6 +129,25 @@ extension SQLiteReaders {
             query.appendInterpolation(unsafeRaw: String(part))
         }
         return try await (db as! any SQLDatabase).raw(query).all()
+    }
+}
+
+extension SQLiteReaders {
+    /// A read whose cost grows with the data, such as a search that ranks every match before taking a page: on
+    /// SQLite, outside a transaction, a direct reader runs it on a thread of `pool`, so the event loop never waits
+    /// for it, while the statement stays prepared between reads and its rows are read without the driver's
+    /// decoding. Otherwise (PostgreSQL, a transaction, no free reader, a busy database) it goes through `db`.
+    package static func offLoopRead(_ query: SQLQueryString, readers: SQLiteReaders?, pool: NIOThreadPool,
+                                    on db: any Database) async throws -> [any SQLRow] {
+        let sql = db as! any SQLDatabase
+        if let readers, !db.inTransaction, sql.dialect.name == "sqlite" {
+            var serializer = SQLSerializer(database: sql)
+            query.serialize(to: &serializer)
+            let encoder = SQLiteDataEncoder()
+            let text = serializer.sql, binds = try serializer.binds.map { try encoder.encode($0) }
+            if let rows = try await pool.runIfActive({ try readers.read(text, binds) }) { return rows }
+        }
+        return try await sql.raw(query).all()
     }
 }
 

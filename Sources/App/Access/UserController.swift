@@ -21,13 +21,13 @@ struct UserController: RouteCollection {
     func index(req: Request) async throws -> ListResponse<AdminUserResponse> {
         let page = try PageRequest(from: req)
         var filter = UserAdminService.Filter()
-        filter.q = req.query[String.self, at: "q"]
+        filter.q = req.queryText("q")
         if let q = filter.q, q.count > 500 { throw HTTPProblem.validation([FieldProblem(field: "q", message: "must be at most 500 characters")]) }
-        if let role = req.query[String.self, at: "role"] {
+        if let role = req.queryText("role") {
             try await RoleService(app: req.application).requireKnown([role], field: "role")
             filter.role = role
         }
-        if let raw = req.query[String.self, at: "status"] {
+        if let raw = req.queryText("status") {
             guard let status = User.Status(rawValue: raw) else {
                 throw HTTPProblem.validation([FieldProblem(field: "status", message: "must be active, inactive, suspended or deleted")])
             }

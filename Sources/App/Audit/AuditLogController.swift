@@ -90,13 +90,13 @@ struct AuditLogController: RouteCollection {
         let page = try PageRequest(from: req)
         var filter = AuditLogService.Filter()
         var problems: [FieldProblem] = []
-        if let raw = req.query[String.self, at: "actorId"] {
+        if let raw = req.queryText("actorId") {
             if let id = UUID(uuidString: raw) { filter.actorID = id } else { problems.append(FieldProblem(field: "actorId", message: "must be a UUID")) }
         }
-        filter.action = req.query[String.self, at: "action"]
-        filter.resourceType = req.query[String.self, at: "resourceType"]
-        filter.resourceID = req.query[String.self, at: "resourceId"].map(ResourceID.normalized)
-        if let raw = req.query[String.self, at: "outcome"] {
+        filter.action = req.queryText("action")
+        filter.resourceType = req.queryText("resourceType")
+        filter.resourceID = req.queryText("resourceId").map(ResourceID.normalized)
+        if let raw = req.queryText("outcome") {
             if let outcome = AuditRecord.Outcome(rawValue: raw) { filter.outcome = outcome } else {
                 problems.append(FieldProblem(field: "outcome", message: "must be success or failure"))
             }

@@ -17,7 +17,7 @@ struct EventController: RouteCollection {
         let page = try PageRequest(from: req)
         var problems: [FieldProblem] = []
         var after: Int64 = page.cursor?.seq ?? 0
-        if let raw = req.query[String.self, at: "after"] {
+        if let raw = req.queryText("after") {
             if let value = Int64(raw), value >= 0 { after = max(after, value) } else {
                 problems.append(FieldProblem(field: "after", message: "must be a sequence number (0 or more)"))
             }

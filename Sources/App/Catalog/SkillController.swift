@@ -21,11 +21,11 @@ struct SkillController: RouteCollection {
     @Sendable
     func index(req: Request) async throws -> ListResponse<SkillResponse> {
         let page = try PageRequest(from: req)
-        let q = req.query[String.self, at: "q"]
+        let q = req.queryText("q")
         if let q, q.count > 500 { throw HTTPProblem.validation([FieldProblem(field: "q", message: "must be at most 500 characters")]) }
         let filter = SkillService.Filter(q: q,
-                                         category: req.query[String.self, at: "category"],
-                                         tag: req.query[String.self, at: "tag"])
+                                         category: req.queryText("category"),
+                                         tag: req.queryText("tag"))
         let (skills, next) = try await SkillService(app: req.application).list(filter: filter, page: page)
         return ListResponse(items: skills, nextCursor: next)
     }

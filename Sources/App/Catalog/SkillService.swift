@@ -361,24 +361,32 @@ struct SkillService: Sendable {
         var conditions: SQLQueryString = ""
         if let category = filter.category { conditions = conditions + " AND s.category = \(bind: category)" }
         if let tag = filter.tag { conditions = conditions + " AND s.tags LIKE \(bind: Self.tagPattern(tag)) ESCAPE '\\'" }
-        let rows: [any SQLRow]
+        let statement: SQLQueryString
         if sql.dialect.name == "postgresql" {
             let query = tokens.map { "\($0):*" }.joined(separator: " & ")
-            rows = try await sql.raw("""
+            statement = """
                 SELECT s.* FROM skills s, to_tsquery('simple', \(bind: query)) query
                 WHERE s.search @@ query \(conditions)
                 ORDER BY ts_rank(s.search, query) DESC, s.created_at DESC, s.id DESC
                 LIMIT \(bind: page.limit + 1) OFFSET \(bind: offset)
-                """).all()
+                """
         } else {
+            // The page is chosen from each match's rowid, rank and creation time alone, and only its rows are read
+            // whole: sorting every match's whole row (schemas and runners included) cost more than ranking it.
             let match = tokens.map { "\"\($0)\"*" }.joined(separator: " AND ")
-            rows = try await sql.raw("""
-                SELECT s.* FROM skills s JOIN skills_fts ON skills_fts.rowid = s.rowid
-                WHERE skills_fts MATCH \(bind: match) \(conditions)
-                ORDER BY bm25(skills_fts, 10.0, 1.0, 5.0), s.created_at DESC
-                LIMIT \(bind: page.limit + 1) OFFSET \(bind: offset)
-                """).all()
+            statement = """
+                SELECT hit.* FROM (
+                    SELECT s.rowid AS found, bm25(skills_fts, 10.0, 1.0, 5.0) AS score, s.created_at AS created
+                    FROM skills_fts JOIN skills s ON s.rowid = skills_fts.rowid
+                    WHERE skills_fts MATCH \(bind: match) \(conditions)
+                    ORDER BY score, created DESC, found DESC
+                    LIMIT \(bind: page.limit + 1) OFFSET \(bind: offset)
+                ) page JOIN skills hit ON hit.rowid = page.found
+                ORDER BY page.score, page.created DESC, page.found DESC
+                """
         }
+        // Ranking reads every match, so it never runs on the event loop.
+        let rows = try await SQLiteReaders.offLoopRead(statement, readers: app.sqliteReaders, pool: app.threadPool, on: reads)
         let skills = try rows.map { try SkillResponse(row: $0) }
         let pageSkills = Array(skills.prefix(page.limit))
         let next = skills.count > page.limit ? PageRequest.encode(.init(o: offset + page.limit)) : nil

@@ -73,23 +73,23 @@ struct ExecutionController: RouteCollection {
         let page = try PageRequest(from: req)
         var filter = ExecutionService.Filter()
         var problems: [FieldProblem] = []
-        if let raw = req.query[String.self, at: "status"] {
+        if let raw = req.queryText("status") {
             if let status = Execution.Status(rawValue: raw) { filter.status = status } else {
                 problems.append(FieldProblem(field: "status", message: "must be one of \(Execution.Status.allCases.map(\.rawValue).joined(separator: ", "))"))
             }
         }
-        if let raw = req.query[String.self, at: "skillId"] {
+        if let raw = req.queryText("skillId") {
             if let id = UUID(uuidString: raw) { filter.skillID = id } else { problems.append(FieldProblem(field: "skillId", message: "must be a UUID")) }
         }
-        if let raw = req.query[String.self, at: "userId"] {
+        if let raw = req.queryText("userId") {
             if let id = UUID(uuidString: raw) { filter.userID = id } else { problems.append(FieldProblem(field: "userId", message: "must be a UUID")) }
         }
-        if let raw = req.query[String.self, at: "origin"] {
+        if let raw = req.queryText("origin") {
             if let origin = Execution.Origin(rawValue: raw) { filter.origin = origin } else {
                 problems.append(FieldProblem(field: "origin", message: "must be one of \(Execution.Origin.allCases.map(\.rawValue).joined(separator: ", "))"))
             }
         }
-        if let raw = req.query[String.self, at: "clientName"] {
+        if let raw = req.queryText("clientName") {
             if (1...200).contains(raw.utf8.count) { filter.clientName = raw } else {
                 problems.append(FieldProblem(field: "clientName", message: "must be 1 to 200 bytes"))
             }

@@ -41,7 +41,7 @@ struct EventStreamController: RouteCollection {
             if let value = Int64(raw.trimmingCharacters(in: .whitespaces)), value >= 0 { after = value } else {
                 problems.append(FieldProblem(field: "Last-Event-ID", message: "must be the seq of an event (0 or more)"))
             }
-        } else if let raw = req.query[String.self, at: "after"] {
+        } else if let raw = req.queryText("after") {
             if let value = Int64(raw), value >= 0 { after = value } else {
                 problems.append(FieldProblem(field: "after", message: "must be a sequence number (0 or more)"))
             }
@@ -130,7 +130,7 @@ struct EventStreamController: RouteCollection {
         let userID: UUID
         let credential: StreamCredential
         let grants: Grants
-        if let token = req.query[String.self, at: "ticket"] {
+        if let token = req.queryText("ticket") {
             guard let redeemed = try await StreamTickets.redeem(token, app: app),
                   let current = try await EventHub.currentGrants(of: redeemed.credential, now: app.wallClock.now(), on: app.db, readers: app.sqliteReaders)
             else { throw StreamAuthError.invalidTicket }

@@ -93,8 +93,8 @@ struct StreamFilter: Sendable, Equatable {
 
     /// `?types=a,b&resourceId=…` of a request.
     static func fromQuery(_ req: Request) -> (StreamFilter?, [FieldProblem]) {
-        let types = (req.query[String.self, at: "types"] ?? "").split(separator: ",").map(String.init)
-        return validated(types: types, resourceID: req.query[String.self, at: "resourceId"])
+        let types = (req.queryText("types") ?? "").split(separator: ",").map(String.init)
+        return validated(types: types, resourceID: req.queryText("resourceId"))
     }
 }
 

@@ -28,15 +28,15 @@ struct ScheduleController: RouteCollection {
     func preview(req: Request) async throws -> SchedulePreview {
         var problems: [FieldProblem] = []
         // The expression's own parse refuses an empty or over-long one, naming the position.
-        let text = req.query[String.self, at: "cron"] ?? ""
+        let text = req.queryText("cron") ?? ""
         var expression: CronExpression?
-        if req.query[String.self, at: "cron"] == nil { problems.append(FieldProblem(field: "cron", message: "is required")) } else {
+        if req.queryText("cron") == nil { problems.append(FieldProblem(field: "cron", message: "is required")) } else {
             expression = ScheduleService.cron(text, problems: &problems)
         }
-        let zoneName = req.query[String.self, at: "timezone"] ?? "UTC"
+        let zoneName = req.queryText("timezone") ?? "UTC"
         let zone = ScheduleService.timeZone(zoneName, problems: &problems)
         var count = 5
-        if let raw = req.query[String.self, at: "count"] {
+        if let raw = req.queryText("count") {
             if let value = Int(raw), (1...20).contains(value) { count = value } else {
                 problems.append(FieldProblem(field: "count", message: "must be an integer from 1 to 20"))
             }

@@ -178,6 +178,55 @@ struct SkillControllerTests {
         }
     }
 
+    @Test("Search pages through many matches in rank order, whole items, with category and tag filters")
+    func searchPages() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let (developer, viewer) = try await actors(app)
+            // Even skills have "report" in their name, odd ones only in their description: names rank first.
+            for n in 0..<30 {
+                let name = n.isMultiple(of: 2) ? "Report \(n)" : "Tool \(n)"
+                let description = n.isMultiple(of: 2) ? "Number \(n)" : "Writes a report, number \(n)"
+                let body = #"{"slug": "s-\#(n)", "name": "\#(name)", "description": "\#(description)", "category": "\#(n % 3 == 0 ? "ops" : "data")", "tags": ["\#(n % 4 == 0 ? "four" : "other")"], "inputSchema": {"type": "object", "properties": {"n": {"type": "integer", "minimum": \#(n)}}}, "runner": {"type": "builtin", "name": "echo"}}"#
+                #expect(try await send(app, .POST, "/api/v1/skills", token: developer, json: body).status == .created)
+            }
+            func page(_ query: String) async throws -> ListResponse<SkillResponse> {
+                let res = try await send(app, .GET, "/api/v1/skills?\(query)", token: viewer)
+                #expect(res.status == .ok, "\(query) gave \(res.status): \(res.body.string)")
+                return try res.content.decode(ListResponse<SkillResponse>.self)
+            }
+            func all(_ query: String, limit: Int) async throws -> [SkillResponse] {
+                var items: [SkillResponse] = [], cursor: String? = nil
+                for _ in 0..<40 {
+                    let next = try await page("\(query)&limit=\(limit)" + (cursor.map { "&cursor=\($0)" } ?? ""))
+                    items += next.items
+                    cursor = next.nextCursor
+                    if cursor == nil { break }
+                }
+                #expect(cursor == nil, "the cursor ends")
+                return items
+            }
+            let whole = try await page("q=report&limit=100").items
+            #expect(whole.count == 30)
+            #expect(Set(whole.prefix(15).map(\.slug)) == Set((0..<15).map { "s-\($0 * 2)" }), "name matches first")
+            // Every item is the whole skill, as a read by slug gives it.
+            let read = JSONValue.parse(try await send(app, .GET, "/api/v1/skills/s-4", token: viewer).body.string)
+            guard case .object(let list) = JSONValue.parse(try await send(app, .GET, "/api/v1/skills?q=report&limit=100", token: viewer).body.string),
+                  case .array(let items)? = list["items"] else { Issue.record("no items"); return }
+            #expect(items.first { if case .object(let item) = $0 { item["slug"] == .string("s-4") } else { false } } == read)
+            // Pages of 7 give the same items in the same order, each once.
+            #expect(try await all("q=report", limit: 7).map(\.slug) == whole.map(\.slug))
+            // Filters keep the rank order and page the same way.
+            let ops = whole.filter { $0.category == "ops" }.map(\.slug)
+            #expect(ops.count == 10)
+            #expect(try await all("q=report&category=ops", limit: 3).map(\.slug) == ops)
+            let four = whole.filter { $0.tags.value == ["four"] }.map(\.slug)
+            #expect(four.count == 8)
+            #expect(try await all("q=report&tag=four", limit: 5).map(\.slug) == four)
+            #expect(try await page("q=report%20number%203").items.map(\.slug) == ["s-3"])
+        }
+    }
+
     @Test("Full-text search ranks by relevance, and hostile q never fails")
     func search() async throws {
         try await withTestApp { app in

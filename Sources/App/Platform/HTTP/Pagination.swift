@@ -38,7 +38,7 @@ struct PageRequest: Sendable {
     init(from request: Request) throws {
         var problems: [FieldProblem] = []
         limit = Self.defaultLimit
-        if let raw = request.query[String.self, at: "limit"] {
+        if let raw = request.queryText("limit") {
             if let value = Int(raw), (1...Self.maximumLimit).contains(value) {
                 limit = value
             } else {
@@ -46,7 +46,7 @@ struct PageRequest: Sendable {
             }
         }
         cursor = nil
-        if let raw = request.query[String.self, at: "cursor"], !raw.isEmpty {
+        if let raw = request.queryText("cursor"), !raw.isEmpty {
             if let decoded = Self.decode(raw) {
                 cursor = decoded
             } else {
