@@ -17,7 +17,9 @@ python3 -c 'import aiohttp' 2>/dev/null || pip install -q aiohttp >/dev/null
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 BIN=$(bench_binary)
 trap bench_stop_server EXIT
-export STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER=100000 STEWARD_MAX_STREAMS_PER_USER=$((SUBSCRIBERS + 10))
+# Every subscriber comes from 127.0.0.1: the per-address connection limit (256 by default) must admit them all.
+export STEWARD_MAX_CONCURRENT_EXECUTIONS_PER_USER=100000 STEWARD_MAX_STREAMS_PER_USER=$((SUBSCRIBERS + 10)) \
+  STEWARD_HTTP_MAX_CONNECTIONS_PER_ADDRESS=$((SUBSCRIBERS + 64))
 BENCH_SEED=1 bench_start_server "$BIN"
 token=$(bench_login_token)
 python3 "$(dirname "$0")/realtime_client.py" --url "$BENCH_URL" --token "$token" --pid "$BENCH_PID" \

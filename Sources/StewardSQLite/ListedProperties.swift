@@ -2,6 +2,7 @@ import FluentKit
 import FluentSQL
 import NIOConcurrencyHelpers
 import SQLiteKit
+import NIOPosix
 import SQLKit
 
 /// A model that lists its stored properties by hand, so a row can be read into it without Fluent's reflection.
@@ -76,26 +77,28 @@ extension QueryBuilder where Model: ListedProperties {
     /// With `readers` (SQLite, outside a transaction) the statement runs on a direct reader on the calling thread,
     /// like the caller lookup, instead of a hop to the driver's thread pool and back. Pass them only for a query
     /// that reads its rows through an index in its order and stops after a page (the list plan test asserts that
-    /// for the lists), never for one that may scan: it would hold up the event loop for the whole scan.
-    package func listed(through readers: SQLiteReaders? = nil) async throws -> [Model] {
-        try await selectedRows(through: readers, adding: []).map { try Model.read(from: $0) }
+    /// for the lists), never for one that may scan: it would hold up the event loop for the whole scan. A query
+    /// that may scan passes them with `offLoopOn`, a thread pool: the direct reader then runs it on one of the pool's
+    /// threads, as the driver would, but with the statement kept prepared and the rows read without its decoding.
+    package func listed(through readers: SQLiteReaders? = nil, offLoopOn pool: NIOThreadPool? = nil) async throws -> [Model] {
+        try await selectedRows(through: readers, offLoopOn: pool, adding: []).map { try Model.read(from: $0) }
     }
 
     /// The same read, each row read into a `Row` instead of a model.
-    package func listed<Row: RowReadable>(as: Row.Type, through readers: SQLiteReaders? = nil) async throws -> [Row] {
-        try await selectedRows(through: readers, adding: Row.extraColumns).map { try Row(row: $0) }
+    package func listed<Row: RowReadable>(as: Row.Type, through readers: SQLiteReaders? = nil,
+                                          offLoopOn pool: NIOThreadPool? = nil) async throws -> [Row] {
+        try await selectedRows(through: readers, offLoopOn: pool, adding: Row.extraColumns).map { try Row(row: $0) }
     }
 
-    private func selectedRows(through readers: SQLiteReaders?, adding extra: [any SQLExpression]) async throws -> [any SQLRow] {
+    private func selectedRows(through readers: SQLiteReaders?, offLoopOn pool: NIOThreadPool?,
+                              adding extra: [any SQLExpression]) async throws -> [any SQLRow] {
         var query = self.query
         query.fields = [.custom(Model.selectList)] + extra.map { .custom($0) }
         let sql = database as! any SQLDatabase
         let statement = SQLQueryConverter(delegate: SelectConverter()).convert(query)
-        if let readers, !database.inTransaction, sql.dialect.name == "sqlite" {
-            var serializer = SQLSerializer(database: sql)
-            statement.serialize(to: &serializer)
-            let encoder = SQLiteDataEncoder()
-            if let rows = try readers.read(serializer.sql, try serializer.binds.map { try encoder.encode($0) }) { return rows }
+        if let readers, !database.inTransaction, sql.dialect.name == "sqlite",
+           let rows = try await readers.read(statement, of: sql, offLoopOn: pool) {
+            return rows
         }
         let rows = NIOLockedValueBox<[any SQLRow]>([])
         try await sql.execute(sql: statement) { row in rows.withLockedValue { $0.append(row) } }

@@ -133,6 +133,17 @@ extension SQLiteReaders {
 }
 
 extension SQLiteReaders {
+    /// A statement built with SQLKit, serialized for SQLite and run on a direct reader: on the calling thread, or on
+    /// one of `pool`'s threads when given. Nil when no reader was free or the database was busy.
+    package func read(_ statement: any SQLExpression, of sql: any SQLDatabase, offLoopOn pool: NIOThreadPool?) async throws -> [DirectSQLiteRow]? {
+        var serializer = SQLSerializer(database: sql)
+        statement.serialize(to: &serializer)
+        let encoder = SQLiteDataEncoder()
+        let text = serializer.sql, binds = try serializer.binds.map { try encoder.encode($0) }
+        guard let pool else { return try read(text, binds) }
+        return try await pool.runIfActive { try self.read(text, binds) }
+    }
+
     /// A read whose cost grows with the data, such as a search that ranks every match before taking a page: on
     /// SQLite, outside a transaction, a direct reader runs it on a thread of `pool`, so the event loop never waits
     /// for it, while the statement stays prepared between reads and its rows are read without the driver's
@@ -140,12 +151,9 @@ extension SQLiteReaders {
     package static func offLoopRead(_ query: SQLQueryString, readers: SQLiteReaders?, pool: NIOThreadPool,
                                     on db: any Database) async throws -> [any SQLRow] {
         let sql = db as! any SQLDatabase
-        if let readers, !db.inTransaction, sql.dialect.name == "sqlite" {
-            var serializer = SQLSerializer(database: sql)
-            query.serialize(to: &serializer)
-            let encoder = SQLiteDataEncoder()
-            let text = serializer.sql, binds = try serializer.binds.map { try encoder.encode($0) }
-            if let rows = try await pool.runIfActive({ try readers.read(text, binds) }) { return rows }
+        if let readers, !db.inTransaction, sql.dialect.name == "sqlite",
+           let rows = try await readers.read(query, of: sql, offLoopOn: pool) {
+            return rows
         }
         return try await sql.raw(query).all()
     }

@@ -61,7 +61,7 @@ struct UserAdminService: Sendable {
         let unfiltered = filter.q == nil && filter.status == nil && filter.role == nil
         // Each item carries its roles (`AdminUserResponse.extraColumns`): one statement per page.
         let (users, next) = try await query.newestFirst(as: AdminUserResponse.self, by: "created_at", { ($0.createdAt, $0.id) }, page: page,
-                                                        through: unfiltered ? app.sqliteReaders : nil)
+                                                        through: app.sqliteReaders, offLoopOn: unfiltered ? nil : app.threadPool)
         return (users, next)
     }
 

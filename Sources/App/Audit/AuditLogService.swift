@@ -38,7 +38,7 @@ struct AuditLogService: Sendable {
             && (filter.resourceType != nil) == (filter.resourceID != nil)
             && filter.outcome == nil && filter.from == nil && filter.to == nil
         let entries = try await query.sort(\.$seq, .descending).limit(page.limit + 1)
-            .listed(as: AuditLogController.Entry.self, through: indexed ? app.sqliteReaders : nil)
+            .listed(as: AuditLogController.Entry.self, through: app.sqliteReaders, offLoopOn: indexed ? nil : app.threadPool)
         let pageEntries = Array(entries.prefix(page.limit))
         let next = entries.count > page.limit ? pageEntries.last.map { PageRequest.encode(.init(seq: $0.seq)) } : nil
         return (pageEntries, next)

@@ -347,7 +347,7 @@ struct SkillService: Sendable {
         if let tag = filter.tag { query = query.filter(.sql(embed: "tags LIKE \(bind: Self.tagPattern(tag)) ESCAPE '\\'")) }
         // A tag is matched inside the stored array, which no index answers: that page is read off the event loop.
         let (items, next) = try await query.newestFirst(as: SkillResponse.self, by: "created_at", { ($0.createdAt, $0.id) }, page: page,
-                                                        through: filter.tag == nil ? app.sqliteReaders : nil)
+                                                        through: app.sqliteReaders, offLoopOn: filter.tag == nil ? nil : app.threadPool)
         return (try await withToolFields(items), next)
     }
 

@@ -301,7 +301,7 @@ struct ExecutionService: Sendable {
         if let to = filter.to { query = query.filter(\.$queuedAt < to); filters += 1 }
         // One index per filter (user, status, skill, origin): with two, the page may take a scan, read off the event loop.
         return try await query.newestFirst(as: ExecutionResponse.self, by: "queued_at", { ($0.queuedAt, $0.id) }, page: page,
-                                           through: filters <= 1 ? app.sqliteReaders : nil)
+                                           through: app.sqliteReaders, offLoopOn: filters <= 1 ? nil : app.threadPool)
     }
 
     func history(_ id: UUID, caller: AuthenticatedCaller) async throws -> [ExecutionHistoryEntry] {

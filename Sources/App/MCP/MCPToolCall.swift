@@ -71,7 +71,6 @@ struct MCPToolCall: Sendable {
 
     private func runSkill(_ skill: Skill, send: Send?) async throws -> (JSONValue, String, UUID?) {
         let app = context.app
-        let service = ExecutionService(app: app)
         let execution: Execution
         do {
             if let existing = try await existingCall() { execution = existing } else {

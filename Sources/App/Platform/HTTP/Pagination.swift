@@ -94,17 +94,20 @@ extension QueryBuilder where Model.IDValue == UUID {
 
 extension QueryBuilder where Model.IDValue == UUID, Model: ListedProperties {
     /// One page, newest first by `date` with ties broken by id, after `page.cursor`, read through the fast read
-    /// (`listed(through:)`); and the next page's cursor. Pass `readers` only when an index on (filters…, date, id)
-    /// answers the query (see `listed(through:)`).
+    /// (`listed(through:)`); and the next page's cursor. Pass `readers` alone only when an index on (filters…, date,
+    /// id) answers the query, and with `offLoopOn` otherwise (see `listed(through:offLoopOn:)`).
     func newestFirst(by date: FieldKey, _ value: (Model) -> Date?, page: PageRequest,
-                     through readers: SQLiteReaders? = nil) async throws -> ([Model], String?) {
-        PageRequest.cut(try await newestFirstPage(by: date, page: page).listed(through: readers), page: page) { (value($0), $0.id) }
+                     through readers: SQLiteReaders? = nil, offLoopOn pool: NIOThreadPool? = nil) async throws -> ([Model], String?) {
+        PageRequest.cut(try await newestFirstPage(by: date, page: page).listed(through: readers, offLoopOn: pool), page: page) {
+            (value($0), $0.id)
+        }
     }
 
     /// `newestFirst` with each row read straight into its response item; `position` gives an item's sort time and id.
     func newestFirst<Row: RowReadable>(as: Row.Type, by date: FieldKey, _ position: (Row) -> (Date?, UUID?), page: PageRequest,
-                                       through readers: SQLiteReaders? = nil) async throws -> ([Row], String?) {
-        PageRequest.cut(try await newestFirstPage(by: date, page: page).listed(as: Row.self, through: readers), page: page, position)
+                                       through readers: SQLiteReaders? = nil, offLoopOn pool: NIOThreadPool? = nil) async throws -> ([Row], String?) {
+        PageRequest.cut(try await newestFirstPage(by: date, page: page).listed(as: Row.self, through: readers, offLoopOn: pool),
+                        page: page, position)
     }
 }
 
