@@ -1,8 +1,8 @@
 import FluentKit
 import FluentSQL
 import NIOConcurrencyHelpers
-import SQLiteKit
 import NIOPosix
+import SQLiteKit
 import SQLKit
 
 /// A model that lists its stored properties by hand, so a row can be read into it without Fluent's reflection.
