@@ -372,7 +372,8 @@ struct SkillService: Sendable {
                 """
         } else {
             // The page is chosen from each match's rowid, rank and creation time alone, and only its rows are read
-            // whole: sorting every match's whole row (schemas and runners included) cost more than ranking it.
+            // whole, instead of sorting every match's whole row (schemas and runners included): measured over 100
+            // matches, 519 µs a search against 605 µs.
             let match = tokens.map { "\"\($0)\"*" }.joined(separator: " AND ")
             statement = """
                 SELECT hit.* FROM (
