@@ -19,6 +19,7 @@ public func configure(_ app: Application, config: AppConfig) async throws {
     app.oauthProviderDirectory = OAuthProviderDirectory(transport: app.providerTransport, clock: app.wallClock, logger: app.logger)
     ExecutionJobs.register(in: app.jobHandlers)
     WorkflowRunService.register(in: app.jobHandlers, observing: app.executionOutcomeObservers)
+    MCPCallAudit.register(observing: app.executionOutcomeObservers)
     ScheduleService.register(in: app.jobHandlers)
     WebhookDeliverer.register(in: app.jobHandlers)
     MaintenanceTasks.register(in: app.jobHandlers)

@@ -96,7 +96,8 @@ struct UserErasure: Sendable {
                     UPDATE execution_history SET message = '[erased]' WHERE execution_id IN (SELECT id FROM executions WHERE user_id = \(bind: id))
                     """).run()
                 try await sql.raw("""
-                    UPDATE executions SET input = '{}', output = NULL, error = NULL, client_name = NULL, client_version = NULL WHERE user_id = \(bind: id)
+                    UPDATE executions SET input = '{}', output = NULL, error = NULL, client_name = NULL, client_version = NULL, mcp_call_audit = NULL
+                    WHERE user_id = \(bind: id)
                     """).run()
                 try await sql.raw("UPDATE workflow_runs SET input = '{}', error = NULL WHERE user_id = \(bind: id)").run()
             }

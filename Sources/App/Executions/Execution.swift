@@ -50,6 +50,8 @@ public final class Execution: Model, @unchecked Sendable {
     @OptionalField(key: "client_version") public var clientVersion: String?
     @OptionalField(key: "mcp_session_id") public var mcpSessionID: UUID?
     @OptionalField(key: "mcp_request_id") public var mcpRequestID: String?
+    /// An MCP call's audit entry, all but its outcome, until the execution ends (`MCPCallAudit`); then nil.
+    @OptionalField(key: "mcp_call_audit") public var mcpCallAudit: String?
 
     /// `input` parsed, when this copy was made from the parsed value or has parsed it already (not stored; the
     /// input never changes once created). Each event and response shows the input, and parsing it again for each
@@ -92,7 +94,8 @@ public final class ExecutionHistoryEntry: Model, @unchecked Sendable {
 extension Execution: ListedProperties {
     package var listedProperties: [any AnyDatabaseProperty] {
         [$id, $queuedAt, $startedAt, $finishedAt, $skillID, $user, $status, $progress, $input, $output, $error, $attempt,
-         $cancelRequested, $durationMs, $jobID, $scheduleID, $scheduledFor, $origin, $clientName, $clientVersion, $mcpSessionID, $mcpRequestID]
+         $cancelRequested, $durationMs, $jobID, $scheduleID, $scheduledFor, $origin, $clientName, $clientVersion, $mcpSessionID, $mcpRequestID,
+         $mcpCallAudit]
     }
 }
 

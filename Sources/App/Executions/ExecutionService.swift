@@ -238,7 +238,7 @@ struct ExecutionService: Sendable {
     private static let rowInsert = FixedStatement.insert(
         into: Execution.schema,
         columns: ["id", "queued_at", "skill_id", "user_id", "status", "progress", "input", "attempt", "cancel_requested", "job_id",
-                  "schedule_id", "scheduled_for", "origin", "client_name", "client_version", "mcp_session_id", "mcp_request_id"],
+                  "schedule_id", "scheduled_for", "origin", "client_name", "client_version", "mcp_session_id", "mcp_request_id", "mcp_call_audit"],
         deferrable: true)
 
     /// Writes a prepared execution with its job, history line, event and audit entry, inside the caller's transaction.
@@ -252,6 +252,7 @@ struct ExecutionService: Sendable {
             executionID, execution.queuedAt, execution.skillID, execution.$user.id, execution.status.rawValue, execution.progress,
             execution.input, execution.attempt, execution.cancelRequested, execution.jobID, execution.scheduleID, execution.scheduledFor,
             execution.origin, execution.clientName, execution.clientVersion, execution.mcpSessionID, execution.mcpRequestID,
+            execution.mcpCallAudit,
         ])
         execution.$id.exists = true
         try await AfterCommit.countRun(of: execution.skillID, on: sql)
@@ -373,7 +374,7 @@ struct ExecutionService: Sendable {
 
     private static let rowUpdate = FixedStatement("""
         UPDATE executions SET status = ?, progress = CASE WHEN progress > ? THEN progress ELSE ? END, output = ?, error = ?, attempt = ?,
-            started_at = ?, finished_at = ?, duration_ms = ?
+            started_at = ?, finished_at = ?, duration_ms = ?, mcp_call_audit = CASE WHEN ? THEN NULL ELSE mcp_call_audit END
         WHERE id = ?
         """)
 
@@ -393,7 +394,7 @@ struct ExecutionService: Sendable {
         if writeRow {
             try await sql.run(Self.rowUpdate, [
                 status.rawValue, execution.progress, execution.progress, execution.output, execution.error, execution.attempt,
-                execution.startedAt, execution.finishedAt, execution.durationMs, try execution.requireID(),
+                execution.startedAt, execution.finishedAt, execution.durationMs, status.isFinished, try execution.requireID(),
             ])
         }
         try await record(execution, level: level, message: message, on: db)

@@ -50,6 +50,8 @@ struct MCPToolCall: Sendable {
         guard MCPTools.mayUseTools(caller) else { throw MCPAccess.insufficientScope(caller.can(.skillsRead) ? .skillsExecute : .skillsRead) }
         var outcome = "error"
         var executionID: UUID?
+        // Whether the entry waits on the execution the call made, for the transaction that ends it (`MCPCallAudit`).
+        var auditedAtEnd = false
         defer { context.app.metrics.recordMCPToolCall(outcome: outcome, duration: ContinuousClock.now - started) }
         let result: JSONValue
         let allowed = try await MCPTools.allowList(caller, app: context.app)
@@ -61,30 +63,33 @@ struct MCPToolCall: Sendable {
             guard Slug.isValid(name), let skill = try? await SkillService(app: context.app).find(name), skill.enabled,
                   MCPTools.json(skill) != nil, MCPTools.allows(allowed, name: skill.slug, tags: skill.tags)
             else { throw JSONRPCError.invalidParams("Unknown tool: \(name)", data: ["name": .string(name)]) }
-            (result, outcome, executionID) = try await runSkill(skill, send: send)
+            (result, outcome, executionID, auditedAtEnd) = try await runSkill(skill, send: send)
         }
-        await audit(outcome: outcome, executionID: executionID)
+        if !auditedAtEnd { await audit(outcome: outcome, executionID: executionID) }
         return result
     }
 
     // MARK: Skills
 
-    private func runSkill(_ skill: Skill, send: Send?) async throws -> (JSONValue, String, UUID?) {
+    /// The result, the outcome, the execution, and whether the call made the execution (whose end then writes the
+    /// call's audit entry).
+    private func runSkill(_ skill: Skill, send: Send?) async throws -> (JSONValue, String, UUID?, Bool) {
         let app = context.app
         let execution: Execution
+        let made: Bool
         do {
-            if let existing = try await existingCall() { execution = existing } else {
+            if let existing = try await existingCall() { (execution, made) = (existing, false) } else {
                 // Read-only mode: no new execution (a retried call still follows the one it made).
-                if app.settings.readOnly { return (toolError(ReadOnlyRefusal().reason), "read_only", nil) }
-                execution = try await create(skill)
+                if app.settings.readOnly { return (toolError(ReadOnlyRefusal().reason), "read_only", nil, false) }
+                (execution, made) = try await create(skill)
             }
         } catch let problem as HTTPProblem where problem.status == .unprocessableEntity {
             let lines = problem.fieldProblems.map { "\($0.field) \($0.message)" }
             return (toolError("The arguments do not match the tool's input schema: " + lines.joined(separator: "; "),
                               structured: ["errors": .array(problem.fieldProblems.map { ["field": .string($0.field), "message": .string($0.message)] })]),
-                    "invalid_arguments", nil)
+                    "invalid_arguments", nil, false)
         } catch let problem as any ProblemError where problem.status.code < 500 && problem.status != .forbidden {
-            return (toolError(problem.reason), "refused", nil)
+            return (toolError(problem.reason), "refused", nil, false)
         }
         let executionID = try execution.requireID()
         let finished = try await follow(executionID, send: send)
@@ -101,9 +106,9 @@ struct MCPToolCall: Sendable {
                 "structuredContent": ["executionId": .string(executionID.lowercasedString), "status": "running", "resource": .string(uri)],
                 "isError": false,
                 "_meta": meta(executionID, status: "running"),
-            ]), "timeout", executionID)
+            ]), "timeout", executionID, made)
         }
-        return (result(of: finished), finished.status.rawValue, executionID)
+        return (result(of: finished), finished.status.rawValue, executionID, made)
     }
 
     /// The execution a call with this id already made in this session (a client retrying): it is followed, not run
@@ -114,10 +119,11 @@ struct MCPToolCall: Sendable {
             .filter(\.$mcpRequestID == id.stored).filter(\.$user.$id == context.caller.user.requireID()).first()
     }
 
-    private func create(_ skill: Skill) async throws -> Execution {
+    /// The call's execution, and whether this call made it (false: a retry arriving at once that lost the race).
+    private func create(_ skill: Skill) async throws -> (Execution, Bool) {
         let context = context, requestID = id.stored
         do {
-            return try await ExecutionService(app: context.app).create(
+            return (try await ExecutionService(app: context.app).create(
                 skill: skill, input: .object(arguments), caller: context.caller, origin: context.origin
             ) { execution in
                 execution.origin = Execution.Origin.mcp.rawValue
@@ -125,10 +131,12 @@ struct MCPToolCall: Sendable {
                 execution.clientVersion = context.clientVersion
                 execution.mcpSessionID = context.sessionID
                 execution.mcpRequestID = requestID
-            }
+                execution.mcpCallAudit = MCPCallAudit.pending(details: auditDetails(executionID: execution.id),
+                                                              actorType: context.caller.actorType, origin: context.origin)
+            }, true)
         } catch let error where context.sessionID != nil && !(error is any ProblemError) {
             // The same call arriving twice at once: the unique (session, request id) index let one through.
-            if let existing = try await existingCall() { return existing }
+            if let existing = try await existingCall() { return (existing, false) }
             throw error
         }
     }
@@ -290,15 +298,13 @@ struct MCPToolCall: Sendable {
 
     // MARK: Record
 
-    /// `mcp.tools_call` in the audit log: the tool, a SHA-256 of the arguments (never the arguments), the client,
-    /// the key, and the outcome. The actor is the user.
-    private func audit(outcome: String, executionID: UUID?) async {
+    /// The call's `mcp.tools_call` entry (`MCPCallAudit`), all but the outcome.
+    private func auditDetails(executionID: UUID?) -> [String: JSONValue] {
         let caller = context.caller
         let argumentsText = (try? JSONValue.object(arguments).canonicalString()) ?? ""
         var details: [String: JSONValue] = [
             "tool": .string(name),
             "argumentsSha256": .string(SHA256.hash(data: Data(argumentsText.utf8)).hexString),
-            "outcome": .string(outcome),
             "protocolVersion": .string(context.version),
             "requestId": id.json,
             "clientName": context.clientName.map(JSONValue.string) ?? .null,
@@ -307,10 +313,15 @@ struct MCPToolCall: Sendable {
             "sessionId": context.sessionID.map { .string($0.lowercasedString) } ?? .null,
         ]
         if let executionID { details["executionId"] = .string(executionID.lowercasedString) }
-        let record = AuditRecord(
-            action: "mcp.tools_call", actorID: caller.user.id, actorType: caller.actorType,
-            resourceType: executionID == nil ? "tool" : "execution", resourceID: executionID?.lowercasedString ?? name,
-            outcome: ["succeeded", "timeout"].contains(outcome) ? .success : .failure, origin: context.origin, details: .object(details))
+        return details
+    }
+
+    /// Writes the entry of a call whose outcome is known now: one that made no execution, or followed one it made
+    /// before.
+    private func audit(outcome: String, executionID: UUID?) async {
+        let context = context
+        let record = MCPCallAudit.record(details: auditDetails(executionID: executionID), outcome: outcome, actorID: context.caller.user.id,
+                                         actorType: context.caller.actorType, origin: context.origin, tool: name, executionID: executionID)
         do {
             try await context.app.writeTransaction { db in _ = try await context.app.activityRecorder.record(audit: record, on: db) }
         } catch {

@@ -43,5 +43,6 @@ enum AppMigrations {
         CreateUsageCounters(),
         AddUserErasedAt(),
         ShardActiveExecutionCounts(),
+        AddExecutionMCPCallAudit(),
     ] }
 }

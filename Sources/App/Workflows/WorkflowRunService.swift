@@ -251,6 +251,9 @@ struct WorkflowRunService: Sendable {
 
     /// Called in the transaction that finishes an execution: wakes the run that execution belongs to, if any.
     static func executionFinished(_ execution: Execution, app: Application, on db: any Database) async throws {
+        // Only a run's steps are started by workflows (migration 0031 marked the older ones): every other execution
+        // ends without the lookup.
+        guard execution.origin == Execution.Origin.workflow.rawValue else { return }
         let sql = db as! any SQLDatabase
         guard let row = try await sql.raw("SELECT run_id FROM workflow_run_steps WHERE execution_id = \(bind: execution.requireID())").first()
         else { return }

@@ -172,6 +172,17 @@ struct MCPTests {
         }
     }
 
+    /// `initialize` at 2025-11-25 as "legacy-agent" 0.9: the session id, and the headers a request in it carries.
+    private func initializeLegacy(_ app: Application, _ token: String) async throws -> (String, HTTPHeaders) {
+        let initialize = try await raw(app, token, body: """
+            {"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"legacy-agent","version":"0.9"}}}
+            """)
+        #expect(initialize.status == .ok, "\(initialize.body.string)")
+        #expect(try result(initialize)["protocolVersion"] == "2025-11-25")
+        let session = try #require(initialize.headers.first(name: "Mcp-Session-Id"))
+        return (session, ["Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"])
+    }
+
     @Test("2025-11-25: initialize opens a session kept in the database; calls in it work; a retried call id runs once; DELETE ends it")
     func legacySession() async throws {
         try await withTestApp { app in
@@ -179,13 +190,7 @@ struct MCPTests {
             // Making keys needs api-keys:manage, which executors lack.
             let token = try await adminToken(app)
             app.jobWorkers.start(app, count: 2)
-            let initialize = try await raw(app, token, body: """
-                {"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"legacy-agent","version":"0.9"}}}
-                """)
-            #expect(initialize.status == .ok, "\(initialize.body.string)")
-            #expect(try result(initialize)["protocolVersion"] == "2025-11-25")
-            let session = try #require(initialize.headers.first(name: "Mcp-Session-Id"))
-            let sessionHeaders: HTTPHeaders = ["Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"]
+            let (session, sessionHeaders) = try await initializeLegacy(app, token)
             #expect(try await raw(app, token, body: #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, headers: sessionHeaders).status == .accepted)
 
             let list = try await raw(app, token, body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, headers: sessionHeaders)
@@ -200,6 +205,10 @@ struct MCPTests {
             #expect(made.count == 1, "the same request id in the same session ran once")
             #expect(made.first?.clientName == "legacy-agent")
             #expect(made.first?.mcpRequestID == "s:call-7")
+            // Two calls, two entries: the first written as its execution ended, the retry's when it had followed it.
+            let entries = try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "mcp.tools_call").all()
+            #expect(entries.count == 2)
+            #expect(entries.allSatisfy { $0.resourceID == made.first?.id?.lowercasedString && $0.details.contains(#""outcome":"succeeded""#) })
 
             // Another credential of the same user does not get the session.
             let otherToken = try await login(app, email: "agent@example.com").accessToken
@@ -316,6 +325,82 @@ struct MCPTests {
             #expect(!progress.isEmpty, "\(response.body.string)")
             #expect(progress.allSatisfy { $0.contains(#""progressToken":"p-1""#) })
             #expect(frames.last?.contains(#""isError":false"#) == true)
+        }
+    }
+
+    /// The `mcp.tools_call` entries, settled.
+    private func toolCallEntries(_ app: Application) async throws -> [AuditLog] {
+        try await AuditLog.query(on: try await app.settledLedger()).filter(\.$action == "mcp.tools_call").all()
+    }
+
+    @Test("Closing a call's stream cancels its execution; the call's audit entry is written as the execution ends, with outcome cancelled")
+    func disconnectCancels() async throws {
+        try await withTestApp { app in
+            _ = try await user(app)
+            let token = try await adminToken(app)
+            app.jobWorkers.start(app, count: 1)
+            try await app.withLiveServer { port in
+                let stream = try await SSEClient.open(port: port, path: "/mcp", headers: [
+                    ("Authorization", "Bearer \(token)"), ("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream"),
+                    ("MCP-Protocol-Version", MCPVersion.modern), ("Mcp-Method", "tools/call"), ("Mcp-Name", "wait"),
+                ], post: modernBody("tools/call", id: 9, params: ["name": "wait", "arguments": ["seconds": 20], "_meta": ["progressToken": "p-9"]]))
+                let progress = try #require(try await stream.nextEvent(timeout: 10))
+                #expect(progress.data.contains("notifications/progress"))
+                let execution = try #require(try await Execution.query(on: app.db).filter(\.$origin == "mcp").first())
+                let executionID = try execution.requireID()
+                #expect(execution.status == .running)
+                #expect(try await toolCallEntries(app).isEmpty, "the entry waits for the outcome")
+
+                stream.close()
+                try await eventually(10, "the execution cancelled") { try await Execution.find(executionID, on: app.db)?.status == .cancelled }
+                let entries = try await toolCallEntries(app)
+                #expect(entries.count == 1)
+                let entry = try #require(entries.first)
+                #expect(entry.resourceType == "execution")
+                #expect(entry.resourceID == executionID.lowercasedString)
+                #expect(entry.outcome == "failure")
+                guard case .object(let details) = JSONValue.parse(entry.details) else { throw TestFailure("no details") }
+                #expect(details["outcome"] == "cancelled")
+                #expect(details["tool"] == "wait")
+                #expect(details["clientName"] == "test-agent")
+                #expect(details["requestId"] == 9)
+                #expect(details["executionId"] == .string(executionID.lowercasedString))
+                #expect(try await Execution.find(executionID, on: app.db)?.mcpCallAudit == nil, "the row no longer keeps the entry")
+            }
+        }
+    }
+
+    @Test("2025-11-25: notifications/cancelled naming a call's request id cancels its execution; the call answers isError and its entry says cancelled")
+    func notificationCancels() async throws {
+        try await withTestApp { app in
+            _ = try await user(app)
+            let token = try await adminToken(app)
+            app.jobWorkers.start(app, count: 1)
+            let (session, sessionHeaders) = try await initializeLegacy(app, token)
+            try await app.withLiveServer { port in
+                let stream = try await SSEClient.open(port: port, path: "/mcp", headers: [
+                    ("Authorization", "Bearer \(token)"), ("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream"),
+                    ("MCP-Protocol-Version", "2025-11-25"), ("Mcp-Session-Id", session),
+                ], post: #"{"jsonrpc":"2.0","id":"slow-1","method":"tools/call","params":{"name":"wait","arguments":{"seconds":20},"_meta":{"progressToken":"q"}}}"#)
+                let progress = try #require(try await stream.nextEvent(timeout: 10))
+                #expect(progress.data.contains("notifications/progress"))
+
+                let cancel = try await raw(app, token, body: #"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"slow-1","reason":"user"}}"#,
+                                           headers: sessionHeaders)
+                #expect(cancel.status == .accepted)
+                let rest = try await stream.untilEnd(timeout: 10)
+                let answer = try #require(rest.last { $0.data.contains(#""id":"slow-1""#) })
+                #expect(answer.data.contains(#""isError":true"#))
+                #expect(answer.data.contains("cancelled"))
+
+                let execution = try #require(try await Execution.query(on: app.db).filter(\.$origin == "mcp").first())
+                #expect(execution.status == .cancelled)
+                let entries = try await toolCallEntries(app)
+                #expect(entries.count == 1)
+                #expect(entries.first?.resourceID == execution.id?.lowercasedString)
+                #expect(entries.first?.details.contains(#""outcome":"cancelled""#) == true)
+                #expect(entries.first?.details.contains(#""sessionId":"\#(session.lowercased())""#) == true)
+            }
         }
     }
 
