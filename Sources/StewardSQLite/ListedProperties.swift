@@ -100,6 +100,9 @@ extension QueryBuilder where Model: ListedProperties {
            let rows = try await readers.read(statement, of: sql, offLoopOn: pool) {
             return rows
         }
+        if let direct = database as? any DirectRowReading, let rows = try await direct.directRows(statement) {
+            return rows
+        }
         let rows = NIOLockedValueBox<[any SQLRow]>([])
         try await sql.execute(sql: statement) { row in rows.withLockedValue { $0.append(row) } }
         return rows.withLockedValue { $0 }
@@ -109,4 +112,10 @@ extension QueryBuilder where Model: ListedProperties {
 /// Converts a Fluent read to SQL. Only schema changes need the driver's data types, and a read has none.
 private struct SelectConverter: SQLConverterDelegate {
     func customDataType(_ dataType: DatabaseSchema.DataType) -> (any SQLExpression)? { nil }
+}
+
+/// A database that can read a statement's rows itself, cheaper than through its driver's rows (the app's PostgreSQL
+/// databases, with `StewardPostgres`'s rows); nil when it does not apply there, and the driver reads them.
+package protocol DirectRowReading {
+    func directRows(_ statement: any SQLExpression) async throws -> [any SQLRow]?
 }

@@ -128,6 +128,7 @@ extension SQLiteReaders {
             if index > 0 { query.appendInterpolation(bind: values[index - 1]) }
             query.appendInterpolation(unsafeRaw: String(part))
         }
+        if let direct = db as? any DirectRowReading, let rows = try await direct.directRows(query) { return rows }
         return try await (db as! any SQLDatabase).raw(query).all()
     }
 }

@@ -4,6 +4,8 @@ import Testing
 import Vapor
 @testable import App
 import StewardFormats
+import SQLKit
+import StewardPostgres
 import StewardSQLite
 
 /// The fast read of every list (`listed()`, `read(from:)`) fills a model from its hand-written property list, not
@@ -72,6 +74,39 @@ struct ListedReadTests {
         #expect(!items.isEmpty, "\(T.self): some items", sourceLocation: sourceLocation)
         #expect(T.self is any APIJSONWritable.Type, "\(T.self) writes itself", sourceLocation: sourceLocation)
         #expect(try APIJSON.string(items) == String(decoding: try APIJSON.tree(items), as: UTF8.self), "\(T.self)", sourceLocation: sourceLocation)
+    }
+
+    @Test("On PostgreSQL a list's rows are read by Steward's row reader, binds of every plain type included, as the driver reads them; on SQLite that reader stands aside")
+    func postgresRowReader() async throws {
+        try await withTestApp { app in
+            try await makeUser(app, email: "rows-1@example.com")
+            try await makeUser(app, email: "rows-2@example.com")
+            let direct = try #require(app.db as? any DirectRowReading)
+            let plain: SQLQueryString = """
+                SELECT * FROM users WHERE created_at > \(bind: Date(timeIntervalSince1970: 0)) AND id <> \(bind: UUID())
+                AND email <> \(bind: "nobody@example.com") AND \(bind: 1) = \(bind: Int64(1)) AND \(bind: true) AND \(bind: 2.5) > 0
+                ORDER BY id
+                """
+            let rows = try await direct.directRows(plain)
+            guard TestDatabase.isPostgres else {
+                #expect(rows == nil, "SQLite lists read on its own readers")
+                return
+            }
+            let read = try #require(rows)
+            #expect(read.count == 2)
+            #expect(read.allSatisfy { $0 is PostgresListRow })
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            let fluent = try await User.query(on: app.db).sort(.id).all()
+            #expect(try encoder.encode(read.map { try User.read(from: $0) }) == encoder.encode(fluent))
+            // A bind the reader does not encode leaves the statement to the driver.
+            #expect(try await direct.directRows(SQLQueryString("SELECT * FROM users WHERE email = ANY(\(bind: ["a", "b"]))")) == nil)
+            // Inside a transaction the driver reads too.
+            let leftToDriver = try await app.db.transaction { db async throws -> Bool in
+                try await (db as? any DirectRowReading)?.directRows(plain) == nil
+            }
+            #expect(leftToDriver)
+        }
     }
 
     @Test("Stored workflow steps read by Steward's parser are the steps Foundation's decoder reads")

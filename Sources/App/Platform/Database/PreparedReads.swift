@@ -4,6 +4,8 @@ import NIOCore
 import PostgresKit
 import PostgresNIO
 import SQLKit
+import StewardPostgres
+import StewardSQLite
 
 /// A read whose SQL text never changes, with its PostgreSQL placeholders (`$1` …): the text a connection prepares
 /// once and then only binds and executes. Its result columns are named, never `*`, so a migration that adds a
@@ -45,16 +47,8 @@ final class PreparedReads: Sendable {
         let started = ContinuousClock.now
         defer { observer.finished("prepared \(Read.name)", started: started, logger: logger) }
         do {
-            let rows = try await postgres.withConnection { connection in
-                connection.eventLoop.makeFutureWithTask {
-                    try await PostgresTransaction.untilCut(connection) {
-                        var rows: [PostgresRow] = []
-                        for try await row in try await connection.execute(statement, logger: logger) { rows.append(row) }
-                        return rows
-                    }
-                }
-            }.get()
-            return rows.map { $0.sql(decodingContext: .default) }
+            return try await Self.collect(on: postgres) { connection in try await connection.execute(statement, logger: logger) }
+                .map { PostgresListRow($0) }
         } catch let error as PSQLError where Self.poolerRefusal(error) {
             let wasEnabled = enabled.withLockedValue { enabled in
                 defer { enabled = false }
@@ -69,6 +63,22 @@ final class PreparedReads: Sendable {
             }
             return nil
         }
+    }
+
+    /// Every row `rows` gives on a connection of `postgres`'s pool, raced against the connection's close
+    /// (`PostgresTransaction.untilCut`).
+    static func collect<Rows: AsyncSequence>(on postgres: any PostgresDatabase,
+                                             _ rows: @escaping @Sendable (PostgresConnection) async throws -> Rows) async throws -> [PostgresRow]
+    where Rows.Element == PostgresRow {
+        try await postgres.withConnection { connection in
+            connection.eventLoop.makeFutureWithTask {
+                try await PostgresTransaction.untilCut(connection) {
+                    var collected: [PostgresRow] = []
+                    for try await row in try await rows(connection) { collected.append(row) }
+                    return collected
+                }
+            }
+        }.get()
     }
 
     /// 26000 (`invalid_sql_statement_name`): prepared on another server connection; 42P05
@@ -95,5 +105,19 @@ extension InstrumentedDatabase {
     func preparedRows<Read: FixedPostgresRead>(_ read: Read.Type, _ bindings: PostgresBindings) async throws -> [any SQLRow]? {
         guard let preparedReads, !base.inTransaction else { return nil }
         return try await preparedReads.rows(read, bindings, on: base, observer: observer)
+    }
+}
+
+extension InstrumentedDatabase: DirectRowReading {
+    /// A list's rows on PostgreSQL's pool, read as `PostgresListRow`s and timed like every other statement; nil on
+    /// SQLite, inside a transaction, or for a bind of a type the fast path does not encode.
+    func directRows(_ statement: any SQLExpression) async throws -> [any SQLRow]? {
+        guard !base.inTransaction, deferred == nil, let postgres = base as? any PostgresDatabase,
+              let query = PostgresStatement.query(statement, on: base as! any SQLDatabase) else { return nil }
+        let logger = base.logger
+        let started = ContinuousClock.now
+        defer { observer.finished(Self.redacted(query.sql), started: started, logger: logger) }
+        return try await PreparedReads.collect(on: postgres) { connection in try await connection.query(query, logger: logger) }
+            .map { PostgresListRow($0) }
     }
 }
