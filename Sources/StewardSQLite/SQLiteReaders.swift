@@ -148,7 +148,8 @@ extension SQLiteReaders {
     /// A read whose cost grows with the data, such as a search that ranks every match before taking a page: on
     /// SQLite, outside a transaction, a direct reader runs it on a thread of `pool`, so the event loop never waits
     /// for it, while the statement stays prepared between reads and its rows are read without the driver's
-    /// decoding. Otherwise (PostgreSQL, a transaction, no free reader, a busy database) it goes through `db`.
+    /// decoding. On PostgreSQL it goes through `db`'s own rows (`DirectRowReading`) where those apply; otherwise (a
+    /// transaction, no free reader, a busy database) through `db`.
     package static func offLoopRead(_ query: SQLQueryString, readers: SQLiteReaders?, pool: NIOThreadPool,
                                     on db: any Database) async throws -> [any SQLRow] {
         let sql = db as! any SQLDatabase
@@ -156,6 +157,7 @@ extension SQLiteReaders {
            let rows = try await readers.read(query, of: sql, offLoopOn: pool) {
             return rows
         }
+        if let direct = db as? any DirectRowReading, let rows = try await direct.directRows(query) { return rows }
         return try await sql.raw(query).all()
     }
 }
