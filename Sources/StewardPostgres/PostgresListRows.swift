@@ -59,40 +59,24 @@ package struct PostgresListRow: SQLRow {
         return try row.sql().decode(column: column, as: D.self)
     }
 
-    private static let textTypes: Set<PostgresDataType> = [.text, .varchar, .name, .bpchar]
-    private static let integerTypes: Set<PostgresDataType> = [.int2, .int4, .int8]
-
     /// The cell read as `D` when `D` and the column's type are a plain pair; nil when they are not.
     private static func plain<D: Decodable>(_ cell: PostgresCell, as _: D.Type) throws -> D? {
-        let type = cell.dataType
-        if D.self == String.self || D.self == String?.self {
-            guard textTypes.contains(type) else { return nil }
-            return try (D.self == String.self ? cell.decode(String.self) as? D : cell.decode(String?.self) as? D)
+        switch cell.dataType {
+        case .text, .varchar, .name, .bpchar: try read(cell, as: String.self, into: D.self)
+        case .uuid: try read(cell, as: UUID.self, into: D.self)
+        case .timestamptz, .timestamp: try read(cell, as: Date.self, into: D.self)
+        case .int2, .int4, .int8: try read(cell, as: Int.self, into: D.self) ?? read(cell, as: Int64.self, into: D.self)
+        case .bool: try read(cell, as: Bool.self, into: D.self)
+        case .float4, .float8: try read(cell, as: Double.self, into: D.self)
+        default: nil
         }
-        if D.self == UUID.self || D.self == UUID?.self {
-            guard type == .uuid else { return nil }
-            return try (D.self == UUID.self ? cell.decode(UUID.self) as? D : cell.decode(UUID?.self) as? D)
-        }
-        if D.self == Date.self || D.self == Date?.self {
-            guard type == .timestamptz || type == .timestamp else { return nil }
-            return try (D.self == Date.self ? cell.decode(Date.self) as? D : cell.decode(Date?.self) as? D)
-        }
-        if D.self == Int.self || D.self == Int?.self {
-            guard integerTypes.contains(type) else { return nil }
-            return try (D.self == Int.self ? cell.decode(Int.self) as? D : cell.decode(Int?.self) as? D)
-        }
-        if D.self == Int64.self || D.self == Int64?.self {
-            guard integerTypes.contains(type) else { return nil }
-            return try (D.self == Int64.self ? cell.decode(Int64.self) as? D : cell.decode(Int64?.self) as? D)
-        }
-        if D.self == Bool.self || D.self == Bool?.self {
-            guard type == .bool else { return nil }
-            return try (D.self == Bool.self ? cell.decode(Bool.self) as? D : cell.decode(Bool?.self) as? D)
-        }
-        if D.self == Double.self || D.self == Double?.self {
-            guard type == .float8 || type == .float4 else { return nil }
-            return try (D.self == Double.self ? cell.decode(Double.self) as? D : cell.decode(Double?.self) as? D)
-        }
+    }
+
+    /// The cell read as `T` (or `T?`) when `D` is that type; nil when it is neither.
+    private static func read<T: PostgresDecodable, D>(_ cell: PostgresCell, as _: T.Type, into _: D.Type) throws -> D?
+    where T._DecodableType == T {
+        if D.self == T.self { return try cell.decode(T.self) as? D }
+        if D.self == T?.self { return try cell.decode(T?.self) as? D }
         return nil
     }
 }

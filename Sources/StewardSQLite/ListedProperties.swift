@@ -100,12 +100,7 @@ extension QueryBuilder where Model: ListedProperties {
            let rows = try await readers.read(statement, of: sql, offLoopOn: pool) {
             return rows
         }
-        if let direct = database as? any DirectRowReading, let rows = try await direct.directRows(statement) {
-            return rows
-        }
-        let rows = NIOLockedValueBox<[any SQLRow]>([])
-        try await sql.execute(sql: statement) { row in rows.withLockedValue { $0.append(row) } }
-        return rows.withLockedValue { $0 }
+        return try await DirectRowReadingFallback.rows(statement, on: database)
     }
 }
 
@@ -118,4 +113,15 @@ private struct SelectConverter: SQLConverterDelegate {
 /// databases, with `StewardPostgres`'s rows); nil when it does not apply there, and the driver reads them.
 package protocol DirectRowReading {
     func directRows(_ statement: any SQLExpression) async throws -> [any SQLRow]?
+}
+
+/// Where a read goes when no SQLite reader took it.
+package enum DirectRowReadingFallback {
+    /// `statement`'s rows on `db`: its own rows where it has them (`DirectRowReading`), else the driver's.
+    package static func rows(_ statement: any SQLExpression, on db: any Database) async throws -> [any SQLRow] {
+        if let direct = db as? any DirectRowReading, let rows = try await direct.directRows(statement) { return rows }
+        let rows = NIOLockedValueBox<[any SQLRow]>([])
+        try await (db as! any SQLDatabase).execute(sql: statement) { row in rows.withLockedValue { $0.append(row) } }
+        return rows.withLockedValue { $0 }
+    }
 }

@@ -128,8 +128,7 @@ extension SQLiteReaders {
             if index > 0 { query.appendInterpolation(bind: values[index - 1]) }
             query.appendInterpolation(unsafeRaw: String(part))
         }
-        if let direct = db as? any DirectRowReading, let rows = try await direct.directRows(query) { return rows }
-        return try await (db as! any SQLDatabase).raw(query).all()
+        return try await DirectRowReadingFallback.rows(query, on: db)
     }
 }
 
@@ -157,8 +156,7 @@ extension SQLiteReaders {
            let rows = try await readers.read(query, of: sql, offLoopOn: pool) {
             return rows
         }
-        if let direct = db as? any DirectRowReading, let rows = try await direct.directRows(query) { return rows }
-        return try await sql.raw(query).all()
+        return try await DirectRowReadingFallback.rows(query, on: db)
     }
 }
 
