@@ -47,8 +47,9 @@ final class PreparedReads: Sendable {
         let started = ContinuousClock.now
         defer { observer.finished("prepared \(Read.name)", started: started, logger: logger) }
         do {
-            return try await Self.collect(on: postgres) { connection in try await connection.execute(statement, logger: logger) }
-                .map { PostgresListRow($0) }
+            return PostgresListRow.rows(try await Self.collect(on: postgres) { connection in
+                try await connection.execute(statement, logger: logger)
+            })
         } catch let error as PSQLError where Self.poolerRefusal(error) {
             let wasEnabled = enabled.withLockedValue { enabled in
                 defer { enabled = false }
@@ -117,7 +118,8 @@ extension InstrumentedDatabase: DirectRowReading {
         let logger = base.logger
         let started = ContinuousClock.now
         defer { observer.finished(Self.redacted(query.sql), started: started, logger: logger) }
-        return try await PreparedReads.collect(on: postgres) { connection in try await connection.query(query, logger: logger) }
-            .map { PostgresListRow($0) }
+        return PostgresListRow.rows(try await PreparedReads.collect(on: postgres) { connection in
+            try await connection.query(query, logger: logger)
+        })
     }
 }
