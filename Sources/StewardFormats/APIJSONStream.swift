@@ -49,8 +49,8 @@ extension APIJSON {
             // The types spelled here are told apart by their metadata, which costs far less than a cast attempt per
             // type; `unsafeBitCast` to the very type `T` is.
             if T.self == String.self { return writer.write(unsafeBitCast(value, to: String.self)) }
-            if T.self == UUID.self { return writer.write(unsafeBitCast(value, to: UUID.self).lowercasedString) }
-            if T.self == Date.self { return writer.write(RFC3339.string(from: unsafeBitCast(value, to: Date.self))) }
+            if T.self == UUID.self { return writer.write(id: unsafeBitCast(value, to: UUID.self)) }
+            if T.self == Date.self { return writer.write(time: unsafeBitCast(value, to: Date.self)) }
             if T.self == StoredJSON.self { return writer.bytes.append(contentsOf: unsafeBitCast(value, to: StoredJSON.self).text.utf8) }
             switch value {
             case let writable as any APIJSONWritable:
@@ -343,8 +343,8 @@ extension APIJSON {
         }
 
         package mutating func field(_ name: StaticString, _ value: String) { key(name); stream.writer.write(value) }
-        package mutating func field(_ name: StaticString, _ value: UUID) { key(name); stream.writer.write(value.lowercasedString) }
-        package mutating func field(_ name: StaticString, _ value: Date) { key(name); stream.writer.write(RFC3339.string(from: value)) }
+        package mutating func field(_ name: StaticString, _ value: UUID) { key(name); stream.writer.write(id: value) }
+        package mutating func field(_ name: StaticString, _ value: Date) { key(name); stream.writer.write(time: value) }
         package mutating func field(_ name: StaticString, _ value: Bool) { key(name); stream.writer.append(value ? "true" : "false") }
         package mutating func field(_ name: StaticString, _ value: Int) { key(name); stream.write(integer: value) }
         package mutating func field(_ name: StaticString, _ value: Int64) { key(name); stream.write(integer: value) }
@@ -389,5 +389,21 @@ extension APIJSON.Stream {
         try value.write(to: &object)
         writer.append(object.count == 0 ? "{}" : "}")
         return !object.refused
+    }
+}
+
+extension JSONText.Writer {
+    /// A UUID as a JSON string in lower case, written in place (it never needs an escape).
+    mutating func write(id: UUID) {
+        bytes.append(UInt8(ascii: "\""))
+        id.appendLowercased(to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// A time as an RFC 3339 JSON string, written in place (it never needs an escape).
+    mutating func write(time: Date) {
+        bytes.append(UInt8(ascii: "\""))
+        RFC3339.append(time, to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
     }
 }

@@ -5,8 +5,28 @@ import Foundation
 /// in profiles of every execution transition (event data carries the execution's times) and every API response.
 package enum RFC3339 {
     package static func string(from date: Date) -> String {
+        guard let fields = fields(of: date) else { return date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: false)) }
+        return String(unsafeUninitializedCapacity: 20) { out in
+            fill(out, fields)
+            return 20
+        }
+    }
+
+    /// Appends `string(from:)`'s bytes to `bytes`, without making the string in the common case.
+    package static func append(_ date: Date, to bytes: inout [UInt8]) {
+        guard let fields = fields(of: date) else { return bytes.append(contentsOf: string(from: date).utf8) }
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { out in
+            fill(out, fields)
+            bytes.append(contentsOf: out)
+        }
+    }
+
+    private typealias Fields = (year: Int64, month: Int64, day: Int64, secondOfDay: Int64)
+
+    /// The civil date and second of the day in UTC; nil for what is left to Foundation.
+    private static func fields(of date: Date) -> Fields? {
         // Years 1583-9999 only (below); anything far outside, including what would not fit an Int64, goes to Foundation.
-        guard abs(date.timeIntervalSince1970) < 1e12 else { return date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: false)) }
+        guard abs(date.timeIntervalSince1970) < 1e12 else { return nil }
         let seconds = Int64((date.timeIntervalSince1970).rounded(.down))
         // Days since 1970-01-01 to a civil date (Howard Hinnant's days_from_civil, inverted).
         let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
@@ -21,28 +41,30 @@ package enum RFC3339 {
         let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
         let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
         // Foundation switches to the Julian calendar before the Gregorian reform of 1582; leave those years to it.
-        guard (1583...9999).contains(year) else { return date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: false)) }
-        return String(unsafeUninitializedCapacity: 20) { out in
-            func put(_ value: Int64, _ width: Int, at offset: Int) {
-                var value = value
-                for position in stride(from: offset + width - 1, through: offset, by: -1) {
-                    out[position] = UInt8(ascii: "0") + UInt8(value % 10)
-                    value /= 10
-                }
+        guard (1583...9999).contains(year) else { return nil }
+        return (year, month, day, secondOfDay)
+    }
+
+    /// The 20 characters of `fields`, into `out`.
+    private static func fill(_ out: UnsafeMutableBufferPointer<UInt8>, _ fields: Fields) {
+        func put(_ value: Int64, _ width: Int, at offset: Int) {
+            var value = value
+            for position in stride(from: offset + width - 1, through: offset, by: -1) {
+                out[position] = UInt8(ascii: "0") + UInt8(value % 10)
+                value /= 10
             }
-            put(year, 4, at: 0)
-            out[4] = UInt8(ascii: "-")
-            put(month, 2, at: 5)
-            out[7] = UInt8(ascii: "-")
-            put(day, 2, at: 8)
-            out[10] = UInt8(ascii: "T")
-            put(secondOfDay / 3600, 2, at: 11)
-            out[13] = UInt8(ascii: ":")
-            put(secondOfDay / 60 % 60, 2, at: 14)
-            out[16] = UInt8(ascii: ":")
-            put(secondOfDay % 60, 2, at: 17)
-            out[19] = UInt8(ascii: "Z")
-            return 20
         }
+        put(fields.year, 4, at: 0)
+        out[4] = UInt8(ascii: "-")
+        put(fields.month, 2, at: 5)
+        out[7] = UInt8(ascii: "-")
+        put(fields.day, 2, at: 8)
+        out[10] = UInt8(ascii: "T")
+        put(fields.secondOfDay / 3600, 2, at: 11)
+        out[13] = UInt8(ascii: ":")
+        put(fields.secondOfDay / 60 % 60, 2, at: 14)
+        out[16] = UInt8(ascii: ":")
+        put(fields.secondOfDay % 60, 2, at: 17)
+        out[19] = UInt8(ascii: "Z")
     }
 }

@@ -20,19 +20,32 @@ extension UUID {
     package var uppercasedString: String { text(alphabet: Hex.uppercase) }
 
     private func text(alphabet: [UInt8]) -> String {
+        String(unsafeUninitializedCapacity: 36) { out in
+            fill(out, alphabet: alphabet)
+            return 36
+        }
+    }
+
+    /// Appends `lowercasedString`'s 36 bytes to `bytes`, without making the string.
+    package func appendLowercased(to bytes: inout [UInt8]) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 36) { out in
+            fill(out, alphabet: Hex.lowercase)
+            bytes.append(contentsOf: out)
+        }
+    }
+
+    /// The 36 characters of the text form, in `alphabet`, into `out`.
+    private func fill(_ out: UnsafeMutableBufferPointer<UInt8>, alphabet: [UInt8]) {
         withUnsafeBytes(of: uuid) { raw in
-            String(unsafeUninitializedCapacity: 36) { out in
-                var position = 0
-                for index in 0..<16 {
-                    if index == 4 || index == 6 || index == 8 || index == 10 {
-                        out[position] = UInt8(ascii: "-")
-                        position += 1
-                    }
-                    out[position] = alphabet[Int(raw[index] >> 4)]
-                    out[position + 1] = alphabet[Int(raw[index] & 0x0F)]
-                    position += 2
+            var position = 0
+            for index in 0..<16 {
+                if index == 4 || index == 6 || index == 8 || index == 10 {
+                    out[position] = UInt8(ascii: "-")
+                    position += 1
                 }
-                return 36
+                out[position] = alphabet[Int(raw[index] >> 4)]
+                out[position + 1] = alphabet[Int(raw[index] & 0x0F)]
+                position += 2
             }
         }
     }

@@ -180,6 +180,28 @@ struct IDTextTests {
         for date in dates {
             #expect(RFC3339.string(from: date) == date.formatted(style), "\(date.timeIntervalSince1970)")
             #expect(RFC3339.string(from: date) == formatter.string(from: date), "\(date.timeIntervalSince1970)")
+            // Written in place into a response's bytes, after what is there already, the same text.
+            var bytes = Array("x".utf8)
+            RFC3339.append(date, to: &bytes)
+            #expect(String(decoding: bytes, as: UTF8.self) == "x" + formatter.string(from: date), "\(date.timeIntervalSince1970)")
+        }
+    }
+
+    @Test("A UUID written in place into a response's bytes is its lower-case text, after what is there already")
+    func uuidBytes() {
+        var random = SeededRandom(seed: 4122)
+        var ids = [UUID(uuidString: "EA14DDD4-1FC9-4A5B-9C3D-0123456789AB")!, UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))]
+        for _ in 0..<500 {
+            ids.append(UUID(uuid: (UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)),
+                                   UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)),
+                                   UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)),
+                                   UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)))))
+        }
+        for id in ids {
+            var bytes = Array("[".utf8)
+            id.appendLowercased(to: &bytes)
+            #expect(String(decoding: bytes, as: UTF8.self) == "[" + id.uuidString.lowercased())
+            #expect(id.lowercasedString == id.uuidString.lowercased())
         }
     }
 
