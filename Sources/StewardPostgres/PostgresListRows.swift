@@ -41,7 +41,7 @@ package enum PostgresStatement {
 /// a generic type, costs a runtime type lookup per cell (7% of a list's CPU when this row did so).
 package struct PostgresListRow: SQLRow {
     /// The columns of one result, shared by its rows.
-    package final class Columns: Sendable {
+    private final class Columns: Sendable {
         let names: [String]
         let positions: [String: Int]
 
@@ -55,10 +55,10 @@ package struct PostgresListRow: SQLRow {
     private let cells: PostgresRandomAccessRow
     private let columns: Columns
 
-    package init(_ row: PostgresRow, columns: Columns? = nil) {
+    private init(_ row: PostgresRow, columns: Columns) {
         self.row = row
         cells = row.makeRandomAccess()
-        self.columns = columns ?? Columns(row)
+        self.columns = columns
     }
 
     /// A result's rows, sharing one column table.

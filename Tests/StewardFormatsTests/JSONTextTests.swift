@@ -192,10 +192,8 @@ struct IDTextTests {
         var random = SeededRandom(seed: 4122)
         var ids = [UUID(uuidString: "EA14DDD4-1FC9-4A5B-9C3D-0123456789AB")!, UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))]
         for _ in 0..<500 {
-            ids.append(UUID(uuid: (UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)),
-                                   UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)),
-                                   UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)),
-                                   UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)), UInt8(random.next(upTo: 256)))))
+            let bytes = (0..<16).map { _ in UInt8(random.next(upTo: 256)) }
+            ids.append(UUID(uuid: bytes.withUnsafeBytes { $0.loadUnaligned(as: uuid_t.self) }))
         }
         for id in ids {
             var bytes = Array("[".utf8)
