@@ -9,21 +9,36 @@ import SQLKit
 package enum PostgresStatement {
     package static func query(_ statement: any SQLExpression, on sql: any SQLDatabase) -> PostgresQuery? {
         let serialized = sql.serialize(statement)
-        var bindings = PostgresBindings(capacity: serialized.binds.count)
-        for bind in serialized.binds {
+        guard let (bindings, _) = bind(serialized.binds) else { return nil }
+        return PostgresQuery(unsafeSQL: serialized.sql, binds: bindings)
+    }
+
+    /// The statement as a named statement (`PostgresNamedStatement`), its parameters typed as `query` binds them;
+    /// nil for the same binds as `query`.
+    package static func named(_ statement: any SQLExpression, on sql: any SQLDatabase) -> (PostgresNamedStatement.Text, PostgresBindings)? {
+        let serialized = sql.serialize(statement)
+        guard let (bindings, types) = bind(serialized.binds) else { return nil }
+        return (PostgresNamedStatement.Text(sql: serialized.sql, types: types), bindings)
+    }
+
+    private static func bind(_ binds: [any Encodable & Sendable]) -> (PostgresBindings, [PostgresDataType])? {
+        var bindings = PostgresBindings(capacity: binds.count)
+        var types: [PostgresDataType] = []
+        types.reserveCapacity(binds.count)
+        for bind in binds {
             switch bind {
-            case let value as String: bindings.append(value)
-            case let value as UUID: bindings.append(value)
-            case let value as Date: bindings.append(value)
-            case let value as Int: bindings.append(value)
-            case let value as Int64: bindings.append(value)
-            case let value as Int32: bindings.append(value)
-            case let value as Bool: bindings.append(value)
-            case let value as Double: bindings.append(value)
+            case let value as String: bindings.append(value); types.append(.text)
+            case let value as UUID: bindings.append(value); types.append(.uuid)
+            case let value as Date: bindings.append(value); types.append(.timestamptz)
+            case let value as Int: bindings.append(value); types.append(.int8)
+            case let value as Int64: bindings.append(value); types.append(.int8)
+            case let value as Int32: bindings.append(value); types.append(.int4)
+            case let value as Bool: bindings.append(value); types.append(.bool)
+            case let value as Double: bindings.append(value); types.append(.float8)
             default: return nil
             }
         }
-        return PostgresQuery(unsafeSQL: serialized.sql, binds: bindings)
+        return (bindings, types)
     }
 }
 

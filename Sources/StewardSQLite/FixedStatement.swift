@@ -11,6 +11,8 @@ import StewardFormats
 package struct FixedStatement: Sendable {
     /// The statement as SQLite takes it.
     package let sqlite: String
+    /// The statement with PostgreSQL's numbered placeholders (`$1` …).
+    package let postgres: String
     /// The text around the placeholders: one more piece than there are values.
     private let pieces: [String]
     /// A plain insert whose only possible failure fails its whole transaction: it may be sent later, together with
@@ -34,6 +36,7 @@ package struct FixedStatement: Sendable {
     private init(_ text: String, deferrable: Bool, target: String?, reads: String?) {
         sqlite = text
         pieces = text.split(separator: "?", omittingEmptySubsequences: false).map(String.init)
+        postgres = Self.numbered(pieces, from: 1)
         isDeferrable = deferrable
         self.target = target
         self.reads = reads
@@ -63,6 +66,35 @@ package struct FixedStatement: Sendable {
         return query
     }
 
+    /// `combined`'s statement with PostgreSQL's numbered placeholders, and its values in order.
+    package static func combinedPostgres(_ statements: [(FixedStatement, [any RowValue])]) -> (text: String, values: [any RowValue]) {
+        precondition(!statements.isEmpty)
+        if statements.count == 1 { return (statements[0].0.postgres, statements[0].1) }
+        var text = "WITH "
+        var values: [any RowValue] = []
+        values.reserveCapacity(statements.reduce(0) { $0 + $1.1.count })
+        for (index, (statement, statementValues)) in statements.enumerated() {
+            let part = numbered(statement.pieces, from: values.count + 1)
+            if index == statements.count - 1 {
+                text += " " + part
+            } else {
+                text += (index == 0 ? "s0 AS (" : ", s\(index) AS (") + part + ")"
+            }
+            values += statementValues
+        }
+        return (text, values)
+    }
+
+    /// The pieces joined by `$n`, `n` counting from `first`.
+    private static func numbered(_ pieces: [String], from first: Int) -> String {
+        var text = pieces[0]
+        for (offset, piece) in pieces.dropFirst().enumerated() {
+            text += "$\(first + offset)"
+            text += piece
+        }
+        return text
+    }
+
     package var placeholders: Int { pieces.count - 1 }
 
     /// The statement for SQLKit, each value bound in its place.
@@ -84,42 +116,74 @@ package struct FixedStatement: Sendable {
 /// A value a `FixedStatement` binds. On the SQLite writer it becomes a SQLite value through this protocol, as the
 /// driver's encoder would make it (`SQLiteDataConvertible`: text, integer, float, null), without the encoder's
 /// dynamic cast to that protocol and its one-off `Encoder` for an optional, which together cost more than the rest
-/// of the statement's preparation. Elsewhere (PostgreSQL) it is bound as the `Encodable` it is.
+/// of the statement's preparation. On PostgreSQL it is bound as its `bound` value, a parameter of its type's
+/// `boundKind` (the same for a value and for nil, so one prepared statement serves both), or, where statements are
+/// not prepared, as the `Encodable` it is.
 package protocol RowValue: Encodable, Sendable {
     var sqliteValue: SQLiteData { get }
+    /// The parameter type a placeholder holding this type's values is declared with.
+    static var boundKind: BoundKind { get }
+    var bound: BoundValue { get }
+}
+
+/// What a placeholder holds, for a database whose parameters have types (PostgreSQL: text, int8, float8, bool,
+/// timestamptz, uuid).
+package enum BoundKind: UInt8, Sendable {
+    case text, integer, float, bool, date, uuid
+}
+
+/// A `RowValue` as a database with typed parameters binds it.
+package enum BoundValue: Sendable, Equatable {
+    case text(String), integer(Int), float(Double), bool(Bool), date(Date), uuid(UUID), null
 }
 
 extension String: RowValue {
     package var sqliteValue: SQLiteData { .text(self) }
+    package static var boundKind: BoundKind { .text }
+    package var bound: BoundValue { .text(self) }
 }
 
 extension Int: RowValue {
     package var sqliteValue: SQLiteData { .integer(self) }
+    package static var boundKind: BoundKind { .integer }
+    package var bound: BoundValue { .integer(self) }
 }
 
 extension Int64: RowValue {
     package var sqliteValue: SQLiteData { .integer(Int(self)) }
+    package static var boundKind: BoundKind { .integer }
+    package var bound: BoundValue { .integer(Int(self)) }
 }
 
 extension Double: RowValue {
     package var sqliteValue: SQLiteData { .float(self) }
+    package static var boundKind: BoundKind { .float }
+    package var bound: BoundValue { .float(self) }
 }
 
 extension Bool: RowValue {
     package var sqliteValue: SQLiteData { .integer(self ? 1 : 0) }
+    package static var boundKind: BoundKind { .bool }
+    package var bound: BoundValue { .bool(self) }
 }
 
 extension Date: RowValue {
     package var sqliteValue: SQLiteData { .float(timeIntervalSince1970) }
+    package static var boundKind: BoundKind { .date }
+    package var bound: BoundValue { .date(self) }
 }
 
 extension UUID: RowValue {
     /// The same upper-case text as `sqliteData` (`UUIDSupport.swift`).
     package var sqliteValue: SQLiteData { .text(uppercasedString) }
+    package static var boundKind: BoundKind { .uuid }
+    package var bound: BoundValue { .uuid(self) }
 }
 
 extension Optional: RowValue where Wrapped: RowValue {
     package var sqliteValue: SQLiteData { self?.sqliteValue ?? .null }
+    package static var boundKind: BoundKind { Wrapped.boundKind }
+    package var bound: BoundValue { self?.bound ?? .null }
 }
 
 extension SQLDatabase {
@@ -131,6 +195,7 @@ extension SQLDatabase {
             return
         }
         if statement.isDeferrable, let deferring = self as? any StatementDeferring, deferring.deferIfOpen(statement, values) { return }
+        if let running = self as? any FixedStatementRunning, try await running.runFixed(statement, values, collect: false) != nil { return }
         try await raw(statement.query(values)).run()
     }
 
@@ -139,6 +204,9 @@ extension SQLDatabase {
         precondition(statement.placeholders == values.count, "one value per placeholder")
         if let direct = self as? any DirectSQLiteStatements {
             return try await direct.run(sqlite: statement.sqlite, values.map(\.sqliteValue), collect: true)
+        }
+        if let running = self as? any FixedStatementRunning, let rows = try await running.runFixed(statement, values, collect: true) {
+            return rows
         }
         return try await raw(statement.query(values)).all()
     }
@@ -155,6 +223,14 @@ extension SQLDatabase {
 package protocol StatementDeferring {
     /// Takes the statement to send later, or returns false to have it run now.
     func deferIfOpen(_ statement: FixedStatement, _ values: [any RowValue]) -> Bool
+}
+
+/// A database that runs fixed statements itself, their values bound as they are (`RowValue.bound`): PostgreSQL's
+/// write transactions, which prepare each text once per connection.
+package protocol FixedStatementRunning {
+    /// Runs the statement; its rows when `collect` is set (none otherwise), or nil when this database does not run
+    /// it here, and the caller sends it through SQLKit as usual.
+    func runFixed(_ statement: FixedStatement, _ values: [any RowValue], collect: Bool) async throws -> [any SQLRow]?
 }
 
 /// A database that runs SQLite statement text (with `?` placeholders) as it is: the SQLite writer's.

@@ -31,4 +31,41 @@ struct FixedStatementTests {
         #expect(FixedStatement("SELECT 1").placeholders == 0)
         #expect(FixedStatement("UPDATE t SET a = ? WHERE b = ? AND c = ?").placeholders == 3)
     }
+
+    @Test("PostgreSQL's text numbers the placeholders; statements sent as one are numbered on, their values in order")
+    func postgresText() {
+        let job = FixedStatement.insert(into: "jobs", columns: ["id", "kind"], deferrable: true)
+        let line = FixedStatement.insert(into: "lines", columns: ["id", "job_id", "at"], deferrable: true)
+        let last = FixedStatement("UPDATE t SET a = ? WHERE b = ?")
+        #expect(job.postgres == "INSERT INTO jobs (id, kind) VALUES ($1, $2)")
+        #expect(last.postgres == "UPDATE t SET a = $1 WHERE b = $2")
+        #expect(FixedStatement("SELECT 1").postgres == "SELECT 1")
+
+        let (single, singleValues) = FixedStatement.combinedPostgres([(job, ["j1", "run"])])
+        #expect(single == job.postgres)
+        #expect(singleValues.map(\.sqliteValue) == [.text("j1"), .text("run")])
+
+        let (text, values) = FixedStatement.combinedPostgres([(job, ["j1", "run"]), (line, ["l1", "j1", 7]), (last, [true, Int?.none])])
+        #expect(text == """
+            WITH s0 AS (INSERT INTO jobs (id, kind) VALUES ($1, $2)), s1 AS (INSERT INTO lines (id, job_id, at) VALUES ($3, $4, $5)) \
+            UPDATE t SET a = $6 WHERE b = $7
+            """)
+        #expect(values.map(\.sqliteValue) == [.text("j1"), .text("run"), .text("l1"), .text("j1"), .integer(7), .integer(1), .null])
+    }
+
+    @Test("A value binds with its type's kind, and nil with its wrapped type's, so one prepared statement serves both")
+    func boundKinds() {
+        let id = UUID()
+        let at = Date(timeIntervalSince1970: 1_700_000_000.5)
+        let cases: [(any RowValue, BoundKind)] = [
+            ("x", .text), (String?.none, .text), (3, .integer), (Int64(4), .integer), (Int?.none, .integer), (Int64?.none, .integer),
+            (1.5, .float), (Double?.none, .float), (true, .bool), (Bool?.none, .bool), (at, .date), (Date?.none, .date),
+            (id, .uuid), (UUID?.none, .uuid),
+        ]
+        for (value, kind) in cases {
+            #expect(type(of: value).boundKind == kind, "\(value)")
+        }
+        let bound: [BoundValue] = [("x" as String).bound, 3.bound, Int64(4).bound, true.bound, at.bound, id.bound, UUID?.none.bound]
+        #expect(bound == [.text("x"), .integer(3), .integer(4), .bool(true), .date(at), .uuid(id), .null])
+    }
 }

@@ -5,6 +5,7 @@ import NIOConcurrencyHelpers
 import PostgresNIO
 import SQLKit
 import StewardFormats
+import StewardSQLite
 import Vapor
 
 /// Numbers events and audit entries on PostgreSQL after their writers commit.
@@ -47,13 +48,25 @@ enum LedgerSequencer {
     private static let auditColumns = ["id", "seq", "at", "actor_id", "actor_type", "action", "resource_type", "resource_id", "outcome",
                                        "ip_address", "user_agent", "request_id", "details", "prev_hash", "hash"]
 
+    // A pass's statements, each of one text (prepared once per connection in a write transaction).
+    private static let headsLock = FixedStatement("SELECT name, seq, last_hash FROM ledger_heads WHERE name IN (?, ?) ORDER BY name FOR UPDATE")
+    private static let pendingEventsTake = FixedStatement("""
+        DELETE FROM pending_events WHERE pos IN (SELECT pos FROM pending_events ORDER BY pos LIMIT ?)
+        RETURNING pos, id, at, type, actor_id, resource_type, resource_id, data
+        """)
+    private static let pendingAuditTake = FixedStatement("""
+        DELETE FROM pending_audit_logs WHERE pos IN (SELECT pos FROM pending_audit_logs ORDER BY pos LIMIT ?)
+        RETURNING pos, id, at, actor_id, actor_type, action, resource_type, resource_id, outcome, ip_address, user_agent,
+                  request_id, details
+        """)
+    private static let eventsHeadUpdate = FixedStatement("UPDATE ledger_heads SET seq = ? WHERE name = ?")
+    private static let auditHeadUpdate = FixedStatement("UPDATE ledger_heads SET seq = ?, last_hash = ? WHERE name = ?")
+    private static let notify = FixedStatement("SELECT pg_notify(?, ?)")
+
     /// One pass on `sql`, which must be inside a transaction.
     static func sequence(on sql: any SQLDatabase, key: SymmetricKey, limit: Int = batchLimit) async throws -> Pass {
         var heads: [String: (seq: Int64, hash: String)] = [:]
-        for row in try await sql.raw("""
-            SELECT name, seq, last_hash FROM ledger_heads WHERE name IN (\(bind: LedgerHead.audit), \(bind: LedgerHead.events))
-            ORDER BY name FOR UPDATE
-            """).all() {
+        for row in try await sql.all(headsLock, [LedgerHead.audit, LedgerHead.events]) {
             heads[try row.decode(column: "name", as: String.self)] =
                 (try row.decode(column: "seq", as: Int64.self), try row.decode(column: "last_hash", as: String.self))
         }
@@ -64,11 +77,7 @@ enum LedgerSequencer {
 
         // Each statement from here takes a fresh snapshot (READ COMMITTED), taken after the lock: it sees every row
         // the previous pass numbered as gone.
-        let pendingEvents = try await sql.raw("""
-            DELETE FROM pending_events WHERE pos IN (
-                SELECT pos FROM pending_events ORDER BY pos LIMIT \(bind: limit))
-            RETURNING pos, id, at, type, actor_id, resource_type, resource_id, data
-            """).all().map { row in (try row.decode(column: "pos", as: Int64.self), row) }.sorted { $0.0 < $1.0 }
+        let pendingEvents = try await sql.all(pendingEventsTake, [limit]).map { row in (try row.decode(column: "pos", as: Int64.self), row) }.sorted { $0.0 < $1.0 }
         if !pendingEvents.isEmpty {
             var insert = sql.insert(into: Event.schema).columns(eventColumns)
             for (_, row) in pendingEvents {
@@ -85,12 +94,7 @@ enum LedgerSequencer {
             pass.lastEventSeq = events.seq
         }
 
-        let pendingAudit = try await sql.raw("""
-            DELETE FROM pending_audit_logs WHERE pos IN (
-                SELECT pos FROM pending_audit_logs ORDER BY pos LIMIT \(bind: limit))
-            RETURNING pos, id, at, actor_id, actor_type, action, resource_type, resource_id, outcome, ip_address, user_agent,
-                      request_id, details
-            """).all().map { row in (try row.decode(column: "pos", as: Int64.self), row) }.sorted { $0.0 < $1.0 }
+        let pendingAudit = try await sql.all(pendingAuditTake, [limit]).map { row in (try row.decode(column: "pos", as: Int64.self), row) }.sorted { $0.0 < $1.0 }
         if !pendingAudit.isEmpty {
             var insert = sql.insert(into: AuditLog.schema).columns(auditColumns)
             for (_, row) in pendingAudit {
@@ -116,14 +120,12 @@ enum LedgerSequencer {
         }
 
         if pass.events > 0 {
-            try await sql.raw("UPDATE ledger_heads SET seq = \(bind: events.seq) WHERE name = \(bind: LedgerHead.events)").run()
+            try await sql.run(eventsHeadUpdate, [events.seq, LedgerHead.events])
             // Every instance's live streams and webhook dispatch hear of the batch once, when it commits.
-            try await sql.raw("SELECT pg_notify(\(bind: ActivityRecorder.eventChannel), \(bind: String(events.seq)))").run()
+            try await sql.run(notify, [ActivityRecorder.eventChannel, String(events.seq)])
         }
         if pass.audit > 0 {
-            try await sql.raw("""
-                UPDATE ledger_heads SET seq = \(bind: audit.seq), last_hash = \(bind: audit.hash) WHERE name = \(bind: LedgerHead.audit)
-                """).run()
+            try await sql.run(auditHeadUpdate, [audit.seq, audit.hash, LedgerHead.audit])
         }
         return pass
     }

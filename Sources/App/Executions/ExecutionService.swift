@@ -184,18 +184,21 @@ struct ExecutionService: Sendable {
     private func takeLane(of userID: UUID, on sql: any SQLDatabase) async throws {
         let first = Int.random(in: 0..<Self.capLanes)
         let keys = (0..<Self.capLanes).map { Self.capLockKey(userID, lane: (first + $0) % Self.capLanes) }
-        // No ORDER BY: the scan tries the keys in the array's order and stops at the first it gets. The lane taken
-        // (the key's low bits) is named for the count's trigger.
-        let tried = try await sql.raw("""
-            SELECT set_config('steward.cap_lane', (key & 15)::text, true) FROM unnest(\(bind: keys)::bigint[]) AS key
-            WHERE pg_try_advisory_xact_lock(key) LIMIT 1
-            """).first()
+        let tried = try await sql.first(Self.laneTry, keys)
         if tried == nil {
             try await sql.raw("""
                 SELECT pg_advisory_xact_lock(\(bind: keys[0])), set_config('steward.cap_lane', \(bind: String(keys[0] & 15)), true)
                 """).run()
         }
     }
+
+    /// The first of the keys (one per lane) whose lock is free, taken. No ORDER BY: the scan tries the keys in the
+    /// array's order and stops at the first it gets. The lane taken (the key's low bits) is named for the count's
+    /// trigger.
+    private static let laneTry = FixedStatement("""
+        SELECT set_config('steward.cap_lane', (key & 15)::text, true) FROM unnest(ARRAY[\(repeatElement("?", count: capLanes).joined(separator: ", "))]::bigint[]) AS key
+        WHERE pg_try_advisory_xact_lock(key) LIMIT 1
+        """)
 
     /// The advisory lock of one of a user's lanes on PostgreSQL: the last 64 (random) bits of the user's id, in a
     /// space of its own, with the lane in the low bits (two users sharing a key only wait for each other).

@@ -34,6 +34,7 @@ enum PostgresTransaction {
             let transaction: any Database
             if var instrumented = pinned as? InstrumentedDatabase {
                 instrumented.deferred = deferred
+                instrumented.transactionConnection = connection
                 transaction = instrumented
             } else {
                 transaction = pinned

@@ -1,6 +1,7 @@
 import Fluent
 import Foundation
 import NIOCore
+import PostgresNIO
 import SQLKit
 import StewardSQLite
 import Vapor
@@ -23,6 +24,16 @@ struct QueryObserver: Sendable {
             "durationMs": .string(String(format: "%.1f", Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15)),
             "sql": .string(describe()),
         ])
+    }
+}
+
+extension InstrumentedDatabase: FixedStatementRunning {
+    /// In a PostgreSQL write transaction (`PostgresTransaction`), a fixed statement runs prepared on the
+    /// transaction's connection, after the deferred inserts; elsewhere, or with prepared statements off, nil.
+    func runFixed(_ statement: FixedStatement, _ values: [any RowValue], collect: Bool) async throws -> [any SQLRow]? {
+        guard let transactionConnection, let preparedReads, preparedReads.isEnabled else { return nil }
+        try await flush()
+        return try await preparedReads.fixedRows(statement.postgres, values, on: transactionConnection, observer: observer, logger: logger)
     }
 }
 
@@ -80,12 +91,18 @@ struct InstrumentedDatabase: Database, SQLDatabase {
     /// A PostgreSQL write transaction's connection (`PostgresTransaction`): deferrable inserts wait here and go out
     /// as one statement before the next statement of any kind, the transaction's `COMMIT` included.
     var deferred: DeferredStatements? = nil
+    /// That transaction's connection, where its fixed statements run prepared (`runFixed`).
+    var transactionConnection: PostgresConnection? = nil
 
     private var sql: any SQLDatabase { base as! any SQLDatabase }
 
-    /// Sends the deferred inserts, if any, as one statement.
+    /// Sends the deferred inserts, if any, as one statement: prepared where the transaction's fixed statements are.
     private func flush() async throws {
         guard let pending = deferred?.take() else { return }
+        if let transactionConnection, let preparedReads, preparedReads.isEnabled {
+            let (text, values) = FixedStatement.combinedPostgres(pending)
+            if try await preparedReads.fixedRows(text, values, on: transactionConnection, observer: observer, logger: logger) != nil { return }
+        }
         try await TimedSQLDatabase(base: sql, observer: observer).execute(sql: FixedStatement.combined(pending)) { _ in }
     }
 
