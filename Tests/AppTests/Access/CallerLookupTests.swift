@@ -177,15 +177,15 @@ struct CallerLookupTests {
     }
 }
 
-/// A signed-in user's token and session, and the app's database with its prepared reads (PostgreSQL).
+/// A signed-in user's token and session, and the app's database with its prepared statements (PostgreSQL).
 private func signedIn(_ app: Application, email: String) async throws
-    -> (token: String, session: UserSession, database: InstrumentedDatabase, prepared: PreparedReads) {
+    -> (token: String, session: UserSession, database: InstrumentedDatabase, prepared: PreparedStatements) {
     app.useTestDoubles()
     let user = try await makeUser(app, email: email)
     let token = try await login(app, email: email).accessToken
     let session = try #require(try await UserSession.query(on: app.db).filter(\.$user.$id == user.requireID()).first())
     let instrumented = try #require(app.db as? InstrumentedDatabase)
-    return (token, session, instrumented, try #require(instrumented.preparedReads))
+    return (token, session, instrumented, try #require(instrumented.preparedStatements))
 }
 
 private struct CreatedKey: Decodable {

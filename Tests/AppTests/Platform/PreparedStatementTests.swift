@@ -9,7 +9,7 @@ import StewardPostgres
 import StewardSQLite
 
 /// PostgreSQL plans a statement it is sent unprepared every time; the write path's fixed statements and the
-/// pool's list reads are prepared once per connection instead (`PreparedReads`). What a client sees must not
+/// pool's list reads are prepared once per connection instead (`PreparedStatements`). What a client sees must not
 /// change: the same rows, nulls included, and no failure when a pooler or a migration pulls a prepared statement
 /// out from under a connection.
 @Suite("Prepared statements on PostgreSQL")
@@ -55,7 +55,7 @@ struct PreparedStatementTests {
           .enabled(if: TestDatabase.isPostgres))
     func refusedWrite() async throws {
         try await withTestApp { app in
-            let preparedReads = try #require((app.db as? InstrumentedDatabase)?.preparedReads)
+            let preparedStatements = try #require((app.db as? InstrumentedDatabase)?.preparedStatements)
             let task = FixedStatement("INSERT INTO system_tasks (name, cron, next_run_at) VALUES (?, ?, ?)")
             let name = PostgresNamedStatement.Text(sql: task.postgres, types: [.text, .text, .timestamptz]).name
             func names() async throws -> [String] {
@@ -72,7 +72,7 @@ struct PreparedStatementTests {
                 }
             }
             #expect(try await names().isEmpty, "nothing of the refused transaction stands")
-            #expect(!preparedReads.isEnabled, "the first refusal turns preparing off for the process")
+            #expect(!preparedStatements.isEnabled, "the first refusal turns preparing off for the process")
             try await app.writeTransaction { db in
                 try await (db as! any SQLDatabase).run(task, ["prepared-refused-c", "@daily", Date()])
             }
@@ -85,7 +85,7 @@ struct PreparedStatementTests {
     func resultTypeChanged() async throws {
         try await withTestApp { app in
             let instrumented = try #require(app.db as? InstrumentedDatabase)
-            let preparedReads = try #require(instrumented.preparedReads)
+            let preparedStatements = try #require(instrumented.preparedStatements)
             let sql = app.db as! any SQLDatabase
             try await sql.raw("DROP TABLE IF EXISTS prepared_probe_reads").run()
             try await sql.raw("CREATE TABLE prepared_probe_reads (k integer PRIMARY KEY, v text)").run()
@@ -93,15 +93,15 @@ struct PreparedStatementTests {
             let read = SQLQueryString("SELECT * FROM prepared_probe_reads WHERE k = \(bind: 1)")
             let (before, after, again) = try await instrumented.base.withConnection { connection in
                 let pinned = connection as! any SQLDatabase, postgres = connection as! any PostgresDatabase
-                let before = try await preparedReads.namedRows(read, on: pinned, postgres: postgres, observer: instrumented.observer)
+                let before = try await preparedStatements.namedRows(read, on: pinned, postgres: postgres, observer: instrumented.observer)
                 try await pinned.raw("ALTER TABLE prepared_probe_reads ADD COLUMN extra text").run()
-                let after = try await preparedReads.namedRows(read, on: pinned, postgres: postgres, observer: instrumented.observer)
-                let again = try await preparedReads.namedRows(read, on: pinned, postgres: postgres, observer: instrumented.observer)
+                let after = try await preparedStatements.namedRows(read, on: pinned, postgres: postgres, observer: instrumented.observer)
+                let again = try await preparedStatements.namedRows(read, on: pinned, postgres: postgres, observer: instrumented.observer)
                 return (before, after, again)
             }
             #expect(try before?.first?.decode(column: "v", as: String.self) == "one", "read prepared")
             #expect(after == nil && again == nil, "the changed statement is left to the unprepared path, and stays there")
-            #expect(preparedReads.isEnabled, "other statements stay prepared")
+            #expect(preparedStatements.isEnabled, "other statements stay prepared")
             let rows = try await app.quickRead("SELECT * FROM prepared_probe_reads WHERE k = ?", [1], on: app.db)
             #expect(rows.count == 1)
             #expect(try rows.first?.decode(column: "extra", as: String?.self) == nil)

@@ -63,7 +63,7 @@ enum DatabaseSetup {
     /// Every statement is timed for `/metrics`, and logged when slower than `STEWARD_SLOW_QUERY_MS`.
     private static func instrumented(_ factory: DatabaseConfigurationFactory, _ app: Application, _ config: AppConfig) -> any DatabaseConfiguration {
         InstrumentedDatabaseConfiguration(base: factory.make(), observer: queryObserver(app, config),
-                                          preparedReads: PreparedReads(enabled: config.databasePreparedStatements))
+                                          preparedStatements: PreparedStatements(enabled: config.databasePreparedStatements))
     }
 
     private static func queryObserver(_ app: Application, _ config: AppConfig) -> QueryObserver {

@@ -31,9 +31,9 @@ extension InstrumentedDatabase: FixedStatementRunning {
     /// In a PostgreSQL write transaction (`PostgresTransaction`), a fixed statement runs prepared on the
     /// transaction's connection, after the deferred inserts; elsewhere, or with prepared statements off, nil.
     func runFixed(_ statement: FixedStatement, _ values: [any RowValue], collect: Bool) async throws -> [any SQLRow]? {
-        guard let transactionConnection, let preparedReads, preparedReads.isEnabled else { return nil }
+        guard let transactionConnection, let preparedStatements, preparedStatements.isEnabled else { return nil }
         try await flush()
-        return try await preparedReads.fixedRows(statement.postgres, values, on: transactionConnection, observer: observer, logger: logger)
+        return try await preparedStatements.fixedRows(statement.postgres, values, on: transactionConnection, observer: observer, logger: logger)
     }
 }
 
@@ -50,8 +50,8 @@ extension QueryObserver: SQLStatementObserver {
 struct InstrumentedDatabaseConfiguration: DatabaseConfiguration {
     var base: any DatabaseConfiguration
     let observer: QueryObserver
-    /// PostgreSQL: the hot reads prepared once per connection (nil on SQLite, whose readers prepare their own).
-    var preparedReads: PreparedReads? = nil
+    /// PostgreSQL: statements prepared once per connection (nil on SQLite, whose writer and readers keep their own).
+    var preparedStatements: PreparedStatements? = nil
     /// SQLite: the settings each pool connection gets before its first statement.
     var poolSetup: SQLitePoolSetup? = nil
 
@@ -61,7 +61,7 @@ struct InstrumentedDatabaseConfiguration: DatabaseConfiguration {
     }
 
     func makeDriver(for databases: Databases) -> any DatabaseDriver {
-        InstrumentedDatabaseDriver(base: base.makeDriver(for: databases), observer: observer, preparedReads: preparedReads,
+        InstrumentedDatabaseDriver(base: base.makeDriver(for: databases), observer: observer, preparedStatements: preparedStatements,
                                    poolSetup: poolSetup)
     }
 }
@@ -69,11 +69,11 @@ struct InstrumentedDatabaseConfiguration: DatabaseConfiguration {
 struct InstrumentedDatabaseDriver: DatabaseDriver {
     let base: any DatabaseDriver
     let observer: QueryObserver
-    let preparedReads: PreparedReads?
+    let preparedStatements: PreparedStatements?
     let poolSetup: SQLitePoolSetup?
 
     func makeDatabase(with context: DatabaseContext) -> any Database {
-        InstrumentedDatabase(base: base.makeDatabase(with: context), observer: observer, preparedReads: preparedReads,
+        InstrumentedDatabase(base: base.makeDatabase(with: context), observer: observer, preparedStatements: preparedStatements,
                              poolSetup: poolSetup)
     }
 
@@ -84,7 +84,7 @@ struct InstrumentedDatabaseDriver: DatabaseDriver {
 struct InstrumentedDatabase: Database, SQLDatabase {
     let base: any Database
     let observer: QueryObserver
-    var preparedReads: PreparedReads? = nil
+    var preparedStatements: PreparedStatements? = nil
     /// SQLite's pool (not a connection already pinned): a statement on a loop whose connection is not known to have
     /// the pool's settings first pins one and has it set up (`SQLitePoolSetup`).
     var poolSetup: SQLitePoolSetup? = nil
@@ -99,9 +99,9 @@ struct InstrumentedDatabase: Database, SQLDatabase {
     /// Sends the deferred inserts, if any, as one statement: prepared where the transaction's fixed statements are.
     private func flush() async throws {
         guard let pending = deferred?.take() else { return }
-        if let transactionConnection, let preparedReads, preparedReads.isEnabled {
+        if let transactionConnection, let preparedStatements, preparedStatements.isEnabled {
             let (text, values) = FixedStatement.combinedPostgres(pending)
-            if try await preparedReads.fixedRows(text, values, on: transactionConnection, observer: observer, logger: logger) != nil { return }
+            if try await preparedStatements.fixedRows(text, values, on: transactionConnection, observer: observer, logger: logger) != nil { return }
         }
         try await TimedSQLDatabase(base: sql, observer: observer).execute(sql: FixedStatement.combined(pending)) { _ in }
     }
@@ -143,22 +143,22 @@ struct InstrumentedDatabase: Database, SQLDatabase {
     }
 
     func transaction<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
-        let observer = observer, preparedReads = preparedReads, poolSetup = poolSetup, deferred = deferred, base = base
+        let observer = observer, preparedStatements = preparedStatements, poolSetup = poolSetup, deferred = deferred, base = base
         return flushed {
             base.transaction { inner in
                 Self.prepared(inner, poolSetup).flatMap {
-                    closure(InstrumentedDatabase(base: inner, observer: observer, preparedReads: preparedReads, deferred: deferred))
+                    closure(InstrumentedDatabase(base: inner, observer: observer, preparedStatements: preparedStatements, deferred: deferred))
                 }
             }
         }
     }
 
     func withConnection<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
-        let observer = observer, preparedReads = preparedReads, poolSetup = poolSetup, deferred = deferred, base = base
+        let observer = observer, preparedStatements = preparedStatements, poolSetup = poolSetup, deferred = deferred, base = base
         return flushed {
             base.withConnection { inner in
                 Self.prepared(inner, poolSetup).flatMap {
-                    closure(InstrumentedDatabase(base: inner, observer: observer, preparedReads: preparedReads, deferred: deferred))
+                    closure(InstrumentedDatabase(base: inner, observer: observer, preparedStatements: preparedStatements, deferred: deferred))
                 }
             }
         }
