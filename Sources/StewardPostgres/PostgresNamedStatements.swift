@@ -18,7 +18,7 @@ import PostgresNIO
 package enum PostgresNamedStatement {
     /// One statement: its name (`steward_` and a digest of the text and types), text and parameter types.
     package struct Text: Sendable {
-        package let name: String
+        package private(set) var name: String
         package let sql: String
         package let types: [PostgresDataType]
 
@@ -26,6 +26,13 @@ package enum PostgresNamedStatement {
             self.sql = sql
             self.types = types
             self.name = Self.name(sql: sql, types: types)
+        }
+
+        /// The same statement under another name.
+        package func renamed(_ name: String) -> Text {
+            var text = self
+            text.name = name
+            return text
         }
 
         /// 64-bit FNV-1a over the text's bytes and the types' OIDs, in hex: short, and the same in every process.
@@ -71,31 +78,57 @@ package enum PostgresNamedStatement {
     }
 }
 
-/// The names a process has prepared, up to a limit: statements built from a count of values (a claim skipping
-/// some groups) could otherwise add a prepared statement per count to every connection, without end.
+/// The names a process prepares its run-time texts under, up to a limit: statements built from a count of values
+/// (a claim skipping some groups) could otherwise add a prepared statement per count to every connection, without
+/// end.
+///
+/// A name can also be retired. PostgresNIO remembers a failed preparation on its connection and fails every later
+/// use of that name there with the same error, without asking the server: a statement first prepared while its
+/// table was missing (a migration running beside the server) would fail on that connection for good. And a
+/// prepared `SELECT *` whose table gained a column fails with "cached plan must not change result type" on every
+/// connection that has it. So a use that fails for such a reason retires its name, and the next use prepares the
+/// same text under a new one (`_2`, `_3` …); after `generations` names, the text is no longer prepared at all.
 package final class PreparedStatementNames: @unchecked Sendable {
     package static let limit = 512
+    package static let generations = 8
 
     private let lock = NSLock()
-    private var names: Set<String> = []
-    private var refused: Set<String> = []
+    /// Each admitted text's digest name and the generation its next use prepares under (1 for the digest alone).
+    private var generation: [String: Int] = [:]
 
     package init() {}
 
-    /// True when `name` may be prepared: known already, or within the limit, and not refused.
-    package func admit(_ name: String) -> Bool {
-        lock.withLock {
-            if names.contains(name) { return !refused.contains(name) }
-            guard names.count < Self.limit else { return false }
-            names.insert(name)
-            return true
+    /// The name to prepare `text` under now, or nil when it is not to be prepared: beyond the limit, or retired
+    /// too often.
+    package func admit(_ text: PostgresNamedStatement.Text) -> PostgresNamedStatement.Text? {
+        lock.withLock { () -> PostgresNamedStatement.Text? in
+            let current: Int
+            if let known = generation[text.name] {
+                current = known
+            } else {
+                guard generation.count < Self.limit else { return nil }
+                generation[text.name] = 1
+                current = 1
+            }
+            guard current <= Self.generations else { return nil }
+            return current == 1 ? text : text.renamed(text.name + "_\(current)")
         }
     }
 
-    /// Never prepares `name` again in this process: a `SELECT *` whose table gained a column under it (a migration
-    /// beside a running server) fails as prepared ("cached plan must not change result type") on every connection
-    /// that has it, and runs unprepared from then on.
-    package func refuse(_ name: String) {
-        lock.withLock { _ = refused.insert(name) }
+    /// The text's name as `admit` gave it is not used again; its next use prepares under the next one.
+    package func retire(_ text: PostgresNamedStatement.Text) {
+        let digest = text.name.split(separator: "_", maxSplits: 2).prefix(2).joined(separator: "_")
+        lock.withLock {
+            guard let current = generation[digest], text.name == (current == 1 ? digest : digest + "_\(current)") else { return }
+            generation[digest] = current + 1
+        }
+    }
+
+    /// Whether a failure of a prepared statement calls for its name to be retired: an object the statement names
+    /// is missing or changed (class 42, such as 42P01 undefined table or 42703 undefined column), or its cached
+    /// plan's result type changed (0A000).
+    package static func retires(sqlState: String?) -> Bool {
+        guard let sqlState else { return false }
+        return sqlState.hasPrefix("42") || sqlState == "0A000"
     }
 }

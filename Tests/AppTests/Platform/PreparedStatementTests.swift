@@ -80,7 +80,7 @@ struct PreparedStatementTests {
         }
     }
 
-    @Test("A prepared SELECT * whose table gains a column under it (a migration beside a running server) answers unprepared from then on, never an error",
+    @Test("A prepared SELECT * whose table gains a column under it (a migration beside a running server) answers unprepared once, then prepared under a new name; never an error",
           .enabled(if: TestDatabase.isPostgres))
     func resultTypeChanged() async throws {
         try await withTestApp { app in
@@ -100,13 +100,38 @@ struct PreparedStatementTests {
                 return (before, after, again)
             }
             #expect(try before?.first?.decode(column: "v", as: String.self) == "one", "read prepared")
-            #expect(after == nil && again == nil, "the changed statement is left to the unprepared path, and stays there")
+            #expect(after == nil, "the changed statement fails prepared: this read is left to the unprepared path")
+            #expect(try again?.first?.decode(column: "extra", as: String?.self) == nil, "then prepared again, under a new name")
+            #expect(try again?.first?.decode(column: "v", as: String.self) == "one")
             #expect(preparedStatements.isEnabled, "other statements stay prepared")
             let rows = try await app.quickRead("SELECT * FROM prepared_probe_reads WHERE k = ?", [1], on: app.db)
             #expect(rows.count == 1)
             #expect(try rows.first?.decode(column: "extra", as: String?.self) == nil)
             #expect(try rows.first?.decode(column: "v", as: String.self) == "one")
             try await sql.raw("DROP TABLE prepared_probe_reads").run()
+        }
+    }
+
+    @Test("A write's statement first prepared while its table is missing (a migration beside a running server) fails then, and works once the table is back: its name is retired, not reused on that connection",
+          .enabled(if: TestDatabase.isPostgres))
+    func preparedBeforeItsTable() async throws {
+        try await withTestApp { app in
+            let sql = app.db as! any SQLDatabase
+            let insert = FixedStatement("INSERT INTO prepared_probe_late (k) VALUES (?)")
+            try await sql.raw("DROP TABLE IF EXISTS prepared_probe_late").run()
+            // The pool's connections meet the statement while the table is missing.
+            for _ in 0..<3 {
+                await #expect(throws: (any Error).self) {
+                    try await app.writeTransaction { db in try await (db as! any SQLDatabase).run(insert, [1]) }
+                }
+            }
+            try await sql.raw("CREATE TABLE prepared_probe_late (k integer)").run()
+            for k in 1...8 {
+                try await app.writeTransaction { db in try await (db as! any SQLDatabase).run(insert, [k]) }
+            }
+            let count = try await sql.raw("SELECT count(*) AS n FROM prepared_probe_late").first()?.decode(column: "n", as: Int.self)
+            #expect(count == 8, "every write after the table came back went through")
+            try await sql.raw("DROP TABLE prepared_probe_late").run()
         }
     }
 }

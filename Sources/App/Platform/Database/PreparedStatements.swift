@@ -59,6 +59,10 @@ final class PreparedStatements: Sendable {
         } catch let error as PSQLError where Self.poolerRefusal(error) {
             turnOff(after: error, logger: logger)
             return nil
+        } catch let error as PSQLError where PreparedStatementNames.retires(sqlState: error.serverInfo?[.sqlState]) {
+            // Prepared while the schema was behind (before `steward migrate`): PostgresNIO fails the name on this
+            // connection for good, so this read, and later ones there, run unprepared.
+            return nil
         }
     }
 
@@ -83,8 +87,7 @@ final class PreparedStatements: Sendable {
             case .null: bindings.appendNull()
             }
         }
-        let text = PostgresNamedStatement.Text(sql: sql, types: types)
-        guard names.admit(text.name) else { return nil }
+        guard let text = names.admit(PostgresNamedStatement.Text(sql: sql, types: types)) else { return nil }
         let started = ContinuousClock.now
         defer { observer.finished(InstrumentedDatabase.redacted(sql), started: started, logger: logger) }
         do {
@@ -93,6 +96,11 @@ final class PreparedStatements: Sendable {
             turnOff(after: error, logger: logger)
             // The refusal aborted the transaction: nothing of it stands, and a request is run again (unprepared).
             throw WriteConflict(sqlState: error.serverInfo?[.sqlState] ?? "26000")
+        } catch let error as PSQLError where PreparedStatementNames.retires(sqlState: error.serverInfo?[.sqlState]) {
+            // The transaction fails as it would have unprepared; the name, which its connection may now refuse
+            // for good, is not used again.
+            names.retire(text)
+            throw error
         }
     }
 
@@ -101,7 +109,7 @@ final class PreparedStatements: Sendable {
     /// another type, too many texts, a refusal), and the caller runs it unprepared.
     func namedRows(_ statement: any SQLExpression, on sql: any SQLDatabase, postgres: any PostgresDatabase,
                    observer: QueryObserver) async throws -> [any SQLRow]? {
-        guard isEnabled, let (text, bindings) = PostgresStatement.named(statement, on: sql), names.admit(text.name) else { return nil }
+        guard isEnabled, let (named, bindings) = PostgresStatement.named(statement, on: sql), let text = names.admit(named) else { return nil }
         let logger = sql.logger
         let started = ContinuousClock.now
         defer { observer.finished(InstrumentedDatabase.redacted(text.sql), started: started, logger: logger) }
@@ -112,9 +120,10 @@ final class PreparedStatements: Sendable {
         } catch let error as PSQLError where Self.poolerRefusal(error) {
             turnOff(after: error, logger: logger)
             return nil
-        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "0A000" {
-            // "cached plan must not change result type": see `PreparedStatementNames.refuse`.
-            names.refuse(text.name)
+        } catch let error as PSQLError where PreparedStatementNames.retires(sqlState: error.serverInfo?[.sqlState]) {
+            // A table missing or changed under the prepared statement (see `PreparedStatementNames`): this read runs
+            // unprepared, and the next prepares under a new name.
+            names.retire(text)
             return nil
         }
     }
