@@ -18,25 +18,30 @@ import PostgresNIO
 package enum PostgresNamedStatement {
     /// One statement: its name (`steward_` and a digest of the text and types), text and parameter types.
     package struct Text: Sendable {
-        package private(set) var name: String
+        /// `steward_w` and the digest of the text and types: the name of the statement's first generation.
+        package let digest: String
+        /// Which of the names (`PreparedStatementNames`) the statement is prepared under: 1 for the digest alone.
+        package private(set) var generation = 1
         package let sql: String
         package let types: [PostgresDataType]
+
+        package var name: String { generation == 1 ? digest : digest + "_\(generation)" }
 
         package init(sql: String, types: [PostgresDataType]) {
             self.sql = sql
             self.types = types
-            self.name = Self.name(sql: sql, types: types)
+            self.digest = Self.digest(sql: sql, types: types)
         }
 
-        /// The same statement under another name.
-        package func renamed(_ name: String) -> Text {
+        /// The same statement under the name of another generation.
+        package func named(generation: Int) -> Text {
             var text = self
-            text.name = name
+            text.generation = generation
             return text
         }
 
         /// 64-bit FNV-1a over the text's bytes and the types' OIDs, in hex: short, and the same in every process.
-        private static func name(sql: String, types: [PostgresDataType]) -> String {
+        private static func digest(sql: String, types: [PostgresDataType]) -> String {
             var hash: UInt64 = 0xcbf2_9ce4_8422_2325
             func mix(_ byte: UInt8) {
                 hash ^= UInt64(byte)
@@ -93,34 +98,33 @@ package final class PreparedStatementNames: @unchecked Sendable {
     package static let generations = 8
 
     private let lock = NSLock()
-    /// Each admitted text's digest name and the generation its next use prepares under (1 for the digest alone).
+    /// Each admitted text's digest and the generation its next use prepares under.
     private var generation: [String: Int] = [:]
 
     package init() {}
 
-    /// The name to prepare `text` under now, or nil when it is not to be prepared: beyond the limit, or retired
-    /// too often.
+    /// `text` under the name to prepare it under now, or nil when it is not to be prepared: beyond the limit, or
+    /// retired too often.
     package func admit(_ text: PostgresNamedStatement.Text) -> PostgresNamedStatement.Text? {
         lock.withLock { () -> PostgresNamedStatement.Text? in
             let current: Int
-            if let known = generation[text.name] {
+            if let known = generation[text.digest] {
                 current = known
             } else {
                 guard generation.count < Self.limit else { return nil }
-                generation[text.name] = 1
+                generation[text.digest] = 1
                 current = 1
             }
             guard current <= Self.generations else { return nil }
-            return current == 1 ? text : text.renamed(text.name + "_\(current)")
+            return text.named(generation: current)
         }
     }
 
     /// The text's name as `admit` gave it is not used again; its next use prepares under the next one.
     package func retire(_ text: PostgresNamedStatement.Text) {
-        let digest = text.name.split(separator: "_", maxSplits: 2).prefix(2).joined(separator: "_")
         lock.withLock {
-            guard let current = generation[digest], text.name == (current == 1 ? digest : digest + "_\(current)") else { return }
-            generation[digest] = current + 1
+            guard generation[text.digest] == text.generation else { return }
+            generation[text.digest] = text.generation + 1
         }
     }
 

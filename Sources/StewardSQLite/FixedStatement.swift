@@ -195,7 +195,7 @@ extension SQLDatabase {
             return
         }
         if statement.isDeferrable, let deferring = self as? any StatementDeferring, deferring.deferIfOpen(statement, values) { return }
-        if let running = self as? any FixedStatementRunning, try await running.runFixed(statement, values, collect: false) != nil { return }
+        if let running = self as? any FixedStatementRunning, try await running.runFixed(statement, values) != nil { return }
         try await raw(statement.query(values)).run()
     }
 
@@ -205,7 +205,7 @@ extension SQLDatabase {
         if let direct = self as? any DirectSQLiteStatements {
             return try await direct.run(sqlite: statement.sqlite, values.map(\.sqliteValue), collect: true)
         }
-        if let running = self as? any FixedStatementRunning, let rows = try await running.runFixed(statement, values, collect: true) {
+        if let running = self as? any FixedStatementRunning, let rows = try await running.runFixed(statement, values) {
             return rows
         }
         return try await raw(statement.query(values)).all()
@@ -228,9 +228,9 @@ package protocol StatementDeferring {
 /// A database that runs fixed statements itself, their values bound as they are (`RowValue.bound`): PostgreSQL's
 /// write transactions, which prepare each text once per connection.
 package protocol FixedStatementRunning {
-    /// Runs the statement; its rows when `collect` is set (none otherwise), or nil when this database does not run
-    /// it here, and the caller sends it through SQLKit as usual.
-    func runFixed(_ statement: FixedStatement, _ values: [any RowValue], collect: Bool) async throws -> [any SQLRow]?
+    /// Runs the statement and returns its rows (none for a statement that returns none), or nil when this database
+    /// does not run it here, and the caller sends it through SQLKit as usual.
+    func runFixed(_ statement: FixedStatement, _ values: [any RowValue]) async throws -> [any SQLRow]?
 }
 
 /// A database that runs SQLite statement text (with `?` placeholders) as it is: the SQLite writer's.

@@ -30,8 +30,8 @@ struct QueryObserver: Sendable {
 extension InstrumentedDatabase: FixedStatementRunning {
     /// In a PostgreSQL write transaction (`PostgresTransaction`), a fixed statement runs prepared on the
     /// transaction's connection, after the deferred inserts; elsewhere, or with prepared statements off, nil.
-    func runFixed(_ statement: FixedStatement, _ values: [any RowValue], collect: Bool) async throws -> [any SQLRow]? {
-        guard let transactionConnection, let preparedStatements, preparedStatements.isEnabled else { return nil }
+    func runFixed(_ statement: FixedStatement, _ values: [any RowValue]) async throws -> [any SQLRow]? {
+        guard let transactionConnection, let preparedStatements else { return nil }
         try await flush()
         return try await preparedStatements.fixedRows(statement.postgres, values, on: transactionConnection, observer: observer, logger: logger)
     }
@@ -99,7 +99,7 @@ struct InstrumentedDatabase: Database, SQLDatabase {
     /// Sends the deferred inserts, if any, as one statement: prepared where the transaction's fixed statements are.
     private func flush() async throws {
         guard let pending = deferred?.take() else { return }
-        if let transactionConnection, let preparedStatements, preparedStatements.isEnabled {
+        if let transactionConnection, let preparedStatements {
             let (text, values) = FixedStatement.combinedPostgres(pending)
             if try await preparedStatements.fixedRows(text, values, on: transactionConnection, observer: observer, logger: logger) != nil { return }
         }
