@@ -44,5 +44,6 @@ enum AppMigrations {
         AddUserErasedAt(),
         ShardActiveExecutionCounts(),
         AddExecutionMCPCallAudit(),
+        WriteSkillSearchIndexDirectly(),
     ] }
 }

@@ -273,6 +273,12 @@ struct SkillControllerTests {
                 try await app.writeStatements { sql in
                     try await sql.raw("INSERT INTO skills_fts(skills_fts, rank) VALUES ('integrity-check', 1)").run()
                 }
+            } else {
+                // Written straight into the index, not left in a pending list that every search would read whole.
+                let options = try await (app.db as! any SQLDatabase)
+                    .raw("SELECT coalesce(array_to_string(reloptions, ','), '') AS options FROM pg_class WHERE relname = 'skills_search_idx'")
+                    .first()?.decode(column: "options", as: String.self)
+                #expect(options == "fastupdate=off")
             }
             #expect(try await send(app, .DELETE, "/api/v1/skills/pdf-summary", token: developer).status == .noContent)
             #expect(try await slugs("q=pdf") == [])
