@@ -45,5 +45,6 @@ enum AppMigrations {
         ShardActiveExecutionCounts(),
         AddExecutionMCPCallAudit(),
         WriteSkillSearchIndexDirectly(),
+        MergeSkillSearchSegments(),
     ] }
 }
