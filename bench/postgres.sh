@@ -5,7 +5,8 @@
 #   1. one instance: health, /auth/me, the skill list over 1,000 skills, skill creation, execution creation (echo),
 #      and end-to-end echo (a backlog of executions from the first accepted to the last succeeded); then the reads
 #      over what that left: skill search, and the executions, audit and events lists;
-#   2. two instances on the same database: skill and execution creation driven against both at once, summed;
+#   2. two instances on the same database, without workers as in 1: skill and execution creation driven against
+#      both at once, summed;
 #   3. commit to SSE (bench/commit_to_sse.py): from a skill creation's 201 to its event on a stream, on the same
 #      instance, on the other instance, and on the other instance while both create skills under wrk;
 #   4. NOTIFY statements per execution, counted by pg_stat_statements over execution creation and the drain.
@@ -102,7 +103,7 @@ total, span = query("SELECT count(*), extract(epoch FROM max(finished_at) - min(
 json.dump({"executions": int(total), "perSecond": round(int(total) / float(span), 1) if float(span) else 0}, open(sys.argv[1], "w"))
 PY
 drainer=$!
-serve a; A=$SERVED
+serve a; A=$SERVED; a_pid=$SERVED_PID
 wait "$drainer"
 echo "  endToEnd: $(cat "$work/drain.json")" >&2
 # The reads, now that there are executions, audit entries and events to list.
@@ -119,7 +120,11 @@ PY
 echo "  NOTIFY statements: $(cat "$work/notify.json")" >&2
 
 echo "==> two instances on the same database" >&2
-serve b; B=$SERVED
+# Both without workers, as the one instance was when it created executions: the two then do the same work as the
+# one did (accept and write), not also run what they create.
+stop "$a_pid"
+serve a STEWARD_WORKERS=0; A=$SERVED; a_pid=$SERVED_PID
+serve b STEWARD_WORKERS=0; B=$SERVED
 python3 "$bench_root/bench/commit_to_sse.py" "$A" "$B" "$TOKEN" 300 > "$work/sseOther.json"
 echo "  commit to SSE, other instance: $(cat "$work/sseOther.json")" >&2
 for scenario in skillCreate:skill_create.lua:skills executionCreate:execution.lua:executions; do
