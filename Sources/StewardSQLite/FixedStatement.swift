@@ -4,8 +4,9 @@ import SQLKit
 import StewardFormats
 
 /// A statement run on every execution (its inserts, transitions and job updates), its text made once: `?` where
-/// each value goes. On the SQLite writer the text and the values go to SQLite as they are; elsewhere (PostgreSQL)
-/// the text is cut at the placeholders and bound through SQLKit. SQLKit's builders and its serializer took longer
+/// each value goes. On the SQLite writer the text and the values go to SQLite as they are; in a PostgreSQL write
+/// transaction the text with numbered placeholders (`postgres`) is prepared once per connection; elsewhere the text
+/// is cut at the placeholders and bound through SQLKit. SQLKit's builders and its serializer took longer
 /// than SQLite took to run these statements (6.6% of the server's CPU while creating and running executions for
 /// the inserts alone). The text must hold no `?` other than its placeholders.
 package struct FixedStatement: Sendable {
@@ -34,8 +35,13 @@ package struct FixedStatement: Sendable {
     }
 
     private init(_ text: String, deferrable: Bool, target: String?, reads: String?) {
-        sqlite = text
-        pieces = text.split(separator: "?", omittingEmptySubsequences: false).map(String.init)
+        self.init(pieces: text.split(separator: "?", omittingEmptySubsequences: false).map(String.init),
+                  deferrable: deferrable, target: target, reads: reads)
+    }
+
+    private init(pieces: [String], deferrable: Bool, target: String?, reads: String?) {
+        self.pieces = pieces
+        sqlite = pieces.joined(separator: "?")
         postgres = Self.numbered(pieces, from: 1)
         isDeferrable = deferrable
         self.target = target
@@ -49,40 +55,23 @@ package struct FixedStatement: Sendable {
                        deferrable: deferrable, target: deferrable ? table : nil, reads: nil)
     }
 
-    /// Several statements as one, for PostgreSQL: each but the last a data-modifying `WITH` part, bound in order.
-    /// They all run on one snapshot, and constraints are checked at the end of the whole statement, so a row may
-    /// refer to another inserted in the same one; none may read what another writes.
-    package static func combined(_ statements: [(FixedStatement, [any RowValue])]) -> SQLQueryString {
+    /// Several statements as one, for PostgreSQL: each but the last a data-modifying `WITH` part, with their values
+    /// in order. They all run on one snapshot, and constraints are checked at the end of the whole statement, so a
+    /// row may refer to another inserted in the same one; none may read what another writes.
+    package static func combined(_ statements: [(FixedStatement, [any RowValue])]) -> (statement: FixedStatement, values: [any RowValue]) {
         precondition(!statements.isEmpty)
-        if statements.count == 1 { return statements[0].0.query(statements[0].1) }
-        var query = SQLQueryString("WITH ")
-        for (index, (statement, values)) in statements.dropLast().enumerated() {
-            query.appendInterpolation(unsafeRaw: index == 0 ? "s0 AS (" : ", s\(index) AS (")
-            statement.append(values, to: &query)
-            query.appendInterpolation(unsafeRaw: ")")
-        }
-        query.appendInterpolation(unsafeRaw: " ")
-        statements[statements.count - 1].0.append(statements[statements.count - 1].1, to: &query)
-        return query
-    }
-
-    /// `combined`'s statement with PostgreSQL's numbered placeholders, and its values in order.
-    package static func combinedPostgres(_ statements: [(FixedStatement, [any RowValue])]) -> (text: String, values: [any RowValue]) {
-        precondition(!statements.isEmpty)
-        if statements.count == 1 { return (statements[0].0.postgres, statements[0].1) }
-        var text = "WITH "
+        if statements.count == 1 { return statements[0] }
+        let last = statements.count - 1
+        var pieces = ["WITH "]
         var values: [any RowValue] = []
         values.reserveCapacity(statements.reduce(0) { $0 + $1.1.count })
         for (index, (statement, statementValues)) in statements.enumerated() {
-            let part = numbered(statement.pieces, from: values.count + 1)
-            if index == statements.count - 1 {
-                text += " " + part
-            } else {
-                text += (index == 0 ? "s0 AS (" : ", s\(index) AS (") + part + ")"
-            }
+            pieces[pieces.count - 1] += (index == last ? " " : index == 0 ? "s0 AS (" : ", s\(index) AS (") + statement.pieces[0]
+            pieces += statement.pieces.dropFirst()
+            if index != last { pieces[pieces.count - 1] += ")" }
             values += statementValues
         }
-        return (text, values)
+        return (FixedStatement(pieces: pieces, deferrable: false, target: nil, reads: nil), values)
     }
 
     /// The pieces joined by `$n`, `n` counting from `first`.
@@ -98,7 +87,7 @@ package struct FixedStatement: Sendable {
     package var placeholders: Int { pieces.count - 1 }
 
     /// The statement for SQLKit, each value bound in its place.
-    fileprivate func query(_ values: [any RowValue]) -> SQLQueryString {
+    package func query(_ values: [any RowValue]) -> SQLQueryString {
         var query = SQLQueryString("")
         append(values, to: &query)
         return query

@@ -41,12 +41,12 @@ struct FixedStatementTests {
         #expect(last.postgres == "UPDATE t SET a = $1 WHERE b = $2")
         #expect(FixedStatement("SELECT 1").postgres == "SELECT 1")
 
-        let (single, singleValues) = FixedStatement.combinedPostgres([(job, ["j1", "run"])])
-        #expect(single == job.postgres)
+        let (single, singleValues) = FixedStatement.combined([(job, ["j1", "run"])])
+        #expect(single.postgres == job.postgres)
         #expect(singleValues.map(\.sqliteValue) == [.text("j1"), .text("run")])
 
-        let (text, values) = FixedStatement.combinedPostgres([(job, ["j1", "run"]), (line, ["l1", "j1", 7]), (last, [true, Int?.none])])
-        #expect(text == """
+        let (combined, values) = FixedStatement.combined([(job, ["j1", "run"]), (line, ["l1", "j1", 7]), (last, [true, Int?.none])])
+        #expect(combined.postgres == """
             WITH s0 AS (INSERT INTO jobs (id, kind) VALUES ($1, $2)), s1 AS (INSERT INTO lines (id, job_id, at) VALUES ($3, $4, $5)) \
             UPDATE t SET a = $6 WHERE b = $7
             """)

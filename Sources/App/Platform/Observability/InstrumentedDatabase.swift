@@ -99,17 +99,19 @@ struct InstrumentedDatabase: Database, SQLDatabase {
     /// Sends the deferred inserts, if any, as one statement: prepared where the transaction's fixed statements are.
     private func flush() async throws {
         guard let pending = deferred?.take() else { return }
-        if let transactionConnection, let preparedStatements {
-            let (text, values) = FixedStatement.combinedPostgres(pending)
-            if try await preparedStatements.fixedRows(text, values, on: transactionConnection, observer: observer, logger: logger) != nil { return }
+        let (statement, values) = FixedStatement.combined(pending)
+        if let transactionConnection, let preparedStatements,
+           try await preparedStatements.fixedRows(statement.postgres, values, on: transactionConnection, observer: observer, logger: logger) != nil {
+            return
         }
-        try await TimedSQLDatabase(base: sql, observer: observer).execute(sql: FixedStatement.combined(pending)) { _ in }
+        try await TimedSQLDatabase(base: sql, observer: observer).execute(sql: statement.query(values)) { _ in }
     }
 
     /// `body` once the deferred inserts, if any, have gone out.
     private func flushed<T>(_ body: @escaping @Sendable () -> EventLoopFuture<T>) -> EventLoopFuture<T> {
         guard let pending = deferred?.take() else { return body() }
-        return TimedSQLDatabase(base: sql, observer: observer).execute(sql: FixedStatement.combined(pending)) { _ in }.flatMap { body() }
+        let (statement, values) = FixedStatement.combined(pending)
+        return TimedSQLDatabase(base: sql, observer: observer).execute(sql: statement.query(values)) { _ in }.flatMap { body() }
     }
 
     /// Runs `body` on `base`, or, on SQLite's pool, on one connection of it that has the pool's settings.
@@ -144,10 +146,12 @@ struct InstrumentedDatabase: Database, SQLDatabase {
 
     func transaction<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
         let observer = observer, preparedStatements = preparedStatements, poolSetup = poolSetup, deferred = deferred, base = base
+        let transactionConnection = transactionConnection
         return flushed {
             base.transaction { inner in
                 Self.prepared(inner, poolSetup).flatMap {
-                    closure(InstrumentedDatabase(base: inner, observer: observer, preparedStatements: preparedStatements, deferred: deferred))
+                    closure(InstrumentedDatabase(base: inner, observer: observer, preparedStatements: preparedStatements, deferred: deferred,
+                                                     transactionConnection: transactionConnection))
                 }
             }
         }
@@ -155,10 +159,12 @@ struct InstrumentedDatabase: Database, SQLDatabase {
 
     func withConnection<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
         let observer = observer, preparedStatements = preparedStatements, poolSetup = poolSetup, deferred = deferred, base = base
+        let transactionConnection = transactionConnection
         return flushed {
             base.withConnection { inner in
                 Self.prepared(inner, poolSetup).flatMap {
-                    closure(InstrumentedDatabase(base: inner, observer: observer, preparedStatements: preparedStatements, deferred: deferred))
+                    closure(InstrumentedDatabase(base: inner, observer: observer, preparedStatements: preparedStatements, deferred: deferred,
+                                                     transactionConnection: transactionConnection))
                 }
             }
         }
