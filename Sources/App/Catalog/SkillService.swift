@@ -356,7 +356,8 @@ struct SkillService: Sendable {
     private func search(_ q: String, filter: Filter, page: PageRequest) async throws -> ([SkillResponse], String?) {
         let tokens = Self.searchTokens(q)
         guard !tokens.isEmpty else { return ([], nil) }
-        let offset = page.cursor?.o ?? 0
+        // A cursor is the client's to send back, so its offset may have been changed; PostgreSQL refuses a negative one.
+        let offset = max(0, page.cursor?.o ?? 0)
         let sql = reads as! any SQLDatabase
         var conditions: SQLQueryString = ""
         if let category = filter.category { conditions = conditions + " AND s.category = \(bind: category)" }

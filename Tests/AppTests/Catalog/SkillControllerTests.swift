@@ -222,6 +222,9 @@ struct SkillControllerTests {
             #expect(items.first { if case .object(let item) = $0 { item["slug"] == .string("s-4") } else { false } } == read)
             // Pages of 7 give the same items in the same order, each once.
             #expect(try await all("q=report", limit: 7).map(\.slug) == whole.map(\.slug))
+            // A cursor changed by the client to a negative offset reads the first page.
+            let edited = PageRequest.encode(.init(o: -7))
+            #expect(try await page("q=report&limit=3&cursor=\(edited)").items.map(\.slug) == whole.prefix(3).map(\.slug))
             // Filters keep the rank order and page the same way.
             let ops = whole.filter { $0.category == "ops" }.map(\.slug)
             #expect(ops.count == 10)
