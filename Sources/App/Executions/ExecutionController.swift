@@ -62,6 +62,7 @@ struct ExecutionController: RouteCollection {
     private static func createRequest(_ req: Request) throws -> CreateExecutionRequest {
         if req.headers.contentType == .json, let buffer = req.body.data,
            case .object(let fields)? = JSONText.parse(buffer), case .string(let skillId)? = fields["skillId"] {
+            if NULCharacter.isIn(.object(fields)) { throw NULCharacter(place: "The body") }
             let input = fields["input"]
             return CreateExecutionRequest(skillId: skillId, input: input == .null ? nil : input)
         }

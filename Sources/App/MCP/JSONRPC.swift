@@ -102,6 +102,8 @@ struct JSONRPCMessage: Sendable {
             throw JSONRPCError.invalidRequest("A JSON-RPC message is a JSON object.")
         }
         if let raw = fields["id"] { id = try readID(raw) }
+        // The API's rule for text (`NULCharacter`), as a JSON-RPC error.
+        if NULCharacter.isIn(value) { throw JSONRPCError.invalidRequest(NULCharacter(place: "The message").reason) }
         guard fields["jsonrpc"] == .string("2.0") else { throw JSONRPCError.invalidRequest("jsonrpc must be \"2.0\".") }
         guard let methodValue = fields["method"] else {
             if fields["result"] != nil || fields["error"] != nil { throw ClientResponse() }

@@ -283,6 +283,8 @@ struct MCPTests {
         ("unknown method", #"{"jsonrpc":"2.0","id":1,"method":"tools/destroy","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
          ["MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/destroy"], 404, -32601),
         ("unknown session", #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, ["Mcp-Session-Id": "not-a-session"], 404, -32600),
+        ("NUL in a tool name", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo\u0000","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+         ["MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "echo"], 400, -32600),
     ])
     func malformed(_ name: String, _ body: String, _ headers: [String: String], _ status: Int, _ code: Int) async throws {
         try await withTestApp { app in

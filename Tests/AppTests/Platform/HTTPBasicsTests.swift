@@ -228,12 +228,49 @@ struct HTTPBasicsTests {
                 #expect(res.status == .ok)
                 #expect(res.body.string == valid)
             }
-            for id in ["not-a-uuid", "1", "%27%20OR%201%3D1--", "..%2F..%2Fetc%2Fpasswd", "%00", String(repeating: "9", count: 2000)] {
+            for id in ["not-a-uuid", "1", "%27%20OR%201%3D1--", "..%2F..%2Fetc%2Fpasswd", "%2500", String(repeating: "9", count: 2000)] {
                 try await app.live().test(.GET, "/test-probe/widgets/\(id)") { res throws in
                     #expect(res.status == .notFound, "id: \(id)")
                     #expect(try res.problem().code == "not_found")
                 }
             }
+        }
+    }
+
+    @Test("The NUL character in a path, a query or a JSON body is 400 bad_request, on SQLite as on PostgreSQL (where it was a 500)")
+    func nulCharacter() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            _ = try await SkillService(app: app).seedSamples()
+            let admin = try await makeUser(app, email: "nul-admin@example.com")
+            _ = try await UserAdminService(app: app).setRoles(try admin.requireID(), roles: ["admin"], actor: .cli)
+            let token = try await login(app, email: "nul-admin@example.com").accessToken
+            func send(_ method: HTTPMethod, _ path: String, json: String? = nil) async throws -> TestingHTTPResponse {
+                var headers = bearer(token)
+                if json != nil { headers.add(name: .contentType, value: "application/json") }
+                return try await app.testing().sendRequest(method, path, headers: headers, body: json.map { .init(string: $0) })
+            }
+            for path in ["/api/v1/skills/a%00b", "/api/v1/skills?category=a%00b", "/api/v1/skills?q=a%00b", "/api/v1/users?q=a%00b",
+                         "/api/v1/executions?clientName=a%00b", "/api/v1/audit-logs?action=a%00b", "/api/v1/audit-logs?resourceId=%00"] {
+                let res = try await send(.GET, path)
+                #expect(res.status == .badRequest, "\(path): \(res.status)")
+                #expect(try res.problem().code == "bad_request")
+                #expect(try res.problem().detail?.contains("NUL") == true)
+            }
+            // In a body: a field (login, before any account is looked up) and a JSON value (an execution's input).
+            let login = try await app.testing().sendRequest(.POST, "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
+                                                            body: .init(string: #"{"email": "nul-admin\u0000@example.com", "password": "x"}"#))
+            #expect(login.status == .badRequest)
+            #expect(try login.problem().code == "bad_request")
+            let run = try await send(.POST, "/api/v1/executions", json: #"{"skillId": "echo", "input": {"text": "a\u0000b"}}"#)
+            #expect(run.status == .badRequest)
+            #expect(try await Execution.query(on: app.db).count() == 0, "nothing was queued")
+            // What only looks like NUL is text like any other: an escaped backslash before "u0000", and "%2500".
+            let escaped = try await app.testing().sendRequest(.POST, "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
+                                                              body: .init(string: #"{"email": "nul-admin\\u0000@example.com", "password": "x"}"#))
+            #expect(escaped.status == .unauthorized)
+            #expect(try await send(.GET, "/api/v1/skills?q=%2500").status == .ok)
+            #expect(try await send(.POST, "/api/v1/executions", json: #"{"skillId": "echo", "input": {"text": "a\\u0000b"}}"#).status == .accepted)
         }
     }
 

@@ -75,7 +75,8 @@ struct RequestDrain: LifecycleHandler {
 
 /// Request bodies as RFC 8259 defines JSON. `JSONDecoder` on Linux lets a trailing comma pass, and reports bytes that
 /// are not UTF-8 as a value of the wrong type where it meets them; here a body that is not one JSON text (checked with
-/// `JSONText`) is refused as such, a 400, before the decoder reads it.
+/// `JSONText`) is refused as such, a 400, before the decoder reads it. So is a body with the NUL character (`\u0000`)
+/// in any string or key (`NULCharacter`).
 struct StrictJSONDecoder: ContentDecoder {
     let decoder: JSONDecoder
 
@@ -85,9 +86,43 @@ struct StrictJSONDecoder: ContentDecoder {
 
     func decode<D: Decodable>(_ decodable: D.Type, from body: ByteBuffer, headers: HTTPHeaders,
                               userInfo: [CodingUserInfoKey: any Sendable]) throws -> D {
-        guard JSONText.isJSON(body) else {
+        guard let value = JSONText.parse(body) else {
             throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "The body is not valid JSON."))
         }
+        if NULCharacter.isIn(value) { throw NULCharacter(place: "The body") }
         return try decoder.decode(D.self, from: body, headers: headers, userInfo: userInfo)
+    }
+}
+
+/// Steward refuses the NUL character (U+0000) in any text of a request: its path, its query and the strings and keys
+/// of a JSON body, on both databases, with 400 `bad_request`. PostgreSQL cannot store it in text (SQLSTATE 22021)
+/// and would fail the statement that binds it, so what SQLite would read as a name that matches nothing was a 500
+/// there; a JSON value stored as text (an execution's input) could hold it, but one rule for all text is simpler to
+/// rely on than one per field. `ProblemMiddleware` checks the address; `StrictJSONDecoder` the body.
+struct NULCharacter: ProblemError {
+    var place: String
+
+    var status: HTTPResponseStatus { .badRequest }
+    var code: String { "bad_request" }
+    var reason: String { "\(place) contains the NUL character (U+0000), which Steward does not accept in any text." }
+
+    /// Whether a string or key anywhere in `value` holds NUL.
+    static func isIn(_ value: JSONValue) -> Bool {
+        switch value {
+        case .string(let text): text.utf8.contains(0)
+        case .array(let items): items.contains(where: isIn)
+        case .object(let members): members.contains { $0.key.utf8.contains(0) || isIn($0.value) }
+        case .null, .bool, .number: false
+        }
+    }
+
+    /// Whether the request's address (path or query) holds NUL, which can only arrive percent-encoded.
+    static func isIn(address: String) -> Bool {
+        var last = (UInt8(0), UInt8(0))
+        for byte in address.utf8 {
+            if byte == UInt8(ascii: "0"), last == (UInt8(ascii: "%"), UInt8(ascii: "0")) { return true }
+            last = (last.1, byte)
+        }
+        return false
     }
 }

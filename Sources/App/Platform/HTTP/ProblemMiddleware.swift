@@ -12,6 +12,7 @@ struct ProblemMiddleware: AsyncMiddleware {
     func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
         let response: Response
         do {
+            if NULCharacter.isIn(address: request.url.string) { throw NULCharacter(place: "The address") }
             response = try await next.respond(to: request)
         } catch {
             response = makeResponse(for: error, request: request)
@@ -53,6 +54,9 @@ struct ProblemMiddleware: AsyncMiddleware {
         case let postgres as PSQLError where Self.isOutage(postgres):
             // PostgreSQL is down, restarting or out of connections: the request did nothing, and may be sent again.
             return (.serviceUnavailable, "unavailable", "The database cannot be reached; retry shortly.", [], ["Retry-After": "2"])
+        case let postgres as PSQLError where postgres.serverInfo?[.sqlState] == "22021":
+            // Text PostgreSQL cannot store (the NUL character) that reached a statement past the request's checks.
+            return (.badRequest, "bad_request", "The request holds text the database cannot store (the NUL character).", [], [:])
         case is ConnectionPoolTimeoutError, is ConnectionPoolError:
             return (.serviceUnavailable, "unavailable", "No database connection came free in time; retry shortly.", [], ["Retry-After": "2"])
         case is HTTPParserError:
