@@ -75,7 +75,7 @@ struct WebhookDeliverer: Sendable {
             client.userAgent = Self.userAgent
             let response = try await client.send(hook.url, body: delivery.payload, headers: headers, timeout: Self.timeout)
             answeredStatus = response.status
-            answeredBody = String(String(buffer: response.body).prefix(Self.keptResponseBytes))
+            answeredBody = response.storableText(prefix: Self.keptResponseBytes)
             if [429, 503].contains(response.status), let value = response.headers.first(name: "Retry-After"), let seconds = TimeInterval(value) {
                 retryAfterSeconds = min(seconds, 36_000)
             }

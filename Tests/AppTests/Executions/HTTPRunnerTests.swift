@@ -27,6 +27,7 @@ final class FakeRunnerServer: @unchecked Sendable {
             return Response(status: .ok, headers: ["Content-Type": "application/json"], body: .init(string: try answer.canonicalString()))
         }
         app.post("client-error") { _ async throws -> Response in Response(status: .badRequest, body: "no such customer") }
+        app.post("nul-error") { _ async throws -> Response in Response(status: .badRequest, body: "no such\u{0}customer") }
         app.post("server-error") { [self] req async throws -> Response in
             self.store("server-error", try req.content.decode(JSONValue.self), host: nil)
             return Response(status: .serviceUnavailable, body: "try later")
@@ -202,7 +203,9 @@ struct HTTPRunnerTests {
     func failures() async throws {
         let server = try await FakeRunnerServer()
         do {
-            for (path, expectedError, attempts) in [("client-error", "answered 400: no such customer", 1), ("redirect", "redirects are not followed", 1),
+            // An answer with the NUL character in it is quoted with U+FFFD in its place (PostgreSQL stores no NUL in text).
+            for (path, expectedError, attempts) in [("client-error", "answered 400: no such customer", 1), ("nul-error", "answered 400: no such\u{FFFD}customer", 1),
+                                                    ("redirect", "redirects are not followed", 1),
                                                     ("big", "larger than 1 MiB", 1), ("deep", "output is nested more than 64 levels deep", 1),
                                                     ("server-error", "answered 503", 3)] {
                 try await withTestApp(environment: ["STEWARD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"]) { app in

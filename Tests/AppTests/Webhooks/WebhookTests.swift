@@ -40,6 +40,7 @@ final class WebhookReceiver: @unchecked Sendable {
             }
             return Response(status: status, headers: headers, body: "ack")
         }
+        app.post("nul") { _ async throws -> Response in Response(status: .badRequest, body: "no\u{0}thanks") }
         app.post("slow") { [self] _ async throws -> String in
             self.lock.withLock { self.slowNow += 1; self.slowPeak = max(self.slowPeak, self.slowNow) }
             try await Task.sleep(for: .milliseconds(1500))
@@ -64,13 +65,13 @@ private func send(_ app: Application, _ method: HTTPMethod, _ path: String, toke
 
 /// A developer (webhooks:manage, skills:execute) with the sample skills, and a webhook on `events` to the receiver.
 private func subscriber(_ app: Application, receiver: WebhookReceiver, events: String = #"["execution.*"]"#,
-                        email: String = "hooks@example.com") async throws -> (token: String, hookID: UUID, secret: String) {
+                        email: String = "hooks@example.com", path: String = "hook") async throws -> (token: String, hookID: UUID, secret: String) {
     _ = try await SkillService(app: app).seedSamples()
     try await makeUser(app, email: email)
     _ = try await UserAdminService(app: app).setRoles(try await UserAdminService(app: app).find(email: email).requireID(), roles: ["developer"], actor: .cli)
     let token = try await login(app, email: email).accessToken
     let res = try await send(app, .POST, "/api/v1/webhooks", token: token,
-                             json: #"{"url": "http://127.0.0.1:\#(receiver.port)/hook", "events": \#(events), "description": "ci", "headers": {"X-Team": "blue"}}"#)
+                             json: #"{"url": "http://127.0.0.1:\#(receiver.port)/\#(path)", "events": \#(events), "description": "ci", "headers": {"X-Team": "blue"}}"#)
     #expect(res.status == .created, "\(res.body.string)")
     let body = try res.content.decode(WebhookResponse.self)
     return (token, body.id, try #require(body.secret))
@@ -247,6 +248,28 @@ struct WebhookTests {
                 #expect(try await Event.query(on: try await app.settledLedger()).filter(\.$type == "webhook.disabled").count() == 1)
                 try await MailOutbox(app: app).deliverDue()
                 #expect(mailer.sent.contains { $0.subject.contains("disabled") })
+            }
+        } catch {
+            await receiver.stop()
+            throw error
+        }
+        await receiver.stop()
+    }
+
+    @Test("A receiver's answer holding the NUL character is kept with U+FFFD in its place, and the attempt is recorded")
+    func nulInAnswer() async throws {
+        let receiver = try await WebhookReceiver()
+        do {
+            try await withTestApp(environment: ["STEWARD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"]) { app in
+                app.useTestDoubles()
+                let (token, hookID, _) = try await subscriber(app, receiver: receiver, events: #"["webhook.test"]"#, path: "nul")
+                #expect(try await send(app, .POST, "/api/v1/webhooks/\(hookID)/test", token: token).status == .accepted)
+                try await drainJobs(app)
+                let history = try (try await send(app, .GET, "/api/v1/webhooks/\(hookID)/deliveries", token: token)).content.decode(ListResponse<DeliveryResponse>.self)
+                let delivery = try #require(history.items.first)
+                #expect(delivery.responseStatus == 400)
+                #expect(delivery.responseBody == "no\u{FFFD}thanks")
+                #expect(delivery.attempts.map(\.responseStatus) == [400])
             }
         } catch {
             await receiver.stop()

@@ -49,9 +49,9 @@ struct HTTPRunner: SkillRunner {
         case 300..<400:
             return .failed("the runner answered \(response.status); redirects are not followed")
         case 400..<500:
-            return .failed("the runner answered \(response.status): \(Self.snippet(response.body))")
+            return .failed("the runner answered \(response.status): \(response.storableText(prefix: 300))")
         default:
-            throw RunnerUnavailable(status: response.status, detail: Self.snippet(response.body))
+            throw RunnerUnavailable(status: response.status, detail: response.storableText(prefix: 300))
         }
     }
 
@@ -62,7 +62,7 @@ struct HTTPRunner: SkillRunner {
         let body: JSONValue = ["executionId": .string(context.executionID.lowercasedString), "input": context.input, "output": output ?? .null]
         let response = try await client.post(url, json: body, headers: try headers(settings), timeout: Self.timeout(settings))
         guard (200..<300).contains(response.status) else {
-            throw RunnerUnavailable(status: response.status, detail: Self.snippet(response.body))
+            throw RunnerUnavailable(status: response.status, detail: response.storableText(prefix: 300))
         }
         return "undoUrl answered \(response.status)"
     }
@@ -83,9 +83,6 @@ struct HTTPRunner: SkillRunner {
         return 30
     }
 
-    private static func snippet(_ body: ByteBuffer) -> String {
-        String(String(buffer: body).prefix(300))
-    }
 }
 
 /// The remote runner is down or overloaded: retried.

@@ -246,3 +246,14 @@ extension Application {
                      resolver: addressResolver, userAgent: "Steward/\(StewardVersion.current)", clients: outboundClients)
     }
 }
+
+extension OutboundResponse {
+    /// The start of the body as text Steward can store and show: an execution's error quotes a runner's answer, a
+    /// webhook attempt keeps its receiver's. Bytes that are not UTF-8 become U+FFFD, as does the NUL character,
+    /// which PostgreSQL cannot store in text and which would otherwise fail the write that records the answer.
+    func storableText(prefix limit: Int) -> String {
+        var text = String(String(buffer: body).prefix(limit))
+        if text.utf8.contains(0) { text = String(String.UnicodeScalarView(text.unicodeScalars.map { $0 == "\u{0}" ? "\u{FFFD}" : $0 })) }
+        return text
+    }
+}
