@@ -3,7 +3,9 @@
 # running steward and checks every answer against openapi.yaml, three times: as an admin, as a viewer and
 # anonymously. Any finding fails the run and prints the request that reproduces it.
 #
-# STEWARD_BIN names the binary (default: the debug build, else a release build is made).
+# STEWARD_BIN names the binary (default: the debug build, else a release build is made). CONFORMANCE_DB=postgres runs
+# the same walk and fuzz against servers on a throwaway PostgreSQL (a fresh database for each), where text that SQLite
+# takes (the NUL character, a negative offset) can fail a statement.
 # CONFORMANCE_EXAMPLES bounds the generated cases per operation and phase (default 50), CONFORMANCE_SEED fixes the
 # generator's seed (default 20261203, so a CI failure reproduces; set another to explore).
 set -euo pipefail
@@ -25,6 +27,21 @@ export STEWARD_BCRYPT_COST=10
 # One token lasts the whole run.
 export STEWARD_ACCESS_TOKEN_TTL=3600
 
+# Each server starts on a database of its own: a fresh data directory on SQLite, a fresh database on PostgreSQL.
+if [ "${CONFORMANCE_DB:-sqlite}" = postgres ]; then
+  source scripts/lib-postgres.sh
+  pg_start
+  databases=0
+  fresh_database() {
+    databases=$((databases + 1))
+    pg_psql postgres -qc "CREATE DATABASE conformance_$databases" >/dev/null
+    export DATABASE_URL; DATABASE_URL=$(pg_url "conformance_$databases")
+  }
+else
+  pg_cleanup() { :; }
+  fresh_database() { :; }
+fi
+
 login() {
   curl -fs -X POST "$BENCH_URL/api/v1/auth/login" -H 'Content-Type: application/json' -d "{\"email\":\"$1\",\"password\":\"$2\"}" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["accessToken"])'
@@ -38,14 +55,16 @@ register_viewer() {
 # deliveries are tried, against a loopback port where nothing listens: nothing leaves the machine.
 echo "==> a Python client's walk with real ids"
 failed=0
+trap 'bench_stop_server; pg_cleanup' EXIT
+fresh_database
 STEWARD_WORKERS=2 STEWARD_WEBHOOK_ALLOWED_HOSTS=127.0.0.1 bench_start_server "$BIN"
-trap bench_stop_server EXIT
 register_viewer
 "$VENV/bin/python" scripts/conformance_walk.py "$BENCH_URL" bench@example.com Bench-Password-42 viewer@example.com Viewer-Password-42 || failed=1
 bench_stop_server
 
 # The fuzz: no job runs, since the fuzzer invents webhook and HTTP-skill URLs and nothing may be sent to them.
 # What is checked is the API's answers.
+fresh_database
 STEWARD_WORKERS=0 bench_start_server "$BIN"
 register_viewer
 ADMIN=$(login bench@example.com Bench-Password-42)
@@ -62,7 +81,7 @@ REPORTS=$(mktemp -d /tmp/steward-conformance.XXXXXX)
 
 run() { # run NAME [schemathesis options...]
   local name=$1; shift
-  echo "==> schemathesis as $name"
+  echo "==> schemathesis as $name (${CONFORMANCE_DB:-sqlite})"
   local status=0
   "$VENV/bin/schemathesis" run openapi.yaml --url "$BENCH_URL" --checks "$CHECKS" \
     --phases examples,coverage,fuzzing --max-examples "${CONFORMANCE_EXAMPLES:-50}" --seed "${CONFORMANCE_SEED:-20261203}" \
@@ -93,4 +112,4 @@ if [ "$failed" -ne 0 ]; then
   echo "conformance: schemathesis found answers that differ from openapi.yaml (reproducing requests above)" >&2
   exit 1
 fi
-echo "conformance: no findings as admin, viewer or anonymous"
+echo "conformance (${CONFORMANCE_DB:-sqlite}): no findings as admin, viewer or anonymous"

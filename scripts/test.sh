@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: build once, run the suite on SQLite, the interop checks and the console in a browser,
-# then the suite on a throwaway PostgreSQL, then the cluster suite and the contract checks.
+# then the suite on a throwaway PostgreSQL, then the cluster suite and the contract checks (on SQLite, then on PostgreSQL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,3 +37,6 @@ STEWARD_BIN=.build/debug/steward scripts/test-cluster.sh
 
 echo "==> contract conformance: a Python client's walk and schemathesis against openapi.yaml"
 STEWARD_BIN=.build/debug/steward scripts/test-conformance.sh
+
+echo "==> contract conformance on PostgreSQL: the same walk and fuzz against a server on a throwaway PostgreSQL"
+CONFORMANCE_DB=postgres STEWARD_BIN=.build/debug/steward scripts/test-conformance.sh
