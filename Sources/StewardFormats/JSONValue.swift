@@ -92,10 +92,17 @@ extension JSONEncoder {
 }
 
 extension JSONDecoder {
-    /// The decoder for API bodies: RFC 3339 timestamps.
+    /// The decoder for API bodies: RFC 3339 timestamps, within the years RFC 3339 has (`RFC3339.date(from:)`).
     package static var api: JSONDecoder {
         let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let container = try decoder.singleValueContainer()
+            guard let date = RFC3339.date(from: try container.decode(String.self)) else {
+                // The words of Foundation's `.iso8601` strategy, which this replaces.
+                throw DecodingError.dataCorruptedError(in: container, debugDescription: "Expected date string to be ISO8601-formatted.")
+            }
+            return date
+        }
         return decoder
     }
 }

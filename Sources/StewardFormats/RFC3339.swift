@@ -4,6 +4,23 @@ import Foundation
 /// `Date.ISO8601FormatStyle()` and `ISO8601DateFormatter()` write, without their calendar machinery, which showed
 /// in profiles of every execution transition (event data carries the execution's times) and every API response.
 package enum RFC3339 {
+    /// The times a client may send: RFC 3339's years, 0001 to 9999. `ISO8601DateFormatter` reads more (a year of six
+    /// digits, a negative one), and such a time bound to a PostgreSQL statement does not fit its microsecond count:
+    /// PostgresNIO traps on it and the process ends. Every time read from a request is held to this range.
+    /// Read by the same parser as a client's times: before 1582 it counts in the Julian calendar.
+    package static let earliestAccepted = ISO8601DateFormatter().date(from: "0001-01-01T00:00:00Z")!
+    package static let latestAccepted = ISO8601DateFormatter().date(from: "9999-12-31T23:59:59Z")!
+
+    package static func accepts(_ date: Date) -> Bool {
+        date >= earliestAccepted && date <= latestAccepted
+    }
+
+    /// A timestamp a client sent, in the range above; nil for anything else.
+    package static func date(from text: String) -> Date? {
+        guard let date = ISO8601DateFormatter().date(from: text), accepts(date) else { return nil }
+        return date
+    }
+
     package static func string(from date: Date) -> String {
         guard let fields = fields(of: date) else { return date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: false)) }
         return String(unsafeUninitializedCapacity: 20) { out in

@@ -39,6 +39,19 @@ private struct ProbeFailure: Error, CustomStringConvertible {
     var description: String { secret }
 }
 
+/// Sends requests as a new admin (signed in with a bearer token), JSON bodies marked as such.
+private func adminSender(_ app: Application, email: String) async throws
+    -> @Sendable (HTTPMethod, String, String?) async throws -> TestingHTTPResponse {
+    let admin = try await makeUser(app, email: email)
+    _ = try await UserAdminService(app: app).setRoles(try admin.requireID(), roles: ["admin"], actor: .cli)
+    let token = try await login(app, email: email).accessToken
+    return { method, path, json in
+        var headers = bearer(token)
+        if json != nil { headers.add(name: .contentType, value: "application/json") }
+        return try await app.testing().sendRequest(method, path, headers: headers, body: json.map { .init(string: $0) })
+    }
+}
+
 @Suite("HTTP basics")
 struct HTTPBasicsTests {
     @Test("Every response carries X-Request-ID: echoed when sane, generated otherwise")
@@ -242,17 +255,10 @@ struct HTTPBasicsTests {
         try await withTestApp { app in
             app.useTestDoubles()
             _ = try await SkillService(app: app).seedSamples()
-            let admin = try await makeUser(app, email: "nul-admin@example.com")
-            _ = try await UserAdminService(app: app).setRoles(try admin.requireID(), roles: ["admin"], actor: .cli)
-            let token = try await login(app, email: "nul-admin@example.com").accessToken
-            func send(_ method: HTTPMethod, _ path: String, json: String? = nil) async throws -> TestingHTTPResponse {
-                var headers = bearer(token)
-                if json != nil { headers.add(name: .contentType, value: "application/json") }
-                return try await app.testing().sendRequest(method, path, headers: headers, body: json.map { .init(string: $0) })
-            }
+            let send = try await adminSender(app, email: "nul-admin@example.com")
             for path in ["/api/v1/skills/a%00b", "/api/v1/skills?category=a%00b", "/api/v1/skills?q=a%00b", "/api/v1/users?q=a%00b",
                          "/api/v1/executions?clientName=a%00b", "/api/v1/audit-logs?action=a%00b", "/api/v1/audit-logs?resourceId=%00"] {
-                let res = try await send(.GET, path)
+                let res = try await send(.GET, path, nil)
                 #expect(res.status == .badRequest, "\(path): \(res.status)")
                 #expect(try res.problem().code == "bad_request")
                 #expect(try res.problem().detail?.contains("NUL") == true)
@@ -262,15 +268,38 @@ struct HTTPBasicsTests {
                                                             body: .init(string: #"{"email": "nul-admin\u0000@example.com", "password": "x"}"#))
             #expect(login.status == .badRequest)
             #expect(try login.problem().code == "bad_request")
-            let run = try await send(.POST, "/api/v1/executions", json: #"{"skillId": "echo", "input": {"text": "a\u0000b"}}"#)
+            let run = try await send(.POST, "/api/v1/executions", #"{"skillId": "echo", "input": {"text": "a\u0000b"}}"#)
             #expect(run.status == .badRequest)
             #expect(try await Execution.query(on: app.db).count() == 0, "nothing was queued")
             // What only looks like NUL is text like any other: an escaped backslash before "u0000", and "%2500".
             let escaped = try await app.testing().sendRequest(.POST, "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
                                                               body: .init(string: #"{"email": "nul-admin\\u0000@example.com", "password": "x"}"#))
             #expect(escaped.status == .unauthorized)
-            #expect(try await send(.GET, "/api/v1/skills?q=%2500").status == .ok)
-            #expect(try await send(.POST, "/api/v1/executions", json: #"{"skillId": "echo", "input": {"text": "a\\u0000b"}}"#).status == .accepted)
+            #expect(try await send(.GET, "/api/v1/skills?q=%2500", nil).status == .ok)
+            #expect(try await send(.POST, "/api/v1/executions", #"{"skillId": "echo", "input": {"text": "a\\u0000b"}}"#).status == .accepted)
+        }
+    }
+
+    @Test("A time outside RFC 3339's years (0001-9999), in a query, a cursor or a body, is 422 naming it; on PostgreSQL it ended the process")
+    func timesOutOfRange() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let send = try await adminSender(app, email: "times-admin@example.com")
+            func cursor(at: Double) -> String { PageRequest.encode(.init(at: at, id: UUID())) }
+            for (path, field) in [("/api/v1/executions?from=999999-01-01T00:00:00Z", "from"), ("/api/v1/audit-logs?to=-0001-01-01T00:00:00Z", "to"),
+                                  ("/api/v1/executions?to=10000-01-01T00:00:00Z", "to"),
+                                  ("/api/v1/executions?cursor=\(cursor(at: 1e20))", "cursor"), ("/api/v1/audit-logs?cursor=\(cursor(at: -1e15))", "cursor")] {
+                let res = try await send(.GET, path, nil)
+                #expect(res.status == .unprocessableEntity, "\(path): \(res.status)")
+                #expect(try res.problem().errors?.map(\.field) == [field], "\(path)")
+            }
+            let farKey = try await send(.POST, "/api/v1/api-keys", #"{"name": "far", "scopes": ["skills:read"], "expiresAt": "999999-01-01T00:00:00Z"}"#)
+            #expect(farKey.status == .unprocessableEntity)
+            #expect(try farKey.problem().errors?.map(\.field) == ["expiresAt"])
+            // The last second RFC 3339 can write is still a time like any other.
+            #expect(try await send(.GET, "/api/v1/executions?from=0001-01-01T00:00:00Z&to=9999-12-31T23:59:59Z", nil).status == .ok)
+            #expect(try await send(.POST, "/api/v1/api-keys", #"{"name": "late", "scopes": ["skills:read"], "expiresAt": "9999-12-31T23:59:59Z"}"#).status == .created)
+            #expect(try await app.testing().sendRequest(.GET, "/health/live").status == .ok)
         }
     }
 

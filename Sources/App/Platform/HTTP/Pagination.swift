@@ -58,8 +58,12 @@ struct PageRequest: Sendable {
 
     /// A cursor `encode` handed out, or nil for anything else.
     static func decode(_ raw: String) -> Cursor? {
-        guard raw.utf8.count <= 512, let data = AccessTokens.base64URLDecode(raw) else { return nil }
-        return try? JSONDecoder().decode(Cursor.self, from: data)
+        guard raw.utf8.count <= 512, let data = AccessTokens.base64URLDecode(raw),
+              let cursor = try? JSONDecoder().decode(Cursor.self, from: data) else { return nil }
+        // A cursor comes back from the client, who may have changed it: its time becomes a bound date, which must be
+        // one Steward could have written (see `RFC3339.accepts`).
+        if let at = cursor.at, !(at.isFinite && RFC3339.accepts(Date(timeIntervalSince1970: at))) { return nil }
+        return cursor
     }
 
     /// The cursor as base64url of its JSON, written by hand (every page that has a next one pays for it): the

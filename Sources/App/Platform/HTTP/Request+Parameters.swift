@@ -1,3 +1,4 @@
+import StewardFormats
 import Vapor
 
 extension Request {
@@ -13,8 +14,8 @@ extension Request {
     /// field problem naming the parameter.
     func timestampQuery(_ name: String, problems: inout [FieldProblem]) -> Date? {
         guard let raw = queryText(name) else { return nil }
-        guard let date = ISO8601DateFormatter().date(from: raw) else {
-            problems.append(FieldProblem(field: name, message: "must be an RFC 3339 timestamp such as 2026-11-21T19:01:43Z"))
+        guard let date = RFC3339.date(from: raw) else {
+            problems.append(FieldProblem(field: name, message: "must be an RFC 3339 timestamp such as 2026-11-21T19:01:43Z (years 0001 to 9999)"))
             return nil
         }
         return date
