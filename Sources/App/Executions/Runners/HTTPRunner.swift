@@ -82,7 +82,6 @@ struct HTTPRunner: SkillRunner {
         if case .number(let seconds)? = settings["timeoutSeconds"] { return seconds }
         return 30
     }
-
 }
 
 /// The remote runner is down or overloaded: retried.
