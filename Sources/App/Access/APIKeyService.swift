@@ -81,7 +81,8 @@ struct APIKeyService: Sendable {
 
     /// The caller's keys (every key for admins), newest first.
     func list(caller: AuthenticatedCaller) async throws -> [APIKeyResponse] {
-        let keys = try await APIKey.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).listed(as: APIKeyResponse.self)
+        let keys = try await APIKey.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending)
+            .listed(as: APIKeyResponse.self, through: app.sqliteReaders, offLoopOn: app.threadPool)
         guard !keys.isEmpty else { return keys }
         let tools = try await app.apiKeyTools.tools(of: keys.map(\.id), app: app)
         return keys.map { key in

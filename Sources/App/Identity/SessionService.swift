@@ -159,7 +159,7 @@ struct SessionService: IdentityService {
             .filter(\.$expiresAt > now)
             .filter(\.$idleExpiresAt > now)
             .sort(\.$createdAt, .descending)
-            .listed()
+            .listed(through: app.sqliteReaders, offLoopOn: app.threadPool)
         return sessions.map { session in
             SessionResponse(id: session.id!, ipAddress: session.ipAddress, userAgent: session.userAgent,
                             createdAt: session.createdAt, lastSeenAt: session.lastSeenAt,

@@ -204,7 +204,8 @@ struct WebhookService: Sendable {
     }
 
     func list(caller: AuthenticatedCaller) async throws -> [WebhookResponse] {
-        try await Webhook.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending).listed(as: WebhookResponse.self)
+        try await Webhook.query(on: reads).visible(to: caller, ownedThrough: \.$user).sort(\.$createdAt, .descending)
+            .listed(as: WebhookResponse.self, through: app.sqliteReaders, offLoopOn: app.threadPool)
     }
 
     func update(_ id: UUID, draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Webhook {
@@ -268,7 +269,8 @@ struct WebhookService: Sendable {
         let hook = try await find(id, caller: caller)
         let query = WebhookDelivery.query(on: reads).filter(\.$webhook.$id == (try hook.requireID()))
         let (items, next) = try await query.newestFirst(by: "created_at", { $0.createdAt }, page: page, through: app.sqliteReaders)
-        let attempts = try await WebhookAttempt.query(on: reads).filter(\.$delivery.$id ~~ items.compactMap(\.id)).sort(\.$attempt).listed()
+        let attempts = try await WebhookAttempt.query(on: reads).filter(\.$delivery.$id ~~ items.compactMap(\.id)).sort(\.$attempt)
+            .listed(through: app.sqliteReaders)
         let byDelivery = Dictionary(grouping: attempts, by: { $0.$delivery.id })
         return (items.map { DeliveryResponse($0, attempts: byDelivery[$0.id!] ?? []) }, next)
     }

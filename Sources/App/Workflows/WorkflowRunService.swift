@@ -150,9 +150,12 @@ struct WorkflowRunService: Sendable {
     func list(_ workflowReference: String, page: PageRequest, caller: AuthenticatedCaller) async throws -> ([WorkflowRunResponse], String?) {
         let workflow = try await WorkflowService(app: app).find(workflowReference)
         let (runs, next) = try await WorkflowRun.query(on: reads).visible(to: caller, ownedThrough: \.$user)
-            .filter(\.$workflow.$id == workflow.requireID()).newestFirst(by: "created_at", { $0.createdAt }, page: page)
+            .filter(\.$workflow.$id == workflow.requireID())
+            // A member's page skips other users' runs of the workflow, which may take a scan: read off the event loop.
+            .newestFirst(by: "created_at", { $0.createdAt }, page: page, through: app.sqliteReaders,
+                         offLoopOn: caller.seesEveryOwner ? nil : app.threadPool)
         let ids = runs.compactMap(\.id)
-        let rows = ids.isEmpty ? [] : try await WorkflowRunStep.query(on: reads).filter(\.$run.$id ~~ ids).listed()
+        let rows = ids.isEmpty ? [] : try await WorkflowRunStep.query(on: reads).filter(\.$run.$id ~~ ids).listed(through: app.sqliteReaders)
         return (runs.map { run in WorkflowRunResponse(run, steps: rows.filter { $0.$run.id == run.id }) }, next)
     }
 

@@ -149,6 +149,46 @@ struct WorkflowTests {
         }
     }
 
+    @Test("A workflow's runs list: each user sees their own runs, an admin every run, newest first with their steps, paged to the end")
+    func runsList() async throws {
+        try await withTestApp { app in
+            let owner = try await developer(app)
+            _ = try await createWorkflow(app, owner, diamond)
+            let other = try await developer(app, "other@example.com")
+            _ = try await developer(app, "admin@example.com")
+            let adminID = try await UserAdminService(app: app).find(email: "admin@example.com").requireID()
+            _ = try await UserAdminService(app: app).setRoles(adminID, roles: ["admin"], actor: .cli)
+            let admins = try await login(app, email: "admin@example.com").accessToken
+            var mine: [UUID] = [], theirs: [UUID] = []
+            for index in 0..<3 {
+                mine.append(try await startRun(app, owner, "greet", input: #"{"name": "a\#(index)", "numbers": [1]}"#).id)
+                theirs.append(try await startRun(app, other, "greet", input: #"{"name": "b\#(index)", "numbers": [2]}"#).id)
+            }
+            /// Every page of `GET …/runs?limit=2` for `token`, followed to the last, as the client sees them.
+            func walk(_ token: String) async throws -> [WorkflowRunResponse] {
+                var runs: [WorkflowRunResponse] = [], cursor: String?, pages = 0
+                repeat {
+                    let query = cursor.map { "&cursor=\($0)" } ?? ""
+                    let response = try await send(app, .GET, "/api/v1/workflows/greet/runs?limit=2\(query)", token: token)
+                    #expect(response.status == .ok, "\(response.body.string)")
+                    let page = try response.content.decode(ListResponse<WorkflowRunResponse>.self)
+                    #expect(page.items.count <= 2)
+                    runs += page.items
+                    cursor = page.nextCursor
+                    pages += 1
+                } while cursor != nil && pages < 10
+                #expect(cursor == nil, "the last page has no cursor")
+                return runs
+            }
+            let ownerSees = try await walk(owner)
+            #expect(ownerSees.map(\.id) == mine.reversed(), "only the owner's runs, newest first")
+            #expect(ownerSees.allSatisfy { $0.steps.map(\.stepId).sorted() == ["join", "left", "right", "start"] }, "each run with its steps")
+            #expect(try await walk(other).map(\.id) == theirs.reversed())
+            let adminSees = try await walk(admins).map(\.id)
+            #expect(Set(adminSees) == Set(mine + theirs) && adminSees.count == 6, "an admin sees every run once")
+        }
+    }
+
     @Test("A step is retried per its policy, after its back-off, then succeeds")
     func retryThenSuccess() async throws {
         try await withTestApp { app in
