@@ -392,6 +392,38 @@ struct OAuthSignInTests {
         }
     }
 
+    @Test("A control character from the provider is never stored: a subject with one is refused, an email or name with one is dropped")
+    func controlCharactersFromProvider() async throws {
+        try await Self.withProvider { app, idp in
+            try await Self.expectRefusedToken(app, idp, "a subject with NUL") { $0["sub"] = "12\u{0}34" }
+            try await Self.expectRefusedToken(app, idp, "a subject with a line feed") { $0["sub"] = "12\n34" }
+
+            // A new identity whose email has a NUL has no usable email: no account, as with none at all.
+            var unusable = Self.person()
+            unusable.email = "ada\u{0}@corp.example"
+            let refused = try await Self.signIn(app, idp, as: unusable)
+            #expect(refused.status == .forbidden && (try? refused.problem().code) == "email_required", "\(refused.body.string)")
+            #expect(try await Self.count(app, "users") == 0)
+            #expect(try await Self.count(app, "oauth_identities") == 0)
+
+            // A name with one is left out of the new account; the sign-up still happens.
+            var person = Self.person()
+            person.name = "Ada\u{0}Lovelace"
+            let first = try await Self.signIn(app, idp, as: person)
+            #expect(first.status == .ok, "\(first.body.string)")
+            let user = try first.content.decode(TokenPairResponse.self).user
+            #expect(user.fullName == nil && user.email == person.email)
+
+            // The same identity signing in again with a NUL in its email: signed in, the identity's email dropped.
+            person.email = "ada\u{0}@corp.example"
+            let again = try await Self.signIn(app, idp, as: person)
+            #expect(again.status == .ok, "\(again.body.string)")
+            #expect(try again.content.decode(TokenPairResponse.self).user.id == user.id)
+            let identity = try #require(try await OAuthIdentity.query(on: app.db).filter(\.$subject == person.subject).first())
+            #expect(identity.email == nil && !identity.emailVerified)
+        }
+    }
+
     @Test("An unknown kid reads the key set again, at most once a minute, and so finds a rotated key")
     func keyRefreshFloor() async throws {
         try await Self.withProvider { app, idp in

@@ -10,6 +10,23 @@ struct ProviderIdentity: Sendable, Equatable {
     var name: String?
     /// A hint for the username of a new account (`preferred_username`, GitHub's `login`).
     var preferredUsername: String?
+
+    /// What the provider said, as Steward keeps it: an email, name or username hint with a control character
+    /// (NUL among them, which PostgreSQL cannot store) is dropped, as if the provider had not sent it. No real
+    /// address, name or username carries one. The subject is the caller's to check (`hasControlCharacter`): it names
+    /// the account, so one with a control character refuses the sign-in instead.
+    init(subject: String, email: String?, emailVerified: Bool, name: String?, preferredUsername: String?) {
+        let email = email.flatMap { Self.hasControlCharacter($0) ? nil : $0 }
+        self.subject = subject
+        self.email = email
+        self.emailVerified = email != nil && emailVerified
+        self.name = name.flatMap { Self.hasControlCharacter($0) ? nil : $0 }
+        self.preferredUsername = preferredUsername.flatMap { Self.hasControlCharacter($0) ? nil : $0 }
+    }
+
+    static func hasControlCharacter(_ text: String) -> Bool {
+        text.unicodeScalars.contains { $0.properties.generalCategory == .control }
+    }
 }
 
 /// Checks an OpenID Connect ID token (OpenID Connect Core §3.1.3.7) before Steward believes a word of it:
@@ -72,8 +89,8 @@ struct IDTokenVerifier: Sendable {
     private func check(_ claims: IDTokenClaims, nonce expectedNonce: String, now: Date) throws -> ProviderIdentity {
         let clientID = provider.clientID
         guard claims.iss == metadata.issuer else { throw OAuthError.invalidIDToken("iss is not the provider's issuer") }
-        guard let subject = claims.sub, !subject.isEmpty, subject.utf8.count <= 255 else {
-            throw OAuthError.invalidIDToken("sub is missing")
+        guard let subject = claims.sub, !subject.isEmpty, subject.utf8.count <= 255, !ProviderIdentity.hasControlCharacter(subject) else {
+            throw OAuthError.invalidIDToken("sub is missing, longer than 255 bytes or has a control character")
         }
         let audiences = claims.aud?.values ?? []
         guard audiences.contains(clientID) else { throw OAuthError.invalidIDToken("aud does not name this client") }
