@@ -45,12 +45,14 @@ struct UserAdminService: Sendable {
     func list(filter: Filter, page: PageRequest) async throws -> ([AdminUserResponse], String?) {
         var query = User.query(on: reads)
         if let q = filter.q?.trimmingCharacters(in: .whitespaces), !q.isEmpty {
-            let pattern = "%" + Self.escapeLike(q.lowercased().prefix(100)) + "%"
-            // The pattern is bound, and its own % and _ are escaped, so q matches literally.
+            // q is bound and matched literally: its % and _ are no wildcards.
+            let needle = String(q.lowercased().prefix(100))
+            func lower(_ column: String) -> any SQLExpression { SQLFunction("lower", args: SQLColumn(column)) }
             query = query.group(.or) { group in
-                group.filter(.sql(embed: "lower(email) LIKE \(bind: pattern) ESCAPE '\\'"))
-                    .filter(.sql(embed: "lower(username) LIKE \(bind: pattern) ESCAPE '\\'"))
-                    .filter(.sql(embed: "lower(coalesce(full_name, '')) LIKE \(bind: pattern) ESCAPE '\\'"))
+                group.filter(.sql(TextContains(text: lower("email"), needle: needle)))
+                    .filter(.sql(TextContains(text: lower("username"), needle: needle)))
+                    .filter(.sql(TextContains(text: SQLFunction("lower", args: SQLFunction("coalesce", args: SQLColumn("full_name"), SQLLiteral.string(""))),
+                                              needle: needle)))
             }
         }
         if let status = filter.status { query = query.filter(\.$status == status) }
@@ -222,14 +224,5 @@ struct UserAdminService: Sendable {
         guard otherActiveAdmins > 0 else {
             throw HTTPProblem.conflict("This is the last active admin; it cannot be \(change == "demote" ? "demoted" : change == "disable" ? "disabled" : change == "erase" ? "erased" : "deleted"). Make another user admin first.")
         }
-    }
-
-    static func escapeLike(_ text: Substring) -> String {
-        var escaped = ""
-        for character in text {
-            if character == "%" || character == "_" || character == "\\" { escaped.append("\\") }
-            escaped.append(character)
-        }
-        return escaped
     }
 }

@@ -344,7 +344,7 @@ struct SkillService: Sendable {
         }
         var query = Skill.query(on: reads)
         if let category = filter.category { query = query.filter(\.$category == category) }
-        if let tag = filter.tag { query = query.filter(.sql(embed: "tags LIKE \(bind: Self.tagPattern(tag)) ESCAPE '\\'")) }
+        if let tag = filter.tag { query = query.filter(.sql(TextContains(text: SQLColumn("tags"), needle: Self.tagNeedle(tag)))) }
         // A tag is matched inside the stored array, which no index answers: that page is read off the event loop.
         let (items, next) = try await query.newestFirst(as: SkillResponse.self, by: "created_at", { ($0.createdAt, $0.id) }, page: page,
                                                         through: app.sqliteReaders, offLoopOn: filter.tag == nil ? nil : app.threadPool)
@@ -361,7 +361,7 @@ struct SkillService: Sendable {
         let sql = reads as! any SQLDatabase
         var conditions: SQLQueryString = ""
         if let category = filter.category { conditions = conditions + " AND s.category = \(bind: category)" }
-        if let tag = filter.tag { conditions = conditions + " AND s.tags LIKE \(bind: Self.tagPattern(tag)) ESCAPE '\\'" }
+        if let tag = filter.tag { conditions = conditions + " AND \(TextContains(text: SQLColumn("tags", table: "s"), needle: Self.tagNeedle(tag)))" }
         let statement: SQLQueryString
         if sql.dialect.name == "postgresql" {
             let query = tokens.map { "\($0):*" }.joined(separator: " & ")
@@ -400,10 +400,10 @@ struct SkillService: Sendable {
         return Array(tokens.prefix(10))
     }
 
-    /// Matches one tag inside the stored canonical JSON array, literally.
-    static func tagPattern(_ tag: String) -> String {
-        let encoded = JSONText.canonical(string: tag.lowercased())
-        return "%" + UserAdminService.escapeLike(Substring(encoded)) + "%"
+    /// One tag as it appears inside the stored canonical JSON array (tags are stored lower-case), quotes included,
+    /// so `data` does not match the tag `big-data`.
+    static func tagNeedle(_ tag: String) -> String {
+        JSONText.canonical(string: tag.lowercased())
     }
 
     /// Skills by executions in the last 30 days, most first (ties: most executions ever).
