@@ -90,12 +90,21 @@ extension QueryBuilder where Model: ListedProperties {
         try await selectedRows(through: readers, offLoopOn: pool, adding: Row.extraColumns).map { try Row(row: $0) }
     }
 
-    private func selectedRows(through readers: SQLiteReaders?, offLoopOn pool: NIOThreadPool?,
-                              adding extra: [any SQLExpression]) async throws -> [any SQLRow] {
+    /// The statement `listed(as:)` runs, for a read that wraps it in a larger one and reads the rows itself.
+    package func listedStatement<Row: RowReadable>(as: Row.Type) -> any SQLExpression {
+        statement(adding: Row.extraColumns)
+    }
+
+    private func statement(adding extra: [any SQLExpression]) -> any SQLExpression {
         var query = self.query
         query.fields = [.custom(Model.selectList)] + extra.map { .custom($0) }
+        return SQLQueryConverter(delegate: SelectConverter()).convert(query)
+    }
+
+    private func selectedRows(through readers: SQLiteReaders?, offLoopOn pool: NIOThreadPool?,
+                              adding extra: [any SQLExpression]) async throws -> [any SQLRow] {
         let sql = database as! any SQLDatabase
-        let statement = SQLQueryConverter(delegate: SelectConverter()).convert(query)
+        let statement = statement(adding: extra)
         if let readers, !database.inTransaction, sql.dialect.name == "sqlite",
            let rows = try await readers.read(statement, of: sql, offLoopOn: pool) {
             return rows

@@ -22,7 +22,7 @@ struct AuditLogService: Sendable {
     }
 
     func list(filter: Filter, page: PageRequest) async throws -> ([AuditLogController.Entry], String?) {
-        var query = AuditLog.query(on: try await app.settledLedger())
+        var query = AuditLog.query(on: reads)
         if let actorID = filter.actorID { query = query.filter(\.$actorID == actorID) }
         if let action = filter.action { query = query.filter(\.$action == action) }
         if let resourceType = filter.resourceType { query = query.filter(\.$resourceType == resourceType) }
@@ -37,8 +37,15 @@ struct AuditLogService: Sendable {
         let indexed = [filter.actorID != nil, filter.action != nil, resource].filter { $0 }.count <= 1
             && (filter.resourceType != nil) == (filter.resourceID != nil)
             && filter.outcome == nil && filter.from == nil && filter.to == nil
-        let entries = try await query.sort(\.$seq, .descending).limit(page.limit + 1)
-            .listed(as: AuditLogController.Entry.self, through: app.sqliteReaders, offLoopOn: indexed ? nil : app.threadPool)
+        query = query.sort(\.$seq, .descending).limit(page.limit + 1)
+        // Everything committed before this request is numbered first (PostgreSQL), so a client sees its own writes.
+        let entries: [AuditLogController.Entry]
+        if let settled = try await LedgerSequencer.settledPage(query, as: AuditLogController.Entry.self, descending: true, app: app) {
+            entries = settled
+        } else {
+            try await LedgerSequencer.settle(app)
+            entries = try await query.listed(as: AuditLogController.Entry.self, through: app.sqliteReaders, offLoopOn: indexed ? nil : app.threadPool)
+        }
         let pageEntries = Array(entries.prefix(page.limit))
         let next = entries.count > page.limit ? pageEntries.last.map { PageRequest.encode(.init(seq: $0.seq)) } : nil
         return (pageEntries, next)

@@ -308,3 +308,41 @@ extension Application {
         set { storage[SequencerLoopKey.self] = newValue }
     }
 }
+
+extension LedgerSequencer {
+    /// A page of `events` or `audit_logs` (`query`, ordered by seq), read in the same statement as `settle`'s check
+    /// that nothing committed before it waits to be numbered, and so under the same snapshot: when nothing waits,
+    /// which is nearly always, the page is what a read after `settle` would give, in one round trip instead of two.
+    /// Nil where that does not apply (SQLite, which numbers inside its writer; a database before migration 0027)
+    /// and when rows do wait: then `settle`, and read the page as usual. The check and the read cannot go out as two
+    /// statements at once: the read's snapshot could then be older than the check's and miss rows numbered between.
+    static func settledPage<M: ListedProperties, Row: RowReadable>(_ query: QueryBuilder<M>, as: Row.Type, descending: Bool,
+                                                                   app: Application) async throws -> [Row]? {
+        guard app.sqliteWriter == nil, !query.database.inTransaction, let sql = app.db as? any SQLDatabase,
+              sql.dialect.name == "postgresql", try await pendingTablesExist(app, sql) else { return nil }
+        let rows = try await DirectRowReadingFallback.rows(
+            SettledPage(page: query.listedStatement(as: Row.self), descending: descending), on: query.database)
+        guard let first = rows.first, try !first.decode(column: "settle_pending", as: Bool.self) else { return nil }
+        // An empty page is the one row of the outer join with no page columns.
+        return try rows.filter { try !$0.decodeNil(column: "seq") }.map { try Row(row: $0) }
+    }
+}
+
+/// `page` under the pending check of `LedgerSequencer.PendingRead`, in one statement: one row with
+/// `settle_pending` true and no page when rows wait to be numbered, else the page's rows (or one empty row).
+private struct SettledPage: SQLExpression {
+    let page: any SQLExpression
+    let descending: Bool
+
+    func serialize(to serializer: inout SQLSerializer) {
+        serializer.write("""
+            WITH s AS (SELECT pg_snapshot_xmax(pg_current_snapshot()) AS top), \
+            settle AS (SELECT EXISTS (SELECT 1 FROM pending_events WHERE tx < s.top) \
+            OR EXISTS (SELECT 1 FROM pending_audit_logs WHERE tx < s.top) AS settle_pending FROM s), \
+            page AS (
+            """)
+        page.serialize(to: &serializer)
+        serializer.write(") SELECT settle.settle_pending, page.* FROM settle LEFT JOIN page ON NOT settle.settle_pending ORDER BY page.seq ")
+        serializer.write(descending ? "DESC" : "ASC")
+    }
+}

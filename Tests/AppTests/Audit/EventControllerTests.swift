@@ -58,6 +58,39 @@ struct EventControllerTests {
         }
     }
 
+    @Test("Each write is in the audit log and the event log on the very next request, numbered in order, empty pages included")
+    func readYourWrites() async throws {
+        try await withTestApp { app in
+            try await makeUser(app, email: "admin@example.com")
+            _ = try await UserAdminService(app: app).setRoles(try await UserAdminService(app: app).find(email: "admin@example.com").requireID(),
+                                                              roles: ["admin"], actor: .cli)
+            let token = try await login(app, email: "admin@example.com").accessToken
+            let auth: HTTPHeaders = ["Authorization": "Bearer \(token)", "Content-Type": "application/json"]
+            var lastAudit: Int64 = 0, lastEvent: Int64 = 0
+            for index in 0..<12 {
+                let created = try await app.testing().sendRequest(.POST, "/api/v1/skills", headers: auth, body: .init(string: """
+                    {"slug": "ryw-\(index)", "name": "Read \(index)", "description": "d", "category": "ops", "runner": {"type": "builtin", "name": "echo"}}
+                    """))
+                #expect(created.status == .created, "\(created.body.string)")
+                let id = try created.content.decode(SkillResponse.self).id.lowercasedString
+                // On PostgreSQL the entry is numbered after commit; the next read must still include it.
+                let audit = try await app.testing().sendRequest(.GET, "/api/v1/audit-logs?limit=1", headers: auth)
+                let newest = try #require(try audit.content.decode(ListResponse<AuditLogController.Entry>.self).items.first)
+                #expect(newest.action == "skill.created" && newest.resourceId == id, "write \(index): \(audit.body.string)")
+                #expect(newest.seq > lastAudit)
+                lastAudit = newest.seq
+                let page = try await events(app, token: token, "after=\(lastEvent)&types=skill.*")
+                let event = try #require(page.items.last, "write \(index): no event after \(lastEvent)")
+                #expect(event.type == "skill.created" && event.resourceId == id && page.items.count == 1)
+                #expect(page.nextCursor == nil)
+                lastEvent = event.seq
+                // Nothing after the newest: an empty page, with no cursor.
+                let none = try await events(app, token: token, "after=\(lastEvent)&types=skill.*")
+                #expect(none.items.isEmpty && none.nextCursor == nil)
+            }
+        }
+    }
+
     @Test("Stored event data nested as deep as the parser reads (511 levels) is served, not a 500")
     func deepEventData() async throws {
         try await withTestApp { app in
