@@ -4,7 +4,8 @@
 # full_page_writes on, as SQLite runs with synchronous=FULL), sharing the cores with Steward and wrk:
 #   1. one instance: health, /auth/me, the skill list over 1,000 skills, skill creation, execution creation (echo),
 #      and end-to-end echo (a backlog of executions from the first accepted to the last succeeded); then the reads
-#      over what that left: skill search, and the executions, audit and events lists;
+#      over what that left: skill search, and the executions, audit and events lists; then every other list, over
+#      the rows bench/run.sh seeds for them on SQLite;
 #   2. two instances on the same database, without workers as in 1: skill and execution creation driven against
 #      both at once, summed;
 #   3. commit to SSE (bench/commit_to_sse.py): from a skill creation's 201 to its event on a stream, on the same
@@ -111,6 +112,14 @@ run_wrk skillSearch -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/ski
 run_wrk executionList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/executions?limit=20"
 run_wrk auditList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/audit-logs?limit=20"
 run_wrk eventList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/events?limit=20"
+# The other lists, over what bench/run.sh lists on SQLite: 100 workflows, 100 schedules, 100 more users, 25 API keys
+# and 20 webhooks.
+bench_seed_lists "$A" "$TOKEN"
+run_wrk userList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/users?limit=20"
+run_wrk workflowList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/workflows?limit=20"
+run_wrk scheduleList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/schedules?limit=20"
+run_wrk apiKeyList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/api-keys"
+run_wrk webhookList -t2 -c32 -d"$DURATION" --latency "${auth[@]}" "$A/api/v1/webhooks"
 python3 - "$work/drain.json" "$(notifies)" "$notifies_before" > "$work/notify.json" <<'PY'
 import json, sys
 drained, after, before = json.load(open(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
@@ -153,7 +162,8 @@ PG_VERSION=$("$PG_BIN/postgres" --version | awk '{print $3}') python3 - "$work" 
 import json, os, re, subprocess, sys, time
 work, out, doc, duration = sys.argv[1:5]
 load = lambda name: json.load(open(os.path.join(work, name + ".json")))
-names = ["health", "me", "skillList", "skillSearch", "executionList", "auditList", "eventList", "skillCreate", "executionCreate", "drain",
+names = ["health", "me", "skillList", "skillSearch", "executionList", "auditList", "eventList",
+         "userList", "workflowList", "scheduleList", "apiKeyList", "webhookList", "skillCreate", "executionCreate", "drain",
          "skillCreateTwo", "executionCreateTwo",
          "sseSame", "sseOther", "sseLoaded", "notify"]
 r = {name: load(name) for name in names}
@@ -183,6 +193,11 @@ lines = [
     row(f"GET /api/v1/executions ({r['drain']['executions']:,} executions, limit 20)", r["executionList"], share("executionList", 0.4)),
     row("GET /api/v1/audit-logs (limit 20)", r["auditList"], share("auditList", 0.4)),
     row("GET /api/v1/events (limit 20)", r["eventList"], share("eventList", 0.4)),
+    row("GET /api/v1/users (101 users, limit 20)", r["userList"], share("userList", 0.4)),
+    row("GET /api/v1/workflows (100 workflows, limit 20)", r["workflowList"], share("workflowList", 0.4)),
+    row("GET /api/v1/schedules (100 schedules, limit 20)", r["scheduleList"], share("scheduleList", 0.4)),
+    row("GET /api/v1/api-keys (25 keys, unpaged)", r["apiKeyList"], share("apiKeyList", 0.4)),
+    row("GET /api/v1/webhooks (20 webhooks, unpaged)", r["webhookList"], share("webhookList", 0.4)),
     row("POST /api/v1/skills", r["skillCreate"]),
     row("POST /api/v1/executions (echo, no workers)", r["executionCreate"], f"≥ 1,000/s: {verdict(r['executionCreate']['requestsPerSecond'] >= 1000)}"),
     f"| end-to-end echo: {r['drain']['executions']:,} queued executions drained by one instance's 4 workers | {r['drain']['perSecond']:,} | | | | ≥ 400/s: {verdict(r['drain']['perSecond'] >= 400)} |",
