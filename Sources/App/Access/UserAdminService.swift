@@ -47,12 +47,12 @@ struct UserAdminService: Sendable {
         if let q = filter.q?.trimmingCharacters(in: .whitespaces), !q.isEmpty {
             // q is bound and matched literally: its % and _ are no wildcards.
             let needle = String(q.lowercased().prefix(100))
-            func lower(_ column: String) -> any SQLExpression { SQLFunction("lower", args: SQLColumn(column)) }
+            func contains(_ text: any SQLExpression) -> DatabaseQuery.Filter {
+                .sql(TextContains(text: SQLFunction("lower", args: text), needle: needle))
+            }
             query = query.group(.or) { group in
-                group.filter(.sql(TextContains(text: lower("email"), needle: needle)))
-                    .filter(.sql(TextContains(text: lower("username"), needle: needle)))
-                    .filter(.sql(TextContains(text: SQLFunction("lower", args: SQLFunction("coalesce", args: SQLColumn("full_name"), SQLLiteral.string(""))),
-                                              needle: needle)))
+                group.filter(contains(SQLColumn("email"))).filter(contains(SQLColumn("username")))
+                    .filter(contains(SQLFunction("coalesce", args: SQLColumn("full_name"), SQLLiteral.string(""))))
             }
         }
         if let status = filter.status { query = query.filter(\.$status == status) }

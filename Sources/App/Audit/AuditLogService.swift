@@ -39,12 +39,8 @@ struct AuditLogService: Sendable {
             && filter.outcome == nil && filter.from == nil && filter.to == nil
         query = query.sort(\.$seq, .descending).limit(page.limit + 1)
         // Everything committed before this request is numbered first (PostgreSQL), so a client sees its own writes.
-        let entries: [AuditLogController.Entry]
-        if let settled = try await LedgerSequencer.settledPage(query, as: AuditLogController.Entry.self, descending: true, app: app) {
-            entries = settled
-        } else {
-            try await LedgerSequencer.settle(app)
-            entries = try await query.listed(as: AuditLogController.Entry.self, through: app.sqliteReaders, offLoopOn: indexed ? nil : app.threadPool)
+        let entries = try await LedgerSequencer.settledPage(query, as: AuditLogController.Entry.self, descending: true, app: app) {
+            try await query.listed(as: AuditLogController.Entry.self, through: app.sqliteReaders, offLoopOn: indexed ? nil : app.threadPool)
         }
         let pageEntries = Array(entries.prefix(page.limit))
         let next = entries.count > page.limit ? pageEntries.last.map { PageRequest.encode(.init(seq: $0.seq)) } : nil

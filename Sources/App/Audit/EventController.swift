@@ -42,17 +42,11 @@ struct EventController: RouteCollection {
             batchSize = min(batchSize * 4, 500)
             var query = Event.query(on: req.db).filter(\.$seq > last).sort(\.$seq).limit(asked)
             if let resourceID { query = query.filter(\.$resourceID == resourceID) }
-            let batch: [EventResponse]
-            if scanned > 0 {
-                batch = try await query.listed(as: EventResponse.self, through: readers)
-            } else if let settled = try await LedgerSequencer.settledPage(query, as: EventResponse.self, descending: false, app: req.application) {
-                // Everything committed before this request is numbered before its first batch is read (PostgreSQL),
-                // so a client sees its own writes: in the same statement when nothing waits.
-                batch = settled
-            } else {
-                try await LedgerSequencer.settle(req.application)
-                batch = try await query.listed(as: EventResponse.self, through: readers)
-            }
+            let read = { [query] in try await query.listed(as: EventResponse.self, through: readers) }
+            // Everything committed before this request is numbered before its first batch is read (PostgreSQL), so
+            // a client sees its own writes.
+            let batch = scanned > 0 ? try await read()
+                : try await LedgerSequencer.settledPage(query, as: EventResponse.self, descending: false, app: req.application, read: read)
             for (index, event) in batch.enumerated() {
                 scanned += 1
                 last = event.seq

@@ -158,8 +158,7 @@ enum LedgerSequencer {
             }
             if try await pass(app).moved == 0 { try await Task.sleep(for: .milliseconds(5)) }
             state.pending = try await sql.raw("""
-                SELECT EXISTS (SELECT 1 FROM pending_events WHERE tx < \(bind: state.top)::xid8)
-                    OR EXISTS (SELECT 1 FROM pending_audit_logs WHERE tx < \(bind: state.top)::xid8) AS pending
+                WITH t AS (SELECT \(bind: state.top)::xid8 AS top) SELECT \(unsafeRaw: pendingBefore("t.top")) AS pending FROM t
                 """).first()?.decode(column: "pending", as: Bool.self) ?? false
         }
     }
@@ -168,13 +167,15 @@ enum LedgerSequencer {
     /// every transaction that committed before it has an id below that. Both come from one snapshot.
     enum PendingRead: FixedPostgresRead {
         static let name = "ledger_pending"
-        static let sql = """
-            WITH s AS (SELECT pg_snapshot_xmax(pg_current_snapshot()) AS top)
-            SELECT s.top::text AS top,
-                   EXISTS (SELECT 1 FROM pending_events WHERE tx < s.top)
-                   OR EXISTS (SELECT 1 FROM pending_audit_logs WHERE tx < s.top) AS pending
-            FROM s
-            """
+        static let sql = "\(snapshotTop) SELECT s.top::text AS top, \(pendingBefore("s.top")) AS pending FROM s"
+    }
+
+    /// `s`, one row whose `top` is the statement's snapshot `xmax`.
+    static let snapshotTop = "WITH s AS (SELECT pg_snapshot_xmax(pg_current_snapshot()) AS top)"
+
+    /// True when a row of a transaction with an id below `top` (an xid8 expression) waits in the pending tables.
+    static func pendingBefore(_ top: String) -> String {
+        "(EXISTS (SELECT 1 FROM pending_events WHERE tx < \(top)) OR EXISTS (SELECT 1 FROM pending_audit_logs WHERE tx < \(top)))"
     }
 
     private static func pendingState(_ app: Application, _ sql: any SQLDatabase) async throws -> (top: String, pending: Bool)? {
@@ -310,37 +311,37 @@ extension Application {
 }
 
 extension LedgerSequencer {
-    /// A page of `events` or `audit_logs` (`query`, ordered by seq), read in the same statement as `settle`'s check
-    /// that nothing committed before it waits to be numbered, and so under the same snapshot: when nothing waits,
-    /// which is nearly always, the page is what a read after `settle` would give, in one round trip instead of two.
-    /// Nil where that does not apply (SQLite, which numbers inside its writer; a database before migration 0027)
-    /// and when rows do wait: then `settle`, and read the page as usual. The check and the read cannot go out as two
-    /// statements at once: the read's snapshot could then be older than the check's and miss rows numbered between.
-    static func settledPage<M: ListedProperties, Row: RowReadable>(_ query: QueryBuilder<M>, as: Row.Type, descending: Bool,
-                                                                   app: Application) async throws -> [Row]? {
-        guard app.sqliteWriter == nil, !query.database.inTransaction, let sql = app.db as? any SQLDatabase,
-              sql.dialect.name == "postgresql", try await pendingTablesExist(app, sql) else { return nil }
-        let rows = try await DirectRowReadingFallback.rows(
-            SettledPage(page: query.listedStatement(as: Row.self), descending: descending), on: query.database)
-        guard let first = rows.first, try !first.decode(column: "settle_pending", as: Bool.self) else { return nil }
-        // An empty page is the one row of the outer join with no page columns.
-        return try rows.filter { try !$0.decodeNil(column: "seq") }.map { try Row(row: $0) }
+    /// A page of `events` or `audit_logs` (`query`, ordered by seq) once everything committed before the call is
+    /// numbered, as `settle` then `read` would give it. On PostgreSQL the page is read in the same statement as
+    /// `settle`'s check that nothing waits, and so under the same snapshot: when nothing waits, which is nearly
+    /// always, that is one round trip instead of two; only when rows wait does it settle and `read`. The check and
+    /// the page cannot go out as two statements at once: the page's snapshot could then be older than the check's
+    /// and miss rows numbered between. Elsewhere (SQLite, which numbers inside its writer; a transaction; a database
+    /// before migration 0027) it is `settle` then `read`.
+    static func settledPage<M: ListedProperties, Row: RowReadable>(_ query: QueryBuilder<M>, as: Row.Type, descending: Bool, app: Application,
+                                                                   read: () async throws -> [Row]) async throws -> [Row] {
+        if app.sqliteWriter == nil, !query.database.inTransaction, let sql = app.db as? any SQLDatabase,
+           sql.dialect.name == "postgresql", try await pendingTablesExist(app, sql) {
+            let rows = try await DirectRowReadingFallback.rows(
+                SettledPage(page: query.listedStatement(as: Row.self), descending: descending), on: query.database)
+            if let first = rows.first, try !first.decode(column: "settle_pending", as: Bool.self) {
+                // An empty page is the one row of the outer join with no page columns.
+                return try rows.filter { try !$0.decodeNil(column: "seq") }.map { try Row(row: $0) }
+            }
+        }
+        try await settle(app)
+        return try await read()
     }
 }
 
-/// `page` under the pending check of `LedgerSequencer.PendingRead`, in one statement: one row with
-/// `settle_pending` true and no page when rows wait to be numbered, else the page's rows (or one empty row).
+/// `page` under `LedgerSequencer.PendingRead`'s check, in one statement: one row with `settle_pending` true and no
+/// page when rows wait to be numbered, else the page's rows (or one empty row).
 private struct SettledPage: SQLExpression {
     let page: any SQLExpression
     let descending: Bool
 
     func serialize(to serializer: inout SQLSerializer) {
-        serializer.write("""
-            WITH s AS (SELECT pg_snapshot_xmax(pg_current_snapshot()) AS top), \
-            settle AS (SELECT EXISTS (SELECT 1 FROM pending_events WHERE tx < s.top) \
-            OR EXISTS (SELECT 1 FROM pending_audit_logs WHERE tx < s.top) AS settle_pending FROM s), \
-            page AS (
-            """)
+        serializer.write("\(LedgerSequencer.snapshotTop), settle AS (SELECT \(LedgerSequencer.pendingBefore("s.top")) AS settle_pending FROM s), page AS (")
         page.serialize(to: &serializer)
         serializer.write(") SELECT settle.settle_pending, page.* FROM settle LEFT JOIN page ON NOT settle.settle_pending ORDER BY page.seq ")
         serializer.write(descending ? "DESC" : "ASC")

@@ -35,7 +35,7 @@ struct GitHubIdentity {
         }
         if email == nil { email = user["email"]?.stringValue }
         let normalised = email.map { User.normalise(email: $0) }.flatMap { $0.isEmpty ? nil : $0 }
-        return ProviderIdentity(subject: subject, email: normalised, emailVerified: normalised != nil && verified, name: name, preferredUsername: login)
+        return ProviderIdentity(subject: subject, email: normalised, emailVerified: verified, name: name, preferredUsername: login)
     }
 
     /// A GET of the API; the statuses in `allowing` read as `null`.

@@ -107,7 +107,7 @@ struct IDTokenVerifier: Sendable {
         guard SecureToken.constantTimeEquals(nonce, expectedNonce) else { throw OAuthError.invalidIDToken("nonce does not match this sign-in") }
 
         let email = claims.email.map { User.normalise(email: $0) }.flatMap { $0.isEmpty ? nil : $0 }
-        return ProviderIdentity(subject: subject, email: email, emailVerified: email != nil && claims.emailVerified == true,
+        return ProviderIdentity(subject: subject, email: email, emailVerified: claims.emailVerified == true,
                                 name: claims.name, preferredUsername: claims.preferredUsername)
     }
 
