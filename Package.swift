@@ -47,12 +47,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // One C function for the storage engine: a SQLite connection setting whose only call (sqlite3_db_config) is
+        // variadic, which Swift cannot call.
+        .target(
+            name: "StewardSQLiteConfig",
+            dependencies: [
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+            ]
+        ),
         // The storage engine room: direct SQLite connections, the writer and its batches, readers, fixed statements.
         // No Vapor, no domain: the app registers what batches carry (the ledger) and who hears of commits (the hub).
         .target(
             name: "StewardSQLite",
             dependencies: [
                 .target(name: "StewardFormats"),
+                .target(name: "StewardSQLiteConfig"),
                 .product(name: "FluentKit", package: "fluent-kit"),
                 .product(name: "FluentSQL", package: "fluent-kit"),
                 .product(name: "SQLKit", package: "sql-kit"),

@@ -5,6 +5,7 @@ import SQLiteKit
 import SQLKit
 // sqlite-nio's C target (the same SQLite library the driver links); it has no product of its own.
 import VaporCSQLite
+import StewardSQLiteConfig
 import StewardFormats
 
 /// A SQLite error from a connection of our own (the writer's, or a reader's), with SQLite's extended result code.
@@ -45,6 +46,18 @@ package final class DirectSQLiteConnection: @unchecked Sendable {
             throw error
         }
         sqlite_nio_sqlite3_busy_timeout(handle, Int32(clamping: busyTimeoutMilliseconds))
+        // A kept statement keeps its plan whatever is bound to it. Without this, SQLite marks a statement for a new
+        // plan when a bound LIMIT changes, or when an integer bound where a column is compared moves between 0-1 and
+        // other values; FTS5's own segment lookup (`segid = ?`) does the latter on every search whose index has a
+        // segment 1, so each search prepared that statement again, several times (18% of the search statement's
+        // time over 1,000 skills). Every statement Steward keeps is written for one plan; the plan tests hold them.
+        let stable = steward_sqlite_enable_qpsg(UnsafeMutableRawPointer(handle))
+        guard stable == SQLITE_OK else {
+            let error = SQLiteDirectError(code: stable, message: "cannot enable the query planner stability guarantee on \(path)")
+            sqlite_nio_sqlite3_close_v2(handle)
+            handle = nil
+            throw error
+        }
         if readOnly { try execute("PRAGMA query_only = ON", []) { _ in } }
     }
 
@@ -88,6 +101,12 @@ package final class DirectSQLiteConnection: @unchecked Sendable {
         let prepared = Prepared(statement)
         statements[sql] = prepared
         return prepared
+    }
+
+    /// How often SQLite has prepared the kept statement for `sql` again since it was first prepared; nil when none
+    /// is kept. Only a schema change should.
+    package func timesPreparedAgain(_ sql: String) -> Int32? {
+        statements[sql].map { sqlite_nio_sqlite3_stmt_status($0.statement, SQLITE_STMTSTATUS_REPREPARE, 0) }
     }
 
     /// Prepares (or reuses), binds, steps to the end and hands each row over.
