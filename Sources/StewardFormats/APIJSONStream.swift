@@ -365,6 +365,23 @@ extension APIJSON {
             stream.writer.bytes.append(UInt8(ascii: "]"))
         }
 
+        /// A value that writes its own fields, as a nested object.
+        package mutating func field<T: APIJSONWritable>(_ name: StaticString, object value: T) throws {
+            key(name)
+            if try !stream.writeSelf(value) { refused = true }
+        }
+
+        /// An array of values that write their own fields, each a nested object.
+        package mutating func field<T: APIJSONWritable>(_ name: StaticString, objects values: [T]) throws {
+            key(name)
+            stream.writer.bytes.append(UInt8(ascii: "["))
+            for (index, value) in values.enumerated() {
+                if index > 0 { stream.writer.bytes.append(UInt8(ascii: ",")) }
+                if try !stream.writeSelf(value) { refused = true }
+            }
+            stream.writer.bytes.append(UInt8(ascii: "]"))
+        }
+
         /// Any other value, through the encoder.
         package mutating func field<T: Encodable>(_ name: StaticString, encoding value: T) throws {
             key(name)

@@ -171,8 +171,21 @@ struct APIJSONTests {
         var payload: JSONValue
         var stored: StoredJSON
         var extra: JSONValue?
+        var part: Part
+        var parts: [Part]
 
-        func write(to object: inout APIJSON.ObjectWriter) {
+        /// A nested value that writes itself too.
+        struct Part: Codable, APIJSONWritable {
+            var name: String
+            var value: JSONValue
+
+            func write(to object: inout APIJSON.ObjectWriter) {
+                object.field("name", name)
+                object.field("value", value)
+            }
+        }
+
+        func write(to object: inout APIJSON.ObjectWriter) throws {
             object.field("id", id)
             object.field("name", name)
             object.field("note", note)
@@ -184,6 +197,8 @@ struct APIJSONTests {
             object.field("payload", payload)
             object.field("stored", stored)
             object.field("extra", extra)
+            try object.field("part", object: part)
+            try object.field("parts", objects: parts)
         }
     }
 
@@ -191,7 +206,8 @@ struct APIJSONTests {
     func writesItself() throws {
         let id = UUID(uuidString: "EA14DDD4-1FC9-4A5B-9C3D-0123456789AB")!
         let value = Writes(id: id, name: "a \"quoted\" name\n", note: nil, count: -7, total: 1 << 40, on: true, at: Date(timeIntervalSince1970: 1),
-                           when: nil, payload: ["b": [1, .null], "a": "x"], stored: StoredJSON(canonical: #"{"k":[true]}"#), extra: nil)
+                           when: nil, payload: ["b": [1, .null], "a": "x"], stored: StoredJSON(canonical: #"{"k":[true]}"#), extra: nil,
+                           part: .init(name: "one", value: ["z": 1, "y": [false]]), parts: [.init(name: "two", value: .null), .init(name: "é\t", value: .number(2.5))])
         let tree = String(decoding: try APIJSON.tree([value, value]), as: UTF8.self)
         #expect(try APIJSON.string([value, value]) == tree)
         #expect(try APIJSON.streamed([value], userInfo: [:]) != nil, "written in one pass")
@@ -201,5 +217,13 @@ struct APIJSONTests {
         refused.payload = deep
         #expect(try APIJSON.streamed([refused], userInfo: [:]) == nil, "too deep for one pass: the tree decides")
         #expect(throws: EncodingError.self) { try APIJSON.encode([refused]) }
+        // A nested value's refusal is the whole response's.
+        var nested = value
+        nested.parts = [.init(name: "deep", value: deep)]
+        #expect(try APIJSON.streamed([nested], userInfo: [:]) == nil, "a nested value too deep for one pass: the tree decides")
+        #expect(throws: EncodingError.self) { try APIJSON.encode([nested]) }
+        var empty = value
+        empty.parts = []
+        #expect(try APIJSON.string([empty]) == String(decoding: try APIJSON.tree([empty]), as: UTF8.self))
     }
 }

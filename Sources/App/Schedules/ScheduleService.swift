@@ -509,13 +509,20 @@ struct ScheduleTrigger: Sendable {
     var occurrence: Date?
 }
 
+extension ScheduleResponse.Target: APIJSONWritable {
+    func write(to object: inout APIJSON.ObjectWriter) {
+        object.field("skillId", skillId)
+        object.field("workflowId", workflowId)
+    }
+}
+
 extension ScheduleResponse: APIJSONWritable {
     /// The fields in `Codable`'s order, written without it (a test holds the two to the same bytes).
     func write(to object: inout APIJSON.ObjectWriter) throws {
         object.field("id", id)
         object.field("userId", userId)
         object.field("name", name)
-        try object.field("target", encoding: target)
+        try object.field("target", object: target)
         object.field("input", input)
         object.field("cron", cron)
         object.field("timezone", timezone)

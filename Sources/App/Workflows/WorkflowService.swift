@@ -199,7 +199,7 @@ extension WorkflowResponse: APIJSONWritable {
         object.field("description", description)
         object.field("version", version)
         object.field("enabled", enabled)
-        try object.field("steps", encoding: steps)
+        try object.field("steps", objects: steps)
         object.field("createdBy", createdBy)
         object.field("createdAt", createdAt)
         object.field("updatedAt", updatedAt)
