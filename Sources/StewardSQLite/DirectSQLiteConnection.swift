@@ -40,10 +40,8 @@ package final class DirectSQLiteConnection: @unchecked Sendable {
         let flags = access | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_URI | SQLITE_OPEN_EXRESCODE
         let opened = sqlite_nio_sqlite3_open_v2(path, &handle, flags, nil)
         guard opened == SQLITE_OK else {
-            let error = SQLiteDirectError(code: opened, message: "cannot open \(path)")
-            sqlite_nio_sqlite3_close_v2(handle)
-            handle = nil
-            throw error
+            close()
+            throw SQLiteDirectError(code: opened, message: "cannot open \(path)")
         }
         sqlite_nio_sqlite3_busy_timeout(handle, Int32(clamping: busyTimeoutMilliseconds))
         // A kept statement keeps its plan whatever is bound to it. Without this, SQLite marks a statement for a new
@@ -53,10 +51,8 @@ package final class DirectSQLiteConnection: @unchecked Sendable {
         // time over 1,000 skills). Every statement Steward keeps is written for one plan; the plan tests hold them.
         let stable = steward_sqlite_enable_qpsg(UnsafeMutableRawPointer(handle))
         guard stable == SQLITE_OK else {
-            let error = SQLiteDirectError(code: stable, message: "cannot enable the query planner stability guarantee on \(path)")
-            sqlite_nio_sqlite3_close_v2(handle)
-            handle = nil
-            throw error
+            close()
+            throw SQLiteDirectError(code: stable, message: "cannot enable the query planner stability guarantee on \(path)")
         }
         if readOnly { try execute("PRAGMA query_only = ON", []) { _ in } }
     }
