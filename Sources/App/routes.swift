@@ -14,8 +14,10 @@ func routes(_ app: Application) throws {
     try app.register(collection: MCPController())
 
     // /api/v1: the authenticator reads credentials when present; each collection states what its routes need.
-    let api = app.grouped("api", "v1").grouped(ReadOnlyMiddleware(), SessionAuthenticator(), UsageCountingMiddleware(), GeneralRateLimitMiddleware(), IdempotencyMiddleware(),
-                                                    WriteConflictRetryMiddleware())
+    // One chain, so that they share one Task (`MiddlewareChain`).
+    let api = app.grouped("api", "v1").grouped(MiddlewareChain(
+        ReadOnlyMiddleware(), SessionAuthenticator(), UsageCountingMiddleware(), GeneralRateLimitMiddleware(), IdempotencyMiddleware(),
+        WriteConflictRetryMiddleware()))
     try api.register(collection: AuthController())
     try api.register(collection: OAuthController())
 

@@ -117,12 +117,11 @@ struct SessionAuthenticator: AsyncMiddleware {
 }
 
 /// Refuses API keys on routes that only a person at a session may use (key creation, passwords, sessions, MFA).
-struct RequireInteractiveSession: AsyncMiddleware {
-    func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
+struct RequireInteractiveSession: RequestCheck {
+    func check(_ request: Request) throws {
         if let caller = request.auth.get(AuthenticatedCaller.self), caller.method == .apiKey {
             throw AccessError.interactiveOnly
         }
-        return try await next.respond(to: request)
     }
 }
 
@@ -136,19 +135,33 @@ struct RequirePermission: AsyncMiddleware {
 
     func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
         let caller = try request.caller
-        guard caller.can(permission) else {
-            let app = request.application
-            let record = AuditRecord(
-                action: "authz.denied", actorID: caller.user.id, actorType: caller.actorType,
-                resourceType: "route", resourceID: request.route.map { "\($0.method.rawValue) /" + $0.path.map(\.description).joined(separator: "/") },
-                outcome: .failure, origin: request.origin,
-                details: ["permission": .string(permission.rawValue), "apiKeyId": caller.apiKey?.id.map { .string($0.lowercasedString) } ?? .null])
-            // Through the write gate like every other write, so a burst of refused requests queues instead of
-            // contending for SQLite's lock with the writer.
-            try await app.writeTransaction { db in _ = try await app.activityRecorder.record(audit: record, on: db) }
-            throw AccessError.missingPermission(permission)
-        }
+        guard caller.can(permission) else { try await deny(caller, request) }
         return try await next.respond(to: request)
+    }
+
+    /// Without a Task of its own when the caller has the permission, as a `RequestCheck`; a refusal waits for its
+    /// audit record.
+    func respond(to request: Request, chainingTo next: any Responder) -> EventLoopFuture<Response> {
+        let caller: AuthenticatedCaller
+        do { caller = try request.caller } catch { return request.eventLoop.makeFailedFuture(error) }
+        guard caller.can(permission) else {
+            return request.eventLoop.makeFutureWithTask { () async throws -> Response in try await deny(caller, request) }
+        }
+        return next.respond(to: request)
+    }
+
+    /// Records the refusal in the audit log, then throws it.
+    private func deny(_ caller: AuthenticatedCaller, _ request: Request) async throws -> Never {
+        let app = request.application
+        let record = AuditRecord(
+            action: "authz.denied", actorID: caller.user.id, actorType: caller.actorType,
+            resourceType: "route", resourceID: request.route.map { "\($0.method.rawValue) /" + $0.path.map(\.description).joined(separator: "/") },
+            outcome: .failure, origin: request.origin,
+            details: ["permission": .string(permission.rawValue), "apiKeyId": caller.apiKey?.id.map { .string($0.lowercasedString) } ?? .null])
+        // Through the write gate like every other write, so a burst of refused requests queues instead of
+        // contending for SQLite's lock with the writer.
+        try await app.writeTransaction { db in _ = try await app.activityRecorder.record(audit: record, on: db) }
+        throw AccessError.missingPermission(permission)
     }
 }
 
@@ -163,9 +176,8 @@ extension Request {
 }
 
 /// Refuses requests that reached an authenticated route without valid credentials, with the reason.
-struct RequireCaller: AsyncMiddleware {
-    func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
+struct RequireCaller: RequestCheck {
+    func check(_ request: Request) throws {
         guard request.auth.has(AuthenticatedCaller.self) else { throw request.authenticationFailure ?? AuthError.unauthenticated }
-        return try await next.respond(to: request)
     }
 }

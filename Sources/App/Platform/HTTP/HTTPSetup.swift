@@ -35,11 +35,16 @@ enum HTTPSetup {
         app.lifecycle.use(RequestDrain())
 
         let problems = ProblemMiddleware(maxBodySize: config.maxBodySize)
+        // As chains, which share one Task (`MiddlewareChain`); Vapor's CORS middleware is not asynchronous, and
+        // stays between them when it is on.
         var middleware = Middlewares()
-        middleware.use(RequestContextMiddleware(problems: problems))
-        if let cors = corsMiddleware(config) { middleware.use(cors) }
-        middleware.use(SecurityHeadersMiddleware())
-        middleware.use(problems)
+        if let cors = corsMiddleware(config) {
+            middleware.use(RequestContextMiddleware(problems: problems))
+            middleware.use(cors)
+            middleware.use(MiddlewareChain(SecurityHeadersMiddleware(), problems))
+        } else {
+            middleware.use(MiddlewareChain(RequestContextMiddleware(problems: problems), SecurityHeadersMiddleware(), problems))
+        }
         app.middleware = middleware
     }
 

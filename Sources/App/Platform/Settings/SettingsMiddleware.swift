@@ -10,14 +10,13 @@ struct FeatureDisabled: ProblemError {
 }
 
 /// Guards a feature's routes: 404 `feature_disabled` while its switch is off, read on each request.
-struct FeatureGate: AsyncMiddleware {
+struct FeatureGate: RequestCheck {
     let feature: Feature
 
     init(_ feature: Feature) { self.feature = feature }
 
-    func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
+    func check(_ request: Request) throws {
         guard request.application.settings.isEnabled(feature) else { throw FeatureDisabled(feature: feature) }
-        return try await next.respond(to: request)
     }
 }
 
@@ -33,12 +32,11 @@ struct ReadOnlyRefusal: ProblemError {
 
 /// In read-only mode, every unsafe `/api/v1` request but signing in and out and the settings themselves (so an
 /// operator can switch the mode off) is refused before its handler runs.
-struct ReadOnlyMiddleware: AsyncMiddleware {
-    func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
+struct ReadOnlyMiddleware: RequestCheck {
+    func check(_ request: Request) throws {
         if request.application.settings.readOnly, Self.isRefused(method: request.method, path: request.url.path) {
             throw ReadOnlyRefusal()
         }
-        return try await next.respond(to: request)
     }
 
     static func isRefused(method: HTTPMethod, path: String) -> Bool {
