@@ -25,6 +25,25 @@ struct AppConfigTests {
         #expect(config.port == 8080)
     }
 
+    @Test("A PostgreSQL URL may name a Unix socket as libpq does: its directory as the host query parameter or the percent-encoded host, port 5432 unless given")
+    func postgresSocket() throws {
+        let url = "postgres://steward:s%40cret@/steward?host=/var/run/postgresql"
+        #expect(try AppConfig.parse(["DATABASE_URL": url]).database == .postgres(url: url))
+        #expect(PostgresAddress(url) == .socket(path: "/var/run/postgresql/.s.PGSQL.5432", username: "steward", password: "s@cret", database: "steward"))
+        #expect(PostgresAddress("postgresql://steward@%2Ftmp%2Fpg%2F:5433/app") == .socket(path: "/tmp/pg/.s.PGSQL.5433", username: "steward", password: nil, database: "app"))
+        #expect(PostgresAddress("postgres://steward:x@/app?port=6432&host=/tmp") == .socket(path: "/tmp/.s.PGSQL.6432", username: "steward", password: "x", database: "app"))
+        #expect(PostgresAddress("postgres://steward:x@db.internal:5432/app?sslmode=require") == .tcp(url: "postgres://steward:x@db.internal:5432/app?sslmode=require"))
+        let listen = try AppConfig.parse(["DATABASE_URL": "postgres://a:b@pgbouncer:6432/app", "STEWARD_DATABASE_LISTEN_URL": url])
+        #expect(listen.databaseListenURL == url)
+        // No user, no host at all, a host name in the query (libpq's, not Steward's), a port that is not one.
+        for bad in ["postgres://@/steward?host=/tmp", "postgres:///steward?host=/tmp", "postgres://a:b@/steward",
+                    "postgres://a:b@/steward?host=db.internal", "postgres://a:b@/steward?host=/tmp&port=x", "postgres://a:b@/steward?host=/tmp&port=70000"] {
+            let error = #expect(throws: ConfigurationError.self, "\(bad)") { try AppConfig.parse(["DATABASE_URL": bad]) }
+            #expect(error?.description.contains("Unix socket") == true, "\(bad)")
+            #expect(throws: ConfigurationError.self, "\(bad)") { try AppConfig.parse(["STEWARD_DATABASE_LISTEN_URL": bad]) }
+        }
+    }
+
     @Test("Every invalid variable is named in one error, not just the first")
     func reportsEveryProblem() throws {
         let error = #expect(throws: ConfigurationError.self) {

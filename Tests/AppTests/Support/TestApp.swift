@@ -14,6 +14,17 @@ enum TestDatabase {
     }
 
     static var isPostgres: Bool { postgresURL != nil }
+
+    /// The test database through the server's Unix socket, when `TEST_DATABASE_SOCKET_DIR` names its directory.
+    static var postgresSocketURL: String? {
+        guard let url = postgresURL, let directory = ProcessInfo.processInfo.environment["TEST_DATABASE_SOCKET_DIR"], !directory.isEmpty,
+              var components = URLComponents(string: url) else { return nil }
+        let port = components.port ?? 5432
+        components.host = ""
+        components.port = nil
+        components.queryItems = [URLQueryItem(name: "host", value: directory), URLQueryItem(name: "port", value: String(port))]
+        return components.string
+    }
 }
 
 /// A scratch directory removed after the test.
@@ -52,7 +63,8 @@ func makeTestApp(
     let app = try await Application.make(.testing)
     do {
         try await configure(app, config: config)
-        if freshDatabase, let url = TestDatabase.postgresURL, config.database == .postgres(url: url) {
+        if freshDatabase, let url = TestDatabase.postgresURL,
+           [url, TestDatabase.postgresSocketURL].contains(where: { $0.map { config.database == .postgres(url: $0) } ?? false }) {
             try await resetPostgresSchema(app)
         }
         if migrate {

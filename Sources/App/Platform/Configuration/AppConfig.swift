@@ -154,7 +154,7 @@ extension AppConfig {
         .init(name: "STEWARD_HOST", defaultValue: "127.0.0.1", meaning: "Address the HTTP server binds to."),
         .init(name: "STEWARD_PORT", defaultValue: "8080", meaning: "TCP port of the HTTP server (1-65535)."),
         .init(name: "STEWARD_PUBLIC_URL", defaultValue: "http://<host>:<port>", meaning: "Base URL used in links the server hands out."),
-        .init(name: "DATABASE_URL", defaultValue: "(unset: SQLite in the data directory)", meaning: "postgres://user:pass@host:port/db switches to PostgreSQL; sqlite:<path> names another SQLite file."),
+        .init(name: "DATABASE_URL", defaultValue: "(unset: SQLite in the data directory)", meaning: "postgres://user:pass@host:port/db switches to PostgreSQL (postgres://user:pass@/db?host=/socket/directory through its Unix socket); sqlite:<path> names another SQLite file."),
         .init(name: "STEWARD_DATABASE_LISTEN_URL", defaultValue: "(unset: DATABASE_URL)", meaning: "PostgreSQL: a direct connection URL for LISTEN/NOTIFY, when DATABASE_URL goes through PgBouncer in transaction mode."),
         .init(name: "STEWARD_DATABASE_PREPARED_STATEMENTS", defaultValue: "true", meaning: "PostgreSQL: prepare the per-request caller lookup once per connection; false behind a pooler in transaction mode that cannot keep prepared statements (PgBouncer before 1.21)."),
         .init(name: "STEWARD_DATA_DIR", defaultValue: "./data", meaning: "Directory for the SQLite file, generated keys and backups."),
@@ -526,21 +526,22 @@ struct EnvironmentReader {
     mutating func postgresURL(_ name: String) -> String? {
         guard let value = raw(name) else { return nil }
         let lowered = value.lowercased()
-        guard lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://"),
-              let components = URLComponents(string: value), let host = components.host, !host.isEmpty else {
-            problems.append("\(name): not a valid postgres://user:pass@host:port/db URL")
+        guard PostgresAddress(value) != nil else {
+            problems.append("\(name): \(Self.notPostgres)")
             return nil
         }
         return value
     }
+
+    private static let notPostgres = "not a valid postgres://user:pass@host:port/db URL, or postgres://user:pass@/db?host=/socket/directory for a Unix socket"
 
     mutating func database(_ name: String, dataDirectory: String) -> AppConfig.DatabaseKind {
         let defaultPath = (dataDirectory as NSString).appendingPathComponent("steward.sqlite")
         guard let value = raw(name) else { return .sqlite(path: defaultPath) }
         let lowered = value.lowercased()
         if lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://") {
-            guard let components = URLComponents(string: value), let host = components.host, !host.isEmpty else {
-                problems.append("\(name): not a valid postgres://user:pass@host:port/db URL")
+            guard PostgresAddress(value) != nil else {
+                problems.append("\(name): \(Self.notPostgres)")
                 return .sqlite(path: defaultPath)
             }
             return .postgres(url: value)

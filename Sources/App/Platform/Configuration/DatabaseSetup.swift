@@ -31,12 +31,12 @@ enum DatabaseSetup {
                                             busyTimeoutMilliseconds: config.sqliteBusyTimeoutMilliseconds, logger: app.logger)
             app.databases.use(InstrumentedDatabaseConfiguration(base: sqlite.make(), observer: observer, poolSetup: poolSetup), as: .sqlite)
         case .postgres(let url):
-            var postgres = try SQLPostgresConfiguration(url: url)
+            var postgres = try Self.postgres(url)
             postgres.coreConfiguration.options.connectTimeout = .seconds(Int64(config.dbConnectTimeoutSeconds))
             // LISTEN needs a session of its own: through PgBouncer in transaction mode it must go around the pooler.
             var listen = postgres.coreConfiguration
             if let listenURL = config.databaseListenURL {
-                listen = try SQLPostgresConfiguration(url: listenURL).coreConfiguration
+                listen = try Self.postgres(listenURL).coreConfiguration
                 listen.options.connectTimeout = .seconds(Int64(config.dbConnectTimeoutSeconds))
             }
             let listener = JobNotificationListener(configuration: listen)
@@ -58,6 +58,12 @@ enum DatabaseSetup {
             app.ledgerSequencerLoop = sequencer
             app.lifecycle.use(sequencer)
         }
+    }
+
+    /// The connection settings a PostgreSQL URL gives (TCP or a Unix socket: `PostgresAddress`).
+    private static func postgres(_ url: String) throws -> SQLPostgresConfiguration {
+        guard let address = PostgresAddress(url) else { throw URLError(.badURL) }
+        return try address.configuration()
     }
 
     /// Every statement is timed for `/metrics`, and logged when slower than `STEWARD_SLOW_QUERY_MS`.
