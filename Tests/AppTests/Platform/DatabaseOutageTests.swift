@@ -8,11 +8,15 @@ import VaporTesting
 
 @Suite("Database outage")
 struct DatabaseOutageTests {
-    @Test("With PostgreSQL unreachable, requests that need it answer 503 unavailable with Retry-After, never 500, and readiness says so")
-    func unreachablePostgres() async throws {
-        // Nothing listens on port 1: every connection attempt is refused at once.
-        try await withTestApp(environment: ["DATABASE_URL": "postgres://steward:steward@127.0.0.1:1/steward", "STEWARD_DB_CONNECT_TIMEOUT": "2"],
-                              migrate: false) { app in
+    @Test("With PostgreSQL unreachable, over TCP or its Unix socket, requests that need it answer 503 unavailable with Retry-After, never 500, and readiness says so",
+          arguments: [
+              // Nothing listens on port 1: every connection attempt is refused at once.
+              "postgres://steward:steward@127.0.0.1:1/steward",
+              // No socket in that directory.
+              "postgres://steward:steward@/steward?host=/nonexistent-steward-socket-directory",
+          ])
+    func unreachablePostgres(url: String) async throws {
+        try await withTestApp(environment: ["DATABASE_URL": url, "STEWARD_DB_CONNECT_TIMEOUT": "2"], migrate: false) { app in
             for (method, path, body) in [(HTTPMethod.POST, "/api/v1/auth/login", #"{"email": "a@example.com", "password": "whatever-password"}"#),
                                          (.GET, "/api/v1/skills", nil)] {
                 var headers: HTTPHeaders = ["Authorization": "Bearer stw_abcdefgh_0123456789abcdef0123456789abcdef"]
