@@ -1,3 +1,4 @@
+import Foundation
 import SQLKit
 import Testing
 import Vapor
@@ -6,7 +7,7 @@ import VaporTesting
 
 @Suite("PostgreSQL over its Unix socket")
 struct PostgresSocketTests {
-    @Test("With DATABASE_URL naming the socket's directory, Steward signs in, writes and reads a skill, numbers its audit entry, and every connection it holds is on the socket",
+    @Test("With DATABASE_URL naming the socket's directory, Steward signs in, writes and reads a skill, numbers its audit entry, holds every connection on the socket, and backs up with pg_dump",
           .enabled(if: TestDatabase.postgresSocketURL != nil, "needs PostgreSQL and its socket directory (the PostgreSQL leg sets both)"))
     func socket() async throws {
         let url = try #require(TestDatabase.postgresSocketURL)
@@ -42,6 +43,14 @@ struct PostgresSocketTests {
                 SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND client_addr IS NOT NULL
                 """).first()
             #expect(try tcp?.decode(column: "n", as: Int.self) == 0)
+
+            // pg_dump is given the same URL, password aside, and reads libpq's socket form.
+            let directory = try TemporaryDirectory()
+            defer { directory.remove() }
+            let path = directory.path + "/socket.dump"
+            #expect(try await app.runCommand(["db", "backup", "--out", path]).contains("backup written to \(path)"))
+            let header = try FileHandle(forReadingFrom: URL(fileURLWithPath: path)).readData(ofLength: 5)
+            #expect(header == Data("PGDMP".utf8))
         }
     }
 }
