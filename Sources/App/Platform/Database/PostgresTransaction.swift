@@ -67,21 +67,26 @@ enum PostgresTransaction {
     /// `operation`'s outcome, or `DatabaseConnectionCut` once the connection has been closed for `closeGrace`
     /// with `operation` still waiting. A waiting operation is left behind; it holds no pooled connection.
     static func untilCut<R: Sendable>(_ connection: PostgresConnection, _ operation: @escaping @Sendable () async throws -> R) async throws -> R {
-        if connection.isClosed { throw DatabaseConnectionCut() }
-        let outcome = OnceContinuation<R>()
-        return try await withCheckedThrowingContinuation { continuation in
-            outcome.set(continuation)
-            let eventLoop = connection.eventLoop
-            let stopWatching = CloseWatch.shared.watch(connection) {
-                eventLoop.scheduleTask(in: closeGrace) { outcome.resume(with: .failure(DatabaseConnectionCut())) }
-            }
-            Task {
-                let result: Result<R, any Error>
-                do { result = .success(try await operation()) } catch { result = .failure(error) }
-                stopWatching()
-                outcome.resume(with: result)
-            }
+        try await untilCutFuture(connection, operation).get()
+    }
+
+    /// The same race as a future, for a caller on the event loop (a read leasing a pooled connection): `operation`
+    /// runs in a Task of its own, and nothing waits for it but the future.
+    static func untilCutFuture<R: Sendable>(_ connection: PostgresConnection,
+                                            _ operation: @escaping @Sendable () async throws -> R) -> EventLoopFuture<R> {
+        let eventLoop = connection.eventLoop
+        if connection.isClosed { return eventLoop.makeFailedFuture(DatabaseConnectionCut()) }
+        let outcome = OncePromise(eventLoop.makePromise(of: R.self))
+        let stopWatching = CloseWatch.shared.watch(connection) {
+            eventLoop.scheduleTask(in: closeGrace) { outcome.complete(with: .failure(DatabaseConnectionCut())) }
         }
+        Task {
+            let result: Result<R, any Error>
+            do { result = .success(try await operation()) } catch { result = .failure(error) }
+            stopWatching()
+            outcome.complete(with: result)
+        }
+        return outcome.futureResult
     }
 }
 
@@ -113,21 +118,23 @@ private final class CloseWatch: Sendable {
     }
 }
 
-/// Resumes a continuation once, whichever of several racers comes first.
-private final class OnceContinuation<R: Sendable>: Sendable {
-    private let state = NIOLockedValueBox<(continuation: CheckedContinuation<R, any Error>?, done: Bool)>((nil, false))
+/// Completes a promise once, whichever of several racers comes first.
+private final class OncePromise<R: Sendable>: Sendable {
+    private let promise: EventLoopPromise<R>
+    private let done = NIOLockedValueBox(false)
 
-    func set(_ continuation: CheckedContinuation<R, any Error>) {
-        state.withLockedValue { $0.continuation = continuation }
+    init(_ promise: EventLoopPromise<R>) {
+        self.promise = promise
     }
 
-    func resume(with result: Result<R, any Error>) {
-        let continuation = state.withLockedValue { value -> CheckedContinuation<R, any Error>? in
-            guard !value.done else { return nil }
-            value.done = true
-            return value.continuation
+    var futureResult: EventLoopFuture<R> { promise.futureResult }
+
+    func complete(with result: Result<R, any Error>) {
+        let first = done.withLockedValue { done in
+            defer { done = true }
+            return !done
         }
-        continuation?.resume(with: result)
+        if first { promise.completeWith(result) }
     }
 }
 

@@ -156,7 +156,7 @@ final class PreparedStatements: Sendable {
     }
 
     /// Every row `rows` gives on a connection of `postgres`'s pool, raced against the connection's close
-    /// (`PostgresTransaction.untilCut`).
+    /// (`PostgresTransaction.untilCutFuture`: one Task per read).
     static func collect<Rows: AsyncSequence>(on postgres: any PostgresDatabase,
                                              _ rows: @escaping @Sendable (PostgresConnection) async throws -> Rows) async throws -> [PostgresRow]
     where Rows.Element == PostgresRow {
@@ -171,9 +171,7 @@ final class PreparedStatements: Sendable {
     static func collect(on postgres: any PostgresDatabase,
                         _ rows: @escaping @Sendable (PostgresConnection) async throws -> [PostgresRow]) async throws -> [PostgresRow] {
         try await postgres.withConnection { connection in
-            connection.eventLoop.makeFutureWithTask {
-                try await PostgresTransaction.untilCut(connection) { try await rows(connection) }
-            }
+            PostgresTransaction.untilCutFuture(connection) { try await rows(connection) }
         }.get()
     }
 
