@@ -525,7 +525,6 @@ struct EnvironmentReader {
 
     mutating func postgresURL(_ name: String) -> String? {
         guard let value = raw(name) else { return nil }
-        let lowered = value.lowercased()
         guard PostgresAddress(value) != nil else {
             problems.append("\(name): \(Self.notPostgres)")
             return nil
