@@ -42,6 +42,11 @@ public final class APIKey: Model, @unchecked Sendable {
     }
 
     public func isUsable(at now: Date) -> Bool {
+        Self.isUsable(revokedAt: revokedAt, expiresAt: expiresAt, at: now)
+    }
+
+    /// Neither revoked nor expired.
+    static func isUsable(revokedAt: Date?, expiresAt: Date?, at now: Date) -> Bool {
         revokedAt == nil && (expiresAt.map { $0 > now } ?? true)
     }
 }

@@ -14,7 +14,7 @@ struct APIKeyController: RouteCollection {
         let caller = try req.caller
         let body = try req.content.decode(CreateAPIKeyRequest.self)
         let created = try await APIKeyService(app: req.application).create(
-            name: body.name, scopes: body.scopes, expiresAt: body.expiresAt, tools: body.tools, owner: caller.user, ownerGrants: caller.grants,
+            name: body.name, scopes: body.scopes, expiresAt: body.expiresAt, tools: body.tools, ownerID: caller.user.id, ownerGrants: caller.grants,
             actor: caller, origin: req.origin)
         return try await created.encodeResponse(status: .created, for: req)
     }

@@ -14,7 +14,7 @@ struct APIKeyService: Sendable {
     private var now: Date { app.wallClock.now() }
 
     /// Creates a key for `owner` whose scopes must be a subset of what the owner can do now.
-    func create(name rawName: String, scopes rawScopes: [String], expiresAt: Date?, tools: [String]? = nil, owner: User, ownerGrants: Grants,
+    func create(name rawName: String, scopes rawScopes: [String], expiresAt: Date?, tools: [String]? = nil, ownerID: UUID, ownerGrants: Grants,
                 actor: AuthenticatedCaller?, origin: RequestOrigin) async throws -> CreatedAPIKeyResponse {
         let name = rawName.trimmingCharacters(in: .whitespacesAndNewlines)
         var problems: [FieldProblem] = []
@@ -38,7 +38,7 @@ struct APIKeyService: Sendable {
         let (secret, prefix) = APIKeyFormat.generate()
         let key = APIKey()
         key.id = UUID()
-        key.$user.id = try owner.requireID()
+        key.$user.id = ownerID
         key.name = name
         key.prefix = prefix
         key.keyHash = SecureToken.hash(secret)
@@ -46,7 +46,6 @@ struct APIKeyService: Sendable {
         key.expiresAt = expiresAt
         key.createdAt = now
         let limit = app.appConfig.maxAPIKeysPerUser
-        let ownerID = try owner.requireID()
         let now = self.now
         try await app.writeTransaction { db in
             let sql = db as! any SQLDatabase

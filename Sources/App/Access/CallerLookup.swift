@@ -5,7 +5,7 @@ import SQLKit
 import StewardSQLite
 
 /// Loads everything an authenticated request needs (the session or API key, its user, and the user's grants)
-/// in one query of one row, because it runs on every request. On SQLite the query runs on a direct read
+/// in one query of one row, read into plain values (`CallerUser`, `CallerSession`, `CallerKey`), because it runs on every request. On SQLite the query runs on a direct read
 /// connection (`SQLiteReaders`) when it is free, otherwise through the driver; on PostgreSQL as a statement
 /// prepared once per connection (`PreparedStatements`), or through the driver where that does not apply.
 enum CallerLookup {
@@ -55,19 +55,15 @@ enum CallerLookup {
     }
 
     /// The session, its user and grants; nil when the session does not exist.
-    static func session(_ key: Key, on db: any Database, readers: SQLiteReaders?) async throws -> (UserSession, User, Grants)? {
-        try await lookup(key, on: db, readers: readers)
+    static func session(_ key: Key, on db: any Database, readers: SQLiteReaders?) async throws -> (CallerSession, CallerUser, Grants)? {
+        guard let row = try await row(for: key, on: db, readers: readers) else { return nil }
+        return (try CallerSession(row: row, prefix: "c_"), try CallerUser(row: row), try grants(from: row))
     }
 
     /// The key, its user and the user's grants (not yet narrowed to the key's scopes); nil when there is no such key.
-    static func apiKey(_ key: Key, on db: any Database, readers: SQLiteReaders?) async throws -> (APIKey, User, Grants)? {
-        try await lookup(key, on: db, readers: readers)
-    }
-
-    private static func lookup<Credential: ListedProperties>(_ key: Key, on db: any Database, readers: SQLiteReaders?)
-        async throws -> (Credential, User, Grants)? {
+    static func apiKey(_ key: Key, on db: any Database, readers: SQLiteReaders?) async throws -> (CallerKey, CallerUser, Grants)? {
         guard let row = try await row(for: key, on: db, readers: readers) else { return nil }
-        return (try Credential.read(from: row, prefix: "c_"), try User.read(from: row), try grants(from: row))
+        return (try CallerKey(row: row, prefix: "c_"), try CallerUser(row: row), try grants(from: row))
     }
 
     private static func row(for key: Key, on db: any Database, readers: SQLiteReaders?) async throws -> (any SQLRow)? {
@@ -91,27 +87,19 @@ enum CallerLookup {
             }
         }
 
-        private static let sessionColumns = [
-            "id", "user_id", "ip_address", "user_agent", "created_at", "last_seen_at", "idle_expires_at", "expires_at",
-            "revoked_at", "revoked_reason", "cookie_token_hash", "csrf_token_hash",
-        ]
         /// The user's columns by name, never `u.*`: a prepared statement's result type must not change when a
         /// migration adds a column.
-        private static let userColumns = User().listedProperties.flatMap(\.keys).map { "u.\($0.description)" }.joined(separator: ", ")
-        private static let keyColumns = [
-            "id", "user_id", "name", "prefix", "key_hash", "scopes", "expires_at", "revoked_at", "last_used_at",
-            "last_used_ip", "created_at",
-        ]
+        private static let userColumns = CallerUser.columns.map { "u.\($0)" }.joined(separator: ", ")
 
         /// The statement up to its one bound value, which ends it. Roles and permissions come aggregated into one
         /// column each (comma-separated: both are identifiers, from `RoleCatalog` and `Permission`), so the answer
         /// is one row.
         private func text(aggregate: String) -> String {
             let (table, columns, condition) = switch self {
-            case .sessionByID: (UserSession.schema, Self.sessionColumns, "c.id")
-            case .sessionByCookie: (UserSession.schema, Self.sessionColumns, "c.cookie_token_hash")
-            case .keyByID: (APIKey.schema, Self.keyColumns, "c.id")
-            case .keyByPrefix: (APIKey.schema, Self.keyColumns, "c.prefix")
+            case .sessionByID: (UserSession.schema, CallerSession.columns, "c.id")
+            case .sessionByCookie: (UserSession.schema, CallerSession.columns, "c.cookie_token_hash")
+            case .keyByID: (APIKey.schema, CallerKey.columns, "c.id")
+            case .keyByPrefix: (APIKey.schema, CallerKey.columns, "c.prefix")
             }
             let selected = columns.map { "c.\($0) AS c_\($0)" }.joined(separator: ", ")
             return """

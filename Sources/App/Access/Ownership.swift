@@ -9,7 +9,7 @@ extension QueryBuilder {
         ownedThrough owner: KeyPath<Model, ParentProperty<Model, User>>
     ) throws -> Self {
         guard !caller.seesEveryOwner else { return self }
-        return filter(owner.appending(path: \ParentProperty<Model, User>.$id) == (try caller.user.requireID()))
+        return filter(owner.appending(path: \ParentProperty<Model, User>.$id) == (caller.user.id))
     }
 }
 

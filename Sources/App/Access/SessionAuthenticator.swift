@@ -16,9 +16,9 @@ struct SessionAuthenticator: AsyncMiddleware {
         if let query = request.url.query, query.contains("stw_") { throw AuthError.apiKeyInURL }
         do {
             try await authenticate(request)
-            if let caller = request.auth.get(AuthenticatedCaller.self), let userID = caller.user.id {
+            if let caller = request.auth.get(AuthenticatedCaller.self) {
                 // Every later line about this request names who made it.
-                request.logger[metadataKey: "userId"] = .string(userID.lowercasedString)
+                request.logger[metadataKey: "userId"] = .string(caller.user.id.lowercasedString)
             }
         } catch let failure as AuthError {
             // Public routes (login, refresh with a stale token still attached) go on anonymously;
@@ -62,7 +62,7 @@ struct SessionAuthenticator: AsyncMiddleware {
             throw AuthError.invalidToken
         }
         guard let (session, user, grants) = try await CallerLookup.session(.sessionID(sessionID), on: request.db, readers: app.sqliteReaders),
-              session.$user.id == userID
+              session.userID == userID
         else { throw AuthError.tokenRevoked }
         try await check(session: session, user: user, request: request, now: now)
         request.auth.login(AuthenticatedCaller(user: user, session: session, apiKey: nil, method: .accessToken, grants: grants))
@@ -80,9 +80,10 @@ struct SessionAuthenticator: AsyncMiddleware {
         var grants = ownerGrants
         grants.permissions.formIntersection(key.scopes)
         if key.lastUsedAt.map({ now.timeIntervalSince($0) >= Self.lastSeenResolution }) ?? true {
-            key.lastUsedAt = now
-            key.lastUsedIP = request.remoteAddress?.ipAddress
-            try await app.writeTransaction { db in try await key.save(on: db) }
+            let ip = request.remoteAddress?.ipAddress
+            try await app.writeTransaction { db in
+                try await APIKey.query(on: db).filter(\.$id == key.id).set(\.$lastUsedAt, to: now).set(\.$lastUsedIP, to: ip).update()
+            }
         }
         request.auth.login(AuthenticatedCaller(user: user, session: nil, apiKey: key, method: .apiKey, grants: grants))
     }
@@ -105,13 +106,15 @@ struct SessionAuthenticator: AsyncMiddleware {
     }
 
     /// The session must be live and its user active; `last_seen_at` is refreshed at most once a minute.
-    private func check(session: UserSession, user: User, request: Request, now: Date) async throws {
+    private func check(session: CallerSession, user: CallerUser, request: Request, now: Date) async throws {
         guard session.isLive(at: now), user.status == .active else { throw AuthError.tokenRevoked }
         if now.timeIntervalSince(session.lastSeenAt) >= Self.lastSeenResolution {
             let idle = TimeInterval(request.application.appConfig.sessionIdleTimeoutSeconds)
-            session.lastSeenAt = now
-            session.idleExpiresAt = min(now.addingTimeInterval(idle), session.expiresAt)
-            try await request.application.writeTransaction { db in try await session.save(on: db) }
+            let idleExpiresAt = min(now.addingTimeInterval(idle), session.expiresAt)
+            try await request.application.writeTransaction { db in
+                try await UserSession.query(on: db).filter(\.$id == session.id)
+                    .set(\.$lastSeenAt, to: now).set(\.$idleExpiresAt, to: idleExpiresAt).update()
+            }
         }
     }
 }
@@ -157,7 +160,7 @@ struct RequirePermission: AsyncMiddleware {
             action: "authz.denied", actorID: caller.user.id, actorType: caller.actorType,
             resourceType: "route", resourceID: request.route.map { "\($0.method.rawValue) /" + $0.path.map(\.description).joined(separator: "/") },
             outcome: .failure, origin: request.origin,
-            details: ["permission": .string(permission.rawValue), "apiKeyId": caller.apiKey?.id.map { .string($0.lowercasedString) } ?? .null])
+            details: ["permission": .string(permission.rawValue), "apiKeyId": caller.apiKey.map { .string($0.id.lowercasedString) } ?? .null])
         // Through the write gate like every other write, so a burst of refused requests queues instead of
         // contending for SQLite's lock with the writer.
         try await app.writeTransaction { db in _ = try await app.activityRecorder.record(audit: record, on: db) }

@@ -192,7 +192,7 @@ struct APIKeyCreateCommand: AsyncCommand {
             let expiresAt = signature.expiresInDays.map { app.wallClock.now().addingTimeInterval(TimeInterval($0) * 86_400) }
             let created = try await APIKeyService(app: app).create(
                 name: signature.name ?? "cli", scopes: scopes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
-                expiresAt: expiresAt, owner: owner, ownerGrants: grants, actor: nil, origin: .system)
+                expiresAt: expiresAt, ownerID: try owner.requireID(), ownerGrants: grants, actor: nil, origin: .system)
             context.console.print(created.key)
         } catch {
             throw commandFailure(error)

@@ -425,7 +425,7 @@ struct SkillService: Sendable {
 
     func setFavorite(_ reference: String, caller: AuthenticatedCaller, on favorite: Bool) async throws {
         let skill = try await find(reference)
-        let userID = try caller.user.requireID(), skillID = try skill.requireID()
+        let userID = caller.user.id, skillID = try skill.requireID()
         let existing = try await SkillFavorite.query(on: reads).filter(\.$user.$id == userID).filter(\.$skill.$id == skillID).first()
         if favorite, existing == nil {
             let record = SkillFavorite()
@@ -442,7 +442,7 @@ struct SkillService: Sendable {
     }
 
     func favorites(of caller: AuthenticatedCaller) async throws -> [Skill] {
-        let ids = try await SkillFavorite.query(on: reads).filter(\.$user.$id == caller.user.requireID())
+        let ids = try await SkillFavorite.query(on: reads).filter(\.$user.$id == caller.user.id)
             .sort(\.$createdAt, .descending).listed().map(\.$skill.id)
         let skills = try await Skill.query(on: reads).filter(\.$id ~~ ids).listed()
         let byID = Dictionary(uniqueKeysWithValues: skills.compactMap { skill in skill.id.map { ($0, skill) } })

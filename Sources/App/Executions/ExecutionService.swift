@@ -219,7 +219,7 @@ struct ExecutionService: Sendable {
         if let problem = JSONLimits.nestingProblem(input, field: "input") { throw HTTPProblem.validation([problem]) }
         let problems = try await JSONSchemaSubset.validateOffLoop(input, against: skill.inputSchema)
         guard problems.isEmpty else { throw HTTPProblem.validation(problems) }
-        let userID = try caller.user.requireID()
+        let userID = caller.user.id
 
         let execution = Execution()
         execution.id = UUID.timeOrdered()
@@ -481,14 +481,14 @@ struct ExecutionService: Sendable {
 
     func stats(caller: AuthenticatedCaller) async throws -> Stats {
         let sql = reads as! any SQLDatabase
-        let ownerFilter: SQLQueryString = caller.can(.executionsReadAll) ? "" : " WHERE user_id = \(bind: try caller.user.requireID())"
+        let ownerFilter: SQLQueryString = caller.can(.executionsReadAll) ? "" : " WHERE user_id = \(bind: caller.user.id)"
         var byStatus: [String: Int] = Dictionary(uniqueKeysWithValues: Execution.Status.allCases.map { ($0.rawValue, 0) })
         for row in try await sql.raw("SELECT status, count(*) AS n FROM executions" + ownerFilter + " GROUP BY status").all() {
             byStatus[try row.decode(column: "status", as: String.self)] = try row.decode(column: "n", as: Int.self)
         }
         let durationFilter: SQLQueryString = caller.can(.executionsReadAll)
             ? " WHERE duration_ms IS NOT NULL AND status = 'succeeded'"
-            : " WHERE duration_ms IS NOT NULL AND status = 'succeeded' AND user_id = \(bind: try caller.user.requireID())"
+            : " WHERE duration_ms IS NOT NULL AND status = 'succeeded' AND user_id = \(bind: caller.user.id)"
         var bySkill: [UUID: [Int64]] = [:]
         for row in try await sql.raw("SELECT skill_id, duration_ms FROM executions" + durationFilter + " ORDER BY queued_at DESC LIMIT 50000").all() {
             bySkill[try row.decode(column: "skill_id", as: UUID.self), default: []].append(try row.decode(column: "duration_ms", as: Int64.self))

@@ -13,7 +13,7 @@ struct AccountRecovery: IdentityService {
 
 
     func changePassword(_ request: ChangePasswordRequest, caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
-        let user = caller.user
+        let user = try await caller.account(on: app.db)
         guard try await hasher.verify(request.currentPassword, against: user.passwordHash) else {
             try await auditAlone(AuditRecord(
                 action: "auth.password_changed", actorID: user.id, actorType: .user, resourceType: "user",
@@ -88,7 +88,7 @@ struct AccountRecovery: IdentityService {
 
 
     func requestEmailVerification(caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
-        let user = caller.user
+        let user = try await caller.account(on: app.db)
         guard user.emailVerifiedAt == nil else { return }
         try await app.writeTransaction { db in
             try await issueEmailVerification(for: user, on: db)

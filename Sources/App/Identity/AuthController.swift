@@ -120,7 +120,7 @@ struct AuthController: RouteCollection {
     @Sendable
     func myUsage(req: Request) async throws -> UsageResponse {
         let service = UsageService(app: req.application)
-        return try await service.usage(of: try req.caller.user.requireID(), in: try service.window(req))
+        return try await service.usage(of: try req.caller.user.id, in: try service.window(req))
     }
 
     @Sendable
@@ -129,7 +129,7 @@ struct AuthController: RouteCollection {
         guard case .object(let fields) = try req.content.decode(JSONValue.self) else {
             throw HTTPProblem.validation([FieldProblem(field: "body", message: "must be a JSON object")])
         }
-        return UserResponse(try await AccountRegistration(app: req.application).updateProfile(user: caller.user, fields: fields, origin: req.origin))
+        return UserResponse(try await AccountRegistration(app: req.application).updateProfile(user: try await caller.account(on: req.application.db), fields: fields, origin: req.origin))
     }
 
     @Sendable

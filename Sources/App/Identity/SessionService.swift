@@ -137,17 +137,20 @@ struct SessionService: IdentityService {
     }
 
     func logout(caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
-        guard let session = caller.session else { return }
+        guard let current = caller.session else { return }
         try await app.writeTransaction { db in
-            try await revoke(session: session, reason: "logout", actorID: caller.user.id, origin: origin, on: db)
+            // The row as it is now, inside the transaction: the caller's copy is the request's snapshot.
+            if let session = try await UserSession.find(current.id, on: db) {
+                try await revoke(session: session, reason: "logout", actorID: caller.user.id, origin: origin, on: db)
+            }
             try await recorder.record(audit: AuditRecord(
                 action: "auth.logout", actorID: caller.user.id, actorType: .user, resourceType: "session",
-                resourceID: session.id?.lowercasedString, origin: origin), on: db)
+                resourceID: current.id.lowercasedString, origin: origin), on: db)
         }
     }
 
     func sessions(of caller: AuthenticatedCaller) async throws -> [SessionResponse] {
-        try await sessions(ofUser: caller.user.requireID(), current: caller.session?.id)
+        try await sessions(ofUser: caller.user.id, current: caller.session?.id)
     }
 
     /// A user's live sessions, newest first; `current` marks the one the asking request uses, if any.
@@ -171,7 +174,7 @@ struct SessionService: IdentityService {
     func revokeOwnSession(id: UUID, caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
         guard let session = try await UserSession.query(on: reads)
             .filter(\.$id == id)
-            .filter(\.$user.$id == caller.user.requireID())
+            .filter(\.$user.$id == caller.user.id)
             .filter(\.$revokedAt == nil)
             .first()
         else { throw HTTPProblem.notFound("No such session.") }
@@ -182,7 +185,7 @@ struct SessionService: IdentityService {
 
     func revokeOtherSessions(caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
         try await app.writeTransaction { db in
-            try await revokeSessions(of: caller.user.requireID(), except: caller.session?.id, reason: "revoked_by_user",
+            try await revokeSessions(of: caller.user.id, except: caller.session?.id, reason: "revoked_by_user",
                                      actorID: caller.user.id, origin: origin, on: db)
         }
     }

@@ -10,7 +10,7 @@ struct TOTPEnrollment: IdentityService {
 
 
     func enrollTOTP(caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> TOTPEnrollResponse {
-        let user = caller.user
+        let user = try await caller.account(on: app.db)
         guard !user.mfaEnabled else { throw HTTPProblem.conflict("MFA is already on; disable it first to enrol a new authenticator.") }
         let secret = TOTP.generateSecret()
         user.mfaSecret = try app.secretBox.seal(secret)
@@ -25,7 +25,7 @@ struct TOTPEnrollment: IdentityService {
     }
 
     func activateTOTP(code: String, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> [String] {
-        let user = caller.user
+        let user = try await caller.account(on: app.db)
         guard !user.mfaEnabled else { throw HTTPProblem.conflict("MFA is already on.") }
         guard user.mfaSecret != nil else { throw HTTPProblem.conflict("Call /auth/mfa/totp/enroll first.") }
         guard let step = try totpStep(for: user, code: code) else {
@@ -55,7 +55,7 @@ struct TOTPEnrollment: IdentityService {
     }
 
     func disableTOTP(password: String, caller: AuthenticatedCaller, origin: RequestOrigin) async throws {
-        let user = caller.user
+        let user = try await caller.account(on: app.db)
         guard try await hasher.verify(password, against: user.passwordHash) else {
             throw HTTPProblem.validation([FieldProblem(field: "password", message: "is incorrect")])
         }

@@ -28,6 +28,10 @@ public final class UserSession: Model, @unchecked Sendable {
 
     /// Live: not revoked, and neither the idle nor the absolute expiry has passed.
     public func isLive(at now: Date) -> Bool {
+        Self.isLive(revokedAt: revokedAt, idleExpiresAt: idleExpiresAt, expiresAt: expiresAt, at: now)
+    }
+
+    static func isLive(revokedAt: Date?, idleExpiresAt: Date, expiresAt: Date, at now: Date) -> Bool {
         revokedAt == nil && now < idleExpiresAt && now < expiresAt
     }
 }

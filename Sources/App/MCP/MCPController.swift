@@ -64,7 +64,7 @@ struct MCPController: RouteCollection {
             method = message.method
             let context = try await context(for: message, req: req, caller: caller)
             try await RateLimiter(app: app).check(
-                req, [(app.rateLimitPolicies.apiUser, "mcp:\(try caller.user.requireID()):\(context.clientName ?? "")")], onStoreFailure: .failOpen)
+                req, [(app.rateLimitPolicies.apiUser, "mcp:\(caller.user.id):\(context.clientName ?? "")")], onStoreFailure: .failOpen)
             if message.isNotification {
                 try await notification(message, context: context)
                 app.metrics.recordMCPRequest(method: method, outcome: "ok")
@@ -225,7 +225,7 @@ struct MCPController: RouteCollection {
             if case .string(let text) = raw { id = .string(text) }
             if case .number(let number) = raw, number == number.rounded(), abs(number) <= 9_007_199_254_740_991 { id = .number(Int64(number)) }
             guard let id else { return }
-            let userID = try context.caller.user.requireID()
+            let userID = context.caller.user.id
             if let execution = try await Execution.query(on: context.app.db).filter(\.$mcpSessionID == sessionID)
                 .filter(\.$mcpRequestID == id.stored).filter(\.$user.$id == userID).first(), !execution.status.isFinished {
                 _ = try? await ExecutionService(app: context.app).cancel(try execution.requireID(), caller: context.caller, origin: context.origin)
@@ -294,7 +294,7 @@ struct MCPController: RouteCollection {
         let app = req.application
         let hub = app.eventHub
         let settings = await hub.settings
-        let userID = try caller.user.requireID()
+        let userID = caller.user.id
         let subscriber = StreamSubscriber(userID: userID, credential: credential, grants: caller.grants, filter: Self.catalogueEvents,
                                           capacity: settings.bufferEvents)
         let floor: Int64

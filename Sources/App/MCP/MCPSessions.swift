@@ -22,7 +22,7 @@ enum MCPSessions {
     static func open(caller: AuthenticatedCaller, version: String, clientName: String?, clientVersion: String?, app: Application) async throws -> UUID {
         let id = UUID()
         let now = app.wallClock.now()
-        let userID = try caller.user.requireID()
+        let userID = caller.user.id
         let sessionID = caller.session?.id, keyID = caller.apiKey?.id
         try await app.writeStatements { sql in
             try await sql.insert(into: "mcp_sessions")

@@ -116,7 +116,7 @@ struct MCPToolCall: Sendable {
     private func existingCall() async throws -> Execution? {
         guard let sessionID = context.sessionID else { return nil }
         return try await Execution.query(on: context.app.db).filter(\.$mcpSessionID == sessionID)
-            .filter(\.$mcpRequestID == id.stored).filter(\.$user.$id == context.caller.user.requireID()).first()
+            .filter(\.$mcpRequestID == id.stored).filter(\.$user.$id == context.caller.user.id).first()
     }
 
     /// The call's execution, and whether this call made it (false: a retry arriving at once that lost the race).
@@ -148,7 +148,7 @@ struct MCPToolCall: Sendable {
         let caller = context.caller
         let service = ExecutionService(app: app)
         guard let credential = StreamCredential(caller) else { throw AuthError.unauthenticated }
-        let watcher = StreamSubscriber(userID: try caller.user.requireID(), credential: credential, grants: caller.grants,
+        let watcher = StreamSubscriber(userID: caller.user.id, credential: credential, grants: caller.grants,
                                        filter: StreamFilter(types: ["execution.*"], resourceID: executionID.lowercasedString),
                                        capacity: 256)
         let hub = app.eventHub
@@ -309,7 +309,7 @@ struct MCPToolCall: Sendable {
             "requestId": id.json,
             "clientName": context.clientName.map(JSONValue.string) ?? .null,
             "clientVersion": context.clientVersion.map(JSONValue.string) ?? .null,
-            "apiKeyId": caller.apiKey?.id.map { .string($0.lowercasedString) } ?? .null,
+            "apiKeyId": caller.apiKey.map { .string($0.id.lowercasedString) } ?? .null,
             "sessionId": context.sessionID.map { .string($0.lowercasedString) } ?? .null,
         ]
         if let executionID { details["executionId"] = .string(executionID.lowercasedString) }

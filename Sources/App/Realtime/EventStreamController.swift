@@ -52,7 +52,7 @@ struct EventStreamController: RouteCollection {
         let app = req.application
         let hub = app.eventHub
         let settings = await hub.settings
-        let subscriber = StreamSubscriber(userID: try caller.user.requireID(), credential: credential, grants: caller.grants,
+        let subscriber = StreamSubscriber(userID: caller.user.id, credential: credential, grants: caller.grants,
                                           filter: filter, capacity: settings.bufferEvents)
         let floor = try await hub.register(subscriber)
         let logger = req.logger
@@ -139,7 +139,7 @@ struct EventStreamController: RouteCollection {
             let caller = try req.caller
             if caller.method == .cookie { try Self.checkOrigin(req) }
             guard let callerCredential = StreamCredential(caller) else { throw AuthError.unauthenticated }
-            (userID, credential, grants) = (try caller.user.requireID(), callerCredential, caller.grants)
+            (userID, credential, grants) = (caller.user.id, callerCredential, caller.grants)
         }
         guard req.headers.first(name: .upgrade)?.lowercased() == "websocket", req.headers.first(name: "Sec-WebSocket-Key") != nil else {
             throw StreamAuthError.upgradeRequired

@@ -240,7 +240,7 @@ struct ScheduleService: Sendable {
     func create(_ draft: Draft, caller: AuthenticatedCaller, origin: RequestOrigin) async throws -> Schedule {
         let schedule = Schedule()
         schedule.id = UUID()
-        schedule.$user.id = try caller.user.requireID()
+        schedule.$user.id = caller.user.id
         try await apply(draft, to: schedule, creating: true)
         schedule.createdAt = now
         schedule.updatedAt = now
@@ -454,7 +454,7 @@ struct ScheduleService: Sendable {
         if owner == nil { owner = try await User.find(schedule.$user.id, on: reads) }
         guard let owner else { throw HTTPProblem.notFound("The schedule's owner is gone.") }
         let grants = try await UserRole.grants(of: try owner.requireID(), on: reads)
-        return AuthenticatedCaller(user: owner, session: nil, apiKey: nil, method: .schedule, grants: grants)
+        return AuthenticatedCaller(user: CallerUser(owner), session: nil, apiKey: nil, method: .schedule, grants: grants)
     }
 
     private func noteFired(_ id: UUID, status: Schedule.LastStatus, error: String?, execution: UUID?, on db: any Database) async throws {

@@ -97,7 +97,7 @@ struct WorkflowRunService: Sendable {
         run.id = UUID.timeOrdered()
         run.$workflow.id = try workflow.requireID()
         run.workflowVersion = workflow.version
-        run.$user.id = try caller.user.requireID()
+        run.$user.id = caller.user.id
         run.status = .queued
         run.progress = 0
         run.input = try input.canonicalString()
@@ -387,7 +387,7 @@ struct WorkflowRunService: Sendable {
         do {
             let input = try WorkflowDefinition.resolve(step.input, context: ["input": JSONValue.parse(run.input), "steps": .object(outputs)])
             let grants = try await UserRole.grants(of: try owner.requireID(), on: db)
-            let caller = AuthenticatedCaller(user: owner, session: nil, apiKey: nil, method: .schedule, grants: grants)
+            let caller = AuthenticatedCaller(user: CallerUser(owner), session: nil, apiKey: nil, method: .schedule, grants: grants)
             guard owner.status == .active, caller.can(.skillsExecute) else { throw HTTPProblem.conflict("the run's owner may no longer run skills") }
             let execution = try await ExecutionService(app: app).prepare(skillReference: step.skillId.uuidString, input: input, caller: caller, on: db)
             execution.origin = Execution.Origin.workflow.rawValue

@@ -62,7 +62,7 @@ struct RouteAuthorizationTests {
             let viewerPermissions = RoleCatalog.permissions(of: RoleCatalog.viewer)
             let key = try await APIKeyService(app: app).create(
                 name: "viewer key", scopes: viewerPermissions.map(\.rawValue),
-                expiresAt: nil, owner: try await UserAdminService(app: app).find(email: "viewer@example.com"),
+                expiresAt: nil, ownerID: try await UserAdminService(app: app).find(email: "viewer@example.com").requireID(),
                 ownerGrants: Grants(roles: ["viewer"], permissions: viewerPermissions), actor: nil, origin: .system).key
 
             let operations = documentedAccessRules(in: EmbeddedResources.openAPIDocument).filter { $0.path.hasPrefix("/api/") }

@@ -169,6 +169,25 @@ struct TokenTests {
         }
     }
 
+    @Test("A session in use slides its idle expiry: each use a minute or more after the last moves it on; an idle session ends")
+    func idleExpirySlides() async throws {
+        try await withTestApp(environment: ["STEWARD_SESSION_IDLE_TIMEOUT": "300"]) { app in
+            let (_, clock) = app.useTestDoubles()
+            try await makeUser(app, email: "idle@example.com")
+            let pair = try await login(app, email: "idle@example.com")
+            let started = clock.now()
+            clock.advance(by: 200)
+            #expect(try await meStatus(app, pair.accessToken).0 == .ok)
+            let session = try #require(try await UserSession.query(on: app.db).all().first)
+            #expect(abs(session.lastSeenAt.timeIntervalSince(started) - 200) < 1, "the use is recorded")
+            #expect(abs(session.idleExpiresAt.timeIntervalSince(started) - 500) < 1, "the idle expiry moves on with it")
+            clock.advance(by: 200)
+            #expect(try await meStatus(app, pair.accessToken).0 == .ok, "past the first idle expiry, within the moved one")
+            clock.advance(by: 301)
+            #expect(try await meStatus(app, pair.accessToken) == (.unauthorized, "token_revoked"), "300 s without a use")
+        }
+    }
+
     @Test("A client can refresh with its expired access token still attached; protected routes still refuse it")
     func refreshWithStaleToken() async throws {
         try await withTestApp { app in

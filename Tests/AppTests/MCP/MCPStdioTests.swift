@@ -56,7 +56,7 @@ struct MCPStdioTests {
             _ = try await UserAdminService(app: app).setRoles(try user.requireID(), roles: ["executor"], actor: .cli)
             let grants = try await UserRole.grants(of: try user.requireID(), on: app.db)
             let key = try await APIKeyService(app: app).create(name: "local agent", scopes: ["skills:read", "skills:execute", "executions:read"],
-                                                              expiresAt: nil, owner: user, ownerGrants: grants, actor: nil, origin: .system).key
+                                                              expiresAt: nil, ownerID: try user.requireID(), ownerGrants: grants, actor: nil, origin: .system).key
             var environment = [
                 "DATABASE_URL": TestDatabase.postgresURL ?? "sqlite:\(directory.path)/steward.sqlite", "STEWARD_DATA_DIR": directory.path,
                 "STEWARD_JWT_SECRET": secret, "STEWARD_LOG_LEVEL": "warning", "PATH": "/usr/bin:/bin", "STEWARD_WORKERS": "1",

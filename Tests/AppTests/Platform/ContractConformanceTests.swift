@@ -211,6 +211,9 @@ struct ContractConformanceTests {
             try await ListedReadTests.sameItems(User.self, as: AdminUserResponse.self, from: { AdminUserResponse($0, roles: rolesOf[$0.id!] ?? []) }, on: db,
                                                 readers: app.sqliteReaders)
             try ListedReadTests.writesAsCodable(try await User.query(on: db).listed().map { AdminUserResponse($0, roles: ["admin", "viewer"]) })
+            try ListedReadTests.writesAsCodable(try await User.query(on: db).listed().map {
+                MeResponse(user: UserResponse($0), roles: ["admin", "viewer"], permissions: ["skills:read", "users:read"])
+            })
             try await ListedReadTests.sameItems(Workflow.self, as: WorkflowResponse.self, from: WorkflowResponse.init, on: db, readers: app.sqliteReaders)
             try await ListedReadTests.sameItems(Schedule.self, as: ScheduleResponse.self, from: ScheduleResponse.init, on: db, readers: app.sqliteReaders)
             try await ListedReadTests.sameItems(APIKey.self, as: APIKeyResponse.self, from: APIKeyResponse.init, on: db, readers: app.sqliteReaders)

@@ -41,7 +41,7 @@ struct OAuthController: RouteCollection {
         let body = try req.content.decode(OAuthLinkRequest.self)
         let started = try await OAuthSignIn(app: req.application).start(
             providerID: try req.parameters.require("provider"), redirect: body.redirect, mode: .link,
-            user: try caller.user.requireID(), origin: req.origin)
+            user: caller.user.id, origin: req.origin)
         let response = try await OAuthLinkResponse(authorizationUrl: started.authorizationURL).encodeResponse(for: req)
         Self.setBinding(started.binding, on: response)
         return response
@@ -80,13 +80,13 @@ struct OAuthController: RouteCollection {
 
     @Sendable
     func identities(req: Request) async throws -> ListResponse<IdentityResponse> {
-        let items = try await OAuthSignIn(app: req.application).identities(of: try req.caller.user)
+        let items = try await OAuthSignIn(app: req.application).identities(of: try req.caller.user.id)
         return ListResponse(items: items.map(IdentityResponse.init), nextCursor: nil)
     }
 
     @Sendable
     func unlink(req: Request) async throws -> HTTPStatus {
-        try await OAuthSignIn(app: req.application).unlink(id: try req.uuidParameter("id"), user: try req.caller.user, origin: req.origin)
+        try await OAuthSignIn(app: req.application).unlink(id: try req.uuidParameter("id"), userID: try req.caller.user.id, origin: req.origin)
         return .noContent
     }
 

@@ -363,13 +363,12 @@ struct OAuthSignIn: IdentityService {
 
     // MARK: Identities
 
-    func identities(of user: User) async throws -> [OAuthIdentity] {
-        try await OAuthIdentity.query(on: reads).filter(\.$user.$id == user.requireID()).sort(\.$linkedAt).sort(\.$id).all()
+    func identities(of userID: UUID) async throws -> [OAuthIdentity] {
+        try await OAuthIdentity.query(on: reads).filter(\.$user.$id == userID).sort(\.$linkedAt).sort(\.$id).all()
     }
 
     /// Unlinks one of the caller's identities, unless it is the account's last way to sign in.
-    func unlink(id: UUID, user: User, origin: RequestOrigin) async throws {
-        let userID = try user.requireID()
+    func unlink(id: UUID, userID: UUID, origin: RequestOrigin) async throws {
         guard let identity = try await OAuthIdentity.query(on: reads).filter(\.$id == id).filter(\.$user.$id == userID).first() else {
             throw HTTPProblem.notFound("No linked identity of yours has this id.")
         }

@@ -21,7 +21,7 @@ struct IdempotencyMiddleware: AsyncMiddleware {
             throw HTTPProblem.validation([FieldProblem(field: "Idempotency-Key", message: "must be 1 to 255 visible ASCII characters")])
         }
         let app = request.application
-        let userID = try caller.user.requireID()
+        let userID = caller.user.id
         // Collecting here keeps the body on the request for the handler.
         let body = try await request.body.collect(max: app.appConfig.maxBodySize).get()
         var digest = SHA256()
