@@ -159,6 +159,14 @@ struct ListResponse<Item: Content>: Content {
     var nextCursor: String?
 }
 
+extension ListResponse: APIJSONWritable where Item: APIJSONWritable {
+    /// A page of items that write themselves, written without `Codable`'s containers around them.
+    func write(to object: inout APIJSON.ObjectWriter) throws {
+        try object.field("items", objects: items)
+        object.field("nextCursor", nextCursor)
+    }
+}
+
 /// `POST /auth/mfa/totp/enroll`.
 struct TOTPEnrollResponse: Content {
     var secret: String

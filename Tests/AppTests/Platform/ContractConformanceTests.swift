@@ -214,6 +214,8 @@ struct ContractConformanceTests {
             try ListedReadTests.writesAsCodable(try await User.query(on: db).listed().map {
                 MeResponse(user: UserResponse($0), roles: ["admin", "viewer"], permissions: ["skills:read", "users:read"])
             })
+            let skills = try await Skill.query(on: db).listed().map(SkillResponse.init)
+            try ListedReadTests.writesAsCodable([ListResponse(items: skills, nextCursor: "eyJvIjoyMH0"), ListResponse(items: [], nextCursor: nil)])
             try await ListedReadTests.sameItems(Workflow.self, as: WorkflowResponse.self, from: WorkflowResponse.init, on: db, readers: app.sqliteReaders)
             try await ListedReadTests.sameItems(Schedule.self, as: ScheduleResponse.self, from: ScheduleResponse.init, on: db, readers: app.sqliteReaders)
             try await ListedReadTests.sameItems(APIKey.self, as: APIKeyResponse.self, from: APIKeyResponse.init, on: db, readers: app.sqliteReaders)
