@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import PostgresKit
 import PostgresNIO
@@ -59,10 +60,26 @@ package struct PostgresListRow: SQLRow {
     private final class Columns: Sendable {
         let names: [String]
         let positions: [String: Int]
+        /// The position after the column read last: a hint, as in SQLite's direct rows (`DirectSQLiteRow.Columns`).
+        private let next = ManagedAtomic(0)
+        /// Whether every name is the column of one position; where one repeats, a name means its first column, as
+        /// `positions` says, and the hint is not used.
+        private let hinted: Bool
 
         init(_ row: PostgresRow) {
             names = row.map(\.columnName)
             positions = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+            hinted = positions.count == names.count
+        }
+
+        func position(of column: String) -> Int? {
+            let guess = next.load(ordering: .relaxed)
+            if hinted, guess < names.count, names[guess] == column { return guess }
+            return positions[column]
+        }
+
+        func read(_ position: Int) {
+            next.store(position + 1, ordering: .relaxed)
         }
     }
 
@@ -88,12 +105,13 @@ package struct PostgresListRow: SQLRow {
     package func contains(column: String) -> Bool { columns.positions[column] != nil }
 
     package func decodeNil(column: String) throws -> Bool {
-        guard let position = columns.positions[column] else { return true }
+        guard let position = columns.position(of: column) else { return true }
         return cells[position].bytes == nil
     }
 
     package func decode<D: Decodable>(column: String, as type: D.Type) throws -> D {
-        guard let position = columns.positions[column] else { return try row.sql().decode(column: column, as: D.self) }
+        guard let position = columns.position(of: column) else { return try row.sql().decode(column: column, as: D.self) }
+        columns.read(position)
         let cell = cells[position]
         switch cell.dataType {
         case .text, .varchar, .name, .bpchar:

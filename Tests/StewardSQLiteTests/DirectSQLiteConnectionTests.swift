@@ -29,4 +29,22 @@ struct DirectSQLiteConnectionTests {
         }
         #expect(connection.timesPreparedAgain(sql) == 0)
     }
+
+    @Test("A row finds its columns by name in any order; a repeated name means its first column")
+    func columnsByName() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("steward-direct-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let connection = try DirectSQLiteConnection(path: directory.appendingPathComponent("t.sqlite").path, busyTimeoutMilliseconds: 1_000)
+        defer { connection.close() }
+        var rows: [any SQLRow] = []
+        try connection.execute("SELECT 1 AS a, 'x' AS b, NULL AS c, 2 AS d, 3 AS a", []) { rows.append($0) }
+        let row = try #require(rows.first)
+        #expect(try row.decode(column: "a", as: Int.self) == 1 && row.decode(column: "b", as: String.self) == "x")
+        #expect(try row.decodeNil(column: "c") && row.decode(column: "c", as: String?.self) == nil && row.decode(column: "d", as: Int.self) == 2)
+        // Right after `d`, the column before the second `a`: still the first.
+        #expect(try row.decode(column: "a", as: Int.self) == 1, "the first of two columns named a")
+        #expect(try row.decode(column: "d", as: Int.self) == 2 && row.decode(column: "b", as: String.self) == "x")
+        #expect(throws: DecodingError.self) { try row.decode(column: "e", as: Int.self) }
+    }
 }

@@ -99,6 +99,13 @@ struct ListedReadTests {
             encoder.outputFormatting = .sortedKeys
             let fluent = try await User.query(on: app.db).sort(.id).all()
             #expect(try encoder.encode(read.map { try User.read(from: $0) }) == encoder.encode(fluent))
+            // Columns are found by name in any order, a name tested for nil and then read included; a repeated
+            // name means its first column, even right after the column before its second.
+            let named = try #require(try await direct.directRows(SQLQueryString("SELECT 1 AS a, 'x' AS b, NULL::text AS c, 2 AS d, 3 AS a"))?.first)
+            #expect(try named.decode(column: "a", as: Int.self) == 1 && named.decode(column: "b", as: String.self) == "x")
+            #expect(try named.decodeNil(column: "c") && named.decode(column: "c", as: String?.self) == nil && named.decode(column: "d", as: Int.self) == 2)
+            #expect(try named.decode(column: "a", as: Int.self) == 1, "the first of two columns named a")
+            #expect(try named.decode(column: "d", as: Int.self) == 2 && named.decode(column: "b", as: String.self) == "x")
             // A bind the reader does not encode leaves the statement to the driver.
             #expect(try await direct.directRows(SQLQueryString("SELECT * FROM users WHERE email = ANY(\(bind: ["a", "b"]))")) == nil)
             // Inside a transaction the driver reads too.
