@@ -1,8 +1,8 @@
-import Atomics
 import Foundation
 import PostgresKit
 import PostgresNIO
 import SQLKit
+import StewardFormats
 
 /// A SQLKit statement as PostgresNIO's query, when every bind is of a type list reads carry (text, uuid, integers,
 /// booleans, timestamps, doubles); nil otherwise, and the caller runs the statement through the driver instead.
@@ -52,42 +52,15 @@ package enum PostgresStatement {
 /// user-defined types, numerics, types of the app's own) goes through PostgresKit's row as before, so what a
 /// cell reads as never changes.
 ///
-/// As in SQLite's direct rows, a column is found through a name-to-position table made once per result, and a
+/// As in SQLite's direct rows, a column is found through the result's `ColumnPositions`, made once per result, and a
 /// value is handed back as `D` by a bit cast once `D` is known to be its type: an `as? D` cast, or an optional of
 /// a generic type, costs a runtime type lookup per cell (7% of a list's CPU when this row did so).
 package struct PostgresListRow: SQLRow {
-    /// The columns of one result, shared by its rows.
-    private final class Columns: Sendable {
-        let names: [String]
-        let positions: [String: Int]
-        /// The position after the column read last: a hint, as in SQLite's direct rows (`DirectSQLiteRow.Columns`).
-        private let next = ManagedAtomic(0)
-        /// Whether every name is the column of one position; where one repeats, a name means its first column, as
-        /// `positions` says, and the hint is not used.
-        private let hinted: Bool
-
-        init(_ row: PostgresRow) {
-            names = row.map(\.columnName)
-            positions = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
-            hinted = positions.count == names.count
-        }
-
-        func position(of column: String) -> Int? {
-            let guess = next.load(ordering: .relaxed)
-            if hinted, guess < names.count, names[guess] == column { return guess }
-            return positions[column]
-        }
-
-        func read(_ position: Int) {
-            next.store(position + 1, ordering: .relaxed)
-        }
-    }
-
     private let row: PostgresRow
     private let cells: PostgresRandomAccessRow
-    private let columns: Columns
+    private let columns: ColumnPositions
 
-    private init(_ row: PostgresRow, columns: Columns) {
+    private init(_ row: PostgresRow, columns: ColumnPositions) {
         self.row = row
         cells = row.makeRandomAccess()
         self.columns = columns
@@ -96,13 +69,13 @@ package struct PostgresListRow: SQLRow {
     /// A result's rows, sharing one column table.
     package static func rows(_ rows: [PostgresRow]) -> [PostgresListRow] {
         guard let first = rows.first else { return [] }
-        let columns = Columns(first)
+        let columns = ColumnPositions(first.map(\.columnName))
         return rows.map { PostgresListRow($0, columns: columns) }
     }
 
     package var allColumns: [String] { columns.names }
 
-    package func contains(column: String) -> Bool { columns.positions[column] != nil }
+    package func contains(column: String) -> Bool { columns.position(of: column) != nil }
 
     package func decodeNil(column: String) throws -> Bool {
         guard let position = columns.position(of: column) else { return true }

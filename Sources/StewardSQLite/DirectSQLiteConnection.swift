@@ -1,4 +1,3 @@
-import Atomics
 import FluentKit
 import Foundation
 import NIOCore
@@ -80,7 +79,7 @@ package final class DirectSQLiteConnection: @unchecked Sendable {
     /// change made SQLite prepare the statement again, which its re-prepare counter tells.
     private final class Prepared {
         let statement: OpaquePointer
-        var columns: DirectSQLiteRow.Columns?
+        var columns: ColumnPositions?
         var columnsPrepareCount: Int32 = -1
         init(_ statement: OpaquePointer) { self.statement = statement }
     }
@@ -135,7 +134,7 @@ package final class DirectSQLiteConnection: @unchecked Sendable {
             let step = sqlite_nio_sqlite3_step(statement)
             if step == SQLITE_DONE { return }
             guard step == SQLITE_ROW else { throw error(step) }
-            let names: DirectSQLiteRow.Columns
+            let names: ColumnPositions
             let prepareCount = sqlite_nio_sqlite3_stmt_status(statement, SQLITE_STMTSTATUS_REPREPARE, 0)
             if let columns = prepared.columns, prepared.columnsPrepareCount == prepareCount {
                 names = columns
@@ -151,7 +150,7 @@ package final class DirectSQLiteConnection: @unchecked Sendable {
         }
     }
 
-    private static func columns(of statement: OpaquePointer) throws -> DirectSQLiteRow.Columns {
+    private static func columns(of statement: OpaquePointer) throws -> ColumnPositions {
         let count = sqlite_nio_sqlite3_column_count(statement)
         var names: [String] = []
         for index in 0..<count {
@@ -160,7 +159,7 @@ package final class DirectSQLiteConnection: @unchecked Sendable {
             }
             names.append(String(cString: name))
         }
-        return DirectSQLiteRow.Columns(names: names)
+        return ColumnPositions(names)
     }
 
     private static func value(of statement: OpaquePointer, at index: Int32) throws -> SQLiteData {
@@ -186,43 +185,13 @@ package final class DirectSQLiteConnection: @unchecked Sendable {
 
 /// A result row, read the way SQLiteKit reads the driver's.
 package struct DirectSQLiteRow: SQLRow {
-    package final class Columns: Sendable {
-        let names: [String]
-        let positions: [String: Int]
-        /// The position after the column read last. Items read their columns in the order they were selected, so a
-        /// read nearly always finds its column here with one comparison of two short names, where hashing the name
-        /// to look it up was 3% of the CPU of a list on SQLite. A hint only: any other position is looked up.
-        private let next = ManagedAtomic(0)
-        /// Whether every name is the column of one position; where one repeats, a name means its first column, as
-        /// `positions` says, and the hint is not used.
-        private let hinted: Bool
-
-        init(names: [String]) {
-            self.names = names
-            positions = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
-            hinted = positions.count == names.count
-        }
-
-        func position(of column: String) -> Int? {
-            let guess = next.load(ordering: .relaxed)
-            if hinted, guess < names.count, names[guess] == column { return guess }
-            return positions[column]
-        }
-
-        /// `position` was read: the next read is expected after it. (A test of nil leaves the hint, so the read of
-        /// the same column that follows it finds it too.)
-        func read(_ position: Int) {
-            next.store(position + 1, ordering: .relaxed)
-        }
-    }
-
     private static let decoder = SQLiteDataDecoder()
 
-    package let columns: Columns
+    package let columns: ColumnPositions
     package let values: [SQLiteData]
 
     package var allColumns: [String] { columns.names }
-    package func contains(column: String) -> Bool { columns.positions[column] != nil }
+    package func contains(column: String) -> Bool { columns.position(of: column) != nil }
 
     package func decodeNil(column: String) throws -> Bool {
         guard let position = columns.position(of: column) else { return true }
