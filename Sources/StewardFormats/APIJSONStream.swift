@@ -375,9 +375,11 @@ extension APIJSON {
         package mutating func field<T: APIJSONWritable>(_ name: StaticString, objects values: [T]) throws {
             key(name)
             stream.writer.bytes.append(UInt8(ascii: "["))
-            for (index, value) in values.enumerated() {
+            // By index: this generic code runs unspecialised from the app's module, where `enumerated()` looked up
+            // its tuple's type metadata on every item.
+            for index in values.indices {
                 if index > 0 { stream.writer.bytes.append(UInt8(ascii: ",")) }
-                if try !stream.writeSelf(value) { refused = true }
+                if try !stream.writeSelf(values[index]) { refused = true }
             }
             stream.writer.bytes.append(UInt8(ascii: "]"))
         }
@@ -400,8 +402,10 @@ extension APIJSON {
 }
 
 extension APIJSON.Stream {
-    /// Writes a value that writes itself, in the position made for it; false when it refused a value.
-    func writeSelf(_ value: any APIJSONWritable) throws -> Bool {
+    /// Writes a value that writes itself, in the position made for it; false when it refused a value. Generic
+    /// rather than taking `any APIJSONWritable`, so an item larger than an existential's inline buffer (any
+    /// response item) is not copied into a box of its own.
+    func writeSelf<T: APIJSONWritable>(_ value: T) throws -> Bool {
         var object = APIJSON.ObjectWriter(stream: self)
         try value.write(to: &object)
         writer.append(object.count == 0 ? "{}" : "}")

@@ -225,12 +225,14 @@ package enum JSONText {
         private mutating func object(depth: Int) -> JSONValue? {
             guard depth < JSONText.maximumDepth else { return nil }
             position += 1
-            var members: [String: JSONValue] = [:]
             skipSpace()
             if current == UInt8(ascii: "}") {
                 position += 1
-                return .object(members)
+                return .object([:])
             }
+            // The members are gathered first, and the dictionary made once at its size: grown a member at a time, a
+            // small object's dictionary was allocated and rehashed three or four times.
+            var pairs: [(key: String, value: JSONValue)] = []
             while true {
                 skipSpace()
                 guard current == UInt8(ascii: "\""), let key = string() else { return nil }
@@ -238,13 +240,15 @@ package enum JSONText {
                 guard current == UInt8(ascii: ":") else { return nil }
                 position += 1
                 guard let member = value(depth: depth) else { return nil }
-                // A repeated key keeps its first value, as `JSONDecoder` does.
-                if members[key] == nil { members[key] = member }
+                pairs.append((key, member))
                 skipSpace()
                 switch current {
                 case UInt8(ascii: ","): position += 1
                 case UInt8(ascii: "}"):
                     position += 1
+                    var members = [String: JSONValue](minimumCapacity: pairs.count)
+                    // A repeated key keeps its first value, as `JSONDecoder` does: set last to first, the first wins.
+                    for pair in pairs.reversed() { members[pair.key] = pair.value }
                     return .object(members)
                 default: return nil
                 }

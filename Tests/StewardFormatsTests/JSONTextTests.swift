@@ -104,7 +104,7 @@ struct JSONTextTests {
     func parserMatchesDecoder() {
         let texts = [
             #"{"a":1,"b":[true,false,null],"c":{"d":"e"}}"#, " \t\r\n[1, 2.5, -3e2, 0.000001, 1E+2, -0] ", #""just a string""#,
-            "42", "true", "null", #""\u00e9\u0000\n\t\"\\\/ \ud83d\ude00""#, #"{"k":"v","k":"w"}"#, #"{"":{}}"#, "[[],[[]],{}]",
+            "42", "true", "null", #""\u00e9\u0000\n\t\"\\\/ \ud83d\ude00""#, #"{"k":"v","k":"w"}"#, #"{"k":1,"x":2,"k":3,"k":{"a":1},"y":[{"k":0,"k":9}]}"#, #"{"":{}}"#, "[[],[[]],{}]",
             // Not JSON: each must come back as the string itself.
             "", " ", "{", "}", "[1 2]", #"{"a" 1}"#, "{a:1}", "'single'", "tru", "nul", "01", "1.", ".5", "-",
             "1e", "+1", "NaN", "Infinity", "1e400", "[1] x", #""unterminated"#, "\"raw\ncontrol\"", #""\x""#, #""\u12""#,
