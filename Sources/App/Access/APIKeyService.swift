@@ -10,7 +10,7 @@ struct APIKeyService: Sendable {
     let app: Application
 
     /// The pool: for reads only (writes go through `app.writeTransaction`).
-    private var reads: any Database { app.db }
+    private var reads: any Database { app.reads }
     private var now: Date { app.wallClock.now() }
 
     /// Creates a key for `owner` whose scopes must be a subset of what the owner can do now.

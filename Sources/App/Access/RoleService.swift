@@ -10,7 +10,7 @@ import StewardFormats
 struct RoleService: Sendable {
     let app: Application
 
-    private var reads: any Database { app.db }
+    private var reads: any Database { app.reads }
     private var now: Date { app.wallClock.now() }
 
     /// Every role, built-in ones first (in the catalogue's order), then custom ones by name.

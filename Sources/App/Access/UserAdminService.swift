@@ -12,7 +12,7 @@ struct UserAdminService: Sendable {
     let app: Application
 
     /// The pool: for reads only (writes go through `app.writeTransaction`).
-    private var reads: any Database { app.db }
+    private var reads: any Database { app.reads }
     private var now: Date { app.wallClock.now() }
     private var recorder: ActivityRecorder { app.activityRecorder }
 

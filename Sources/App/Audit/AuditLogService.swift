@@ -9,7 +9,7 @@ struct AuditLogService: Sendable {
     let app: Application
 
     /// The pool: for reads only (writes go through `app.writeTransaction`).
-    private var reads: any Database { app.db }
+    private var reads: any Database { app.reads }
 
     struct Filter: Sendable {
         var actorID: UUID?

@@ -15,7 +15,7 @@ protocol IdentityService: Sendable {
 extension IdentityService {
     var config: AppConfig { app.appConfig }
     /// The pool: for reads only (writes go through `app.writeTransaction`).
-    var reads: any Database { app.db }
+    var reads: any Database { app.reads }
     var now: Date { app.wallClock.now() }
     var hasher: PasswordHasher { PasswordHasher(cost: config.bcryptCost, threadPool: app.passwordHashingPool) }
     var recorder: ActivityRecorder { app.activityRecorder }

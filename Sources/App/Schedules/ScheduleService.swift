@@ -96,7 +96,7 @@ struct ScheduleService: Sendable {
     let app: Application
 
     /// The pool: for reads only (writes go through `app.writeTransaction`).
-    private var reads: any Database { app.db }
+    private var reads: any Database { app.reads }
     private var now: Date { app.wallClock.now() }
 
     /// A cron expression as schedules take it, or nil with the field problem that names where it is wrong.

@@ -99,7 +99,7 @@ struct WebhookService: Sendable {
     let app: Application
 
     /// The pool: for reads only (writes go through `app.writeTransaction`).
-    private var reads: any Database { app.db }
+    private var reads: any Database { app.reads }
     private var now: Date { app.wallClock.now() }
 
     // MARK: - Validation

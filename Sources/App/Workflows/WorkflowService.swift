@@ -51,7 +51,7 @@ struct WorkflowService: Sendable {
     let app: Application
 
     /// The pool: for reads only (writes go through `app.writeTransaction`).
-    private var reads: any Database { app.db }
+    private var reads: any Database { app.reads }
     private var now: Date { app.wallClock.now() }
 
     struct Draft: Sendable {
