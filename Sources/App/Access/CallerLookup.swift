@@ -5,9 +5,10 @@ import SQLKit
 import StewardSQLite
 
 /// Loads everything an authenticated request needs (the session or API key, its user, and the user's grants)
-/// in one query of one row, read into plain values (`CallerUser`, `CallerSession`, `CallerKey`), because it runs on every request. On SQLite the query runs on a direct read
-/// connection (`SQLiteReaders`) when it is free, otherwise through the driver; on PostgreSQL as a statement
-/// prepared once per connection (`PreparedStatements`), or through the driver where that does not apply.
+/// in one query of one row, read into plain values (`CallerUser`, `CallerSession`, `CallerKey`), because it runs
+/// on every request. On SQLite the query runs on a direct read connection (`SQLiteReaders`) when it is free,
+/// otherwise through the driver; on PostgreSQL as a statement prepared once per connection
+/// (`PreparedStatements`), or through the driver where that does not apply.
 enum CallerLookup {
     /// What identifies the credential row.
     enum Key {

@@ -43,7 +43,7 @@ struct ExecutionController: RouteCollection {
         let body = try Self.createRequest(req)
         let caller = try req.caller
         try await RateLimiter(app: req.application).check(
-            req, [(req.application.rateLimitPolicies.executions, "user:\(caller.user.id)")], onStoreFailure: .failOpen)
+            req, [(req.application.rateLimitPolicies.executions, "user:\(caller.user.id.lowercasedString)")], onStoreFailure: .failOpen)
         guard !body.skillId.isEmpty, body.skillId.utf8.count <= 64 else {
             throw HTTPProblem.validation([FieldProblem(field: "skillId", message: "must be a skill id or slug")])
         }

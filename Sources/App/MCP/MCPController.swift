@@ -64,7 +64,7 @@ struct MCPController: RouteCollection {
             method = message.method
             let context = try await context(for: message, req: req, caller: caller)
             try await RateLimiter(app: app).check(
-                req, [(app.rateLimitPolicies.apiUser, "mcp:\(caller.user.id):\(context.clientName ?? "")")], onStoreFailure: .failOpen)
+                req, [(app.rateLimitPolicies.apiUser, "mcp:\(caller.user.id.lowercasedString):\(context.clientName ?? "")")], onStoreFailure: .failOpen)
             if message.isNotification {
                 try await notification(message, context: context)
                 app.metrics.recordMCPRequest(method: method, outcome: "ok")

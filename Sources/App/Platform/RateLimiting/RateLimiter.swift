@@ -213,7 +213,7 @@ struct GeneralRateLimitMiddleware: AsyncMiddleware {
     func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
         let policies = request.application.rateLimitPolicies
         if let caller = request.auth.get(AuthenticatedCaller.self) {
-            let key = caller.apiKey.map { "key:\($0.id)" } ?? "user:\(caller.user.id.uuidString)"
+            let key = caller.apiKey.map { "key:\($0.id.lowercasedString)" } ?? "user:\(caller.user.id.lowercasedString)"
             try await RateLimiter(app: request.application).check(request, [(policies.apiUser, key)], onStoreFailure: .failOpen)
         } else {
             try await RateLimiter(app: request.application).check(request, [(policies.apiAnonymous, "ip:\(request.clientIP)")], onStoreFailure: .failOpen)
