@@ -67,6 +67,36 @@ struct HTTPFrontTests {
         }
     }
 
+    @Test("Expect: 100-continue gets 100 Continue, then the answer once the body comes; the connection and the server go on serving")
+    func expectContinue() async throws {
+        try await withTestApp { app in
+            try await app.withLiveServer { port in
+                let body = #"{"email": "nobody@example.com", "password": "not-the-password"}"#
+                let connection = try await RawConnection.connect(port: port)
+                // As curl sends a larger body: the head first, the body only once the server says to go on.
+                try await connection.send(Array(("POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    + "Accept-Encoding: gzip\r\nExpect: 100-continue\r\nContent-Length: \(body.utf8.count)\r\n\r\n").utf8))
+                try await eventually(5, "100 Continue") { connection.text.contains("\r\n\r\n") }
+                #expect(connection.text.hasPrefix("HTTP/1.1 100 Continue\r\n"), "\(connection.text)")
+                try await connection.send(Array(body.utf8))
+                try await eventually(5, "the login's answer") { connection.text.contains("invalid_credentials") }
+                #expect(connection.text.contains("HTTP/1.1 401 Unauthorized"), "\(connection.text)")
+                // The same connection takes the next request, with nothing of the first left over.
+                let before = connection.bytes.count
+                try await connection.send(Array("GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+                try await connection.waitClosed(timeout: 10)
+                let next = String(decoding: connection.bytes[before...], as: UTF8.self)
+                #expect(next.hasPrefix("HTTP/1.1 200 OK"), "\(next)")
+                #expect(next.hasSuffix(#"{"status":"ok"}"#), "\(next)")
+                // An HTTP/1.0 client is not sent 100 Continue (RFC 9110, 10.1.1); it gets the answer alone.
+                let old = try await answer(to: Array(("POST /api/v1/auth/login HTTP/1.0\r\nContent-Type: application/json\r\n"
+                    + "Expect: 100-continue\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)").utf8), port: port)
+                #expect(old.status == "HTTP/1.0 401 Unauthorized", "\(old.text)")
+                #expect(!old.text.contains("100 Continue"))
+            }
+        }
+    }
+
     @Test("A head dribbled one byte at a time gets 408 at STEWARD_HTTP_HEAD_TIMEOUT_SECONDS, though every byte resets the idle timer")
     func slowHead() async throws {
         try await withTestApp(environment: ["STEWARD_HTTP_HEAD_TIMEOUT_SECONDS": "2", "STEWARD_HTTP_IDLE_TIMEOUT_SECONDS": "60"]) { app in

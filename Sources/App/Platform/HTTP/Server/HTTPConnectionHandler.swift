@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOHTTPCompression
 import Vapor
 
 /// A connection's requests, one at a time (NIO's pipelining handler holds the next until this one is answered):
@@ -49,8 +50,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 refuseBody(head)
                 return
             }
-            if head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
-                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+            // Not to HTTP/1.0 clients, which do not know the status (RFC 9110, 10.1.1).
+            if (head.version.major, head.version.minor) >= (1, 1),
+               head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+                sendContinue(version: head.version, context: context)
             }
             state = .receiving(head, nil)
         case .body(var chunk):
@@ -68,6 +71,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             state = .responding(head)
             respond(to: head, body: body, context: context)
         }
+    }
+
+    /// `100 Continue`, written past the response compressor: it takes one request's `Accept-Encoding` for every
+    /// response head it sees, so an informational head written through it left the final answer's head none, and
+    /// NIO's queue trapped on the empty take (one `Expect: 100-continue` request, as curl sends for larger bodies,
+    /// stopped the whole process). The pipelining handler below it lets informational heads through.
+    private func sendContinue(version: HTTPVersion, context: ChannelHandlerContext) {
+        let part = HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .continue))
+        let past = (try? context.pipeline.syncOperations.context(handlerType: HTTPResponseCompressor.self)) ?? context
+        past.writeAndFlush(NIOAny(part), promise: nil)
     }
 
     private func refuseBody(_ head: HTTPRequestHead) {
