@@ -60,6 +60,15 @@ fresh_database
 STEWARD_WORKERS=2 STEWARD_WEBHOOK_ALLOWED_HOSTS=127.0.0.1 bench_start_server "$BIN"
 register_viewer
 "$VENV/bin/python" scripts/conformance_walk.py "$BENCH_URL" bench@example.com Bench-Password-42 viewer@example.com Viewer-Password-42 || failed=1
+# curl, as a shell user sends a larger body: with `Expect: 100-continue` (curl 7 adds it past 1 KB on its own, later
+# versions past 1 MB, so it is named here), then the body once the server says 100. The skill must be created, and
+# the server must go on serving.
+echo "==> curl with Expect: 100-continue"
+python3 -c 'import json; print(json.dumps({"slug": "curl-expect", "name": "Curl", "description": "x" * 3000, "category": "ops",
+  "runner": {"type": "builtin", "name": "echo"}, "inputSchema": {"type": "object"}}))' > "$BENCH_DIR/curl-body.json"
+curl -fs -o /dev/null -H "Expect: 100-continue" -H 'Content-Type: application/json' -H "Authorization: Bearer $(login bench@example.com Bench-Password-42)" \
+  --data @"$BENCH_DIR/curl-body.json" "$BENCH_URL/api/v1/skills" && curl -fs "$BENCH_URL/health/ready" >/dev/null ||
+  { echo "curl's POST with Expect: 100-continue failed, or the server stopped answering" >&2; failed=1; }
 bench_stop_server
 
 # The fuzz: no job runs, since the fuzzer invents webhook and HTTP-skill URLs and nothing may be sent to them.
