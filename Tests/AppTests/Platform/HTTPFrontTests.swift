@@ -97,6 +97,49 @@ struct HTTPFrontTests {
         }
     }
 
+    @Test("Pipelined requests are answered in order, and the connection closes after the one that asks for it")
+    func pipelined() async throws {
+        try await withTestApp { app in
+            try await app.withLiveServer { port in
+                let connection = try await RawConnection.connect(port: port)
+                let request = "GET /health/live HTTP/1.1\r\nHost: x\r\nX-Request-ID: pipelined-%d\r\n%@\r\n"
+                try await connection.send(Array((String(format: request, 1, "") + String(format: request, 2, "")
+                    + String(format: request, 3, "Connection: close\r\n")).utf8))
+                try await connection.waitClosed(timeout: 10)
+                let ids = connection.text.components(separatedBy: "\r\n").filter { $0.lowercased().hasPrefix("x-request-id:") }
+                #expect(ids.map { $0.split(separator: " ").last.map(String.init) } == ["pipelined-1", "pipelined-2", "pipelined-3"],
+                        "\(connection.text)")
+                let connections = connection.text.components(separatedBy: "\r\n").filter { $0.lowercased().hasPrefix("connection:") }
+                #expect(connections.map { $0.lowercased() } == ["connection: keep-alive", "connection: keep-alive", "connection: close"])
+            }
+        }
+    }
+
+    @Test("HEAD of a page served compressed answers with its head alone, so the next answer on the connection is read whole")
+    func headOfCompressedPage() async throws {
+        try await withTestApp { app in
+            try await app.withLiveServer { port in
+                let connection = try await RawConnection.connect(port: port)
+                try await connection.send(Array(("HEAD /console HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n"
+                    + "GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").utf8))
+                try await connection.waitClosed(timeout: 10)
+                let answers = connection.text.components(separatedBy: "\r\n\r\n")
+                #expect(answers.count == 3, "\(connection.text)")
+                #expect(answers[0].hasPrefix("HTTP/1.1 200 OK"), "\(answers[0])")
+                #expect(!answers[0].lowercased().contains("content-encoding"), "\(answers[0])")
+                #expect(answers[0].lowercased().contains("content-type: text/html"), "\(answers[0])")
+                // Nothing between the HEAD's head and the next status line.
+                #expect(answers.count > 1 && answers[1].hasPrefix("HTTP/1.1 200 OK"), "\(connection.text)")
+                #expect(answers.last == #"{"status":"ok"}"#, "\(connection.text)")
+                // The same page by GET is still compressed for a client that accepts gzip.
+                let get = try await RawConnection.connect(port: port)
+                try await get.send(Array("GET /console HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n".utf8))
+                try await get.waitClosed(timeout: 10)
+                #expect(get.text.lowercased().contains("content-encoding: gzip"), "\(get.text.prefix(600))")
+            }
+        }
+    }
+
     @Test("A head dribbled one byte at a time gets 408 at STEWARD_HTTP_HEAD_TIMEOUT_SECONDS, though every byte resets the idle timer")
     func slowHead() async throws {
         try await withTestApp(environment: ["STEWARD_HTTP_HEAD_TIMEOUT_SECONDS": "2", "STEWARD_HTTP_IDLE_TIMEOUT_SECONDS": "60"]) { app in

@@ -189,6 +189,9 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             headers.remove(name: .contentLength)
             headers.remove(name: .transferEncoding)
         }
+        // The compressor cannot tell a HEAD's answer from a GET's: asked to compress it, it ends the empty body as a
+        // 20-byte gzip stream, written after the head, where the client reads the next answer's status line.
+        if head.method == .HEAD, headers.responseCompression == .enable { headers.responseCompression = .disable }
         headers.replaceOrAdd(name: .date, value: HTTPDate.now())
 
         if !bodyless, response.body.buffer == nil, response.body.count != 0 {
@@ -244,23 +247,37 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if let body, body.readableBytes > 0 {
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-            let (handler, context) = bound.value
-            handler.responseWritten(context: context)
-        }
+        _ = writeEnd(context: context)
     }
 
-    fileprivate func responseWritten(context: ChannelHandlerContext) {
-        guard case .responding = state else { return }
+    /// Ends the answer under way. It is over for this handler and the guard before its end is written: NIO's
+    /// pipelining handler hands over a request that came meanwhile from inside that write, and that request's
+    /// answer must not be taken for this one's (when this one's write completed after it was handed over, the
+    /// pipelined request's `Connection: close` was answered and the connection then left open).
+    fileprivate func writeEnd(context: ChannelHandlerContext) -> EventLoopFuture<Void> {
+        guard case .responding = state else { return context.writeAndFlush(wrapOutboundOut(.end(nil))) }
         state = .idle
         connectionGuard.responseEnded()
-        if let (status, code, detail) = pendingError {
-            pendingError = nil
+        let last = !keepAlive
+        let error = pendingError
+        pendingError = nil
+        let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if let (status, code, detail) = error {
             connectionGuard.answerAndClose(status, code: code, detail: detail)
-        } else if !keepAlive || connectionGuard.inputClosed {
-            context.close(promise: nil)
+            return written
         }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        written.whenComplete { _ in
+            let (handler, context) = bound.value
+            // The last answer, or the client has sent all it will (half-closed) and no request of its is left.
+            if last || (handler.connectionGuard.inputClosed && handler.isIdle) { context.close(promise: nil) }
+        }
+        return written
+    }
+
+    private var isIdle: Bool {
+        if case .idle = state { return true }
+        return false
     }
 
     // MARK: Streams
@@ -279,11 +296,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             return context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))))
         case .end:
             streamEnded = true
-            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            return context.writeAndFlush(wrapOutboundOut(.end(nil))).always { _ in
-                let (handler, context) = bound.value
-                handler.responseWritten(context: context)
-            }
+            return writeEnd(context: context)
         case .error:
             // A stream cut short: the client must not take the part it has for the whole.
             streamEnded = true
