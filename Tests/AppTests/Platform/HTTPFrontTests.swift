@@ -22,7 +22,7 @@ struct HTTPFrontTests {
         return (status, code, text)
     }
 
-    @Test("Fifteen kinds of malformed request each get a 400, 414 or 431 problem, then the connection closes; the server goes on serving")
+    @Test("Seventeen kinds of malformed request each get a 400, 414 or 431 problem, then the connection closes; the server goes on serving")
     func malformedRequests() async throws {
         try await withTestApp { app in
             try await app.withLiveServer { port in
@@ -40,6 +40,10 @@ struct HTTPFrontTests {
                     ("TLS bytes on the plain port", [0x16, 0x03, 0x01, 0x00, 0xF4, 0x01, 0x00, 0x00, 0xF0, 0x03, 0x03] + [UInt8](repeating: 0, count: 64), "HTTP/1.1 400", "bad_request"),
                     ("a 100 KB request line", Array("GET /\(long)".utf8), "HTTP/1.1 414", "uri_too_long"),
                     ("a 140 KB URL", Array("GET /\(long)\(String(repeating: "b", count: 40_000)) HTTP/1.1\r\nHost: x\r\n\r\n".utf8), "HTTP/1.1 414", "uri_too_long"),
+                    ("a 100 KB query, the whole head in one write", Array("GET /api/v1/skills?q=\(long) HTTP/1.1\r\nHost: x\r\n\r\n".utf8),
+                     "HTTP/1.1 414", "uri_too_long"),
+                    ("a 90 KB header after a short line", Array("GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "c", count: 90_000))\r\n\r\n".utf8),
+                     "HTTP/1.1 431", "headers_too_large"),
                     ("a 1 MB header", Array("GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "c", count: 1_000_000))\r\n\r\n".utf8), "HTTP/1.1 431", "headers_too_large"),
                     ("a body declared past the limit", Array("POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999\r\n\r\n".utf8), "HTTP/1.1 413", "payload_too_large"),
                     ("a connection ended inside the head", Array("GET /health/live HTTP/1.1\r\nHost: x\r\n".utf8), "HTTP/1.1 400", "bad_request"),

@@ -50,8 +50,12 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     private let limits: Limits
     private let logger: Logger
     private var phase = Phase.awaitingHead(since: nil)
-    /// Whether the current head's request line is complete (a line feed came): tells 414 from 431.
+    /// Whether the current head's request line ended within the parser's limit for a target: tells 414 from 431.
     private var requestLineComplete = false
+    /// The current head's bytes before its first line feed, while they are being counted.
+    private var requestLineBytes = 0
+    /// NIO's parser refuses a target (as any header field) past 80 KiB; the line also holds the method and version.
+    private static let longestRequestLine = 80 * 1024 + "OPTIONS  HTTP/1.1\r".utf8.count
     private var timer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
     /// The server is stopping: the answer under way is the connection's last.
@@ -77,8 +81,16 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
             return
         case .awaitingHead(let since):
             if since == nil { phase = .awaitingHead(since: .now()) }
-            if !requestLineComplete {
-                requestLineComplete = unwrapInboundIn(data).readableBytesView.contains(UInt8(ascii: "\n"))
+            // Where the line feed is, not whether one came: a read that holds the whole head has one even when the
+            // target alone overflowed the parser.
+            if !requestLineComplete, requestLineBytes <= Self.longestRequestLine {
+                let bytes = unwrapInboundIn(data).readableBytesView
+                if let end = bytes.firstIndex(of: UInt8(ascii: "\n")) {
+                    requestLineBytes += end - bytes.startIndex
+                    requestLineComplete = requestLineBytes <= Self.longestRequestLine
+                } else {
+                    requestLineBytes += bytes.count
+                }
             }
         case .body, .responding, .passThrough:
             break
@@ -149,6 +161,7 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
         guard case .responding = phase else { return }
         phase = .awaitingHead(since: nil)
         requestLineComplete = false
+        requestLineBytes = 0
     }
 
     /// An upgrade was asked for: from now on the bytes may be another protocol's.
