@@ -22,7 +22,7 @@ struct HTTPFrontTests {
         return (status, code, text)
     }
 
-    @Test("Seventeen kinds of malformed request each get a 400, 414 or 431 problem, then the connection closes; the server goes on serving")
+    @Test("Nineteen kinds of malformed request each get a 400, 414 or 431 problem, then the connection closes; the server goes on serving")
     func malformedRequests() async throws {
         try await withTestApp { app in
             try await app.withLiveServer { port in
@@ -40,6 +40,8 @@ struct HTTPFrontTests {
                     ("TLS bytes on the plain port", [0x16, 0x03, 0x01, 0x00, 0xF4, 0x01, 0x00, 0x00, 0xF0, 0x03, 0x03] + [UInt8](repeating: 0, count: 64), "HTTP/1.1 400", "bad_request"),
                     ("a 100 KB request line", Array("GET /\(long)".utf8), "HTTP/1.1 414", "uri_too_long"),
                     ("a 140 KB URL", Array("GET /\(long)\(String(repeating: "b", count: 40_000)) HTTP/1.1\r\nHost: x\r\n\r\n".utf8), "HTTP/1.1 414", "uri_too_long"),
+                    ("an HTTP/1.1 request without Host", Array("GET /health/live HTTP/1.1\r\nAccept: */*\r\n\r\n".utf8), "HTTP/1.1 400", "bad_request"),
+                    ("two Host headers", Array("GET /health/live HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n".utf8), "HTTP/1.1 400", "bad_request"),
                     ("a 100 KB query, the whole head in one write", Array("GET /api/v1/skills?q=\(long) HTTP/1.1\r\nHost: x\r\n\r\n".utf8),
                      "HTTP/1.1 414", "uri_too_long"),
                     ("a 90 KB header after a short line", Array("GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "c", count: 90_000))\r\n\r\n".utf8),
@@ -56,6 +58,9 @@ struct HTTPFrontTests {
                 }
                 let healthy = try await answer(to: Array("GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8), port: port)
                 #expect(healthy.status == "HTTP/1.1 200 OK")
+                // HTTP/1.0 has no Host requirement.
+                let old = try await answer(to: Array("GET /health/live HTTP/1.0\r\n\r\n".utf8), port: port)
+                #expect(old.status == "HTTP/1.0 200 OK", "\(old.text)")
             }
         }
     }

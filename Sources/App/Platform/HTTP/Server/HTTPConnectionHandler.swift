@@ -50,6 +50,13 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 refuseBody(head)
                 return
             }
+            // RFC 9112, 3.2: an HTTP/1.1 request names exactly one Host, and no request names two. Two let a proxy
+            // and Steward read different hosts from one request.
+            let hosts = head.headers[canonicalForm: "host"].count
+            if hosts > 1 || (hosts == 0 && (head.version.major, head.version.minor) >= (1, 1)) {
+                refuse(head, detail: hosts > 1 ? "The request names more than one Host." : "An HTTP/1.1 request must name its Host.")
+                return
+            }
             // Not to HTTP/1.0 clients, which do not know the status (RFC 9110, 10.1.1).
             if (head.version.major, head.version.minor) >= (1, 1),
                head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
@@ -81,6 +88,13 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let part = HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .continue))
         let past = (try? context.pipeline.syncOperations.context(handlerType: HTTPResponseCompressor.self)) ?? context
         past.writeAndFlush(NIOAny(part), promise: nil)
+    }
+
+    private func refuse(_ head: HTTPRequestHead, detail: String) {
+        report(head, status: 400, note: detail)
+        state = .refusing
+        keepAlive = false
+        connectionGuard.answerAndClose(.badRequest, code: "bad_request", detail: detail)
     }
 
     private func refuseBody(_ head: HTTPRequestHead) {
