@@ -38,6 +38,28 @@ private func quick(_ app: Application, _ change: @escaping @Sendable (inout Stre
 
 @Suite("Realtime: Server-Sent Events")
 struct SSETests {
+    @Test("An HTTP/1.0 client gets the event stream as it comes, unframed, on a connection that closes after it")
+    func http10Stream() async throws {
+        try await withTestApp { app in
+            await quick(app)
+            let alice = try await person(app, "alice")
+            try await app.withLiveServer { port in
+                let connection = try await RawConnection.connect(port: port)
+                try await connection.send(Array("GET /api/v1/events/stream HTTP/1.0\r\nAuthorization: Bearer \(alice.token)\r\n\r\n".utf8))
+                try await eventually(5, "the stream's head") { connection.text.contains("\r\n\r\n") }
+                let seq = try await app.writeEvent("execution.progress", owner: alice.id, data: ["progress": 40])
+                try await eventually(5, "the event") { connection.text.contains("id: \(seq)\n") }
+                let parts = connection.text.components(separatedBy: "\r\n\r\n")
+                #expect(parts[0].hasPrefix("HTTP/1.0 200 OK"), "\(parts[0])")
+                #expect(parts[0].lowercased().contains("connection: close"), "\(parts[0])")
+                #expect(!parts[0].lowercased().contains("transfer-encoding"), "\(parts[0])")
+                // No chunk sizes: the body is the event stream's own text.
+                #expect(parts.dropFirst().joined().hasPrefix("retry: "), "\(connection.text)")
+                await connection.close()
+            }
+        }
+    }
+
     @Test("A stream sends id = seq and event = type, disables proxy buffering, and beats every heartbeat")
     func framesAndHeaders() async throws {
         try await withTestApp { app in

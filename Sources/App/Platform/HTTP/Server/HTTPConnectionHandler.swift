@@ -210,8 +210,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
         if !bodyless, response.body.buffer == nil, response.body.count != 0 {
             let stream = response.storage[StreamedBodyKey.self]
-            if stream == nil || head.version.minor == 0 {
-                // A stream body Steward did not make (or an HTTP/1.0 client, which cannot take chunks): collected first.
+            if stream == nil {
+                // A stream body Steward did not make: collected first.
                 let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 response.body.collect(on: context.eventLoop).whenComplete { result in
                     let (handler, context) = bound.value
@@ -228,6 +228,13 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 return
             }
             headers.remove(name: .contentLength)
+            // An HTTP/1.0 client cannot take chunks: its stream goes unframed, and closing the connection ends it. (It
+            // was collected whole before, which an event stream never is: the client got nothing, and the server
+            // held every event for it.)
+            if (head.version.major, head.version.minor) < (1, 1) {
+                keepAlive = false
+                headers.remove(name: .transferEncoding)
+            }
             headers.replaceOrAdd(name: .connection, value: keepAlive ? "keep-alive" : "close")
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
             streamID &+= 1
