@@ -542,6 +542,36 @@ struct WebSocketTests {
         }
     }
 
+    @Test("Frames that break RFC 6455 fail the connection with close 1002 (1007 for a close reason that is not UTF-8); a valid close is echoed")
+    func protocolViolations() async throws {
+        try await withTestApp { app in
+            app.useTestDoubles()
+            let alice = try await person(app, "alice")
+            let message = Array(#"{"op":"subscribe"}"#.utf8)
+            let cases: [(String, [UInt8], [UInt8])] = [
+                ("an unmasked text frame", [0x81, UInt8(message.count)] + message, [0x03, 0xEA]),
+                ("a reserved bit set", [0xC1] + RawConnection.frame(opcode: 0x1, payload: message).dropFirst(), [0x03, 0xEA]),
+                ("a reserved opcode", RawConnection.frame(opcode: 0x3, payload: [0x61]), [0x03, 0xEA]),
+                ("a close with code 999", RawConnection.frame(opcode: 0x8, payload: [0x03, 0xE7]), [0x03, 0xEA]),
+                ("a close with a one-byte payload", RawConnection.frame(opcode: 0x8, payload: [0x03]), [0x03, 0xEA]),
+                ("a close reason that is not UTF-8", RawConnection.frame(opcode: 0x8, payload: [0x03, 0xE8, 0xFF, 0xFE]), [0x03, 0xEF]),
+                ("a valid close, 1000 with a reason", RawConnection.frame(opcode: 0x8, payload: [0x03, 0xE8] + Array("bye".utf8)), [0x03, 0xE8]),
+            ]
+            try await app.withLiveServer { port in
+                for (name, bytes, code) in cases {
+                    let raw = try await RawConnection.connect(port: port)
+                    try await raw.upgrade(path: "/api/v1/ws", headers: ["Authorization": "Bearer \(alice.token)"])
+                    #expect(raw.text.hasPrefix("HTTP/1.1 101"), "\(name)")
+                    let handshake = raw.bytes.count
+                    try? await raw.send(bytes)
+                    try await raw.waitClosed(timeout: 5)
+                    let answer = Array(raw.bytes[handshake...])
+                    #expect(Array(answer.prefix(4)) == [0x88, 0x02] + code, "\(name): \(answer.prefix(16))")
+                }
+            }
+        }
+    }
+
     @Test("A single frame over 64 KiB gets close 1009, and the connection is cut even if the peer never answers")
     func oversizedSingleFrame() async throws {
         try await withTestApp { app in

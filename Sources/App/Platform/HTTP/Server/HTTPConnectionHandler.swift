@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOHTTPCompression
+import NIOWebSocket
 import Vapor
 
 /// A connection's requests, one at a time (NIO's pipelining handler holds the next until this one is answered):
@@ -353,6 +354,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 switch result {
                 case .success:
                     let pipeline = context.pipeline.syncOperations
+                    // Before the decoder hands over any byte past the head, so no frame gets past the guard.
+                    if let frames = try? pipeline.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self) {
+                        try? pipeline.addHandler(WebSocketFrameGuard(), position: .after(frames))
+                    }
                     pipeline.removeHandler(handler, promise: nil)
                     for http in handler.httpHandlers where http is ByteToMessageHandler<HTTPRequestDecoder> {
                         pipeline.removeHandler(http, promise: nil)
