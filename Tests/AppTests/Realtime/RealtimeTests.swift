@@ -542,7 +542,7 @@ struct WebSocketTests {
         }
     }
 
-    @Test("Frames that break RFC 6455 fail the connection with close 1002 (1007 for a close reason that is not UTF-8); a valid close is echoed")
+    @Test("Frames that break RFC 6455 fail the connection with close 1002 (1007 for text that is not UTF-8); a valid close is echoed")
     func protocolViolations() async throws {
         try await withTestApp { app in
             app.useTestDoubles()
@@ -555,6 +555,9 @@ struct WebSocketTests {
                 ("a close with code 999", RawConnection.frame(opcode: 0x8, payload: [0x03, 0xE7]), [0x03, 0xEA]),
                 ("a close with a one-byte payload", RawConnection.frame(opcode: 0x8, payload: [0x03]), [0x03, 0xEA]),
                 ("a close reason that is not UTF-8", RawConnection.frame(opcode: 0x8, payload: [0x03, 0xE8, 0xFF, 0xFE]), [0x03, 0xEF]),
+                ("a text frame that is not UTF-8", RawConnection.frame(opcode: 0x1, payload: [0x7B, 0xFF, 0x7D]), [0x03, 0xEF]),
+                ("a text message whose fragments are not UTF-8 together",
+                 RawConnection.frame(opcode: 0x1, payload: [0x22, 0xE2, 0x82], fin: false) + RawConnection.frame(opcode: 0x0, payload: [0x22]), [0x03, 0xEF]),
                 ("a valid close, 1000 with a reason", RawConnection.frame(opcode: 0x8, payload: [0x03, 0xE8] + Array("bye".utf8)), [0x03, 0xE8]),
             ]
             try await app.withLiveServer { port in
@@ -568,6 +571,18 @@ struct WebSocketTests {
                     let answer = Array(raw.bytes[handshake...])
                     #expect(Array(answer.prefix(4)) == [0x88, 0x02] + code, "\(name): \(answer.prefix(16))")
                 }
+                // UTF-8 split between fragments inside one character is still one valid message: answered, not closed.
+                let raw = try await RawConnection.connect(port: port)
+                try await raw.upgrade(path: "/api/v1/ws", headers: ["Authorization": "Bearer \(alice.token)"])
+                let handshake = raw.bytes.count
+                let subscribe = Array(#"{"op":"subscribe","resourceId":"\#u{20AC}"}"#.utf8)
+                let cut = subscribe.firstIndex(of: 0xE2)! + 1
+                try await raw.send(RawConnection.frame(opcode: 0x1, payload: Array(subscribe[..<cut]), fin: false)
+                    + RawConnection.frame(opcode: 0x0, payload: Array(subscribe[cut...])))
+                try await eventually(5, "an answer") { raw.bytes.count > handshake }
+                #expect(raw.bytes[handshake] == 0x81, "a text frame, not a close: \(raw.text.suffix(120))")
+                #expect(raw.isOpen)
+                await raw.close()
             }
         }
     }

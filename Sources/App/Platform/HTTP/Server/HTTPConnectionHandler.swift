@@ -356,7 +356,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                     let pipeline = context.pipeline.syncOperations
                     // Before the decoder hands over any byte past the head, so no frame gets past the guard.
                     if let frames = try? pipeline.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self) {
-                        try? pipeline.addHandler(WebSocketFrameGuard(), position: .after(frames))
+                        try? pipeline.addHandler(WebSocketFrameGuard(largestMessage: EventStreamController.maxFrameSize), position: .after(frames))
                     }
                     pipeline.removeHandler(handler, promise: nil)
                     for http in handler.httpHandlers where http is ByteToMessageHandler<HTTPRequestDecoder> {

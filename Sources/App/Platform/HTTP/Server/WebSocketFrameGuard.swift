@@ -9,6 +9,7 @@ import NIOWebSocket
 /// - No reserved bit is set, since no extension is agreed (5.2).
 /// - No reserved opcode (3-7, 11-15) is used (5.2).
 /// - A close frame's payload is empty, or a code that may be sent (7.4) and a UTF-8 reason (5.5.1).
+/// - A text message is UTF-8 (8.1), checked whole once its last fragment comes: 1007 otherwise.
 ///
 /// Without it, an unmasked or reserved-bit frame was read as a message, a reserved opcode went unanswered with
 /// the connection left open, and a close with an invalid code was echoed back.
@@ -18,14 +19,40 @@ final class WebSocketFrameGuard: ChannelInboundHandler, RemovableChannelHandler 
     typealias OutboundOut = WebSocketFrame
 
     private var failed = false
+    /// The fragments so far of a text message that has not ended.
+    private var text: ByteBuffer?
+    /// Past this a message is WebSocketKit's to refuse (1009), and it is not gathered here.
+    private let largestMessage: Int
+
+    init(largestMessage: Int) {
+        self.largestMessage = largestMessage
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !failed else { return }
-        if let code = Self.violation(of: unwrapInboundIn(data)) {
+        let frame = unwrapInboundIn(data)
+        if let code = Self.violation(of: frame) ?? textViolation(of: frame) {
             fail(with: code, context: context)
             return
         }
         context.fireChannelRead(data)
+    }
+
+    /// 1007 when a text message ends and is not UTF-8.
+    private func textViolation(of frame: WebSocketFrame) -> WebSocketErrorCode? {
+        switch frame.opcode {
+        case .text:
+            text = frame.unmaskedData
+        case .continuation where text != nil:
+            var more = frame.unmaskedData
+            text!.writeBuffer(&more)
+        default:
+            return nil
+        }
+        if let gathered = text, gathered.readableBytes > largestMessage { text = nil }
+        guard frame.fin, let message = text else { return nil }
+        text = nil
+        return String(validating: message.readableBytesView, as: UTF8.self) == nil ? .dataInconsistentWithMessage : nil
     }
 
     /// The close code a frame calls for, or nil when it keeps the rules.
