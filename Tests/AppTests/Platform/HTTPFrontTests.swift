@@ -22,7 +22,7 @@ struct HTTPFrontTests {
         return (status, code, text)
     }
 
-    @Test("Nineteen kinds of malformed request each get a 400, 414 or 431 problem, then the connection closes; the server goes on serving")
+    @Test("Twenty-one kinds of malformed request each get a 400, 414, 415, 431 or 501 problem, then the connection closes; the server goes on serving")
     func malformedRequests() async throws {
         try await withTestApp { app in
             try await app.withLiveServer { port in
@@ -42,6 +42,10 @@ struct HTTPFrontTests {
                     ("a 140 KB URL", Array("GET /\(long)\(String(repeating: "b", count: 40_000)) HTTP/1.1\r\nHost: x\r\n\r\n".utf8), "HTTP/1.1 414", "uri_too_long"),
                     ("an HTTP/1.1 request without Host", Array("GET /health/live HTTP/1.1\r\nAccept: */*\r\n\r\n".utf8), "HTTP/1.1 400", "bad_request"),
                     ("two Host headers", Array("GET /health/live HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n".utf8), "HTTP/1.1 400", "bad_request"),
+                    ("a transfer coding other than chunked", Array("POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n".utf8),
+                     "HTTP/1.1 501", "not_implemented"),
+                    ("a gzip-coded body", Array("POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nabcd".utf8),
+                     "HTTP/1.1 415", "unsupported_media_type"),
                     ("a 100 KB query, the whole head in one write", Array("GET /api/v1/skills?q=\(long) HTTP/1.1\r\nHost: x\r\n\r\n".utf8),
                      "HTTP/1.1 414", "uri_too_long"),
                     ("a 90 KB header after a short line", Array("GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "c", count: 90_000))\r\n\r\n".utf8),
@@ -55,9 +59,14 @@ struct HTTPFrontTests {
                     #expect(answer.status.hasPrefix(status), "\(name): \(answer.text.prefix(300))")
                     #expect(answer.code == code, "\(name): \(answer.text.prefix(300))")
                     #expect(answer.text.lowercased().contains("content-type: application/problem+json"), "\(name)")
+                    if code == "unsupported_media_type" { #expect(answer.text.lowercased().contains("accept-encoding: identity"), "\(name)") }
                 }
                 let healthy = try await answer(to: Array("GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8), port: port)
                 #expect(healthy.status == "HTTP/1.1 200 OK")
+                // The identity coding is no coding: the route answers (a wrong password here).
+                let identity = try await answer(to: Array(("POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    + "Content-Encoding: identity\r\nConnection: close\r\nContent-Length: 43\r\n\r\n{\"email\":\"a@example.com\",\"password\":\"nope\"}").utf8), port: port)
+                #expect(identity.status == "HTTP/1.1 401 Unauthorized", "\(identity.text)")
                 // HTTP/1.0 has no Host requirement.
                 let old = try await answer(to: Array("GET /health/live HTTP/1.0\r\n\r\n".utf8), port: port)
                 #expect(old.status == "HTTP/1.0 200 OK", "\(old.text)")

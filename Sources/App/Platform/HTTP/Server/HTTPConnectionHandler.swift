@@ -55,7 +55,12 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             // and Steward read different hosts from one request.
             let hosts = head.headers[canonicalForm: "host"].count
             if hosts > 1 || (hosts == 0 && (head.version.major, head.version.minor) >= (1, 1)) {
-                refuse(head, detail: hosts > 1 ? "The request names more than one Host." : "An HTTP/1.1 request must name its Host.")
+                refuse(head, status: .badRequest, code: "bad_request",
+                       detail: hosts > 1 ? "The request names more than one Host." : "An HTTP/1.1 request must name its Host.")
+                return
+            }
+            if let refusal = Self.codingRefusal(head) {
+                refuse(head, status: refusal.status, code: refusal.code, detail: refusal.detail, headers: refusal.headers)
                 return
             }
             // Not to HTTP/1.0 clients, which do not know the status (RFC 9110, 10.1.1).
@@ -91,11 +96,32 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         past.writeAndFlush(NIOAny(part), promise: nil)
     }
 
-    private func refuse(_ head: HTTPRequestHead, detail: String) {
-        report(head, status: 400, note: detail)
+    private func refuse(_ head: HTTPRequestHead, status: HTTPResponseStatus, code: String, detail: String,
+                        headers: [(String, String)] = []) {
+        report(head, status: status.code, note: detail)
         state = .refusing
         keepAlive = false
-        connectionGuard.answerAndClose(.badRequest, code: "bad_request", detail: detail)
+        connectionGuard.answerAndClose(status, code: code, detail: detail, headers: headers)
+    }
+
+    /// A body in a coding Steward does not undo, refused before it is read: a transfer coding other than chunked
+    /// (501, RFC 9112, 6.1; the parser passes `gzip, chunked` through undecoded), or a content coding other than
+    /// identity (415 with `Accept-Encoding: identity`, RFC 9110, 15.5.16). Both were read as the body's JSON, and
+    /// failed as "not valid JSON".
+    static func codingRefusal(_ head: HTTPRequestHead)
+        -> (status: HTTPResponseStatus, code: String, detail: String, headers: [(String, String)])? {
+        let transfer = head.headers[canonicalForm: "transfer-encoding"].map { $0.lowercased() }
+        if let other = transfer.first(where: { $0 != "chunked" }) {
+            return (.notImplemented, "not_implemented",
+                    "Steward does not decode the transfer coding '\(other)'; send the body chunked or with a Content-Length.", [])
+        }
+        let hasBody = !transfer.isEmpty || (head.headers.first(name: .contentLength).flatMap(Int.init) ?? 0) > 0
+        let content = head.headers[canonicalForm: "content-encoding"].map { $0.lowercased() }
+        if hasBody, let other = content.first(where: { $0 != "identity" }) {
+            return (.unsupportedMediaType, "unsupported_media_type",
+                    "Steward does not decode request bodies in '\(other)'; send the body uncompressed.", [("Accept-Encoding", "identity")])
+        }
+        return nil
     }
 
     private func refuseBody(_ head: HTTPRequestHead) {
