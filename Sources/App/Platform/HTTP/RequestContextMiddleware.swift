@@ -30,7 +30,8 @@ struct RequestContextMiddleware: AsyncMiddleware {
         let clientID = request.headers.first(name: "X-Request-ID")
         let id = clientID.flatMap { Self.isAcceptable($0) ? $0 : nil } ?? UUID.pooledRandom().lowercasedString
         request.requestID = id
-        request.logger[metadataKey: "request-id"] = .string(id)
+        // Setting metadata rebuilds a stream log handler's prefix: only when the server did not give the logger this id.
+        if request.logger[metadataKey: "request-id"] != .string(id) { request.logger[metadataKey: "request-id"] = .string(id) }
         let metrics = request.application.metrics
         metrics.requestStarted()
         defer { metrics.requestFinished() }

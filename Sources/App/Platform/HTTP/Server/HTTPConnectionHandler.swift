@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPCompression
 import NIOWebSocket
+import StewardFormats
 import Vapor
 
 /// A connection's requests, one at a time (NIO's pipelining handler holds the next until this one is answered):
@@ -193,8 +194,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     // MARK: Answering
 
     private func respond(to head: HTTPRequestHead, body: ByteBuffer?, context: ChannelHandlerContext) {
+        // The request's id is settled here, where Vapor's `Request` would otherwise make a UUID with Foundation (which
+        // opens, reads and closes /dev/urandom: three system calls a request) for its logger, only for
+        // `RequestContextMiddleware` to replace it: the client's `X-Request-ID` when it is acceptable, else a new id
+        // in its place, which both then take.
+        var headers = head.headers
+        if !(headers.first(name: "X-Request-ID").map(RequestContextMiddleware.isAcceptable) ?? false) {
+            headers.replaceOrAdd(name: "X-Request-ID", value: UUID.pooledRandom().lowercasedString)
+        }
         let request = Request(application: app, method: head.method, url: URI(path: head.uri), version: head.version,
-                              headersNoUpdate: head.headers, collectedBody: body, remoteAddress: context.channel.remoteAddress,
+                              headersNoUpdate: headers, collectedBody: body, remoteAddress: context.channel.remoteAddress,
                               logger: app.logger, byteBufferAllocator: context.channel.allocator, on: context.eventLoop)
         let upgradeAsked = head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
         if upgradeAsked {
