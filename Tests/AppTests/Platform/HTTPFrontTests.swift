@@ -115,7 +115,7 @@ struct HTTPFrontTests {
         }
     }
 
-    @Test("Pipelined requests are answered in order, and the connection closes after the one that asks for it")
+    @Test("Pipelined requests are answered in order; the connection closes after the one that asks for it, or after the last once the client half-closes")
     func pipelined() async throws {
         try await withTestApp { app in
             try await app.withLiveServer { port in
@@ -129,6 +129,15 @@ struct HTTPFrontTests {
                         "\(connection.text)")
                 let connections = connection.text.components(separatedBy: "\r\n").filter { $0.lowercased().hasPrefix("connection:") }
                 #expect(connections.map { $0.lowercased() } == ["connection: keep-alive", "connection: keep-alive", "connection: close"])
+
+                // Pipelined, then half-closed: every request is answered whole before the connection closes.
+                let halfClosed = try await RawConnection.connect(port: port)
+                try await halfClosed.send(Array((String(format: request, 4, "") + String(format: request, 5, "")).utf8))
+                try await halfClosed.halfClose()
+                try await halfClosed.waitClosed(timeout: 10)
+                let answered = halfClosed.text.components(separatedBy: "\r\n").filter { $0.lowercased().hasPrefix("x-request-id:") }
+                #expect(answered.map { $0.split(separator: " ").last.map(String.init) } == ["pipelined-4", "pipelined-5"], "\(halfClosed.text)")
+                #expect(halfClosed.text.hasSuffix(#"{"status":"ok"}"#))
             }
         }
     }

@@ -52,6 +52,8 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     private var phase = Phase.awaitingHead(since: nil)
     /// Whether the current head's request line ended within the parser's limit for a target: tells 414 from 431.
     private var requestLineComplete = false
+    /// Requests read whole whose answers are not yet written.
+    private var unanswered = 0
     /// The current head's bytes before its first line feed, while they are being counted.
     private var requestLineBytes = 0
     /// NIO's parser refuses a target (as any header field) past 80 KiB; the line also holds the method and version.
@@ -154,11 +156,16 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     func requestEnded() {
         timer?.cancel()
         timer = nil
+        unanswered += 1
         phase = .responding
     }
 
+    /// An answer's last byte was written. The connection waits for a head again only once every request read whole
+    /// is answered: NIO's pipelining handler hands over the next request from inside the write of an answer's end,
+    /// so that request may be under way already, and a half-close must not close the connection under it.
     func responseEnded() {
-        guard case .responding = phase else { return }
+        unanswered = max(0, unanswered - 1)
+        guard unanswered == 0, case .responding = phase else { return }
         phase = .awaitingHead(since: nil)
         requestLineComplete = false
         requestLineBytes = 0

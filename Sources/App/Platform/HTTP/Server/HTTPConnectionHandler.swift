@@ -307,14 +307,14 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         _ = writeEnd(context: context)
     }
 
-    /// Ends the answer under way. It is over for this handler and the guard before its end is written: NIO's
-    /// pipelining handler hands over a request that came meanwhile from inside that write, and that request's
-    /// answer must not be taken for this one's (when this one's write completed after it was handed over, the
-    /// pipelined request's `Connection: close` was answered and the connection then left open).
+    /// Ends the answer under way. It is over for this handler before its end is written: NIO's pipelining handler
+    /// hands over a request that came meanwhile from inside that write, and that request's answer must not be taken
+    /// for this one's (when this one's write completed after it was handed over, the pipelined request's
+    /// `Connection: close` was answered and the connection then left open). The guard hears of it once the end is
+    /// written, and counts the requests still owed an answer, so a half-close meanwhile does not cut this one.
     fileprivate func writeEnd(context: ChannelHandlerContext) -> EventLoopFuture<Void> {
         guard case .responding = state else { return context.writeAndFlush(wrapOutboundOut(.end(nil))) }
         state = .idle
-        connectionGuard.responseEnded()
         let last = !keepAlive
         let error = pendingError
         pendingError = nil
@@ -326,6 +326,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         written.whenComplete { _ in
             let (handler, context) = bound.value
+            handler.connectionGuard.responseEnded()
             // The last answer, or the client has sent all it will (half-closed) and no request of its is left.
             if last || (handler.connectionGuard.inputClosed && handler.isIdle) { context.close(promise: nil) }
         }
