@@ -89,7 +89,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     /// `100 Continue`, written past the response compressor: it takes one request's `Accept-Encoding` for every
     /// response head it sees, so an informational head written through it left the final answer's head none, and
-    /// NIO's queue trapped on the empty take (one `Expect: 100-continue` request, as curl sends for larger bodies,
+    /// NIO's queue trapped on the empty take (one `Expect: 100-continue` request, as curl sends for bodies past 1 MB,
     /// stopped the whole process). The pipelining handler below it lets informational heads through.
     private func sendContinue(version: HTTPVersion, context: ChannelHandlerContext) {
         let part = HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .continue))
