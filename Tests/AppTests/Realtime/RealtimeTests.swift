@@ -38,6 +38,32 @@ private func quick(_ app: Application, _ change: @escaping @Sendable (inout Stre
 
 @Suite("Realtime: Server-Sent Events")
 struct SSETests {
+    @Test("HEAD of the event stream answers its head alone and holds no stream: the user's cap stays free")
+    func headHoldsNoStream() async throws {
+        try await withTestApp(environment: ["STEWARD_MAX_STREAMS_PER_USER": "2"]) { app in
+            app.useTestDoubles()
+            let alice = try await person(app, "alice")
+            try await app.withLiveServer { port in
+                for _ in 0..<3 {
+                    let connection = try await RawConnection.connect(port: port)
+                    try await connection.send(Array(("HEAD /api/v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(alice.token)\r\n\r\n"
+                        + "GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").utf8))
+                    try await connection.waitClosed(timeout: 10)
+                    let parts = connection.text.components(separatedBy: "\r\n\r\n")
+                    #expect(parts[0].hasPrefix("HTTP/1.1 200 OK"), "\(connection.text)")
+                    #expect(parts[0].lowercased().contains("content-type: text/event-stream"), "\(parts[0])")
+                    // Nothing between the HEAD's head and the next status line (a chunked answer's last chunk was).
+                    #expect(parts.count > 1 && parts[1].hasPrefix("HTTP/1.1 200 OK"), "\(connection.text)")
+                }
+                try await eventually(5, "no stream held") { await app.eventHub.openStreams == 0 }
+                let one = try await SSEClient.open(port: port, headers: auth(alice.token))
+                let two = try await SSEClient.open(port: port, headers: auth(alice.token))
+                #expect([one.status, two.status] == [.ok, .ok])
+                one.close(); two.close()
+            }
+        }
+    }
+
     @Test("An HTTP/1.0 client gets the event stream as it comes, unframed, on a connection that closes after it")
     func http10Stream() async throws {
         try await withTestApp { app in

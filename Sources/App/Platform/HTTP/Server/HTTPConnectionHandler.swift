@@ -242,6 +242,18 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         // The compressor cannot tell a HEAD's answer from a GET's: asked to compress it, it ends the empty body as a
         // 20-byte gzip stream, written after the head, where the client reads the next answer's status line.
         if head.method == .HEAD, headers.responseCompression == .enable { headers.responseCompression = .disable }
+        if bodyless {
+            // A HEAD's answer keeps a GET's Content-Length, but not Transfer-Encoding: the framing headers are
+            // Steward's (the encoder is told not to set them, since it cannot tell a HEAD's answer from a GET's), and
+            // a chunked answer's end is its last chunk, which would be a body.
+            headers.remove(name: .transferEncoding)
+            // A stream's closure holds what the stream needs (an event stream's slot among the user's), and lets it go
+            // when it ends: run it against a writer that takes nothing, so it ends at once.
+            if let stream = response.storage[StreamedBodyKey.self] {
+                let body = stream.write
+                Task { try? await body(RefusingBodyWriter()) }
+            }
+        }
         headers.replaceOrAdd(name: .date, value: HTTPDate.now())
 
         if !bodyless, response.body.buffer == nil, response.body.count != 0 {
@@ -270,6 +282,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             if (head.version.major, head.version.minor) < (1, 1) {
                 keepAlive = false
                 headers.remove(name: .transferEncoding)
+            } else {
+                headers.replaceOrAdd(name: .transferEncoding, value: "chunked")
             }
             headers.replaceOrAdd(name: .connection, value: keepAlive ? "keep-alive" : "close")
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
@@ -292,6 +306,11 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             headers.replaceOrAdd(name: .contentLength, value: String(buffer.readableBytes))
             writeWhole(status: status, headers: headers, body: buffer, head: head, context: context)
         } else {
+            // An empty body says so, for the client to know where the answer ends.
+            if !bodyless {
+                headers.remove(name: .transferEncoding)
+                headers.replaceOrAdd(name: .contentLength, value: "0")
+            }
             writeWhole(status: status, headers: headers, body: nil, head: head, context: context)
         }
     }
@@ -426,6 +445,13 @@ private struct ChannelBodyWriter: AsyncBodyStreamWriter {
             let (handler, context) = bound.value
             return handler.streamWrite(result, id: id, context: context)
         }.get()
+    }
+}
+
+/// The writer of a stream whose answer has no body (a HEAD's): every chunk is refused, as by a closed connection.
+private struct RefusingBodyWriter: AsyncBodyStreamWriter {
+    func write(_ result: BodyStreamResult) async throws {
+        if case .buffer = result { throw ChannelError.ioOnClosedChannel }
     }
 }
 

@@ -113,7 +113,12 @@ final class StewardHTTPServer: Server, Sendable {
                     case .admitted:
                         let guardHandler = ConnectionGuard(limits: limits, logger: app.logger)
                         let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-                        let encoder = HTTPResponseEncoder()
+                        // `HTTPConnectionHandler` sets Content-Length and Transfer-Encoding itself: the encoder, not paired
+                        // with the decoder as NIO's own pipeline setup pairs them, cannot tell a HEAD's answer from a
+                        // GET's, and would chunk a HEAD's answer to a stream and end it with a last chunk.
+                        var framing = HTTPResponseEncoder.Configuration()
+                        framing.automaticallySetFramingHeaders = false
+                        let encoder = HTTPResponseEncoder(configuration: framing)
                         let pipelining = HTTPServerPipelineHandler()
                         let compressor = HTTPResponseCompressor(initialByteBufferCapacity: 0, responseCompressionPredicate: Self.compressWhenAsked)
                         let handler = HTTPConnectionHandler(app: app, responder: responder, connectionGuard: guardHandler,
