@@ -167,6 +167,21 @@ struct HTTPFrontTests {
         }
     }
 
+    @Test("Serving on a port already taken fails with the bind error, and nothing else breaks")
+    func portTaken() async throws {
+        try await withTestApp { app in
+            try await app.withLiveServer { port in
+                do {
+                    let second = StewardHTTPServer(app: app)
+                    await #expect(throws: (any Error).self) { try await second.start(address: .hostname("127.0.0.1", port: port)) }
+                }
+                // The second server is gone (freed above, which trapped in debug builds); the first still serves.
+                let answer = try await answer(to: Array("GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8), port: port)
+                #expect(answer.status == "HTTP/1.1 200 OK")
+            }
+        }
+    }
+
     @Test("A head dribbled one byte at a time gets 408 at STEWARD_HTTP_HEAD_TIMEOUT_SECONDS, though every byte resets the idle timer")
     func slowHead() async throws {
         try await withTestApp(environment: ["STEWARD_HTTP_HEAD_TIMEOUT_SECONDS": "2", "STEWARD_HTTP_IDLE_TIMEOUT_SECONDS": "60"]) { app in

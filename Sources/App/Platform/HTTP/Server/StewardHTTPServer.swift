@@ -52,14 +52,28 @@ final class StewardHTTPServer: Server, Sendable {
     @available(*, noasync, message: "Use the async start() method instead.")
     func start(address: BindAddress?) throws {
         let bootstrap = makeBootstrap()
-        let channel = try bind(bootstrap, address).wait()
-        started(channel)
+        do {
+            started(try bind(bootstrap, address).wait())
+        } catch {
+            throw notStarted(error)
+        }
     }
 
     func start(address: BindAddress?) async throws {
         let bootstrap = makeBootstrap()
-        let channel = try await bind(bootstrap, address).get()
-        started(channel)
+        do {
+            started(try await bind(bootstrap, address).get())
+        } catch {
+            throw notStarted(error)
+        }
+    }
+
+    /// A server that could not bind (its port taken) has nothing to stop: its shutdown is complete. Left unfulfilled,
+    /// its promise trapped in NIO's check of debug builds when the server was freed, so `swift run steward serve` on
+    /// a taken port printed the bind error and then crashed.
+    private func notStarted(_ error: any Error) -> any Error {
+        if shutDown.withLockedValue({ done in defer { done = true }; return !done }) { shutdownPromise.succeed() }
+        return error
     }
 
     @available(*, noasync, message: "Use the async shutdown() method instead.")
