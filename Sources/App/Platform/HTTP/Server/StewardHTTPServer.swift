@@ -72,8 +72,13 @@ final class StewardHTTPServer: Server, Sendable {
     /// its promise trapped in NIO's check of debug builds when the server was freed, so `swift run steward serve` on
     /// a taken port printed the bind error and then crashed.
     private func notStarted(_ error: any Error) -> any Error {
-        if shutDown.withLockedValue({ done in defer { done = true }; return !done }) { shutdownPromise.succeed() }
+        completeShutdown()
         return error
+    }
+
+    /// Fulfils the shutdown promise the first time only: a stop, or a start that could not bind.
+    private func completeShutdown() {
+        if shutDown.withLockedValue({ done in defer { done = true }; return !done }) { shutdownPromise.succeed() }
     }
 
     @available(*, noasync, message: "Use the async shutdown() method instead.")
@@ -166,7 +171,6 @@ final class StewardHTTPServer: Server, Sendable {
         }) else { return shutdownPromise.futureResult }
         let registry = self.registry
         let grace = TimeAmount.seconds(Int64(app.appConfig.shutdownGraceSeconds))
-        let promise = shutdownPromise
         let logger = app.logger
         channel.close(promise: nil)
         let loop = channel.eventLoop
@@ -182,8 +186,8 @@ final class StewardHTTPServer: Server, Sendable {
                 for connection in left { connection.close(promise: nil) }
             }
             return closed.always { _ in timeout.cancel() }
-        }.always { [shutDown] _ in
-            if shutDown.withLockedValue({ done in defer { done = true }; return !done }) { promise.succeed() }
+        }.always { _ in
+            self.completeShutdown()
         }
     }
 }
